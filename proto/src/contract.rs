@@ -1,0 +1,808 @@
+//! The validated contract: what the DPU issued and the host may apply.
+//!
+//! Wire messages ([`crate::pb`]) carry strings; [`Contract::try_from`] parses
+//! them into typed values and enforces every rule a peer must not be trusted
+//! with (no default route, no loopback, no multicast, masquerade addresses that
+//! match the subnet, sane MTU, bounded size). Both agents plan only from this
+//! type, so a rogue message can never reach the kernel or OVS.
+
+use crate::{PROTOCOL_VERSION, pb};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::{fmt, net::IpAddr, str::FromStr};
+
+/// Largest number of cluster CIDRs across all families. Real clusters have a
+/// handful; thousands means a bug or an attack, and each CIDR costs a route
+/// and a rule on the host.
+pub const MAX_CLUSTER_CIDRS: usize = 1024;
+
+/// MTU bounds for the cluster-CIDR routes. IPv6 needs at least 1280.
+pub const MIN_MTU_IPV4: u32 = 576;
+pub const MIN_MTU_IPV6: u32 = 1280;
+pub const MAX_MTU: u32 = 9216;
+
+/// Offset of the host masquerade IP in the masquerade subnet (OVN-Kubernetes: .2).
+pub const HOST_MASQUERADE_OFFSET: u128 = 2;
+/// Offset of the dummy next hop in the masquerade subnet (OVN-Kubernetes: .4).
+pub const DUMMY_NEXT_HOP_OFFSET: u128 = 4;
+/// Highest offset OVN-Kubernetes uses (.5, service hairpin): the subnet must hold it.
+const HIGHEST_MASQUERADE_OFFSET: u128 = 5;
+
+/// An IP address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    pub fn of_net(net: &IpNet) -> Self {
+        Self::of_addr(&net.addr())
+    }
+
+    pub fn of_addr(addr: &IpAddr) -> Self {
+        match addr {
+            IpAddr::V4(_) => Family::Ipv4,
+            IpAddr::V6(_) => Family::Ipv6,
+        }
+    }
+
+    pub fn to_pb(self) -> pb::AddressFamily {
+        match self {
+            Family::Ipv4 => pb::AddressFamily::Ipv4,
+            Family::Ipv6 => pb::AddressFamily::Ipv6,
+        }
+    }
+
+    pub fn from_pb(raw: i32) -> Result<Self, ContractError> {
+        match pb::AddressFamily::try_from(raw) {
+            Ok(pb::AddressFamily::Ipv4) => Ok(Family::Ipv4),
+            Ok(pb::AddressFamily::Ipv6) => Ok(Family::Ipv6),
+            _ => Err(ContractError::UnknownFamily(raw)),
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        })
+    }
+}
+
+/// Node mode. Only [`NodeMode::DpuHost`] is in scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeMode {
+    DpuHost,
+    Full,
+    Dpu,
+}
+
+/// Gateway mode. Only [`GatewayMode::Shared`] is in scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GatewayMode {
+    Shared,
+    Local,
+}
+
+/// Pod network transport. Only [`Transport::NoOverlay`] is in scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    NoOverlay,
+    Geneve,
+}
+
+/// The three settings that together decide whether the path exists at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mode {
+    pub node_mode: NodeMode,
+    pub gateway_mode: GatewayMode,
+    pub transport: Transport,
+}
+
+impl Mode {
+    /// The only mode this project serves: DPU host, shared gateway, no overlay.
+    pub const IN_SCOPE: Mode = Mode {
+        node_mode: NodeMode::DpuHost,
+        gateway_mode: GatewayMode::Shared,
+        transport: Transport::NoOverlay,
+    };
+
+    pub fn is_in_scope(&self) -> bool {
+        *self == Self::IN_SCOPE
+    }
+
+    pub fn to_pb(self) -> pb::Mode {
+        pb::Mode {
+            node_mode: match self.node_mode {
+                NodeMode::DpuHost => pb::NodeMode::DpuHost,
+                NodeMode::Full => pb::NodeMode::Full,
+                NodeMode::Dpu => pb::NodeMode::Dpu,
+            } as i32,
+            gateway_mode: match self.gateway_mode {
+                GatewayMode::Shared => pb::GatewayMode::Shared,
+                GatewayMode::Local => pb::GatewayMode::Local,
+            } as i32,
+            transport: match self.transport {
+                Transport::NoOverlay => pb::Transport::NoOverlay,
+                Transport::Geneve => pb::Transport::Geneve,
+            } as i32,
+        }
+    }
+
+    pub fn from_pb(mode: Option<&pb::Mode>) -> Result<Self, ContractError> {
+        let mode = mode.ok_or(ContractError::Missing("mode"))?;
+        let node_mode = match pb::NodeMode::try_from(mode.node_mode) {
+            Ok(pb::NodeMode::DpuHost) => NodeMode::DpuHost,
+            Ok(pb::NodeMode::Full) => NodeMode::Full,
+            Ok(pb::NodeMode::Dpu) => NodeMode::Dpu,
+            _ => return Err(ContractError::UnknownEnum("mode.node_mode", mode.node_mode)),
+        };
+        let gateway_mode = match pb::GatewayMode::try_from(mode.gateway_mode) {
+            Ok(pb::GatewayMode::Shared) => GatewayMode::Shared,
+            Ok(pb::GatewayMode::Local) => GatewayMode::Local,
+            _ => {
+                return Err(ContractError::UnknownEnum(
+                    "mode.gateway_mode",
+                    mode.gateway_mode,
+                ));
+            }
+        };
+        let transport = match pb::Transport::try_from(mode.transport) {
+            Ok(pb::Transport::NoOverlay) => Transport::NoOverlay,
+            Ok(pb::Transport::Geneve) => Transport::Geneve,
+            _ => return Err(ContractError::UnknownEnum("mode.transport", mode.transport)),
+        };
+        Ok(Mode {
+            node_mode,
+            gateway_mode,
+            transport,
+        })
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let node = match self.node_mode {
+            NodeMode::DpuHost => "dpu-host",
+            NodeMode::Full => "full",
+            NodeMode::Dpu => "dpu",
+        };
+        let gateway = match self.gateway_mode {
+            GatewayMode::Shared => "shared",
+            GatewayMode::Local => "local",
+        };
+        let transport = match self.transport {
+            Transport::NoOverlay => "no-overlay",
+            Transport::Geneve => "geneve",
+        };
+        write!(f, "node {node}, gateway {gateway}, transport {transport}")
+    }
+}
+
+/// The masquerade subnet and the two addresses of it this path uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Masquerade {
+    pub subnet: IpNet,
+    /// SNAT source on the host, and the address on the gateway interface.
+    pub host_ip: IpAddr,
+    /// Next hop of the cluster-CIDR routes; resolved by a permanent neighbour.
+    pub dummy_next_hop: IpAddr,
+}
+
+impl Masquerade {
+    /// Derives the host masquerade IP (.2) and dummy next hop (.4) from the
+    /// subnet, as OVN-Kubernetes does. The subnet must be canonical and hold
+    /// offsets up to .5.
+    pub fn from_subnet(subnet: IpNet) -> Result<Self, ContractError> {
+        if subnet.trunc() != subnet {
+            return Err(ContractError::NotCanonical(subnet.to_string()));
+        }
+        let host_bits = u32::from(subnet.max_prefix_len() - subnet.prefix_len());
+        if host_bits < 128 && (1u128 << host_bits) <= HIGHEST_MASQUERADE_OFFSET {
+            return Err(ContractError::MasqueradeTooSmall(subnet));
+        }
+        Ok(Masquerade {
+            subnet,
+            host_ip: offset(subnet.network(), HOST_MASQUERADE_OFFSET),
+            dummy_next_hop: offset(subnet.network(), DUMMY_NEXT_HOP_OFFSET),
+        })
+    }
+
+    pub fn family(&self) -> Family {
+        Family::of_net(&self.subnet)
+    }
+
+    /// The host masquerade IP with the subnet's prefix length (e.g.
+    /// 169.254.0.2/17): its connected route makes the dummy next hop on-link.
+    pub fn host_address(&self) -> IpNet {
+        // The prefix length comes from a valid IpNet of the same family.
+        IpNet::new(self.host_ip, self.subnet.prefix_len()).unwrap_or(self.subnet)
+    }
+
+    /// MAC of the dummy next hop's permanent neighbour entry: 0a:58 followed by
+    /// the last four bytes of the address (OVN-Kubernetes' IP-derived MAC).
+    pub fn dummy_next_hop_mac(&self) -> [u8; 6] {
+        let tail: [u8; 4] = match self.dummy_next_hop {
+            IpAddr::V4(v4) => v4.octets(),
+            IpAddr::V6(v6) => {
+                let o = v6.octets();
+                [o[12], o[13], o[14], o[15]]
+            }
+        };
+        [0x0a, 0x58, tail[0], tail[1], tail[2], tail[3]]
+    }
+}
+
+fn offset(network: IpAddr, by: u128) -> IpAddr {
+    match network {
+        IpAddr::V4(v4) => IpAddr::V4((u32::from(v4).wrapping_add(by as u32)).into()),
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6).wrapping_add(by)).into()),
+    }
+}
+
+/// Formats a MAC address the way ip(8) and ovs-ofctl print it.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// One address family's part of the contract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FamilyContract {
+    pub masquerade: Masquerade,
+    /// Sorted and without duplicates.
+    pub cluster_cidrs: Vec<IpNet>,
+    pub underlay_ip: IpAddr,
+}
+
+impl FamilyContract {
+    pub fn family(&self) -> Family {
+        self.masquerade.family()
+    }
+}
+
+/// The whole validated contract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contract {
+    pub revision: u64,
+    pub protocol_version: u32,
+    pub mode: Mode,
+    /// At most one per family, IPv4 first.
+    pub families: Vec<FamilyContract>,
+    pub mtu: u32,
+    pub gateway_interface: String,
+}
+
+impl Contract {
+    /// Builds and validates a contract from typed parts (the DPU side builds
+    /// its contract this way from its config; the host side parses the wire).
+    pub fn new(
+        revision: u64,
+        mode: Mode,
+        mut families: Vec<FamilyContract>,
+        mtu: u32,
+        gateway_interface: String,
+    ) -> Result<Self, ContractError> {
+        for family in &mut families {
+            family.cluster_cidrs.sort();
+            family.cluster_cidrs.dedup();
+        }
+        families.sort_by_key(FamilyContract::family);
+        let contract = Contract {
+            revision,
+            protocol_version: PROTOCOL_VERSION,
+            mode,
+            families,
+            mtu,
+            gateway_interface,
+        };
+        contract.validate()?;
+        Ok(contract)
+    }
+
+    /// The rules every contract obeys, whoever built it.
+    fn validate(&self) -> Result<(), ContractError> {
+        if self.revision == 0 {
+            return Err(ContractError::Missing("revision"));
+        }
+        if !self.mode.is_in_scope() {
+            return Err(ContractError::OutOfScope(self.mode));
+        }
+        validate_interface_name("gateway_interface", &self.gateway_interface)?;
+        if self.families.is_empty() {
+            return Err(ContractError::Missing("families"));
+        }
+        let total: usize = self.families.iter().map(|f| f.cluster_cidrs.len()).sum();
+        if total > MAX_CLUSTER_CIDRS {
+            return Err(ContractError::TooManyCidrs {
+                count: total,
+                max: MAX_CLUSTER_CIDRS,
+            });
+        }
+        for pair in self.families.windows(2) {
+            if pair[0].family() == pair[1].family() {
+                return Err(ContractError::DuplicateFamily(pair[0].family()));
+            }
+        }
+        let min_mtu = if self.families.iter().any(|f| f.family() == Family::Ipv6) {
+            MIN_MTU_IPV6
+        } else {
+            MIN_MTU_IPV4
+        };
+        if !(min_mtu..=MAX_MTU).contains(&self.mtu) {
+            return Err(ContractError::BadMtu {
+                mtu: self.mtu,
+                min: min_mtu,
+                max: MAX_MTU,
+            });
+        }
+        for family in &self.families {
+            let fam = family.family();
+            if Family::of_addr(&family.underlay_ip) != fam {
+                return Err(ContractError::FamilyMismatch {
+                    field: "underlay_ip",
+                    value: family.underlay_ip.to_string(),
+                    family: fam,
+                });
+            }
+            if family.cluster_cidrs.is_empty() {
+                return Err(ContractError::NoCidrs(fam));
+            }
+            for cidr in &family.cluster_cidrs {
+                if Family::of_net(cidr) != fam {
+                    return Err(ContractError::FamilyMismatch {
+                        field: "cluster_cidrs",
+                        value: cidr.to_string(),
+                        family: fam,
+                    });
+                }
+                check_cluster_cidr(cidr, &family.masquerade.subnet)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn family(&self, family: Family) -> Option<&FamilyContract> {
+        self.families.iter().find(|f| f.family() == family)
+    }
+
+    /// All cluster CIDRs, IPv4 first.
+    pub fn cluster_cidrs(&self) -> impl Iterator<Item = &IpNet> {
+        self.families.iter().flat_map(|f| f.cluster_cidrs.iter())
+    }
+
+    pub fn to_pb(&self) -> pb::Contract {
+        pb::Contract {
+            revision: self.revision,
+            protocol_version: self.protocol_version,
+            mode: Some(self.mode.to_pb()),
+            families: self
+                .families
+                .iter()
+                .map(|f| pb::FamilyContract {
+                    family: f.family().to_pb() as i32,
+                    masquerade_subnet: f.masquerade.subnet.to_string(),
+                    host_masquerade_ip: f.masquerade.host_ip.to_string(),
+                    dummy_next_hop: f.masquerade.dummy_next_hop.to_string(),
+                    cluster_cidrs: f.cluster_cidrs.iter().map(ToString::to_string).collect(),
+                    underlay_ip: f.underlay_ip.to_string(),
+                })
+                .collect(),
+            mtu: self.mtu,
+            gateway_interface: self.gateway_interface.clone(),
+        }
+    }
+}
+
+impl TryFrom<&pb::Contract> for Contract {
+    type Error = ContractError;
+
+    /// Parses and validates a contract received from the wire.
+    fn try_from(wire: &pb::Contract) -> Result<Self, ContractError> {
+        if wire.protocol_version != PROTOCOL_VERSION {
+            return Err(ContractError::Version {
+                ours: PROTOCOL_VERSION,
+                theirs: wire.protocol_version,
+            });
+        }
+        let mode = Mode::from_pb(wire.mode.as_ref())?;
+        let mut families = Vec::with_capacity(wire.families.len());
+        for f in &wire.families {
+            let family = Family::from_pb(f.family)?;
+            let subnet = parse_net("masquerade_subnet", &f.masquerade_subnet)?;
+            if Family::of_net(&subnet) != family {
+                return Err(ContractError::FamilyMismatch {
+                    field: "masquerade_subnet",
+                    value: subnet.to_string(),
+                    family,
+                });
+            }
+            let masquerade = Masquerade::from_subnet(subnet)?;
+            let host_ip = parse_addr("host_masquerade_ip", &f.host_masquerade_ip)?;
+            if host_ip != masquerade.host_ip {
+                return Err(ContractError::MasqueradeAddress {
+                    field: "host_masquerade_ip",
+                    got: host_ip,
+                    expected: masquerade.host_ip,
+                    subnet,
+                });
+            }
+            let next_hop = parse_addr("dummy_next_hop", &f.dummy_next_hop)?;
+            if next_hop != masquerade.dummy_next_hop {
+                return Err(ContractError::MasqueradeAddress {
+                    field: "dummy_next_hop",
+                    got: next_hop,
+                    expected: masquerade.dummy_next_hop,
+                    subnet,
+                });
+            }
+            // Bound the work before parsing thousands of strings.
+            if f.cluster_cidrs.len() > MAX_CLUSTER_CIDRS {
+                return Err(ContractError::TooManyCidrs {
+                    count: f.cluster_cidrs.len(),
+                    max: MAX_CLUSTER_CIDRS,
+                });
+            }
+            let cluster_cidrs = f
+                .cluster_cidrs
+                .iter()
+                .map(|c| parse_net("cluster_cidrs", c))
+                .collect::<Result<Vec<_>, _>>()?;
+            families.push(FamilyContract {
+                masquerade,
+                cluster_cidrs,
+                underlay_ip: parse_addr("underlay_ip", &f.underlay_ip)?,
+            });
+        }
+        Contract::new(
+            wire.revision,
+            mode,
+            families,
+            wire.mtu,
+            wire.gateway_interface.clone(),
+        )
+    }
+}
+
+/// Whether `cidr` may be routed through the DPU as a cluster CIDR. Rejects
+/// prefixes that would hijack or break the host: the default route, loopback,
+/// multicast, unspecified, and link-local outside the masquerade subnet.
+pub fn check_cluster_cidr(cidr: &IpNet, masquerade_subnet: &IpNet) -> Result<(), ContractError> {
+    let reject = |reason: &'static str| ContractError::RejectedCidr {
+        cidr: *cidr,
+        reason,
+    };
+    if cidr.prefix_len() == 0 {
+        return Err(reject("it is a default route"));
+    }
+    if cidr.trunc() != *cidr {
+        return Err(ContractError::NotCanonical(cidr.to_string()));
+    }
+    let loopback: IpNet = match cidr {
+        IpNet::V4(_) => net("127.0.0.0/8"),
+        IpNet::V6(_) => net("::1/128"),
+    };
+    let multicast: IpNet = match cidr {
+        IpNet::V4(_) => net("224.0.0.0/4"),
+        IpNet::V6(_) => net("ff00::/8"),
+    };
+    let link_local: IpNet = match cidr {
+        IpNet::V4(_) => net("169.254.0.0/16"),
+        IpNet::V6(_) => net("fe80::/10"),
+    };
+    let unspecified: IpNet = match cidr {
+        IpNet::V4(_) => net("0.0.0.0/8"),
+        IpNet::V6(_) => net("::/128"),
+    };
+    if overlaps(cidr, &loopback) {
+        return Err(reject("it overlaps loopback"));
+    }
+    if overlaps(cidr, &multicast) {
+        return Err(reject("it overlaps multicast"));
+    }
+    if overlaps(cidr, &unspecified) {
+        return Err(reject("it overlaps the unspecified range"));
+    }
+    if overlaps(cidr, &link_local) && !masquerade_subnet.contains(cidr) {
+        return Err(reject("it is link-local outside the masquerade subnet"));
+    }
+    if overlaps(cidr, masquerade_subnet) && !masquerade_subnet.contains(cidr) {
+        return Err(reject("it straddles the masquerade subnet"));
+    }
+    Ok(())
+}
+
+/// True when two prefixes share any address.
+pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+fn net(text: &str) -> IpNet {
+    // Only called with the literals above.
+    IpNet::from_str(text).unwrap_or_default()
+}
+
+fn parse_net(field: &'static str, text: &str) -> Result<IpNet, ContractError> {
+    IpNet::from_str(text).map_err(|_| ContractError::BadValue {
+        field,
+        value: truncate(text),
+        expected: "an IP prefix such as 198.18.128.0/17 or fd00:10::/64",
+    })
+}
+
+fn parse_addr(field: &'static str, text: &str) -> Result<IpAddr, ContractError> {
+    IpAddr::from_str(text).map_err(|_| ContractError::BadValue {
+        field,
+        value: truncate(text),
+        expected: "an IP address",
+    })
+}
+
+/// Keeps hostile values from flooding logs and error messages.
+fn truncate(text: &str) -> String {
+    const MAX: usize = 64;
+    if text.len() <= MAX {
+        return text.to_string();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &text[..end], text.len())
+}
+
+/// Checks a Linux interface name: 1 to 15 bytes, no '/', whitespace or NUL.
+pub fn validate_interface_name(field: &'static str, name: &str) -> Result<(), ContractError> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(ContractError::BadValue {
+            field,
+            value: truncate(name),
+            expected: "a Linux interface name (1-15 characters, no '/', ':' or spaces)",
+        })
+    }
+}
+
+/// Why a contract (or one of its values) was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ContractError {
+    #[error("protocol version mismatch: ours is {ours}, the peer's is {theirs}")]
+    Version { ours: u32, theirs: u32 },
+    #[error("missing field `{0}`")]
+    Missing(&'static str),
+    #[error("unknown value {1} for `{0}`")]
+    UnknownEnum(&'static str, i32),
+    #[error("unknown address family {0}")]
+    UnknownFamily(i32),
+    #[error("mode ({0}) is out of scope: only node dpu-host, gateway shared, transport no-overlay")]
+    OutOfScope(Mode),
+    #[error("invalid `{field}` value {value:?}: expected {expected}")]
+    BadValue {
+        field: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("prefix {0} has host bits set; write it as its network address")]
+    NotCanonical(String),
+    #[error("masquerade subnet {0} is too small: it must hold offsets up to .5")]
+    MasqueradeTooSmall(IpNet),
+    #[error("`{field}` is {got}, but masquerade subnet {subnet} gives {expected}")]
+    MasqueradeAddress {
+        field: &'static str,
+        got: IpAddr,
+        expected: IpAddr,
+        subnet: IpNet,
+    },
+    #[error("`{field}` value {value} is not {family}")]
+    FamilyMismatch {
+        field: &'static str,
+        value: String,
+        family: Family,
+    },
+    #[error("address family {0} appears twice")]
+    DuplicateFamily(Family),
+    #[error("no cluster CIDRs for {0}")]
+    NoCidrs(Family),
+    #[error("cluster CIDR {cidr} rejected: {reason}")]
+    RejectedCidr { cidr: IpNet, reason: &'static str },
+    #[error("{count} cluster CIDRs is more than the limit of {max}")]
+    TooManyCidrs { count: usize, max: usize },
+    #[error("MTU {mtu} is outside {min}..={max}")]
+    BadMtu { mtu: u32, min: u32, max: u32 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4_family(cidrs: &[&str]) -> FamilyContract {
+        FamilyContract {
+            masquerade: Masquerade::from_subnet(net("169.254.0.0/17")).expect("masq"),
+            cluster_cidrs: cidrs.iter().map(|c| net(c)).collect(),
+            underlay_ip: "198.18.0.10".parse().expect("ip"),
+        }
+    }
+
+    fn v6_family(cidrs: &[&str]) -> FamilyContract {
+        FamilyContract {
+            masquerade: Masquerade::from_subnet(net("fd69::/112")).expect("masq"),
+            cluster_cidrs: cidrs.iter().map(|c| net(c)).collect(),
+            underlay_ip: "2001:db8::10".parse().expect("ip"),
+        }
+    }
+
+    fn contract(families: Vec<FamilyContract>) -> Result<Contract, ContractError> {
+        Contract::new(1, Mode::IN_SCOPE, families, 1400, "eth0".into())
+    }
+
+    #[test]
+    fn masquerade_addresses_follow_ovn_kubernetes_offsets() {
+        let v4 = Masquerade::from_subnet(net("169.254.0.0/17")).expect("v4");
+        assert_eq!(v4.host_ip.to_string(), "169.254.0.2");
+        assert_eq!(v4.dummy_next_hop.to_string(), "169.254.0.4");
+        assert_eq!(v4.host_address().to_string(), "169.254.0.2/17");
+        assert_eq!(format_mac(&v4.dummy_next_hop_mac()), "0a:58:a9:fe:00:04");
+        let v6 = Masquerade::from_subnet(net("fd69::/112")).expect("v6");
+        assert_eq!(v6.host_ip.to_string(), "fd69::2");
+        assert_eq!(v6.dummy_next_hop.to_string(), "fd69::4");
+        assert_eq!(format_mac(&v6.dummy_next_hop_mac()), "0a:58:00:00:00:04");
+    }
+
+    #[test]
+    fn masquerade_subnet_must_hold_offset_five_and_be_canonical() {
+        assert_eq!(
+            Masquerade::from_subnet(net("169.254.0.0/30")),
+            Err(ContractError::MasqueradeTooSmall(net("169.254.0.0/30")))
+        );
+        assert!(Masquerade::from_subnet(net("169.254.0.0/29")).is_ok());
+        assert_eq!(
+            Masquerade::from_subnet(net("169.254.0.1/17")),
+            Err(ContractError::NotCanonical("169.254.0.1/17".into()))
+        );
+    }
+
+    #[test]
+    fn contract_round_trips_through_the_wire_sorted() {
+        let c = contract(vec![
+            v6_family(&["fd00:10::/64"]),
+            v4_family(&["198.19.0.0/16", "198.18.128.0/17", "198.19.0.0/16"]),
+        ])
+        .expect("valid");
+        assert_eq!(c.families[0].family(), Family::Ipv4);
+        assert_eq!(
+            c.families[0].cluster_cidrs,
+            vec![net("198.18.128.0/17"), net("198.19.0.0/16")]
+        );
+        let back = Contract::try_from(&c.to_pb()).expect("parses");
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn rogue_cidrs_are_rejected_with_the_value_named() {
+        for (cidr, reason) in [
+            ("0.0.0.0/0", "default route"),
+            ("127.0.0.0/16", "loopback"),
+            ("224.0.0.0/8", "multicast"),
+            ("169.254.128.0/24", "link-local"),
+            ("0.0.0.0/8", "unspecified"),
+            ("169.254.0.0/16", "link-local"),
+        ] {
+            let err = contract(vec![v4_family(&[cidr])]).expect_err(cidr);
+            let text = err.to_string();
+            assert!(
+                text.contains(cidr) && text.contains(reason),
+                "{cidr}: {text}"
+            );
+        }
+        for cidr in ["::/0", "::1/128", "ff02::/16", "fe80::/64"] {
+            let err = contract(vec![v6_family(&[cidr])]).expect_err(cidr);
+            assert!(err.to_string().contains(cidr), "{err}");
+        }
+    }
+
+    #[test]
+    fn wire_contract_with_wrong_masquerade_address_is_rejected() {
+        let mut wire = contract(vec![v4_family(&["198.18.128.0/17"])])
+            .expect("valid")
+            .to_pb();
+        wire.families[0].host_masquerade_ip = "169.254.0.9".into();
+        let err = Contract::try_from(&wire).expect_err("wrong host ip");
+        assert!(err.to_string().contains("169.254.0.9"), "{err}");
+        assert!(err.to_string().contains("169.254.0.2"), "{err}");
+    }
+
+    #[test]
+    fn wire_contract_limits_and_garbage() {
+        let good = contract(vec![v4_family(&["198.18.128.0/17"])])
+            .expect("valid")
+            .to_pb();
+        let mut many = good.clone();
+        many.families[0].cluster_cidrs = (0..2000)
+            .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
+            .collect();
+        assert!(matches!(
+            Contract::try_from(&many),
+            Err(ContractError::TooManyCidrs { count: 2000, .. })
+        ));
+        let mut garbage = good.clone();
+        garbage.families[0].cluster_cidrs = vec!["10.0.0.0/33".into()];
+        assert!(
+            Contract::try_from(&garbage)
+                .expect_err("bad")
+                .to_string()
+                .contains("10.0.0.0/33")
+        );
+        let mut mtu = good.clone();
+        mtu.mtu = 100;
+        assert_eq!(
+            Contract::try_from(&mtu),
+            Err(ContractError::BadMtu {
+                mtu: 100,
+                min: 576,
+                max: MAX_MTU
+            })
+        );
+        let mut version = good.clone();
+        version.protocol_version = 7;
+        assert_eq!(
+            Contract::try_from(&version),
+            Err(ContractError::Version {
+                ours: PROTOCOL_VERSION,
+                theirs: 7
+            })
+        );
+        let mut iface = good.clone();
+        iface.gateway_interface = "eth0; rm -rf /".into();
+        assert!(Contract::try_from(&iface).is_err());
+        let mut mode = good;
+        mode.mode = Some(
+            Mode {
+                transport: Transport::Geneve,
+                ..Mode::IN_SCOPE
+            }
+            .to_pb(),
+        );
+        assert!(matches!(
+            Contract::try_from(&mode),
+            Err(ContractError::OutOfScope(_))
+        ));
+    }
+
+    #[test]
+    fn family_mismatch_and_duplicates_are_rejected() {
+        let mut fam = v4_family(&["198.18.128.0/17"]);
+        fam.underlay_ip = "2001:db8::1".parse().expect("ip");
+        assert!(matches!(
+            contract(vec![fam]),
+            Err(ContractError::FamilyMismatch { .. })
+        ));
+        assert_eq!(
+            contract(vec![
+                v4_family(&["198.18.128.0/17"]),
+                v4_family(&["198.19.0.0/16"])
+            ]),
+            Err(ContractError::DuplicateFamily(Family::Ipv4))
+        );
+        assert_eq!(
+            contract(vec![v4_family(&[])]),
+            Err(ContractError::NoCidrs(Family::Ipv4))
+        );
+    }
+}

@@ -1,0 +1,242 @@
+//! Mutual TLS shared by both agents: TLS 1.3 only, a certificate on both
+//! sides, and the peer's identity pinned to one SAN named in config.
+//!
+//! The DPU authorises exactly one host identity: a client certificate signed
+//! by the CA but without that SAN is refused during the handshake, so an
+//! unauthorised peer never reaches a gRPC handler.
+
+use rustls::{
+    ClientConfig, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+    client::danger::HandshakeSignatureValid,
+    crypto::CryptoProvider,
+    pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject},
+    server::{
+        WebPkiClientVerifier,
+        danger::{ClientCertVerified, ClientCertVerifier},
+    },
+};
+use serde::Deserialize;
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+/// The PEM files of one agent's TLS identity and of the CA it trusts.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// This agent's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// This agent's private key (PEM, PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// The CA that signs the peer's certificate (PEM).
+    pub ca: PathBuf,
+}
+
+/// The ring provider, used explicitly so that no process-wide default matters.
+pub fn crypto_provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The ALPN protocol gRPC runs on.
+const ALPN_H2: &[u8] = b"h2";
+
+/// Server side (dpu-agent): requires a client certificate from `files.ca`
+/// whose SAN is `authorised_client`.
+pub fn server_config(
+    files: &TlsFiles,
+    authorised_client: &str,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let identity = PeerIdentity::parse(authorised_client)?;
+    let provider = crypto_provider();
+    let roots = Arc::new(load_roots(&files.ca)?);
+    let webpki = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let verifier = Arc::new(SanPinnedClientVerifier {
+        inner: webpki,
+        identity,
+    });
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(TlsError::Rustls)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(load_certs(&files.cert)?, load_key(&files.key)?)
+        .map_err(|e| TlsError::KeyMismatch {
+            cert: files.cert.clone(),
+            key: files.key.clone(),
+            reason: e.to_string(),
+        })?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Client side (host-agent): presents `files.cert`; the server's name is
+/// checked against the SAN given at connect time.
+pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut config = ClientConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(TlsError::Rustls)?
+        .with_root_certificates(load_roots(&files.ca)?)
+        .with_client_auth_cert(load_certs(&files.cert)?, load_key(&files.key)?)
+        .map_err(|e| TlsError::KeyMismatch {
+            cert: files.cert.clone(),
+            key: files.key.clone(),
+            reason: e.to_string(),
+        })?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A peer identity: the DNS name or IP address that must be among the peer
+/// certificate's SANs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity(ServerName<'static>);
+
+impl PeerIdentity {
+    pub fn parse(text: &str) -> Result<Self, TlsError> {
+        ServerName::try_from(text.to_string())
+            .map(PeerIdentity)
+            .map_err(|_| TlsError::BadIdentity(text.to_string()))
+    }
+
+    pub fn server_name(&self) -> ServerName<'static> {
+        self.0.clone()
+    }
+}
+
+impl fmt::Display for PeerIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.to_str())
+    }
+}
+
+/// webpki chain validation (CA, expiry, key usage) plus the SAN pin.
+#[derive(Debug)]
+struct SanPinnedClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    identity: PeerIdentity,
+}
+
+impl ClientCertVerifier for SanPinnedClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let cert = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|e| rustls::Error::General(format!("unparsable client certificate: {e}")))?;
+        cert.verify_is_valid_for_subject_name(&self.identity.0)
+            .map_err(|_| {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
+                    rustls::OtherError(Arc::new(UnauthorisedPeer(self.identity.to_string()))),
+                ))
+            })?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+#[derive(Debug)]
+struct UnauthorisedPeer(String);
+
+impl fmt::Display for UnauthorisedPeer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "client certificate is valid but its SANs do not include the authorised host identity {:?}",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnauthorisedPeer {}
+
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TlsError::Pem {
+            path: path.to_path_buf(),
+            what: "certificate",
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem {
+            path: path.to_path_buf(),
+            what: "certificate",
+            reason: "no CERTIFICATE block found".into(),
+        });
+    }
+    Ok(certs)
+}
+
+fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Pem {
+        path: path.to_path_buf(),
+        what: "private key",
+        reason: e.to_string(),
+    })
+}
+
+fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(path)? {
+        roots.add(cert).map_err(|e| TlsError::Pem {
+            path: path.to_path_buf(),
+            what: "CA certificate",
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(roots)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot load {what} from {path}: {reason}")]
+    Pem {
+        path: PathBuf,
+        what: &'static str,
+        reason: String,
+    },
+    #[error("certificate {cert} and key {key} do not form a usable identity: {reason}")]
+    KeyMismatch {
+        cert: PathBuf,
+        key: PathBuf,
+        reason: String,
+    },
+    #[error("peer identity {0:?} is neither a DNS name nor an IP address")]
+    BadIdentity(String),
+    #[error("cannot build the client certificate verifier: {0}")]
+    Verifier(String),
+    #[error(transparent)]
+    Rustls(rustls::Error),
+}
