@@ -255,6 +255,21 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
         .join(":")
 }
 
+/// Parses a MAC address written as six colon-separated hex bytes.
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let part = parts.next()?;
+        // from_str_radix alone would accept a sign ("+a").
+        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
 /// One address family's part of the contract.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FamilyContract {
@@ -270,46 +285,69 @@ impl FamilyContract {
     }
 }
 
-/// The whole validated contract.
+/// What the DPU offers: everything of the contract but the host's gateway
+/// interface, which only the host knows. Built from the DPU config; each
+/// change of it is a new revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Contract {
+pub struct Offer {
     pub revision: u64,
-    pub protocol_version: u32,
     pub mode: Mode,
     /// At most one per family, IPv4 first.
     pub families: Vec<FamilyContract>,
     pub mtu: u32,
-    pub gateway_interface: String,
 }
 
-impl Contract {
-    /// Builds and validates a contract from typed parts (the DPU side builds
-    /// its contract this way from its config; the host side parses the wire).
+impl Offer {
+    /// Validates and normalises (sorts, dedups) the parts of an offer.
     pub fn new(
         revision: u64,
         mode: Mode,
         mut families: Vec<FamilyContract>,
         mtu: u32,
-        gateway_interface: String,
     ) -> Result<Self, ContractError> {
         for family in &mut families {
             family.cluster_cidrs.sort();
             family.cluster_cidrs.dedup();
         }
         families.sort_by_key(FamilyContract::family);
-        let contract = Contract {
+        let offer = Offer {
             revision,
-            protocol_version: PROTOCOL_VERSION,
             mode,
             families,
             mtu,
-            gateway_interface,
         };
-        contract.validate()?;
-        Ok(contract)
+        offer.validate()?;
+        Ok(offer)
     }
 
-    /// The rules every contract obeys, whoever built it.
+    /// The contract for a host whose gateway interface is `gateway_interface`.
+    pub fn contract_for(&self, gateway_interface: &str) -> Result<Contract, ContractError> {
+        validate_interface_name("gateway_interface", gateway_interface)?;
+        Ok(Contract {
+            revision: self.revision,
+            protocol_version: PROTOCOL_VERSION,
+            mode: self.mode,
+            families: self.families.clone(),
+            mtu: self.mtu,
+            gateway_interface: gateway_interface.to_string(),
+        })
+    }
+
+    /// The same offer with other families and MTU: the next revision if
+    /// anything changed, else this one unchanged.
+    pub fn revised(&self, families: Vec<FamilyContract>, mtu: u32) -> Result<Self, ContractError> {
+        let next = Offer::new(self.revision, self.mode, families, mtu)?;
+        if next == *self {
+            return Ok(next);
+        }
+        Offer::new(self.revision + 1, self.mode, next.families, mtu)
+    }
+
+    pub fn family(&self, family: Family) -> Option<&FamilyContract> {
+        self.families.iter().find(|f| f.family() == family)
+    }
+
+    /// The rules every offer obeys, whoever built it.
     fn validate(&self) -> Result<(), ContractError> {
         if self.revision == 0 {
             return Err(ContractError::Missing("revision"));
@@ -317,7 +355,6 @@ impl Contract {
         if !self.mode.is_in_scope() {
             return Err(ContractError::OutOfScope(self.mode));
         }
-        validate_interface_name("gateway_interface", &self.gateway_interface)?;
         if self.families.is_empty() {
             return Err(ContractError::Missing("families"));
         }
@@ -333,7 +370,7 @@ impl Contract {
                 return Err(ContractError::DuplicateFamily(pair[0].family()));
             }
         }
-        let min_mtu = if self.families.iter().any(|f| f.family() == Family::Ipv6) {
+        let min_mtu = if self.family(Family::Ipv6).is_some() {
             MIN_MTU_IPV6
         } else {
             MIN_MTU_IPV4
@@ -369,6 +406,31 @@ impl Contract {
             }
         }
         Ok(())
+    }
+}
+
+/// The whole validated contract: the DPU's offer for one host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contract {
+    pub revision: u64,
+    pub protocol_version: u32,
+    pub mode: Mode,
+    /// At most one per family, IPv4 first.
+    pub families: Vec<FamilyContract>,
+    pub mtu: u32,
+    pub gateway_interface: String,
+}
+
+impl Contract {
+    /// Builds and validates a contract from typed parts.
+    pub fn new(
+        revision: u64,
+        mode: Mode,
+        families: Vec<FamilyContract>,
+        mtu: u32,
+        gateway_interface: String,
+    ) -> Result<Self, ContractError> {
+        Offer::new(revision, mode, families, mtu)?.contract_for(&gateway_interface)
     }
 
     pub fn family(&self, family: Family) -> Option<&FamilyContract> {
@@ -663,6 +725,26 @@ mod tests {
         assert_eq!(v6.host_ip.to_string(), "fd69::2");
         assert_eq!(v6.dummy_next_hop.to_string(), "fd69::4");
         assert_eq!(format_mac(&v6.dummy_next_hop_mac()), "0a:58:00:00:00:04");
+    }
+
+    #[test]
+    fn mac_parsing_round_trips_and_rejects_garbage() {
+        assert_eq!(
+            parse_mac("0a:58:a9:fe:00:04")
+                .map(|m| format_mac(&m))
+                .as_deref(),
+            Some("0a:58:a9:fe:00:04")
+        );
+        for bad in [
+            "",
+            "0a:58:a9:fe:00",
+            "0a:58:a9:fe:00:04:05",
+            "0a:58:a9:fe:00:4",
+            "zz:58:a9:fe:00:04",
+            "+a:58:a9:fe:00:04",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad}");
+        }
     }
 
     #[test]

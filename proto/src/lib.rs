@@ -7,6 +7,7 @@
 //!   pinned to a certificate SAN).
 
 pub mod contract;
+pub mod logging;
 pub mod tls;
 
 /// Generated protobuf and gRPC code for package `noverlay.v1`.

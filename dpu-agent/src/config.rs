@@ -1,0 +1,420 @@
+//! The dpu-agent TOML config and its validation.
+//!
+//! Parsing is strict (unknown fields are errors, so a typo never silently
+//! falls back to a default) and every error names the field and the value.
+
+use ipnet::IpNet;
+use noverlay_proto::{
+    contract::{self, ContractError, FamilyContract, Masquerade, Mode, Offer},
+    tls::{PeerIdentity, TlsFiles},
+};
+use serde::Deserialize;
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+};
+
+/// Our OpenFlow cookie ("novr"): distinct from OVN-Kubernetes' 0xdeff105.
+pub const DEFAULT_COOKIE: u64 = 0x6e6f_7672;
+
+/// The config file as written by the operator.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpuConfig {
+    /// Address the gRPC server listens on, e.g. "0.0.0.0:50051".
+    pub listen: SocketAddr,
+    /// The only host identity (certificate SAN) allowed to connect.
+    pub authorised_host: String,
+    pub tls: TlsFiles,
+    /// Defaults to the one mode in scope; any other mode is refused.
+    #[serde(default = "in_scope_mode")]
+    pub mode: Mode,
+    /// MTU of the host's cluster-CIDR routes.
+    pub mtu: u32,
+    pub ipv4: Option<FamilyConfig>,
+    pub ipv6: Option<FamilyConfig>,
+    pub bridge: BridgeConfig,
+}
+
+fn in_scope_mode() -> Mode {
+    Mode::IN_SCOPE
+}
+
+/// One address family: the DPU is the authority for CIDRs and underlay IP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FamilyConfig {
+    /// e.g. "169.254.0.0/17" or "fd69::/112"; the host must use the same.
+    pub masquerade_subnet: IpNet,
+    /// The cluster CIDRs routed from the host through the DPU.
+    pub cluster_cidrs: Vec<IpNet>,
+    /// The node underlay IP: source of path traffic on the physical link.
+    pub underlay_ip: IpAddr,
+}
+
+/// The shared gateway bridge and its ports, by name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeConfig {
+    /// e.g. "breth0".
+    pub name: String,
+    /// The host PF representor port, e.g. "pf0hpf".
+    pub host_representor: String,
+    /// The default-network patch port to br-int.
+    pub patch_port: String,
+    /// The physical uplink, e.g. "p0".
+    pub uplink: String,
+    /// Cookie marking our flows; flows with another cookie are never touched.
+    #[serde(default = "default_cookie")]
+    pub cookie: u64,
+    /// Install the base pipeline (tables 1-3 and the ingress ct flow) too;
+    /// turn off when OVN-Kubernetes already installs it.
+    #[serde(default = "default_true")]
+    pub base_pipeline: bool,
+    /// Port numbers and MAC given by hand, for running without OVSDB
+    /// discovery (demo, tests).
+    pub static_ports: Option<StaticPorts>,
+}
+
+fn default_cookie() -> u64 {
+    DEFAULT_COOKIE
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Hand-written port map.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticPorts {
+    pub host_representor: u32,
+    pub patch_port: u32,
+    pub uplink: u32,
+    pub bridge_mac: String,
+}
+
+/// A config that passed validation, with its derived offer.
+#[derive(Debug, Clone)]
+pub struct ValidConfig {
+    pub raw: DpuConfig,
+    pub authorised_host: PeerIdentity,
+    /// Revision 1; the running agent renumbers on reload.
+    pub offer: Offer,
+    pub static_ports: Option<crate::flows::PortMap>,
+}
+
+impl DpuConfig {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<ValidConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text)
+            .map_err(|e| e.in_file(path))?
+            .validate()
+            .map_err(|e| e.in_file(path))
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: None,
+            message: e.to_string(),
+        })
+    }
+
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(self) -> Result<ValidConfig, ConfigError> {
+        let authorised_host =
+            PeerIdentity::parse(&self.authorised_host).map_err(|_| ConfigError::Invalid {
+                field: "authorised_host".into(),
+                reason: format!(
+                    "{:?} is neither a DNS name nor an IP address",
+                    self.authorised_host
+                ),
+            })?;
+        if !self.mode.is_in_scope() {
+            return Err(ConfigError::Invalid {
+                field: "mode".into(),
+                reason: ContractError::OutOfScope(self.mode).to_string(),
+            });
+        }
+        let families = self.families()?;
+        let offer = Offer::new(1, self.mode, families, self.mtu).map_err(|e| {
+            let field = match &e {
+                ContractError::BadMtu { .. } => "mtu",
+                ContractError::Missing("families") => "ipv4/ipv6",
+                _ => "ipv4/ipv6.cluster_cidrs",
+            };
+            ConfigError::Invalid {
+                field: field.into(),
+                reason: e.to_string(),
+            }
+        })?;
+        for (field, name) in [
+            ("bridge.name", &self.bridge.name),
+            ("bridge.host_representor", &self.bridge.host_representor),
+            ("bridge.patch_port", &self.bridge.patch_port),
+            ("bridge.uplink", &self.bridge.uplink),
+        ] {
+            validate_port_name(field, name)?;
+        }
+        if self.bridge.cookie == 0 || self.bridge.cookie == u64::MAX {
+            return Err(ConfigError::Invalid {
+                field: "bridge.cookie".into(),
+                reason: format!(
+                    "{:#x} is reserved; pick a cookie of our own such as {DEFAULT_COOKIE:#x}",
+                    self.bridge.cookie
+                ),
+            });
+        }
+        let static_ports = match &self.bridge.static_ports {
+            None => None,
+            Some(ports) => Some(ports.validate()?),
+        };
+        Ok(ValidConfig {
+            raw: self,
+            authorised_host,
+            offer,
+            static_ports,
+        })
+    }
+
+    /// The configured families as contract parts; the error names the family.
+    pub fn families(&self) -> Result<Vec<FamilyContract>, ConfigError> {
+        let mut families = Vec::new();
+        for (name, family) in [("ipv4", &self.ipv4), ("ipv6", &self.ipv6)] {
+            let Some(family) = family else { continue };
+            let masquerade = Masquerade::from_subnet(family.masquerade_subnet).map_err(|e| {
+                ConfigError::Invalid {
+                    field: format!("{name}.masquerade_subnet"),
+                    reason: e.to_string(),
+                }
+            })?;
+            let expected = if name == "ipv4" {
+                contract::Family::Ipv4
+            } else {
+                contract::Family::Ipv6
+            };
+            for (field, is_family) in [
+                ("masquerade_subnet", masquerade.family() == expected),
+                (
+                    "underlay_ip",
+                    contract::Family::of_addr(&family.underlay_ip) == expected,
+                ),
+            ] {
+                if !is_family {
+                    return Err(ConfigError::Invalid {
+                        field: format!("{name}.{field}"),
+                        reason: format!("not an {name} value"),
+                    });
+                }
+            }
+            families.push(FamilyContract {
+                masquerade,
+                cluster_cidrs: family.cluster_cidrs.clone(),
+                underlay_ip: family.underlay_ip,
+            });
+        }
+        Ok(families)
+    }
+}
+
+impl StaticPorts {
+    fn validate(&self) -> Result<crate::flows::PortMap, ConfigError> {
+        for (field, port) in [
+            (
+                "bridge.static_ports.host_representor",
+                self.host_representor,
+            ),
+            ("bridge.static_ports.patch_port", self.patch_port),
+            ("bridge.static_ports.uplink", self.uplink),
+        ] {
+            // OpenFlow ports 1..=0xfeff are physical/logical ports.
+            if !(1..=0xfeff).contains(&port) {
+                return Err(ConfigError::Invalid {
+                    field: field.into(),
+                    reason: format!("{port} is not an OpenFlow port number (1-65279)"),
+                });
+            }
+        }
+        let bridge_mac =
+            contract::parse_mac(&self.bridge_mac).ok_or_else(|| ConfigError::Invalid {
+                field: "bridge.static_ports.bridge_mac".into(),
+                reason: format!("{:?} is not a MAC address", self.bridge_mac),
+            })?;
+        Ok(crate::flows::PortMap {
+            host_representor: self.host_representor,
+            patch: self.patch_port,
+            uplink: self.uplink,
+            bridge_mac,
+        })
+    }
+}
+
+/// OVS port names: printable, no spaces or quoting characters, so that they
+/// are safe in OVSDB requests and flow text.
+fn validate_port_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            field: field.into(),
+            reason: format!("{name:?} is not a port name (letters, digits, '-', '_', '.')"),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {}: {message}", path.as_ref().map(|p| p.display().to_string()).unwrap_or_default())]
+    Parse {
+        path: Option<PathBuf>,
+        message: String,
+    },
+    #[error("config field `{field}`: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+impl ConfigError {
+    fn in_file(self, file: &Path) -> Self {
+        match self {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: Some(file.to_path_buf()),
+                message,
+            },
+            ConfigError::Invalid { field, reason } => ConfigError::Invalid {
+                field: format!("{field} (in {})", file.display()),
+                reason,
+            },
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const EXAMPLE: &str = r#"
+listen = "127.0.0.1:50051"
+authorised_host = "host-agent.node1"
+mtu = 1400
+
+[tls]
+cert = "/etc/noverlay/dpu-agent.crt"
+key = "/etc/noverlay/dpu-agent.key"
+ca = "/etc/noverlay/ca.crt"
+
+[ipv4]
+masquerade_subnet = "169.254.0.0/17"
+cluster_cidrs = ["198.18.128.0/17"]
+underlay_ip = "198.18.0.10"
+
+[bridge]
+name = "breth0"
+host_representor = "pf0hpf"
+patch_port = "patch-breth0_node1-to-br-int"
+uplink = "p0"
+
+[bridge.static_ports]
+host_representor = 1
+patch_port = 2
+uplink = 3
+bridge_mac = "02:00:c6:12:00:0a"
+"#;
+
+    fn with(replace: &str, by: &str) -> Result<ValidConfig, ConfigError> {
+        assert!(EXAMPLE.contains(replace), "{replace}");
+        DpuConfig::parse(&EXAMPLE.replace(replace, by))?.validate()
+    }
+
+    #[test]
+    fn example_config_is_valid_and_uses_in_scope_defaults() {
+        let config = with("", "").expect("valid");
+        assert_eq!(config.offer.revision, 1);
+        assert_eq!(config.raw.mode, Mode::IN_SCOPE);
+        assert_eq!(config.raw.bridge.cookie, DEFAULT_COOKIE);
+        assert!(config.raw.bridge.base_pipeline);
+    }
+
+    #[test]
+    fn errors_name_the_field_and_value() {
+        let cases = [
+            ("mtu = 1400", "mtu = 70000", "mtu", "70000"),
+            (
+                "cluster_cidrs = [\"198.18.128.0/17\"]",
+                "cluster_cidrs = [\"0.0.0.0/0\"]",
+                "cluster_cidrs",
+                "0.0.0.0/0",
+            ),
+            (
+                "underlay_ip = \"198.18.0.10\"",
+                "underlay_ip = \"fd00::1\"",
+                "ipv4.underlay_ip",
+                "ipv4",
+            ),
+            (
+                "authorised_host = \"host-agent.node1\"",
+                "authorised_host = \"not a name\"",
+                "authorised_host",
+                "not a name",
+            ),
+            (
+                "uplink = \"p0\"",
+                "uplink = \"p0; drop\"",
+                "bridge.uplink",
+                "p0; drop",
+            ),
+            (
+                "bridge_mac = \"02:00:c6:12:00:0a\"",
+                "bridge_mac = \"02:00\"",
+                "bridge_mac",
+                "02:00",
+            ),
+            ("uplink = 3", "uplink = 0", "static_ports.uplink", "0"),
+            (
+                "masquerade_subnet = \"169.254.0.0/17\"",
+                "masquerade_subnet = \"169.254.0.0/30\"",
+                "ipv4.masquerade_subnet",
+                "169.254.0.0/30",
+            ),
+        ];
+        for (from, to, field, value) in cases {
+            let err = with(from, to).expect_err(to).to_string();
+            assert!(err.contains(field) && err.contains(value), "{to}: {err}");
+        }
+    }
+
+    #[test]
+    fn out_of_scope_mode_is_refused() {
+        let err = with(
+            "mtu = 1400",
+            "mtu = 1400\nmode = { node_mode = \"dpu-host\", gateway_mode = \"local\", transport = \"no-overlay\" }",
+        )
+        .expect_err("local gateway");
+        assert!(err.to_string().contains("gateway local"), "{err}");
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_syntax_are_parse_errors() {
+        let err = with("mtu = 1400", "mtu = 1400\nmtuu = 1").expect_err("typo");
+        assert!(err.to_string().contains("mtuu"), "{err}");
+        let err = with("listen = \"127.0.0.1:50051\"", "listen = \"nowhere\"").expect_err("listen");
+        assert!(
+            err.to_string().contains("listen") || err.to_string().contains("nowhere"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,320 @@
+//! The DPU flow plan: offer + port map -> the OpenFlow flows of the shared
+//! gateway bridge, as text `ovs-ofctl add-flows` takes.
+//!
+//! Pure code: the same input always renders the same lines, in a stable
+//! order, so plans can be diffed, golden-tested and compared with what OVS
+//! reports. IPv4 and IPv6 share one renderer through [`FamilyMatch`].
+
+use ipnet::IpNet;
+use noverlay_proto::contract::{Family, Offer, format_mac};
+use std::net::IpAddr;
+
+/// Priority of the path flows, as OVN-Kubernetes rendered them.
+pub const PATH_PRIORITY: u16 = 510;
+/// Conntrack zone of the shared gateway bridge (OVN-Kubernetes default).
+pub const DEFAULT_CT_ZONE: u16 = 64000;
+/// ct_mark of connections that belong to OVN.
+pub const OVN_CT_MARK: u32 = 0x1;
+
+/// The bridge ports the flows refer to, by OpenFlow port number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortMap {
+    pub host_representor: u32,
+    pub patch: u32,
+    pub uplink: u32,
+    pub bridge_mac: [u8; 6],
+}
+
+/// Rendering settings that do not come from the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowSettings {
+    pub cookie: u64,
+    pub base_pipeline: bool,
+    pub ct_zone: u16,
+}
+
+/// One flow: its match part (with table and priority) and its actions.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Flow {
+    pub table: u8,
+    pub priority: u16,
+    /// Match fields after table and priority, comma-separated.
+    pub matches: String,
+    pub actions: String,
+}
+
+impl Flow {
+    /// The flow as one `ovs-ofctl add-flow` line, cookie first.
+    pub fn render(&self, cookie: u64) -> String {
+        let mut line = format!(
+            "cookie={cookie:#x},table={},priority={}",
+            self.table, self.priority
+        );
+        if !self.matches.is_empty() {
+            line.push(',');
+            line.push_str(&self.matches);
+        }
+        line.push_str(",actions=");
+        line.push_str(&self.actions);
+        line
+    }
+}
+
+/// Match keywords of one address family in ovs-ofctl syntax.
+struct FamilyMatch {
+    proto: &'static str,
+    src: &'static str,
+    dst: &'static str,
+}
+
+impl FamilyMatch {
+    fn of(family: Family) -> Self {
+        match family {
+            Family::Ipv4 => FamilyMatch {
+                proto: "ip",
+                src: "nw_src",
+                dst: "nw_dst",
+            },
+            Family::Ipv6 => FamilyMatch {
+                proto: "ipv6",
+                src: "ipv6_src",
+                dst: "ipv6_dst",
+            },
+        }
+    }
+}
+
+/// An address as the nat() action takes it: IPv6 in brackets.
+fn nat_address(addr: &IpAddr) -> String {
+    match addr {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+/// A prefix as a flow match value; a host prefix as the bare address.
+fn match_prefix(net: &IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
+}
+
+/// The full desired flow set, sorted by table, priority descending, match.
+pub fn plan_flows(offer: &Offer, ports: &PortMap, settings: &FlowSettings) -> Vec<Flow> {
+    let mac = format_mac(&ports.bridge_mac);
+    let zone = settings.ct_zone;
+    let mut flows = Vec::new();
+    for family in &offer.families {
+        let fm = FamilyMatch::of(family.family());
+        let masq = family.masquerade.host_ip;
+        for cidr in &family.cluster_cidrs {
+            let cidr = match_prefix(cidr);
+            // Host -> OVN: the host already SNATed to its masquerade IP.
+            flows.push(Flow {
+                table: 0,
+                priority: PATH_PRIORITY,
+                matches: format!(
+                    "in_port={},{},{}={masq},{}={cidr}",
+                    ports.host_representor, fm.proto, fm.src, fm.dst
+                ),
+                actions: "goto_table:2".into(),
+            });
+            // OVN -> host: replies routed back to the masquerade subnet.
+            flows.push(Flow {
+                table: 0,
+                priority: PATH_PRIORITY,
+                matches: format!(
+                    "in_port={},{},{}={cidr},{}={masq}",
+                    ports.patch, fm.proto, fm.src, fm.dst
+                ),
+                actions: "goto_table:3".into(),
+            });
+            // OVN -> underlay: the second (and last) SNAT, to the node IP.
+            flows.push(Flow {
+                table: 0,
+                priority: PATH_PRIORITY,
+                matches: format!(
+                    "in_port={},dl_src={mac},{},{}={masq},{}={cidr}",
+                    ports.patch, fm.proto, fm.src, fm.dst
+                ),
+                actions: format!(
+                    "ct(commit,zone={zone},nat(src={}),exec(set_field:{OVN_CT_MARK:#x}->ct_mark)),output:{}",
+                    nat_address(&family.underlay_ip),
+                    ports.uplink
+                ),
+            });
+        }
+        if settings.base_pipeline {
+            // Underlay ingress: un-NAT replies, then table 1 picks OVN's.
+            flows.push(Flow {
+                table: 0,
+                priority: 50,
+                matches: format!("{},dl_dst={mac}", fm.proto),
+                actions: format!("ct(zone={zone},nat,table=1)"),
+            });
+            for state in ["+trk+est", "+trk+rel"] {
+                flows.push(Flow {
+                    table: 1,
+                    priority: 100,
+                    matches: format!("{},ct_state={state},ct_mark={OVN_CT_MARK:#x}", fm.proto),
+                    actions: format!("output:{}", ports.patch),
+                });
+            }
+        }
+    }
+    if settings.base_pipeline {
+        flows.push(Flow {
+            table: 1,
+            priority: 0,
+            matches: String::new(),
+            actions: "NORMAL".into(),
+        });
+        flows.push(Flow {
+            table: 2,
+            priority: 100,
+            matches: String::new(),
+            actions: format!("set_field:{mac}->eth_dst,output:{}", ports.patch),
+        });
+        flows.push(Flow {
+            table: 3,
+            priority: 100,
+            matches: String::new(),
+            actions: format!(
+                "move:NXM_OF_ETH_DST[]->NXM_OF_ETH_SRC[],set_field:{mac}->eth_dst,output:{}",
+                ports.host_representor
+            ),
+        });
+    }
+    flows.sort_by(|a, b| {
+        (a.table, std::cmp::Reverse(a.priority), &a.matches).cmp(&(
+            b.table,
+            std::cmp::Reverse(b.priority),
+            &b.matches,
+        ))
+    });
+    flows
+}
+
+/// The plan as `ovs-ofctl` lines.
+pub fn render_flows(flows: &[Flow], cookie: u64) -> Vec<String> {
+    flows.iter().map(|f| f.render(cookie)).collect()
+}
+
+/// One atomic, cookie-scoped replace for `ovs-ofctl --bundle add-flows`:
+/// delete every flow of our cookie, then add the plan. Flows with any other
+/// cookie are untouched.
+pub fn render_bundle(flows: &[Flow], cookie: u64) -> String {
+    let mut text = format!("delete cookie={cookie:#x}/-1\n");
+    for flow in flows {
+        text.push_str("add ");
+        text.push_str(&flow.render(cookie));
+        text.push('\n');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use noverlay_proto::contract::{FamilyContract, Masquerade, Mode};
+    use std::path::PathBuf;
+
+    fn offer(dual: bool, cidrs_v4: &[&str]) -> Offer {
+        let mut families = vec![FamilyContract {
+            masquerade: Masquerade::from_subnet("169.254.0.0/17".parse().expect("net"))
+                .expect("masq"),
+            cluster_cidrs: cidrs_v4.iter().map(|c| c.parse().expect("cidr")).collect(),
+            underlay_ip: "198.18.0.10".parse().expect("ip"),
+        }];
+        if dual {
+            families.push(FamilyContract {
+                masquerade: Masquerade::from_subnet("fd69::/112".parse().expect("net"))
+                    .expect("masq"),
+                cluster_cidrs: vec!["fd00:10:244::/48".parse().expect("cidr")],
+                underlay_ip: "2001:db8::10".parse().expect("ip"),
+            });
+        }
+        Offer::new(1, Mode::IN_SCOPE, families, 1400).expect("offer")
+    }
+
+    const PORTS: PortMap = PortMap {
+        host_representor: 1,
+        patch: 2,
+        uplink: 3,
+        bridge_mac: [0x02, 0x00, 0xc6, 0x12, 0x00, 0x0a],
+    };
+
+    const SETTINGS: FlowSettings = FlowSettings {
+        cookie: 0x6e6f7672,
+        base_pipeline: true,
+        ct_zone: DEFAULT_CT_ZONE,
+    };
+
+    /// Compares with a golden file; `UPDATE_GOLDEN=1 cargo test` rewrites it.
+    fn assert_golden(name: &str, actual: &str) {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(name);
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, actual).expect("write golden");
+            return;
+        }
+        let expected = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_GOLDEN=1", path.display()));
+        assert_eq!(
+            actual,
+            expected,
+            "rendered flows differ from {}; if intended, refresh with UPDATE_GOLDEN=1 cargo test",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn ipv4_bundle_matches_golden() {
+        let flows = plan_flows(&offer(false, &["198.18.128.0/17"]), &PORTS, &SETTINGS);
+        assert_golden("flows_ipv4.txt", &render_bundle(&flows, SETTINGS.cookie));
+    }
+
+    #[test]
+    fn dual_stack_bundle_matches_golden() {
+        let flows = plan_flows(
+            &offer(true, &["198.18.128.0/17", "198.19.0.0/24"]),
+            &PORTS,
+            &SETTINGS,
+        );
+        assert_golden("flows_dual.txt", &render_bundle(&flows, SETTINGS.cookie));
+    }
+
+    #[test]
+    fn path_flows_scale_with_cidrs_and_base_pipeline_is_optional() {
+        let settings = FlowSettings {
+            base_pipeline: false,
+            ..SETTINGS
+        };
+        let flows = plan_flows(
+            &offer(
+                false,
+                &["198.18.128.0/17", "198.19.0.0/24", "198.19.1.0/24"],
+            ),
+            &PORTS,
+            &settings,
+        );
+        assert_eq!(flows.len(), 9, "three path flows per CIDR, nothing else");
+        assert!(flows.iter().all(|f| f.priority == PATH_PRIORITY));
+    }
+
+    #[test]
+    fn every_line_carries_our_cookie() {
+        let flows = plan_flows(&offer(true, &["198.18.128.0/17"]), &PORTS, &SETTINGS);
+        let bundle = render_bundle(&flows, SETTINGS.cookie);
+        assert!(bundle.starts_with("delete cookie=0x6e6f7672/-1\n"));
+        assert!(
+            bundle
+                .lines()
+                .skip(1)
+                .all(|l| l.starts_with("add cookie=0x6e6f7672,"))
+        );
+    }
+}

@@ -1,0 +1,135 @@
+//! Accepts TCP connections and completes the mTLS handshake before tonic
+//! sees them, so that a refused peer is logged with its address and the
+//! reason, and never reaches a gRPC handler.
+
+use std::{
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::mpsc,
+};
+use tokio_rustls::{TlsAcceptor, server::TlsStream};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::Connected;
+
+/// A slow or silent client must not hold a handshake slot forever.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Who is on the other end of an authenticated connection. Available to
+/// handlers as a request extension.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    pub remote: SocketAddr,
+    /// The authorised identity the client certificate matched.
+    pub identity: String,
+}
+
+/// A connection whose client certificate passed the SAN pin.
+pub struct AuthenticatedConn {
+    stream: TlsStream<TcpStream>,
+    peer: PeerInfo,
+}
+
+impl Connected for AuthenticatedConn {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> PeerInfo {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for AuthenticatedConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for AuthenticatedConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// Runs the accept loop until `shutdown`, handing authenticated connections
+/// to `accepted`. Each handshake runs in its own task so one slow client
+/// cannot stall the others.
+pub async fn accept_loop(
+    listener: TcpListener,
+    acceptor: impl Fn() -> (TlsAcceptor, String) + Send + Sync + 'static,
+    accepted: mpsc::Sender<AuthenticatedConn>,
+    on_refused: impl Fn() + Send + Sync + Clone + 'static,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let (tcp, remote) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            res = listener.accept() => match res {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let (tls, identity) = acceptor();
+        let accepted = accepted.clone();
+        let on_refused = on_refused.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                Ok(Ok(stream)) => {
+                    tracing::debug!(%remote, %identity, "mTLS peer authenticated");
+                    let conn = AuthenticatedConn {
+                        stream,
+                        peer: PeerInfo { remote, identity },
+                    };
+                    // The server is gone when the receiver is; nothing to do.
+                    let _ = accepted.send(conn).await;
+                }
+                Ok(Err(e)) => {
+                    on_refused();
+                    tracing::warn!(%remote, error = %e, "refused connection: mTLS handshake failed");
+                }
+                Err(_) => {
+                    on_refused();
+                    tracing::warn!(%remote, timeout = ?HANDSHAKE_TIMEOUT, "refused connection: mTLS handshake timed out");
+                }
+            }
+        });
+    }
+}
