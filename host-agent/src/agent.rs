@@ -1,0 +1,257 @@
+//! The host agent's life: connect, negotiate, follow the contract, apply it,
+//! report; reconnect with backoff when the DPU goes away, keeping the last
+//! good state in place meanwhile.
+
+use crate::{
+    backoff::Backoff,
+    client::{self, DpuClient},
+    config::ValidHostConfig,
+    dataplane::Dataplane,
+    plan::{self, HostSettings},
+};
+use noverlay_proto::{
+    contract::Contract,
+    pb,
+    tls::{self, TlsError},
+};
+use rustls::ClientConfig;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+
+/// Where the agent stands with the DPU.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Phase {
+    #[default]
+    Connecting,
+    /// Following contract revisions.
+    Following,
+    /// The DPU refused the proposal (mismatch); nothing was applied for it.
+    Refused(String),
+    /// The DPU cannot be reached; the last good state stays.
+    Unreachable(String),
+    /// The configured mode is out of scope: everything we own was removed.
+    OutOfScope,
+}
+
+/// What the agent has done, for tests, the demo and (later) metrics.
+#[derive(Debug, Clone, Default)]
+pub struct HostStatus {
+    pub phase: Phase,
+    /// The contract in place on the host.
+    pub applied: Option<Contract>,
+    /// The last contract or apply error, if the last attempt failed.
+    pub last_error: Option<String>,
+    /// How many sessions with the DPU ended (connect failures included).
+    pub disconnects: u64,
+}
+
+pub struct HostAgent<D> {
+    config: ValidHostConfig,
+    settings: HostSettings,
+    tls: Arc<ClientConfig>,
+    dataplane: D,
+    status: watch::Sender<HostStatus>,
+}
+
+/// Why one session with the DPU ended.
+enum SessionEnd {
+    Shutdown,
+    Lost(String),
+    Refused(String),
+}
+
+impl<D: Dataplane> HostAgent<D> {
+    pub fn new(config: ValidHostConfig, dataplane: D) -> Result<Self, TlsError> {
+        let tls = tls::client_config(&config.raw.tls)?;
+        Ok(HostAgent {
+            settings: HostSettings::from_config(&config),
+            config,
+            tls,
+            dataplane,
+            status: watch::Sender::new(HostStatus::default()),
+        })
+    }
+
+    pub fn status(&self) -> watch::Receiver<HostStatus> {
+        self.status.subscribe()
+    }
+
+    /// Runs until `shutdown`. Never gives up on the DPU: refusals and
+    /// outages are retried with capped exponential backoff.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), crate::dataplane::DataplaneError> {
+        if !self.config.raw.mode.is_in_scope() {
+            tracing::warn!(mode = %self.config.raw.mode, "mode is out of scope: removing everything this agent owns");
+            self.dataplane.teardown(&self.settings).await?;
+            self.status.send_modify(|s| {
+                s.phase = Phase::OutOfScope;
+                s.applied = None;
+            });
+            return Ok(());
+        }
+        let (initial, max) = self.config.backoff_bounds();
+        let mut backoff = Backoff::new(initial, max);
+        loop {
+            let end = self.session(&shutdown, &mut backoff).await;
+            let phase = match end {
+                SessionEnd::Shutdown => return Ok(()),
+                SessionEnd::Lost(reason) => {
+                    let kept = self.status.borrow().applied.as_ref().map(|c| c.revision);
+                    tracing::warn!(error = %reason, kept_revision = ?kept, "DPU unreachable; keeping the last good state");
+                    Phase::Unreachable(reason)
+                }
+                SessionEnd::Refused(reason) => {
+                    tracing::error!(error = %reason, "DPU refused negotiation; nothing applied for it");
+                    Phase::Refused(reason)
+                }
+            };
+            self.status.send_modify(|s| {
+                s.phase = phase;
+                s.disconnects += 1;
+            });
+            let delay = backoff.next_delay();
+            tracing::info!(?delay, "reconnecting");
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    async fn session(&mut self, shutdown: &CancellationToken, backoff: &mut Backoff) -> SessionEnd {
+        let raw = &self.config.raw;
+        let connecting = client::connect(&raw.dpu.address, &self.config.dpu_identity, self.tls.clone());
+        let mut client = tokio::select! {
+            _ = shutdown.cancelled() => return SessionEnd::Shutdown,
+            res = connecting => match res {
+                Ok(client) => client,
+                Err(e) => return SessionEnd::Lost(e.to_string()),
+            },
+        };
+        let proposal = self.config.proposal();
+        let negotiated = tokio::select! {
+            _ = shutdown.cancelled() => return SessionEnd::Shutdown,
+            res = client.negotiate(proposal.clone()) => res,
+        };
+        let contract = match negotiated {
+            Ok(response) => response.into_inner().contract.unwrap_or_default(),
+            Err(status) => return end_for(status),
+        };
+        tracing::info!(revision = contract.revision, "negotiated with the DPU");
+        let mut stream = match client.watch_contract(proposal).await {
+            Ok(response) => response.into_inner(),
+            Err(status) => return end_for(status),
+        };
+        self.status.send_modify(|s| s.phase = Phase::Following);
+        backoff.reset();
+        self.on_contract(&mut client, &contract).await;
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => return SessionEnd::Shutdown,
+                next = stream.message() => next,
+            };
+            match next {
+                Ok(Some(update)) => {
+                    let contract = update.contract.unwrap_or_default();
+                    self.on_contract(&mut client, &contract).await;
+                }
+                Ok(None) => return SessionEnd::Lost("the DPU closed the contract watch".into()),
+                Err(status) => return end_for(status),
+            }
+        }
+    }
+
+    /// Validates, plans, applies and reports one contract. A contract that
+    /// fails any check is refused and reported; the last good state stays.
+    async fn on_contract(&mut self, client: &mut DpuClient, wire: &pb::Contract) {
+        let contract = match self.accept(wire).await {
+            Ok(contract) => contract,
+            Err(reason) => {
+                let kept = self.status.borrow().applied.as_ref().map(|c| c.revision);
+                tracing::error!(revision = wire.revision, error = %reason, kept_revision = ?kept, "rejected contract from the DPU");
+                self.status.send_modify(|s| s.last_error = Some(reason.clone()));
+                self.report(client, wire.revision, Err(reason)).await;
+                return;
+            }
+        };
+        if self.status.borrow().applied.as_ref() == Some(&contract) {
+            return;
+        }
+        let plan = plan::plan(&contract, &self.settings);
+        match self.dataplane.apply(&plan).await {
+            Ok(applied) => {
+                tracing::info!(revision = contract.revision, routes = plan.routes.len(), "host state applied");
+                self.status.send_modify(|s| {
+                    s.applied = Some(contract.clone());
+                    s.last_error = None;
+                });
+                self.report(client, contract.revision, Ok(applied)).await;
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::error!(revision = contract.revision, error = %reason, "applying host state failed");
+                self.status.send_modify(|s| s.last_error = Some(reason.clone()));
+                self.report(client, contract.revision, Err(reason)).await;
+            }
+        }
+    }
+
+    async fn accept(&mut self, wire: &pb::Contract) -> Result<Contract, String> {
+        let contract = Contract::try_from(wire).map_err(|e| e.to_string())?;
+        plan::check_matches_proposal(&contract, &self.config).map_err(|e| e.to_string())?;
+        let addresses = self
+            .dataplane
+            .host_addresses()
+            .await
+            .map_err(|e| format!("cannot read host addresses: {e}"))?;
+        plan::check_against_host(&contract, &addresses, &self.settings.mp0_interface)
+            .map_err(|e| e.to_string())?;
+        Ok(contract)
+    }
+
+    async fn report(
+        &self,
+        client: &mut DpuClient,
+        revision: u64,
+        outcome: Result<crate::dataplane::Applied, String>,
+    ) {
+        let report = match outcome {
+            Ok(applied) => pb::HostReport {
+                revision,
+                applied: true,
+                error: String::new(),
+                routes: applied.routes,
+                nft_ruleset: applied.nft_ruleset,
+                host_name: self.config.raw.host_name.clone(),
+            },
+            Err(error) => pb::HostReport {
+                revision,
+                applied: false,
+                error,
+                routes: Vec::new(),
+                nft_ruleset: String::new(),
+                host_name: self.config.raw.host_name.clone(),
+            },
+        };
+        if let Err(status) = client.report_applied(report).await {
+            tracing::warn!(error = %status.message(), "could not report to the DPU");
+        }
+    }
+}
+
+/// Refusals are the DPU's answer to our config; anything else is an outage.
+fn end_for(status: tonic::Status) -> SessionEnd {
+    match status.code() {
+        Code::FailedPrecondition | Code::InvalidArgument => {
+            SessionEnd::Refused(status.message().to_string())
+        }
+        _ => SessionEnd::Lost(format!(
+            "{}: {}",
+            status.code(),
+            std::error::Error::source(&status)
+                .map(client::error_chain)
+                .unwrap_or_else(|| status.message().to_string())
+        )),
+    }
+}

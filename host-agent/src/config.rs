@@ -1,0 +1,397 @@
+//! The host-agent TOML config and its validation.
+//!
+//! Parsing is strict (unknown fields are errors) and every error names the
+//! field and the value.
+
+use ipnet::IpNet;
+use noverlay_proto::{
+    PROTOCOL_VERSION,
+    contract::{self, Family, Masquerade, Mode},
+    pb,
+    tls::{PeerIdentity, TlsFiles},
+};
+use serde::Deserialize;
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+/// Route protocol number marking our routes (`proto 240` in `ip route`).
+/// Outside the numbers iproute2 names, so nothing else uses it by accident.
+pub const DEFAULT_ROUTE_PROTOCOL: u8 = 240;
+/// Name of our nftables table (family inet).
+pub const DEFAULT_NFT_TABLE: &str = "noverlay";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// Node name, for the DPU's logs and status.
+    pub host_name: String,
+    /// The interface facing the DPU's host representor, e.g. "eth0".
+    pub gateway_interface: String,
+    /// OVN-Kubernetes' management port; broad cluster-CIDR routes through it
+    /// are removed, its node-subnet route is kept.
+    #[serde(default = "default_mp0")]
+    pub mp0_interface: String,
+    pub dpu: DpuEndpoint,
+    pub tls: TlsFiles,
+    /// Defaults to the one mode in scope. Any other mode makes the agent
+    /// tear down what it owns and exit.
+    #[serde(default = "in_scope_mode")]
+    pub mode: Mode,
+    pub ipv4: Option<HostFamily>,
+    pub ipv6: Option<HostFamily>,
+    #[serde(default)]
+    pub ownership: Ownership,
+    #[serde(default)]
+    pub reconnect: Reconnect,
+}
+
+fn default_mp0() -> String {
+    "ovn-k8s-mp0".into()
+}
+
+fn in_scope_mode() -> Mode {
+    Mode::IN_SCOPE
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpuEndpoint {
+    /// host:port of the dpu-agent, e.g. "192.0.2.1:50051".
+    pub address: String,
+    /// The SAN the DPU's certificate must carry.
+    pub identity: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostFamily {
+    /// Must equal the DPU's, e.g. "169.254.0.0/17" or "fd69::/112".
+    pub masquerade_subnet: IpNet,
+}
+
+/// Marks on everything the agent installs, so reconcile and cleanup touch
+/// nothing else.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ownership {
+    #[serde(default = "default_route_protocol")]
+    pub route_protocol: u8,
+    #[serde(default = "default_nft_table")]
+    pub nft_table: String,
+}
+
+impl Default for Ownership {
+    fn default() -> Self {
+        Ownership {
+            route_protocol: DEFAULT_ROUTE_PROTOCOL,
+            nft_table: DEFAULT_NFT_TABLE.into(),
+        }
+    }
+}
+
+fn default_route_protocol() -> u8 {
+    DEFAULT_ROUTE_PROTOCOL
+}
+
+fn default_nft_table() -> String {
+    DEFAULT_NFT_TABLE.into()
+}
+
+/// Reconnect backoff towards the DPU.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reconnect {
+    #[serde(default = "default_initial_ms")]
+    pub initial_ms: u64,
+    #[serde(default = "default_max_ms")]
+    pub max_ms: u64,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Reconnect {
+            initial_ms: default_initial_ms(),
+            max_ms: default_max_ms(),
+        }
+    }
+}
+
+fn default_initial_ms() -> u64 {
+    200
+}
+
+fn default_max_ms() -> u64 {
+    30_000
+}
+
+/// A validated host config.
+#[derive(Debug, Clone)]
+pub struct ValidHostConfig {
+    pub raw: HostConfig,
+    pub dpu_identity: PeerIdentity,
+    /// The configured families, IPv4 first.
+    pub masquerades: Vec<Masquerade>,
+}
+
+impl ValidHostConfig {
+    /// What the host proposes when negotiating.
+    pub fn proposal(&self) -> pb::NegotiateRequest {
+        pb::NegotiateRequest {
+            protocol_version: PROTOCOL_VERSION,
+            mode: Some(self.raw.mode.to_pb()),
+            families: self
+                .masquerades
+                .iter()
+                .map(|m| pb::FamilyProposal {
+                    family: m.family().to_pb() as i32,
+                    masquerade_subnet: m.subnet.to_string(),
+                })
+                .collect(),
+            gateway_interface: self.raw.gateway_interface.clone(),
+            host_name: self.raw.host_name.clone(),
+        }
+    }
+
+    pub fn backoff_bounds(&self) -> (Duration, Duration) {
+        (
+            Duration::from_millis(self.raw.reconnect.initial_ms),
+            Duration::from_millis(self.raw.reconnect.max_ms),
+        )
+    }
+}
+
+impl HostConfig {
+    pub fn load(path: &Path) -> Result<ValidHostConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text)
+            .and_then(HostConfig::validate)
+            .map_err(|e| ConfigError::InFile {
+                path: path.to_path_buf(),
+                source: Box::new(e),
+            })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
+    }
+
+    pub fn validate(self) -> Result<ValidHostConfig, ConfigError> {
+        let invalid = |field: &str, reason: String| ConfigError::Invalid {
+            field: field.into(),
+            reason,
+        };
+        if self.host_name.is_empty() || self.host_name.len() > 253 {
+            return Err(invalid(
+                "host_name",
+                format!("{:?} must be 1-253 characters", self.host_name),
+            ));
+        }
+        for (field, name) in [
+            ("gateway_interface", &self.gateway_interface),
+            ("mp0_interface", &self.mp0_interface),
+        ] {
+            contract::validate_interface_name("interface", name)
+                .map_err(|e| invalid(field, e.to_string()))?;
+        }
+        if self.gateway_interface == self.mp0_interface {
+            return Err(invalid(
+                "mp0_interface",
+                format!(
+                    "{:?} is also the gateway interface",
+                    self.mp0_interface
+                ),
+            ));
+        }
+        if !self.dpu.address.contains(':') || self.dpu.address.ends_with(':') {
+            return Err(invalid(
+                "dpu.address",
+                format!("{:?} is not host:port", self.dpu.address),
+            ));
+        }
+        let dpu_identity = PeerIdentity::parse(&self.dpu.identity).map_err(|_| {
+            invalid(
+                "dpu.identity",
+                format!("{:?} is neither a DNS name nor an IP address", self.dpu.identity),
+            )
+        })?;
+        let mut masquerades = Vec::new();
+        for (name, family, expected) in [
+            ("ipv4", &self.ipv4, Family::Ipv4),
+            ("ipv6", &self.ipv6, Family::Ipv6),
+        ] {
+            let Some(family) = family else { continue };
+            let field = format!("{name}.masquerade_subnet");
+            let masquerade = Masquerade::from_subnet(family.masquerade_subnet)
+                .map_err(|e| invalid(&field, e.to_string()))?;
+            if masquerade.family() != expected {
+                return Err(invalid(
+                    &field,
+                    format!("{} is not an {name} prefix", family.masquerade_subnet),
+                ));
+            }
+            masquerades.push(masquerade);
+        }
+        if masquerades.is_empty() {
+            return Err(invalid(
+                "ipv4/ipv6",
+                "configure at least one address family".into(),
+            ));
+        }
+        let table = &self.ownership.nft_table;
+        if table.is_empty()
+            || table.len() > 64
+            || !table
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(invalid(
+                "ownership.nft_table",
+                format!("{table:?} must be 1-64 letters, digits, '_' or '-'"),
+            ));
+        }
+        // 0-4 are the kernel's own (unspec, redirect, kernel, boot, static).
+        if self.ownership.route_protocol <= 4 {
+            return Err(invalid(
+                "ownership.route_protocol",
+                format!(
+                    "{} is reserved by the kernel; use a number of our own such as {DEFAULT_ROUTE_PROTOCOL}",
+                    self.ownership.route_protocol
+                ),
+            ));
+        }
+        let reconnect = &self.reconnect;
+        if reconnect.initial_ms == 0 || reconnect.initial_ms > reconnect.max_ms {
+            return Err(invalid(
+                "reconnect",
+                format!(
+                    "initial_ms {} must be > 0 and <= max_ms {}",
+                    reconnect.initial_ms, reconnect.max_ms
+                ),
+            ));
+        }
+        Ok(ValidHostConfig {
+            raw: self,
+            dpu_identity,
+            masquerades,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {source}")]
+    InFile {
+        path: PathBuf,
+        source: Box<ConfigError>,
+    },
+    #[error("{0}")]
+    Parse(String),
+    #[error("field `{field}`: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+host_name = "node1"
+gateway_interface = "eth0"
+
+[dpu]
+address = "127.0.0.1:50051"
+identity = "dpu-agent.node1"
+
+[tls]
+cert = "/etc/noverlay/host-agent.crt"
+key = "/etc/noverlay/host-agent.key"
+ca = "/etc/noverlay/ca.crt"
+
+[ipv4]
+masquerade_subnet = "169.254.0.0/17"
+"#;
+
+    fn with(replace: &str, by: &str) -> Result<ValidHostConfig, ConfigError> {
+        assert!(EXAMPLE.contains(replace), "{replace}");
+        HostConfig::parse(&EXAMPLE.replace(replace, by))?.validate()
+    }
+
+    #[test]
+    fn example_is_valid_with_defaults() {
+        let config = with("", "").expect("valid");
+        assert_eq!(config.raw.mp0_interface, "ovn-k8s-mp0");
+        assert_eq!(config.raw.ownership.route_protocol, DEFAULT_ROUTE_PROTOCOL);
+        let proposal = config.proposal();
+        assert_eq!(proposal.families.len(), 1);
+        assert_eq!(proposal.families[0].masquerade_subnet, "169.254.0.0/17");
+    }
+
+    #[test]
+    fn errors_name_field_and_value() {
+        for (from, to, field, value) in [
+            (
+                "gateway_interface = \"eth0\"",
+                "gateway_interface = \"this-name-is-too-long\"",
+                "gateway_interface",
+                "this-name-is-too-long",
+            ),
+            (
+                "address = \"127.0.0.1:50051\"",
+                "address = \"127.0.0.1\"",
+                "dpu.address",
+                "127.0.0.1",
+            ),
+            (
+                "identity = \"dpu-agent.node1\"",
+                "identity = \"a b\"",
+                "dpu.identity",
+                "a b",
+            ),
+            (
+                "masquerade_subnet = \"169.254.0.0/17\"",
+                "masquerade_subnet = \"fd69::/112\"",
+                "ipv4.masquerade_subnet",
+                "fd69::/112",
+            ),
+            (
+                "gateway_interface = \"eth0\"",
+                "gateway_interface = \"eth0\"\n[ownership]\nroute_protocol = 2",
+                "ownership.route_protocol",
+                "2",
+            ),
+            (
+                "gateway_interface = \"eth0\"",
+                "gateway_interface = \"eth0\"\n[ownership]\nnft_table = \"x;y\"",
+                "ownership.nft_table",
+                "x;y",
+            ),
+            (
+                "gateway_interface = \"eth0\"",
+                "gateway_interface = \"eth0\"\n[reconnect]\ninitial_ms = 5000\nmax_ms = 100",
+                "reconnect",
+                "5000",
+            ),
+        ] {
+            let err = with(from, to).expect_err(to).to_string();
+            assert!(err.contains(field) && err.contains(value), "{to}: {err}");
+        }
+    }
+
+    #[test]
+    fn no_family_and_unknown_field_are_refused() {
+        let err = with("[ipv4]\nmasquerade_subnet = \"169.254.0.0/17\"", "").expect_err("none");
+        assert!(err.to_string().contains("at least one address family"), "{err}");
+        let err = with("host_name", "hostname").expect_err("typo");
+        assert!(err.to_string().contains("hostname"), "{err}");
+    }
+}

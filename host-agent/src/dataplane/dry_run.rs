@@ -1,0 +1,74 @@
+//! A dataplane that changes nothing: it logs and keeps what it was asked to
+//! apply. Used by `host-agent run --dry-run`, the demo and agent tests.
+
+use super::{Applied, Dataplane, DataplaneError};
+use crate::plan::{HostAddress, HostPlan, HostSettings};
+use std::sync::{Arc, Mutex};
+
+/// Shared view of what a [`DryRun`] was asked to do.
+#[derive(Debug, Default, Clone)]
+pub struct DryRunLog {
+    inner: Arc<Mutex<Vec<DryRunEvent>>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DryRunEvent {
+    Applied(HostPlan),
+    TornDown,
+}
+
+impl DryRunLog {
+    pub fn events(&self) -> Vec<DryRunEvent> {
+        self.inner
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn push(&self, event: DryRunEvent) {
+        match self.inner.lock() {
+            Ok(mut events) => events.push(event),
+            Err(poisoned) => poisoned.into_inner().push(event),
+        }
+    }
+}
+
+/// Touches nothing; `host_addresses` returns what it was built with.
+pub struct DryRun {
+    log: DryRunLog,
+    host_addresses: Vec<HostAddress>,
+}
+
+impl DryRun {
+    pub fn new(host_addresses: Vec<HostAddress>) -> (Self, DryRunLog) {
+        let log = DryRunLog::default();
+        (
+            DryRun {
+                log: log.clone(),
+                host_addresses,
+            },
+            log,
+        )
+    }
+}
+
+impl Dataplane for DryRun {
+    async fn apply(&mut self, plan: &HostPlan) -> Result<Applied, DataplaneError> {
+        tracing::info!(revision = plan.revision, "dry run: would apply\n{}", plan.render());
+        self.log.push(DryRunEvent::Applied(plan.clone()));
+        Ok(Applied {
+            routes: plan.render_routes(),
+            nft_ruleset: plan.nft.render(),
+        })
+    }
+
+    async fn host_addresses(&mut self) -> Result<Vec<HostAddress>, DataplaneError> {
+        Ok(self.host_addresses.clone())
+    }
+
+    async fn teardown(&mut self, _settings: &HostSettings) -> Result<(), DataplaneError> {
+        tracing::info!("dry run: would remove everything we own");
+        self.log.push(DryRunEvent::TornDown);
+        Ok(())
+    }
+}

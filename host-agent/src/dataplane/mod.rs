@@ -1,0 +1,48 @@
+//! The side-effect edge of the host: one trait, one backend per file.
+//!
+//! - [`dry_run::DryRun`] touches nothing and keeps the last plan (the demo,
+//!   `--dry-run`, and tests of the agent loop).
+
+pub mod dry_run;
+
+use crate::plan::{HostAddress, HostPlan, HostSettings};
+use std::future::Future;
+
+/// What the host has in place after an apply, for the report to the DPU.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Our routes, as `ip route` prints them.
+    pub routes: Vec<String>,
+    /// Our nftables table, as `nft list table` prints it.
+    pub nft_ruleset: String,
+}
+
+/// Programs the host datapath.
+pub trait Dataplane: Send {
+    /// Makes the host match `plan` exactly for what we own: adds what is
+    /// missing, replaces what differs, removes our leftovers. Idempotent.
+    fn apply(
+        &mut self,
+        plan: &HostPlan,
+    ) -> impl Future<Output = Result<Applied, DataplaneError>> + Send;
+
+    /// The host's own addresses, to check contracts against.
+    fn host_addresses(
+        &mut self,
+    ) -> impl Future<Output = Result<Vec<HostAddress>, DataplaneError>> + Send;
+
+    /// Removes everything we own (routes with our protocol, our neighbour and
+    /// address, our nft table). Keeps going past errors and returns them all.
+    fn teardown(
+        &mut self,
+        settings: &HostSettings,
+    ) -> impl Future<Output = Result<(), DataplaneError>> + Send;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("{operation}: {reason}")]
+    Kernel { operation: String, reason: String },
+    #[error("{} errors: {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Many(Vec<DataplaneError>),
+}

@@ -1,0 +1,408 @@
+//! The host plan: contract -> the routes, neighbour, address and nftables
+//! rules the host must have. Pure code; the dataplane applies it.
+//!
+//! Also the host's own checks on a contract, beyond what every contract
+//! obeys: it must be the contract the host asked for, and it must not
+//! overlap the host's own addresses.
+
+use crate::config::ValidHostConfig;
+use ipnet::IpNet;
+use noverlay_proto::contract::{Contract, Family, format_mac, overlaps};
+use std::{fmt::Write as _, net::IpAddr};
+
+/// What the plan needs besides the contract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSettings {
+    pub gateway_interface: String,
+    pub mp0_interface: String,
+    pub route_protocol: u8,
+    pub nft_table: String,
+}
+
+impl HostSettings {
+    pub fn from_config(config: &ValidHostConfig) -> Self {
+        HostSettings {
+            gateway_interface: config.raw.gateway_interface.clone(),
+            mp0_interface: config.raw.mp0_interface.clone(),
+            route_protocol: config.raw.ownership.route_protocol,
+            nft_table: config.raw.ownership.nft_table.clone(),
+        }
+    }
+}
+
+/// An address the host puts on an interface.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PlannedAddress {
+    pub dev: String,
+    pub addr: IpNet,
+}
+
+/// A permanent neighbour entry.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PlannedNeighbour {
+    pub dev: String,
+    pub ip: IpAddr,
+    pub mac: [u8; 6],
+}
+
+/// A route in the main table, marked with our protocol number.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PlannedRoute {
+    pub dst: IpNet,
+    pub via: IpAddr,
+    pub dev: String,
+    pub mtu: u32,
+    pub protocol: u8,
+}
+
+/// One SNAT rule: traffic to `cidr` leaves with source `to`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SnatRule {
+    pub cidr: IpNet,
+    pub to: IpAddr,
+}
+
+/// Our nftables table: inet family, one nat postrouting chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NftPlan {
+    pub table: String,
+    pub chain: &'static str,
+    pub gateway_interface: String,
+    pub rules: Vec<SnatRule>,
+}
+
+/// Name of our chain. (Not "snat": that is an nft keyword.)
+pub const NFT_CHAIN: &str = "masquerade_to_dpu";
+
+/// Everything the host must have for one contract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPlan {
+    pub revision: u64,
+    pub addresses: Vec<PlannedAddress>,
+    pub neighbours: Vec<PlannedNeighbour>,
+    pub routes: Vec<PlannedRoute>,
+    pub nft: NftPlan,
+    /// Routes through this interface that cover a cluster CIDR are removed.
+    pub mp0_interface: String,
+    pub cluster_cidrs: Vec<IpNet>,
+}
+
+/// Plans the host state for a validated contract.
+pub fn plan(contract: &Contract, settings: &HostSettings) -> HostPlan {
+    let dev = &settings.gateway_interface;
+    let mut plan = HostPlan {
+        revision: contract.revision,
+        addresses: Vec::new(),
+        neighbours: Vec::new(),
+        routes: Vec::new(),
+        nft: NftPlan {
+            table: settings.nft_table.clone(),
+            chain: NFT_CHAIN,
+            gateway_interface: dev.clone(),
+            rules: Vec::new(),
+        },
+        mp0_interface: settings.mp0_interface.clone(),
+        cluster_cidrs: contract.cluster_cidrs().copied().collect(),
+    };
+    for family in &contract.families {
+        let masq = &family.masquerade;
+        plan.addresses.push(PlannedAddress {
+            dev: dev.clone(),
+            addr: masq.host_address(),
+        });
+        plan.neighbours.push(PlannedNeighbour {
+            dev: dev.clone(),
+            ip: masq.dummy_next_hop,
+            mac: masq.dummy_next_hop_mac(),
+        });
+        for cidr in &family.cluster_cidrs {
+            plan.routes.push(PlannedRoute {
+                dst: *cidr,
+                via: masq.dummy_next_hop,
+                dev: dev.clone(),
+                mtu: contract.mtu,
+                protocol: settings.route_protocol,
+            });
+            plan.nft.rules.push(SnatRule {
+                cidr: *cidr,
+                to: masq.host_ip,
+            });
+        }
+    }
+    plan
+}
+
+/// A route through mp0 is "broad" when it covers a whole cluster CIDR (or
+/// more): it would carry remote-pod traffic. Narrower routes, such as the
+/// local node subnet, stay.
+pub fn is_broad_cluster_route(dst: &IpNet, cluster_cidrs: &[IpNet]) -> bool {
+    cluster_cidrs
+        .iter()
+        .any(|cidr| dst.prefix_len() <= cidr.prefix_len() && dst.contains(&cidr.network()))
+}
+
+/// nft's keyword for an address family's payload.
+fn nft_family(family: Family) -> &'static str {
+    match family {
+        Family::Ipv4 => "ip",
+        Family::Ipv6 => "ip6",
+    }
+}
+
+impl HostPlan {
+    /// Routes as `ip route` prints them.
+    pub fn render_routes(&self) -> Vec<String> {
+        self.routes.iter().map(render_route).collect()
+    }
+
+    /// The plan for people: addresses, neighbours, routes, nftables.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for a in &self.addresses {
+            let _ = writeln!(out, "address {} dev {}", a.addr, a.dev);
+        }
+        for n in &self.neighbours {
+            let _ = writeln!(
+                out,
+                "neighbour {} dev {} lladdr {} PERMANENT",
+                n.ip,
+                n.dev,
+                format_mac(&n.mac)
+            );
+        }
+        for r in self.render_routes() {
+            let _ = writeln!(out, "route {r}");
+        }
+        out.push_str(&self.nft.render());
+        let _ = writeln!(
+            out,
+            "remove routes via {} covering: {}",
+            self.mp0_interface,
+            self.cluster_cidrs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        out
+    }
+}
+
+pub fn render_route(r: &PlannedRoute) -> String {
+    format!(
+        "{} via {} dev {} proto {} mtu {}",
+        r.dst, r.via, r.dev, r.protocol, r.mtu
+    )
+}
+
+impl NftPlan {
+    /// The table as `nft list table inet <table>` prints it.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "table inet {} {{\n\tchain {} {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\toifname != \"{}\" return\n",
+            self.table, self.chain, self.gateway_interface
+        );
+        for rule in &self.rules {
+            let fam = nft_family(Family::of_net(&rule.cidr));
+            let _ = writeln!(
+                out,
+                "\t\t{fam} daddr {} {fam} saddr != {} snat {fam} to {}",
+                rule.cidr, rule.to, rule.to
+            );
+        }
+        out.push_str("\t}\n}\n");
+        out
+    }
+}
+
+/// An address the host already has, as netlink reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostAddress {
+    pub dev: String,
+    pub addr: IpNet,
+}
+
+/// Why the host refuses a contract the DPU sent.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HostCheckError {
+    #[error(
+        "cluster CIDR {cidr} overlaps the host's own address {addr} on {dev}: routing it to the DPU would cut the host off"
+    )]
+    OverlapsHostAddress { cidr: IpNet, addr: IpNet, dev: String },
+    #[error("the DPU sent {what} {got}, but the host proposed {proposed}")]
+    NotWhatWasProposed {
+        what: &'static str,
+        got: String,
+        proposed: String,
+    },
+}
+
+/// Checks a contract against what the host proposed: a DPU must not slip in
+/// another masquerade subnet, family set or interface.
+pub fn check_matches_proposal(
+    contract: &Contract,
+    config: &ValidHostConfig,
+) -> Result<(), HostCheckError> {
+    let got: Vec<IpNet> = contract
+        .families
+        .iter()
+        .map(|f| f.masquerade.subnet)
+        .collect();
+    let proposed: Vec<IpNet> = config.masquerades.iter().map(|m| m.subnet).collect();
+    let list = |nets: &[IpNet]| {
+        nets.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("+")
+    };
+    if got != proposed {
+        return Err(HostCheckError::NotWhatWasProposed {
+            what: "masquerade subnets",
+            got: list(&got),
+            proposed: list(&proposed),
+        });
+    }
+    if contract.gateway_interface != config.raw.gateway_interface {
+        return Err(HostCheckError::NotWhatWasProposed {
+            what: "gateway interface",
+            got: contract.gateway_interface.clone(),
+            proposed: config.raw.gateway_interface.clone(),
+        });
+    }
+    if contract.mode != config.raw.mode {
+        return Err(HostCheckError::NotWhatWasProposed {
+            what: "mode",
+            got: contract.mode.to_string(),
+            proposed: config.raw.mode.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses cluster CIDRs that overlap the host's own prefixes. Addresses on
+/// mp0 (the node subnet lies inside a cluster CIDR by design) and inside the
+/// masquerade subnets (ours) are not the host's own in this sense.
+pub fn check_against_host(
+    contract: &Contract,
+    host_addresses: &[HostAddress],
+    mp0_interface: &str,
+) -> Result<(), HostCheckError> {
+    for host in host_addresses {
+        if host.dev == mp0_interface
+            || contract
+                .families
+                .iter()
+                .any(|f| f.masquerade.subnet.contains(&host.addr.addr()))
+        {
+            continue;
+        }
+        let prefix = host.addr.trunc();
+        if let Some(cidr) = contract.cluster_cidrs().find(|c| overlaps(c, &prefix)) {
+            return Err(HostCheckError::OverlapsHostAddress {
+                cidr: *cidr,
+                addr: host.addr,
+                dev: host.dev.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use noverlay_proto::contract::{FamilyContract, Masquerade, Mode};
+    use std::path::PathBuf;
+
+    fn net(text: &str) -> IpNet {
+        text.parse().expect("net")
+    }
+
+    fn contract(dual: bool) -> Contract {
+        let mut families = vec![FamilyContract {
+            masquerade: Masquerade::from_subnet(net("169.254.0.0/17")).expect("masq"),
+            cluster_cidrs: vec![net("198.18.128.0/17"), net("198.19.0.0/24")],
+            underlay_ip: "198.18.0.10".parse().expect("ip"),
+        }];
+        if dual {
+            families.push(FamilyContract {
+                masquerade: Masquerade::from_subnet(net("fd69::/112")).expect("masq"),
+                cluster_cidrs: vec![net("fd00:10:244::/48")],
+                underlay_ip: "2001:db8::10".parse().expect("ip"),
+            });
+        }
+        Contract::new(7, Mode::IN_SCOPE, families, 1400, "eth0".into()).expect("contract")
+    }
+
+    fn settings() -> HostSettings {
+        HostSettings {
+            gateway_interface: "eth0".into(),
+            mp0_interface: "ovn-k8s-mp0".into(),
+            route_protocol: 240,
+            nft_table: "noverlay".into(),
+        }
+    }
+
+    fn assert_golden(name: &str, actual: &str) {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(name);
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, actual).expect("write golden");
+            return;
+        }
+        let expected = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_GOLDEN=1", path.display()));
+        assert_eq!(
+            actual,
+            expected,
+            "rendered plan differs from {}; if intended, refresh with UPDATE_GOLDEN=1 cargo test",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn ipv4_plan_matches_golden() {
+        assert_golden("host_plan_ipv4.txt", &plan(&contract(false), &settings()).render());
+    }
+
+    #[test]
+    fn dual_stack_plan_matches_golden() {
+        assert_golden("host_plan_dual.txt", &plan(&contract(true), &settings()).render());
+    }
+
+    #[test]
+    fn one_route_and_one_rule_per_cidr_no_src() {
+        let p = plan(&contract(true), &settings());
+        assert_eq!(p.routes.len(), 3);
+        assert_eq!(p.nft.rules.len(), 3);
+        assert_eq!(
+            render_route(&p.routes[0]),
+            "198.18.128.0/17 via 169.254.0.4 dev eth0 proto 240 mtu 1400"
+        );
+        assert_eq!(p.addresses[1].addr, net("fd69::2/112"));
+    }
+
+    #[test]
+    fn broad_mp0_routes_are_those_covering_a_cluster_cidr() {
+        let cidrs = [net("10.244.0.0/16")];
+        assert!(is_broad_cluster_route(&net("10.244.0.0/16"), &cidrs));
+        assert!(is_broad_cluster_route(&net("10.0.0.0/8"), &cidrs));
+        assert!(!is_broad_cluster_route(&net("10.244.1.0/24"), &cidrs), "node subnet stays");
+        assert!(!is_broad_cluster_route(&net("192.168.0.0/16"), &cidrs));
+    }
+
+    #[test]
+    fn overlap_with_host_addresses_is_refused_but_mp0_and_masquerade_are_not() {
+        let c = contract(false);
+        let ok = [
+            HostAddress { dev: "ovn-k8s-mp0".into(), addr: net("198.18.130.2/24") },
+            HostAddress { dev: "eth0".into(), addr: net("169.254.0.2/17") },
+            HostAddress { dev: "eth0".into(), addr: net("198.18.0.10/24") },
+        ];
+        assert_eq!(check_against_host(&c, &ok, "ovn-k8s-mp0"), Ok(()));
+        let bad = [HostAddress { dev: "eth1".into(), addr: net("198.19.0.7/16") }];
+        let err = check_against_host(&c, &bad, "ovn-k8s-mp0").expect_err("overlap");
+        assert!(err.to_string().contains("198.19.0.0/24") && err.to_string().contains("eth1"), "{err}");
+    }
+}
