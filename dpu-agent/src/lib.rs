@@ -8,6 +8,4 @@ pub mod config;
 pub mod flows;
 pub mod negotiation;
 pub mod server;
-mod tls_listener;
-
-pub use tls_listener::PeerInfo;
+pub mod tls_listener;

@@ -17,7 +17,10 @@ use noverlay_proto::{
 use std::{
     net::SocketAddr,
     pin::Pin,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{SystemTime, UNIX_EPOCH},
 };
 use tokio::{net::TcpListener, sync::watch};
@@ -33,6 +36,8 @@ pub struct AgentState {
     flow_settings: FlowSettings,
     record: Mutex<StatusRecord>,
     tls: Mutex<(TlsAcceptor, PeerIdentity)>,
+    /// Connections refused during the mTLS handshake (auth failures).
+    refused_connections: AtomicU64,
 }
 
 #[derive(Default)]
@@ -128,6 +133,11 @@ impl AgentHandle {
         lock(&self.state.record).last_error = error;
     }
 
+    /// How many connections failed the mTLS handshake since start.
+    pub fn refused_connections(&self) -> u64 {
+        self.state.refused_connections.load(Ordering::Relaxed)
+    }
+
     /// The last report the host sent, if any.
     pub fn last_host_report(&self) -> Option<pb::HostReport> {
         lock(&self.state.record).last_report.clone()
@@ -193,6 +203,7 @@ impl DpuAgent {
                 TlsAcceptor::from(tls_config),
                 config.authorised_host.clone(),
             )),
+            refused_connections: AtomicU64::new(0),
         };
         Ok(DpuAgent {
             listener,
@@ -235,6 +246,7 @@ impl DpuAgent {
 
         let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(64);
         let tls_state = self.handle.state.clone();
+        let refused_state = self.handle.state.clone();
         let accept = tokio::spawn(tls_listener::accept_loop(
             self.listener,
             move || {
@@ -242,7 +254,11 @@ impl DpuAgent {
                 (acceptor.clone(), identity.to_string())
             },
             conn_tx,
-            || {},
+            move || {
+                refused_state
+                    .refused_connections
+                    .fetch_add(1, Ordering::Relaxed);
+            },
             shutdown.clone(),
         ));
         let incoming = ReceiverStream::new(conn_rx).map(Ok::<_, std::io::Error>);

@@ -80,7 +80,10 @@ impl<D: Dataplane> HostAgent<D> {
 
     /// Runs until `shutdown`. Never gives up on the DPU: refusals and
     /// outages are retried with capped exponential backoff.
-    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), crate::dataplane::DataplaneError> {
+    pub async fn run(
+        mut self,
+        shutdown: CancellationToken,
+    ) -> Result<(), crate::dataplane::DataplaneError> {
         if !self.config.raw.mode.is_in_scope() {
             tracing::warn!(mode = %self.config.raw.mode, "mode is out of scope: removing everything this agent owns");
             self.dataplane.teardown(&self.settings).await?;
@@ -121,7 +124,11 @@ impl<D: Dataplane> HostAgent<D> {
 
     async fn session(&mut self, shutdown: &CancellationToken, backoff: &mut Backoff) -> SessionEnd {
         let raw = &self.config.raw;
-        let connecting = client::connect(&raw.dpu.address, &self.config.dpu_identity, self.tls.clone());
+        let connecting = client::connect(
+            &raw.dpu.address,
+            &self.config.dpu_identity,
+            self.tls.clone(),
+        );
         let mut client = tokio::select! {
             _ = shutdown.cancelled() => return SessionEnd::Shutdown,
             res = connecting => match res {
@@ -170,7 +177,8 @@ impl<D: Dataplane> HostAgent<D> {
             Err(reason) => {
                 let kept = self.status.borrow().applied.as_ref().map(|c| c.revision);
                 tracing::error!(revision = wire.revision, error = %reason, kept_revision = ?kept, "rejected contract from the DPU");
-                self.status.send_modify(|s| s.last_error = Some(reason.clone()));
+                self.status
+                    .send_modify(|s| s.last_error = Some(reason.clone()));
                 self.report(client, wire.revision, Err(reason)).await;
                 return;
             }
@@ -181,7 +189,11 @@ impl<D: Dataplane> HostAgent<D> {
         let plan = plan::plan(&contract, &self.settings);
         match self.dataplane.apply(&plan).await {
             Ok(applied) => {
-                tracing::info!(revision = contract.revision, routes = plan.routes.len(), "host state applied");
+                tracing::info!(
+                    revision = contract.revision,
+                    routes = plan.routes.len(),
+                    "host state applied"
+                );
                 self.status.send_modify(|s| {
                     s.applied = Some(contract.clone());
                     s.last_error = None;
@@ -191,7 +203,8 @@ impl<D: Dataplane> HostAgent<D> {
             Err(e) => {
                 let reason = e.to_string();
                 tracing::error!(revision = contract.revision, error = %reason, "applying host state failed");
-                self.status.send_modify(|s| s.last_error = Some(reason.clone()));
+                self.status
+                    .send_modify(|s| s.last_error = Some(reason.clone()));
                 self.report(client, contract.revision, Err(reason)).await;
             }
         }

@@ -201,10 +201,7 @@ impl HostConfig {
         if self.gateway_interface == self.mp0_interface {
             return Err(invalid(
                 "mp0_interface",
-                format!(
-                    "{:?} is also the gateway interface",
-                    self.mp0_interface
-                ),
+                format!("{:?} is also the gateway interface", self.mp0_interface),
             ));
         }
         if !self.dpu.address.contains(':') || self.dpu.address.ends_with(':') {
@@ -216,7 +213,10 @@ impl HostConfig {
         let dpu_identity = PeerIdentity::parse(&self.dpu.identity).map_err(|_| {
             invalid(
                 "dpu.identity",
-                format!("{:?} is neither a DNS name nor an IP address", self.dpu.identity),
+                format!(
+                    "{:?} is neither a DNS name nor an IP address",
+                    self.dpu.identity
+                ),
             )
         })?;
         let mut masquerades = Vec::new();
@@ -390,7 +390,10 @@ masquerade_subnet = "169.254.0.0/17"
     #[test]
     fn no_family_and_unknown_field_are_refused() {
         let err = with("[ipv4]\nmasquerade_subnet = \"169.254.0.0/17\"", "").expect_err("none");
-        assert!(err.to_string().contains("at least one address family"), "{err}");
+        assert!(
+            err.to_string().contains("at least one address family"),
+            "{err}"
+        );
         let err = with("host_name", "hostname").expect_err("typo");
         assert!(err.to_string().contains("hostname"), "{err}");
     }

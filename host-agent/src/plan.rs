@@ -228,7 +228,11 @@ pub enum HostCheckError {
     #[error(
         "cluster CIDR {cidr} overlaps the host's own address {addr} on {dev}: routing it to the DPU would cut the host off"
     )]
-    OverlapsHostAddress { cidr: IpNet, addr: IpNet, dev: String },
+    OverlapsHostAddress {
+        cidr: IpNet,
+        addr: IpNet,
+        dev: String,
+    },
     #[error("the DPU sent {what} {got}, but the host proposed {proposed}")]
     NotWhatWasProposed {
         what: &'static str,
@@ -363,12 +367,18 @@ mod tests {
 
     #[test]
     fn ipv4_plan_matches_golden() {
-        assert_golden("host_plan_ipv4.txt", &plan(&contract(false), &settings()).render());
+        assert_golden(
+            "host_plan_ipv4.txt",
+            &plan(&contract(false), &settings()).render(),
+        );
     }
 
     #[test]
     fn dual_stack_plan_matches_golden() {
-        assert_golden("host_plan_dual.txt", &plan(&contract(true), &settings()).render());
+        assert_golden(
+            "host_plan_dual.txt",
+            &plan(&contract(true), &settings()).render(),
+        );
     }
 
     #[test]
@@ -388,7 +398,10 @@ mod tests {
         let cidrs = [net("10.244.0.0/16")];
         assert!(is_broad_cluster_route(&net("10.244.0.0/16"), &cidrs));
         assert!(is_broad_cluster_route(&net("10.0.0.0/8"), &cidrs));
-        assert!(!is_broad_cluster_route(&net("10.244.1.0/24"), &cidrs), "node subnet stays");
+        assert!(
+            !is_broad_cluster_route(&net("10.244.1.0/24"), &cidrs),
+            "node subnet stays"
+        );
         assert!(!is_broad_cluster_route(&net("192.168.0.0/16"), &cidrs));
     }
 
@@ -396,13 +409,28 @@ mod tests {
     fn overlap_with_host_addresses_is_refused_but_mp0_and_masquerade_are_not() {
         let c = contract(false);
         let ok = [
-            HostAddress { dev: "ovn-k8s-mp0".into(), addr: net("198.18.130.2/24") },
-            HostAddress { dev: "eth0".into(), addr: net("169.254.0.2/17") },
-            HostAddress { dev: "eth0".into(), addr: net("198.18.0.10/24") },
+            HostAddress {
+                dev: "ovn-k8s-mp0".into(),
+                addr: net("198.18.130.2/24"),
+            },
+            HostAddress {
+                dev: "eth0".into(),
+                addr: net("169.254.0.2/17"),
+            },
+            HostAddress {
+                dev: "eth0".into(),
+                addr: net("198.18.0.10/24"),
+            },
         ];
         assert_eq!(check_against_host(&c, &ok, "ovn-k8s-mp0"), Ok(()));
-        let bad = [HostAddress { dev: "eth1".into(), addr: net("198.19.0.7/16") }];
+        let bad = [HostAddress {
+            dev: "eth1".into(),
+            addr: net("198.19.0.7/16"),
+        }];
         let err = check_against_host(&c, &bad, "ovn-k8s-mp0").expect_err("overlap");
-        assert!(err.to_string().contains("198.19.0.0/24") && err.to_string().contains("eth1"), "{err}");
+        assert!(
+            err.to_string().contains("198.19.0.0/24") && err.to_string().contains("eth1"),
+            "{err}"
+        );
     }
 }

@@ -135,10 +135,19 @@ impl ClientCertVerifier for SanPinnedClientVerifier {
         let cert = webpki::EndEntityCert::try_from(end_entity)
             .map_err(|e| rustls::Error::General(format!("unparsable client certificate: {e}")))?;
         cert.verify_is_valid_for_subject_name(&self.identity.0)
-            .map_err(|_| {
-                rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
-                    rustls::OtherError(Arc::new(UnauthorisedPeer(self.identity.to_string()))),
-                ))
+            .map_err(|e| {
+                let presented = match e {
+                    webpki::Error::CertNotValidForName(context) => context.presented,
+                    _ => Vec::new(),
+                };
+                // Logged by the listener as "certificate not valid for name
+                // <authorised>; certificate is only valid for <SANs>".
+                rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::NotValidForNameContext {
+                        expected: self.identity.server_name(),
+                        presented,
+                    },
+                )
             })?;
         Ok(ClientCertVerified::assertion())
     }
@@ -165,21 +174,6 @@ impl ClientCertVerifier for SanPinnedClientVerifier {
         self.inner.supported_verify_schemes()
     }
 }
-
-#[derive(Debug)]
-struct UnauthorisedPeer(String);
-
-impl fmt::Display for UnauthorisedPeer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "client certificate is valid but its SANs do not include the authorised host identity {:?}",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for UnauthorisedPeer {}
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)

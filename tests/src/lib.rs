@@ -1,1 +1,6 @@
+//! Shared pieces of the integration tests and the demo: certificates, config
+//! files as a user writes them, and agents started in-process.
 
+pub mod harness;
+pub mod mock_dpu;
+pub mod pki;

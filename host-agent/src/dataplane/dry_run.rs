@@ -54,7 +54,11 @@ impl DryRun {
 
 impl Dataplane for DryRun {
     async fn apply(&mut self, plan: &HostPlan) -> Result<Applied, DataplaneError> {
-        tracing::info!(revision = plan.revision, "dry run: would apply\n{}", plan.render());
+        tracing::info!(
+            revision = plan.revision,
+            "dry run: would apply\n{}",
+            plan.render()
+        );
         self.log.push(DryRunEvent::Applied(plan.clone()));
         Ok(Applied {
             routes: plan.render_routes(),

@@ -1,0 +1,300 @@
+//! Agents started in-process from config files written the way an operator
+//! writes them, over real mTLS on loopback.
+
+use crate::pki::{Pki, Validity};
+use dpu_agent::{
+    config::{DpuConfig, ValidConfig},
+    server::{AgentHandle, DpuAgent},
+};
+use host_agent::{
+    agent::{HostAgent, HostStatus},
+    config::HostConfig,
+    dataplane::{
+        DataplaneError,
+        dry_run::{DryRun, DryRunLog},
+    },
+    plan::HostAddress,
+};
+use noverlay_proto::tls::TlsFiles;
+use std::{net::SocketAddr, path::Path, time::Duration};
+use tempfile::TempDir;
+use tokio::{sync::watch, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+pub const DPU_SAN: &str = "dpu-agent.node1.test";
+pub const HOST_SAN: &str = "host-agent.node1.test";
+
+/// A CA and the two agents' certificates in a temporary directory.
+pub struct Certs {
+    pub dir: TempDir,
+    pub pki: Pki,
+    pub dpu: TlsFiles,
+    pub host: TlsFiles,
+}
+
+impl Certs {
+    pub fn new() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let pki = Pki::new(dir.path(), "ca")?;
+        let dpu = pki.issue("dpu-agent", DPU_SAN, Validity::Current)?;
+        let host = pki.issue("host-agent", HOST_SAN, Validity::Current)?;
+        Ok(Certs {
+            dir,
+            pki,
+            dpu,
+            host,
+        })
+    }
+}
+
+/// The parts of a dpu-agent config the tests vary.
+#[derive(Debug, Clone)]
+pub struct DpuOptions {
+    pub listen: SocketAddr,
+    pub authorised_host: String,
+    pub ipv4_cidrs: Vec<String>,
+    pub ipv4_masquerade: String,
+    /// IPv6 cluster CIDRs; the family is configured only when non-empty.
+    pub ipv6_cidrs: Vec<String>,
+    pub mtu: u32,
+}
+
+impl Default for DpuOptions {
+    fn default() -> Self {
+        DpuOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            authorised_host: HOST_SAN.into(),
+            ipv4_cidrs: vec!["198.18.128.0/17".into()],
+            ipv4_masquerade: "169.254.0.0/17".into(),
+            ipv6_cidrs: Vec::new(),
+            mtu: 1400,
+        }
+    }
+}
+
+fn quoted_list(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|i| format!("{i:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A dpu-agent config file, as an operator would write it.
+pub fn dpu_config_toml(options: &DpuOptions, tls: &TlsFiles) -> String {
+    let mut text = format!(
+        r#"listen = "{listen}"
+authorised_host = "{host}"
+mtu = {mtu}
+
+[tls]
+cert = "{cert}"
+key = "{key}"
+ca = "{ca}"
+
+[ipv4]
+masquerade_subnet = "{masq}"
+cluster_cidrs = [{cidrs}]
+underlay_ip = "198.18.0.10"
+"#,
+        listen = options.listen,
+        host = options.authorised_host,
+        mtu = options.mtu,
+        cert = tls.cert.display(),
+        key = tls.key.display(),
+        ca = tls.ca.display(),
+        masq = options.ipv4_masquerade,
+        cidrs = quoted_list(&options.ipv4_cidrs),
+    );
+    if !options.ipv6_cidrs.is_empty() {
+        text.push_str(&format!(
+            r#"
+[ipv6]
+masquerade_subnet = "fd69::/112"
+cluster_cidrs = [{}]
+underlay_ip = "2001:db8::10"
+"#,
+            quoted_list(&options.ipv6_cidrs)
+        ));
+    }
+    text.push_str(
+        r#"
+[bridge]
+name = "breth0"
+host_representor = "pf0hpf"
+patch_port = "patch-breth0-to-br-int"
+uplink = "p0"
+
+[bridge.static_ports]
+host_representor = 1
+patch_port = 2
+uplink = 3
+bridge_mac = "02:00:c6:12:00:0a"
+"#,
+    );
+    text
+}
+
+/// Writes and loads a dpu-agent config through the operator's path.
+pub fn dpu_config(dir: &Path, options: &DpuOptions, tls: &TlsFiles) -> anyhow::Result<ValidConfig> {
+    let path = dir.join("dpu-agent.toml");
+    std::fs::write(&path, dpu_config_toml(options, tls))?;
+    Ok(DpuConfig::load(&path)?)
+}
+
+/// The parts of a host-agent config the tests vary.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    pub dpu_address: SocketAddr,
+    pub dpu_identity: String,
+    pub ipv4_masquerade: String,
+    pub ipv6: bool,
+    pub gateway_interface: String,
+}
+
+impl HostOptions {
+    pub fn new(dpu_address: SocketAddr) -> Self {
+        HostOptions {
+            dpu_address,
+            dpu_identity: DPU_SAN.into(),
+            ipv4_masquerade: "169.254.0.0/17".into(),
+            ipv6: false,
+            gateway_interface: "eth0".into(),
+        }
+    }
+}
+
+pub fn host_config_toml(options: &HostOptions, tls: &TlsFiles) -> String {
+    let mut text = format!(
+        r#"host_name = "node1"
+gateway_interface = "{gw}"
+
+[dpu]
+address = "{addr}"
+identity = "{identity}"
+
+[tls]
+cert = "{cert}"
+key = "{key}"
+ca = "{ca}"
+
+[ipv4]
+masquerade_subnet = "{masq}"
+
+[reconnect]
+initial_ms = 50
+max_ms = 500
+"#,
+        gw = options.gateway_interface,
+        addr = options.dpu_address,
+        identity = options.dpu_identity,
+        cert = tls.cert.display(),
+        key = tls.key.display(),
+        ca = tls.ca.display(),
+        masq = options.ipv4_masquerade,
+    );
+    if options.ipv6 {
+        text.push_str("\n[ipv6]\nmasquerade_subnet = \"fd69::/112\"\n");
+    }
+    text
+}
+
+/// A dpu-agent serving in this process.
+pub struct RunningDpu {
+    pub addr: SocketAddr,
+    pub handle: AgentHandle,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), dpu_agent::server::ServeError>>,
+}
+
+impl RunningDpu {
+    pub async fn start(config: &ValidConfig) -> anyhow::Result<Self> {
+        let agent = DpuAgent::bind(config).await?;
+        let addr = agent.local_addr()?;
+        let handle = agent.handle();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(agent.serve(shutdown.clone()));
+        Ok(RunningDpu {
+            addr,
+            handle,
+            shutdown,
+            task,
+        })
+    }
+
+    /// Graceful stop; open watch streams end.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.task).await???;
+        Ok(())
+    }
+}
+
+/// A host-agent running in this process against a dry-run dataplane.
+pub struct RunningHost {
+    pub status: watch::Receiver<HostStatus>,
+    pub log: DryRunLog,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), DataplaneError>>,
+}
+
+impl RunningHost {
+    pub fn start(
+        dir: &Path,
+        options: &HostOptions,
+        tls: &TlsFiles,
+        host_addresses: Vec<HostAddress>,
+    ) -> anyhow::Result<Self> {
+        let path = dir.join("host-agent.toml");
+        std::fs::write(&path, host_config_toml(options, tls))?;
+        let config = HostConfig::load(&path)?;
+        let (dataplane, log) = DryRun::new(host_addresses);
+        let agent = HostAgent::new(config, dataplane)?;
+        let status = agent.status();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(agent.run(shutdown.clone()));
+        Ok(RunningHost {
+            status,
+            log,
+            shutdown,
+            task,
+        })
+    }
+
+    /// Waits until the status satisfies `ready`, or fails naming the last status.
+    pub async fn wait_for(
+        &mut self,
+        what: &str,
+        ready: impl Fn(&HostStatus) -> bool,
+    ) -> anyhow::Result<HostStatus> {
+        let waited =
+            tokio::time::timeout(Duration::from_secs(15), self.status.wait_for(|s| ready(s)))
+                .await
+                .map(|r| r.map(|status| status.clone()));
+        match waited {
+            Ok(Ok(status)) => Ok(status),
+            _ => anyhow::bail!(
+                "timed out waiting for {what}; last status: {:?}",
+                *self.status.borrow()
+            ),
+        }
+    }
+
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.task).await???;
+        Ok(())
+    }
+}
+
+/// Installs the ring provider and a test log subscriber once per process.
+pub fn init() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_test_writer()
+        .try_init();
+}

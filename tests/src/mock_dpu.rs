@@ -1,0 +1,150 @@
+//! A scripted DPU for testing the real host-agent: it answers Negotiate with
+//! whatever the test says, streams the contracts the test sends, and hands
+//! the host's reports back to the test. Served over the same mTLS listener
+//! as the real dpu-agent.
+
+use dpu_agent::tls_listener;
+use futures::StreamExt;
+use noverlay_proto::{
+    pb::{self, dpu_agent_server},
+    tls::{self, TlsFiles},
+};
+use std::{net::SocketAddr, pin::Pin, sync::Arc};
+use tokio::sync::{Mutex, mpsc};
+use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+/// The test's side of a mock DPU.
+pub struct MockDpu {
+    pub addr: SocketAddr,
+    /// Contracts to stream to the host's watch (first = current).
+    pub contracts: mpsc::UnboundedSender<pb::Contract>,
+    /// Reports the host sent.
+    pub reports: mpsc::UnboundedReceiver<pb::HostReport>,
+    shutdown: CancellationToken,
+}
+
+struct Script {
+    negotiate: Result<pb::Contract, Status>,
+    watch: Mutex<Option<mpsc::UnboundedReceiver<pb::Contract>>>,
+    reports: mpsc::UnboundedSender<pb::HostReport>,
+}
+
+struct MockService(Arc<Script>);
+
+type ContractStream =
+    Pin<Box<dyn futures::Stream<Item = Result<pb::ContractUpdate, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl dpu_agent_server::DpuAgent for MockService {
+    async fn negotiate(
+        &self,
+        _request: Request<pb::NegotiateRequest>,
+    ) -> Result<Response<pb::NegotiateResponse>, Status> {
+        self.0.negotiate.clone().map(|contract| {
+            Response::new(pb::NegotiateResponse {
+                contract: Some(contract),
+            })
+        })
+    }
+
+    type WatchContractStream = ContractStream;
+
+    async fn watch_contract(
+        &self,
+        _request: Request<pb::NegotiateRequest>,
+    ) -> Result<Response<ContractStream>, Status> {
+        let rx = self
+            .0
+            .watch
+            .lock()
+            .await
+            .take()
+            .ok_or_else(|| Status::unavailable("the mock serves one watch"))?;
+        let stream = UnboundedReceiverStream::new(rx).map(|contract| {
+            Ok(pb::ContractUpdate {
+                contract: Some(contract),
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn report_applied(
+        &self,
+        request: Request<pb::HostReport>,
+    ) -> Result<Response<pb::ReportAck>, Status> {
+        let _ = self.0.reports.send(request.into_inner());
+        Ok(Response::new(pb::ReportAck::default()))
+    }
+
+    async fn get_status(
+        &self,
+        _request: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::AgentStatus>, Status> {
+        Err(Status::unimplemented("mock"))
+    }
+}
+
+impl MockDpu {
+    /// Starts a mock that answers Negotiate with `negotiate` and presents
+    /// `tls`, authorising the client identity `authorised_host`.
+    pub async fn start(
+        tls: &TlsFiles,
+        authorised_host: &str,
+        negotiate: Result<pb::Contract, Status>,
+    ) -> anyhow::Result<Self> {
+        let server_config = tls::server_config(tls, authorised_host)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (contracts, watch_rx) = mpsc::unbounded_channel();
+        let (reports_tx, reports) = mpsc::unbounded_channel();
+        let script = Arc::new(Script {
+            negotiate,
+            watch: Mutex::new(Some(watch_rx)),
+            reports: reports_tx,
+        });
+        let shutdown = CancellationToken::new();
+        let (conn_tx, conn_rx) = mpsc::channel(8);
+        let identity = authorised_host.to_string();
+        tokio::spawn(tls_listener::accept_loop(
+            listener,
+            move || {
+                (
+                    tokio_rustls::TlsAcceptor::from(server_config.clone()),
+                    identity.clone(),
+                )
+            },
+            conn_tx,
+            || {},
+            shutdown.clone(),
+        ));
+        let service = dpu_agent_server::DpuAgentServer::new(MockService(script));
+        let serve_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let incoming = ReceiverStream::new(conn_rx).map(Ok::<_, std::io::Error>);
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, serve_shutdown.cancelled_owned())
+                .await
+        });
+        Ok(MockDpu {
+            addr,
+            contracts,
+            reports,
+            shutdown,
+        })
+    }
+
+    pub async fn next_report(&mut self) -> anyhow::Result<pb::HostReport> {
+        tokio::time::timeout(std::time::Duration::from_secs(15), self.reports.recv())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("mock DPU report channel closed"))
+    }
+}
+
+impl Drop for MockDpu {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

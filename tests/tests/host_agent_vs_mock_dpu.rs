@@ -1,0 +1,211 @@
+//! The real host-agent against a scripted DPU, over real mTLS. The host
+//! applies through the dry-run dataplane, which records each plan it was
+//! given, so these tests see exactly what would reach the kernel.
+
+use host_agent::{agent::Phase, dataplane::dry_run::DryRunEvent, plan::HostAddress};
+use noverlay_proto::{
+    contract::{Contract, FamilyContract, Masquerade, Mode},
+    pb,
+};
+use noverlay_tests::{
+    harness::{self, Certs, HOST_SAN, HostOptions, RunningHost},
+    mock_dpu::MockDpu,
+};
+use tonic::Status;
+
+fn good_contract(revision: u64) -> pb::Contract {
+    let family = FamilyContract {
+        masquerade: Masquerade::from_subnet("169.254.0.0/17".parse().expect("net")).expect("masq"),
+        cluster_cidrs: vec!["198.18.128.0/17".parse().expect("cidr")],
+        underlay_ip: "198.18.0.10".parse().expect("ip"),
+    };
+    Contract::new(revision, Mode::IN_SCOPE, vec![family], 1400, "eth0".into())
+        .expect("valid")
+        .to_pb()
+}
+
+fn applied_revisions(host: &RunningHost) -> Vec<u64> {
+    host.log
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            DryRunEvent::Applied(plan) => Some(plan.revision),
+            DryRunEvent::TornDown => None,
+        })
+        .collect()
+}
+
+async fn start(
+    certs: &Certs,
+    negotiate: Result<pb::Contract, Status>,
+    host_addresses: Vec<HostAddress>,
+) -> anyhow::Result<(MockDpu, RunningHost)> {
+    harness::init();
+    let dpu = MockDpu::start(&certs.dpu, HOST_SAN, negotiate).await?;
+    let host = RunningHost::start(
+        certs.dir.path(),
+        &HostOptions::new(dpu.addr),
+        &certs.host,
+        host_addresses,
+    )?;
+    Ok((dpu, host))
+}
+
+#[tokio::test]
+async fn applies_the_negotiated_contract_and_reports_it() -> anyhow::Result<()> {
+    let certs = Certs::new()?;
+    let (mut dpu, mut host) = start(&certs, Ok(good_contract(1)), Vec::new()).await?;
+    let report = dpu.next_report().await?;
+    assert!(report.applied, "{report:?}");
+    assert_eq!(report.revision, 1);
+    assert_eq!(
+        report.routes,
+        vec!["198.18.128.0/17 via 169.254.0.4 dev eth0 proto 240 mtu 1400".to_string()]
+    );
+    assert!(
+        report
+            .nft_ruleset
+            .contains("ip daddr 198.18.128.0/17 ip saddr != 169.254.0.2 snat ip to 169.254.0.2")
+    );
+    // The watch repeats the current contract first: no second apply.
+    dpu.contracts.send(good_contract(1))?;
+    let status = host
+        .wait_for("following", |s| s.phase == Phase::Following)
+        .await?;
+    assert_eq!(status.applied.map(|c| c.revision), Some(1));
+    // A new revision is applied.
+    dpu.contracts.send(good_contract(2))?;
+    assert_eq!(dpu.next_report().await?.revision, 2);
+    assert_eq!(applied_revisions(&host), vec![1, 2]);
+    host.stop().await
+}
+
+#[tokio::test]
+async fn rogue_contracts_are_rejected_and_the_last_good_state_kept() -> anyhow::Result<()> {
+    let certs = Certs::new()?;
+    let (mut dpu, mut host) = start(&certs, Ok(good_contract(1)), Vec::new()).await?;
+    assert!(dpu.next_report().await?.applied);
+
+    let mut default_route = good_contract(2);
+    default_route.families[0].cluster_cidrs = vec!["0.0.0.0/0".into()];
+    let mut other_masquerade = good_contract(3);
+    other_masquerade.families[0].masquerade_subnet = "169.254.0.0/16".into();
+    let mut loopback = good_contract(4);
+    loopback.families[0].cluster_cidrs = vec!["127.0.0.0/8".into()];
+    let mut other_interface = good_contract(5);
+    other_interface.gateway_interface = "eth9".into();
+    let mut thousands = good_contract(6);
+    thousands.families[0].cluster_cidrs = (0..3000)
+        .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
+        .collect();
+    let cases = [
+        (default_route, "0.0.0.0/0"),
+        (other_masquerade, "169.254.0.0/16"),
+        (loopback, "127.0.0.0/8"),
+        (other_interface, "eth9"),
+        (thousands, "3000"),
+    ];
+    for (rogue, named) in cases {
+        let revision = rogue.revision;
+        dpu.contracts.send(rogue)?;
+        let report = dpu.next_report().await?;
+        assert_eq!(report.revision, revision);
+        assert!(!report.applied, "rogue revision {revision} applied");
+        assert!(
+            report.error.contains(named),
+            "{named} not in {}",
+            report.error
+        );
+    }
+    let status = host
+        .wait_for("rejections recorded", |s| s.last_error.is_some())
+        .await?;
+    assert_eq!(
+        status.applied.map(|c| c.revision),
+        Some(1),
+        "last good state kept"
+    );
+    assert_eq!(
+        applied_revisions(&host),
+        vec![1],
+        "nothing rogue reached the dataplane"
+    );
+    host.stop().await
+}
+
+#[tokio::test]
+async fn contract_overlapping_host_addresses_is_rejected() -> anyhow::Result<()> {
+    let certs = Certs::new()?;
+    let host_addresses = vec![
+        // The node subnet on mp0 sits inside the cluster CIDR by design.
+        HostAddress {
+            dev: "ovn-k8s-mp0".into(),
+            addr: "198.18.130.2/24".parse()?,
+        },
+        // A real host address inside the cluster CIDR is not acceptable.
+        HostAddress {
+            dev: "eth1".into(),
+            addr: "198.18.200.7/24".parse()?,
+        },
+    ];
+    let (mut dpu, host) = start(&certs, Ok(good_contract(1)), host_addresses).await?;
+    let report = dpu.next_report().await?;
+    assert!(!report.applied);
+    assert!(
+        report.error.contains("198.18.200.7/24") && report.error.contains("eth1"),
+        "{}",
+        report.error
+    );
+    assert!(applied_revisions(&host).is_empty());
+    host.stop().await
+}
+
+#[tokio::test]
+async fn refusal_by_the_dpu_applies_nothing_and_is_retried() -> anyhow::Result<()> {
+    let certs = Certs::new()?;
+    let refusal = Status::failed_precondition(
+        "host and dpu disagree on masquerade subnet for ipv4: host 169.254.0.0/17, dpu 169.254.0.0/16",
+    );
+    let (_dpu, mut host) = start(&certs, Err(refusal), Vec::new()).await?;
+    let status = host
+        .wait_for("refused twice", |s| {
+            matches!(s.phase, Phase::Refused(_)) && s.disconnects >= 2
+        })
+        .await?;
+    let Phase::Refused(reason) = status.phase else {
+        anyhow::bail!("not refused")
+    };
+    assert!(
+        reason.contains("host 169.254.0.0/17, dpu 169.254.0.0/16"),
+        "{reason}"
+    );
+    assert!(applied_revisions(&host).is_empty());
+    host.stop().await
+}
+
+#[tokio::test]
+async fn host_does_not_talk_to_a_dpu_with_the_wrong_identity() -> anyhow::Result<()> {
+    harness::init();
+    let certs = Certs::new()?;
+    let impostor = certs.pki.issue(
+        "impostor",
+        "dpu-agent.node2.test",
+        noverlay_tests::pki::Validity::Current,
+    )?;
+    let dpu = MockDpu::start(&impostor, HOST_SAN, Ok(good_contract(1))).await?;
+    let mut host = RunningHost::start(
+        certs.dir.path(),
+        &HostOptions::new(dpu.addr),
+        &certs.host,
+        Vec::new(),
+    )?;
+    let status = host
+        .wait_for("unreachable", |s| matches!(s.phase, Phase::Unreachable(_)))
+        .await?;
+    let Phase::Unreachable(reason) = status.phase else {
+        anyhow::bail!("not unreachable")
+    };
+    assert!(reason.contains("not valid for name"), "{reason}");
+    assert!(applied_revisions(&host).is_empty());
+    host.stop().await
+}
