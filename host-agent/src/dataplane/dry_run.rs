@@ -13,7 +13,7 @@ pub struct DryRunLog {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DryRunEvent {
-    Applied(HostPlan),
+    Applied(Box<HostPlan>),
     TornDown,
 }
 
@@ -59,7 +59,7 @@ impl Dataplane for DryRun {
             "dry run: would apply\n{}",
             plan.render()
         );
-        self.log.push(DryRunEvent::Applied(plan.clone()));
+        self.log.push(DryRunEvent::Applied(Box::new(plan.clone())));
         Ok(Applied {
             routes: plan.render_routes(),
             nft_ruleset: plan.nft.render(),
