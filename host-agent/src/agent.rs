@@ -7,7 +7,7 @@ use crate::{
     client::{self, DpuClient},
     config::ValidHostConfig,
     dataplane::Dataplane,
-    plan::{self, HostSettings},
+    plan::{self, HostPlan, HostSettings},
 };
 use noverlay_proto::{
     contract::Contract,
@@ -15,7 +15,7 @@ use noverlay_proto::{
     tls::{self, TlsError},
 };
 use rustls::ClientConfig;
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
@@ -45,7 +45,13 @@ pub struct HostStatus {
     pub last_error: Option<String>,
     /// How many sessions with the DPU ended (connect failures included).
     pub disconnects: u64,
+    /// How many reconciles found and fixed drift (deleted route, flushed
+    /// ruleset, link flap...).
+    pub repairs: u64,
 }
+
+/// Full reconcile interval: the safety net under the event-driven repair.
+pub const PERIODIC_RECONCILE: Duration = Duration::from_secs(60);
 
 pub struct HostAgent<D> {
     config: ValidHostConfig,
@@ -53,6 +59,10 @@ pub struct HostAgent<D> {
     tls: Arc<ClientConfig>,
     dataplane: D,
     status: watch::Sender<HostStatus>,
+    /// The plan of the last accepted contract: what repairs restore, even
+    /// while the DPU is unreachable.
+    desired: Option<HostPlan>,
+    periodic: tokio::time::Interval,
 }
 
 /// Why one session with the DPU ended.
@@ -62,15 +72,25 @@ enum SessionEnd {
     Refused(String),
 }
 
+/// The outcome of waiting for something while keeping the host converged.
+enum Waited<T> {
+    Done(T),
+    Shutdown,
+}
+
 impl<D: Dataplane> HostAgent<D> {
     pub fn new(config: ValidHostConfig, dataplane: D) -> Result<Self, TlsError> {
         let tls = tls::client_config(&config.raw.tls)?;
+        let mut periodic = tokio::time::interval(PERIODIC_RECONCILE);
+        periodic.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ok(HostAgent {
             settings: HostSettings::from_config(&config),
             config,
             tls,
             dataplane,
             status: watch::Sender::new(HostStatus::default()),
+            desired: None,
+            periodic,
         })
     }
 
@@ -115,56 +135,88 @@ impl<D: Dataplane> HostAgent<D> {
             });
             let delay = backoff.next_delay();
             tracing::info!(?delay, "reconnecting");
+            if let Waited::Shutdown = self.wait(&shutdown, tokio::time::sleep(delay)).await {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Waits for `future` while repairing drift: kernel events and the
+    /// periodic reconcile are served whatever the DPU connection is doing.
+    async fn wait<F: std::future::Future>(
+        &mut self,
+        shutdown: &CancellationToken,
+        future: F,
+    ) -> Waited<F::Output> {
+        tokio::pin!(future);
+        loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.cancelled() => return Waited::Shutdown,
+                output = &mut future => return Waited::Done(output),
+                _ = self.dataplane.drift() => self.reconcile("kernel event").await,
+                _ = self.periodic.tick() => self.reconcile("periodic").await,
+            }
+        }
+    }
+
+    /// Re-applies the desired plan; only differences reach the kernel.
+    async fn reconcile(&mut self, trigger: &'static str) {
+        let Some(plan) = self.desired.clone() else {
+            return;
+        };
+        match self.dataplane.apply(&plan).await {
+            Ok(applied) if applied.changes > 0 => {
+                tracing::warn!(trigger, changes = applied.changes, revision = plan.revision, "repaired host state");
+                self.status.send_modify(|s| {
+                    s.repairs += 1;
+                    s.last_error = None;
+                });
+            }
+            Ok(_) => tracing::debug!(trigger, "host state in place"),
+            Err(e) => {
+                tracing::error!(trigger, error = %e, "repairing host state failed; will retry");
+                self.status.send_modify(|s| s.last_error = Some(e.to_string()));
             }
         }
     }
 
     async fn session(&mut self, shutdown: &CancellationToken, backoff: &mut Backoff) -> SessionEnd {
-        let raw = &self.config.raw;
-        let connecting = client::connect(
-            &raw.dpu.address,
-            &self.config.dpu_identity,
-            self.tls.clone(),
-        );
-        let mut client = tokio::select! {
-            _ = shutdown.cancelled() => return SessionEnd::Shutdown,
-            res = connecting => match res {
-                Ok(client) => client,
-                Err(e) => return SessionEnd::Lost(e.to_string()),
-            },
+        let address = self.config.raw.dpu.address.clone();
+        let identity = self.config.dpu_identity.clone();
+        let connecting = client::connect(&address, &identity, self.tls.clone());
+        let mut client = match self.wait(shutdown, connecting).await {
+            Waited::Shutdown => return SessionEnd::Shutdown,
+            Waited::Done(Ok(client)) => client,
+            Waited::Done(Err(e)) => return SessionEnd::Lost(e.to_string()),
         };
         let proposal = self.config.proposal();
-        let negotiated = tokio::select! {
-            _ = shutdown.cancelled() => return SessionEnd::Shutdown,
-            res = client.negotiate(proposal.clone()) => res,
-        };
-        let contract = match negotiated {
-            Ok(response) => response.into_inner().contract.unwrap_or_default(),
-            Err(status) => return end_for(status),
+        let mut negotiating = client.clone();
+        let contract = match self.wait(shutdown, negotiating.negotiate(proposal.clone())).await {
+            Waited::Shutdown => return SessionEnd::Shutdown,
+            Waited::Done(Ok(response)) => response.into_inner().contract.unwrap_or_default(),
+            Waited::Done(Err(status)) => return end_for(status),
         };
         tracing::info!(revision = contract.revision, "negotiated with the DPU");
-        let mut stream = match client.watch_contract(proposal).await {
-            Ok(response) => response.into_inner(),
-            Err(status) => return end_for(status),
+        let mut watching = client.clone();
+        let mut stream = match self.wait(shutdown, watching.watch_contract(proposal)).await {
+            Waited::Shutdown => return SessionEnd::Shutdown,
+            Waited::Done(Ok(response)) => response.into_inner(),
+            Waited::Done(Err(status)) => return end_for(status),
         };
         self.status.send_modify(|s| s.phase = Phase::Following);
         backoff.reset();
         self.on_contract(&mut client, &contract).await;
         loop {
-            let next = tokio::select! {
-                _ = shutdown.cancelled() => return SessionEnd::Shutdown,
-                next = stream.message() => next,
-            };
-            match next {
-                Ok(Some(update)) => {
+            match self.wait(shutdown, stream.message()).await {
+                Waited::Shutdown => return SessionEnd::Shutdown,
+                Waited::Done(Ok(Some(update))) => {
                     let contract = update.contract.unwrap_or_default();
                     self.on_contract(&mut client, &contract).await;
                 }
-                Ok(None) => return SessionEnd::Lost("the DPU closed the contract watch".into()),
-                Err(status) => return end_for(status),
+                Waited::Done(Ok(None)) => {
+                    return SessionEnd::Lost("the DPU closed the contract watch".into());
+                }
+                Waited::Done(Err(status)) => return end_for(status),
             }
         }
     }
@@ -187,6 +239,8 @@ impl<D: Dataplane> HostAgent<D> {
             return;
         }
         let plan = plan::plan(&contract, &self.settings);
+        // Desired from now on, even if this first apply fails: repairs retry it.
+        self.desired = Some(plan.clone());
         match self.dataplane.apply(&plan).await {
             Ok(applied) => {
                 tracing::info!(

@@ -2,7 +2,12 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use host_agent::{agent::HostAgent, config::HostConfig, dataplane::dry_run::DryRun};
+use host_agent::{
+    agent::HostAgent,
+    config::{HostConfig, ValidHostConfig},
+    dataplane::{Dataplane, dry_run::DryRun, kernel::Kernel},
+    plan::HostSettings,
+};
 use noverlay_proto::logging::{self, LogFormat};
 use std::path::PathBuf;
 use tokio::signal::unix::{SignalKind, signal};
@@ -29,6 +34,12 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Remove everything the agent owns: routes with its protocol number, the
+    /// dummy next hop's neighbour, the masquerade address, its nft table.
+    Cleanup {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Validate the config and print the proposal it makes to the DPU.
     CheckConfig {
         #[arg(long, short)]
@@ -42,7 +53,25 @@ async fn main() -> anyhow::Result<()> {
     logging::init(cli.log_format);
     let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
-        Command::Run { config, dry_run } => run(config, dry_run).await,
+        Command::Run { config, dry_run } => {
+            let config = HostConfig::load(&config)?;
+            if dry_run {
+                let (dataplane, _) = DryRun::new(Vec::new());
+                run(config, dataplane).await
+            } else {
+                let dataplane = Kernel::open(config.masquerades.clone())?;
+                run(config, dataplane).await
+            }
+        }
+        Command::Cleanup { config } => {
+            let config = HostConfig::load(&config)?;
+            let mut dataplane = Kernel::open(config.masquerades.clone())?;
+            dataplane
+                .teardown(&HostSettings::from_config(&config))
+                .await?;
+            println!("removed everything host-agent owns");
+            Ok(())
+        }
         Command::CheckConfig { config } => {
             let config = HostConfig::load(&config)?;
             println!("valid; proposal to the DPU: {:#?}", config.proposal());
@@ -51,13 +80,7 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn run(path: PathBuf, dry_run: bool) -> anyhow::Result<()> {
-    let config = HostConfig::load(&path)?;
-    anyhow::ensure!(
-        dry_run,
-        "programming the kernel is not built yet; run with --dry-run"
-    );
-    let (dataplane, _) = DryRun::new(Vec::new());
+async fn run(config: ValidHostConfig, dataplane: impl Dataplane + 'static) -> anyhow::Result<()> {
     let agent = HostAgent::new(config, dataplane)?;
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(agent.run(shutdown.clone()));

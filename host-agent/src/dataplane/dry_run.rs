@@ -63,11 +63,16 @@ impl Dataplane for DryRun {
         Ok(Applied {
             routes: plan.render_routes(),
             nft_ruleset: plan.nft.render(),
+            changes: plan.routes.len(),
         })
     }
 
     async fn host_addresses(&mut self) -> Result<Vec<HostAddress>, DataplaneError> {
         Ok(self.host_addresses.clone())
+    }
+
+    async fn drift(&mut self) {
+        std::future::pending::<()>().await
     }
 
     async fn teardown(&mut self, _settings: &HostSettings) -> Result<(), DataplaneError> {

@@ -1,9 +1,13 @@
 //! The side-effect edge of the host: one trait, one backend per file.
 //!
+//! - [`kernel::Kernel`] programs the kernel: rtnetlink and nftables.
 //! - [`dry_run::DryRun`] touches nothing and keeps the last plan (the demo,
 //!   `--dry-run`, and tests of the agent loop).
 
 pub mod dry_run;
+pub mod kernel;
+mod netlink_route;
+mod nftables;
 
 use crate::plan::{HostAddress, HostPlan, HostSettings};
 use std::future::Future;
@@ -15,10 +19,13 @@ pub struct Applied {
     pub routes: Vec<String>,
     /// Our nftables table, as `nft list table` prints it.
     pub nft_ruleset: String,
+    /// How many kernel objects this apply added, fixed or removed; 0 when
+    /// everything was already in place.
+    pub changes: usize,
 }
 
 /// Programs the host datapath.
-pub trait Dataplane: Send {
+pub trait Dataplane: Send + Sync {
     /// Makes the host match `plan` exactly for what we own: adds what is
     /// missing, replaces what differs, removes our leftovers. Idempotent.
     fn apply(
@@ -30,6 +37,11 @@ pub trait Dataplane: Send {
     fn host_addresses(
         &mut self,
     ) -> impl Future<Output = Result<Vec<HostAddress>, DataplaneError>> + Send;
+
+    /// Resolves when the host state may have drifted from the last apply
+    /// (a kernel event: route deleted, link flapped, ruleset flushed). Never
+    /// resolves for backends without events.
+    fn drift(&mut self) -> impl Future<Output = ()> + Send;
 
     /// Removes everything we own (routes with our protocol, our neighbour and
     /// address, our nft table). Keeps going past errors and returns them all.

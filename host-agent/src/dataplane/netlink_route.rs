@@ -1,0 +1,312 @@
+//! rtnetlink: links, addresses, neighbours and routes, as small typed reads
+//! and writes. No policy here; the kernel backend decides what to change.
+
+use crate::plan::PlannedRoute;
+use futures::TryStreamExt;
+use ipnet::IpNet;
+use rtnetlink::{
+    Handle, RouteMessageBuilder,
+    packet_route::{
+        AddressFamily,
+        address::{AddressAttribute, AddressFlags, AddressMessage, AddressProtocol},
+        link::{LinkAttribute, LinkFlags},
+        neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
+        route::{
+            RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
+            RouteType,
+        },
+    },
+};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+pub type NlResult<T> = Result<T, rtnetlink::Error>;
+
+/// The main routing table.
+pub const MAIN_TABLE: u32 = RouteHeader::RT_TABLE_MAIN as u32;
+
+/// A route as the kernel reports it, reduced to what we compare.
+#[derive(Debug, Clone)]
+pub struct KernelRoute {
+    pub dst: IpNet,
+    pub via: Option<IpAddr>,
+    pub oif: Option<u32>,
+    pub mtu: Option<u32>,
+    pub protocol: u8,
+    pub priority: Option<u32>,
+    pub table: u32,
+    pub message: RouteMessage,
+}
+
+/// An address as the kernel reports it.
+#[derive(Debug, Clone)]
+pub struct KernelAddress {
+    pub index: u32,
+    pub addr: IpNet,
+    pub message: AddressMessage,
+}
+
+/// A neighbour entry as the kernel reports it.
+#[derive(Debug, Clone)]
+pub struct KernelNeighbour {
+    pub index: u32,
+    pub ip: IpAddr,
+    pub mac: Option<Vec<u8>>,
+    pub permanent: bool,
+    pub message: NeighbourMessage,
+}
+
+/// A link's name and whether it is administratively up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelLink {
+    pub name: String,
+    pub up: bool,
+}
+
+#[derive(Clone)]
+pub struct RouteNetlink {
+    handle: Handle,
+}
+
+impl RouteNetlink {
+    /// Opens an rtnetlink socket in the current network namespace and spawns
+    /// its connection task (without it every request would hang).
+    pub fn open() -> std::io::Result<Self> {
+        let (connection, handle, _) = rtnetlink::new_connection()?;
+        tokio::spawn(connection);
+        Ok(RouteNetlink { handle })
+    }
+
+    pub async fn links(&self) -> NlResult<HashMap<u32, KernelLink>> {
+        let mut links = HashMap::new();
+        let mut stream = self.handle.link().get().execute();
+        while let Some(link) = stream.try_next().await? {
+            let name = link.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(name) => Some(name.clone()),
+                _ => None,
+            });
+            if let Some(name) = name {
+                let up = link.header.flags.contains(LinkFlags::Up);
+                links.insert(link.header.index, KernelLink { name, up });
+            }
+        }
+        Ok(links)
+    }
+
+    pub async fn addresses(&self) -> NlResult<Vec<KernelAddress>> {
+        let mut out = Vec::new();
+        let mut stream = self.handle.address().get().execute();
+        while let Some(message) = stream.try_next().await? {
+            // IFA_LOCAL is the interface's own address (IFA_ADDRESS is the
+            // peer on point-to-point links); fall back to IFA_ADDRESS.
+            let addr = message
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    AddressAttribute::Local(ip) => Some(*ip),
+                    _ => None,
+                })
+                .or_else(|| {
+                    message.attributes.iter().find_map(|a| match a {
+                        AddressAttribute::Address(ip) => Some(*ip),
+                        _ => None,
+                    })
+                });
+            if let Some(ip) = addr
+                && let Ok(net) = IpNet::new(ip, message.header.prefix_len)
+            {
+                out.push(KernelAddress {
+                    index: message.header.index,
+                    addr: net,
+                    message,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds an address marked with our protocol; IPv6 without duplicate
+    /// address detection so that it is usable at once.
+    pub async fn add_address(&self, index: u32, addr: IpNet, protocol: u8) -> NlResult<()> {
+        let mut request = self
+            .handle
+            .address()
+            .add(index, addr.addr(), addr.prefix_len());
+        let attributes = &mut request.message_mut().attributes;
+        attributes.push(AddressAttribute::Protocol(AddressProtocol::Other(protocol)));
+        if addr.addr().is_ipv6() {
+            attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        request.replace().execute().await
+    }
+
+    pub async fn del_address(&self, address: &KernelAddress) -> NlResult<()> {
+        self.handle
+            .address()
+            .del(address.message.clone())
+            .execute()
+            .await
+    }
+
+    pub async fn neighbours(&self) -> NlResult<Vec<KernelNeighbour>> {
+        let mut out = Vec::new();
+        let mut stream = self.handle.neighbours().get().execute();
+        while let Some(message) = stream.try_next().await? {
+            let ip = message.attributes.iter().find_map(|a| match a {
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => {
+                    Some(IpAddr::V4(*ip))
+                }
+                NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => {
+                    Some(IpAddr::V6(*ip))
+                }
+                _ => None,
+            });
+            let mac = message.attributes.iter().find_map(|a| match a {
+                NeighbourAttribute::LinkLayerAddress(mac) => Some(mac.clone()),
+                _ => None,
+            });
+            if let Some(ip) = ip {
+                out.push(KernelNeighbour {
+                    index: message.header.ifindex,
+                    ip,
+                    mac,
+                    permanent: message.header.state == NeighbourState::Permanent,
+                    message,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn set_permanent_neighbour(&self, index: u32, ip: IpAddr, mac: &[u8]) -> NlResult<()> {
+        self.handle
+            .neighbours()
+            .add(index, ip)
+            .state(NeighbourState::Permanent)
+            .link_layer_address(mac)
+            .replace()
+            .execute()
+            .await
+    }
+
+    pub async fn del_neighbour(&self, neighbour: &KernelNeighbour) -> NlResult<()> {
+        self.handle
+            .neighbours()
+            .del(neighbour.message.clone())
+            .execute()
+            .await
+    }
+
+    /// Unicast routes of both families in the main table.
+    pub async fn main_routes(&self) -> NlResult<Vec<KernelRoute>> {
+        let mut out = Vec::new();
+        for request in [
+            RouteMessageBuilder::<Ipv4Addr>::new().build(),
+            RouteMessageBuilder::<Ipv6Addr>::new().build(),
+        ] {
+            let mut stream = self.handle.route().get(request).execute();
+            while let Some(message) = stream.try_next().await? {
+                if let Some(route) = parse_route(message)
+                    && route.table == MAIN_TABLE
+                {
+                    out.push(route);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds or replaces (same destination, table and metric) one planned route.
+    pub async fn put_route(&self, route: &PlannedRoute, oif: u32, replace: bool) -> NlResult<()> {
+        let message = route_message(route, oif)?;
+        let request = self.handle.route().add(message);
+        if replace {
+            request.replace().execute().await
+        } else {
+            request.execute().await
+        }
+    }
+
+    pub async fn del_route(&self, route: &KernelRoute) -> NlResult<()> {
+        self.handle.route().del(route.message.clone()).execute().await
+    }
+}
+
+fn invalid(error: impl std::fmt::Display) -> rtnetlink::Error {
+    rtnetlink::Error::InvalidNla(error.to_string())
+}
+
+fn route_message(route: &PlannedRoute, oif: u32) -> NlResult<RouteMessage> {
+    let mut message = RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(route.dst.addr(), route.dst.prefix_len())
+        .map_err(invalid)?
+        .gateway(route.via)
+        .map_err(invalid)?
+        .output_interface(oif)
+        .protocol(RouteProtocol::Other(route.protocol))
+        .table_id(MAIN_TABLE)
+        .kind(RouteType::Unicast)
+        .build();
+    message
+        .attributes
+        .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(route.mtu)]));
+    Ok(message)
+}
+
+fn route_address(address: &RouteAddress) -> Option<IpAddr> {
+    match address {
+        RouteAddress::Inet(ip) => Some(IpAddr::V4(*ip)),
+        RouteAddress::Inet6(ip) => Some(IpAddr::V6(*ip)),
+        _ => None,
+    }
+}
+
+fn parse_route(message: RouteMessage) -> Option<KernelRoute> {
+    if message.header.kind != RouteType::Unicast {
+        return None;
+    }
+    let mut dst = None;
+    let mut route = KernelRoute {
+        dst: IpNet::default(),
+        via: None,
+        oif: None,
+        mtu: None,
+        protocol: u8::from(message.header.protocol),
+        priority: None,
+        table: u32::from(message.header.table),
+        message: message.clone(),
+    };
+    for attribute in &message.attributes {
+        match attribute {
+            RouteAttribute::Destination(a) => dst = route_address(a),
+            RouteAttribute::Gateway(a) => route.via = route_address(a),
+            RouteAttribute::Oif(index) => route.oif = Some(*index),
+            RouteAttribute::Priority(p) => route.priority = Some(*p),
+            RouteAttribute::Table(t) => route.table = *t,
+            RouteAttribute::Metrics(metrics) => {
+                route.mtu = metrics.iter().find_map(|m| match m {
+                    RouteMetric::Mtu(mtu) => Some(*mtu),
+                    _ => None,
+                });
+            }
+            _ => {}
+        }
+    }
+    // A route without RTA_DST is a default route of its family.
+    let dst = dst.unwrap_or(match message.header.address_family {
+        AddressFamily::Inet6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    });
+    route.dst = IpNet::new(dst, message.header.destination_prefix_length).ok()?;
+    Some(route)
+}
+
+/// The errno of a kernel refusal, if that is what the error is.
+pub fn errno(error: &rtnetlink::Error) -> Option<i32> {
+    match error {
+        rtnetlink::Error::NetlinkError(message) => message.code.map(|c| -c.get()),
+        _ => None,
+    }
+}
