@@ -166,7 +166,12 @@ impl<D: Dataplane> HostAgent<D> {
         };
         match self.dataplane.apply(&plan).await {
             Ok(applied) if applied.changes > 0 => {
-                tracing::warn!(trigger, changes = applied.changes, revision = plan.revision, "repaired host state");
+                tracing::warn!(
+                    trigger,
+                    changes = applied.changes,
+                    revision = plan.revision,
+                    "repaired host state"
+                );
                 self.status.send_modify(|s| {
                     s.repairs += 1;
                     s.last_error = None;
@@ -175,7 +180,8 @@ impl<D: Dataplane> HostAgent<D> {
             Ok(_) => tracing::debug!(trigger, "host state in place"),
             Err(e) => {
                 tracing::error!(trigger, error = %e, "repairing host state failed; will retry");
-                self.status.send_modify(|s| s.last_error = Some(e.to_string()));
+                self.status
+                    .send_modify(|s| s.last_error = Some(e.to_string()));
             }
         }
     }
@@ -191,7 +197,10 @@ impl<D: Dataplane> HostAgent<D> {
         };
         let proposal = self.config.proposal();
         let mut negotiating = client.clone();
-        let contract = match self.wait(shutdown, negotiating.negotiate(proposal.clone())).await {
+        let contract = match self
+            .wait(shutdown, negotiating.negotiate(proposal.clone()))
+            .await
+        {
             Waited::Shutdown => return SessionEnd::Shutdown,
             Waited::Done(Ok(response)) => response.into_inner().contract.unwrap_or_default(),
             Waited::Done(Err(status)) => return end_for(status),

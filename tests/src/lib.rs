@@ -3,4 +3,5 @@
 
 pub mod harness;
 pub mod mock_dpu;
+pub mod netns;
 pub mod pki;

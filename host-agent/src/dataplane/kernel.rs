@@ -45,8 +45,8 @@ impl Kernel {
     pub fn open(masquerades: Vec<Masquerade>) -> Result<Self, DataplaneError> {
         let rt = RouteNetlink::open().map_err(|e| kernel_error("open rtnetlink", e))?;
         let nft = Nftables::open().map_err(|e| kernel_error("open nftables", e))?;
-        let nft_events =
-            nftables::watch_foreign_changes().map_err(|e| kernel_error("watch nftables", e))?;
+        let nft_events = nftables::watch_foreign_changes(nft.port())
+            .map_err(|e| kernel_error("watch nftables", e))?;
         let drift = watch_route_events().map_err(|e| kernel_error("watch rtnetlink", e))?;
         Ok(Kernel {
             rt,
@@ -117,12 +117,14 @@ impl Dataplane for Kernel {
             .await
             .map_err(|e| kernel_error("list links", e))?;
         let gateway_name = &plan.nft.gateway_interface;
-        let gateway = Self::link_index(&links, gateway_name).await.ok_or_else(|| {
-            kernel_error(
-                "find gateway interface",
-                format!("no interface named {gateway_name:?}"),
-            )
-        })?;
+        let gateway = Self::link_index(&links, gateway_name)
+            .await
+            .ok_or_else(|| {
+                kernel_error(
+                    "find gateway interface",
+                    format!("no interface named {gateway_name:?}"),
+                )
+            })?;
         let mp0 = Self::link_index(&links, &plan.mp0_interface).await;
         let mut errors = Vec::new();
         let mut changes = 0usize;
@@ -191,13 +193,15 @@ impl Dataplane for Kernel {
                 && plan::is_broad_cluster_route(&r.dst, &plan.cluster_cidrs)
         };
         for wanted in &plan.routes {
-            let same_key = routes.iter().find(|r| {
-                r.dst == wanted.dst && effective_priority(r) == default_priority(wanted)
-            });
+            let same_key = routes
+                .iter()
+                .find(|r| r.dst == wanted.dst && effective_priority(r) == default_priority(wanted));
             let replace = match same_key {
                 None => false,
                 Some(r) if r.protocol == wanted.protocol => {
-                    if r.via == Some(wanted.via) && r.oif == Some(gateway) && r.mtu == Some(wanted.mtu)
+                    if r.via == Some(wanted.via)
+                        && r.oif == Some(gateway)
+                        && r.mtu == Some(wanted.mtu)
                     {
                         continue;
                     }
@@ -230,8 +234,8 @@ impl Dataplane for Kernel {
             .await
             .map_err(|e| kernel_error("list routes", e))?;
         for route in &routes {
-            let stale_ours = route.protocol == protocol
-                && !plan.routes.iter().any(|w| w.dst == route.dst);
+            let stale_ours =
+                route.protocol == protocol && !plan.routes.iter().any(|w| w.dst == route.dst);
             if !(stale_ours || is_broad_mp0(route)) {
                 continue;
             }
@@ -250,13 +254,18 @@ impl Dataplane for Kernel {
         if self.nft_dirty || self.last_nft.as_ref() != Some(&plan.nft) {
             match self.nft.replace(&plan.nft) {
                 Ok(()) => {
-                    changes += usize::from(self.last_nft.as_ref() != Some(&plan.nft));
+                    // A replace after someone else touched nftables counts:
+                    // it may have restored a flushed table.
+                    changes += 1;
                     self.nft_dirty = false;
                     self.last_nft = Some(plan.nft.clone());
                 }
                 Err(e) => {
                     self.last_nft = None;
-                    errors.push(kernel_error(format!("replace nft table inet {}", plan.nft.table), e));
+                    errors.push(kernel_error(
+                        format!("replace nft table inet {}", plan.nft.table),
+                        e,
+                    ));
                 }
             }
         }
@@ -298,7 +307,10 @@ impl Dataplane for Kernel {
         let mut errors = Vec::new();
         match self.rt.main_routes().await {
             Ok(routes) => {
-                for route in routes.iter().filter(|r| r.protocol == settings.route_protocol) {
+                for route in routes
+                    .iter()
+                    .filter(|r| r.protocol == settings.route_protocol)
+                {
                     if let Err(e) = self.rt.del_route(route).await
                         && netlink_route::errno(&e) != Some(libc::ESRCH)
                     {
@@ -351,7 +363,10 @@ impl Dataplane for Kernel {
             }
         }
         if let Err(e) = self.nft.delete(&settings.nft_table) {
-            errors.push(kernel_error(format!("delete nft table inet {}", settings.nft_table), e));
+            errors.push(kernel_error(
+                format!("delete nft table inet {}", settings.nft_table),
+                e,
+            ));
         }
         self.last_nft = None;
         self.nft_dirty = true;

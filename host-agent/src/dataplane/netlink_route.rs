@@ -180,7 +180,12 @@ impl RouteNetlink {
         Ok(out)
     }
 
-    pub async fn set_permanent_neighbour(&self, index: u32, ip: IpAddr, mac: &[u8]) -> NlResult<()> {
+    pub async fn set_permanent_neighbour(
+        &self,
+        index: u32,
+        ip: IpAddr,
+        mac: &[u8],
+    ) -> NlResult<()> {
         self.handle
             .neighbours()
             .add(index, ip)
@@ -230,7 +235,11 @@ impl RouteNetlink {
     }
 
     pub async fn del_route(&self, route: &KernelRoute) -> NlResult<()> {
-        self.handle.route().del(route.message.clone()).execute().await
+        self.handle
+            .route()
+            .del(route.message.clone())
+            .execute()
+            .await
     }
 }
 

@@ -18,8 +18,7 @@ const SRCNAT_PRIORITY: i32 = 100;
 /// nfnetlink multicast group of nftables ruleset changes.
 const NFNLGRP_NFTABLES: u32 = 7;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
-const NFT_MSG_NEWGEN: u16 = 16;
-const NFTA_GEN_PROC_PID: u16 = 2;
+const NFT_MSG_NEWGEN: u16 = 15;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_HDRLEN: usize = 16;
 
@@ -36,14 +35,24 @@ pub enum NftError {
 /// A netlink socket to nftables, opened in the current network namespace.
 pub struct Nftables {
     socket: Socket,
+    port: u32,
 }
 
 impl Nftables {
     pub fn open() -> Result<Self, NftError> {
         let mut socket = Socket::new(NETLINK_NETFILTER).map_err(NftError::Socket)?;
-        socket.bind_auto().map_err(NftError::Socket)?;
+        let address = socket.bind_auto().map_err(NftError::Socket)?;
         set_receive_timeout(&socket, Duration::from_secs(5)).map_err(NftError::Socket)?;
-        Ok(Nftables { socket })
+        Ok(Nftables {
+            socket,
+            port: address.port_number(),
+        })
+    }
+
+    /// The netlink port of our socket: nftables events name it as their
+    /// origin, which tells our own changes from everyone else's.
+    pub fn port(&self) -> u32 {
+        self.port
     }
 
     /// Replaces our table with `plan` in one transaction: add (so that the
@@ -196,10 +205,11 @@ fn drain(socket: &Socket) {
     {}
 }
 
-/// Watches nftables for transactions by other processes and sends one
-/// `()` per change (or per lost batch of events) on the returned channel.
-/// Our own transactions are recognised by the pid in NEWGEN and ignored.
-pub fn watch_foreign_changes() -> Result<mpsc::UnboundedReceiver<()>, NftError> {
+/// Watches nftables for transactions by anyone else and sends one `()` per
+/// change (or per lost batch of events) on the returned channel. Our own
+/// transactions are recognised by the netlink port that NEWGEN names as
+/// their origin (`own_port`) and ignored.
+pub fn watch_foreign_changes(own_port: u32) -> Result<mpsc::UnboundedReceiver<()>, NftError> {
     let mut socket = Socket::new(NETLINK_NETFILTER).map_err(NftError::Socket)?;
     socket.bind_auto().map_err(NftError::Socket)?;
     socket
@@ -208,7 +218,6 @@ pub fn watch_foreign_changes() -> Result<mpsc::UnboundedReceiver<()>, NftError> 
     // Wake up now and then to notice that nobody listens any more.
     set_receive_timeout(&socket, Duration::from_secs(1)).map_err(NftError::Socket)?;
     let (tx, rx) = mpsc::unbounded_channel();
-    let own_pid = std::process::id();
     std::thread::Builder::new()
         .name("nft-watch".into())
         .spawn(move || {
@@ -221,7 +230,7 @@ pub fn watch_foreign_changes() -> Result<mpsc::UnboundedReceiver<()>, NftError> 
                     Ok(n) => {
                         let foreign = NetlinkMessages::new(&buffer[..n]).any(|m| {
                             m.kind == (NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWGEN)
-                                && newgen_pid(m.payload) != Some(own_pid)
+                                && m.port != own_port
                         });
                         if foreign && tx.send(()).is_err() {
                             return;
@@ -249,28 +258,12 @@ pub fn watch_foreign_changes() -> Result<mpsc::UnboundedReceiver<()>, NftError> 
     Ok(rx)
 }
 
-/// The pid attribute of an NFT_MSG_NEWGEN payload (after the 4-byte nfgenmsg).
-fn newgen_pid(payload: &[u8]) -> Option<u32> {
-    let mut attrs = payload.get(4..)?;
-    while attrs.len() >= 4 {
-        let len = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
-        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]) & 0x3fff;
-        if len < 4 || len > attrs.len() {
-            return None;
-        }
-        if kind == NFTA_GEN_PROC_PID && len >= 8 {
-            return Some(u32::from_be_bytes([attrs[4], attrs[5], attrs[6], attrs[7]]));
-        }
-        let aligned = (len + 3) & !3;
-        attrs = attrs.get(aligned..)?;
-    }
-    None
-}
-
-/// One netlink message: its type, sequence number and payload.
+/// One netlink message: its type, sequence number, origin and payload.
 struct NetlinkMessage<'a> {
     kind: u16,
     seq: u32,
+    /// The sender's netlink port (0 for the kernel itself).
+    port: u32,
     payload: &'a [u8],
 }
 
@@ -299,6 +292,7 @@ impl<'a> Iterator for NetlinkMessages<'a> {
         let message = NetlinkMessage {
             kind: u16::from_ne_bytes([header[4], header[5]]),
             seq: u32::from_ne_bytes([header[8], header[9], header[10], header[11]]),
+            port: u32::from_ne_bytes([header[12], header[13], header[14], header[15]]),
             payload: &self.rest[NLMSG_HDRLEN..len],
         };
         let aligned = ((len + 3) & !3).min(self.rest.len());
@@ -329,18 +323,5 @@ mod tests {
         assert_eq!(messages[0].seq, 7);
         assert_eq!(messages[0].kind, NLMSG_ERROR);
         assert!(NetlinkMessages::new(&[1, 2, 3]).next().is_none());
-    }
-
-    #[test]
-    fn newgen_pid_is_read_from_its_attribute() {
-        let mut payload = vec![0u8; 4]; // nfgenmsg
-        payload.extend_from_slice(&8u16.to_ne_bytes());
-        payload.extend_from_slice(&1u16.to_ne_bytes()); // NFTA_GEN_ID
-        payload.extend_from_slice(&5u32.to_be_bytes());
-        payload.extend_from_slice(&8u16.to_ne_bytes());
-        payload.extend_from_slice(&NFTA_GEN_PROC_PID.to_ne_bytes());
-        payload.extend_from_slice(&4242u32.to_be_bytes());
-        assert_eq!(newgen_pid(&payload), Some(4242));
-        assert_eq!(newgen_pid(&payload[..10]), None);
     }
 }

@@ -1,0 +1,370 @@
+//! host-agent against the real kernel, inside network namespaces these tests
+//! create and delete: routes, neighbour, address, nftables SNAT, mp0
+//! cleanup, repair after drift, teardown. Needs root; skips otherwise.
+
+use host_agent::{
+    agent::{HostAgent, HostStatus},
+    config::HostConfig,
+    dataplane::{Dataplane, kernel::Kernel},
+    plan::{self, HostPlan, HostSettings},
+};
+use ipnet::IpNet;
+use noverlay_proto::contract::{Contract, FamilyContract, Masquerade, Mode};
+use noverlay_tests::{
+    harness::{self, Certs, HOST_SAN, HostOptions},
+    mock_dpu::MockDpu,
+    netns::{NetNs, privileged_or_skip},
+};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// A host namespace (eth0 towards the DPU, a stand-in ovn-k8s-mp0 with its
+/// node subnet and broad cluster routes, a foreign route and nft table) and
+/// a DPU namespace that counts what arrives on the other end of eth0.
+struct Topology {
+    host: NetNs,
+    dpu: NetNs,
+}
+
+fn topology() -> anyhow::Result<Topology> {
+    let host = NetNs::new("host")?;
+    let dpu = NetNs::new("dpu")?;
+    host.sh(&format!(
+        "set -e
+        ip link add eth0 type veth peer name p0 netns {dpu}
+        ip addr add 198.18.0.10/24 dev eth0
+        ip -6 addr add 2001:db8:1::10/64 dev eth0 nodad
+        ip link set eth0 up
+        ip link add ovn-k8s-mp0 type veth peer name mp0-peer
+        ip link set ovn-k8s-mp0 up
+        ip link set mp0-peer up
+        ip addr add 198.18.130.2/24 dev ovn-k8s-mp0
+        ip route add 198.18.128.0/17 dev ovn-k8s-mp0
+        ip route add 198.16.0.0/14 dev ovn-k8s-mp0 metric 50
+        ip -6 route add fd00:10::/32 dev ovn-k8s-mp0
+        ip route add 203.0.113.0/24 via 198.18.0.1 dev eth0 proto static
+        nft add table inet foreign
+        nft add chain inet foreign keep '{{ type filter hook output priority 0; }}'",
+        dpu = dpu.name
+    ))?;
+    dpu.sh("set -e
+        ip link set p0 up
+        nft add table netdev seen
+        nft add chain netdev seen p0 '{ type filter hook ingress device p0 priority 0; }'
+        nft add rule netdev seen p0 ip saddr 169.254.0.2 ip daddr 198.18.200.1 counter
+        nft add rule netdev seen p0 ip saddr 198.18.0.10 ip daddr 198.18.200.1 counter
+        nft add rule netdev seen p0 ip6 saddr fd69::2 ip6 daddr fd00:10:244::1 counter")?;
+    Ok(Topology { host, dpu })
+}
+
+fn net(text: &str) -> IpNet {
+    text.parse().expect("test literal")
+}
+
+fn contract() -> Contract {
+    let families = vec![
+        FamilyContract {
+            masquerade: Masquerade::from_subnet(net("169.254.0.0/17")).expect("masq"),
+            cluster_cidrs: vec![net("198.18.128.0/17")],
+            underlay_ip: "198.18.0.10".parse().expect("ip"),
+        },
+        FamilyContract {
+            masquerade: Masquerade::from_subnet(net("fd69::/112")).expect("masq"),
+            cluster_cidrs: vec![net("fd00:10:244::/48")],
+            underlay_ip: "2001:db8:1::10".parse().expect("ip"),
+        },
+    ];
+    Contract::new(1, Mode::IN_SCOPE, families, 1400, "eth0".into()).expect("contract")
+}
+
+fn settings() -> HostSettings {
+    HostSettings {
+        gateway_interface: "eth0".into(),
+        mp0_interface: "ovn-k8s-mp0".into(),
+        route_protocol: 240,
+        nft_table: "noverlay".into(),
+    }
+}
+
+fn masquerades() -> Vec<Masquerade> {
+    contract().families.iter().map(|f| f.masquerade).collect()
+}
+
+fn host_plan() -> HostPlan {
+    plan::plan(&contract(), &settings())
+}
+
+/// Packets counted by the DPU-side rule containing `needle`.
+fn seen(dpu: &NetNs, needle: &str) -> anyhow::Result<u64> {
+    let listing = dpu.sh("nft list chain netdev seen p0")?;
+    let line = listing
+        .lines()
+        .find(|l| l.contains(needle))
+        .ok_or_else(|| anyhow::anyhow!("no rule with {needle:?} in {listing}"))?;
+    let packets = line
+        .split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no counter in {line:?}"))?;
+    Ok(packets)
+}
+
+#[test]
+fn apply_programs_the_host_and_traffic_leaves_with_the_masquerade_source() -> anyhow::Result<()> {
+    if !privileged_or_skip("apply_programs_the_host") {
+        return Ok(());
+    }
+    let topo = topology()?;
+    let plan = host_plan();
+    let (first, second) = topo.host.run(move || async move {
+        let mut kernel = Kernel::open(masquerades())?;
+        let first = kernel.apply(&plan).await?;
+        let second = kernel.apply(&plan).await?;
+        Ok((first, second))
+    })?;
+    assert!(
+        first.changes >= 6,
+        "first apply made {} changes",
+        first.changes
+    );
+    assert_eq!(second.changes, 0, "a second apply must change nothing");
+    assert!(
+        first
+            .routes
+            .contains(&"198.18.128.0/17 via 169.254.0.4 dev eth0 proto 240 mtu 1400".to_string()),
+        "{:?}",
+        first.routes
+    );
+
+    let host = &topo.host;
+    let route = host.sh("ip route show 198.18.128.0/17")?;
+    assert!(
+        route.contains("198.18.128.0/17 via 169.254.0.4 dev eth0 proto 240")
+            && route.contains("mtu 1400")
+            && !route.contains("src"),
+        "{route}"
+    );
+    let route6 = host.sh("ip -6 route show fd00:10:244::/48")?;
+    assert!(
+        route6.contains("via fd69::4 dev eth0 proto 240") && route6.contains("mtu 1400"),
+        "{route6}"
+    );
+    let neighbour = host.sh("ip neigh show dev eth0")?;
+    assert!(
+        neighbour.contains("169.254.0.4 lladdr 0a:58:a9:fe:00:04 PERMANENT"),
+        "{neighbour}"
+    );
+    assert!(
+        neighbour.contains("fd69::4 lladdr 0a:58:00:00:00:04 PERMANENT"),
+        "{neighbour}"
+    );
+    let addresses = host.sh("ip addr show dev eth0")?;
+    assert!(
+        addresses.contains("169.254.0.2/17") && addresses.contains("fd69::2/112"),
+        "{addresses}"
+    );
+
+    let table = host.sh("nft list table inet noverlay")?;
+    for line in [
+        "type nat hook postrouting priority srcnat; policy accept;",
+        "oifname != \"eth0\" return",
+        "ip daddr 198.18.128.0/17 ip saddr != 169.254.0.2 counter packets 0 bytes 0 snat ip to 169.254.0.2",
+        "ip6 daddr fd00:10:244::/48 ip6 saddr != fd69::2 counter packets 0 bytes 0 snat ip6 to fd69::2",
+    ] {
+        assert!(table.contains(line), "missing {line:?} in\n{table}");
+    }
+
+    // mp0: broad cluster routes gone, the node subnet route kept.
+    let mp0 = host.sh("ip route show dev ovn-k8s-mp0; ip -6 route show dev ovn-k8s-mp0")?;
+    assert!(
+        mp0.contains("198.18.130.0/24"),
+        "node subnet route removed: {mp0}"
+    );
+    assert!(
+        !mp0.contains("198.18.128.0/17") && !mp0.contains("198.16.0.0/14"),
+        "{mp0}"
+    );
+    assert!(!mp0.contains("fd00:10::/32"), "{mp0}");
+    // Foreign state untouched.
+    assert!(
+        host.sh("ip route show 203.0.113.0/24")?
+            .contains("proto static")
+    );
+    assert!(host.sh("nft list tables")?.contains("table inet foreign"));
+
+    // Traffic to a remote pod leaves eth0 SNATed to the masquerade IP.
+    let _ = host.sh_unchecked("ping -c 2 -i 0.2 -W 1 198.18.200.1")?;
+    let _ = host.sh_unchecked("ping -6 -c 2 -i 0.2 -W 1 fd00:10:244::1")?;
+    assert!(
+        seen(&topo.dpu, "ip saddr 169.254.0.2")? >= 2,
+        "no SNATed IPv4 packets on the DPU side"
+    );
+    assert_eq!(
+        seen(&topo.dpu, "ip saddr 198.18.0.10")?,
+        0,
+        "un-SNATed packets leaked"
+    );
+    assert!(
+        seen(&topo.dpu, "ip6 saddr fd69::2")? >= 2,
+        "no SNATed IPv6 packets on the DPU side"
+    );
+    Ok(())
+}
+
+#[test]
+fn teardown_removes_exactly_what_is_ours() -> anyhow::Result<()> {
+    if !privileged_or_skip("teardown_removes_exactly_what_is_ours") {
+        return Ok(());
+    }
+    let topo = topology()?;
+    let plan = host_plan();
+    topo.host.run(move || async move {
+        let mut kernel = Kernel::open(masquerades())?;
+        kernel.apply(&plan).await?;
+        kernel.teardown(&settings()).await?;
+        // Twice: teardown of nothing is fine.
+        kernel.teardown(&settings()).await?;
+        Ok(())
+    })?;
+    let host = &topo.host;
+    let routes = host.sh("ip route show; ip -6 route show")?;
+    assert!(!routes.contains("proto 240"), "{routes}");
+    assert!(!host.sh("ip neigh show dev eth0")?.contains("PERMANENT"));
+    let addresses = host.sh("ip addr show dev eth0")?;
+    assert!(
+        !addresses.contains("169.254.0.2") && !addresses.contains("fd69::2"),
+        "{addresses}"
+    );
+    let tables = host.sh("nft list tables")?;
+    assert!(
+        !tables.contains("noverlay") && tables.contains("table inet foreign"),
+        "{tables}"
+    );
+    assert!(
+        host.sh("ip route show 203.0.113.0/24")?
+            .contains("proto static")
+    );
+    assert!(host.sh("ip addr show dev eth0")?.contains("198.18.0.10/24"));
+    assert!(
+        host.sh("ip route show dev ovn-k8s-mp0")?
+            .contains("198.18.130.0/24")
+    );
+    Ok(())
+}
+
+#[test]
+fn restart_adopts_existing_state_without_touching_routes() -> anyhow::Result<()> {
+    if !privileged_or_skip("restart_adopts_existing_state") {
+        return Ok(());
+    }
+    let topo = topology()?;
+    let plan = host_plan();
+    let adopted = topo.host.run(move || async move {
+        let mut first = Kernel::open(masquerades())?;
+        first.apply(&plan).await?;
+        drop(first);
+        // A new agent process would start from scratch like this.
+        let mut second = Kernel::open(masquerades())?;
+        Ok(second.apply(&plan).await?)
+    })?;
+    // Only the nft table is replaced (atomically) on adoption: it cannot be
+    // read back through nftnl, so it is rewritten rather than trusted.
+    assert_eq!(
+        adopted.changes, 1,
+        "routes, neighbour or address were re-created"
+    );
+    Ok(())
+}
+
+/// Runs the real host-agent (kernel dataplane) against a mock DPU inside the
+/// host namespace, breaks things from outside and measures the repair.
+#[test]
+fn agent_repairs_route_deletion_ruleset_flush_and_link_flap() -> anyhow::Result<()> {
+    if !privileged_or_skip("agent_repairs") {
+        return Ok(());
+    }
+    harness::init();
+    let topo = topology()?;
+    let host_ns = topo.host.name.clone();
+    let timings = topo.host.run(move || async move {
+        let certs = Certs::new()?;
+        let mut dpu = MockDpu::start(&certs.dpu, HOST_SAN, Ok(contract().to_pb())).await?;
+        let options = HostOptions {
+            ipv6: true,
+            ..HostOptions::new(dpu.addr)
+        };
+        let path = certs.dir.path().join("host-agent.toml");
+        std::fs::write(&path, harness::host_config_toml(&options, &certs.host))?;
+        let config = HostConfig::load(&path)?;
+        let kernel = Kernel::open(config.masquerades.clone())?;
+        let agent = HostAgent::new(config, kernel)?;
+        let mut status = agent.status();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(agent.run(shutdown.clone()));
+        let report = dpu.next_report().await?;
+        anyhow::ensure!(report.applied, "initial apply failed: {}", report.error);
+
+        let mut timings = Vec::new();
+        for (fault, script) in [
+            ("route deleted", "ip route del 198.18.128.0/17"),
+            ("ruleset flushed", "nft flush ruleset"),
+            ("link down/up", "ip link set eth0 down; ip link set eth0 up"),
+            ("neighbour deleted", "ip neigh del 169.254.0.4 dev eth0"),
+        ] {
+            let before = status.borrow().repairs;
+            let started = Instant::now();
+            let output = std::process::Command::new("ip")
+                .args(["netns", "exec", &host_ns, "sh", "-c", script])
+                .output()?;
+            anyhow::ensure!(output.status.success(), "{script}: {output:?}");
+            wait_repairs(&mut status, before, fault).await?;
+            timings.push((fault, started.elapsed()));
+        }
+        shutdown.cancel();
+        task.await??;
+        Ok(timings)
+    })?;
+    for (fault, took) in &timings {
+        println!("repair after {fault}: {took:?}");
+    }
+    // Everything is back.
+    let host = &topo.host;
+    assert!(
+        host.sh("ip route show 198.18.128.0/17")?
+            .contains("via 169.254.0.4 dev eth0 proto 240")
+    );
+    assert!(
+        host.sh("ip -6 route show fd00:10:244::/48")?
+            .contains("via fd69::4")
+    );
+    assert!(
+        host.sh("ip neigh show dev eth0")?
+            .contains("169.254.0.4 lladdr 0a:58:a9:fe:00:04 PERMANENT")
+    );
+    assert!(
+        host.sh("nft list table inet noverlay")?
+            .contains("snat ip to 169.254.0.2")
+    );
+    // Stopping the agent left the state in place (hitless restart).
+    let _ = host.sh_unchecked("ping -c 1 -W 1 198.18.200.1")?;
+    assert!(seen(&topo.dpu, "ip saddr 169.254.0.2")? >= 1);
+    Ok(())
+}
+
+async fn wait_repairs(
+    status: &mut tokio::sync::watch::Receiver<HostStatus>,
+    before: u64,
+    fault: &str,
+) -> anyhow::Result<()> {
+    let waited = tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.repairs > before && s.last_error.is_none()),
+    )
+    .await
+    .map(|r| r.map(|_| ()));
+    match waited {
+        Ok(Ok(())) => Ok(()),
+        _ => anyhow::bail!("no repair after {fault}; status {:?}", *status.borrow()),
+    }
+}
