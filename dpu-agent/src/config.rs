@@ -71,9 +71,38 @@ pub struct BridgeConfig {
     /// turn off when OVN-Kubernetes already installs it.
     #[serde(default = "default_true")]
     pub base_pipeline: bool,
-    /// Port numbers and MAC given by hand, for running without OVSDB
-    /// discovery (demo, tests).
+    /// Program the bridge (default). Off: plan and serve only, as in the
+    /// loopback demo where there is no Open vSwitch.
+    #[serde(default = "default_true")]
+    pub program: bool,
+    /// The OVSDB unix socket, for port discovery.
+    #[serde(default = "default_ovsdb_socket")]
+    pub ovsdb_socket: PathBuf,
+    /// The bridge's OpenFlow target for ovs-ofctl; default
+    /// "unix:/var/run/openvswitch/<name>.mgmt".
+    pub openflow: Option<String>,
+    /// Safety-net verification of our flows, on top of the flow monitor.
+    #[serde(default = "default_verify_interval_ms")]
+    pub verify_interval_ms: u64,
+    /// Port numbers and MAC given by hand instead of OVSDB discovery.
     pub static_ports: Option<StaticPorts>,
+}
+
+fn default_ovsdb_socket() -> PathBuf {
+    PathBuf::from("/var/run/openvswitch/db.sock")
+}
+
+fn default_verify_interval_ms() -> u64 {
+    5000
+}
+
+impl BridgeConfig {
+    /// The OpenFlow target ovs-ofctl connects to.
+    pub fn openflow_target(&self) -> String {
+        self.openflow
+            .clone()
+            .unwrap_or_else(|| format!("unix:/var/run/openvswitch/{}.mgmt", self.name))
+    }
 }
 
 fn default_cookie() -> u64 {
@@ -166,6 +195,27 @@ impl DpuConfig {
                 reason: format!(
                     "{:#x} is reserved; pick a cookie of our own such as {DEFAULT_COOKIE:#x}",
                     self.bridge.cookie
+                ),
+            });
+        }
+        if !(100..=3_600_000).contains(&self.bridge.verify_interval_ms) {
+            return Err(ConfigError::Invalid {
+                field: "bridge.verify_interval_ms".into(),
+                reason: format!(
+                    "{} is outside 100..=3600000",
+                    self.bridge.verify_interval_ms
+                ),
+            });
+        }
+        if let Some(target) = &self.bridge.openflow
+            && !(target.starts_with("unix:")
+                || target.starts_with("tcp:")
+                || target.starts_with("ssl:"))
+        {
+            return Err(ConfigError::Invalid {
+                field: "bridge.openflow".into(),
+                reason: format!(
+                    "{target:?} is not an OpenFlow target (unix:PATH, tcp:IP:PORT or ssl:IP:PORT)"
                 ),
             });
         }

@@ -81,6 +81,7 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let datapath = dpu_agent::start_datapath(handle.clone(), &config, shutdown.clone());
     let serving = tokio::spawn(agent.serve(shutdown.clone()));
     loop {
         tokio::select! {
@@ -100,5 +101,9 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     shutdown.cancel();
     serving.await.context("server task")??;
+    for task in datapath {
+        // The flows stay on the bridge: restarts are hitless.
+        task.await.context("datapath task")?;
+    }
     Ok(())
 }

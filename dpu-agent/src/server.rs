@@ -47,6 +47,9 @@ struct StatusRecord {
     last_negotiated_unix: i64,
     gateway_interface: Option<String>,
     last_error: String,
+    installed_flows: Vec<String>,
+    installed_flows_unix: i64,
+    flow_repairs: u64,
 }
 
 /// A cheap handle to the running agent, for reloads, tests and the demo.
@@ -131,6 +134,31 @@ impl AgentHandle {
     /// Sets the error shown in GetStatus; empty clears it.
     pub fn set_last_error(&self, error: String) {
         lock(&self.state.record).last_error = error;
+    }
+
+    /// Records our flows as OVS reported them just now.
+    pub fn set_installed_flows(&self, flows: Vec<String>) {
+        let mut record = lock(&self.state.record);
+        record.installed_flows = flows;
+        record.installed_flows_unix = unix_now();
+    }
+
+    /// Counts one restore of flows that were wiped or altered.
+    pub fn count_flow_repair(&self) {
+        lock(&self.state.record).flow_repairs += 1;
+    }
+
+    pub fn flow_repairs(&self) -> u64 {
+        lock(&self.state.record).flow_repairs
+    }
+
+    pub fn last_error(&self) -> String {
+        lock(&self.state.record).last_error.clone()
+    }
+
+    /// The port map in use, if known.
+    pub fn ports(&self) -> Option<PortMap> {
+        *self.state.ports.borrow()
     }
 
     /// How many connections failed the mTLS handshake since start.
@@ -418,6 +446,15 @@ impl dpu_agent_server::DpuAgent for DpuService {
             peer_identity: record.peer_identity.clone(),
             last_negotiated_unix: record.last_negotiated_unix,
             last_error: record.last_error.clone(),
+            installed_flows: record.installed_flows.clone(),
+            installed_flows_unix: record.installed_flows_unix,
+            port_map: handle.ports().map(|p| pb::PortMap {
+                host_representor: p.host_representor,
+                patch: p.patch,
+                uplink: p.uplink,
+                bridge_mac: noverlay_proto::contract::format_mac(&p.bridge_mac),
+            }),
+            flow_repairs: record.flow_repairs,
         }))
     }
 }

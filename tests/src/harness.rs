@@ -57,7 +57,25 @@ pub struct DpuOptions {
     /// IPv6 cluster CIDRs; the family is configured only when non-empty.
     pub ipv6_cidrs: Vec<String>,
     pub mtu: u32,
+    /// The [bridge] section; by default a plan-only bridge with static ports.
+    pub bridge: String,
 }
+
+/// A bridge section for agents that only plan (no Open vSwitch here).
+pub const PLAN_ONLY_BRIDGE: &str = r#"
+[bridge]
+name = "breth0"
+host_representor = "pf0hpf"
+patch_port = "patch-breth0-to-br-int"
+uplink = "p0"
+program = false
+
+[bridge.static_ports]
+host_representor = 1
+patch_port = 2
+uplink = 3
+bridge_mac = "02:00:c6:12:00:0a"
+"#;
 
 impl Default for DpuOptions {
     fn default() -> Self {
@@ -68,6 +86,7 @@ impl Default for DpuOptions {
             ipv4_masquerade: "169.254.0.0/17".into(),
             ipv6_cidrs: Vec::new(),
             mtu: 1400,
+            bridge: PLAN_ONLY_BRIDGE.into(),
         }
     }
 }
@@ -117,21 +136,7 @@ underlay_ip = "2001:db8::10"
             quoted_list(&options.ipv6_cidrs)
         ));
     }
-    text.push_str(
-        r#"
-[bridge]
-name = "breth0"
-host_representor = "pf0hpf"
-patch_port = "patch-breth0-to-br-int"
-uplink = "p0"
-
-[bridge.static_ports]
-host_representor = 1
-patch_port = 2
-uplink = 3
-bridge_mac = "02:00:c6:12:00:0a"
-"#,
-    );
+    text.push_str(&options.bridge);
     text
 }
 

@@ -1,0 +1,178 @@
+//! Keeps the gateway bridge's flows equal to the plan: installs on every
+//! offer or port change, verifies on every flow change OVS reports (and on a
+//! slow timer), and restores flows that were wiped or altered.
+
+use crate::{
+    flows::{self, Flow},
+    openflow::{FlowSwitch, without_counters},
+    ovsdb::{self, PortNames},
+    server::AgentHandle,
+};
+use std::{path::PathBuf, time::Duration};
+use tokio_util::sync::CancellationToken;
+
+/// Runs until `shutdown`: follows the agent's offer and port map and keeps
+/// exactly our cookie's flows on the bridge. Flows with other cookies are
+/// never touched: every write is a bundle scoped to our cookie.
+pub async fn run_flow_programmer<S: FlowSwitch>(
+    handle: AgentHandle,
+    switch: S,
+    verify_interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let (mut offers, mut ports) = handle.subscribe();
+    let mut changes = switch.watch();
+    let mut verify = tokio::time::interval(verify_interval);
+    verify.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let cookie = handle.flow_settings().cookie;
+    // The plan last installed and how OVS rendered it (no counters, sorted).
+    let mut installed: Option<(Vec<Flow>, Vec<String>)> = None;
+    // Our flows were found wiped or altered: reinstall and count a repair.
+    let mut restore = false;
+    // The last install failed: try again on the next wake-up.
+    let mut retry = false;
+    loop {
+        if let Some(want) = handle.desired_flows() {
+            let stale = installed.as_ref().is_none_or(|(have, _)| *have != want);
+            if stale || restore || retry {
+                match install(&handle, &switch, &want, cookie).await {
+                    Some(done) => {
+                        if restore {
+                            handle.count_flow_repair();
+                            tracing::warn!("flows restored");
+                        }
+                        installed = Some(done);
+                        restore = false;
+                        retry = false;
+                    }
+                    None => retry = true,
+                }
+            }
+        }
+        let check = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = offers.changed() => if changed.is_err() { return } else { false },
+            changed = ports.changed() => if changed.is_err() { return } else { false },
+            Some(()) = changes.recv() => {
+                // Let a burst of flow events (a whole bundle) settle.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                while changes.try_recv().is_ok() {}
+                true
+            }
+            _ = verify.tick() => true,
+        };
+        if check && let Some((_, expected)) = &installed {
+            restore |= flows_drifted(&handle, &switch, cookie, expected).await;
+        }
+    }
+}
+
+/// Installs `want`; returns the plan and OVS's rendering of it, or None
+/// (with the error recorded) so that the next round retries.
+async fn install<S: FlowSwitch>(
+    handle: &AgentHandle,
+    switch: &S,
+    want: &[Flow],
+    cookie: u64,
+) -> Option<(Vec<Flow>, Vec<String>)> {
+    let bundle = flows::render_bundle(want, cookie);
+    if let Err(e) = switch.replace(&bundle).await {
+        tracing::error!(error = %e, "installing flows failed; will retry");
+        handle.set_last_error(e.to_string());
+        return None;
+    }
+    match switch.dump(cookie).await {
+        Ok(dumped) => {
+            tracing::info!(flows = dumped.len(), "flows installed");
+            handle.set_last_error(String::new());
+            let fingerprint = fingerprint(&dumped);
+            handle.set_installed_flows(dumped);
+            Some((want.to_vec(), fingerprint))
+        }
+        Err(e) => {
+            handle.set_last_error(e.to_string());
+            None
+        }
+    }
+}
+
+fn fingerprint(dumped: &[String]) -> Vec<String> {
+    let mut flows: Vec<String> = dumped.iter().map(|f| without_counters(f)).collect();
+    flows.sort();
+    flows
+}
+
+/// True when our flows on the bridge differ from what we installed (wiped
+/// by a restart, replaced by someone else) or cannot be read.
+async fn flows_drifted<S: FlowSwitch>(
+    handle: &AgentHandle,
+    switch: &S,
+    cookie: u64,
+    expected: &[String],
+) -> bool {
+    match switch.dump(cookie).await {
+        Ok(dumped) => {
+            if fingerprint(&dumped) == expected {
+                handle.set_installed_flows(dumped);
+                return false;
+            }
+            tracing::warn!(
+                found = dumped.len(),
+                expected = expected.len(),
+                "our flows were changed or wiped; restoring"
+            );
+            true
+        }
+        Err(e) => {
+            // The switch is unreachable (restarting?): restore when it is back.
+            tracing::warn!(error = %e, "cannot read flows");
+            handle.set_last_error(e.to_string());
+            true
+        }
+    }
+}
+
+/// Follows OVSDB and publishes the port map. Keeps the last good map (and
+/// so the installed flows) when a port vanishes, and says why in status.
+pub async fn run_port_discovery(
+    handle: AgentHandle,
+    socket: PathBuf,
+    names: PortNames,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let session = async {
+            let mut monitor = ovsdb::Monitor::start(&socket).await?;
+            loop {
+                match monitor.replica.port_map(&names) {
+                    Ok(map) => {
+                        if handle.ports() != Some(map) {
+                            tracing::info!(?map, "port map from OVSDB");
+                            handle.set_ports(Some(map));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "port map incomplete; keeping the last good one");
+                        handle.set_last_error(e.to_string());
+                    }
+                }
+                monitor.changed().await?;
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), ovsdb::DiscoveryError>(())
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            result = session => {
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, socket = %socket.display(), "OVSDB monitor lost; retrying");
+                    handle.set_last_error(e.to_string());
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
