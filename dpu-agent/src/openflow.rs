@@ -109,17 +109,21 @@ impl FlowSwitch for OvsOfctl {
             // when the connection drops (ovs-vswitchd restarted): both are
             // reasons to verify. Then start it again.
             while !tx.is_closed() {
+                // monitor opens a control socket in OVS_RUNDIR, which need
+                // not exist where the agent runs: give it a private one. It
+                // prints the asynchronous flow updates on stderr.
                 let child = Command::new("ovs-ofctl")
+                    .env("OVS_RUNDIR", std::env::temp_dir())
                     .args(["-O", OPENFLOW_VERSION, "monitor", &target, "watch:!initial"])
                     .stdin(Stdio::null())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
                     .kill_on_drop(true)
                     .spawn();
                 if let Ok(mut child) = child
-                    && let Some(stdout) = child.stdout.take()
+                    && let Some(stderr) = child.stderr.take()
                 {
-                    let mut lines = tokio::io::BufReader::new(stdout).lines();
+                    let mut lines = tokio::io::BufReader::new(stderr).lines();
                     loop {
                         tokio::select! {
                             line = lines.next_line() => match line {
@@ -163,9 +167,38 @@ pub fn without_counters(flow: &str) -> String {
         .join(", ")
 }
 
+/// The (table, priority) of a dumped flow; OVS omits table 0 and the
+/// default priority.
+pub fn table_and_priority(flow: &str) -> (u8, u16) {
+    fn field<T: std::str::FromStr>(flow: &str, key: &str) -> Option<T> {
+        flow.split([',', ' '])
+            .find_map(|part| part.strip_prefix(key))
+            .and_then(|v| v.parse().ok())
+    }
+    (
+        field(flow, "table=").unwrap_or(0),
+        field(flow, "priority=").unwrap_or(32768),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_and_priority_are_read_with_ovs_defaults() {
+        assert_eq!(
+            table_and_priority(
+                "cookie=0x1, duration=1s, table=3, n_packets=0, n_bytes=0, priority=100 actions=NORMAL"
+            ),
+            (3, 100)
+        );
+        assert_eq!(
+            table_and_priority("cookie=0x1, priority=510,ip,in_port=1 actions=goto_table:2"),
+            (0, 510)
+        );
+        assert_eq!(table_and_priority("cookie=0x1, actions=drop"), (0, 32768));
+    }
 
     #[test]
     fn counters_and_ages_are_stripped() {

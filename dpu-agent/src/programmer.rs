@@ -4,7 +4,7 @@
 
 use crate::{
     flows::{self, Flow},
-    openflow::{FlowSwitch, without_counters},
+    openflow::{FlowSwitch, table_and_priority, without_counters},
     ovsdb::{self, PortNames},
     server::AgentHandle,
 };
@@ -67,8 +67,14 @@ pub async fn run_flow_programmer<S: FlowSwitch>(
     }
 }
 
-/// Installs `want`; returns the plan and OVS's rendering of it, or None
-/// (with the error recorded) so that the next round retries.
+/// How many times an install is retried at once when what OVS reports
+/// back does not have the shape of the plan.
+const INSTALL_ATTEMPTS: usize = 3;
+
+/// Installs `want` and learns how OVS renders it (the fingerprint later
+/// verifications compare against). The read-back is trusted only if it has
+/// the plan's shape, so that a flow someone adds in between is never learned
+/// as ours. Returns None (with the error recorded) to retry later.
 async fn install<S: FlowSwitch>(
     handle: &AgentHandle,
     switch: &S,
@@ -76,24 +82,46 @@ async fn install<S: FlowSwitch>(
     cookie: u64,
 ) -> Option<(Vec<Flow>, Vec<String>)> {
     let bundle = flows::render_bundle(want, cookie);
-    if let Err(e) = switch.replace(&bundle).await {
-        tracing::error!(error = %e, "installing flows failed; will retry");
-        handle.set_last_error(e.to_string());
-        return None;
-    }
-    match switch.dump(cookie).await {
-        Ok(dumped) => {
+    let mut planned_shape: Vec<(u8, u16)> = want.iter().map(|f| (f.table, f.priority)).collect();
+    planned_shape.sort_unstable();
+    for attempt in 1..=INSTALL_ATTEMPTS {
+        if let Err(e) = switch.replace(&bundle).await {
+            tracing::error!(error = %e, "installing flows failed; will retry");
+            handle.set_last_error(e.to_string());
+            return None;
+        }
+        let dumped = match switch.dump(cookie).await {
+            Ok(dumped) => dumped,
+            Err(e) => {
+                handle.set_last_error(e.to_string());
+                return None;
+            }
+        };
+        let mut shape: Vec<(u8, u16)> = dumped.iter().map(|f| table_and_priority(f)).collect();
+        shape.sort_unstable();
+        if shape == planned_shape {
+            if attempt > 1 {
+                // Someone changed our flows while we installed them.
+                handle.count_flow_repair();
+            }
             tracing::info!(flows = dumped.len(), "flows installed");
             handle.set_last_error(String::new());
             let fingerprint = fingerprint(&dumped);
             handle.set_installed_flows(dumped);
-            Some((want.to_vec(), fingerprint))
+            return Some((want.to_vec(), fingerprint));
         }
-        Err(e) => {
-            handle.set_last_error(e.to_string());
-            None
-        }
+        tracing::warn!(
+            attempt,
+            found = dumped.len(),
+            planned = want.len(),
+            "flows read back differ from the plan (changed meanwhile?); reinstalling"
+        );
     }
+    handle.set_last_error(format!(
+        "flows read back from the bridge kept differing from the {} planned",
+        want.len()
+    ));
+    None
 }
 
 fn fingerprint(dumped: &[String]) -> Vec<String> {

@@ -143,6 +143,11 @@ impl AgentHandle {
         record.installed_flows_unix = unix_now();
     }
 
+    /// Our flows as last read from the bridge (with counters).
+    pub fn installed_flows(&self) -> Vec<String> {
+        lock(&self.state.record).installed_flows.clone()
+    }
+
     /// Counts one restore of flows that were wiped or altered.
     pub fn count_flow_repair(&self) {
         lock(&self.state.record).flow_repairs += 1;

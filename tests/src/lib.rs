@@ -4,4 +4,5 @@
 pub mod harness;
 pub mod mock_dpu;
 pub mod netns;
+pub mod ovs;
 pub mod pki;

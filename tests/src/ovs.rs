@@ -1,0 +1,134 @@
+//! A private Open vSwitch (ovsdb-server + ovs-vswitchd, userspace datapath)
+//! started inside a network namespace for one test, and stopped on Drop.
+
+use crate::netns::NetNs;
+use std::{path::PathBuf, process::Command};
+use tempfile::TempDir;
+
+const SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
+
+/// True (after printing why not) when OVS can be started here.
+pub fn available_or_skip(test: &str) -> bool {
+    for tool in ["ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl"] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            println!(
+                "SKIPPED {test}: `{tool}` is not installed (.ci/run installs openvswitch-switch)"
+            );
+            return false;
+        }
+    }
+    if !std::path::Path::new(SCHEMA).exists() {
+        println!("SKIPPED {test}: {SCHEMA} is missing");
+        return false;
+    }
+    true
+}
+
+pub struct Ovs {
+    pub dir: TempDir,
+    netns: String,
+}
+
+impl Ovs {
+    /// Starts ovsdb-server and ovs-vswitchd inside `ns`.
+    pub fn start(ns: &NetNs) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("ovs").tempdir_in("/tmp")?;
+        let ovs = Ovs {
+            dir,
+            netns: ns.name.clone(),
+        };
+        let d = ovs.path();
+        crate::netns::run(&["ovsdb-tool", "create", &format!("{d}/conf.db"), SCHEMA])?;
+        ovs.in_ns(&[
+            "ovsdb-server",
+            &format!("{d}/conf.db"),
+            &format!("--remote=punix:{d}/db.sock"),
+            &format!("--pidfile={d}/ovsdb.pid"),
+            &format!("--unixctl={d}/ovsdb.ctl"),
+            &format!("--log-file={d}/ovsdb.log"),
+            "--detach",
+        ])?;
+        ovs.vsctl(&["--no-wait", "init"])?;
+        ovs.start_vswitchd()?;
+        Ok(ovs)
+    }
+
+    pub fn path(&self) -> String {
+        self.dir.path().display().to_string()
+    }
+
+    pub fn db_socket(&self) -> PathBuf {
+        self.dir.path().join("db.sock")
+    }
+
+    /// The OpenFlow target of a bridge of this instance.
+    pub fn openflow(&self, bridge: &str) -> String {
+        format!("unix:{}/{bridge}.mgmt", self.path())
+    }
+
+    pub fn start_vswitchd(&self) -> anyhow::Result<()> {
+        let d = self.path();
+        self.in_ns(&[
+            "env",
+            &format!("OVS_RUNDIR={d}"),
+            "ovs-vswitchd",
+            &format!("unix:{d}/db.sock"),
+            &format!("--pidfile={d}/vswitchd.pid"),
+            &format!("--unixctl={d}/vswitchd.ctl"),
+            &format!("--log-file={d}/vswitchd.log"),
+            "--detach",
+        ])?;
+        Ok(())
+    }
+
+    /// kill -9 of ovs-vswitchd: flows are lost, the database stays.
+    pub fn kill_vswitchd(&self) -> anyhow::Result<()> {
+        let pid = std::fs::read_to_string(self.dir.path().join("vswitchd.pid"))?;
+        crate::netns::run(&["kill", "-9", pid.trim()])?;
+        // Wait for it to be gone so that a restart can take the pidfile.
+        for _ in 0..100 {
+            if !std::path::Path::new(&format!("/proc/{}", pid.trim())).exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_file(self.dir.path().join("vswitchd.pid"));
+        Ok(())
+    }
+
+    pub fn vsctl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let db = format!("--db=unix:{}/db.sock", self.path());
+        let mut all = vec!["ovs-vsctl", db.as_str(), "--timeout=10"];
+        all.extend_from_slice(args);
+        self.in_ns(&all)
+    }
+
+    /// ovs-ofctl -O OpenFlow14 <command> <bridge target> <args...>
+    pub fn ofctl(&self, command: &str, bridge: &str, args: &[&str]) -> anyhow::Result<String> {
+        let target = self.openflow(bridge);
+        let mut all = vec!["ovs-ofctl", "-O", "OpenFlow14", command, target.as_str()];
+        all.extend_from_slice(args);
+        crate::netns::run(&all)
+    }
+
+    fn in_ns(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut all = vec!["ip", "netns", "exec", self.netns.as_str()];
+        all.extend_from_slice(args);
+        crate::netns::run(&all)
+    }
+}
+
+impl Drop for Ovs {
+    fn drop(&mut self) {
+        let d = self.path();
+        for (ctl, pidfile) in [("vswitchd.ctl", "vswitchd.pid"), ("ovsdb.ctl", "ovsdb.pid")] {
+            let stopped = Command::new("ovs-appctl")
+                .args(["-t", &format!("{d}/{ctl}"), "exit"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !stopped && let Ok(pid) = std::fs::read_to_string(format!("{d}/{pidfile}")) {
+                let _ = Command::new("kill").args(["-9", pid.trim()]).output();
+            }
+        }
+    }
+}

@@ -1,0 +1,427 @@
+//! dpu-agent against a real Open vSwitch (userspace datapath) started by the
+//! test inside a network namespace: port discovery from OVSDB, atomic flow
+//! install, CIDR swaps, foreign flows untouched, restore after a wipe and
+//! after an ovs-vswitchd restart, ofport changes. Needs root and OVS.
+
+use dpu_agent::{flows, server::AgentHandle};
+use noverlay_tests::{
+    harness::{self, Certs, DpuOptions, RunningDpu},
+    netns::{NetNs, privileged_or_skip},
+    ovs::{self, Ovs},
+};
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+use tokio_util::sync::CancellationToken;
+
+const COOKIE: &str = "0x6e6f7672";
+
+/// A DPU namespace with OVS: breth0 (pf0hpf, patch-breth0, p0) and br-int.
+struct Dpu {
+    ovs: Ovs,
+    _ns: NetNs,
+}
+
+fn dpu_switch() -> anyhow::Result<Dpu> {
+    let ns = NetNs::new("ovs")?;
+    ns.sh("set -e
+        ip link add pf0hpf type veth peer name hostside
+        ip link add p0 type veth peer name p0peer
+        for l in pf0hpf hostside p0 p0peer; do ip link set $l up; done")?;
+    let ovs = Ovs::start(&ns)?;
+    ovs.vsctl(&[
+        "add-br",
+        "breth0",
+        "--",
+        "set",
+        "bridge",
+        "breth0",
+        "datapath_type=netdev",
+        "other_config:hwaddr=02:00:c6:12:00:0a",
+        "--",
+        "add-br",
+        "br-int",
+        "--",
+        "set",
+        "bridge",
+        "br-int",
+        "datapath_type=netdev",
+    ])?;
+    ovs.vsctl(&[
+        "add-port",
+        "breth0",
+        "pf0hpf",
+        "--",
+        "set",
+        "Interface",
+        "pf0hpf",
+        "ofport_request=1",
+        "--",
+        "add-port",
+        "breth0",
+        "patch-breth0",
+        "--",
+        "set",
+        "Interface",
+        "patch-breth0",
+        "type=patch",
+        "options:peer=patch-brint",
+        "ofport_request=2",
+        "--",
+        "add-port",
+        "br-int",
+        "patch-brint",
+        "--",
+        "set",
+        "Interface",
+        "patch-brint",
+        "type=patch",
+        "options:peer=patch-breth0",
+        "--",
+        "add-port",
+        "breth0",
+        "p0",
+        "--",
+        "set",
+        "Interface",
+        "p0",
+        "ofport_request=3",
+    ])?;
+    Ok(Dpu { ovs, _ns: ns })
+}
+
+fn bridge_section(ovs: &Ovs) -> String {
+    format!(
+        r#"
+[bridge]
+name = "breth0"
+host_representor = "pf0hpf"
+patch_port = "patch-breth0"
+uplink = "p0"
+ovsdb_socket = "{}"
+openflow = "{}"
+verify_interval_ms = 1000
+"#,
+        ovs.db_socket().display(),
+        ovs.openflow("breth0")
+    )
+}
+
+/// Our flows as OVS shows them, without counters, sorted.
+fn our_flows(ovs: &Ovs) -> anyhow::Result<Vec<String>> {
+    let dump = ovs.ofctl(
+        "dump-flows",
+        "breth0",
+        &["--no-stats", &format!("cookie={COOKIE}/-1")],
+    )?;
+    let mut flows: Vec<String> = dump
+        .lines()
+        .filter(|l| l.starts_with(' '))
+        .map(|l| l.trim().to_string())
+        .collect();
+    flows.sort();
+    Ok(flows)
+}
+
+async fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if ready() {
+            return Ok(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    anyhow::bail!("timed out after {timeout:?} waiting for {what}")
+}
+
+struct Agent {
+    dpu: RunningDpu,
+    handle: AgentHandle,
+    shutdown: CancellationToken,
+    certs: Certs,
+    options: DpuOptions,
+}
+
+async fn start_agent(ovs: &Ovs) -> anyhow::Result<Agent> {
+    harness::init();
+    let certs = Certs::new()?;
+    let options = DpuOptions {
+        bridge: bridge_section(ovs),
+        ..DpuOptions::default()
+    };
+    let config = harness::dpu_config(certs.dir.path(), &options, &certs.dpu)?;
+    let dpu = RunningDpu::start(&config).await?;
+    let handle = dpu.handle.clone();
+    let shutdown = CancellationToken::new();
+    dpu_agent::start_datapath(handle.clone(), &config, shutdown.clone());
+    Ok(Agent {
+        dpu,
+        handle,
+        shutdown,
+        certs,
+        options,
+    })
+}
+
+/// Waits for port discovery and then for the planned flows on the bridge;
+/// returns how many flows the plan has.
+async fn wait_installed(ovs: &Ovs, handle: &AgentHandle) -> anyhow::Result<usize> {
+    wait_until("ports discovered", Duration::from_secs(10), || {
+        handle.ports().is_some()
+    })
+    .await?;
+    let expected = handle.desired_flows().map(|f| f.len()).unwrap_or_default();
+    // Both OVS and the agent must agree that the flows are in: the agent
+    // learns OVS's rendering after installing, and faults injected before
+    // that would be a different test.
+    wait_until("flows installed", Duration::from_secs(10), || {
+        our_flows(ovs).is_ok_and(|f| f.len() == expected)
+            && handle.installed_flows().len() == expected
+            && handle.last_error().is_empty()
+    })
+    .await?;
+    Ok(expected)
+}
+
+fn golden_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("golden")
+        .join(name)
+}
+
+#[tokio::test]
+async fn discovered_ports_and_installed_flows_match_the_plan() -> anyhow::Result<()> {
+    if !privileged_or_skip("discovered_ports_and_installed_flows")
+        || !ovs::available_or_skip("discovered_ports")
+    {
+        return Ok(());
+    }
+    let sw = dpu_switch()?;
+    sw.ovs.ofctl(
+        "add-flow",
+        "breth0",
+        &["cookie=0x1234,priority=5,actions=drop"],
+    )?;
+    let agent = start_agent(&sw.ovs).await?;
+    let handle = agent.handle.clone();
+    wait_installed(&sw.ovs, &handle).await?;
+    let ports = handle.ports().ok_or_else(|| anyhow::anyhow!("no ports"))?;
+    assert_eq!(
+        (ports.host_representor, ports.patch, ports.uplink),
+        (1, 2, 3)
+    );
+    assert_eq!(
+        noverlay_proto::contract::format_mac(&ports.bridge_mac),
+        "02:00:c6:12:00:0a"
+    );
+
+    wait_installed(&sw.ovs, &handle).await?;
+    // OVS's own rendering of the plan, kept as a golden file.
+    let installed = our_flows(&sw.ovs)?.join("\n") + "\n";
+    let golden = golden_path("ovs_flows_ipv4.txt");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, &installed)?;
+    }
+    assert_eq!(
+        installed,
+        std::fs::read_to_string(&golden)?,
+        "installed flows differ from {}; refresh with UPDATE_GOLDEN=1 if intended",
+        golden.display()
+    );
+    // Every planned match is there.
+    for flow in handle.desired_flows().unwrap_or_default() {
+        if let Some(port) = flow.matches.split(',').find(|m| m.starts_with("in_port=")) {
+            assert!(installed.contains(port), "{port} missing");
+        }
+    }
+    let all = sw.ovs.ofctl("dump-flows", "breth0", &["--no-stats"])?;
+    assert!(
+        all.contains("cookie=0x1234"),
+        "foreign flow removed:\n{all}"
+    );
+    assert_eq!(handle.last_error(), "");
+    agent.shutdown.cancel();
+    agent.dpu.stop().await
+}
+
+#[tokio::test]
+async fn cidr_change_swaps_the_flow_set_atomically() -> anyhow::Result<()> {
+    if !privileged_or_skip("cidr_change_swaps") || !ovs::available_or_skip("cidr_change_swaps") {
+        return Ok(());
+    }
+    let sw = dpu_switch()?;
+    sw.ovs.ofctl(
+        "add-flow",
+        "breth0",
+        &["cookie=0x1234,priority=5,actions=drop"],
+    )?;
+    let agent = start_agent(&sw.ovs).await?;
+    let handle = agent.handle.clone();
+    let one = wait_installed(&sw.ovs, &handle).await?;
+
+    // Watch the flow count from another thread while swapping sets: it
+    // must only ever be the old or the new size, never anything between.
+    let three = one + 6;
+    let stop = Arc::new(AtomicBool::new(false));
+    let target = sw.ovs.openflow("breth0");
+    let watcher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut seen = std::collections::BTreeSet::new();
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(out) = std::process::Command::new("ovs-ofctl")
+                    .args([
+                        "-O",
+                        "OpenFlow14",
+                        "dump-flows",
+                        &target,
+                        "--no-stats",
+                        &format!("cookie={COOKIE}/-1"),
+                    ])
+                    .output()
+                    && out.status.success()
+                {
+                    let n = String::from_utf8_lossy(&out.stdout)
+                        .lines()
+                        .filter(|l| l.starts_with(' '))
+                        .count();
+                    seen.insert(n);
+                }
+            }
+            seen
+        })
+    };
+    for round in 0..10 {
+        let cidrs = if round % 2 == 0 {
+            vec![
+                "198.18.128.0/17".into(),
+                "198.19.0.0/24".into(),
+                "198.19.1.0/24".into(),
+            ]
+        } else {
+            vec!["198.18.128.0/17".into()]
+        };
+        let want = if round % 2 == 0 { three } else { one };
+        let options = DpuOptions {
+            ipv4_cidrs: cidrs,
+            ..agent.options.clone()
+        };
+        handle.reload(&harness::dpu_config(
+            agent.certs.dir.path(),
+            &options,
+            &agent.certs.dpu,
+        )?)?;
+        wait_until("swap", Duration::from_secs(10), || {
+            our_flows(&sw.ovs).is_ok_and(|f| f.len() == want)
+        })
+        .await?;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let seen = watcher
+        .join()
+        .map_err(|_| anyhow::anyhow!("watcher panicked"))?;
+    assert!(
+        seen.iter().all(|n| *n == one || *n == three),
+        "a half-installed flow set was visible: counts seen {seen:?} (expected only {one} or {three})"
+    );
+    let all = sw.ovs.ofctl("dump-flows", "breth0", &["--no-stats"])?;
+    assert!(all.contains("cookie=0x1234"), "foreign flow removed");
+    agent.shutdown.cancel();
+    agent.dpu.stop().await
+}
+
+#[tokio::test]
+async fn flows_are_restored_after_a_wipe_and_a_vswitchd_restart() -> anyhow::Result<()> {
+    if !privileged_or_skip("flows_are_restored") || !ovs::available_or_skip("flows_are_restored") {
+        return Ok(());
+    }
+    let sw = dpu_switch()?;
+    let agent = start_agent(&sw.ovs).await?;
+    let handle = agent.handle.clone();
+    wait_installed(&sw.ovs, &handle).await?;
+    let golden = our_flows(&sw.ovs)?;
+
+    let faults: [(&str, &dyn Fn() -> anyhow::Result<()>); 3] = [
+        ("del-flows", &|| {
+            sw.ovs.ofctl("del-flows", "breth0", &[]).map(drop)
+        }),
+        ("a foreign flow under our cookie", &|| {
+            sw.ovs
+                .ofctl(
+                    "add-flow",
+                    "breth0",
+                    &[&format!("cookie={COOKIE},priority=999,actions=drop")],
+                )
+                .map(drop)
+        }),
+        ("ovs-vswitchd kill -9 and restart", &|| {
+            sw.ovs.kill_vswitchd()?;
+            sw.ovs.start_vswitchd()
+        }),
+    ];
+    for (fault, inject) in faults {
+        let before = handle.flow_repairs();
+        let started = Instant::now();
+        inject()?;
+        wait_until(
+            &format!("restore after {fault}"),
+            Duration::from_secs(20),
+            || our_flows(&sw.ovs).is_ok_and(|f| f == golden) && handle.flow_repairs() > before,
+        )
+        .await?;
+        println!("flows restored {:?} after {fault}", started.elapsed());
+    }
+    agent.shutdown.cancel();
+    agent.dpu.stop().await
+}
+
+#[tokio::test]
+async fn an_ofport_change_rerenders_the_flows() -> anyhow::Result<()> {
+    if !privileged_or_skip("an_ofport_change") || !ovs::available_or_skip("an_ofport_change") {
+        return Ok(());
+    }
+    let sw = dpu_switch()?;
+    let agent = start_agent(&sw.ovs).await?;
+    let handle = agent.handle.clone();
+    wait_installed(&sw.ovs, &handle).await?;
+    sw.ovs.vsctl(&[
+        "del-port",
+        "breth0",
+        "p0",
+        "--",
+        "add-port",
+        "breth0",
+        "p0",
+        "--",
+        "set",
+        "Interface",
+        "p0",
+        "ofport_request=7",
+    ])?;
+    wait_until("new ofport discovered", Duration::from_secs(10), || {
+        handle.ports().is_some_and(|p| p.uplink == 7)
+    })
+    .await?;
+    wait_until("flows re-rendered", Duration::from_secs(10), || {
+        our_flows(&sw.ovs).is_ok_and(|f| {
+            f.iter().any(|l| l.contains("output:7")) && !f.iter().any(|l| l.contains("output:3"))
+        })
+    })
+    .await?;
+    let plan = flows::render_flows(
+        &handle.desired_flows().unwrap_or_default(),
+        handle.flow_settings().cookie,
+    );
+    assert!(plan.iter().any(|l| l.ends_with("output:7")));
+    agent.shutdown.cancel();
+    agent.dpu.stop().await
+}
