@@ -1,6 +1,7 @@
 //! Shared pieces of the integration tests and the demo: certificates, config
 //! files as a user writes them, and agents started in-process.
 
+pub mod e2e;
 pub mod harness;
 pub mod mock_dpu;
 pub mod netns;

@@ -1,0 +1,523 @@
+//! The end-to-end testbed, shared by the e2e tests and the demo: a DPU host,
+//! a DPU running Open vSwitch with the shared gateway bridge, a stand-in for
+//! OVN behind the patch port, and an underlay with a remote node and pod.
+//! Both agents run as real processes from the built binaries, configured by
+//! files like an operator writes.
+//!
+//! ```text
+//!  ns host                 ns dpu (ovsdb-server + ovs-vswitchd, netdev)          ns underlay
+//!  eth0 198.18.0.10/24 ─── pf0hpf ─┐                                   ┌─ p0 ─── eth0 198.18.0.20/24
+//!  (MAC = bridge MAC)              breth0 ── patch ── br-ovn (router)  │        lo 198.18.200.1 (pod)
+//!  mgmt 198.19.254.1/30 ── mgmt 198.19.254.2/30 (gRPC, mTLS)                    lo 198.19.128.1 (pod)
+//!  ovn-k8s-mp0 (node subnet + a broad cluster route to be removed)
+//! ```
+//!
+//! br-ovn stands in for OVN's gateway router (real OVN is not started): it
+//! routes the host's masqueraded traffic back out to the underlay with the
+//! bridge MAC as source, and replies for the masquerade subnet back via the
+//! dummy next hop, as OVN's static route does.
+
+use crate::{
+    harness::{Certs, DPU_SAN, HOST_SAN},
+    netns::{self, NetNs},
+    ovs::Ovs,
+};
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+pub const BRIDGE_MAC: &str = "02:00:c6:12:00:0a";
+pub const NODE_IP: &str = "198.18.0.10";
+pub const REMOTE_NODE_IP: &str = "198.18.0.20";
+pub const REMOTE_POD: &str = "198.18.200.1";
+/// A pod in a CIDR that is only added at runtime.
+pub const LATE_POD: &str = "198.19.128.1";
+pub const CLUSTER_CIDR: &str = "198.18.128.0/17";
+pub const LATE_CIDR: &str = "198.19.128.0/24";
+pub const TCP_PORT: u16 = 7777;
+const DPU_MGMT_IP: &str = "198.19.254.2";
+const GRPC_PORT: u16 = 50051;
+
+/// The agent binaries built by `cargo build --workspace`.
+pub struct Binaries {
+    pub dpu_agent: PathBuf,
+    pub host_agent: PathBuf,
+}
+
+impl Binaries {
+    /// Finds the binaries next to the running executable (target/<profile>/
+    /// for a binary, target/<profile>/deps/ for a test).
+    pub fn locate() -> anyhow::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let mut dirs = Vec::new();
+        if let Some(dir) = exe.parent() {
+            dirs.push(dir.to_path_buf());
+            if let Some(parent) = dir.parent() {
+                dirs.push(parent.to_path_buf());
+            }
+        }
+        for dir in dirs {
+            let bins = Binaries {
+                dpu_agent: dir.join("dpu-agent"),
+                host_agent: dir.join("host-agent"),
+            };
+            if bins.dpu_agent.is_file() && bins.host_agent.is_file() {
+                return Ok(bins);
+            }
+        }
+        anyhow::bail!(
+            "dpu-agent and host-agent binaries not found next to {}; run `cargo build --workspace` first",
+            exe.display()
+        )
+    }
+}
+
+/// The whole testbed; everything is removed on Drop.
+pub struct Testbed {
+    pub host: NetNs,
+    pub dpu: NetNs,
+    pub underlay: NetNs,
+    pub ovs: Ovs,
+    pub certs: Certs,
+    bins: Binaries,
+    dpu_agent: Option<Child>,
+    host_agent: Option<Child>,
+    tcp_stop: Arc<AtomicBool>,
+}
+
+impl Testbed {
+    /// Builds the namespaces, links, OVS bridges and the router stand-in.
+    /// The agents are not started.
+    pub fn build() -> anyhow::Result<Self> {
+        let bins = Binaries::locate()?;
+        let host = NetNs::new("h")?;
+        let dpu = NetNs::new("d")?;
+        let underlay = NetNs::new("u")?;
+        host.sh(&format!(
+            "set -e
+            ip link add eth0 type veth peer name pf0hpf netns {dpu}
+            ip link set eth0 address {BRIDGE_MAC}
+            ip addr add {NODE_IP}/24 dev eth0
+            ip link add mgmt type veth peer name mgmt netns {dpu}
+            ip addr add 198.19.254.1/30 dev mgmt
+            ip link add ovn-k8s-mp0 type veth peer name mp0-peer
+            ip addr add 198.18.130.2/24 dev ovn-k8s-mp0
+            for l in eth0 mgmt ovn-k8s-mp0 mp0-peer; do ip link set $l up; done
+            ip route add {CLUSTER_CIDR} dev ovn-k8s-mp0
+            ethtool -K eth0 tx off >/dev/null",
+            dpu = dpu.name
+        ))?;
+        dpu.sh(&format!(
+            "set -e
+            ip link add p0 type veth peer name eth0 netns {underlay}
+            ip addr add {DPU_MGMT_IP}/30 dev mgmt
+            for l in pf0hpf p0 mgmt; do ip link set $l up; ethtool -K $l tx off >/dev/null; done",
+            underlay = underlay.name
+        ))?;
+        underlay.sh(&format!(
+            "set -e
+            ip addr add {REMOTE_NODE_IP}/24 dev eth0
+            ip link set eth0 up
+            ethtool -K eth0 tx off >/dev/null
+            ip addr add {REMOTE_POD}/32 dev lo
+            ip addr add {LATE_POD}/32 dev lo
+            ip neigh replace {NODE_IP} lladdr {BRIDGE_MAC} dev eth0 nud permanent"
+        ))?;
+        let remote_mac = underlay
+            .sh("cat /sys/class/net/eth0/address")?
+            .trim()
+            .to_string();
+
+        let ovs = Ovs::start(&dpu)?;
+        ovs.vsctl(&[
+            "add-br",
+            "breth0",
+            "--",
+            "set",
+            "bridge",
+            "breth0",
+            "datapath_type=netdev",
+            &format!("other_config:hwaddr={BRIDGE_MAC}"),
+            "fail_mode=standalone",
+            "--",
+            "add-br",
+            "br-ovn",
+            "--",
+            "set",
+            "bridge",
+            "br-ovn",
+            "datapath_type=netdev",
+            "fail_mode=secure",
+        ])?;
+        ovs.vsctl(&[
+            "add-port",
+            "breth0",
+            "pf0hpf",
+            "--",
+            "set",
+            "Interface",
+            "pf0hpf",
+            "ofport_request=1",
+            "--",
+            "add-port",
+            "breth0",
+            "patch-breth0",
+            "--",
+            "set",
+            "Interface",
+            "patch-breth0",
+            "type=patch",
+            "options:peer=patch-ovn",
+            "ofport_request=2",
+            "--",
+            "add-port",
+            "br-ovn",
+            "patch-ovn",
+            "--",
+            "set",
+            "Interface",
+            "patch-ovn",
+            "type=patch",
+            "options:peer=patch-breth0",
+            "ofport_request=1",
+            "--",
+            "add-port",
+            "breth0",
+            "p0",
+            "--",
+            "set",
+            "Interface",
+            "p0",
+            "ofport_request=3",
+        ])?;
+        // The OVN router stand-in: masqueraded host traffic goes back out
+        // towards the remote node; replies to the masquerade subnet go back
+        // via the dummy next hop (0a:58:a9:fe:00:04).
+        let router = format!(
+            "priority=100,ip,in_port=1,nw_src=169.254.0.2,actions=set_field:{BRIDGE_MAC}->eth_src,set_field:{remote_mac}->eth_dst,dec_ttl,in_port\n\
+             priority=100,ip,in_port=1,nw_dst=169.254.0.0/17,actions=set_field:{BRIDGE_MAC}->eth_src,set_field:0a:58:a9:fe:00:04->eth_dst,dec_ttl,in_port\n"
+        );
+        std::fs::write(ovs.dir.path().join("router.flows"), router)?;
+        let certs = Certs::new()?;
+        let testbed = Testbed {
+            host,
+            dpu,
+            underlay,
+            ovs,
+            certs,
+            bins,
+            dpu_agent: None,
+            host_agent: None,
+            tcp_stop: Arc::new(AtomicBool::new(false)),
+        };
+        testbed.install_router()?;
+        testbed.write_dpu_config(&[CLUSTER_CIDR])?;
+        testbed.write_host_config()?;
+        testbed.start_tcp_server()?;
+        Ok(testbed)
+    }
+
+    /// Installs the router stand-in's flows (as ovn-controller would after
+    /// an ovs-vswitchd restart).
+    fn install_router(&self) -> anyhow::Result<()> {
+        let file = self.ovs.dir.path().join("router.flows");
+        self.ovs
+            .ofctl("add-flows", "br-ovn", &[file.to_str().unwrap_or_default()])?;
+        Ok(())
+    }
+
+    /// kill -9 of ovs-vswitchd and a restart: every flow is lost; the
+    /// router stand-in is reinstalled as ovn-controller would, our flows
+    /// must come back from the dpu-agent.
+    pub fn crash_and_restart_vswitchd(&self) -> anyhow::Result<()> {
+        self.ovs.kill_vswitchd()?;
+        self.ovs.start_vswitchd()?;
+        let started = Instant::now();
+        while self.install_router().is_err() {
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(20),
+                "br-ovn did not come back after the restart"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.certs.dir.path()
+    }
+
+    pub fn dpu_config_path(&self) -> PathBuf {
+        self.dir().join("dpu-agent.toml")
+    }
+
+    pub fn host_config_path(&self) -> PathBuf {
+        self.dir().join("host-agent.toml")
+    }
+
+    /// Writes the DPU config with these cluster CIDRs.
+    pub fn write_dpu_config(&self, cidrs: &[&str]) -> anyhow::Result<()> {
+        let tls = &self.certs.dpu;
+        let cidrs = cidrs
+            .iter()
+            .map(|c| format!("{c:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let text = format!(
+            r#"listen = "{DPU_MGMT_IP}:{GRPC_PORT}"
+authorised_host = "{HOST_SAN}"
+mtu = 1400
+
+[tls]
+cert = "{cert}"
+key = "{key}"
+ca = "{ca}"
+
+[ipv4]
+masquerade_subnet = "169.254.0.0/17"
+cluster_cidrs = [{cidrs}]
+underlay_ip = "{NODE_IP}"
+
+[bridge]
+name = "breth0"
+host_representor = "pf0hpf"
+patch_port = "patch-breth0"
+uplink = "p0"
+ovsdb_socket = "{db}"
+openflow = "{openflow}"
+verify_interval_ms = 1000
+"#,
+            cert = tls.cert.display(),
+            key = tls.key.display(),
+            ca = tls.ca.display(),
+            db = self.ovs.db_socket().display(),
+            openflow = self.ovs.openflow("breth0"),
+        );
+        std::fs::write(self.dpu_config_path(), text)?;
+        Ok(())
+    }
+
+    fn write_host_config(&self) -> anyhow::Result<()> {
+        let tls = &self.certs.host;
+        let text = format!(
+            r#"host_name = "node1"
+gateway_interface = "eth0"
+mp0_interface = "ovn-k8s-mp0"
+
+[dpu]
+address = "{DPU_MGMT_IP}:{GRPC_PORT}"
+identity = "{DPU_SAN}"
+
+[tls]
+cert = "{cert}"
+key = "{key}"
+ca = "{ca}"
+
+[ipv4]
+masquerade_subnet = "169.254.0.0/17"
+
+[reconnect]
+initial_ms = 100
+max_ms = 1000
+"#,
+            cert = tls.cert.display(),
+            key = tls.key.display(),
+            ca = tls.ca.display(),
+        );
+        std::fs::write(self.host_config_path(), text)?;
+        Ok(())
+    }
+
+    fn spawn_agent(
+        &self,
+        ns: &NetNs,
+        binary: &Path,
+        config: &Path,
+        log: &str,
+    ) -> anyhow::Result<Child> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir().join(log))?;
+        Ok(Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(binary)
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?)
+    }
+
+    pub fn start_dpu_agent(&mut self) -> anyhow::Result<()> {
+        let child = self.spawn_agent(
+            &self.dpu,
+            &self.bins.dpu_agent,
+            &self.dpu_config_path(),
+            "dpu-agent.log",
+        )?;
+        self.dpu_agent = Some(child);
+        Ok(())
+    }
+
+    pub fn start_host_agent(&mut self) -> anyhow::Result<()> {
+        let child = self.spawn_agent(
+            &self.host,
+            &self.bins.host_agent,
+            &self.host_config_path(),
+            "host-agent.log",
+        )?;
+        self.host_agent = Some(child);
+        Ok(())
+    }
+
+    /// kill -9: the agent gets no chance to clean up (nor should it need one).
+    pub fn kill_dpu_agent(&mut self) {
+        kill(self.dpu_agent.take());
+    }
+
+    pub fn kill_host_agent(&mut self) {
+        kill(self.host_agent.take());
+    }
+
+    /// SIGHUP: the dpu-agent rereads its config.
+    pub fn reload_dpu_agent(&self) -> anyhow::Result<()> {
+        let pid = self
+            .dpu_agent
+            .as_ref()
+            .map(|c| c.id())
+            .ok_or_else(|| anyhow::anyhow!("dpu-agent not running"))?;
+        netns::run(&["kill", "-HUP", &pid.to_string()])?;
+        Ok(())
+    }
+
+    pub fn agent_logs(&self) -> String {
+        let read = |name: &str| std::fs::read_to_string(self.dir().join(name)).unwrap_or_default();
+        format!(
+            "--- dpu-agent.log ---\n{}\n--- host-agent.log ---\n{}",
+            read("dpu-agent.log"),
+            read("host-agent.log")
+        )
+    }
+
+    /// One ping from the host to `dst`.
+    pub fn ping(&self, dst: &str) -> bool {
+        self.host
+            .sh_unchecked(&format!("ping -c 1 -W 1 {dst}"))
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// Polls with pings until one succeeds; returns how long it took.
+    pub fn wait_for_ping(&self, dst: &str, timeout: Duration) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if self
+                .host
+                .sh_unchecked(&format!("ping -c 1 -W 0.2 {dst}"))
+                .is_ok_and(|o| o.status.success())
+            {
+                return Ok(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        anyhow::bail!(
+            "no ping reply from {dst} within {timeout:?}\n{}",
+            self.agent_logs()
+        )
+    }
+
+    /// A TCP exchange from the host to `dst`: returns the source address the
+    /// remote pod saw (it echoes it back).
+    pub fn tcp_exchange(&self, dst: &str) -> anyhow::Result<String> {
+        let target: SocketAddr = format!("{dst}:{TCP_PORT}").parse()?;
+        self.host.run(move || async move {
+            let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
+            stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+            stream.write_all(b"hello from the host\n")?;
+            let mut reply = String::new();
+            stream.read_to_string(&mut reply)?;
+            Ok(reply)
+        })
+    }
+
+    /// A TCP server on every remote pod address that answers with the
+    /// peer address it sees.
+    fn start_tcp_server(&self) -> anyhow::Result<()> {
+        let stop = self.tcp_stop.clone();
+        let ns = format!("/var/run/netns/{}", self.underlay.name);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let serve = || -> anyhow::Result<()> {
+                let file = std::fs::File::open(&ns)?;
+                // SAFETY: valid fd; affects only this thread.
+                let rc = unsafe {
+                    libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET)
+                };
+                anyhow::ensure!(rc == 0, "setns failed");
+                let listener = TcpListener::bind(("0.0.0.0", TCP_PORT))?;
+                listener.set_nonblocking(true)?;
+                let _ = ready_tx.send(());
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((mut stream, peer)) => {
+                            let _ = stream.set_nonblocking(false);
+                            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                            let mut line = [0u8; 64];
+                            let _ = stream.read(&mut line);
+                            let _ = stream.write_all(peer.ip().to_string().as_bytes());
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+                Ok(())
+            };
+            if let Err(e) = serve() {
+                eprintln!("tcp server: {e}");
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .map_err(|_| anyhow::anyhow!("TCP server in the underlay did not start"))
+    }
+
+    /// Packets counted by our priority-510 path flows on breth0.
+    pub fn path_flow_packets(&self) -> anyhow::Result<u64> {
+        let dump = self
+            .ovs
+            .ofctl("dump-flows", "breth0", &["cookie=0x6e6f7672/-1"])?;
+        Ok(dump
+            .lines()
+            .filter(|l| l.contains("priority=510"))
+            .filter_map(|l| {
+                l.split(", ")
+                    .find_map(|p| p.strip_prefix("n_packets="))
+                    .and_then(|n| n.parse::<u64>().ok())
+            })
+            .sum())
+    }
+}
+
+fn kill(child: Option<Child>) {
+    if let Some(mut child) = child {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        self.tcp_stop.store(true, Ordering::Relaxed);
+        kill(self.host_agent.take());
+        kill(self.dpu_agent.take());
+    }
+}
