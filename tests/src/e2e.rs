@@ -417,15 +417,18 @@ max_ms = 1000
             .is_ok_and(|o| o.status.success())
     }
 
-    /// Polls with pings until one succeeds; returns how long it took.
+    /// Polls until a ping from an unbound socket and one bound to the node
+    /// IP (which needs the host's nft SNAT) both get replies; returns how
+    /// long it took.
     pub fn wait_for_ping(&self, dst: &str, timeout: Duration) -> anyhow::Result<Duration> {
         let started = Instant::now();
-        while started.elapsed() < timeout {
-            if self
-                .host
-                .sh_unchecked(&format!("ping -c 1 -W 0.2 {dst}"))
+        let ok = |source: &str| {
+            self.host
+                .sh_unchecked(&format!("ping {source} -c 1 -W 0.2 {dst}"))
                 .is_ok_and(|o| o.status.success())
-            {
+        };
+        while started.elapsed() < timeout {
+            if ok("") && ok(&format!("-I {NODE_IP}")) {
                 return Ok(started.elapsed());
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -16,6 +16,16 @@ const RECOVERY: Duration = Duration::from_secs(20);
 /// pod sees the node underlay IP as the source.
 fn assert_traffic(bed: &Testbed, pod: &str) -> anyhow::Result<()> {
     anyhow::ensure!(bed.ping(pod), "ping {pod} failed\n{}", bed.agent_logs());
+    // Bound to the node IP, the host's nft SNAT must do the first SNAT.
+    let bound = bed
+        .host
+        .sh_unchecked(&format!("ping -I {NODE_IP} -c 1 -W 1 {pod}"))?;
+    anyhow::ensure!(
+        bound.status.success(),
+        "ping {pod} from {NODE_IP} failed: {}{}",
+        String::from_utf8_lossy(&bound.stdout),
+        String::from_utf8_lossy(&bound.stderr)
+    );
     let seen = bed.tcp_exchange(pod)?;
     anyhow::ensure!(
         seen == NODE_IP,
@@ -56,6 +66,11 @@ fn traffic_flows_end_to_end_and_survives_every_fault() -> anyhow::Result<()> {
     assert!(
         mp0.contains("198.18.130.0/24"),
         "node subnet route removed: {mp0}"
+    );
+    let snat = bed.host.sh("nft list table inet noverlay")?;
+    assert!(
+        !snat.contains("counter packets 0 "),
+        "the host SNAT rule counted nothing:\n{snat}"
     );
     let route = bed.host.sh(&format!("ip route show {CLUSTER_CIDR}"))?;
     assert!(

@@ -193,9 +193,12 @@ fn apply_programs_the_host_and_traffic_leaves_with_the_masquerade_source() -> an
     );
     assert!(host.sh("nft list tables")?.contains("table inet foreign"));
 
-    // Traffic to a remote pod leaves eth0 SNATed to the masquerade IP.
-    let _ = host.sh_unchecked("ping -c 2 -i 0.2 -W 1 198.18.200.1")?;
-    let _ = host.sh_unchecked("ping -6 -c 2 -i 0.2 -W 1 fd00:10:244::1")?;
+    // Traffic to a remote pod leaves eth0 with the masquerade IP as source.
+    // The kernel already picks it for unbound sockets (it is the address on
+    // the next hop's subnet); a socket bound to the node IP needs the nft
+    // SNAT, so that is what is sent here.
+    let _ = host.sh_unchecked("ping -I 198.18.0.10 -c 2 -i 0.2 -W 1 198.18.200.1")?;
+    let _ = host.sh_unchecked("ping -6 -I 2001:db8:1::10 -c 2 -i 0.2 -W 1 fd00:10:244::1")?;
     assert!(
         seen(&topo.dpu, "ip saddr 169.254.0.2")? >= 2,
         "no SNATed IPv4 packets on the DPU side"

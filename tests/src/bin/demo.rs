@@ -1,10 +1,12 @@
-//! The demo: both agents against each other on loopback, with certificates
-//! made on the spot. Prints the config files, the negotiated contract, the
-//! host plan (routes, neighbour, nftables) and the DPU's planned flows, then
-//! changes the cluster CIDRs at runtime and shows the host following.
+//! The demo. As root (with Open vSwitch installed and the agents built), it
+//! builds the end-to-end testbed (network namespaces, OVS userspace
+//! datapath, nftables), runs both agents as real processes, shows the
+//! negotiated contract, the host routes and nft rule, the DPU flows with
+//! their counters and traffic going through, then tears everything down.
 //!
-//! The host side runs with the dry-run dataplane: nothing on this machine is
-//! changed, so no root is needed.
+//! Without root it runs both agents in-process on loopback with the dry-run
+//! host dataplane instead: same negotiation and plans, nothing changed on
+//! the machine.
 
 use host_agent::{
     client,
@@ -15,17 +17,127 @@ use noverlay_proto::{
     pb,
     tls::{self, PeerIdentity},
 };
-use noverlay_tests::harness::{
-    self, Certs, DPU_SAN, DpuOptions, HostOptions, RunningDpu, RunningHost,
+use noverlay_tests::{
+    e2e::{self, Testbed},
+    harness::{self, Certs, DPU_SAN, DpuOptions, HostOptions, RunningDpu, RunningHost},
+    netns::NetNs,
+    ovs,
 };
+use std::time::Duration;
 
 fn section(title: &str) {
     println!("\n==== {title} ====");
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root && ovs::available_or_skip("the real-datapath demo") {
+        let bins = e2e::Binaries::locate();
+        match bins {
+            Ok(_) => return real_datapath_demo(),
+            Err(e) => println!("{e}\nfalling back to the loopback demo"),
+        }
+    } else if !root {
+        println!("not root: running the loopback demo (run as root for the real datapath)");
+    }
+    tokio::runtime::Runtime::new()?.block_on(loopback_demo())
+}
+
+fn show(title: &str, ns: &NetNs, command: &str) -> anyhow::Result<()> {
+    section(&format!("{title}   $ {command}"));
+    print!("{}", ns.sh(command)?);
+    Ok(())
+}
+
+fn real_datapath_demo() -> anyhow::Result<()> {
+    section(
+        "building the testbed: host, DPU (Open vSwitch, userspace datapath), OVN stand-in, underlay",
+    );
+    println!("{}", e2e_diagram());
+    let mut bed = Testbed::build()?;
+    section(&format!(
+        "configs and certificates in {}",
+        bed.dir().display()
+    ));
+    print!("{}", std::fs::read_to_string(bed.dpu_config_path())?);
+    print!("\n{}", std::fs::read_to_string(bed.host_config_path())?);
+    bed.start_dpu_agent()?;
+    bed.start_host_agent()?;
+    let took = bed.wait_for_ping(e2e::REMOTE_POD, Duration::from_secs(20))?;
+    section(&format!(
+        "both agents running; the path was up {took:?} after start"
+    ));
+
+    // Ask the DPU agent over mTLS from the host, as an operator would.
+    let ca_host = (bed.certs.host.clone(), bed.host.name.clone());
+    let status = bed.host.run(move || async move {
+        let mut client = client::connect(
+            "198.19.254.2:50051",
+            &PeerIdentity::parse(DPU_SAN)?,
+            tls::client_config(&ca_host.0)?,
+        )
+        .await?;
+        Ok(client
+            .get_status(pb::GetStatusRequest {})
+            .await?
+            .into_inner())
+    })?;
+    section("negotiated contract (GetStatus from the host, over mTLS)");
+    println!("{:#?}", status.contract);
+    println!("peer identity: {}", status.peer_identity);
+
+    show("host routes", &bed.host, "ip route show")?;
+    show("host neighbour", &bed.host, "ip neigh show dev eth0")?;
+    show("host nftables", &bed.host, "nft list table inet noverlay")?;
+
+    section("traffic from the host to the remote pod");
+    print!(
+        "{}",
+        bed.host
+            .sh(&format!("ping -c 3 -i 0.2 {}", e2e::REMOTE_POD))?
+    );
+    // A socket bound to the node IP goes through the host's nft SNAT.
+    print!(
+        "{}",
+        bed.host.sh(&format!(
+            "ping -I {} -c 2 -i 0.2 {}",
+            e2e::NODE_IP,
+            e2e::REMOTE_POD
+        ))?
+    );
+    let seen = bed.tcp_exchange(e2e::REMOTE_POD)?;
+    println!(
+        "TCP to {}:{}: the remote pod saw the connection come from {seen} (the node underlay IP)",
+        e2e::REMOTE_POD,
+        e2e::TCP_PORT
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    section(
+        "DPU flows on breth0 with counters   $ ovs-ofctl dump-flows breth0 cookie=0x6e6f7672/-1",
+    );
+    print!(
+        "{}",
+        bed.ovs
+            .ofctl("dump-flows", "breth0", &["cookie=0x6e6f7672/-1"])?
+    );
+    show(
+        "the host's SNAT rule counted the traffic",
+        &bed.host,
+        "nft list table inet noverlay | grep snat",
+    )?;
+
+    section("tearing down: agents stopped, OVS stopped, namespaces deleted");
+    drop(bed);
+    Ok(())
+}
+
+fn e2e_diagram() -> &'static str {
+    "  host ns: eth0 198.18.0.10 ── DPU ns: breth0 (pf0hpf | patch ↔ br-ovn router | p0) ── underlay ns: remote node 198.18.0.20, pod 198.18.200.1"
+}
+
+async fn loopback_demo() -> anyhow::Result<()> {
     noverlay_proto::logging::init(noverlay_proto::logging::LogFormat::Human);
     let certs = Certs::new()?;
     let dir = certs.dir.path();
