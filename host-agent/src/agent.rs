@@ -50,6 +50,9 @@ pub struct HostStatus {
     pub repairs: u64,
 }
 
+/// How long to gather a burst of kernel events before reconciling once.
+const DRIFT_DEBOUNCE: Duration = Duration::from_millis(2);
+
 /// Full reconcile interval: the safety net under the event-driven repair.
 pub const PERIODIC_RECONCILE: Duration = Duration::from_secs(60);
 
@@ -153,7 +156,13 @@ impl<D: Dataplane> HostAgent<D> {
             tokio::select! {
                 _ = shutdown.cancelled() => return Waited::Shutdown,
                 output = &mut future => return Waited::Done(output),
-                _ = self.dataplane.drift() => self.reconcile("kernel event").await,
+                _ = self.dataplane.drift() => {
+                    // Let the rest of a burst (a link flap is several
+                    // events) arrive, then reconcile once.
+                    tokio::time::sleep(DRIFT_DEBOUNCE).await;
+                    self.dataplane.absorb_drift();
+                    self.reconcile("kernel event").await;
+                }
                 _ = self.periodic.tick() => self.reconcile("periodic").await,
             }
         }

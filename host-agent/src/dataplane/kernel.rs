@@ -14,11 +14,8 @@ use crate::plan::{self, HostAddress, HostPlan, HostSettings, PlannedRoute};
 use futures::StreamExt;
 use noverlay_proto::contract::Masquerade;
 use rtnetlink::MulticastGroup;
-use std::{collections::HashMap, time::Duration};
+use std::collections::HashMap;
 use tokio::sync::mpsc;
-
-/// How long to gather a burst of kernel events before reconciling once.
-const DRIFT_DEBOUNCE: Duration = Duration::from_millis(5);
 
 pub struct Kernel {
     rt: RouteNetlink,
@@ -378,13 +375,15 @@ impl Dataplane for Kernel {
     }
 
     async fn drift(&mut self) {
+        // Only cancel-safe receives here: the agent polls this in a select.
         tokio::select! {
             Some(()) = self.drift.recv() => {}
             Some(()) = self.nft_events.recv() => self.nft_dirty = true,
             else => std::future::pending::<()>().await,
         }
-        // Let the rest of a burst (a link flap is several events) arrive.
-        tokio::time::sleep(DRIFT_DEBOUNCE).await;
+    }
+
+    fn absorb_drift(&mut self) {
         while self.drift.try_recv().is_ok() {}
         while self.nft_events.try_recv().is_ok() {
             self.nft_dirty = true;

@@ -40,8 +40,12 @@ pub trait Dataplane: Send + Sync {
 
     /// Resolves when the host state may have drifted from the last apply
     /// (a kernel event: route deleted, link flapped, ruleset flushed). Never
-    /// resolves for backends without events.
+    /// resolves for backends without events. Cancel-safe.
     fn drift(&mut self) -> impl Future<Output = ()> + Send;
+
+    /// Consumes drift notifications that arrived in a burst, so that one
+    /// reconcile answers them all.
+    fn absorb_drift(&mut self) {}
 
     /// Removes everything we own (routes with our protocol, our neighbour and
     /// address, our nft table). Keeps going past errors and returns them all.

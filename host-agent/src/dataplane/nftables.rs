@@ -43,6 +43,13 @@ impl Nftables {
         let mut socket = Socket::new(NETLINK_NETFILTER).map_err(NftError::Socket)?;
         let address = socket.bind_auto().map_err(NftError::Socket)?;
         set_receive_timeout(&socket, Duration::from_secs(5)).map_err(NftError::Socket)?;
+        // One ack per message of a batch (a rule per CIDR): acks without the
+        // echoed request, and room for a thousand of them.
+        socket.set_cap_ack(true).map_err(NftError::Socket)?;
+        socket.set_ext_ack(true).map_err(NftError::Socket)?;
+        socket
+            .set_rx_buf_sz(4 * 1024 * 1024)
+            .map_err(NftError::Socket)?;
         Ok(Nftables {
             socket,
             port: address.port_number(),
@@ -214,6 +221,9 @@ pub fn watch_foreign_changes(own_port: u32) -> Result<mpsc::UnboundedReceiver<()
     socket.bind_auto().map_err(NftError::Socket)?;
     socket
         .add_membership(NFNLGRP_NFTABLES)
+        .map_err(NftError::Socket)?;
+    socket
+        .set_rx_buf_sz(4 * 1024 * 1024)
         .map_err(NftError::Socket)?;
     // Wake up now and then to notice that nobody listens any more.
     set_receive_timeout(&socket, Duration::from_secs(1)).map_err(NftError::Socket)?;

@@ -1,0 +1,334 @@
+//! Benchmarks that print numbers (not timed tests). Needs root, Open vSwitch
+//! and the agent binaries; build first:
+//!
+//!     cargo build --release --workspace && sudo ./target/release/bench
+//!
+//! Prints, for the host agent: contract received -> host state applied for
+//! 1, 16 and 256 CIDRs, repair time of a deleted route; for the DPU agent:
+//! contract change -> flows installed for 1, 16 and 256 CIDRs, restore time
+//! after a flow wipe; for both agents as processes: idle CPU and RSS.
+
+use dpu_agent::server::AgentHandle;
+use host_agent::{agent::HostAgent, config::HostConfig, dataplane::kernel::Kernel};
+use noverlay_proto::contract::{Contract, FamilyContract, Masquerade, Mode};
+use noverlay_tests::{
+    e2e::{REMOTE_POD, Testbed},
+    harness::{self, Certs, DpuOptions, HOST_SAN, HostOptions, RunningDpu},
+    mock_dpu::MockDpu,
+    netns::{NetNs, privileged_or_skip},
+    ovs::{self, Ovs},
+};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+const SIZES: [usize; 3] = [1, 16, 256];
+const ROUNDS: usize = 5;
+
+fn cidrs(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("198.18.{}.0/24", 128 + i % 128))
+        .take(n.min(128))
+        .chain((128..n).map(|i| format!("10.{}.{}.0/24", i / 256, i % 256)))
+        .collect()
+}
+
+fn contract(revision: u64, n: usize) -> anyhow::Result<Contract> {
+    let family = FamilyContract {
+        masquerade: Masquerade::from_subnet("169.254.0.0/17".parse()?)?,
+        cluster_cidrs: cidrs(n)
+            .iter()
+            .map(|c| c.parse())
+            .collect::<Result<_, _>>()?,
+        underlay_ip: "198.18.0.10".parse()?,
+    };
+    Ok(Contract::new(
+        revision,
+        Mode::IN_SCOPE,
+        vec![family],
+        1400,
+        "eth0".into(),
+    )?)
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    if !privileged_or_skip("bench") || !ovs::available_or_skip("bench") {
+        return Ok(());
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    println!("noverlay benchmarks (median of {ROUNDS} rounds)\n");
+    host_apply()?;
+    dpu_flows()?;
+    idle_cost()?;
+    Ok(())
+}
+
+/// host-agent with the kernel dataplane against a mock DPU, in a namespace.
+fn host_apply() -> anyhow::Result<()> {
+    let ns = NetNs::new("bh")?;
+    ns.sh("set -e
+        ip link add eth0 type veth peer name p0
+        ip addr add 198.18.0.10/24 dev eth0
+        ip link set eth0 up; ip link set p0 up")?;
+    let name = ns.name.clone();
+    ns.run(move || async move {
+        let certs = Certs::new()?;
+        let mut dpu = MockDpu::start(&certs.dpu, HOST_SAN, Ok(contract(1, 1)?.to_pb())).await?;
+        let path = certs.dir.path().join("host-agent.toml");
+        std::fs::write(
+            &path,
+            harness::host_config_toml(&HostOptions::new(dpu.addr), &certs.host),
+        )?;
+        let config = HostConfig::load(&path)?;
+        let agent = HostAgent::new(config.clone(), Kernel::open(config.masquerades.clone())?)?;
+        let mut status = agent.status();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(agent.run(shutdown.clone()));
+        dpu.next_report().await?;
+        println!("host-agent: contract received -> host state applied and reported");
+        let mut revision = 1;
+        for n in SIZES {
+            let mut samples = Vec::new();
+            for _ in 0..ROUNDS {
+                // Alternate with a 1-CIDR contract so each round is a real change.
+                for size in [1, n] {
+                    revision += 1;
+                    let started = Instant::now();
+                    dpu.contracts.send(contract(revision, size)?.to_pb())?;
+                    let report = dpu.next_report().await?;
+                    anyhow::ensure!(report.applied, "{}", report.error);
+                    if size == n {
+                        samples.push(started.elapsed());
+                    }
+                }
+            }
+            println!("  {n:>4} CIDRs: {:?}", median(samples));
+        }
+        let mut samples = Vec::new();
+        for _ in 0..ROUNDS {
+            let before = status.borrow().repairs;
+            let output = std::process::Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &name,
+                    "ip",
+                    "route",
+                    "del",
+                    "198.18.128.0/24",
+                ])
+                .output()?;
+            anyhow::ensure!(output.status.success(), "{output:?}");
+            let started = Instant::now();
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                status.wait_for(|s| s.repairs > before),
+            )
+            .await??;
+            samples.push(started.elapsed());
+        }
+        println!(
+            "  repair after a route deletion (event to route restored): {:?}\n",
+            median(samples)
+        );
+        shutdown.cancel();
+        task.await??;
+        Ok(())
+    })
+}
+
+/// dpu-agent against OVS in a namespace.
+fn dpu_flows() -> anyhow::Result<()> {
+    let ns = NetNs::new("bd")?;
+    ns.sh("ip link add pf0hpf type veth peer name hs; ip link add p0 type veth peer name p0p; for l in pf0hpf hs p0 p0p; do ip link set $l up; done")?;
+    let ovs = Ovs::start(&ns)?;
+    ovs.vsctl(&[
+        "add-br",
+        "breth0",
+        "--",
+        "set",
+        "bridge",
+        "breth0",
+        "datapath_type=netdev",
+        "--",
+        "add-br",
+        "br-int",
+        "--",
+        "set",
+        "bridge",
+        "br-int",
+        "datapath_type=netdev",
+    ])?;
+    ovs.vsctl(&[
+        "add-port",
+        "breth0",
+        "pf0hpf",
+        "--",
+        "add-port",
+        "breth0",
+        "patch-breth0",
+        "--",
+        "set",
+        "Interface",
+        "patch-breth0",
+        "type=patch",
+        "options:peer=patch-brint",
+        "--",
+        "add-port",
+        "br-int",
+        "patch-brint",
+        "--",
+        "set",
+        "Interface",
+        "patch-brint",
+        "type=patch",
+        "options:peer=patch-breth0",
+        "--",
+        "add-port",
+        "breth0",
+        "p0",
+    ])?;
+    let bridge = format!(
+        "\n[bridge]\nname = \"breth0\"\nhost_representor = \"pf0hpf\"\npatch_port = \"patch-breth0\"\nuplink = \"p0\"\novsdb_socket = \"{}\"\nopenflow = \"{}\"\n",
+        ovs.db_socket().display(),
+        ovs.openflow("breth0")
+    );
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let certs = Certs::new()?;
+        let options = DpuOptions {
+            bridge,
+            ..DpuOptions::default()
+        };
+        let config = harness::dpu_config(certs.dir.path(), &options, &certs.dpu)?;
+        let dpu = RunningDpu::start(&config).await?;
+        let handle = dpu.handle.clone();
+        let shutdown = CancellationToken::new();
+        dpu_agent::start_datapath(handle.clone(), &config, shutdown.clone());
+        wait(&handle, Duration::from_secs(10)).await?;
+        println!("dpu-agent: contract change (reload) -> flows installed and read back");
+        for n in SIZES {
+            let mut samples = Vec::new();
+            for _ in 0..ROUNDS {
+                // Alternate with another size so that each reload changes the flows.
+                for size in [if n == 1 { 2 } else { 1 }, n] {
+                    let options = DpuOptions {
+                        ipv4_cidrs: cidrs(size),
+                        ..options.clone()
+                    };
+                    let config = harness::dpu_config(certs.dir.path(), &options, &certs.dpu)?;
+                    let started = Instant::now();
+                    handle.reload(&config)?;
+                    wait(&handle, Duration::from_secs(20)).await?;
+                    if size == n {
+                        samples.push(started.elapsed());
+                    }
+                }
+            }
+            println!("  {n:>4} CIDRs: {:?}", median(samples));
+        }
+        let mut samples = Vec::new();
+        for _ in 0..ROUNDS {
+            let before = handle.flow_repairs();
+            let started = Instant::now();
+            ovs.ofctl("del-flows", "breth0", &[])?;
+            while handle.flow_repairs() == before {
+                anyhow::ensure!(started.elapsed() < Duration::from_secs(10), "no restore");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            samples.push(started.elapsed());
+        }
+        println!(
+            "  restore after ovs-ofctl del-flows (wipe to flows back): {:?}\n",
+            median(samples)
+        );
+        shutdown.cancel();
+        dpu.stop().await
+    })
+}
+
+/// Waits until the agent has read back exactly its planned flows.
+async fn wait(handle: &AgentHandle, timeout: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let planned = handle.desired_flows().map(|f| f.len());
+        if planned.is_some()
+            && planned == Some(handle.installed_flows().len())
+            && handle.last_error().is_empty()
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < timeout,
+            "flows not installed: {}",
+            handle.last_error()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Both agents as processes on the end-to-end testbed, idle for 10 s.
+fn idle_cost() -> anyhow::Result<()> {
+    let mut bed = Testbed::build()?;
+    bed.start_dpu_agent()?;
+    bed.start_host_agent()?;
+    bed.wait_for_ping(REMOTE_POD, Duration::from_secs(20))?;
+    std::thread::sleep(Duration::from_secs(1));
+    let pids = [
+        ("dpu-agent", pid_of("dpu-agent run")?),
+        ("host-agent", pid_of("host-agent run")?),
+    ];
+    let ticks = |pid: u32| -> anyhow::Result<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        Ok(fields
+            .get(11)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+            + fields
+                .get(12)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0))
+    };
+    let before: Vec<u64> = pids
+        .iter()
+        .map(|(_, p)| ticks(*p))
+        .collect::<Result<_, _>>()?;
+    let window = Duration::from_secs(10);
+    std::thread::sleep(window);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    println!("idle cost over {window:?} (path up, nothing changing):");
+    for ((name, pid), before) in pids.iter().zip(before) {
+        let cpu = (ticks(*pid)? - before) as f64 / hz / window.as_secs_f64() * 100.0;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let rss = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS"))
+            .unwrap_or("VmRSS: ?")
+            .replace("VmRSS:", "")
+            .trim()
+            .to_string();
+        println!("  {name:<10} CPU {cpu:.2}%  RSS {rss}");
+    }
+    Ok(())
+}
+
+fn pid_of(pattern: &str) -> anyhow::Result<u32> {
+    let out = std::process::Command::new("pgrep")
+        .args(["-n", "-f", pattern])
+        .output()?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("no process matching {pattern:?}"))
+}
