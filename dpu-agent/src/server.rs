@@ -85,6 +85,10 @@ impl AgentHandle {
         let revised = current
             .revised(next.families.clone(), next.mtu)
             .map_err(|e| ReloadError::Invalid(e.to_string()))?;
+        // Everything that can fail comes before anything changes: a failed
+        // reload leaves the running state whole.
+        let tls_config = tls::server_config(&config.raw.tls, &config.raw.authorised_host)
+            .map_err(|e| ReloadError::Invalid(e.to_string()))?;
         let revision = revised.revision;
         self.state.offer.send_if_modified(|offer| {
             let changed = *offer != revised;
@@ -98,8 +102,6 @@ impl AgentHandle {
             }
             changed
         });
-        let tls_config = tls::server_config(&config.raw.tls, &config.raw.authorised_host)
-            .map_err(|e| ReloadError::Invalid(e.to_string()))?;
         *lock(&self.state.tls) = (
             TlsAcceptor::from(tls_config),
             config.authorised_host.clone(),

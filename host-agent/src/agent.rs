@@ -59,13 +59,27 @@ pub const PERIODIC_RECONCILE: Duration = Duration::from_secs(60);
 pub struct HostAgent<D> {
     config: ValidHostConfig,
     settings: HostSettings,
-    tls: Arc<ClientConfig>,
+    tls: watch::Receiver<Arc<ClientConfig>>,
+    tls_updates: watch::Sender<Arc<ClientConfig>>,
     dataplane: D,
     status: watch::Sender<HostStatus>,
     /// The plan of the last accepted contract: what repairs restore, even
     /// while the DPU is unreachable.
     desired: Option<HostPlan>,
     periodic: tokio::time::Interval,
+}
+
+/// Swaps the host's TLS credentials at runtime.
+#[derive(Clone)]
+pub struct TlsReloader(watch::Sender<Arc<ClientConfig>>);
+
+impl TlsReloader {
+    /// Loads the files; on any error the credentials in use stay.
+    pub fn reload(&self, files: &tls::TlsFiles) -> Result<(), TlsError> {
+        let config = tls::client_config(files)?;
+        self.0.send_replace(config);
+        Ok(())
+    }
 }
 
 /// Why one session with the DPU ended.
@@ -83,13 +97,14 @@ enum Waited<T> {
 
 impl<D: Dataplane> HostAgent<D> {
     pub fn new(config: ValidHostConfig, dataplane: D) -> Result<Self, TlsError> {
-        let tls = tls::client_config(&config.raw.tls)?;
+        let (tls_updates, tls) = watch::channel(tls::client_config(&config.raw.tls)?);
         let mut periodic = tokio::time::interval(PERIODIC_RECONCILE);
         periodic.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ok(HostAgent {
             settings: HostSettings::from_config(&config),
             config,
             tls,
+            tls_updates,
             dataplane,
             status: watch::Sender::new(HostStatus::default()),
             desired: None,
@@ -99,6 +114,12 @@ impl<D: Dataplane> HostAgent<D> {
 
     pub fn status(&self) -> watch::Receiver<HostStatus> {
         self.status.subscribe()
+    }
+
+    /// Where rotated TLS credentials go (SIGHUP): the next connection to the
+    /// DPU uses them; the current one is not interrupted.
+    pub fn tls_reloader(&self) -> TlsReloader {
+        TlsReloader(self.tls_updates.clone())
     }
 
     /// Runs until `shutdown`. Never gives up on the DPU: refusals and
@@ -198,7 +219,8 @@ impl<D: Dataplane> HostAgent<D> {
     async fn session(&mut self, shutdown: &CancellationToken, backoff: &mut Backoff) -> SessionEnd {
         let address = self.config.raw.dpu.address.clone();
         let identity = self.config.dpu_identity.clone();
-        let connecting = client::connect(&address, &identity, self.tls.clone());
+        let tls_config = self.tls.borrow().clone();
+        let connecting = client::connect(&address, &identity, tls_config);
         let mut client = match self.wait(shutdown, connecting).await {
             Waited::Shutdown => return SessionEnd::Shutdown,
             Waited::Done(Ok(client)) => client,

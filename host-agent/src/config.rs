@@ -130,6 +130,8 @@ fn default_max_ms() -> u64 {
 #[derive(Debug, Clone)]
 pub struct ValidHostConfig {
     pub raw: HostConfig,
+    /// The file it was loaded from, for reloads (empty when parsed from text).
+    pub path: PathBuf,
     pub dpu_identity: PeerIdentity,
     /// The configured families, IPv4 first.
     pub masquerades: Vec<Masquerade>,
@@ -168,12 +170,14 @@ impl HostConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text)
+        let mut config = Self::parse(&text)
             .and_then(HostConfig::validate)
             .map_err(|e| ConfigError::InFile {
                 path: path.to_path_buf(),
                 source: Box::new(e),
-            })
+            })?;
+        config.path = path.to_path_buf();
+        Ok(config)
     }
 
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
@@ -276,6 +280,7 @@ impl HostConfig {
         }
         Ok(ValidHostConfig {
             raw: self,
+            path: PathBuf::new(),
             dpu_identity,
             masquerades,
         })

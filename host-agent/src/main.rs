@@ -81,14 +81,29 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(config: ValidHostConfig, dataplane: impl Dataplane + 'static) -> anyhow::Result<()> {
+    let config_path = config.path.clone();
     let agent = HostAgent::new(config, dataplane)?;
+    let reloader = agent.tls_reloader();
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(agent.run(shutdown.clone()));
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    tokio::select! {
-        _ = sigterm.recv() => {}
-        _ = sigint.recv() => {}
+    let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            _ = sighup.recv() => {
+                // Certificate rotation: a failed reload keeps what works.
+                let reloaded = HostConfig::load(&config_path)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|c| reloader.reload(&c.raw.tls).map_err(anyhow::Error::from));
+                match reloaded {
+                    Ok(()) => tracing::info!("TLS credentials reloaded; used from the next connection"),
+                    Err(e) => tracing::error!(error = %e, "reload failed; keeping the credentials in use"),
+                }
+            }
+        }
     }
     tracing::info!("shutting down; host state stays in place");
     shutdown.cancel();

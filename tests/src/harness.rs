@@ -239,6 +239,7 @@ impl RunningDpu {
 pub struct RunningHost {
     pub status: watch::Receiver<HostStatus>,
     pub log: DryRunLog,
+    pub tls: host_agent::agent::TlsReloader,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), DataplaneError>>,
 }
@@ -256,11 +257,13 @@ impl RunningHost {
         let (dataplane, log) = DryRun::new(host_addresses);
         let agent = HostAgent::new(config, dataplane)?;
         let status = agent.status();
+        let tls = agent.tls_reloader();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(agent.run(shutdown.clone()));
         Ok(RunningHost {
             status,
             log,
+            tls,
             shutdown,
             task,
         })

@@ -209,3 +209,21 @@ async fn host_does_not_talk_to_a_dpu_with_the_wrong_identity() -> anyhow::Result
     assert!(applied_revisions(&host).is_empty());
     host.stop().await
 }
+
+#[tokio::test]
+async fn a_dpu_speaking_another_protocol_version_is_refused_naming_both() -> anyhow::Result<()> {
+    let certs = Certs::new()?;
+    let mut newer = good_contract(1);
+    newer.protocol_version = noverlay_proto::PROTOCOL_VERSION + 1;
+    let (mut dpu, host) = start(&certs, Ok(newer), Vec::new()).await?;
+    let report = dpu.next_report().await?;
+    assert!(!report.applied);
+    let both = format!(
+        "ours is {}, the peer's is {}",
+        noverlay_proto::PROTOCOL_VERSION,
+        noverlay_proto::PROTOCOL_VERSION + 1
+    );
+    assert!(report.error.contains(&both), "{}", report.error);
+    assert!(applied_revisions(&host).is_empty());
+    host.stop().await
+}

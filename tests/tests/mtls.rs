@@ -161,3 +161,81 @@ async fn wait_until(condition: impl Fn() -> bool) -> bool {
     }
     false
 }
+
+/// Certificates rotate without a restart, on both sides; a rotation to
+/// unusable files is refused and the credentials in use stay.
+#[tokio::test]
+async fn certificates_rotate_without_restart() -> anyhow::Result<()> {
+    use host_agent::agent::Phase;
+    use noverlay_tests::harness::{HostOptions, RunningHost};
+    harness::init();
+    let certs = Certs::new()?;
+    let dir = certs.dir.path();
+    let options = DpuOptions::default();
+    let dpu = RunningDpu::start(&harness::dpu_config(dir, &options, &certs.dpu)?).await?;
+    let addr = dpu.addr;
+    let mut host = RunningHost::start(dir, &HostOptions::new(addr), &certs.host, Vec::new())?;
+    host.wait_for("first apply", |s| s.applied.is_some())
+        .await?;
+
+    // The DPU rotates to a fresh key and certificate: new connections work.
+    let rotated = certs.pki.issue("dpu-rotated", DPU_SAN, Validity::Current)?;
+    dpu.handle
+        .reload(&harness::dpu_config(dir, &options, &rotated)?)?;
+    assert_eq!(
+        try_negotiate(&dpu, tls::client_config(&certs.host)?).await,
+        None
+    );
+
+    // A rotation to a missing key is refused; the old credentials keep working.
+    let mut broken = rotated.clone();
+    broken.key = dir.join("does-not-exist.key");
+    assert!(host.tls.reload(&broken).is_err());
+    let with_new_cidr = DpuOptions {
+        ipv4_cidrs: vec!["198.18.128.0/17".into(), "198.19.0.0/16".into()],
+        ..options.clone()
+    };
+    let err = dpu
+        .handle
+        .reload(&harness::dpu_config(dir, &with_new_cidr, &broken)?)
+        .expect_err("missing key");
+    assert!(err.to_string().contains("does-not-exist.key"), "{err}");
+    assert_eq!(
+        dpu.handle.offer().revision,
+        1,
+        "a failed reload changed the offer"
+    );
+    assert_eq!(
+        try_negotiate(&dpu, tls::client_config(&certs.host)?).await,
+        None
+    );
+
+    // The host rotates to a certificate the DPU does not authorise: after the
+    // next reconnect it is refused, which shows the new one is in use...
+    let other = certs
+        .pki
+        .issue("host-other", "host-agent.node2.test", Validity::Current)?;
+    host.tls.reload(&other)?;
+    dpu.stop().await?;
+    let dpu = RunningDpu::start(&harness::dpu_config(
+        dir,
+        &DpuOptions {
+            listen: addr,
+            ..options.clone()
+        },
+        &rotated,
+    )?)
+    .await?;
+    host.wait_for("refused by the DPU", |s| {
+        matches!(s.phase, Phase::Unreachable(_))
+    })
+    .await?;
+    assert!(wait_until(|| dpu.handle.refused_connections() > 0).await);
+    // ...and rotating back to a good one brings it back without a restart.
+    let good = certs.pki.issue("host-new", HOST_SAN, Validity::Current)?;
+    host.tls.reload(&good)?;
+    host.wait_for("following again", |s| s.phase == Phase::Following)
+        .await?;
+    host.stop().await?;
+    dpu.stop().await
+}
