@@ -83,6 +83,7 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let datapath = dpu_agent::start_datapath(handle.clone(), &config, shutdown.clone());
     let serving = tokio::spawn(agent.serve(shutdown.clone()));
+    noverlay_proto::systemd::ready_with_watchdog();
     loop {
         tokio::select! {
             _ = sigterm.recv() => break,
@@ -99,6 +100,7 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         }
     }
     tracing::info!("shutting down");
+    noverlay_proto::systemd::stopping();
     shutdown.cancel();
     serving.await.context("server task")??;
     for task in datapath {

@@ -89,6 +89,7 @@ async fn run(config: ValidHostConfig, dataplane: impl Dataplane + 'static) -> an
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    noverlay_proto::systemd::ready_with_watchdog();
     loop {
         tokio::select! {
             _ = sigterm.recv() => break,
@@ -106,6 +107,7 @@ async fn run(config: ValidHostConfig, dataplane: impl Dataplane + 'static) -> an
         }
     }
     tracing::info!("shutting down; host state stays in place");
+    noverlay_proto::systemd::stopping();
     shutdown.cancel();
     running.await.context("agent task")??;
     Ok(())

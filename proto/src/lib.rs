@@ -8,6 +8,7 @@
 
 pub mod contract;
 pub mod logging;
+pub mod systemd;
 pub mod tls;
 
 /// Generated protobuf and gRPC code for package `noverlay.v1`.
