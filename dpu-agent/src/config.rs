@@ -25,6 +25,8 @@ pub struct DpuConfig {
     pub listen: SocketAddr,
     /// The only host identity (certificate SAN) allowed to connect.
     pub authorised_host: String,
+    /// Serve Prometheus metrics at http://<this>/metrics (off when absent).
+    pub metrics_listen: Option<SocketAddr>,
     pub tls: TlsFiles,
     /// Defaults to the one mode in scope; any other mode is refused.
     #[serde(default = "in_scope_mode")]

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod flows;
+pub mod metrics;
 pub mod negotiation;
 pub mod openflow;
 pub mod ovsdb;

@@ -82,6 +82,18 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let datapath = dpu_agent::start_datapath(handle.clone(), &config, shutdown.clone());
+    if let Some(addr) = config.raw.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("metrics_listen {addr}"))?;
+        let metrics_handle = handle.clone();
+        tokio::spawn(noverlay_proto::metrics::serve(
+            listener,
+            std::sync::Arc::new(move || dpu_agent::metrics::render(&metrics_handle)),
+            shutdown.clone(),
+        ));
+        tracing::info!(%addr, "metrics at /metrics");
+    }
     let serving = tokio::spawn(agent.serve(shutdown.clone()));
     noverlay_proto::systemd::ready_with_watchdog();
     loop {

@@ -50,6 +50,8 @@ struct StatusRecord {
     installed_flows: Vec<String>,
     installed_flows_unix: i64,
     flow_repairs: u64,
+    negotiations: u64,
+    refused_negotiations: u64,
 }
 
 /// A cheap handle to the running agent, for reloads, tests and the demo.
@@ -157,6 +159,12 @@ impl AgentHandle {
 
     pub fn flow_repairs(&self) -> u64 {
         lock(&self.state.record).flow_repairs
+    }
+
+    /// Successful and refused negotiations since start.
+    pub fn negotiations(&self) -> (u64, u64) {
+        let record = lock(&self.state.record);
+        (record.negotiations, record.refused_negotiations)
     }
 
     pub fn last_error(&self) -> String {
@@ -341,6 +349,7 @@ impl DpuService {
         match negotiation::negotiate(proposal, &offer) {
             Ok(contract) => Ok(contract),
             Err(e) => {
+                lock(&self.state.record).refused_negotiations += 1;
                 tracing::warn!(%peer, host = %proposal.host_name, error = %e, "negotiation refused");
                 Err(match e {
                     NegotiationError::Mismatch(_) => Status::failed_precondition(e.to_string()),
@@ -370,6 +379,7 @@ impl dpu_agent_server::DpuAgent for DpuService {
         {
             let mut record = lock(&self.state.record);
             record.peer_identity = identity;
+            record.negotiations += 1;
             record.last_negotiated_unix = unix_now();
             record.gateway_interface = Some(contract.gateway_interface.clone());
         }

@@ -48,6 +48,10 @@ pub struct HostStatus {
     /// How many reconciles found and fixed drift (deleted route, flushed
     /// ruleset, link flap...).
     pub repairs: u64,
+    /// Reconciles run (event-driven and periodic), whether or not they changed anything.
+    pub reconciles: u64,
+    /// Time to apply a plan to the kernel (contract applies and reconciles).
+    pub apply_latency: noverlay_proto::metrics::Histogram,
 }
 
 /// How long to gather a burst of kernel events before reconciling once.
@@ -114,6 +118,11 @@ impl<D: Dataplane> HostAgent<D> {
 
     pub fn status(&self) -> watch::Receiver<HostStatus> {
         self.status.subscribe()
+    }
+
+    /// The configured metrics address, if metrics are on.
+    pub fn metrics_listen(&self) -> Option<std::net::SocketAddr> {
+        self.config.raw.metrics_listen
     }
 
     /// Where rotated TLS credentials go (SIGHUP): the next connection to the
@@ -194,7 +203,14 @@ impl<D: Dataplane> HostAgent<D> {
         let Some(plan) = self.desired.clone() else {
             return;
         };
-        match self.dataplane.apply(&plan).await {
+        let started = tokio::time::Instant::now();
+        let result = self.dataplane.apply(&plan).await;
+        let took = started.elapsed().as_secs_f64();
+        self.status.send_modify(|s| {
+            s.reconciles += 1;
+            s.apply_latency.observe(took);
+        });
+        match result {
             Ok(applied) if applied.changes > 0 => {
                 tracing::warn!(
                     trigger,
@@ -281,7 +297,11 @@ impl<D: Dataplane> HostAgent<D> {
         let plan = plan::plan(&contract, &self.settings);
         // Desired from now on, even if this first apply fails: repairs retry it.
         self.desired = Some(plan.clone());
-        match self.dataplane.apply(&plan).await {
+        let started = tokio::time::Instant::now();
+        let result = self.dataplane.apply(&plan).await;
+        let took = started.elapsed().as_secs_f64();
+        self.status.send_modify(|s| s.apply_latency.observe(took));
+        match result {
             Ok(applied) => {
                 tracing::info!(
                     revision = contract.revision,

@@ -27,6 +27,8 @@ pub const DEFAULT_NFT_TABLE: &str = "noverlay";
 pub struct HostConfig {
     /// Node name, for the DPU's logs and status.
     pub host_name: String,
+    /// Serve Prometheus metrics at http://<this>/metrics (off when absent).
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// The interface facing the DPU's host representor, e.g. "eth0".
     pub gateway_interface: String,
     /// OVN-Kubernetes' management port; broad cluster-CIDR routes through it

@@ -9,4 +9,5 @@ pub mod backoff;
 pub mod client;
 pub mod config;
 pub mod dataplane;
+pub mod metrics;
 pub mod plan;

@@ -84,8 +84,21 @@ async fn run(config: ValidHostConfig, dataplane: impl Dataplane + 'static) -> an
     let config_path = config.path.clone();
     let agent = HostAgent::new(config, dataplane)?;
     let reloader = agent.tls_reloader();
+    let metrics_listen = agent.metrics_listen();
+    let status = agent.status();
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(agent.run(shutdown.clone()));
+    if let Some(addr) = metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("metrics_listen {addr}"))?;
+        tokio::spawn(noverlay_proto::metrics::serve(
+            listener,
+            std::sync::Arc::new(move || host_agent::metrics::render(&status.borrow())),
+            shutdown.clone(),
+        ));
+        tracing::info!(%addr, "metrics at /metrics");
+    }
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;

@@ -8,6 +8,7 @@
 
 pub mod contract;
 pub mod logging;
+pub mod metrics;
 pub mod systemd;
 pub mod tls;
 
