@@ -252,23 +252,9 @@ mod tests {
         ct_zone: DEFAULT_CT_ZONE,
     };
 
-    /// Compares with a golden file; `UPDATE_GOLDEN=1 cargo test` rewrites it.
     fn assert_golden(name: &str, actual: &str) {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/golden")
-            .join(name);
-        if std::env::var_os("UPDATE_GOLDEN").is_some() {
-            std::fs::write(&path, actual).expect("write golden");
-            return;
-        }
-        let expected = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_GOLDEN=1", path.display()));
-        assert_eq!(
-            actual,
-            expected,
-            "rendered flows differ from {}; if intended, refresh with UPDATE_GOLDEN=1 cargo test",
-            path.display()
-        );
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+        noverlay_proto::golden::assert_golden(&dir, name, actual);
     }
 
     #[test]

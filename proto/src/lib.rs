@@ -7,6 +7,7 @@
 //!   pinned to a certificate SAN).
 
 pub mod contract;
+pub mod golden;
 pub mod logging;
 pub mod metrics;
 pub mod systemd;

@@ -24,6 +24,22 @@ use tokio_util::sync::CancellationToken;
 pub const DPU_SAN: &str = "dpu-agent.node1.test";
 pub const HOST_SAN: &str = "host-agent.node1.test";
 
+/// The proposal of a host configured like [`HostOptions::new`]: IPv4 with
+/// the default masquerade subnet, gateway interface eth0.
+pub fn proposal() -> noverlay_proto::pb::NegotiateRequest {
+    use noverlay_proto::{PROTOCOL_VERSION, contract::Mode, pb};
+    pb::NegotiateRequest {
+        protocol_version: PROTOCOL_VERSION,
+        mode: Some(Mode::IN_SCOPE.to_pb()),
+        families: vec![pb::FamilyProposal {
+            family: pb::AddressFamily::Ipv4 as i32,
+            masquerade_subnet: "169.254.0.0/17".into(),
+        }],
+        gateway_interface: "eth0".into(),
+        host_name: "node1".into(),
+    }
+}
+
 /// A CA and the two agents' certificates in a temporary directory.
 pub struct Certs {
     pub dir: TempDir,

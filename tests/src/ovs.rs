@@ -96,6 +96,35 @@ impl Ovs {
         Ok(())
     }
 
+    /// The DPU's shared gateway bridge as the tests build it: `breth0`
+    /// (userspace datapath, MAC 02:00:c6:12:00:0a) with the host
+    /// representor `pf0hpf` (ofport 1), the patch port `patch-breth0` (2)
+    /// to `patch-<peer>` on bridge `peer` (1), and the uplink `p0` (3). The
+    /// interfaces pf0hpf and p0 must exist.
+    pub fn gateway_bridge(&self, peer: &str) -> anyhow::Result<()> {
+        let words =
+            |line: String| -> Vec<String> { line.split_whitespace().map(str::to_string).collect() };
+        let run = |line: String| {
+            let args = words(line);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            self.vsctl(&args)
+        };
+        run(format!(
+            "add-br breth0 -- set bridge breth0 datapath_type=netdev \
+             other_config:hwaddr=02:00:c6:12:00:0a \
+             -- add-br {peer} -- set bridge {peer} datapath_type=netdev fail_mode=secure"
+        ))?;
+        run(format!(
+            "add-port breth0 pf0hpf -- set Interface pf0hpf ofport_request=1 \
+             -- add-port breth0 patch-breth0 -- set Interface patch-breth0 type=patch \
+                options:peer=patch-{peer} ofport_request=2 \
+             -- add-port {peer} patch-{peer} -- set Interface patch-{peer} type=patch \
+                options:peer=patch-breth0 ofport_request=1 \
+             -- add-port breth0 p0 -- set Interface p0 ofport_request=3"
+        ))?;
+        Ok(())
+    }
+
     pub fn vsctl(&self, args: &[&str]) -> anyhow::Result<String> {
         let db = format!("--db=unix:{}/db.sock", self.path());
         let mut all = vec!["ovs-vsctl", db.as_str(), "--timeout=10"];

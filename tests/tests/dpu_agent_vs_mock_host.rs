@@ -7,7 +7,7 @@ use noverlay_proto::{
     pb,
     tls::{self, PeerIdentity, TlsFiles},
 };
-use noverlay_tests::harness::{self, Certs, DPU_SAN, DpuOptions, HOST_SAN, RunningDpu};
+use noverlay_tests::harness::{self, Certs, DPU_SAN, DpuOptions, HOST_SAN, RunningDpu, proposal};
 use std::time::Duration;
 use tonic::Code;
 
@@ -19,19 +19,6 @@ async fn client_for(dpu: &RunningDpu, tls_files: &TlsFiles) -> anyhow::Result<Dp
         tls::client_config(tls_files)?,
     )
     .await?)
-}
-
-fn proposal() -> pb::NegotiateRequest {
-    pb::NegotiateRequest {
-        protocol_version: PROTOCOL_VERSION,
-        mode: Some(Mode::IN_SCOPE.to_pb()),
-        families: vec![pb::FamilyProposal {
-            family: pb::AddressFamily::Ipv4 as i32,
-            masquerade_subnet: "169.254.0.0/17".into(),
-        }],
-        gateway_interface: "eth0".into(),
-        host_name: "node1".into(),
-    }
 }
 
 async fn start(certs: &Certs, options: &DpuOptions) -> anyhow::Result<RunningDpu> {

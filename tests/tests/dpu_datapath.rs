@@ -34,64 +34,7 @@ fn dpu_switch() -> anyhow::Result<Dpu> {
         ip link add p0 type veth peer name p0peer
         for l in pf0hpf hostside p0 p0peer; do ip link set $l up; done")?;
     let ovs = Ovs::start(&ns)?;
-    ovs.vsctl(&[
-        "add-br",
-        "breth0",
-        "--",
-        "set",
-        "bridge",
-        "breth0",
-        "datapath_type=netdev",
-        "other_config:hwaddr=02:00:c6:12:00:0a",
-        "--",
-        "add-br",
-        "br-int",
-        "--",
-        "set",
-        "bridge",
-        "br-int",
-        "datapath_type=netdev",
-    ])?;
-    ovs.vsctl(&[
-        "add-port",
-        "breth0",
-        "pf0hpf",
-        "--",
-        "set",
-        "Interface",
-        "pf0hpf",
-        "ofport_request=1",
-        "--",
-        "add-port",
-        "breth0",
-        "patch-breth0",
-        "--",
-        "set",
-        "Interface",
-        "patch-breth0",
-        "type=patch",
-        "options:peer=patch-brint",
-        "ofport_request=2",
-        "--",
-        "add-port",
-        "br-int",
-        "patch-brint",
-        "--",
-        "set",
-        "Interface",
-        "patch-brint",
-        "type=patch",
-        "options:peer=patch-breth0",
-        "--",
-        "add-port",
-        "breth0",
-        "p0",
-        "--",
-        "set",
-        "Interface",
-        "p0",
-        "ofport_request=3",
-    ])?;
+    ovs.gateway_bridge("br-int")?;
     Ok(Dpu { ovs, _ns: ns })
 }
 
@@ -192,10 +135,8 @@ async fn wait_installed(ovs: &Ovs, handle: &AgentHandle) -> anyhow::Result<usize
     Ok(expected)
 }
 
-fn golden_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("golden")
-        .join(name)
+fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden")
 }
 
 #[tokio::test]
@@ -227,16 +168,7 @@ async fn discovered_ports_and_installed_flows_match_the_plan() -> anyhow::Result
     wait_installed(&sw.ovs, &handle).await?;
     // OVS's own rendering of the plan, kept as a golden file.
     let installed = our_flows(&sw.ovs)?.join("\n") + "\n";
-    let golden = golden_path("ovs_flows_ipv4.txt");
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&golden, &installed)?;
-    }
-    assert_eq!(
-        installed,
-        std::fs::read_to_string(&golden)?,
-        "installed flows differ from {}; refresh with UPDATE_GOLDEN=1 if intended",
-        golden.display()
-    );
+    noverlay_proto::golden::assert_golden(&golden_dir(), "ovs_flows_ipv4.txt", &installed);
     // Every planned match is there.
     for flow in handle.desired_flows().unwrap_or_default() {
         if let Some(port) = flow.matches.split(',').find(|m| m.starts_with("in_port=")) {

@@ -3,31 +3,13 @@
 //! refused at the handshake, before any gRPC handler runs.
 
 use host_agent::client;
-use noverlay_proto::{
-    PROTOCOL_VERSION,
-    contract::Mode,
-    pb,
-    tls::{self, PeerIdentity, TlsFiles},
-};
+use noverlay_proto::tls::{self, PeerIdentity, TlsFiles};
 use noverlay_tests::{
-    harness::{self, Certs, DPU_SAN, DpuOptions, HOST_SAN, RunningDpu},
+    harness::{self, Certs, DPU_SAN, DpuOptions, HOST_SAN, RunningDpu, proposal},
     pki::{Pki, Validity},
 };
 use rustls::{ClientConfig, RootCertStore, pki_types::pem::PemObject};
 use std::sync::Arc;
-
-fn proposal() -> pb::NegotiateRequest {
-    pb::NegotiateRequest {
-        protocol_version: PROTOCOL_VERSION,
-        mode: Some(Mode::IN_SCOPE.to_pb()),
-        families: vec![pb::FamilyProposal {
-            family: pb::AddressFamily::Ipv4 as i32,
-            masquerade_subnet: "169.254.0.0/17".into(),
-        }],
-        gateway_interface: "eth0".into(),
-        host_name: "node1".into(),
-    }
-}
 
 /// Connects with `config` and tries one RPC; returns the error text if the
 /// DPU (or the client itself) refused.

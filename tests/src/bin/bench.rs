@@ -146,52 +146,7 @@ fn dpu_flows() -> anyhow::Result<()> {
     let ns = NetNs::new("bd")?;
     ns.sh("ip link add pf0hpf type veth peer name hs; ip link add p0 type veth peer name p0p; for l in pf0hpf hs p0 p0p; do ip link set $l up; done")?;
     let ovs = Ovs::start(&ns)?;
-    ovs.vsctl(&[
-        "add-br",
-        "breth0",
-        "--",
-        "set",
-        "bridge",
-        "breth0",
-        "datapath_type=netdev",
-        "--",
-        "add-br",
-        "br-int",
-        "--",
-        "set",
-        "bridge",
-        "br-int",
-        "datapath_type=netdev",
-    ])?;
-    ovs.vsctl(&[
-        "add-port",
-        "breth0",
-        "pf0hpf",
-        "--",
-        "add-port",
-        "breth0",
-        "patch-breth0",
-        "--",
-        "set",
-        "Interface",
-        "patch-breth0",
-        "type=patch",
-        "options:peer=patch-brint",
-        "--",
-        "add-port",
-        "br-int",
-        "patch-brint",
-        "--",
-        "set",
-        "Interface",
-        "patch-brint",
-        "type=patch",
-        "options:peer=patch-breth0",
-        "--",
-        "add-port",
-        "breth0",
-        "p0",
-    ])?;
+    ovs.gateway_bridge("br-int")?;
     let bridge = format!(
         "\n[bridge]\nname = \"breth0\"\nhost_representor = \"pf0hpf\"\npatch_port = \"patch-breth0\"\nuplink = \"p0\"\novsdb_socket = \"{}\"\nopenflow = \"{}\"\n",
         ovs.db_socket().display(),
