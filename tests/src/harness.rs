@@ -171,6 +171,8 @@ pub struct HostOptions {
     pub ipv4_masquerade: String,
     pub ipv6: bool,
     pub gateway_interface: String,
+    /// A `[mode]` section; the default (absent) is the mode in scope.
+    pub mode: Option<String>,
 }
 
 impl HostOptions {
@@ -181,6 +183,7 @@ impl HostOptions {
             ipv4_masquerade: "169.254.0.0/17".into(),
             ipv6: false,
             gateway_interface: "eth0".into(),
+            mode: None,
         }
     }
 }
@@ -216,6 +219,9 @@ max_ms = 500
     );
     if options.ipv6 {
         text.push_str("\n[ipv6]\nmasquerade_subnet = \"fd69::/112\"\n");
+    }
+    if let Some(mode) = &options.mode {
+        text.push_str(&format!("\n[mode]\n{mode}\n"));
     }
     text
 }

@@ -227,3 +227,21 @@ async fn a_dpu_speaking_another_protocol_version_is_refused_naming_both() -> any
     assert!(applied_revisions(&host).is_empty());
     host.stop().await
 }
+
+#[tokio::test]
+async fn leaving_scope_tears_down_what_the_agent_owns() -> anyhow::Result<()> {
+    harness::init();
+    let certs = Certs::new()?;
+    let dpu = MockDpu::start(&certs.dpu, HOST_SAN, Ok(good_contract(1))).await?;
+    let options = HostOptions {
+        mode: Some(
+            "node_mode = \"dpu-host\"\ngateway_mode = \"local\"\ntransport = \"no-overlay\"".into(),
+        ),
+        ..HostOptions::new(dpu.addr)
+    };
+    let mut host = RunningHost::start(certs.dir.path(), &options, &certs.host, Vec::new())?;
+    host.wait_for("out of scope", |s| s.phase == Phase::OutOfScope)
+        .await?;
+    assert_eq!(host.log.events(), vec![DryRunEvent::TornDown]);
+    host.stop().await
+}

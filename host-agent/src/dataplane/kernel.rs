@@ -391,10 +391,53 @@ impl Dataplane for Kernel {
     }
 }
 
-/// Subscribes to link, address, neighbour and route events; each event (or
-/// a lost batch of them) is one `()` on the channel.
+/// Subscribes to link, address, neighbour and route events; each event is
+/// one `()` on the channel. When the event socket fails (a multicast overrun
+/// ends it), the watcher says so with one more `()` (the agent then
+/// reconciles fully) and subscribes again.
 fn watch_route_events() -> std::io::Result<mpsc::UnboundedReceiver<()>> {
-    let (connection, _handle, mut messages) = rtnetlink::new_multicast_connection(&[
+    let mut messages = subscribe_route_events()?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            while messages.next().await.is_some() {
+                if tx.send(()).is_err() {
+                    return;
+                }
+            }
+            tracing::warn!("rtnetlink event stream ended (overrun?); resyncing and resubscribing");
+            if tx.send(()).is_err() {
+                return;
+            }
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                match subscribe_route_events() {
+                    Ok(fresh) => {
+                        messages = fresh;
+                        // Anything missed while unsubscribed is caught by this.
+                        let _ = tx.send(());
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "resubscribing to rtnetlink events failed")
+                    }
+                }
+                if tx.is_closed() {
+                    return;
+                }
+            }
+        }
+    });
+    Ok(rx)
+}
+
+type RouteEvents = futures::channel::mpsc::UnboundedReceiver<(
+    rtnetlink::packet_core::NetlinkMessage<rtnetlink::packet_route::RouteNetlinkMessage>,
+    rtnetlink::sys::SocketAddr,
+)>;
+
+fn subscribe_route_events() -> std::io::Result<RouteEvents> {
+    let (connection, _handle, messages) = rtnetlink::new_multicast_connection(&[
         MulticastGroup::Link,
         MulticastGroup::Ipv4Ifaddr,
         MulticastGroup::Ipv6Ifaddr,
@@ -403,17 +446,5 @@ fn watch_route_events() -> std::io::Result<mpsc::UnboundedReceiver<()>> {
         MulticastGroup::Neigh,
     ])?;
     tokio::spawn(connection);
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while messages.next().await.is_some() {
-            if tx.send(()).is_err() {
-                return;
-            }
-        }
-        // The event socket died (for instance after an overrun): say so,
-        // and let the periodic reconcile carry on.
-        tracing::warn!("rtnetlink event stream ended; relying on the periodic reconcile");
-        let _ = tx.send(());
-    });
-    Ok(rx)
+    Ok(messages)
 }
