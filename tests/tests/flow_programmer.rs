@@ -1,0 +1,169 @@
+//! The flow programmer's logic against a recording switch double: what it
+//! writes, when it restores, how it reports failures. (The same loop runs
+//! against real Open vSwitch in dpu_datapath.rs.)
+
+use dpu_agent::{
+    openflow::{FlowSwitch, SwitchError},
+    programmer::run_flow_programmer,
+    server::AgentHandle,
+};
+use noverlay_tests::harness::{self, Certs, DpuOptions, RunningDpu};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// A switch that keeps the flows it was given, as ovs-ofctl would list them
+/// (here: the add lines verbatim), and can be told to fail.
+#[derive(Clone, Default)]
+struct RecordingSwitch {
+    state: Arc<Mutex<SwitchState>>,
+    events: Arc<Mutex<Option<mpsc::UnboundedSender<()>>>>,
+}
+
+#[derive(Default)]
+struct SwitchState {
+    flows: Vec<String>,
+    bundles: Vec<String>,
+    refuse: Option<String>,
+}
+
+impl RecordingSwitch {
+    fn with<T>(&self, f: impl FnOnce(&mut SwitchState) -> T) -> T {
+        f(&mut self.state.lock().expect("switch state"))
+    }
+
+    /// What the flow monitor would report after someone else's change.
+    fn notify(&self) {
+        if let Some(tx) = self.events.lock().expect("events").as_ref() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl FlowSwitch for RecordingSwitch {
+    async fn replace(&self, bundle: &str) -> Result<(), SwitchError> {
+        self.with(|s| {
+            if let Some(stderr) = s.refuse.clone() {
+                return Err(SwitchError::Failed {
+                    operation: "add-flows --bundle",
+                    stderr,
+                });
+            }
+            s.bundles.push(bundle.to_string());
+            s.flows = bundle
+                .lines()
+                .filter_map(|l| l.strip_prefix("add "))
+                .map(str::to_string)
+                .collect();
+            Ok(())
+        })
+    }
+
+    async fn dump(&self, _cookie: u64) -> Result<Vec<String>, SwitchError> {
+        Ok(self.with(|s| s.flows.clone()))
+    }
+
+    fn watch(&self) -> mpsc::UnboundedReceiver<()> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *self.events.lock().expect("events") = Some(tx);
+        rx
+    }
+}
+
+async fn agent() -> anyhow::Result<(RunningDpu, AgentHandle, Certs)> {
+    harness::init();
+    let certs = Certs::new()?;
+    let config = harness::dpu_config(certs.dir.path(), &DpuOptions::default(), &certs.dpu)?;
+    let dpu = RunningDpu::start(&config).await?;
+    let handle = dpu.handle.clone();
+    Ok((dpu, handle, certs))
+}
+
+async fn eventually(what: &str, ready: impl Fn() -> bool) -> anyhow::Result<()> {
+    for _ in 0..500 {
+        if ready() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    anyhow::bail!("timed out waiting for {what}")
+}
+
+#[tokio::test]
+async fn installs_one_cookie_scoped_bundle_and_restores_after_drift() -> anyhow::Result<()> {
+    let (dpu, handle, _certs) = agent().await?;
+    let switch = RecordingSwitch::default();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(run_flow_programmer(
+        handle.clone(),
+        switch.clone(),
+        Duration::from_secs(3600),
+        shutdown.clone(),
+    ));
+    let planned = handle.desired_flows().map(|f| f.len()).unwrap_or_default();
+    eventually("install", || handle.installed_flows().len() == planned).await?;
+    let first = switch.with(|s| s.bundles.clone());
+    assert_eq!(first.len(), 1);
+    assert!(
+        first[0].starts_with("delete cookie=0x6e6f7672/-1\n"),
+        "{}",
+        first[0]
+    );
+
+    // Wiped (e.g. ovs-vswitchd restarted): restored and counted.
+    switch.with(|s| s.flows.clear());
+    switch.notify();
+    eventually("restore after a wipe", || handle.flow_repairs() == 1).await?;
+    assert_eq!(switch.with(|s| s.flows.len()), planned);
+
+    // Someone adds a flow under our cookie: our set is put back exactly.
+    switch.with(|s| {
+        s.flows
+            .push("cookie=0x6e6f7672,table=0,priority=999,actions=drop".into())
+    });
+    switch.notify();
+    eventually("restore after a foreign flow", || {
+        handle.flow_repairs() == 2
+    })
+    .await?;
+    assert!(switch.with(|s| s.flows.iter().all(|f| !f.contains("priority=999"))));
+
+    // A change the flows already match is not a repair.
+    switch.notify();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(handle.flow_repairs(), 2);
+    assert_eq!(switch.with(|s| s.bundles.len()), 3);
+    shutdown.cancel();
+    dpu.stop().await
+}
+
+#[tokio::test]
+async fn a_refused_bundle_is_reported_and_retried() -> anyhow::Result<()> {
+    let (dpu, handle, _certs) = agent().await?;
+    let switch = RecordingSwitch::default();
+    switch.with(|s| s.refuse = Some("ovs-ofctl: breth0: failed to connect to socket".into()));
+    let shutdown = CancellationToken::new();
+    tokio::spawn(run_flow_programmer(
+        handle.clone(),
+        switch.clone(),
+        Duration::from_millis(100),
+        shutdown.clone(),
+    ));
+    eventually("the error in status", || {
+        handle.last_error().contains("failed to connect")
+    })
+    .await?;
+    assert!(handle.installed_flows().is_empty());
+    // The switch comes back: the next round installs and clears the error.
+    switch.with(|s| s.refuse = None);
+    let planned = handle.desired_flows().map(|f| f.len()).unwrap_or_default();
+    eventually("install after the switch came back", || {
+        handle.installed_flows().len() == planned && handle.last_error().is_empty()
+    })
+    .await?;
+    shutdown.cancel();
+    dpu.stop().await
+}
