@@ -78,6 +78,9 @@ pub const NFT_CHAIN: &str = "masquerade_to_dpu";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPlan {
     pub revision: u64,
+    /// The protocol number marking our routes (and our address): what
+    /// reconcile and cleanup recognise as ours.
+    pub route_protocol: u8,
     pub addresses: Vec<PlannedAddress>,
     pub neighbours: Vec<PlannedNeighbour>,
     pub routes: Vec<PlannedRoute>,
@@ -92,6 +95,7 @@ pub fn plan(contract: &Contract, settings: &HostSettings) -> HostPlan {
     let dev = &settings.gateway_interface;
     let mut plan = HostPlan {
         revision: contract.revision,
+        route_protocol: settings.route_protocol,
         addresses: Vec::new(),
         neighbours: Vec::new(),
         routes: Vec::new(),

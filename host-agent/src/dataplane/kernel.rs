@@ -56,42 +56,27 @@ impl Kernel {
         })
     }
 
-    async fn link_index(
-        links: &HashMap<u32, netlink_route::KernelLink>,
-        name: &str,
-    ) -> Option<u32> {
+    fn link_index(links: &HashMap<u32, netlink_route::KernelLink>, name: &str) -> Option<u32> {
         links
             .iter()
             .find(|(_, link)| link.name == name)
             .map(|(index, _)| *index)
     }
+}
 
-    async fn our_routes(&self, protocol: u8) -> Result<Vec<String>, DataplaneError> {
-        let links = self
-            .rt
-            .links()
-            .await
-            .map_err(|e| kernel_error("list links", e))?;
-        let routes = self
-            .rt
-            .main_routes()
-            .await
-            .map_err(|e| kernel_error("list routes", e))?;
-        Ok(routes
-            .iter()
-            .filter(|r| r.protocol == protocol)
-            .map(|r| {
-                let dev = r
-                    .oif
-                    .and_then(|i| links.get(&i))
-                    .map(|l| l.name.as_str())
-                    .unwrap_or("?");
-                let via = r.via.map(|v| format!(" via {v}")).unwrap_or_default();
-                let mtu = r.mtu.map(|m| format!(" mtu {m}")).unwrap_or_default();
-                format!("{}{via} dev {dev} proto {}{mtu}", r.dst, r.protocol)
-            })
-            .collect())
-    }
+/// A route of ours as `ip route` prints it, for the report to the DPU.
+fn render_kernel_route(
+    route: &KernelRoute,
+    links: &HashMap<u32, netlink_route::KernelLink>,
+) -> String {
+    let dev = route
+        .oif
+        .and_then(|i| links.get(&i))
+        .map(|l| l.name.as_str())
+        .unwrap_or("?");
+    let via = route.via.map(|v| format!(" via {v}")).unwrap_or_default();
+    let mtu = route.mtu.map(|m| format!(" mtu {m}")).unwrap_or_default();
+    format!("{}{via} dev {dev} proto {}{mtu}", route.dst, route.protocol)
 }
 
 /// IPv6 routes without an explicit metric get 1024; IPv4 ones 0.
@@ -114,15 +99,13 @@ impl Dataplane for Kernel {
             .await
             .map_err(|e| kernel_error("list links", e))?;
         let gateway_name = &plan.nft.gateway_interface;
-        let gateway = Self::link_index(&links, gateway_name)
-            .await
-            .ok_or_else(|| {
-                kernel_error(
-                    "find gateway interface",
-                    format!("no interface named {gateway_name:?}"),
-                )
-            })?;
-        let mp0 = Self::link_index(&links, &plan.mp0_interface).await;
+        let gateway = Self::link_index(&links, gateway_name).ok_or_else(|| {
+            kernel_error(
+                "find gateway interface",
+                format!("no interface named {gateway_name:?}"),
+            )
+        })?;
+        let mp0 = Self::link_index(&links, &plan.mp0_interface);
         let mut errors = Vec::new();
         let mut changes = 0usize;
 
@@ -132,7 +115,7 @@ impl Dataplane for Kernel {
             .addresses()
             .await
             .map_err(|e| kernel_error("list addresses", e))?;
-        let protocol = plan.routes.first().map(|r| r.protocol).unwrap_or(0);
+        let protocol = plan.route_protocol;
         for wanted in &plan.addresses {
             if addresses
                 .iter()
@@ -189,6 +172,7 @@ impl Dataplane for Kernel {
                 && r.oif == mp0
                 && plan::is_broad_cluster_route(&r.dst, &plan.cluster_cidrs)
         };
+        let mut routes_changed = false;
         for wanted in &plan.routes {
             let same_key = routes
                 .iter()
@@ -218,22 +202,33 @@ impl Dataplane for Kernel {
                 }
             };
             match self.rt.put_route(wanted, gateway, replace).await {
-                Ok(()) => changes += 1,
+                Ok(()) => {
+                    changes += 1;
+                    routes_changed = true;
+                }
                 Err(e) => errors.push(kernel_error(
                     format!("add route {}", plan::render_route(wanted)),
                     e,
                 )),
             }
         }
-        let routes = self
-            .rt
-            .main_routes()
-            .await
-            .map_err(|e| kernel_error("list routes", e))?;
+        // What is there now: read again only if the loop above changed it.
+        let routes = if routes_changed {
+            self.rt
+                .main_routes()
+                .await
+                .map_err(|e| kernel_error("list routes", e))?
+        } else {
+            routes
+        };
+        let mut ours = Vec::new();
         for route in &routes {
             let stale_ours =
                 route.protocol == protocol && !plan.routes.iter().any(|w| w.dst == route.dst);
             if !(stale_ours || is_broad_mp0(route)) {
+                if route.protocol == protocol {
+                    ours.push(render_kernel_route(route, &links));
+                }
                 continue;
             }
             match self.rt.del_route(route).await {
@@ -271,7 +266,7 @@ impl Dataplane for Kernel {
             return Err(DataplaneError::Many(errors));
         }
         Ok(Applied {
-            routes: self.our_routes(protocol).await?,
+            routes: ours,
             nft_ruleset: plan.nft.render(),
             changes,
         })
@@ -318,7 +313,7 @@ impl Dataplane for Kernel {
             Err(e) => errors.push(kernel_error("list routes", e)),
         }
         let gateway = match self.rt.links().await {
-            Ok(links) => Self::link_index(&links, &settings.gateway_interface).await,
+            Ok(links) => Self::link_index(&links, &settings.gateway_interface),
             Err(e) => {
                 errors.push(kernel_error("list links", e));
                 None
