@@ -135,6 +135,17 @@ pub struct ValidConfig {
     pub static_ports: Option<crate::flows::PortMap>,
 }
 
+impl ValidConfig {
+    /// How the flows of this config are rendered.
+    pub fn flow_settings(&self) -> crate::flows::FlowSettings {
+        crate::flows::FlowSettings {
+            cookie: self.raw.bridge.cookie,
+            base_pipeline: self.raw.bridge.base_pipeline,
+            ct_zone: crate::flows::DEFAULT_CT_ZONE,
+        }
+    }
+}
+
 impl DpuConfig {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<ValidConfig, ConfigError> {

@@ -52,11 +52,7 @@ fn check_config(path: PathBuf) -> anyhow::Result<()> {
     println!("offer: {:#?}", config.offer);
     match config.static_ports {
         Some(ports) => {
-            let settings = flows::FlowSettings {
-                cookie: config.raw.bridge.cookie,
-                base_pipeline: config.raw.bridge.base_pipeline,
-                ct_zone: flows::DEFAULT_CT_ZONE,
-            };
+            let settings = config.flow_settings();
             let plan = flows::plan_flows(&config.offer, &ports, &settings);
             for line in flows::render_flows(&plan, settings.cookie) {
                 println!("{line}");

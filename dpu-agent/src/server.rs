@@ -236,11 +236,7 @@ impl DpuAgent {
         let state = AgentState {
             offer: watch::Sender::new(config.offer.clone()),
             ports: watch::Sender::new(config.static_ports),
-            flow_settings: FlowSettings {
-                cookie: config.raw.bridge.cookie,
-                base_pipeline: config.raw.bridge.base_pipeline,
-                ct_zone: flows::DEFAULT_CT_ZONE,
-            },
+            flow_settings: config.flow_settings(),
             record: Mutex::default(),
             tls: Mutex::new((
                 TlsAcceptor::from(tls_config),

@@ -34,6 +34,17 @@ pub struct TlsFiles {
     pub ca: PathBuf,
 }
 
+impl TlsFiles {
+    /// The error for a certificate and key that rustls refuses together.
+    fn unusable_identity(&self, error: rustls::Error) -> TlsError {
+        TlsError::KeyMismatch {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            reason: error.to_string(),
+        }
+    }
+}
+
 /// The ring provider, used explicitly so that no process-wide default matters.
 pub fn crypto_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -63,11 +74,7 @@ pub fn server_config(
         .map_err(TlsError::Rustls)?
         .with_client_cert_verifier(verifier)
         .with_single_cert(load_certs(&files.cert)?, load_key(&files.key)?)
-        .map_err(|e| TlsError::KeyMismatch {
-            cert: files.cert.clone(),
-            key: files.key.clone(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| files.unusable_identity(e))?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(Arc::new(config))
 }
@@ -80,11 +87,7 @@ pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, TlsError> {
         .map_err(TlsError::Rustls)?
         .with_root_certificates(load_roots(&files.ca)?)
         .with_client_auth_cert(load_certs(&files.cert)?, load_key(&files.key)?)
-        .map_err(|e| TlsError::KeyMismatch {
-            cert: files.cert.clone(),
-            key: files.key.clone(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| files.unusable_identity(e))?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(Arc::new(config))
 }
