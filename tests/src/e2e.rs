@@ -18,7 +18,7 @@
 //! dummy next hop, as OVN's static route does.
 
 use crate::{
-    harness::{Certs, DPU_SAN, HOST_SAN},
+    harness::{self, Certs, DpuOptions, HostOptions},
     netns::{self, NetNs},
     ovs::Ovs,
 };
@@ -43,7 +43,7 @@ pub const LATE_POD: &str = "198.19.128.1";
 pub const CLUSTER_CIDR: &str = "198.18.128.0/17";
 pub const LATE_CIDR: &str = "198.19.128.0/24";
 pub const TCP_PORT: u16 = 7777;
-const DPU_MGMT_IP: &str = "198.19.254.2";
+const DPU_MGMT_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 19, 254, 2);
 const GRPC_PORT: u16 = 50051;
 
 /// The agent binaries built by `cargo build --workspace`.
@@ -203,76 +203,32 @@ impl Testbed {
         self.dir().join("host-agent.toml")
     }
 
+    /// Where the dpu-agent listens, on the host-DPU management link.
+    pub fn dpu_address() -> SocketAddr {
+        SocketAddr::from((DPU_MGMT_IP, GRPC_PORT))
+    }
+
     /// Writes the DPU config with these cluster CIDRs.
     pub fn write_dpu_config(&self, cidrs: &[&str]) -> anyhow::Result<()> {
-        let tls = &self.certs.dpu;
-        let cidrs = cidrs
-            .iter()
-            .map(|c| format!("{c:?}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let text = format!(
-            r#"listen = "{DPU_MGMT_IP}:{GRPC_PORT}"
-authorised_host = "{HOST_SAN}"
-mtu = 1400
-
-[tls]
-cert = "{cert}"
-key = "{key}"
-ca = "{ca}"
-
-[ipv4]
-masquerade_subnet = "169.254.0.0/17"
-cluster_cidrs = [{cidrs}]
-underlay_ip = "{NODE_IP}"
-
-[bridge]
-name = "breth0"
-host_representor = "pf0hpf"
-patch_port = "patch-breth0"
-uplink = "p0"
-ovsdb_socket = "{db}"
-openflow = "{openflow}"
-verify_interval_ms = 1000
-"#,
-            cert = tls.cert.display(),
-            key = tls.key.display(),
-            ca = tls.ca.display(),
-            db = self.ovs.db_socket().display(),
-            openflow = self.ovs.openflow("breth0"),
-        );
-        std::fs::write(self.dpu_config_path(), text)?;
+        let options = DpuOptions {
+            listen: Self::dpu_address(),
+            ipv4_cidrs: cidrs.iter().map(|c| c.to_string()).collect(),
+            bridge: self.ovs.agent_bridge_section(),
+            ..DpuOptions::default()
+        };
+        std::fs::write(
+            self.dpu_config_path(),
+            harness::dpu_config_toml(&options, &self.certs.dpu),
+        )?;
         Ok(())
     }
 
     fn write_host_config(&self) -> anyhow::Result<()> {
-        let tls = &self.certs.host;
-        let text = format!(
-            r#"host_name = "node1"
-gateway_interface = "eth0"
-mp0_interface = "ovn-k8s-mp0"
-
-[dpu]
-address = "{DPU_MGMT_IP}:{GRPC_PORT}"
-identity = "{DPU_SAN}"
-
-[tls]
-cert = "{cert}"
-key = "{key}"
-ca = "{ca}"
-
-[ipv4]
-masquerade_subnet = "169.254.0.0/17"
-
-[reconnect]
-initial_ms = 100
-max_ms = 1000
-"#,
-            cert = tls.cert.display(),
-            key = tls.key.display(),
-            ca = tls.ca.display(),
-        );
-        std::fs::write(self.host_config_path(), text)?;
+        let options = HostOptions::new(Self::dpu_address());
+        std::fs::write(
+            self.host_config_path(),
+            harness::host_config_toml(&options, &self.certs.host),
+        )?;
         Ok(())
     }
 

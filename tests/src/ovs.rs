@@ -125,6 +125,25 @@ impl Ovs {
         Ok(())
     }
 
+    /// The dpu-agent `[bridge]` section for the bridge [`Ovs::gateway_bridge`]
+    /// builds, pointing at this instance's sockets.
+    pub fn agent_bridge_section(&self) -> String {
+        format!(
+            r#"
+[bridge]
+name = "breth0"
+host_representor = "pf0hpf"
+patch_port = "patch-breth0"
+uplink = "p0"
+ovsdb_socket = "{}"
+openflow = "{}"
+verify_interval_ms = 1000
+"#,
+            self.db_socket().display(),
+            self.openflow("breth0")
+        )
+    }
+
     pub fn vsctl(&self, args: &[&str]) -> anyhow::Result<String> {
         let db = format!("--db=unix:{}/db.sock", self.path());
         let mut all = vec!["ovs-vsctl", db.as_str(), "--timeout=10"];

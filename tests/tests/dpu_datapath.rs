@@ -38,23 +38,6 @@ fn dpu_switch() -> anyhow::Result<Dpu> {
     Ok(Dpu { ovs, _ns: ns })
 }
 
-fn bridge_section(ovs: &Ovs) -> String {
-    format!(
-        r#"
-[bridge]
-name = "breth0"
-host_representor = "pf0hpf"
-patch_port = "patch-breth0"
-uplink = "p0"
-ovsdb_socket = "{}"
-openflow = "{}"
-verify_interval_ms = 1000
-"#,
-        ovs.db_socket().display(),
-        ovs.openflow("breth0")
-    )
-}
-
 /// Our flows as OVS shows them, without counters, sorted.
 fn our_flows(ovs: &Ovs) -> anyhow::Result<Vec<String>> {
     let dump = ovs.ofctl(
@@ -98,7 +81,7 @@ async fn start_agent(ovs: &Ovs) -> anyhow::Result<Agent> {
     harness::init();
     let certs = Certs::new()?;
     let options = DpuOptions {
-        bridge: bridge_section(ovs),
+        bridge: ovs.agent_bridge_section(),
         ..DpuOptions::default()
     };
     let config = harness::dpu_config(certs.dir.path(), &options, &certs.dpu)?;

@@ -147,11 +147,7 @@ fn dpu_flows() -> anyhow::Result<()> {
     ns.sh("ip link add pf0hpf type veth peer name hs; ip link add p0 type veth peer name p0p; for l in pf0hpf hs p0 p0p; do ip link set $l up; done")?;
     let ovs = Ovs::start(&ns)?;
     ovs.gateway_bridge("br-int")?;
-    let bridge = format!(
-        "\n[bridge]\nname = \"breth0\"\nhost_representor = \"pf0hpf\"\npatch_port = \"patch-breth0\"\nuplink = \"p0\"\novsdb_socket = \"{}\"\nopenflow = \"{}\"\n",
-        ovs.db_socket().display(),
-        ovs.openflow("breth0")
-    );
+    let bridge = ovs.agent_bridge_section();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let certs = Certs::new()?;

@@ -74,7 +74,7 @@ fn real_datapath_demo() -> anyhow::Result<()> {
     let ca_host = (bed.certs.host.clone(), bed.host.name.clone());
     let status = bed.host.run(move || async move {
         let mut client = client::connect(
-            "198.19.254.2:50051",
+            &Testbed::dpu_address().to_string(),
             &PeerIdentity::parse(DPU_SAN)?,
             tls::client_config(&ca_host.0)?,
         )
