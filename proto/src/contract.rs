@@ -433,10 +433,6 @@ impl Contract {
         Offer::new(revision, mode, families, mtu)?.contract_for(&gateway_interface)
     }
 
-    pub fn family(&self, family: Family) -> Option<&FamilyContract> {
-        self.families.iter().find(|f| f.family() == family)
-    }
-
     /// All cluster CIDRs, IPv4 first.
     pub fn cluster_cidrs(&self) -> impl Iterator<Item = &IpNet> {
         self.families.iter().flat_map(|f| f.cluster_cidrs.iter())
