@@ -6,7 +6,7 @@ use crate::{
     backoff::Backoff,
     client::{self, DpuClient},
     config::ValidHostConfig,
-    dataplane::Dataplane,
+    dataplane::{Applied, Dataplane, DataplaneError},
     plan::{self, HostPlan, HostSettings},
 };
 use noverlay_proto::{
@@ -133,10 +133,7 @@ impl<D: Dataplane> HostAgent<D> {
 
     /// Runs until `shutdown`. Never gives up on the DPU: refusals and
     /// outages are retried with capped exponential backoff.
-    pub async fn run(
-        mut self,
-        shutdown: CancellationToken,
-    ) -> Result<(), crate::dataplane::DataplaneError> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), DataplaneError> {
         if !self.config.raw.mode.is_in_scope() {
             tracing::warn!(mode = %self.config.raw.mode, "mode is out of scope: removing everything this agent owns");
             self.dataplane.teardown(&self.settings).await?;
@@ -203,13 +200,8 @@ impl<D: Dataplane> HostAgent<D> {
         let Some(plan) = self.desired.clone() else {
             return;
         };
-        let started = tokio::time::Instant::now();
-        let result = self.dataplane.apply(&plan).await;
-        let took = started.elapsed().as_secs_f64();
-        self.status.send_modify(|s| {
-            s.reconciles += 1;
-            s.apply_latency.observe(took);
-        });
+        let result = self.apply_timed(&plan).await;
+        self.status.send_modify(|s| s.reconciles += 1);
         match result {
             Ok(applied) if applied.changes > 0 => {
                 tracing::warn!(
@@ -277,6 +269,15 @@ impl<D: Dataplane> HostAgent<D> {
         }
     }
 
+    /// Applies `plan` and records how long the kernel took.
+    async fn apply_timed(&mut self, plan: &HostPlan) -> Result<Applied, DataplaneError> {
+        let started = tokio::time::Instant::now();
+        let result = self.dataplane.apply(plan).await;
+        let took = started.elapsed().as_secs_f64();
+        self.status.send_modify(|s| s.apply_latency.observe(took));
+        result
+    }
+
     /// Validates, plans, applies and reports one contract. A contract that
     /// fails any check is refused and reported; the last good state stays.
     async fn on_contract(&mut self, client: &mut DpuClient, wire: &pb::Contract) {
@@ -297,11 +298,7 @@ impl<D: Dataplane> HostAgent<D> {
         let plan = plan::plan(&contract, &self.settings);
         // Desired from now on, even if this first apply fails: repairs retry it.
         self.desired = Some(plan.clone());
-        let started = tokio::time::Instant::now();
-        let result = self.dataplane.apply(&plan).await;
-        let took = started.elapsed().as_secs_f64();
-        self.status.send_modify(|s| s.apply_latency.observe(took));
-        match result {
+        match self.apply_timed(&plan).await {
             Ok(applied) => {
                 tracing::info!(
                     revision = contract.revision,
@@ -341,7 +338,7 @@ impl<D: Dataplane> HostAgent<D> {
         &self,
         client: &mut DpuClient,
         revision: u64,
-        outcome: Result<crate::dataplane::Applied, String>,
+        outcome: Result<Applied, String>,
     ) {
         let report = match outcome {
             Ok(applied) => pb::HostReport {
