@@ -33,11 +33,51 @@ pub struct FlowSettings {
     pub ct_zone: u16,
 }
 
+/// What a flow is for: a label that stays the same when CIDRs or port
+/// numbers change (metrics name flows by it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FlowRole {
+    /// Host -> OVN (priority 510, from the host representor).
+    HostToOvn,
+    /// OVN -> host (priority 510, replies to the masquerade address).
+    OvnToHost,
+    /// OVN -> underlay with the SNAT to the node IP (priority 510).
+    OvnToUplink,
+    /// Underlay ingress into conntrack (base pipeline, priority 50).
+    UplinkIngress,
+    /// Table 1: OVN's connections back to the patch port.
+    ReturnToOvn,
+    /// Table 1: everything else, NORMAL.
+    ReturnNormal,
+    /// Table 2: to the patch port with the bridge MAC.
+    ToPatch,
+    /// Table 3: to the host representor.
+    ToHost,
+}
+
+impl FlowRole {
+    pub fn name(self) -> &'static str {
+        match self {
+            FlowRole::HostToOvn => "host_to_ovn",
+            FlowRole::OvnToHost => "ovn_to_host",
+            FlowRole::OvnToUplink => "ovn_to_uplink",
+            FlowRole::UplinkIngress => "uplink_ingress",
+            FlowRole::ReturnToOvn => "return_to_ovn",
+            FlowRole::ReturnNormal => "return_normal",
+            FlowRole::ToPatch => "to_patch",
+            FlowRole::ToHost => "to_host",
+        }
+    }
+}
+
 /// One flow: its match part (with table and priority) and its actions.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Flow {
     pub table: u8,
     pub priority: u16,
+    pub role: FlowRole,
+    /// The cluster CIDR the flow is for (path flows only).
+    pub cidr: Option<IpNet>,
     /// Match fields after table and priority, comma-separated.
     pub matches: String,
     pub actions: String,
@@ -57,6 +97,56 @@ impl Flow {
         line.push_str(",actions=");
         line.push_str(&self.actions);
         line
+    }
+}
+
+/// A flow's table, priority and match fields in a form independent of
+/// field order and of the order of ct_state flags, so that a planned flow
+/// and the same flow as OVS prints it compare equal.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MatchKey {
+    pub table: u8,
+    pub priority: u16,
+    fields: Vec<String>,
+}
+
+impl MatchKey {
+    /// From the match fields (comma-separated, without table and priority).
+    pub fn new(table: u8, priority: u16, matches: &str) -> Self {
+        let mut fields: Vec<String> = matches
+            .split(',')
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .map(|field| match field.strip_prefix("ct_state=") {
+                Some(flags) => format!("ct_state={}", sorted_flags(flags)),
+                None => field.to_string(),
+            })
+            .collect();
+        fields.sort_unstable();
+        MatchKey {
+            table,
+            priority,
+            fields,
+        }
+    }
+}
+
+/// "+trk+est" and "+est+trk" alike: each signed flag, sorted.
+fn sorted_flags(flags: &str) -> String {
+    let mut signed: Vec<String> = Vec::new();
+    for c in flags.chars() {
+        match (c, signed.last_mut()) {
+            ('+' | '-', _) | (_, None) => signed.push(c.to_string()),
+            (_, Some(flag)) => flag.push(c),
+        }
+    }
+    signed.sort_unstable();
+    signed.concat()
+}
+
+impl Flow {
+    pub fn match_key(&self) -> MatchKey {
+        MatchKey::new(self.table, self.priority, &self.matches)
     }
 }
 
@@ -109,12 +199,14 @@ pub fn plan_flows(offer: &Offer, ports: &PortMap, settings: &FlowSettings) -> Ve
     for family in &offer.families {
         let fm = FamilyMatch::of(family.family());
         let masq = family.masquerade.host_ip;
-        for cidr in &family.cluster_cidrs {
-            let cidr = match_prefix(cidr);
+        for net in &family.cluster_cidrs {
+            let cidr = match_prefix(net);
             // Host -> OVN: the host already SNATed to its masquerade IP.
             flows.push(Flow {
                 table: 0,
                 priority: PATH_PRIORITY,
+                role: FlowRole::HostToOvn,
+                cidr: Some(*net),
                 matches: format!(
                     "in_port={},{},{}={masq},{}={cidr}",
                     ports.host_representor, fm.proto, fm.src, fm.dst
@@ -125,6 +217,8 @@ pub fn plan_flows(offer: &Offer, ports: &PortMap, settings: &FlowSettings) -> Ve
             flows.push(Flow {
                 table: 0,
                 priority: PATH_PRIORITY,
+                role: FlowRole::OvnToHost,
+                cidr: Some(*net),
                 matches: format!(
                     "in_port={},{},{}={cidr},{}={masq}",
                     ports.patch, fm.proto, fm.src, fm.dst
@@ -135,6 +229,8 @@ pub fn plan_flows(offer: &Offer, ports: &PortMap, settings: &FlowSettings) -> Ve
             flows.push(Flow {
                 table: 0,
                 priority: PATH_PRIORITY,
+                role: FlowRole::OvnToUplink,
+                cidr: Some(*net),
                 matches: format!(
                     "in_port={},dl_src={mac},{},{}={masq},{}={cidr}",
                     ports.patch, fm.proto, fm.src, fm.dst
@@ -151,6 +247,8 @@ pub fn plan_flows(offer: &Offer, ports: &PortMap, settings: &FlowSettings) -> Ve
             flows.push(Flow {
                 table: 0,
                 priority: 50,
+                role: FlowRole::UplinkIngress,
+                cidr: None,
                 matches: format!("{},dl_dst={mac}", fm.proto),
                 actions: format!("ct(zone={zone},nat,table=1)"),
             });
@@ -158,6 +256,8 @@ pub fn plan_flows(offer: &Offer, ports: &PortMap, settings: &FlowSettings) -> Ve
                 flows.push(Flow {
                     table: 1,
                     priority: 100,
+                    role: FlowRole::ReturnToOvn,
+                    cidr: None,
                     matches: format!("{},ct_state={state},ct_mark={OVN_CT_MARK:#x}", fm.proto),
                     actions: format!("output:{}", ports.patch),
                 });
@@ -168,18 +268,24 @@ pub fn plan_flows(offer: &Offer, ports: &PortMap, settings: &FlowSettings) -> Ve
         flows.push(Flow {
             table: 1,
             priority: 0,
+            role: FlowRole::ReturnNormal,
+            cidr: None,
             matches: String::new(),
             actions: "NORMAL".into(),
         });
         flows.push(Flow {
             table: 2,
             priority: 100,
+            role: FlowRole::ToPatch,
+            cidr: None,
             matches: String::new(),
             actions: format!("set_field:{mac}->eth_dst,output:{}", ports.patch),
         });
         flows.push(Flow {
             table: 3,
             priority: 100,
+            role: FlowRole::ToHost,
+            cidr: None,
             matches: String::new(),
             actions: format!(
                 "move:NXM_OF_ETH_DST[]->NXM_OF_ETH_SRC[],set_field:{mac}->eth_dst,output:{}",
@@ -254,7 +360,23 @@ mod tests {
 
     fn assert_golden(name: &str, actual: &str) {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-        noverlay_proto::golden::assert_golden(&dir, name, actual);
+        noverlay_test_support::assert_golden(&dir, name, actual);
+    }
+
+    #[test]
+    fn match_keys_ignore_field_and_flag_order() {
+        assert_eq!(
+            MatchKey::new(1, 100, "ip,ct_state=+trk+est,ct_mark=0x1"),
+            MatchKey::new(1, 100, "ct_state=+est+trk,ct_mark=0x1,ip")
+        );
+        assert_ne!(
+            MatchKey::new(1, 100, "ip,ct_state=+trk+est"),
+            MatchKey::new(1, 100, "ip,ct_state=+trk-est")
+        );
+        assert_ne!(
+            MatchKey::new(0, 510, "ip,in_port=1"),
+            MatchKey::new(0, 500, "ip,in_port=1")
+        );
     }
 
     #[test]

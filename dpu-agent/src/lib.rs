@@ -1,8 +1,13 @@
 //! dpu-agent: the DPU side of DPU host no-overlay routing.
 //!
-//! It serves the contract to the host over mTLS gRPC ([`server`]),
-//! negotiating it ([`negotiation`]) from its own config ([`config`]), and
-//! plans the gateway bridge flows ([`flows`]).
+//! - The plan: [`flows`] (offer + port map -> the bridge's flows, pure) and
+//!   [`negotiation`] (a host's proposal + our offer -> the contract, pure),
+//!   from the config ([`config`]).
+//! - The state hub every task shares: [`state`].
+//! - The edges, one module each: the gRPC service ([`server`], over the
+//!   mTLS listener [`tls_listener`]), OVSDB port discovery ([`ovsdb`]), the
+//!   OpenFlow switch ([`openflow`]) driven by the [`programmer`] loop, and
+//!   the Prometheus collector ([`metrics`]).
 
 pub mod config;
 pub mod flows;
@@ -12,8 +17,10 @@ pub mod openflow;
 pub mod ovsdb;
 pub mod programmer;
 pub mod server;
+pub mod state;
 pub mod tls_listener;
 
+use noverlay_runtime::systemd::Watchdog;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -21,8 +28,9 @@ use tokio_util::sync::CancellationToken;
 /// Starts what programs the bridge: OVSDB port discovery (unless the ports
 /// are given by hand) and the flow programmer. Nothing when `program` is off.
 pub fn start_datapath(
-    handle: server::AgentHandle,
+    handle: state::AgentHandle,
     config: &config::ValidConfig,
+    watchdog: &Watchdog,
     shutdown: CancellationToken,
 ) -> Vec<JoinHandle<()>> {
     let bridge = &config.raw.bridge;
@@ -37,7 +45,7 @@ pub fn start_datapath(
             patch: bridge.patch_port.clone(),
             uplink: bridge.uplink.clone(),
         };
-        tasks.push(tokio::spawn(programmer::run_port_discovery(
+        tasks.push(tokio::spawn(ovsdb::discovery::run_port_discovery(
             handle.clone(),
             bridge.ovsdb_socket.clone(),
             names,
@@ -51,6 +59,7 @@ pub fn start_datapath(
         handle,
         switch,
         Duration::from_millis(bridge.verify_interval_ms),
+        watchdog.heartbeat("flow programmer"),
         shutdown,
     )));
     tasks

@@ -2,11 +2,9 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use dpu_agent::{config::DpuConfig, flows, server::DpuAgent};
-use noverlay_proto::logging::{self, LogFormat};
+use dpu_agent::{config::DpuConfig, flows, server::DpuAgent, state::Source};
+use noverlay_runtime::{Daemon, logging::LogFormat};
 use std::path::PathBuf;
-use tokio::signal::unix::{SignalKind, signal};
-use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(version, about = "DPU side of DPU host no-overlay routing")]
@@ -36,10 +34,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
-    // Explicit providers are used everywhere; this only guards against a
-    // dependency asking rustls for the process default.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    noverlay_runtime::start(cli.log_format);
     match cli.command {
         Command::Run { config } => run(config).await,
         Command::CheckConfig { config } => check_config(config),
@@ -64,8 +59,11 @@ fn check_config(path: PathBuf) -> anyhow::Result<()> {
 }
 
 async fn run(path: PathBuf) -> anyhow::Result<()> {
+    let daemon = Daemon::new()?;
     let config = DpuConfig::load(&path)?;
-    let agent = DpuAgent::bind(&config).await?;
+    let agent = DpuAgent::bind(&config)
+        .await?
+        .with_heartbeat(daemon.watchdog.heartbeat("grpc server"));
     let handle = agent.handle();
     tracing::info!(
         listen = %agent.local_addr().context("listener address")?,
@@ -73,43 +71,33 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         authorised_host = %config.authorised_host,
         "dpu-agent serving"
     );
-    let shutdown = CancellationToken::new();
-    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-    let datapath = dpu_agent::start_datapath(handle.clone(), &config, shutdown.clone());
-    if let Some(addr) = config.raw.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("metrics_listen {addr}"))?;
-        let metrics_handle = handle.clone();
-        tokio::spawn(noverlay_proto::metrics::serve(
-            listener,
-            std::sync::Arc::new(move || dpu_agent::metrics::render(&metrics_handle)),
-            shutdown.clone(),
-        ));
-        tracing::info!(%addr, "metrics at /metrics");
-    }
-    let serving = tokio::spawn(agent.serve(shutdown.clone()));
-    noverlay_proto::systemd::ready_with_watchdog();
-    loop {
-        tokio::select! {
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
-            _ = sighup.recv() => {
-                // A failed reload keeps the running state.
-                match DpuConfig::load(&path).map_err(anyhow::Error::from)
-                    .and_then(|c| handle.reload(&c).map_err(anyhow::Error::from))
-                {
-                    Ok(revision) => tracing::info!(revision, "config reloaded"),
-                    Err(e) => tracing::error!(error = %e, "config reload failed; keeping the running config"),
+    let shutdown = daemon.shutdown.clone();
+    let datapath =
+        dpu_agent::start_datapath(handle.clone(), &config, &daemon.watchdog, shutdown.clone());
+    daemon
+        .serve_metrics(
+            config.raw.metrics_listen,
+            dpu_agent::metrics::registry(handle.clone()),
+        )
+        .await?;
+    let serving = tokio::spawn(agent.serve(shutdown));
+    daemon
+        .run_until_stopped(|| {
+            // A failed reload keeps the running state.
+            let loaded = DpuConfig::load(&path).inspect_err(|e| {
+                handle.set_source(Source::Reload, Err(e.to_string()));
+            });
+            match loaded
+                .map_err(anyhow::Error::from)
+                .and_then(|c| handle.reload(&c).map_err(anyhow::Error::from))
+            {
+                Ok(revision) => tracing::info!(revision, "config reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "config reload failed; keeping the running config")
                 }
             }
-        }
-    }
-    tracing::info!("shutting down");
-    noverlay_proto::systemd::stopping();
-    shutdown.cancel();
+        })
+        .await;
     serving.await.context("server task")??;
     for task in datapath {
         // The flows stay on the bridge: restarts are hitless.

@@ -1,77 +1,214 @@
-//! The dpu-agent's Prometheus metrics (opt-in: `metrics_listen`).
+//! The dpu-agent's Prometheus metrics (opt-in: `metrics_listen`), read from
+//! the state hub at each scrape.
 
-use crate::{openflow::without_counters, server::AgentHandle};
-use noverlay_proto::metrics::Exposition;
+use crate::{
+    flows::{Flow, MatchKey},
+    openflow::dumped_match_and_packets,
+    state::{AgentHandle, Source},
+};
+use noverlay_runtime::metrics::encode::{self, Labels};
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, registry::Registry};
+use std::{collections::HashMap, fmt};
 
-/// The current metrics of the agent, as Prometheus text.
-pub fn render(handle: &AgentHandle) -> String {
-    let (negotiations, refused) = handle.negotiations();
-    let report = handle.last_host_report();
-    let flows = handle.installed_flows();
-    let packets: Vec<(String, f64)> = flows
-        .iter()
-        .map(|flow| {
-            let packets = flow
-                .split(", ")
-                .find_map(|part| part.strip_prefix("n_packets="))
-                .and_then(|n| n.parse::<f64>().ok())
-                .unwrap_or(0.0);
-            let name = without_counters(flow);
-            let name = name.split_once(", ").map(|(_, rest)| rest).unwrap_or(&name);
-            (name.to_string(), packets)
-        })
-        .collect();
-    Exposition::default()
-        .gauge(
+/// A registry holding the agent's metrics.
+pub fn registry(handle: AgentHandle) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(DpuCollector { handle }));
+    registry
+}
+
+struct DpuCollector {
+    handle: AgentHandle,
+}
+
+impl fmt::Debug for DpuCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DpuCollector")
+    }
+}
+
+impl Collector for DpuCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
+        let handle = &self.handle;
+        let peer = handle.peer();
+        let flows = handle.flow_record();
+        encode::gauge(
+            &mut e,
             "noverlay_dpu_contract_revision",
             "Revision of the contract the DPU serves.",
             handle.offer().revision as f64,
-        )
-        .counter(
-            "noverlay_dpu_negotiations_total",
+        )?;
+        encode::counter(
+            &mut e,
+            "noverlay_dpu_negotiations",
             "Successful negotiations with the host.",
-            negotiations,
-        )
-        .counter(
-            "noverlay_dpu_negotiations_refused_total",
+            peer.negotiations,
+        )?;
+        encode::counter(
+            &mut e,
+            "noverlay_dpu_negotiations_refused",
             "Negotiations refused for a mismatch or a malformed proposal.",
-            refused,
-        )
-        .counter(
-            "noverlay_dpu_auth_failures_total",
+            peer.refused_negotiations,
+        )?;
+        encode::counter(
+            &mut e,
+            "noverlay_dpu_auth_failures",
             "Connections refused during the mTLS handshake.",
             handle.refused_connections(),
-        )
-        .gauge(
+        )?;
+        encode::gauge(
+            &mut e,
             "noverlay_dpu_host_applied_revision",
             "Revision the host last reported as applied (0: none).",
-            report
+            peer.last_report
                 .as_ref()
                 .filter(|r| r.applied)
-                .map(|r| r.revision as f64)
-                .unwrap_or(0.0),
-        )
-        .gauge(
+                .map_or(0.0, |r| r.revision as f64),
+        )?;
+        encode::gauge(
+            &mut e,
             "noverlay_dpu_flows_installed",
             "Flows with our cookie on the bridge, as last read.",
-            flows.len() as f64,
-        )
-        .counter(
-            "noverlay_dpu_flow_repairs_total",
+            flows.installed.len() as f64,
+        )?;
+        encode::counter(
+            &mut e,
+            "noverlay_dpu_flow_repairs",
             "Times our flows were found wiped or altered and restored.",
-            handle.flow_repairs(),
-        )
-        .gauge(
+            flows.repairs,
+        )?;
+        let sources = handle.sources();
+        let errors: Vec<(Labels, f64)> = Source::ALL
+            .iter()
+            .map(|s| {
+                let failing = sources.get(*s).error().is_some();
+                (
+                    vec![("source", s.name().to_string())],
+                    f64::from(u8::from(failing)),
+                )
+            })
+            .collect();
+        encode::labelled_gauges(
+            &mut e,
             "noverlay_dpu_error",
-            "1 while the agent has an unresolved datapath error.",
-            f64::from(u8::from(!handle.last_error().is_empty())),
-        )
-        .labelled(
+            "1 while the source (ovsdb, flows, peer, reload) is failing.",
+            &errors,
+        )?;
+        encode::labelled_counters(
+            &mut e,
             "noverlay_dpu_flow_packets",
-            "Packets matched by each of our flows, as last read.",
-            "counter",
-            "flow",
-            &packets,
+            "Packets matched by each of our flows, as last read, labelled by what the flow is for.",
+            &flow_packets(
+                &handle.desired_flows().unwrap_or_default(),
+                &flows.installed,
+            ),
         )
-        .finish()
+    }
+}
+
+/// Each installed flow's packet counter, labelled by table, priority, role
+/// and CIDR: labels that survive CIDR and port changes of other flows.
+fn flow_packets(desired: &[Flow], installed: &[String]) -> Vec<(Labels, u64)> {
+    let planned: HashMap<MatchKey, (&'static str, String)> = desired
+        .iter()
+        .map(|f| {
+            let cidr = f.cidr.map(|c| c.to_string()).unwrap_or_default();
+            (f.match_key(), (f.role.name(), cidr))
+        })
+        .collect();
+    installed
+        .iter()
+        .map(|flow| {
+            let (key, packets) = dumped_match_and_packets(flow);
+            let (role, cidr) = planned
+                .get(&key)
+                .cloned()
+                .unwrap_or(("unplanned", String::new()));
+            let labels = vec![
+                ("table", key.table.to_string()),
+                ("priority", key.priority.to_string()),
+                ("role", role.to_string()),
+                ("cidr", cidr),
+            ];
+            (labels, packets)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flows::{FlowSettings, PortMap, plan_flows};
+    use noverlay_proto::contract::{FamilyContract, Masquerade, Mode, Offer};
+
+    #[test]
+    fn flow_counters_are_labelled_by_role_and_cidr_not_by_flow_text() {
+        let offer = Offer::new(
+            1,
+            Mode::IN_SCOPE,
+            vec![FamilyContract {
+                masquerade: Masquerade::from_subnet("169.254.0.0/17".parse().expect("net"))
+                    .expect("masq"),
+                cluster_cidrs: vec!["198.18.128.0/17".parse().expect("cidr")],
+                underlay_ip: "198.18.0.10".parse().expect("ip"),
+            }],
+            1400,
+        )
+        .expect("offer");
+        let ports = PortMap {
+            host_representor: 1,
+            patch: 2,
+            uplink: 3,
+            bridge_mac: [2, 0, 0xc6, 0x12, 0, 0x0a],
+        };
+        let settings = FlowSettings {
+            cookie: 0x6e6f7672,
+            base_pipeline: true,
+            ct_zone: 64000,
+        };
+        let desired = plan_flows(&offer, &ports, &settings);
+        // As ovs-ofctl dump-flows prints them (field order differs).
+        let installed = [
+            "cookie=0x6e6f7672, duration=2.0s, table=0, n_packets=12, n_bytes=1176, priority=510,ip,in_port=1,nw_src=169.254.0.2,nw_dst=198.18.128.0/17 actions=goto_table:2".to_string(),
+            "cookie=0x6e6f7672, duration=2.0s, table=1, n_packets=5, n_bytes=490, priority=100,ct_state=+est+trk,ct_mark=0x1,ip actions=output:2".to_string(),
+            "cookie=0x6e6f7672, duration=2.0s, table=4, n_packets=1, n_bytes=98, priority=7,ip actions=drop".to_string(),
+        ];
+        let samples = flow_packets(&desired, &installed);
+        let label = |labels: &Labels, key: &str| {
+            labels
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let seen: Vec<(String, String, String, String, u64)> = samples
+            .iter()
+            .map(|(l, n)| {
+                (
+                    label(l, "table"),
+                    label(l, "priority"),
+                    label(l, "role"),
+                    label(l, "cidr"),
+                    *n,
+                )
+            })
+            .collect();
+        let row = |t: &str, p: &str, r: &str, c: &str, n| {
+            (
+                t.to_string(),
+                p.to_string(),
+                r.to_string(),
+                c.to_string(),
+                n,
+            )
+        };
+        assert_eq!(
+            seen,
+            vec![
+                row("0", "510", "host_to_ovn", "198.18.128.0/17", 12),
+                row("1", "100", "return_to_ovn", "", 5),
+                row("4", "7", "unplanned", "", 1),
+            ]
+        );
+    }
 }

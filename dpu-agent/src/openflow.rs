@@ -2,7 +2,8 @@
 //! flows back, and hear about flow changes. One trait, one real backend
 //! (ovs-ofctl), so the programmer loop can be tested with a double.
 
-use std::{future::Future, process::Stdio};
+use crate::flows::MatchKey;
+use std::{future::Future, process::Stdio, time::Duration};
 use tokio::{io::AsyncBufReadExt, io::AsyncWriteExt, process::Command, sync::mpsc};
 
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +15,23 @@ pub enum SwitchError {
         operation: &'static str,
         stderr: String,
     },
+    #[error(
+        "ovs-ofctl {operation} did not finish within {OVS_CALL_TIMEOUT:?} (ovs-vswitchd stuck?)"
+    )]
+    Timeout { operation: &'static str },
+}
+
+/// Deadline of one ovs-ofctl call; the process is killed after it.
+pub const OVS_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs `call` with the deadline; the process dies with the future.
+async fn with_deadline<T>(
+    operation: &'static str,
+    call: impl Future<Output = Result<T, SwitchError>>,
+) -> Result<T, SwitchError> {
+    tokio::time::timeout(OVS_CALL_TIMEOUT, call)
+        .await
+        .map_err(|_| SwitchError::Timeout { operation })?
 }
 
 /// What the programmer needs from the switch.
@@ -42,6 +60,20 @@ const OPENFLOW_VERSION: &str = "OpenFlow14";
 
 impl FlowSwitch for OvsOfctl {
     async fn replace(&self, bundle: &str) -> Result<(), SwitchError> {
+        with_deadline("add-flows --bundle", self.replace_now(bundle)).await
+    }
+
+    async fn dump(&self, cookie: u64) -> Result<Vec<String>, SwitchError> {
+        with_deadline("dump-flows", self.dump_now(cookie)).await
+    }
+
+    fn watch(&self) -> mpsc::UnboundedReceiver<()> {
+        self.watch_now()
+    }
+}
+
+impl OvsOfctl {
+    async fn replace_now(&self, bundle: &str) -> Result<(), SwitchError> {
         let mut child = Command::new("ovs-ofctl")
             .args([
                 "-O",
@@ -74,7 +106,7 @@ impl FlowSwitch for OvsOfctl {
         }
     }
 
-    async fn dump(&self, cookie: u64) -> Result<Vec<String>, SwitchError> {
+    async fn dump_now(&self, cookie: u64) -> Result<Vec<String>, SwitchError> {
         let output = Command::new("ovs-ofctl")
             .args([
                 "-O",
@@ -101,7 +133,7 @@ impl FlowSwitch for OvsOfctl {
             .collect())
     }
 
-    fn watch(&self) -> mpsc::UnboundedReceiver<()> {
+    fn watch_now(&self) -> mpsc::UnboundedReceiver<()> {
         let (tx, rx) = mpsc::unbounded_channel();
         let target = self.target.clone();
         tokio::spawn(async move {
@@ -167,6 +199,39 @@ pub fn without_counters(flow: &str) -> String {
         .join(", ")
 }
 
+/// A dumped flow's match key and packet counter.
+pub fn dumped_match_and_packets(flow: &str) -> (MatchKey, u64) {
+    let head = flow.split(" actions=").next().unwrap_or(flow);
+    let (table, priority) = table_and_priority(head);
+    let mut packets = 0;
+    let mut matches = "";
+    for part in head.split(", ") {
+        if let Some(n) = part.strip_prefix("n_packets=") {
+            packets = n.parse().unwrap_or(0);
+        } else if !DUMP_HEADER_FIELDS.iter().any(|k| part.starts_with(k)) {
+            matches = part;
+        }
+    }
+    let fields: Vec<&str> = matches
+        .split(',')
+        .filter(|f| !f.starts_with("priority="))
+        .collect();
+    (MatchKey::new(table, priority, &fields.join(",")), packets)
+}
+
+/// The comma-and-space separated fields before a dumped flow's match.
+const DUMP_HEADER_FIELDS: [&str; 9] = [
+    "cookie=",
+    "duration=",
+    "table=",
+    "n_packets=",
+    "n_bytes=",
+    "idle_age=",
+    "hard_age=",
+    "idle_timeout=",
+    "hard_timeout=",
+];
+
 /// The (table, priority) of a dumped flow; OVS omits table 0 and the
 /// default priority.
 pub fn table_and_priority(flow: &str) -> (u8, u16) {
@@ -198,6 +263,18 @@ mod tests {
             (0, 510)
         );
         assert_eq!(table_and_priority("cookie=0x1, actions=drop"), (0, 32768));
+    }
+
+    #[test]
+    fn a_dumped_flow_has_the_match_key_of_its_plan() {
+        let dumped = "cookie=0x6e6f7672, duration=3.1s, table=1, n_packets=42, n_bytes=4116, idle_age=0, priority=100,ct_state=+est+trk,ct_mark=0x1,ip actions=output:2";
+        let planned = MatchKey::new(1, 100, "ip,ct_state=+trk+est,ct_mark=0x1");
+        assert_eq!(dumped_match_and_packets(dumped), (planned, 42));
+        let catch_all = "cookie=0x6e6f7672, duration=3.1s, table=1, n_packets=7, n_bytes=0, priority=0 actions=NORMAL";
+        assert_eq!(
+            dumped_match_and_packets(catch_all),
+            (MatchKey::new(1, 0, ""), 7)
+        );
     }
 
     #[test]

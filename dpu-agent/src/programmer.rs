@@ -5,10 +5,10 @@
 use crate::{
     flows::{self, Flow},
     openflow::{FlowSwitch, table_and_priority, without_counters},
-    ovsdb::{self, PortNames},
-    server::AgentHandle,
+    state::{AgentHandle, Source},
 };
-use std::{path::PathBuf, time::Duration};
+use noverlay_runtime::systemd::Heartbeat;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Runs until `shutdown`: follows the agent's offer and port map and keeps
@@ -18,8 +18,10 @@ pub async fn run_flow_programmer<S: FlowSwitch>(
     handle: AgentHandle,
     switch: S,
     verify_interval: Duration,
+    heartbeat: Heartbeat,
     shutdown: CancellationToken,
 ) {
+    let mut beat = heartbeat.ticker();
     let (mut offers, mut ports) = handle.subscribe();
     let mut changes = switch.watch();
     let mut verify = tokio::time::interval(verify_interval);
@@ -60,6 +62,10 @@ pub async fn run_flow_programmer<S: FlowSwitch>(
                 true
             }
             _ = verify.tick() => true,
+            _ = beat.tick() => {
+                heartbeat.beat();
+                false
+            }
         };
         if check && let Some((_, expected)) = &installed {
             restore |= flows_drifted(&handle, &switch, cookie, expected).await;
@@ -87,13 +93,13 @@ async fn install<S: FlowSwitch>(
     for attempt in 1..=INSTALL_ATTEMPTS {
         if let Err(e) = switch.replace(&bundle).await {
             tracing::error!(error = %e, "installing flows failed; will retry");
-            handle.set_last_error(e.to_string());
+            handle.set_source(Source::Flows, Err(e.to_string()));
             return None;
         }
         let dumped = match switch.dump(cookie).await {
             Ok(dumped) => dumped,
             Err(e) => {
-                handle.set_last_error(e.to_string());
+                handle.set_source(Source::Flows, Err(e.to_string()));
                 return None;
             }
         };
@@ -105,7 +111,7 @@ async fn install<S: FlowSwitch>(
                 handle.count_flow_repair();
             }
             tracing::info!(flows = dumped.len(), "flows installed");
-            handle.set_last_error(String::new());
+            handle.set_source(Source::Flows, Ok(()));
             let fingerprint = fingerprint(&dumped);
             handle.set_installed_flows(dumped);
             return Some((want.to_vec(), fingerprint));
@@ -117,10 +123,13 @@ async fn install<S: FlowSwitch>(
             "flows read back differ from the plan (changed meanwhile?); reinstalling"
         );
     }
-    handle.set_last_error(format!(
-        "flows read back from the bridge kept differing from the {} planned",
-        want.len()
-    ));
+    handle.set_source(
+        Source::Flows,
+        Err(format!(
+            "flows read back from the bridge kept differing from the {} planned",
+            want.len()
+        )),
+    );
     None
 }
 
@@ -154,53 +163,8 @@ async fn flows_drifted<S: FlowSwitch>(
         Err(e) => {
             // The switch is unreachable (restarting?): restore when it is back.
             tracing::warn!(error = %e, "cannot read flows");
-            handle.set_last_error(e.to_string());
+            handle.set_source(Source::Flows, Err(e.to_string()));
             true
-        }
-    }
-}
-
-/// Follows OVSDB and publishes the port map. Keeps the last good map (and
-/// so the installed flows) when a port vanishes, and says why in status.
-pub async fn run_port_discovery(
-    handle: AgentHandle,
-    socket: PathBuf,
-    names: PortNames,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let session = async {
-            let mut monitor = ovsdb::Monitor::start(&socket).await?;
-            loop {
-                match monitor.replica.port_map(&names) {
-                    Ok(map) => {
-                        if handle.ports() != Some(map) {
-                            tracing::info!(?map, "port map from OVSDB");
-                            handle.set_ports(Some(map));
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "port map incomplete; keeping the last good one");
-                        handle.set_last_error(e.to_string());
-                    }
-                }
-                monitor.changed().await?;
-            }
-            #[allow(unreachable_code)]
-            Ok::<(), ovsdb::DiscoveryError>(())
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            result = session => {
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, socket = %socket.display(), "OVSDB monitor lost; retrying");
-                    handle.set_last_error(e.to_string());
-                }
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
 }

@@ -1,207 +1,28 @@
-//! The gRPC server: the DpuAgent service, health and reflection, served over
-//! the mTLS listener.
+//! The gRPC server, and only that: the DpuAgent service, health and
+//! reflection, served over the mTLS listener. The state it serves lives in
+//! [`crate::state`].
 
 use crate::{
     config::ValidConfig,
-    flows::{self, FlowSettings, PortMap},
+    flows,
     negotiation::{self, NegotiationError},
+    state::{AgentHandle, TlsIdentity},
     tls_listener::{self, PeerInfo},
 };
 use futures::{Stream, StreamExt};
 use noverlay_proto::{
     MAX_MESSAGE_BYTES,
-    contract::{Contract, Offer},
+    contract::Contract,
     pb::{self, dpu_agent_server},
-    tls::{self, PeerIdentity, TlsError},
+    tls::{self, TlsError},
 };
-use std::{
-    net::SocketAddr,
-    pin::Pin,
-    sync::{
-        Arc, Mutex, MutexGuard,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::{SystemTime, UNIX_EPOCH},
-};
-use tokio::{net::TcpListener, sync::watch};
+use noverlay_runtime::systemd::{Heartbeat, Watchdog};
+use std::{net::SocketAddr, pin::Pin};
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::{ReceiverStream, WatchStream};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-
-/// State shared by the RPC handlers and the agent's other tasks.
-pub struct AgentState {
-    offer: watch::Sender<Offer>,
-    ports: watch::Sender<Option<PortMap>>,
-    flow_settings: FlowSettings,
-    record: Mutex<StatusRecord>,
-    tls: Mutex<(TlsAcceptor, PeerIdentity)>,
-    /// Connections refused during the mTLS handshake (auth failures).
-    refused_connections: AtomicU64,
-}
-
-#[derive(Default)]
-struct StatusRecord {
-    last_report: Option<pb::HostReport>,
-    peer_identity: String,
-    last_negotiated_unix: i64,
-    gateway_interface: Option<String>,
-    last_error: String,
-    installed_flows: Vec<String>,
-    installed_flows_unix: i64,
-    flow_repairs: u64,
-    negotiations: u64,
-    refused_negotiations: u64,
-}
-
-/// A cheap handle to the running agent, for reloads, tests and the demo.
-#[derive(Clone)]
-pub struct AgentHandle {
-    state: Arc<AgentState>,
-}
-
-impl AgentHandle {
-    /// The offer currently served.
-    pub fn offer(&self) -> Offer {
-        self.state.offer.borrow().clone()
-    }
-
-    /// Applies a reloaded config. Only what the DPU is the authority for
-    /// (cluster CIDRs, underlay IPs, MTU) may change at runtime; a change of
-    /// anything the host negotiated (families, masquerade subnets, mode) needs
-    /// a restart so that the host renegotiates. Returns the revision served.
-    pub fn reload(&self, config: &ValidConfig) -> Result<u64, ReloadError> {
-        let current = self.offer();
-        let next = &config.offer;
-        let shape = |o: &Offer| {
-            o.families
-                .iter()
-                .map(|f| f.masquerade.subnet)
-                .collect::<Vec<_>>()
-        };
-        if shape(&current) != shape(next) || current.mode != next.mode {
-            return Err(ReloadError::NeedsRestart(
-                "address families, masquerade subnets or mode changed",
-            ));
-        }
-        let revised = current
-            .revised(next.families.clone(), next.mtu)
-            .map_err(|e| ReloadError::Invalid(e.to_string()))?;
-        // Everything that can fail comes before anything changes: a failed
-        // reload leaves the running state whole.
-        let tls_config = tls::server_config(&config.raw.tls, &config.raw.authorised_host)
-            .map_err(|e| ReloadError::Invalid(e.to_string()))?;
-        let revision = revised.revision;
-        self.state.offer.send_if_modified(|offer| {
-            let changed = *offer != revised;
-            *offer = revised;
-            changed
-        });
-        self.state.ports.send_if_modified(|ports| {
-            let changed = *ports != config.static_ports && config.static_ports.is_some();
-            if changed {
-                *ports = config.static_ports;
-            }
-            changed
-        });
-        *lock(&self.state.tls) = (
-            TlsAcceptor::from(tls_config),
-            config.authorised_host.clone(),
-        );
-        Ok(revision)
-    }
-
-    /// Records the port map discovered from OVSDB (or given by hand).
-    pub fn set_ports(&self, ports: Option<PortMap>) {
-        self.state.ports.send_replace(ports);
-    }
-
-    /// The flows the agent wants on the bridge, if the ports are known.
-    pub fn desired_flows(&self) -> Option<Vec<flows::Flow>> {
-        let ports = (*self.state.ports.borrow())?;
-        Some(flows::plan_flows(
-            &self.offer(),
-            &ports,
-            &self.state.flow_settings,
-        ))
-    }
-
-    pub fn flow_settings(&self) -> FlowSettings {
-        self.state.flow_settings
-    }
-
-    /// Wakes on every offer or port-map change (for the flow programmer).
-    pub fn subscribe(&self) -> (watch::Receiver<Offer>, watch::Receiver<Option<PortMap>>) {
-        (self.state.offer.subscribe(), self.state.ports.subscribe())
-    }
-
-    /// Sets the error shown in GetStatus; empty clears it.
-    pub fn set_last_error(&self, error: String) {
-        lock(&self.state.record).last_error = error;
-    }
-
-    /// Records our flows as OVS reported them just now.
-    pub fn set_installed_flows(&self, flows: Vec<String>) {
-        let mut record = lock(&self.state.record);
-        record.installed_flows = flows;
-        record.installed_flows_unix = unix_now();
-    }
-
-    /// Our flows as last read from the bridge (with counters).
-    pub fn installed_flows(&self) -> Vec<String> {
-        lock(&self.state.record).installed_flows.clone()
-    }
-
-    /// Counts one restore of flows that were wiped or altered.
-    pub fn count_flow_repair(&self) {
-        lock(&self.state.record).flow_repairs += 1;
-    }
-
-    pub fn flow_repairs(&self) -> u64 {
-        lock(&self.state.record).flow_repairs
-    }
-
-    /// Successful and refused negotiations since start.
-    pub fn negotiations(&self) -> (u64, u64) {
-        let record = lock(&self.state.record);
-        (record.negotiations, record.refused_negotiations)
-    }
-
-    pub fn last_error(&self) -> String {
-        lock(&self.state.record).last_error.clone()
-    }
-
-    /// The port map in use, if known.
-    pub fn ports(&self) -> Option<PortMap> {
-        *self.state.ports.borrow()
-    }
-
-    /// How many connections failed the mTLS handshake since start.
-    pub fn refused_connections(&self) -> u64 {
-        self.state.refused_connections.load(Ordering::Relaxed)
-    }
-
-    /// The last report the host sent, if any.
-    pub fn last_host_report(&self) -> Option<pb::HostReport> {
-        lock(&self.state.record).last_report.clone()
-    }
-}
-
-/// A poisoned lock only means a handler panicked mid-update of plain data;
-/// the data is still usable, so keep serving.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    #[error("reload refused, restart needed: {0}")]
-    NeedsRestart(&'static str),
-    #[error("reload refused: {0}")]
-    Invalid(String),
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -222,6 +43,7 @@ pub enum ServeError {
 pub struct DpuAgent {
     listener: TcpListener,
     handle: AgentHandle,
+    heartbeat: Heartbeat,
 }
 
 impl DpuAgent {
@@ -233,23 +55,25 @@ impl DpuAgent {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;
-        let state = AgentState {
-            offer: watch::Sender::new(config.offer.clone()),
-            ports: watch::Sender::new(config.static_ports),
-            flow_settings: config.flow_settings(),
-            record: Mutex::default(),
-            tls: Mutex::new((
-                TlsAcceptor::from(tls_config),
-                config.authorised_host.clone(),
-            )),
-            refused_connections: AtomicU64::new(0),
-        };
+        let handle = AgentHandle::new(
+            config,
+            TlsIdentity {
+                acceptor: TlsAcceptor::from(tls_config),
+                authorised_host: config.authorised_host.clone(),
+            },
+        );
         Ok(DpuAgent {
             listener,
-            handle: AgentHandle {
-                state: Arc::new(state),
-            },
+            handle,
+            // Replaced by the daemon's (with_heartbeat); unwatched otherwise.
+            heartbeat: Watchdog::with_timeout(None).heartbeat("grpc server"),
         })
+    }
+
+    /// Feeds `heartbeat` from the accept loop (the systemd watchdog).
+    pub fn with_heartbeat(mut self, heartbeat: Heartbeat) -> Self {
+        self.heartbeat = heartbeat;
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -279,27 +103,18 @@ impl DpuAgent {
             .await;
 
         let service = dpu_agent_server::DpuAgentServer::new(DpuService {
-            state: self.handle.state.clone(),
+            handle: self.handle.clone(),
             shutdown: shutdown.clone(),
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
         let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(64);
-        let tls_state = self.handle.state.clone();
-        let refused_state = self.handle.state.clone();
         let accept = tokio::spawn(tls_listener::accept_loop(
             self.listener,
-            move || {
-                let (acceptor, identity) = &*lock(&tls_state.tls);
-                (acceptor.clone(), identity.to_string())
-            },
+            self.handle.clone(),
             conn_tx,
-            move || {
-                refused_state
-                    .refused_connections
-                    .fetch_add(1, Ordering::Relaxed);
-            },
+            self.heartbeat,
             shutdown.clone(),
         ));
         let incoming = ReceiverStream::new(conn_rx).map(Ok::<_, std::io::Error>);
@@ -316,7 +131,7 @@ impl DpuAgent {
 }
 
 struct DpuService {
-    state: Arc<AgentState>,
+    handle: AgentHandle,
     shutdown: CancellationToken,
 }
 
@@ -328,24 +143,16 @@ fn peer_of<T>(request: &Request<T>) -> String {
         .unwrap_or_else(|| "unknown peer".into())
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 impl DpuService {
     fn negotiate_for(
         &self,
         peer: &str,
         proposal: &pb::NegotiateRequest,
     ) -> Result<Contract, Status> {
-        let offer = self.state.offer.borrow().clone();
-        match negotiation::negotiate(proposal, &offer) {
+        match negotiation::negotiate(proposal, &self.handle.offer()) {
             Ok(contract) => Ok(contract),
             Err(e) => {
-                lock(&self.state.record).refused_negotiations += 1;
+                self.handle.record_refused_negotiation(e.to_string());
                 tracing::warn!(%peer, host = %proposal.host_name, error = %e, "negotiation refused");
                 Err(match e {
                     NegotiationError::Mismatch(_) => Status::failed_precondition(e.to_string()),
@@ -372,13 +179,8 @@ impl dpu_agent_server::DpuAgent for DpuService {
             .unwrap_or_default();
         let contract = self.negotiate_for(&peer, request.get_ref())?;
         tracing::info!(%peer, host = %request.get_ref().host_name, revision = contract.revision, "negotiated");
-        {
-            let mut record = lock(&self.state.record);
-            record.peer_identity = identity;
-            record.negotiations += 1;
-            record.last_negotiated_unix = unix_now();
-            record.gateway_interface = Some(contract.gateway_interface.clone());
-        }
+        self.handle
+            .record_negotiation(identity, contract.gateway_interface.clone());
         Ok(Response::new(pb::NegotiateResponse {
             contract: Some(contract.to_pb()),
         }))
@@ -396,7 +198,8 @@ impl dpu_agent_server::DpuAgent for DpuService {
         self.negotiate_for(&peer, &proposal)?;
         tracing::info!(%peer, "contract watch started");
         let gateway = proposal.gateway_interface;
-        let updates = WatchStream::new(self.state.offer.subscribe())
+        let (offers, _) = self.handle.subscribe();
+        let updates = WatchStream::new(offers)
             .map(move |offer| {
                 offer
                     .contract_for(&gateway)
@@ -420,9 +223,9 @@ impl dpu_agent_server::DpuAgent for DpuService {
         } else {
             tracing::warn!(%peer, revision = report.revision, error = %report.error, "host failed to apply contract");
         }
-        lock(&self.state.record).last_report = Some(report);
+        self.handle.record_host_report(report);
         Ok(Response::new(pb::ReportAck {
-            current_revision: self.state.offer.borrow().revision,
+            current_revision: self.handle.offer().revision,
         }))
     }
 
@@ -430,12 +233,10 @@ impl dpu_agent_server::DpuAgent for DpuService {
         &self,
         _request: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::AgentStatus>, Status> {
-        let handle = AgentHandle {
-            state: self.state.clone(),
-        };
+        let handle = &self.handle;
         let offer = handle.offer();
-        let record = lock(&self.state.record);
-        let contract = match &record.gateway_interface {
+        let peer = handle.peer();
+        let contract = match &peer.gateway_interface {
             Some(gateway) => offer.contract_for(gateway).map(|c| c.to_pb()).ok(),
             None => None,
         }
@@ -450,24 +251,27 @@ impl dpu_agent_server::DpuAgent for DpuService {
         });
         let desired_flows = handle
             .desired_flows()
-            .map(|f| flows::render_flows(&f, self.state.flow_settings.cookie))
+            .map(|f| flows::render_flows(&f, handle.flow_settings().cookie))
             .unwrap_or_default();
+        let sources = handle.sources();
+        let installed = handle.flow_record();
         Ok(Response::new(pb::AgentStatus {
             contract: Some(contract),
             desired_flows,
-            last_host_report: record.last_report.clone(),
-            peer_identity: record.peer_identity.clone(),
-            last_negotiated_unix: record.last_negotiated_unix,
-            last_error: record.last_error.clone(),
-            installed_flows: record.installed_flows.clone(),
-            installed_flows_unix: record.installed_flows_unix,
+            last_host_report: peer.last_report,
+            peer_identity: peer.identity,
+            last_negotiated_unix: peer.last_negotiated_unix,
+            last_error: sources.summary(),
+            installed_flows: installed.installed,
+            installed_flows_unix: installed.read_unix,
             port_map: handle.ports().map(|p| pb::PortMap {
                 host_representor: p.host_representor,
                 patch: p.patch,
                 uplink: p.uplink,
                 bridge_mac: noverlay_proto::contract::format_mac(&p.bridge_mac),
             }),
-            flow_repairs: record.flow_repairs,
+            flow_repairs: installed.repairs,
+            sources: sources.to_pb(),
         }))
     }
 }

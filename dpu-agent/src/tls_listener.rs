@@ -2,6 +2,8 @@
 //! sees them, so that a refused peer is logged with its address and the
 //! reason, and never reaches a gRPC handler.
 
+use crate::state::{AgentHandle, TlsIdentity};
+use noverlay_runtime::systemd::Heartbeat;
 use std::{
     io,
     net::SocketAddr,
@@ -84,19 +86,46 @@ impl AsyncWrite for AuthenticatedConn {
     }
 }
 
+/// Who may connect: the TLS acceptor (with the identity it pins) for the
+/// next connection, and where refusals are counted.
+pub trait Admission: Send + Sync + 'static {
+    fn acceptor(&self) -> (TlsAcceptor, String);
+    fn refused(&self);
+}
+
+impl Admission for AgentHandle {
+    fn acceptor(&self) -> (TlsAcceptor, String) {
+        let TlsIdentity {
+            acceptor,
+            authorised_host,
+        } = self.tls();
+        (acceptor, authorised_host.to_string())
+    }
+
+    fn refused(&self) {
+        self.count_refused_connection();
+    }
+}
+
 /// Runs the accept loop until `shutdown`, handing authenticated connections
 /// to `accepted`. Each handshake runs in its own task so one slow client
 /// cannot stall the others.
 pub async fn accept_loop(
     listener: TcpListener,
-    acceptor: impl Fn() -> (TlsAcceptor, String) + Send + Sync + 'static,
+    admission: impl Admission + Clone,
     accepted: mpsc::Sender<AuthenticatedConn>,
-    on_refused: impl Fn() + Send + Sync + Clone + 'static,
+    heartbeat: Heartbeat,
     shutdown: CancellationToken,
 ) {
+    // The watchdog sees this loop alive as long as it comes round.
+    let mut beat = heartbeat.ticker();
     loop {
         let (tcp, remote) = tokio::select! {
             _ = shutdown.cancelled() => return,
+            _ = beat.tick() => {
+                heartbeat.beat();
+                continue;
+            }
             res = listener.accept() => match res {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -112,9 +141,9 @@ pub async fn accept_loop(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(%remote, error = %e, "TCP_NODELAY not set");
         }
-        let (tls, identity) = acceptor();
+        let (tls, identity) = admission.acceptor();
         let accepted = accepted.clone();
-        let on_refused = on_refused.clone();
+        let admission = admission.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
                 Ok(Ok(stream)) => {
@@ -127,11 +156,11 @@ pub async fn accept_loop(
                     let _ = accepted.send(conn).await;
                 }
                 Ok(Err(e)) => {
-                    on_refused();
+                    admission.refused();
                     tracing::warn!(%remote, error = %e, "refused connection: mTLS handshake failed");
                 }
                 Err(_) => {
-                    on_refused();
+                    admission.refused();
                     tracing::warn!(%remote, timeout = ?HANDSHAKE_TIMEOUT, "refused connection: mTLS handshake timed out");
                 }
             }

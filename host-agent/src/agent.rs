@@ -14,6 +14,11 @@ use noverlay_proto::{
     pb,
     tls::{self, TlsError},
 };
+use noverlay_runtime::{
+    metrics::encode::LATENCY_BUCKETS,
+    systemd::{Heartbeat, Watchdog},
+};
+use prometheus_client::metrics::histogram::Histogram;
 use rustls::ClientConfig;
 use std::{sync::Arc, time::Duration};
 use tokio::sync::watch;
@@ -51,7 +56,17 @@ pub struct HostStatus {
     /// Reconciles run (event-driven and periodic), whether or not they changed anything.
     pub reconciles: u64,
     /// Time to apply a plan to the kernel (contract applies and reconciles).
-    pub apply_latency: noverlay_proto::metrics::Histogram,
+    pub apply_latency: ApplyLatency,
+}
+
+/// The apply latency histogram (seconds); clones share it.
+#[derive(Debug, Clone)]
+pub struct ApplyLatency(pub Histogram);
+
+impl Default for ApplyLatency {
+    fn default() -> Self {
+        ApplyLatency(Histogram::new(LATENCY_BUCKETS))
+    }
 }
 
 /// How long to gather a burst of kernel events before reconciling once.
@@ -71,6 +86,9 @@ pub struct HostAgent<D> {
     /// while the DPU is unreachable.
     desired: Option<HostPlan>,
     periodic: tokio::time::Interval,
+    /// Proves to the systemd watchdog that the reconcile loop comes round.
+    heartbeat: Heartbeat,
+    beat: tokio::time::Interval,
 }
 
 /// Swaps the host's TLS credentials at runtime.
@@ -104,6 +122,8 @@ impl<D: Dataplane> HostAgent<D> {
         let (tls_updates, tls) = watch::channel(tls::client_config(&config.raw.tls)?);
         let mut periodic = tokio::time::interval(PERIODIC_RECONCILE);
         periodic.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Replaced by the daemon's (with_heartbeat); unwatched otherwise.
+        let heartbeat = Watchdog::with_timeout(None).heartbeat("host reconcile loop");
         Ok(HostAgent {
             settings: HostSettings::from_config(&config),
             config,
@@ -113,16 +133,20 @@ impl<D: Dataplane> HostAgent<D> {
             status: watch::Sender::new(HostStatus::default()),
             desired: None,
             periodic,
+            beat: heartbeat.ticker(),
+            heartbeat,
         })
+    }
+
+    /// Feeds `heartbeat` from the reconcile loop (the systemd watchdog).
+    pub fn with_heartbeat(mut self, heartbeat: Heartbeat) -> Self {
+        self.beat = heartbeat.ticker();
+        self.heartbeat = heartbeat;
+        self
     }
 
     pub fn status(&self) -> watch::Receiver<HostStatus> {
         self.status.subscribe()
-    }
-
-    /// The configured metrics address, if metrics are on.
-    pub fn metrics_listen(&self) -> Option<std::net::SocketAddr> {
-        self.config.raw.metrics_listen
     }
 
     /// Where rotated TLS credentials go (SIGHUP): the next connection to the
@@ -191,6 +215,7 @@ impl<D: Dataplane> HostAgent<D> {
                     self.reconcile("kernel event").await;
                 }
                 _ = self.periodic.tick() => self.reconcile("periodic").await,
+                _ = self.beat.tick() => self.heartbeat.beat(),
             }
         }
     }
@@ -274,7 +299,7 @@ impl<D: Dataplane> HostAgent<D> {
         let started = tokio::time::Instant::now();
         let result = self.dataplane.apply(plan).await;
         let took = started.elapsed().as_secs_f64();
-        self.status.send_modify(|s| s.apply_latency.observe(took));
+        self.status.borrow().apply_latency.0.observe(took);
         result
     }
 

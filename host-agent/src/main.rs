@@ -8,10 +8,8 @@ use host_agent::{
     dataplane::{Dataplane, dry_run::DryRun, kernel::Kernel},
     plan::HostSettings,
 };
-use noverlay_proto::logging::{self, LogFormat};
+use noverlay_runtime::{Daemon, logging::LogFormat};
 use std::path::PathBuf;
-use tokio::signal::unix::{SignalKind, signal};
-use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(version, about = "Host side of DPU host no-overlay routing")]
@@ -50,17 +48,17 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    noverlay_runtime::start(cli.log_format);
     match cli.command {
         Command::Run { config, dry_run } => {
+            let daemon = Daemon::new()?;
             let config = HostConfig::load(&config)?;
             if dry_run {
                 let (dataplane, _) = DryRun::new(Vec::new());
-                run(config, dataplane).await
+                run(daemon, config, dataplane).await
             } else {
                 let dataplane = Kernel::open(config.masquerades.clone())?;
-                run(config, dataplane).await
+                run(daemon, config, dataplane).await
             }
         }
         Command::Cleanup { config } => {
@@ -80,48 +78,38 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn run(config: ValidHostConfig, dataplane: impl Dataplane + 'static) -> anyhow::Result<()> {
+async fn run(
+    daemon: Daemon,
+    config: ValidHostConfig,
+    dataplane: impl Dataplane + 'static,
+) -> anyhow::Result<()> {
     let config_path = config.path.clone();
-    let agent = HostAgent::new(config, dataplane)?;
+    let metrics_listen = config.raw.metrics_listen;
+    let agent = HostAgent::new(config, dataplane)?
+        .with_heartbeat(daemon.watchdog.heartbeat("host reconcile loop"));
     let reloader = agent.tls_reloader();
-    let metrics_listen = agent.metrics_listen();
-    let status = agent.status();
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(agent.run(shutdown.clone()));
-    if let Some(addr) = metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("metrics_listen {addr}"))?;
-        tokio::spawn(noverlay_proto::metrics::serve(
-            listener,
-            std::sync::Arc::new(move || host_agent::metrics::render(&status.borrow())),
-            shutdown.clone(),
-        ));
-        tracing::info!(%addr, "metrics at /metrics");
-    }
-    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-    noverlay_proto::systemd::ready_with_watchdog();
-    loop {
-        tokio::select! {
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
-            _ = sighup.recv() => {
-                // Certificate rotation: a failed reload keeps what works.
-                let reloaded = HostConfig::load(&config_path)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|c| reloader.reload(&c.raw.tls).map_err(anyhow::Error::from));
-                match reloaded {
-                    Ok(()) => tracing::info!("TLS credentials reloaded; used from the next connection"),
-                    Err(e) => tracing::error!(error = %e, "reload failed; keeping the credentials in use"),
+    daemon
+        .serve_metrics(
+            metrics_listen,
+            host_agent::metrics::registry(agent.status()),
+        )
+        .await?;
+    let running = tokio::spawn(agent.run(daemon.shutdown.clone()));
+    daemon
+        .run_until_stopped(|| {
+            // Certificate rotation: a failed reload keeps what works.
+            let reloaded = HostConfig::load(&config_path)
+                .map_err(anyhow::Error::from)
+                .and_then(|c| reloader.reload(&c.raw.tls).map_err(anyhow::Error::from));
+            match reloaded {
+                Ok(()) => tracing::info!("TLS credentials reloaded; used from the next connection"),
+                Err(e) => {
+                    tracing::error!(error = %e, "reload failed; keeping the credentials in use")
                 }
             }
-        }
-    }
-    tracing::info!("shutting down; host state stays in place");
-    noverlay_proto::systemd::stopping();
-    shutdown.cancel();
+        })
+        .await;
+    tracing::info!("host state stays in place");
     running.await.context("agent task")??;
     Ok(())
 }

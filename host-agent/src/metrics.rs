@@ -1,69 +1,96 @@
-//! The host-agent's Prometheus metrics (opt-in: `metrics_listen`).
+//! The host-agent's Prometheus metrics (opt-in: `metrics_listen`), read
+//! from the agent's status at each scrape.
 
 use crate::agent::{HostStatus, Phase};
-use noverlay_proto::metrics::Exposition;
+use noverlay_runtime::metrics::encode::{self, Labels};
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, registry::Registry};
+use std::fmt;
+use tokio::sync::watch;
 
-/// The agent's status as Prometheus text.
-pub fn render(status: &HostStatus) -> String {
-    let phases = [
-        "connecting",
-        "following",
-        "refused",
-        "unreachable",
-        "out_of_scope",
-    ];
-    let current = match status.phase {
+/// A registry holding the agent's metrics.
+pub fn registry(status: watch::Receiver<HostStatus>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(HostCollector { status }));
+    registry
+}
+
+#[derive(Debug)]
+struct HostCollector {
+    status: watch::Receiver<HostStatus>,
+}
+
+const PHASES: [&str; 5] = [
+    "connecting",
+    "following",
+    "refused",
+    "unreachable",
+    "out_of_scope",
+];
+
+fn phase_name(phase: &Phase) -> &'static str {
+    match phase {
         Phase::Connecting => "connecting",
         Phase::Following => "following",
         Phase::Refused(_) => "refused",
         Phase::Unreachable(_) => "unreachable",
         Phase::OutOfScope => "out_of_scope",
-    };
-    let phase_samples: Vec<(String, f64)> = phases
-        .iter()
-        .map(|p| (p.to_string(), f64::from(u8::from(*p == current))))
-        .collect();
-    Exposition::default()
-        .labelled(
+    }
+}
+
+impl Collector for HostCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
+        let status = self.status.borrow().clone();
+        let current = phase_name(&status.phase);
+        let phases: Vec<(Labels, f64)> = PHASES
+            .iter()
+            .map(|p| {
+                (
+                    vec![("state", p.to_string())],
+                    f64::from(u8::from(*p == current)),
+                )
+            })
+            .collect();
+        encode::labelled_gauges(
+            &mut e,
             "noverlay_host_negotiation_state",
             "1 for the state the agent is in with the DPU.",
-            "gauge",
-            "state",
-            &phase_samples,
-        )
-        .gauge(
+            &phases,
+        )?;
+        encode::gauge(
+            &mut e,
             "noverlay_host_contract_revision",
             "Revision of the contract applied on the host (0: none).",
-            status
-                .applied
-                .as_ref()
-                .map(|c| c.revision as f64)
-                .unwrap_or(0.0),
-        )
-        .counter(
-            "noverlay_host_disconnects_total",
+            status.applied.as_ref().map_or(0.0, |c| c.revision as f64),
+        )?;
+        encode::counter(
+            &mut e,
+            "noverlay_host_disconnects",
             "Sessions with the DPU that ended (connect failures included).",
             status.disconnects,
-        )
-        .counter(
-            "noverlay_host_reconciles_total",
+        )?;
+        encode::counter(
+            &mut e,
+            "noverlay_host_reconciles",
             "Reconciles of the host state against the plan.",
             status.reconciles,
-        )
-        .counter(
-            "noverlay_host_repairs_total",
+        )?;
+        encode::counter(
+            &mut e,
+            "noverlay_host_repairs",
             "Reconciles that found drift and repaired it.",
             status.repairs,
-        )
-        .gauge(
+        )?;
+        encode::gauge(
+            &mut e,
             "noverlay_host_error",
             "1 while the last contract or apply failed.",
             f64::from(u8::from(status.last_error.is_some())),
-        )
-        .histogram(
+        )?;
+        encode::metric(
+            &mut e,
             "noverlay_host_apply_seconds",
             "Time to apply the plan to the kernel.",
-            &status.apply_latency,
+            &status.apply_latency.0,
         )
-        .finish()
+    }
 }

@@ -353,7 +353,7 @@ mod tests {
 
     fn assert_golden(name: &str, actual: &str) {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-        noverlay_proto::golden::assert_golden(&dir, name, actual);
+        noverlay_test_support::assert_golden(&dir, name, actual);
     }
 
     #[test]

@@ -7,10 +7,6 @@
 //!   pinned to a certificate SAN).
 
 pub mod contract;
-pub mod golden;
-pub mod logging;
-pub mod metrics;
-pub mod systemd;
 pub mod tls;
 
 /// Generated protobuf and gRPC code for package `noverlay.v1`.

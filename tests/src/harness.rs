@@ -4,7 +4,8 @@
 use crate::pki::{Pki, Validity};
 use dpu_agent::{
     config::{DpuConfig, ValidConfig},
-    server::{AgentHandle, DpuAgent},
+    server::DpuAgent,
+    state::AgentHandle,
 };
 use host_agent::{
     agent::{HostAgent, HostStatus},

@@ -9,11 +9,27 @@ use noverlay_proto::{
     pb::{self, dpu_agent_server},
     tls::{self, TlsFiles},
 };
+use noverlay_runtime::systemd::Watchdog;
 use std::{net::SocketAddr, pin::Pin, sync::Arc};
 use tokio::sync::{Mutex, mpsc};
 use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
+
+/// Admits the one identity the mock was started with.
+#[derive(Clone)]
+struct MockAdmission {
+    acceptor: tokio_rustls::TlsAcceptor,
+    identity: String,
+}
+
+impl tls_listener::Admission for MockAdmission {
+    fn acceptor(&self) -> (tokio_rustls::TlsAcceptor, String) {
+        (self.acceptor.clone(), self.identity.clone())
+    }
+
+    fn refused(&self) {}
+}
 
 /// The test's side of a mock DPU.
 pub struct MockDpu {
@@ -106,17 +122,14 @@ impl MockDpu {
         });
         let shutdown = CancellationToken::new();
         let (conn_tx, conn_rx) = mpsc::channel(8);
-        let identity = authorised_host.to_string();
         tokio::spawn(tls_listener::accept_loop(
             listener,
-            move || {
-                (
-                    tokio_rustls::TlsAcceptor::from(server_config.clone()),
-                    identity.clone(),
-                )
+            MockAdmission {
+                acceptor: tokio_rustls::TlsAcceptor::from(server_config),
+                identity: authorised_host.to_string(),
             },
             conn_tx,
-            || {},
+            Watchdog::with_timeout(None).heartbeat("mock accept loop"),
             shutdown.clone(),
         ));
         let service = dpu_agent_server::DpuAgentServer::new(MockService(script));

@@ -3,7 +3,8 @@
 //! install, CIDR swaps, foreign flows untouched, restore after a wipe and
 //! after an ovs-vswitchd restart, ofport changes. Needs root and OVS.
 
-use dpu_agent::{flows, server::AgentHandle};
+use dpu_agent::{flows, state::AgentHandle};
+use noverlay_runtime::systemd::Watchdog;
 use noverlay_tests::{
     harness::{self, Certs, DpuOptions, RunningDpu},
     netns::{NetNs, privileged_or_skip},
@@ -88,7 +89,12 @@ async fn start_agent(ovs: &Ovs) -> anyhow::Result<Agent> {
     let dpu = RunningDpu::start(&config).await?;
     let handle = dpu.handle.clone();
     let shutdown = CancellationToken::new();
-    dpu_agent::start_datapath(handle.clone(), &config, shutdown.clone());
+    dpu_agent::start_datapath(
+        handle.clone(),
+        &config,
+        &Watchdog::with_timeout(None),
+        shutdown.clone(),
+    );
     Ok(Agent {
         dpu,
         handle,
@@ -151,7 +157,7 @@ async fn discovered_ports_and_installed_flows_match_the_plan() -> anyhow::Result
     wait_installed(&sw.ovs, &handle).await?;
     // OVS's own rendering of the plan, kept as a golden file.
     let installed = our_flows(&sw.ovs)?.join("\n") + "\n";
-    noverlay_proto::golden::assert_golden(&golden_dir(), "ovs_flows_ipv4.txt", &installed);
+    noverlay_test_support::assert_golden(&golden_dir(), "ovs_flows_ipv4.txt", &installed);
     // Every planned match is there.
     for flow in handle.desired_flows().unwrap_or_default() {
         if let Some(port) = flow.matches.split(',').find(|m| m.starts_with("in_port=")) {

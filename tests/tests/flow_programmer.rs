@@ -5,8 +5,9 @@
 use dpu_agent::{
     openflow::{FlowSwitch, SwitchError},
     programmer::run_flow_programmer,
-    server::AgentHandle,
+    state::AgentHandle,
 };
+use noverlay_runtime::systemd::{Heartbeat, Watchdog};
 use noverlay_tests::harness::{self, Certs, DpuOptions, RunningDpu};
 use std::{
     sync::{Arc, Mutex},
@@ -28,6 +29,8 @@ struct SwitchState {
     flows: Vec<String>,
     bundles: Vec<String>,
     refuse: Option<String>,
+    /// Installs never return (a wedged ovs-vswitchd without deadlines).
+    hang: bool,
 }
 
 impl RecordingSwitch {
@@ -45,6 +48,9 @@ impl RecordingSwitch {
 
 impl FlowSwitch for RecordingSwitch {
     async fn replace(&self, bundle: &str) -> Result<(), SwitchError> {
+        if self.with(|s| s.hang) {
+            std::future::pending::<()>().await;
+        }
         self.with(|s| {
             if let Some(stderr) = s.refuse.clone() {
                 return Err(SwitchError::Failed {
@@ -83,13 +89,14 @@ async fn agent() -> anyhow::Result<(RunningDpu, AgentHandle, Certs)> {
 }
 
 async fn eventually(what: &str, ready: impl Fn() -> bool) -> anyhow::Result<()> {
-    for _ in 0..500 {
-        if ready() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    anyhow::bail!("timed out waiting for {what}")
+    noverlay_test_support::eventually(what, Duration::from_secs(5), ready)
+        .await
+        .map(drop)
+        .map_err(anyhow::Error::msg)
+}
+
+fn unwatched() -> Heartbeat {
+    Watchdog::with_timeout(None).heartbeat("flow programmer")
 }
 
 #[tokio::test]
@@ -101,6 +108,7 @@ async fn installs_one_cookie_scoped_bundle_and_restores_after_drift() -> anyhow:
         handle.clone(),
         switch.clone(),
         Duration::from_secs(3600),
+        unwatched(),
         shutdown.clone(),
     ));
     let planned = handle.desired_flows().map(|f| f.len()).unwrap_or_default();
@@ -150,6 +158,7 @@ async fn a_refused_bundle_is_reported_and_retried() -> anyhow::Result<()> {
         handle.clone(),
         switch.clone(),
         Duration::from_millis(100),
+        unwatched(),
         shutdown.clone(),
     ));
     eventually("the error in status", || {
@@ -164,6 +173,56 @@ async fn a_refused_bundle_is_reported_and_retried() -> anyhow::Result<()> {
         handle.installed_flows().len() == planned && handle.last_error().is_empty()
     })
     .await?;
+    shutdown.cancel();
+    dpu.stop().await
+}
+
+#[tokio::test]
+async fn a_wedged_programmer_stops_feeding_the_watchdog() -> anyhow::Result<()> {
+    let (dpu, handle, _certs) = agent().await?;
+    let switch = RecordingSwitch::default();
+    switch.with(|s| s.hang = true);
+    let watchdog = Watchdog::with_timeout(Some(Duration::from_millis(400)));
+    let shutdown = CancellationToken::new();
+    tokio::spawn(run_flow_programmer(
+        handle.clone(),
+        switch.clone(),
+        Duration::from_secs(3600),
+        watchdog.heartbeat("flow programmer"),
+        shutdown.clone(),
+    ));
+    // Stuck in its first install: the loop no longer comes round to beat.
+    eventually("the programmer reported stuck", || {
+        watchdog.stale_loops() == ["flow programmer"]
+    })
+    .await?;
+    shutdown.cancel();
+    dpu.stop().await
+}
+
+#[tokio::test]
+async fn a_healthy_idle_programmer_keeps_feeding_the_watchdog() -> anyhow::Result<()> {
+    let (dpu, handle, _certs) = agent().await?;
+    let switch = RecordingSwitch::default();
+    let watchdog = Watchdog::with_timeout(Some(Duration::from_millis(400)));
+    let shutdown = CancellationToken::new();
+    tokio::spawn(run_flow_programmer(
+        handle.clone(),
+        switch.clone(),
+        Duration::from_secs(3600),
+        watchdog.heartbeat("flow programmer"),
+        shutdown.clone(),
+    ));
+    let planned = handle.desired_flows().map(|f| f.len()).unwrap_or_default();
+    eventually("install", || handle.installed_flows().len() == planned).await?;
+    // Idle (no events, verify an hour away) for several timeouts.
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            watchdog.stale_loops().is_empty(),
+            "idle loop reported stuck"
+        );
+    }
     shutdown.cancel();
     dpu.stop().await
 }

@@ -8,13 +8,22 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+/// One scrape; the request is written in two pieces with a pause between
+/// them, as a slow client or a split TCP segment delivers it.
 async fn scrape(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<String> {
     let mut stream = TcpStream::connect(addr).await?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let (first, second) = request.split_at(7);
+    stream.write_all(first.as_bytes()).await?;
+    stream.flush().await?;
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    stream.write_all(second.as_bytes()).await?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_string(&mut response),
+    )
+    .await??;
     Ok(response)
 }
 
@@ -42,18 +51,16 @@ async fn both_agents_expose_their_state() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let dpu_listener = TcpListener::bind("127.0.0.1:0").await?;
     let dpu_addr = dpu_listener.local_addr()?;
-    let handle = dpu.handle.clone();
-    tokio::spawn(noverlay_proto::metrics::serve(
+    tokio::spawn(noverlay_runtime::metrics::serve(
         dpu_listener,
-        Arc::new(move || dpu_agent::metrics::render(&handle)),
+        Arc::new(dpu_agent::metrics::registry(dpu.handle.clone())),
         shutdown.clone(),
     ));
     let host_listener = TcpListener::bind("127.0.0.1:0").await?;
     let host_addr = host_listener.local_addr()?;
-    let status = host.status.clone();
-    tokio::spawn(noverlay_proto::metrics::serve(
+    tokio::spawn(noverlay_runtime::metrics::serve(
         host_listener,
-        Arc::new(move || host_agent::metrics::render(&status.borrow())),
+        Arc::new(host_agent::metrics::registry(host.status.clone())),
         shutdown.clone(),
     ));
 
@@ -126,6 +133,7 @@ async fn both_agents_expose_their_state() -> anyhow::Result<()> {
         text.contains("# TYPE noverlay_host_apply_seconds histogram"),
         "{text}"
     );
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
 
     assert!(scrape(host_addr, "/").await?.starts_with("HTTP/1.1 404"));
     shutdown.cancel();

@@ -82,13 +82,13 @@ fn dpu_agent_notifies_ready_and_pings_the_watchdog() -> anyhow::Result<()> {
             && seen.iter().filter(|s| *s == "WATCHDOG=1").count() >= 2)
     {
         if let Ok(n) = socket.recv(&mut buffer) {
-            seen.push(String::from_utf8_lossy(&buffer[..n]).into_owned());
+            seen.push(String::from_utf8_lossy(&buffer[..n]).trim_end().to_string());
         }
     }
     // SIGTERM: a graceful stop says STOPPING=1.
     let _ = Command::new("kill").arg(agent.id().to_string()).status();
     if let Ok(n) = socket.recv(&mut buffer) {
-        seen.push(String::from_utf8_lossy(&buffer[..n]).into_owned());
+        seen.push(String::from_utf8_lossy(&buffer[..n]).trim_end().to_string());
     }
     let status = agent.wait()?;
     assert!(seen.iter().any(|s| s == "READY=1"), "{seen:?}");

@@ -8,9 +8,10 @@
 //! contract change -> flows installed for 1, 16 and 256 CIDRs, restore time
 //! after a flow wipe; for both agents as processes: idle CPU and RSS.
 
-use dpu_agent::server::AgentHandle;
+use dpu_agent::state::AgentHandle;
 use host_agent::{agent::HostAgent, config::HostConfig, dataplane::kernel::Kernel};
 use noverlay_proto::contract::{Contract, FamilyContract, Masquerade, Mode};
+use noverlay_runtime::systemd::Watchdog;
 use noverlay_tests::{
     e2e::{REMOTE_POD, Testbed},
     harness::{self, Certs, DpuOptions, HOST_SAN, HostOptions, RunningDpu},
@@ -159,7 +160,12 @@ fn dpu_flows() -> anyhow::Result<()> {
         let dpu = RunningDpu::start(&config).await?;
         let handle = dpu.handle.clone();
         let shutdown = CancellationToken::new();
-        dpu_agent::start_datapath(handle.clone(), &config, shutdown.clone());
+        dpu_agent::start_datapath(
+            handle.clone(),
+            &config,
+            &Watchdog::with_timeout(None),
+            shutdown.clone(),
+        );
         wait(&handle, Duration::from_secs(10)).await?;
         println!("dpu-agent: contract change (reload) -> flows installed and read back");
         for n in SIZES {

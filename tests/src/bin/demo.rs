@@ -138,7 +138,7 @@ fn e2e_diagram() -> &'static str {
 }
 
 async fn loopback_demo() -> anyhow::Result<()> {
-    noverlay_proto::logging::init(noverlay_proto::logging::LogFormat::Human);
+    noverlay_runtime::logging::init(noverlay_runtime::logging::LogFormat::Human);
     let certs = Certs::new()?;
     let dir = certs.dir.path();
     section(&format!(

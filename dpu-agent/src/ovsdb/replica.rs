@@ -1,19 +1,11 @@
-//! A small OVSDB client (RFC 7047, JSON-RPC over the unix socket): one
-//! `monitor` of the Bridge, Port and Interface columns we need, kept as a
-//! local replica, from which the port map is derived.
-//!
-//! Why our own: the Rust OVSDB crates are thin or unmaintained, and all we
-//! need is one monitor of five columns. The replica logic is pure and unit
-//! tested; the socket part is a loop around it.
+//! The port names to resolve, the local replica of the monitored OVSDB rows
+//! and the port map derived from it. Pure code, unit tested.
 
+use super::DiscoveryError;
 use crate::flows::PortMap;
 use noverlay_proto::contract::parse_mac;
-use serde_json::{Value, json};
-use std::{collections::HashMap, path::Path};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::UnixStream,
-};
+use serde_json::Value;
+use std::collections::HashMap;
 
 /// The bridge and port names to resolve.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,21 +14,6 @@ pub struct PortNames {
     pub host_representor: String,
     pub patch: String,
     pub uplink: String,
-}
-
-/// Why the port map cannot be derived (yet).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DiscoveryError {
-    #[error("bridge {0:?} not found in OVSDB")]
-    NoBridge(String),
-    #[error("port {port:?} not found on bridge {bridge:?}")]
-    NoPort { bridge: String, port: String },
-    #[error("interface {0:?} has no OpenFlow port number yet (ofport {1})")]
-    NoOfport(String, String),
-    #[error("bridge {0:?} has no MAC address (mac_in_use of its internal interface)")]
-    NoMac(String),
-    #[error("OVSDB: {0}")]
-    Protocol(String),
 }
 
 /// Rows of the monitored tables, by uuid: column name -> OVSDB value.
@@ -149,160 +126,10 @@ fn uuids(value: Option<&Value>) -> Vec<String> {
     }
 }
 
-/// The monitor request for the columns we replicate.
-pub fn monitor_request(id: u64) -> Value {
-    json!({
-        "method": "monitor",
-        "id": id,
-        "params": ["Open_vSwitch", null, {
-            "Bridge": {"columns": ["name", "ports"]},
-            "Port": {"columns": ["name", "interfaces"]},
-            "Interface": {"columns": ["name", "ofport", "mac_in_use"]},
-        }],
-    })
-}
-
-/// Splits a byte stream into complete JSON values; keeps a partial tail.
-#[derive(Default)]
-pub struct JsonFramer {
-    buffer: Vec<u8>,
-}
-
-/// OVSDB messages are small; a peer sending more without closing a value is broken.
-const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
-
-impl JsonFramer {
-    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Value>, DiscoveryError> {
-        self.buffer.extend_from_slice(bytes);
-        let mut values = Vec::new();
-        let mut stream = serde_json::Deserializer::from_slice(&self.buffer).into_iter::<Value>();
-        let mut consumed = 0;
-        loop {
-            match stream.next() {
-                Some(Ok(value)) => {
-                    consumed = stream.byte_offset();
-                    values.push(value);
-                }
-                Some(Err(e)) if e.is_eof() => break,
-                Some(Err(e)) => return Err(DiscoveryError::Protocol(e.to_string())),
-                None => break,
-            }
-        }
-        self.buffer.drain(..consumed);
-        if self.buffer.len() > MAX_PENDING_BYTES {
-            return Err(DiscoveryError::Protocol("oversized message".into()));
-        }
-        Ok(values)
-    }
-}
-
-/// A live monitor on an OVSDB unix socket.
-pub struct Monitor {
-    stream: UnixStream,
-    framer: JsonFramer,
-    pub replica: Replica,
-}
-
-impl Monitor {
-    /// Connects and installs the monitor; the replica holds the initial state.
-    pub async fn start(socket: &Path) -> Result<Self, DiscoveryError> {
-        let stream = UnixStream::connect(socket)
-            .await
-            .map_err(|e| DiscoveryError::Protocol(format!("connect {}: {e}", socket.display())))?;
-        let mut monitor = Monitor {
-            stream,
-            framer: JsonFramer::default(),
-            replica: Replica::default(),
-        };
-        monitor.send(&monitor_request(1)).await?;
-        loop {
-            for message in monitor.read().await? {
-                if message.get("id") == Some(&json!(1)) {
-                    if let Some(error) = message.get("error").filter(|e| !e.is_null()) {
-                        return Err(DiscoveryError::Protocol(format!(
-                            "monitor refused: {error}"
-                        )));
-                    }
-                    let result = message.get("result").cloned().unwrap_or(Value::Null);
-                    monitor.replica.apply(&result)?;
-                    return Ok(monitor);
-                }
-                monitor.handle(message).await?;
-            }
-        }
-    }
-
-    /// Waits for the next change to the replica.
-    pub async fn changed(&mut self) -> Result<(), DiscoveryError> {
-        loop {
-            let mut changed = false;
-            for message in self.read().await? {
-                changed |= self.handle(message).await?;
-            }
-            if changed {
-                return Ok(());
-            }
-        }
-    }
-
-    /// Applies an update or answers an echo; true when the replica changed.
-    async fn handle(&mut self, message: Value) -> Result<bool, DiscoveryError> {
-        match message.get("method").and_then(Value::as_str) {
-            Some("update") => {
-                let updates = message
-                    .get("params")
-                    .and_then(|p| p.get(1))
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                self.replica.apply(&updates)?;
-                Ok(true)
-            }
-            Some("echo") => {
-                let reply = json!({
-                    "id": message.get("id").cloned().unwrap_or(Value::Null),
-                    "result": message.get("params").cloned().unwrap_or(json!([])),
-                    "error": null,
-                });
-                self.send(&reply).await?;
-                Ok(false)
-            }
-            _ => Ok(false),
-        }
-    }
-
-    async fn send(&mut self, value: &Value) -> Result<(), DiscoveryError> {
-        let bytes =
-            serde_json::to_vec(value).map_err(|e| DiscoveryError::Protocol(e.to_string()))?;
-        self.stream
-            .write_all(&bytes)
-            .await
-            .map_err(|e| DiscoveryError::Protocol(format!("write: {e}")))
-    }
-
-    async fn read(&mut self) -> Result<Vec<Value>, DiscoveryError> {
-        let mut buffer = [0u8; 16 * 1024];
-        loop {
-            let n = self
-                .stream
-                .read(&mut buffer)
-                .await
-                .map_err(|e| DiscoveryError::Protocol(format!("read: {e}")))?;
-            if n == 0 {
-                return Err(DiscoveryError::Protocol(
-                    "ovsdb-server closed the connection".into(),
-                ));
-            }
-            let values = self.framer.push(&buffer[..n])?;
-            if !values.is_empty() {
-                return Ok(values);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn names() -> PortNames {
         PortNames {
@@ -376,14 +203,5 @@ mod tests {
             replica.port_map(&names()),
             Err(DiscoveryError::NoOfport(..))
         ));
-    }
-
-    #[test]
-    fn framer_splits_concatenated_and_partial_values() {
-        let mut framer = JsonFramer::default();
-        assert!(framer.push(br#"{"a":1}{"b":"#).expect("ok").len() == 1);
-        let rest = framer.push(br#"2}"#).expect("ok");
-        assert_eq!(rest, vec![json!({"b": 2})]);
-        assert!(framer.push(b"}garbage").is_err());
     }
 }

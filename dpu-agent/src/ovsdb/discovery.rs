@@ -1,0 +1,70 @@
+//! Port discovery: follows OVSDB and publishes the bridge's port map to the
+//! agent's state, where the flow programmer picks it up.
+
+use super::{DiscoveryError, Monitor, PortNames};
+use crate::state::{AgentHandle, Source};
+use std::{path::PathBuf, time::Duration};
+use tokio_util::sync::CancellationToken;
+
+/// How long to wait before reconnecting to a lost ovsdb-server.
+const RECONNECT_DELAY: Duration = Duration::from_millis(500);
+
+/// ovsdb-server answers a monitor request in milliseconds; a silent one is broken.
+const MONITOR_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Follows OVSDB and publishes the port map. Keeps the last good map (and
+/// so the installed flows) when a port vanishes, and says why in status.
+pub async fn run_port_discovery(
+    handle: AgentHandle,
+    socket: PathBuf,
+    names: PortNames,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let session = follow(&handle, &socket, &names);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            Err(e) = session => {
+                tracing::warn!(error = %e, socket = %socket.display(), "OVSDB monitor lost; retrying");
+                handle.set_source(Source::Ovsdb, Err(e.to_string()));
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(RECONNECT_DELAY) => {}
+        }
+    }
+}
+
+/// One monitor session: publishes the port map after every change, until
+/// the connection fails.
+async fn follow(
+    handle: &AgentHandle,
+    socket: &std::path::Path,
+    names: &PortNames,
+) -> Result<(), DiscoveryError> {
+    let mut monitor = tokio::time::timeout(MONITOR_TIMEOUT, Monitor::start(socket))
+        .await
+        .map_err(|_| {
+            DiscoveryError::Protocol(format!(
+                "no monitor reply from {} within {MONITOR_TIMEOUT:?}",
+                socket.display()
+            ))
+        })??;
+    loop {
+        match monitor.replica.port_map(names) {
+            Ok(map) => {
+                if handle.ports() != Some(map) {
+                    tracing::info!(?map, "port map from OVSDB");
+                    handle.set_ports(Some(map));
+                }
+                handle.set_source(Source::Ovsdb, Ok(()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "port map incomplete; keeping the last good one");
+                handle.set_source(Source::Ovsdb, Err(e.to_string()));
+            }
+        }
+        monitor.changed().await?;
+    }
+}

@@ -1,0 +1,263 @@
+//! A small OVSDB client (RFC 7047, JSON-RPC over the unix socket): one
+//! `monitor` of the Bridge, Port and Interface columns we need, kept as a
+//! local [`replica`], from which port [`discovery`] derives the port map.
+//!
+//! Why our own: the Rust OVSDB crates are thin or unmaintained, and all we
+//! need is one monitor of five columns. The replica logic is pure and unit
+//! tested; the socket part is a loop around it.
+
+pub mod discovery;
+pub mod replica;
+
+pub use replica::{PortNames, Replica};
+use serde_json::{Value, json};
+use std::path::Path;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::UnixStream,
+};
+
+/// Why the port map cannot be derived (yet).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("bridge {0:?} not found in OVSDB")]
+    NoBridge(String),
+    #[error("port {port:?} not found on bridge {bridge:?}")]
+    NoPort { bridge: String, port: String },
+    #[error("interface {0:?} has no OpenFlow port number yet (ofport {1})")]
+    NoOfport(String, String),
+    #[error("bridge {0:?} has no MAC address (mac_in_use of its internal interface)")]
+    NoMac(String),
+    #[error("OVSDB: {0}")]
+    Protocol(String),
+}
+
+pub fn monitor_request(id: u64) -> Value {
+    json!({
+        "method": "monitor",
+        "id": id,
+        "params": ["Open_vSwitch", null, {
+            "Bridge": {"columns": ["name", "ports"]},
+            "Port": {"columns": ["name", "interfaces"]},
+            "Interface": {"columns": ["name", "ofport", "mac_in_use"]},
+        }],
+    })
+}
+
+/// Splits a byte stream into complete JSON values (OVSDB messages are
+/// objects), keeping a partial tail. Incremental: each byte is scanned once
+/// however many reads a large reply takes, and each value is parsed once.
+#[derive(Default)]
+pub struct JsonFramer {
+    buffer: Vec<u8>,
+    /// How much of `buffer` is already scanned.
+    scanned: usize,
+    /// Nesting depth of objects and arrays at `scanned`.
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+}
+
+/// OVSDB messages are small; a peer sending more without closing a value is broken.
+const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
+
+impl JsonFramer {
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Value>, DiscoveryError> {
+        self.buffer.extend_from_slice(bytes);
+        let mut values = Vec::new();
+        // Where the value being scanned starts; all before it is consumed.
+        let mut start = 0;
+        for i in self.scanned..self.buffer.len() {
+            let byte = self.buffer[i];
+            if self.in_string {
+                match byte {
+                    _ if self.escaped => self.escaped = false,
+                    b'\\' => self.escaped = true,
+                    b'"' => self.in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match byte {
+                b'"' if self.depth > 0 => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' if self.depth > 0 => {
+                    self.depth -= 1;
+                    if self.depth == 0 {
+                        let value = serde_json::from_slice(&self.buffer[start..=i])
+                            .map_err(|e| DiscoveryError::Protocol(e.to_string()))?;
+                        values.push(value);
+                        start = i + 1;
+                    }
+                }
+                _ if self.depth > 0 => {}
+                b' ' | b'\t' | b'\r' | b'\n' => start = i + 1,
+                other => {
+                    return Err(DiscoveryError::Protocol(format!(
+                        "unexpected byte {:?} between messages",
+                        char::from(other)
+                    )));
+                }
+            }
+        }
+        self.buffer.drain(..start);
+        self.scanned = self.buffer.len();
+        if self.buffer.len() > MAX_PENDING_BYTES {
+            return Err(DiscoveryError::Protocol("oversized message".into()));
+        }
+        Ok(values)
+    }
+}
+
+/// A live monitor on an OVSDB unix socket.
+pub struct Monitor {
+    stream: UnixStream,
+    framer: JsonFramer,
+    pub replica: Replica,
+}
+
+impl Monitor {
+    /// Connects and installs the monitor; the replica holds the initial state.
+    pub async fn start(socket: &Path) -> Result<Self, DiscoveryError> {
+        let stream = UnixStream::connect(socket)
+            .await
+            .map_err(|e| DiscoveryError::Protocol(format!("connect {}: {e}", socket.display())))?;
+        let mut monitor = Monitor {
+            stream,
+            framer: JsonFramer::default(),
+            replica: Replica::default(),
+        };
+        monitor.send(&monitor_request(1)).await?;
+        loop {
+            for message in monitor.read().await? {
+                if message.get("id") == Some(&json!(1)) {
+                    if let Some(error) = message.get("error").filter(|e| !e.is_null()) {
+                        return Err(DiscoveryError::Protocol(format!(
+                            "monitor refused: {error}"
+                        )));
+                    }
+                    let result = message.get("result").cloned().unwrap_or(Value::Null);
+                    monitor.replica.apply(&result)?;
+                    return Ok(monitor);
+                }
+                monitor.handle(message).await?;
+            }
+        }
+    }
+
+    /// Waits for the next change to the replica.
+    pub async fn changed(&mut self) -> Result<(), DiscoveryError> {
+        loop {
+            let mut changed = false;
+            for message in self.read().await? {
+                changed |= self.handle(message).await?;
+            }
+            if changed {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Applies an update or answers an echo; true when the replica changed.
+    async fn handle(&mut self, message: Value) -> Result<bool, DiscoveryError> {
+        match message.get("method").and_then(Value::as_str) {
+            Some("update") => {
+                let updates = message
+                    .get("params")
+                    .and_then(|p| p.get(1))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                self.replica.apply(&updates)?;
+                Ok(true)
+            }
+            Some("echo") => {
+                let reply = json!({
+                    "id": message.get("id").cloned().unwrap_or(Value::Null),
+                    "result": message.get("params").cloned().unwrap_or(json!([])),
+                    "error": null,
+                });
+                self.send(&reply).await?;
+                Ok(false)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn send(&mut self, value: &Value) -> Result<(), DiscoveryError> {
+        let bytes =
+            serde_json::to_vec(value).map_err(|e| DiscoveryError::Protocol(e.to_string()))?;
+        self.stream
+            .write_all(&bytes)
+            .await
+            .map_err(|e| DiscoveryError::Protocol(format!("write: {e}")))
+    }
+
+    async fn read(&mut self) -> Result<Vec<Value>, DiscoveryError> {
+        let mut buffer = [0u8; 16 * 1024];
+        loop {
+            let n = self
+                .stream
+                .read(&mut buffer)
+                .await
+                .map_err(|e| DiscoveryError::Protocol(format!("read: {e}")))?;
+            if n == 0 {
+                return Err(DiscoveryError::Protocol(
+                    "ovsdb-server closed the connection".into(),
+                ));
+            }
+            let values = self.framer.push(&buffer[..n])?;
+            if !values.is_empty() {
+                return Ok(values);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framer_splits_concatenated_and_partial_values() {
+        let mut framer = JsonFramer::default();
+        assert!(framer.push(br#"{"a":1}{"b":"#).expect("ok").len() == 1);
+        let rest = framer.push(br#"2}"#).expect("ok");
+        assert_eq!(rest, vec![json!({"b": 2})]);
+        assert!(framer.push(b"}garbage").is_err());
+    }
+
+    #[test]
+    fn framer_handles_strings_escapes_and_byte_at_a_time_input() {
+        let text = br#" {"s":"a}\"]{","n":[1,{"x":[]}]}
+[1,2] "#;
+        let mut framer = JsonFramer::default();
+        let mut values = Vec::new();
+        for byte in text {
+            values.extend(framer.push(&[*byte]).expect("valid"));
+        }
+        assert_eq!(
+            values,
+            vec![json!({"s": "a}\"]{", "n": [1, {"x": []}]}), json!([1, 2])]
+        );
+        assert!(framer.buffer.is_empty());
+    }
+
+    #[test]
+    fn framer_reassembles_a_large_reply_from_many_reads() {
+        // ~0.6 MB in 16 KiB reads, as the socket delivers a big monitor reply.
+        let rows: Vec<String> = (0..20_000)
+            .map(|i| format!(r#""r{i}":{{"new":{{}}}}"#))
+            .collect();
+        let text = format!(r#"{{"id":1,"result":{{"Port":{{{}}}}}}}"#, rows.join(","));
+        let mut framer = JsonFramer::default();
+        let mut values = Vec::new();
+        for chunk in text.as_bytes().chunks(16 * 1024) {
+            values.extend(framer.push(chunk).expect("valid"));
+        }
+        assert_eq!(values.len(), 1);
+        assert_eq!(
+            values[0]["result"]["Port"].as_object().map(|o| o.len()),
+            Some(20_000)
+        );
+    }
+}

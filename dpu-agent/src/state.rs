@@ -1,0 +1,473 @@
+//! The agent's shared state hub: the offer served, the port map, the TLS
+//! identity in use, and what each source of the agent's state last did.
+//! The gRPC service, the flow programmer, port discovery, reloads and
+//! metrics all go through [`AgentHandle`].
+
+use crate::{
+    config::ValidConfig,
+    flows::{self, FlowSettings, PortMap},
+};
+use noverlay_proto::{
+    contract::Offer,
+    pb,
+    tls::{self, PeerIdentity},
+};
+use std::{
+    fmt,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{SystemTime, UNIX_EPOCH},
+};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+/// The sources of the agent's state, each with its own status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Port discovery from OVSDB.
+    Ovsdb,
+    /// Installing and verifying our flows.
+    Flows,
+    /// Negotiations with the host and its reports.
+    Peer,
+    /// The last config reload (SIGHUP).
+    Reload,
+}
+
+impl Source {
+    pub const ALL: [Source; 4] = [Source::Ovsdb, Source::Flows, Source::Peer, Source::Reload];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Ovsdb => "ovsdb",
+            Source::Flows => "flows",
+            Source::Peer => "peer",
+            Source::Reload => "reload",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What one source last did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SourceStatus {
+    /// Nothing yet (e.g. no host has connected, no reload happened).
+    #[default]
+    Pending,
+    Ok {
+        since_unix: i64,
+    },
+    Failed {
+        error: String,
+        since_unix: i64,
+    },
+}
+
+impl SourceStatus {
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            SourceStatus::Failed { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
+    fn to_pb(&self, source: Source) -> pb::SourceStatus {
+        let (state, error, since_unix) = match self {
+            SourceStatus::Pending => ("pending", String::new(), 0),
+            SourceStatus::Ok { since_unix } => ("ok", String::new(), *since_unix),
+            SourceStatus::Failed { error, since_unix } => ("failed", error.clone(), *since_unix),
+        };
+        pb::SourceStatus {
+            source: source.name().into(),
+            state: state.into(),
+            error,
+            since_unix,
+        }
+    }
+}
+
+/// The host on the other end, as last seen.
+#[derive(Debug, Clone, Default)]
+pub struct PeerRecord {
+    /// The authorised identity of the last peer that negotiated.
+    pub identity: String,
+    pub last_negotiated_unix: i64,
+    /// The gateway interface the host negotiated, if one has.
+    pub gateway_interface: Option<String>,
+    pub last_report: Option<pb::HostReport>,
+    pub negotiations: u64,
+    pub refused_negotiations: u64,
+}
+
+/// Our flows as last read from the bridge.
+#[derive(Debug, Clone, Default)]
+pub struct FlowRecord {
+    /// As `ovs-ofctl dump-flows` prints them, counters included.
+    pub installed: Vec<String>,
+    pub read_unix: i64,
+    /// Restores of flows found wiped or altered.
+    pub repairs: u64,
+}
+
+/// The status of every source, each set on its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sources([SourceStatus; Source::ALL.len()]);
+
+impl Sources {
+    /// Records an outcome at `now`; a state that does not change keeps the
+    /// time it began.
+    pub fn set(&mut self, source: Source, outcome: Result<(), String>, now: i64) {
+        let status = &mut self.0[source.index()];
+        let unchanged = match (&*status, &outcome) {
+            (SourceStatus::Ok { .. }, Ok(())) => true,
+            (SourceStatus::Failed { error, .. }, Err(new)) => error == new,
+            _ => false,
+        };
+        if !unchanged {
+            *status = match outcome {
+                Ok(()) => SourceStatus::Ok { since_unix: now },
+                Err(error) => SourceStatus::Failed {
+                    error,
+                    since_unix: now,
+                },
+            };
+        }
+    }
+
+    pub fn get(&self, source: Source) -> &SourceStatus {
+        &self.0[source.index()]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (Source, &SourceStatus)> {
+        Source::ALL.iter().map(|s| (*s, self.get(*s)))
+    }
+
+    /// "source: error" of each failing source, joined by "; ".
+    pub fn summary(&self) -> String {
+        self.iter()
+            .filter_map(|(source, status)| status.error().map(|e| format!("{source}: {e}")))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    pub fn to_pb(&self) -> Vec<pb::SourceStatus> {
+        self.iter()
+            .map(|(source, status)| status.to_pb(source))
+            .collect()
+    }
+}
+
+#[derive(Default)]
+struct Record {
+    peer: PeerRecord,
+    flows: FlowRecord,
+    sources: Sources,
+}
+
+/// The TLS acceptor and the host identity it admits, swapped on reload.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    pub acceptor: TlsAcceptor,
+    pub authorised_host: PeerIdentity,
+}
+
+struct AgentState {
+    offer: watch::Sender<Offer>,
+    ports: watch::Sender<Option<PortMap>>,
+    flow_settings: FlowSettings,
+    tls: Mutex<TlsIdentity>,
+    record: Mutex<Record>,
+    /// Connections refused during the mTLS handshake (auth failures).
+    refused_connections: AtomicU64,
+}
+
+/// A cheap handle to the running agent's state.
+#[derive(Clone)]
+pub struct AgentHandle {
+    state: Arc<AgentState>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("reload refused, restart needed: {0}")]
+    NeedsRestart(&'static str),
+    #[error("reload refused: {0}")]
+    Invalid(String),
+}
+
+impl AgentHandle {
+    /// The state of an agent configured by `config`, serving with `tls`.
+    pub fn new(config: &ValidConfig, tls: TlsIdentity) -> Self {
+        AgentHandle {
+            state: Arc::new(AgentState {
+                offer: watch::Sender::new(config.offer.clone()),
+                ports: watch::Sender::new(config.static_ports),
+                flow_settings: config.flow_settings(),
+                tls: Mutex::new(tls),
+                record: Mutex::default(),
+                refused_connections: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The offer currently served.
+    pub fn offer(&self) -> Offer {
+        self.state.offer.borrow().clone()
+    }
+
+    /// Applies a reloaded config. Only what the DPU is the authority for
+    /// (cluster CIDRs, underlay IPs, MTU) may change at runtime; a change of
+    /// anything the host negotiated (families, masquerade subnets, mode) needs
+    /// a restart so that the host renegotiates. Returns the revision served.
+    /// The outcome is recorded as the [`Source::Reload`] status.
+    pub fn reload(&self, config: &ValidConfig) -> Result<u64, ReloadError> {
+        let result = self.try_reload(config);
+        self.set_source(
+            Source::Reload,
+            result.as_ref().map(|_| ()).map_err(ToString::to_string),
+        );
+        result
+    }
+
+    fn try_reload(&self, config: &ValidConfig) -> Result<u64, ReloadError> {
+        let current = self.offer();
+        let next = &config.offer;
+        let shape = |o: &Offer| {
+            o.families
+                .iter()
+                .map(|f| f.masquerade.subnet)
+                .collect::<Vec<_>>()
+        };
+        if shape(&current) != shape(next) || current.mode != next.mode {
+            return Err(ReloadError::NeedsRestart(
+                "address families, masquerade subnets or mode changed",
+            ));
+        }
+        let revised = current
+            .revised(next.families.clone(), next.mtu)
+            .map_err(|e| ReloadError::Invalid(e.to_string()))?;
+        // Everything that can fail comes before anything changes: a failed
+        // reload leaves the running state whole.
+        let tls_config = tls::server_config(&config.raw.tls, &config.raw.authorised_host)
+            .map_err(|e| ReloadError::Invalid(e.to_string()))?;
+        let revision = revised.revision;
+        self.state.offer.send_if_modified(|offer| {
+            let changed = *offer != revised;
+            *offer = revised;
+            changed
+        });
+        if config.static_ports.is_some() {
+            self.state.ports.send_if_modified(|ports| {
+                let changed = *ports != config.static_ports;
+                *ports = config.static_ports;
+                changed
+            });
+        }
+        *lock(&self.state.tls) = TlsIdentity {
+            acceptor: TlsAcceptor::from(tls_config),
+            authorised_host: config.authorised_host.clone(),
+        };
+        Ok(revision)
+    }
+
+    /// The TLS acceptor for the next connection.
+    pub fn tls(&self) -> TlsIdentity {
+        lock(&self.state.tls).clone()
+    }
+
+    /// Records the port map discovered from OVSDB (or given by hand).
+    pub fn set_ports(&self, ports: Option<PortMap>) {
+        self.state.ports.send_replace(ports);
+    }
+
+    /// The port map in use, if known.
+    pub fn ports(&self) -> Option<PortMap> {
+        *self.state.ports.borrow()
+    }
+
+    /// The flows the agent wants on the bridge, if the ports are known.
+    pub fn desired_flows(&self) -> Option<Vec<flows::Flow>> {
+        let ports = self.ports()?;
+        Some(flows::plan_flows(
+            &self.offer(),
+            &ports,
+            &self.state.flow_settings,
+        ))
+    }
+
+    pub fn flow_settings(&self) -> FlowSettings {
+        self.state.flow_settings
+    }
+
+    /// Wakes on every offer or port-map change (for the flow programmer).
+    pub fn subscribe(&self) -> (watch::Receiver<Offer>, watch::Receiver<Option<PortMap>>) {
+        (self.state.offer.subscribe(), self.state.ports.subscribe())
+    }
+
+    /// Records what `source` just did: Ok(()) or the error.
+    pub fn set_source(&self, source: Source, outcome: Result<(), String>) {
+        lock(&self.state.record)
+            .sources
+            .set(source, outcome, unix_now());
+    }
+
+    pub fn source(&self, source: Source) -> SourceStatus {
+        lock(&self.state.record).sources.get(source).clone()
+    }
+
+    /// Every source's status, in [`Source::ALL`] order.
+    pub fn sources(&self) -> Sources {
+        lock(&self.state.record).sources.clone()
+    }
+
+    /// What is failing now, "source: error" joined by "; "; empty when
+    /// nothing is.
+    pub fn last_error(&self) -> String {
+        self.sources().summary()
+    }
+
+    /// Records our flows as OVS reported them just now.
+    pub fn set_installed_flows(&self, flows: Vec<String>) {
+        let mut record = lock(&self.state.record);
+        record.flows.installed = flows;
+        record.flows.read_unix = unix_now();
+    }
+
+    /// Our flows as last read from the bridge (with counters).
+    pub fn installed_flows(&self) -> Vec<String> {
+        lock(&self.state.record).flows.installed.clone()
+    }
+
+    pub fn flow_record(&self) -> FlowRecord {
+        lock(&self.state.record).flows.clone()
+    }
+
+    /// Counts one restore of flows that were wiped or altered.
+    pub fn count_flow_repair(&self) {
+        lock(&self.state.record).flows.repairs += 1;
+    }
+
+    pub fn flow_repairs(&self) -> u64 {
+        lock(&self.state.record).flows.repairs
+    }
+
+    /// A successful negotiation by the authorised `identity`.
+    pub fn record_negotiation(&self, identity: String, gateway_interface: String) {
+        {
+            let mut record = lock(&self.state.record);
+            let peer = &mut record.peer;
+            peer.identity = identity;
+            peer.negotiations += 1;
+            peer.last_negotiated_unix = unix_now();
+            peer.gateway_interface = Some(gateway_interface);
+        }
+        self.set_source(Source::Peer, Ok(()));
+    }
+
+    /// A proposal the agent refused (mismatch or malformed).
+    pub fn record_refused_negotiation(&self, error: String) {
+        lock(&self.state.record).peer.refused_negotiations += 1;
+        self.set_source(Source::Peer, Err(format!("negotiation refused: {error}")));
+    }
+
+    /// The host's report of what it applied (or failed to).
+    pub fn record_host_report(&self, report: pb::HostReport) {
+        let outcome = if report.applied {
+            Ok(())
+        } else {
+            Err(format!(
+                "host failed to apply revision {}: {}",
+                report.revision, report.error
+            ))
+        };
+        lock(&self.state.record).peer.last_report = Some(report);
+        self.set_source(Source::Peer, outcome);
+    }
+
+    pub fn peer(&self) -> PeerRecord {
+        lock(&self.state.record).peer.clone()
+    }
+
+    /// Successful and refused negotiations since start.
+    pub fn negotiations(&self) -> (u64, u64) {
+        let peer = self.peer();
+        (peer.negotiations, peer.refused_negotiations)
+    }
+
+    /// The last report the host sent, if any.
+    pub fn last_host_report(&self) -> Option<pb::HostReport> {
+        self.peer().last_report
+    }
+
+    pub fn count_refused_connection(&self) {
+        self.state
+            .refused_connections
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many connections failed the mTLS handshake since start.
+    pub fn refused_connections(&self) -> u64 {
+        self.state.refused_connections.load(Ordering::Relaxed)
+    }
+}
+
+/// A poisoned lock only means a holder panicked mid-update of plain data;
+/// the data is still usable, so keep serving.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_sources_success_never_hides_anothers_error() {
+        let mut sources = Sources::default();
+        assert_eq!(sources.summary(), "");
+        sources.set(Source::Ovsdb, Err("bridge \"breth0\" not found".into()), 10);
+        sources.set(Source::Flows, Ok(()), 11);
+        sources.set(Source::Peer, Ok(()), 12);
+        assert_eq!(sources.summary(), "ovsdb: bridge \"breth0\" not found");
+        sources.set(Source::Flows, Err("switch unreachable".into()), 13);
+        assert_eq!(
+            sources.summary(),
+            "ovsdb: bridge \"breth0\" not found; flows: switch unreachable"
+        );
+        // The same error again keeps the time it began; a recovery clears
+        // only its own source.
+        sources.set(Source::Flows, Err("switch unreachable".into()), 20);
+        assert_eq!(
+            sources.get(Source::Flows),
+            &SourceStatus::Failed {
+                error: "switch unreachable".into(),
+                since_unix: 13
+            }
+        );
+        sources.set(Source::Flows, Ok(()), 21);
+        assert_eq!(sources.summary(), "ovsdb: bridge \"breth0\" not found");
+        assert_eq!(sources.get(Source::Reload), &SourceStatus::Pending);
+        let states: Vec<String> = sources.to_pb().into_iter().map(|s| s.state).collect();
+        assert_eq!(states, ["failed", "ok", "ok", "pending"]);
+    }
+}

@@ -1,0 +1,90 @@
+//! What both agents share at run time, apart from the contract itself:
+//!
+//! - [`logging`]: human or JSON log lines on stderr.
+//! - [`metrics`]: the opt-in Prometheus endpoint (prometheus-client over hyper).
+//! - [`systemd`]: readiness, stopping and a watchdog fed by the agent's own loops.
+//! - [`signals`]: SIGTERM/SIGINT stop the agent, SIGHUP asks it to reload.
+//!
+//! [`start`] and [`Daemon::run_until_stopped`] are the start-up and the main
+//! loop that both `main.rs` files would otherwise each repeat.
+
+pub mod logging;
+pub mod metrics;
+pub mod signals;
+pub mod systemd;
+
+use std::net::SocketAddr;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("metrics_listen {addr}: {source}")]
+    MetricsBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot install the {0} signal handler: {1}")]
+    Signal(&'static str, std::io::Error),
+}
+
+/// Process-wide set-up every agent command needs first: the log subscriber
+/// and the rustls crypto provider (explicit providers are used everywhere;
+/// this only guards against a dependency asking for the process default).
+pub fn start(format: logging::LogFormat) {
+    logging::init(format);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A running agent's process-level plumbing: its shutdown token and its
+/// watchdog, from which each working loop takes a heartbeat.
+pub struct Daemon {
+    pub shutdown: CancellationToken,
+    pub watchdog: systemd::Watchdog,
+    signals: signals::Signals,
+}
+
+impl Daemon {
+    /// Installs the signal handlers (before anything is started, so that an
+    /// early SIGTERM is not lost) and reads the watchdog settings.
+    pub fn new() -> Result<Self, RuntimeError> {
+        Ok(Daemon {
+            shutdown: CancellationToken::new(),
+            watchdog: systemd::Watchdog::from_env(),
+            signals: signals::Signals::install()?,
+        })
+    }
+
+    /// Serves `registry` on `addr` (when metrics are on) until shutdown.
+    pub async fn serve_metrics(
+        &self,
+        addr: Option<SocketAddr>,
+        registry: prometheus_client::registry::Registry,
+    ) -> Result<(), RuntimeError> {
+        let Some(addr) = addr else { return Ok(()) };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| RuntimeError::MetricsBind { addr, source })?;
+        tokio::spawn(metrics::serve(
+            listener,
+            std::sync::Arc::new(registry),
+            self.shutdown.clone(),
+        ));
+        tracing::info!(%addr, "metrics at /metrics");
+        Ok(())
+    }
+
+    /// Tells systemd the agent is ready, runs the watchdog and calls
+    /// `reload` on every SIGHUP until SIGTERM or SIGINT; then says STOPPING
+    /// and cancels the shutdown token.
+    pub async fn run_until_stopped(mut self, mut reload: impl FnMut()) {
+        systemd::ready();
+        let watchdog = tokio::spawn(self.watchdog.clone().run(self.shutdown.clone()));
+        while let signals::Signal::Reload = self.signals.next().await {
+            reload();
+        }
+        tracing::info!("shutting down");
+        systemd::stopping();
+        self.shutdown.cancel();
+        let _ = watchdog.await;
+    }
+}
