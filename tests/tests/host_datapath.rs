@@ -212,6 +212,36 @@ fn apply_programs_the_host_and_traffic_leaves_with_the_masquerade_source() -> an
         seen(&topo.dpu, "ip6 saddr fd69::2")? >= 2,
         "no SNATed IPv6 packets on the DPU side"
     );
+
+    // What the host reports is read back from the kernel: the chain with
+    // its hook and the rules with the kernel's own counters.
+    let plan = host_plan();
+    let report = topo.host.run(move || async move {
+        let mut kernel = Kernel::open(masquerades())?;
+        kernel.apply(&plan).await?;
+        // In the host namespace (this thread's): through our SNAT rule.
+        std::process::Command::new("ping")
+            .args(["-I", "198.18.0.10", "-c", "2", "-i", "0.2", "-W", "1", "198.18.200.1"])
+            .output()?;
+        Ok(kernel.apply(&plan).await?)
+    })?;
+    let ruleset = &report.nft_ruleset;
+    assert!(
+        ruleset.contains("type nat hook postrouting prio 100 policy accept"),
+        "{ruleset}"
+    );
+    let ipv4_rule = ruleset
+        .split("inet noverlay masquerade_to_dpu")
+        .find(|rule| rule.contains("nat snat ip addr_min"))
+        .unwrap_or_default();
+    let counted: u64 = ipv4_rule
+        .split("[ counter pkts ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    // A nat chain sees the first packet of each connection: the ping counts 1.
+    assert!(counted >= 1, "the reported counter is not the kernel's:\n{ruleset}");
     Ok(())
 }
 

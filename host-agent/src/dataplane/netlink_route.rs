@@ -9,7 +9,7 @@ use rtnetlink::{
     packet_route::{
         AddressFamily,
         address::{AddressAttribute, AddressFlags, AddressMessage, AddressProtocol},
-        link::{LinkAttribute, LinkFlags},
+        link::{LinkAttribute, LinkFlags, LinkMessage},
         neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
         route::{
             RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
@@ -83,11 +83,7 @@ impl RouteNetlink {
         let mut links = HashMap::new();
         let mut stream = self.handle.link().get().execute();
         while let Some(link) = stream.try_next().await? {
-            let name = link.attributes.iter().find_map(|a| match a {
-                LinkAttribute::IfName(name) => Some(name.clone()),
-                _ => None,
-            });
-            if let Some(name) = name {
+            if let Some(name) = link_name(&link) {
                 let up = link.header.flags.contains(LinkFlags::Up);
                 links.insert(link.header.index, KernelLink { name, up });
             }
@@ -154,15 +150,7 @@ impl RouteNetlink {
         let mut out = Vec::new();
         let mut stream = self.handle.neighbours().get().execute();
         while let Some(message) = stream.try_next().await? {
-            let ip = message.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => {
-                    Some(IpAddr::V4(*ip))
-                }
-                NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => {
-                    Some(IpAddr::V6(*ip))
-                }
-                _ => None,
-            });
+            let ip = neighbour_ip(&message);
             let mac = message.attributes.iter().find_map(|a| match a {
                 NeighbourAttribute::LinkLayerAddress(mac) => Some(mac.clone()),
                 _ => None,
@@ -272,7 +260,25 @@ fn route_address(address: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
-fn parse_route(message: RouteMessage) -> Option<KernelRoute> {
+/// A link message's interface name.
+pub fn link_name(link: &LinkMessage) -> Option<String> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(name) => Some(name.clone()),
+        _ => None,
+    })
+}
+
+/// A neighbour message's IP address.
+pub fn neighbour_ip(message: &NeighbourMessage) -> Option<IpAddr> {
+    message.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
+        NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
+        _ => None,
+    })
+}
+
+/// A unicast route message reduced to what we compare; None for other kinds.
+pub fn parse_route(message: RouteMessage) -> Option<KernelRoute> {
     if message.header.kind != RouteType::Unicast {
         return None;
     }

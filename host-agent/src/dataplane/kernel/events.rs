@@ -1,0 +1,296 @@
+//! Kernel events that can matter to us, and only those, wake the reconcile.
+//!
+//! Every rtnetlink event is checked against what we own ([`Interest`]):
+//! links and addresses of the gateway interface and mp0, routes to our
+//! prefixes or with our protocol or through mp0, the dummy neighbours. The
+//! rest (a busy host's neighbour churn, other routes) costs one check and
+//! nothing else. Relevant events are coalesced in a [`Notify`]: a burst of
+//! them wakes one reconcile, and nothing queues up unbounded.
+
+use super::super::netlink_route::{self, parse_route};
+use futures::{FutureExt, StreamExt};
+use ipnet::IpNet;
+use rtnetlink::{
+    MulticastGroup,
+    packet_core::{NetlinkMessage, NetlinkPayload},
+    packet_route::RouteNetlinkMessage,
+};
+use std::{
+    net::IpAddr,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+use tokio::sync::Notify;
+
+/// What our state depends on, as the last apply saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Interest {
+    pub gateway_name: String,
+    pub gateway_index: Option<u32>,
+    pub mp0_name: String,
+    pub mp0_index: Option<u32>,
+    pub route_protocol: u8,
+    /// The cluster CIDRs: routes overlapping them matter.
+    pub prefixes: Vec<IpNet>,
+    /// The dummy next hops: their neighbour entries matter.
+    pub neighbours: Vec<IpAddr>,
+}
+
+impl Interest {
+    fn is_ours(&self, index: u32) -> bool {
+        self.gateway_index == Some(index) || self.mp0_index == Some(index)
+    }
+
+    /// Whether `message` can change anything we own or depend on.
+    pub fn matters(&self, message: &RouteNetlinkMessage) -> bool {
+        match message {
+            RouteNetlinkMessage::NewLink(link) | RouteNetlinkMessage::DelLink(link) => {
+                self.is_ours(link.header.index)
+                    || netlink_route::link_name(link)
+                        .is_some_and(|n| n == self.gateway_name || n == self.mp0_name)
+            }
+            RouteNetlinkMessage::NewAddress(a) | RouteNetlinkMessage::DelAddress(a) => {
+                self.is_ours(a.header.index)
+            }
+            RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r) => {
+                parse_route(r.clone()).is_some_and(|route| {
+                    route.protocol == self.route_protocol
+                        || (route.oif.is_some() && route.oif == self.mp0_index)
+                        || self
+                            .prefixes
+                            .iter()
+                            .any(|p| p.contains(&route.dst) || route.dst.contains(p))
+                })
+            }
+            RouteNetlinkMessage::NewNeighbour(n) | RouteNetlinkMessage::DelNeighbour(n) => {
+                self.gateway_index == Some(n.header.ifindex)
+                    && netlink_route::neighbour_ip(n)
+                        .is_some_and(|ip| self.neighbours.contains(&ip))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The coalesced wake-ups of the reconcile and what set them off.
+#[derive(Clone, Default)]
+pub struct Wakeups {
+    notify: Arc<Notify>,
+    interest: Arc<Mutex<Interest>>,
+    /// Someone else changed nftables since our last write.
+    nft_changed: Arc<AtomicBool>,
+    /// The dataplane is gone: watchers stop.
+    closed: Arc<AtomicBool>,
+}
+
+impl Wakeups {
+    pub fn set_interest(&self, interest: Interest) {
+        *lock(&self.interest) = interest;
+    }
+
+    /// A change that matters happened (or events were lost).
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
+    pub fn nft_changed(&self) {
+        self.nft_changed.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    /// Takes the "nftables changed" flag.
+    pub fn take_nft_changed(&self) -> bool {
+        self.nft_changed.swap(false, Ordering::AcqRel)
+    }
+
+    /// Resolves at the next wake-up; wake-ups since the last one count as
+    /// one. Cancel-safe.
+    pub async fn woken(&self) {
+        self.notify.notified().await
+    }
+
+    /// Forgets pending wake-ups (a reconcile is about to answer them).
+    pub fn absorb(&self) {
+        // One poll takes a stored permit, if there is one.
+        let _ = self.notify.notified().now_or_never();
+    }
+
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn matters(&self, message: &RouteNetlinkMessage) -> bool {
+        lock(&self.interest).matters(message)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Subscribes to link, address, neighbour and route events and wakes
+/// `wakeups` for those that matter. When the event socket fails (a
+/// multicast overrun ends it), the watcher wakes the reconcile (which then
+/// reads everything) and subscribes again.
+pub fn watch_route_events(wakeups: Wakeups) -> std::io::Result<()> {
+    let mut messages = subscribe()?;
+    tokio::spawn(async move {
+        loop {
+            while let Some((message, _)) = messages.next().await {
+                if wakeups.is_closed() {
+                    return;
+                }
+                if let NetlinkMessage {
+                    payload: NetlinkPayload::InnerMessage(inner),
+                    ..
+                } = &message
+                    && wakeups.matters(inner)
+                {
+                    wakeups.wake();
+                }
+            }
+            tracing::warn!("rtnetlink event stream ended (overrun?); resyncing and resubscribing");
+            wakeups.wake();
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                if wakeups.is_closed() {
+                    return;
+                }
+                match subscribe() {
+                    Ok(fresh) => {
+                        messages = fresh;
+                        // Anything missed while unsubscribed is caught by this.
+                        wakeups.wake();
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "resubscribing to rtnetlink events failed")
+                    }
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+type RouteEvents = futures::channel::mpsc::UnboundedReceiver<(
+    NetlinkMessage<RouteNetlinkMessage>,
+    rtnetlink::sys::SocketAddr,
+)>;
+
+fn subscribe() -> std::io::Result<RouteEvents> {
+    let (connection, _handle, messages) = rtnetlink::new_multicast_connection(&[
+        MulticastGroup::Link,
+        MulticastGroup::Ipv4Ifaddr,
+        MulticastGroup::Ipv6Ifaddr,
+        MulticastGroup::Ipv4Route,
+        MulticastGroup::Ipv6Route,
+        MulticastGroup::Neigh,
+    ])?;
+    tokio::spawn(connection);
+    Ok(messages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtnetlink::packet_route::{
+        AddressFamily,
+        link::{LinkAttribute, LinkMessage},
+        neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage},
+        route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteType},
+    };
+    use std::net::Ipv4Addr;
+
+    fn interest() -> Interest {
+        Interest {
+            gateway_name: "eth0".into(),
+            gateway_index: Some(2),
+            mp0_name: "ovn-k8s-mp0".into(),
+            mp0_index: Some(3),
+            route_protocol: 240,
+            prefixes: vec!["198.18.128.0/17".parse().expect("net")],
+            neighbours: vec!["169.254.0.4".parse().expect("ip")],
+        }
+    }
+
+    fn route(dst: [u8; 4], prefix: u8, protocol: u8, oif: u32) -> RouteNetlinkMessage {
+        let mut message = RouteMessage::default();
+        message.header.address_family = AddressFamily::Inet;
+        message.header.destination_prefix_length = prefix;
+        message.header.kind = RouteType::Unicast;
+        message.header.protocol = RouteProtocol::from(protocol);
+        message.header.table = 254;
+        message
+            .attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(
+                Ipv4Addr::from(dst),
+            )));
+        message.attributes.push(RouteAttribute::Oif(oif));
+        RouteNetlinkMessage::NewRoute(message)
+    }
+
+    fn neighbour(ip: [u8; 4], ifindex: u32) -> RouteNetlinkMessage {
+        let mut message = NeighbourMessage::default();
+        message.header.ifindex = ifindex;
+        message
+            .attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+                Ipv4Addr::from(ip),
+            )));
+        RouteNetlinkMessage::NewNeighbour(message)
+    }
+
+    fn link(name: &str, index: u32) -> RouteNetlinkMessage {
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        message.attributes.push(LinkAttribute::IfName(name.into()));
+        RouteNetlinkMessage::NewLink(message)
+    }
+
+    #[test]
+    fn only_what_we_own_or_depend_on_matters() {
+        let i = interest();
+        // Ours: our protocol, a route covering or inside a cluster CIDR,
+        // anything through mp0, the dummy neighbour, our links.
+        assert!(i.matters(&route([10, 0, 0, 0], 8, 240, 9)));
+        assert!(i.matters(&route([198, 18, 128, 0], 17, 4, 2)));
+        assert!(i.matters(&route([198, 18, 0, 0], 16, 3, 3)));
+        assert!(i.matters(&route([198, 18, 200, 0], 24, 4, 9)));
+        assert!(i.matters(&route([198, 19, 1, 0], 24, 2, 3)));
+        assert!(i.matters(&neighbour([169, 254, 0, 4], 2)));
+        assert!(i.matters(&link("eth0", 2)));
+        assert!(i.matters(&link("ovn-k8s-mp0", 30)));
+        // Not ours: unrelated routes, neighbours and links.
+        assert!(!i.matters(&route([10, 1, 0, 0], 16, 4, 9)));
+        assert!(!i.matters(&route([198, 18, 0, 0], 24, 2, 2)));
+        assert!(!i.matters(&neighbour([10, 1, 0, 7], 9)));
+        assert!(!i.matters(&neighbour([169, 254, 0, 4], 9)));
+        assert!(!i.matters(&link("veth9", 9)));
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_wakeups_is_one_reconcile() {
+        let wakeups = Wakeups::default();
+        for _ in 0..10_000 {
+            wakeups.wake();
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(1), wakeups.woken())
+            .await
+            .expect("woken");
+        let again =
+            tokio::time::timeout(std::time::Duration::from_millis(50), wakeups.woken()).await;
+        assert!(again.is_err(), "one burst woke the reconcile twice");
+        wakeups.wake();
+        wakeups.absorb();
+        let absorbed =
+            tokio::time::timeout(std::time::Duration::from_millis(50), wakeups.woken()).await;
+        assert!(absorbed.is_err(), "an absorbed wake-up still woke");
+    }
+}

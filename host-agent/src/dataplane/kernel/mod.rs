@@ -1,0 +1,440 @@
+//! The real host dataplane: rtnetlink for address, neighbour and routes,
+//! nftables for the SNAT table, and filtered kernel events ([`events`]) to
+//! notice drift.
+//!
+//! `apply` is a reconcile, one small step per kind of object: each reads
+//! what the kernel has, diffs it against the plan ([`reconcile`]) and
+//! changes only what differs. Order matters: stale routes go before the
+//! SNAT table changes, new routes come after it, and a broad mp0 route is
+//! removed only once ours is in place; so no moment has a route of ours
+//! without its SNAT rule, or a cluster CIDR without a route. Running it
+//! again is a no-op.
+
+pub mod events;
+mod reconcile;
+
+use super::{
+    Applied, Dataplane, DataplaneError,
+    netlink_route::{self, KernelLink, KernelRoute, RouteNetlink},
+    nftables::{self, Nftables},
+};
+use crate::plan::{self, HostAddress, HostPlan, HostSettings};
+use events::{Interest, Wakeups};
+use noverlay_proto::contract::Masquerade;
+use reconcile::RoutePut;
+use std::collections::HashMap;
+
+pub struct Kernel {
+    rt: RouteNetlink,
+    nft: Nftables,
+    /// Our table may differ from the last one we wrote (start-up, someone
+    /// else changed nftables, a write failed).
+    nft_dirty: bool,
+    last_nft: Option<plan::NftPlan>,
+    wakeups: Wakeups,
+    /// The configured masquerade subnets: what teardown looks for.
+    masquerades: Vec<Masquerade>,
+}
+
+fn kernel_error(operation: impl Into<String>, error: impl std::fmt::Display) -> DataplaneError {
+    DataplaneError::Kernel {
+        operation: operation.into(),
+        reason: error.to_string(),
+    }
+}
+
+/// Changes made and errors met by one apply; it goes on past errors.
+#[derive(Default)]
+struct Progress {
+    changes: usize,
+    errors: Vec<DataplaneError>,
+}
+
+impl Progress {
+    fn record(&mut self, result: Result<(), DataplaneError>) {
+        match result {
+            Ok(()) => self.changes += 1,
+            Err(e) => self.errors.push(e),
+        }
+    }
+}
+
+fn link_index(links: &HashMap<u32, KernelLink>, name: &str) -> Option<u32> {
+    links
+        .iter()
+        .find(|(_, link)| link.name == name)
+        .map(|(index, _)| *index)
+}
+
+impl Kernel {
+    /// Opens the netlink sockets in the current network namespace and
+    /// subscribes to route, link, address, neighbour and nftables events.
+    pub fn open(masquerades: Vec<Masquerade>) -> Result<Self, DataplaneError> {
+        let rt = RouteNetlink::open().map_err(|e| kernel_error("open rtnetlink", e))?;
+        let nft = Nftables::open().map_err(|e| kernel_error("open nftables", e))?;
+        let wakeups = Wakeups::default();
+        nftables::watch_foreign_changes(nft.port(), wakeups.clone())
+            .map_err(|e| kernel_error("watch nftables", e))?;
+        events::watch_route_events(wakeups.clone())
+            .map_err(|e| kernel_error("watch rtnetlink", e))?;
+        Ok(Kernel {
+            rt,
+            nft,
+            nft_dirty: true,
+            last_nft: None,
+            wakeups,
+            masquerades,
+        })
+    }
+
+    async fn reconcile_addresses(
+        &self,
+        plan: &HostPlan,
+        gateway: u32,
+        progress: &mut Progress,
+    ) -> Result<(), DataplaneError> {
+        let actual = self
+            .rt
+            .addresses()
+            .await
+            .map_err(|e| kernel_error("list addresses", e))?;
+        for wanted in reconcile::missing_addresses(plan, &actual, gateway) {
+            let added = self
+                .rt
+                .add_address(gateway, wanted.addr, plan.route_protocol)
+                .await
+                .map_err(|e| {
+                    kernel_error(format!("add address {} dev {}", wanted.addr, wanted.dev), e)
+                });
+            progress.record(added);
+        }
+        Ok(())
+    }
+
+    async fn reconcile_neighbours(
+        &self,
+        plan: &HostPlan,
+        gateway: u32,
+        progress: &mut Progress,
+    ) -> Result<(), DataplaneError> {
+        let actual = self
+            .rt
+            .neighbours()
+            .await
+            .map_err(|e| kernel_error("list neighbours", e))?;
+        for wanted in reconcile::missing_neighbours(plan, &actual, gateway) {
+            let set = self
+                .rt
+                .set_permanent_neighbour(gateway, wanted.ip, &wanted.mac)
+                .await
+                .map_err(|e| {
+                    kernel_error(format!("set neighbour {} dev {}", wanted.ip, wanted.dev), e)
+                });
+            progress.record(set);
+        }
+        Ok(())
+    }
+
+    async fn main_routes(&self) -> Result<Vec<KernelRoute>, DataplaneError> {
+        self.rt
+            .main_routes()
+            .await
+            .map_err(|e| kernel_error("list routes", e))
+    }
+
+    async fn delete_routes(&self, routes: &[&KernelRoute], progress: &mut Progress) {
+        for route in routes {
+            match self.rt.del_route(route).await {
+                Ok(()) => progress.changes += 1,
+                // Already gone (e.g. removed with its link): nothing to do.
+                Err(e) if netlink_route::errno(&e) == Some(libc::ESRCH) => {}
+                Err(e) => progress
+                    .errors
+                    .push(kernel_error(format!("delete route {}", route.dst), e)),
+            }
+        }
+    }
+
+    async fn put_routes(
+        &self,
+        plan: &HostPlan,
+        actual: &[KernelRoute],
+        gateway: u32,
+        mp0: Option<u32>,
+        progress: &mut Progress,
+    ) -> bool {
+        let mut changed = false;
+        for put in reconcile::route_puts(plan, actual, gateway, mp0) {
+            let (wanted, replace) = match put {
+                RoutePut::Add(wanted) => (wanted, false),
+                RoutePut::Replace(wanted) => (wanted, true),
+                RoutePut::Refuse {
+                    wanted,
+                    their_protocol,
+                } => {
+                    progress.errors.push(kernel_error(
+                        format!("add route {}", plan::render_route(wanted)),
+                        format!(
+                            "a route to {} with proto {their_protocol} that is not ours already exists; refusing to replace it",
+                            wanted.dst
+                        ),
+                    ));
+                    continue;
+                }
+            };
+            let put = self
+                .rt
+                .put_route(wanted, gateway, replace)
+                .await
+                .map_err(|e| kernel_error(format!("add route {}", plan::render_route(wanted)), e));
+            changed |= put.is_ok();
+            progress.record(put);
+        }
+        changed
+    }
+
+    /// Replaces our table when it may differ from the plan. Ok(false) when
+    /// nothing needed writing.
+    async fn reconcile_nft(&mut self, plan: &HostPlan) -> Result<bool, DataplaneError> {
+        if self.wakeups.take_nft_changed() {
+            self.nft_dirty = true;
+        }
+        if !self.nft_dirty && self.last_nft.as_ref() == Some(&plan.nft) {
+            return Ok(false);
+        }
+        let table = &plan.nft.table;
+        let written = match nftables::rules::replace(&plan.nft) {
+            Ok(transaction) => self.nft.commit(transaction).await,
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok(()) => {
+                self.nft_dirty = false;
+                self.last_nft = Some(plan.nft.clone());
+                Ok(true)
+            }
+            Err(e) => {
+                self.nft_dirty = true;
+                self.last_nft = None;
+                Err(kernel_error(format!("replace nft table inet {table}"), e))
+            }
+        }
+    }
+}
+
+/// A route of ours as `ip route` prints it, for the report to the DPU.
+fn render_kernel_route(route: &KernelRoute, links: &HashMap<u32, KernelLink>) -> String {
+    let dev = route
+        .oif
+        .and_then(|i| links.get(&i))
+        .map(|l| l.name.as_str())
+        .unwrap_or("?");
+    let via = route.via.map(|v| format!(" via {v}")).unwrap_or_default();
+    let mtu = route.mtu.map(|m| format!(" mtu {m}")).unwrap_or_default();
+    format!("{}{via} dev {dev} proto {}{mtu}", route.dst, route.protocol)
+}
+
+impl Dataplane for Kernel {
+    async fn apply(&mut self, plan: &HostPlan) -> Result<Applied, DataplaneError> {
+        let links = self
+            .rt
+            .links()
+            .await
+            .map_err(|e| kernel_error("list links", e))?;
+        let mp0 = link_index(&links, &plan.mp0_interface);
+        let gateway_index = link_index(&links, &plan.nft.gateway_interface);
+        // Kernel events are weighed against this from now on.
+        self.wakeups.set_interest(Interest {
+            gateway_name: plan.nft.gateway_interface.clone(),
+            gateway_index,
+            mp0_name: plan.mp0_interface.clone(),
+            mp0_index: mp0,
+            route_protocol: plan.route_protocol,
+            prefixes: plan.cluster_cidrs.clone(),
+            neighbours: plan.neighbours.iter().map(|n| n.ip).collect(),
+        });
+        let gateway = gateway_index.ok_or_else(|| {
+            kernel_error(
+                "find gateway interface",
+                format!("no interface named {:?}", plan.nft.gateway_interface),
+            )
+        })?;
+        let mut progress = Progress::default();
+
+        // The masquerade address (its connected route puts the dummy next
+        // hop on-link) and the dummy next hop's permanent neighbour.
+        self.reconcile_addresses(plan, gateway, &mut progress)
+            .await?;
+        self.reconcile_neighbours(plan, gateway, &mut progress)
+            .await?;
+
+        // Routes of ours the plan dropped go before their SNAT rules do.
+        let routes = self.main_routes().await?;
+        let stale = reconcile::stale_routes(plan, &routes);
+        self.delete_routes(&stale, &mut progress).await;
+
+        // The SNAT table before any new route: a route never goes out
+        // without its SNAT. If it cannot be written, no route is added.
+        match self.reconcile_nft(plan).await {
+            Ok(true) => progress.changes += 1,
+            Ok(false) => {}
+            Err(e) => {
+                progress.errors.push(e);
+                return Err(DataplaneError::Many(progress.errors));
+            }
+        }
+
+        let changed = self
+            .put_routes(plan, &routes, gateway, mp0, &mut progress)
+            .await;
+        // Broad mp0 routes go once ours cover their CIDRs.
+        let routes = if changed || !stale.is_empty() {
+            self.main_routes().await?
+        } else {
+            routes
+        };
+        let broad: Vec<&KernelRoute> = routes
+            .iter()
+            .filter(|r| reconcile::is_broad_mp0(plan, r, mp0))
+            .collect();
+        self.delete_routes(&broad, &mut progress).await;
+
+        if !progress.errors.is_empty() {
+            return Err(DataplaneError::Many(progress.errors));
+        }
+        // Report what the kernel has, not what we meant to write.
+        let ours = routes
+            .iter()
+            .filter(|r| r.protocol == plan.route_protocol && !broad.iter().any(|b| b.dst == r.dst))
+            .map(|r| render_kernel_route(r, &links))
+            .collect();
+        let nft_ruleset = self
+            .nft
+            .list(&plan.nft.table)
+            .await
+            .map_err(|e| kernel_error(format!("list nft table inet {}", plan.nft.table), e))?
+            .join("\n");
+        Ok(Applied {
+            routes: ours,
+            nft_ruleset,
+            changes: progress.changes,
+        })
+    }
+
+    async fn host_addresses(&mut self) -> Result<Vec<HostAddress>, DataplaneError> {
+        let links = self
+            .rt
+            .links()
+            .await
+            .map_err(|e| kernel_error("list links", e))?;
+        let addresses = self
+            .rt
+            .addresses()
+            .await
+            .map_err(|e| kernel_error("list addresses", e))?;
+        Ok(addresses
+            .into_iter()
+            .map(|a| HostAddress {
+                dev: links
+                    .get(&a.index)
+                    .map(|l| l.name.clone())
+                    .unwrap_or_else(|| format!("if{}", a.index)),
+                addr: a.addr,
+            })
+            .collect())
+    }
+
+    async fn teardown(&mut self, settings: &HostSettings) -> Result<(), DataplaneError> {
+        let mut errors = Vec::new();
+        match self.rt.main_routes().await {
+            Ok(routes) => {
+                for route in routes
+                    .iter()
+                    .filter(|r| r.protocol == settings.route_protocol)
+                {
+                    if let Err(e) = self.rt.del_route(route).await
+                        && netlink_route::errno(&e) != Some(libc::ESRCH)
+                    {
+                        errors.push(kernel_error(format!("delete route {}", route.dst), e));
+                    }
+                }
+            }
+            Err(e) => errors.push(kernel_error("list routes", e)),
+        }
+        let gateway = match self.rt.links().await {
+            Ok(links) => link_index(&links, &settings.gateway_interface),
+            Err(e) => {
+                errors.push(kernel_error("list links", e));
+                None
+            }
+        };
+        if let Some(gateway) = gateway {
+            match self.rt.neighbours().await {
+                Ok(neighbours) => {
+                    for masq in &self.masquerades {
+                        let mac = masq.dummy_next_hop_mac();
+                        for n in neighbours.iter().filter(|n| {
+                            n.index == gateway
+                                && n.ip == masq.dummy_next_hop
+                                && n.permanent
+                                && n.mac.as_deref() == Some(&mac[..])
+                        }) {
+                            if let Err(e) = self.rt.del_neighbour(n).await {
+                                errors.push(kernel_error(format!("delete neighbour {}", n.ip), e));
+                            }
+                        }
+                    }
+                }
+                Err(e) => errors.push(kernel_error("list neighbours", e)),
+            }
+            match self.rt.addresses().await {
+                Ok(addresses) => {
+                    for masq in &self.masquerades {
+                        for a in addresses
+                            .iter()
+                            .filter(|a| a.index == gateway && a.addr == masq.host_address())
+                        {
+                            if let Err(e) = self.rt.del_address(a).await {
+                                errors.push(kernel_error(format!("delete address {}", a.addr), e));
+                            }
+                        }
+                    }
+                }
+                Err(e) => errors.push(kernel_error("list addresses", e)),
+            }
+        }
+        let deleted = match nftables::rules::delete(&settings.nft_table) {
+            Ok(transaction) => self.nft.commit(transaction).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = deleted {
+            errors.push(kernel_error(
+                format!("delete nft table inet {}", settings.nft_table),
+                e,
+            ));
+        }
+        self.last_nft = None;
+        self.nft_dirty = true;
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(DataplaneError::Many(errors))
+        }
+    }
+
+    async fn drift(&mut self) {
+        // Cancel-safe: the agent polls this in a select.
+        self.wakeups.woken().await
+    }
+
+    fn absorb_drift(&mut self) {
+        self.wakeups.absorb();
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        // The nftables watcher thread ends with us.
+        self.wakeups.close();
+    }
+}

@@ -1,0 +1,259 @@
+//! What to change, per kind of kernel object: the plan diffed against what
+//! the kernel reports. Pure functions; the kernel backend reads, calls
+//! these, and writes only what they return.
+
+use super::super::netlink_route::{KernelAddress, KernelNeighbour, KernelRoute};
+use crate::plan::{self, HostPlan, PlannedAddress, PlannedNeighbour, PlannedRoute};
+
+/// Planned addresses the gateway interface lacks.
+pub fn missing_addresses<'a>(
+    plan: &'a HostPlan,
+    actual: &[KernelAddress],
+    gateway: u32,
+) -> Vec<&'a PlannedAddress> {
+    plan.addresses
+        .iter()
+        .filter(|wanted| {
+            !actual
+                .iter()
+                .any(|a| a.index == gateway && a.addr == wanted.addr)
+        })
+        .collect()
+}
+
+/// Planned neighbours missing, not permanent or with another MAC.
+pub fn missing_neighbours<'a>(
+    plan: &'a HostPlan,
+    actual: &[KernelNeighbour],
+    gateway: u32,
+) -> Vec<&'a PlannedNeighbour> {
+    plan.neighbours
+        .iter()
+        .filter(|wanted| {
+            !actual.iter().any(|n| {
+                n.index == gateway
+                    && n.ip == wanted.ip
+                    && n.permanent
+                    && n.mac.as_deref() == Some(&wanted.mac[..])
+            })
+        })
+        .collect()
+}
+
+/// What to do for one planned route.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RoutePut<'a> {
+    Add(&'a PlannedRoute),
+    /// Replace the route with the same key (ours that differs, or a broad
+    /// mp0 route swapped for ours in one step: never a moment without).
+    Replace(&'a PlannedRoute),
+    /// Someone else's route has the key; we leave it and say so.
+    Refuse {
+        wanted: &'a PlannedRoute,
+        their_protocol: u8,
+    },
+}
+
+/// IPv6 routes without an explicit metric get 1024; IPv4 ones 0.
+fn effective_priority(route: &KernelRoute) -> u32 {
+    route
+        .priority
+        .unwrap_or(if route.dst.addr().is_ipv6() { 1024 } else { 0 })
+}
+
+/// The metric our routes get (we never set one).
+fn default_priority(route: &PlannedRoute) -> u32 {
+    if route.dst.addr().is_ipv6() { 1024 } else { 0 }
+}
+
+/// A route through mp0 that covers a cluster CIDR: it must go.
+pub fn is_broad_mp0(plan: &HostPlan, route: &KernelRoute, mp0: Option<u32>) -> bool {
+    mp0.is_some()
+        && route.oif == mp0
+        && plan::is_broad_cluster_route(&route.dst, &plan.cluster_cidrs)
+}
+
+/// The planned routes that are missing or differ, and how to put each.
+pub fn route_puts<'a>(
+    plan: &'a HostPlan,
+    actual: &[KernelRoute],
+    gateway: u32,
+    mp0: Option<u32>,
+) -> Vec<RoutePut<'a>> {
+    plan.routes
+        .iter()
+        .filter_map(|wanted| {
+            let same_key = actual
+                .iter()
+                .find(|r| r.dst == wanted.dst && effective_priority(r) == default_priority(wanted));
+            match same_key {
+                None => Some(RoutePut::Add(wanted)),
+                Some(r) if r.protocol == wanted.protocol => {
+                    let in_place = r.via == Some(wanted.via)
+                        && r.oif == Some(gateway)
+                        && r.mtu == Some(wanted.mtu);
+                    (!in_place).then_some(RoutePut::Replace(wanted))
+                }
+                Some(r) if is_broad_mp0(plan, r, mp0) => Some(RoutePut::Replace(wanted)),
+                Some(r) => Some(RoutePut::Refuse {
+                    wanted,
+                    their_protocol: r.protocol,
+                }),
+            }
+        })
+        .collect()
+}
+
+/// Routes with our protocol that the plan no longer has.
+pub fn stale_routes<'a>(plan: &HostPlan, actual: &'a [KernelRoute]) -> Vec<&'a KernelRoute> {
+    actual
+        .iter()
+        .filter(|r| {
+            r.protocol == plan.route_protocol && !plan.routes.iter().any(|w| w.dst == r.dst)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{HostSettings, plan};
+    use noverlay_proto::contract::{Contract, FamilyContract, Masquerade, Mode, Offer};
+    use rtnetlink::packet_route::route::RouteMessage;
+
+    fn host_plan() -> HostPlan {
+        let offer = Offer::new(
+            1,
+            Mode::IN_SCOPE,
+            vec![FamilyContract {
+                masquerade: Masquerade::from_subnet("169.254.0.0/17".parse().expect("net"))
+                    .expect("masq"),
+                cluster_cidrs: vec![
+                    "198.18.128.0/17".parse().expect("cidr"),
+                    "198.19.0.0/24".parse().expect("cidr"),
+                ],
+                underlay_ip: "198.18.0.10".parse().expect("ip"),
+            }],
+            1400,
+        )
+        .expect("offer");
+        let contract: Contract = offer.contract_for("eth0").expect("contract");
+        plan(
+            &contract,
+            &HostSettings {
+                gateway_interface: "eth0".into(),
+                mp0_interface: "ovn-k8s-mp0".into(),
+                route_protocol: 240,
+                nft_table: "noverlay".into(),
+            },
+        )
+    }
+
+    const GATEWAY: u32 = 2;
+    const MP0: u32 = 3;
+
+    fn kernel_route(
+        dst: &str,
+        via: Option<&str>,
+        oif: u32,
+        protocol: u8,
+        mtu: Option<u32>,
+    ) -> KernelRoute {
+        KernelRoute {
+            dst: dst.parse().expect("dst"),
+            via: via.map(|v| v.parse().expect("via")),
+            oif: Some(oif),
+            mtu,
+            protocol,
+            priority: None,
+            table: 254,
+            message: RouteMessage::default(),
+        }
+    }
+
+    #[test]
+    fn routes_are_added_fixed_swapped_or_refused() {
+        let plan = host_plan();
+        let actual = [
+            // Ours, already right.
+            kernel_route(
+                "198.19.0.0/24",
+                Some("169.254.0.4"),
+                GATEWAY,
+                240,
+                Some(1400),
+            ),
+            // ovnkube's broad route via mp0 for the other CIDR.
+            kernel_route("198.18.128.0/17", None, MP0, 3, None),
+        ];
+        let puts = route_puts(&plan, &actual, GATEWAY, Some(MP0));
+        assert_eq!(puts, vec![RoutePut::Replace(&plan.routes[0])]);
+
+        // Ours with a stale MTU is replaced; a foreign route elsewhere is refused.
+        let actual = [
+            kernel_route(
+                "198.19.0.0/24",
+                Some("169.254.0.4"),
+                GATEWAY,
+                240,
+                Some(9000),
+            ),
+            kernel_route("198.18.128.0/17", Some("10.0.0.1"), 9, 16, None),
+        ];
+        let puts = route_puts(&plan, &actual, GATEWAY, Some(MP0));
+        assert_eq!(
+            puts,
+            vec![
+                RoutePut::Refuse {
+                    wanted: &plan.routes[0],
+                    their_protocol: 16
+                },
+                RoutePut::Replace(&plan.routes[1]),
+            ]
+        );
+        assert_eq!(
+            route_puts(&plan, &[], GATEWAY, None),
+            vec![
+                RoutePut::Add(&plan.routes[0]),
+                RoutePut::Add(&plan.routes[1])
+            ]
+        );
+    }
+
+    #[test]
+    fn only_our_unplanned_routes_are_stale() {
+        let plan = host_plan();
+        let actual = [
+            kernel_route(
+                "198.19.0.0/24",
+                Some("169.254.0.4"),
+                GATEWAY,
+                240,
+                Some(1400),
+            ),
+            kernel_route(
+                "198.20.0.0/16",
+                Some("169.254.0.4"),
+                GATEWAY,
+                240,
+                Some(1400),
+            ),
+            kernel_route("198.21.0.0/16", Some("10.0.0.1"), 9, 16, None),
+        ];
+        let stale: Vec<String> = stale_routes(&plan, &actual)
+            .iter()
+            .map(|r| r.dst.to_string())
+            .collect();
+        assert_eq!(stale, ["198.20.0.0/16"]);
+        assert!(is_broad_mp0(
+            &plan,
+            &kernel_route("198.18.0.0/16", None, MP0, 3, None),
+            Some(MP0)
+        ));
+        assert!(!is_broad_mp0(
+            &plan,
+            &kernel_route("198.18.130.0/24", None, MP0, 2, None),
+            Some(MP0)
+        ));
+    }
+}

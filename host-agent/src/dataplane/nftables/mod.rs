@@ -1,0 +1,243 @@
+//! nftables through nftnl: our table replaced atomically in one netlink
+//! batch ([`rules`]), removed in one batch, read back from the kernel and
+//! printed by libnftnl ([`describe`]), and a watcher that reports ruleset
+//! changes made by anyone else ([`watch`]).
+//!
+//! The netlink socket is blocking (nftnl's world); every exchange runs on
+//! the blocking pool under a deadline, so the async runtime never waits on
+//! the kernel.
+
+pub mod describe;
+mod netlink;
+pub mod rules;
+mod watch;
+
+use netlink::{
+    NFT_MSG_GETCHAIN, NFT_MSG_GETRULE, NLMSG_DONE, NLMSG_ERROR, NetlinkMessages, nft_type,
+};
+use nftnl::nftnl_sys::{self as sys, libc};
+use rtnetlink::sys::{Socket, protocols::NETLINK_NETFILTER};
+use rules::Transaction;
+use std::{
+    ffi::CString,
+    os::fd::AsRawFd,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+pub use watch::watch_foreign_changes;
+
+/// How long the kernel may take to answer one exchange (the socket's own
+/// receive timeout; the async deadline adds a margin over it).
+const KERNEL_TIMEOUT: Duration = Duration::from_secs(5);
+const EXCHANGE_DEADLINE: Duration = Duration::from_secs(7);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    #[error("nftables: invalid name {0:?}")]
+    Name(String),
+    #[error("nftables netlink socket: {0}")]
+    Socket(std::io::Error),
+    #[error("nftables refused the batch: {0}")]
+    Refused(std::io::Error),
+    #[error("nftables did not answer within {EXCHANGE_DEADLINE:?}")]
+    Timeout,
+}
+
+/// A netlink socket to nftables, opened in the current network namespace.
+pub struct Nftables {
+    socket: Arc<Mutex<Socket>>,
+    port: u32,
+}
+
+impl Nftables {
+    pub fn open() -> Result<Self, NftError> {
+        let mut socket = Socket::new(NETLINK_NETFILTER).map_err(NftError::Socket)?;
+        let address = socket.bind_auto().map_err(NftError::Socket)?;
+        set_receive_timeout(&socket, KERNEL_TIMEOUT).map_err(NftError::Socket)?;
+        // One ack per message of a batch (a rule per CIDR): acks without the
+        // echoed request, and room for a thousand of them.
+        socket.set_cap_ack(true).map_err(NftError::Socket)?;
+        socket.set_ext_ack(true).map_err(NftError::Socket)?;
+        socket
+            .set_rx_buf_sz(4 * 1024 * 1024)
+            .map_err(NftError::Socket)?;
+        Ok(Nftables {
+            socket: Arc::new(Mutex::new(socket)),
+            port: address.port_number(),
+        })
+    }
+
+    /// The netlink port of our socket: nftables events name it as their
+    /// origin, which tells our own changes from everyone else's.
+    pub fn port(&self) -> u32 {
+        self.port
+    }
+
+    /// Commits a transaction: all of it or none of it.
+    pub async fn commit(&self, transaction: Transaction) -> Result<(), NftError> {
+        self.exchange(move |socket| send_and_wait_for_acks(socket, &transaction))
+            .await
+    }
+
+    /// Our table as the kernel has it: its chains, then its rules, each as
+    /// libnftnl prints it (counters included). Empty if the table is absent.
+    pub async fn list(&self, table: &str) -> Result<Vec<String>, NftError> {
+        let table = cstring(table)?;
+        self.exchange(move |socket| {
+            let mut lines = dump(socket, nft_type(NFT_MSG_GETCHAIN), &table)?;
+            lines.extend(dump(socket, nft_type(NFT_MSG_GETRULE), &table)?);
+            Ok(lines)
+        })
+        .await
+    }
+
+    async fn exchange<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Socket) -> Result<T, NftError> + Send + 'static,
+    ) -> Result<T, NftError> {
+        let socket = self.socket.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let socket = socket.lock().unwrap_or_else(|p| p.into_inner());
+            drain(&socket);
+            work(&socket)
+        });
+        match tokio::time::timeout(EXCHANGE_DEADLINE, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(NftError::Socket(std::io::Error::other(join))),
+            Err(_) => Err(NftError::Timeout),
+        }
+    }
+}
+
+/// One sendmsg carries the whole batch: the kernel commits it as one
+/// transaction or not at all.
+fn send_and_wait_for_acks(socket: &Socket, transaction: &Transaction) -> Result<(), NftError> {
+    socket
+        .send(&transaction.bytes, 0)
+        .map_err(NftError::Socket)?;
+    let mut expected = transaction.sequences.clone();
+    let mut buffer = vec![0u8; 64 * 1024];
+    while !expected.is_empty() {
+        let received = socket
+            .recv(&mut &mut buffer[..], 0)
+            .map_err(NftError::Socket)?;
+        for message in NetlinkMessages::new(&buffer[..received]) {
+            if message.kind != NLMSG_ERROR {
+                continue;
+            }
+            let code = message.error_code();
+            if code != 0 {
+                return Err(NftError::Refused(std::io::Error::from_raw_os_error(-code)));
+            }
+            expected.retain(|seq| *seq != message.seq);
+        }
+    }
+    Ok(())
+}
+
+/// Sequence number of our dump requests (acks are matched by type, not seq).
+const DUMP_SEQ: u32 = 1;
+
+/// Dumps the chains or rules (`kind`) of the inet table `table`, described.
+fn dump(socket: &Socket, kind: u16, table: &CString) -> Result<Vec<String>, NftError> {
+    let request = dump_request(kind, table);
+    let prefix = format!("inet {} ", table.to_string_lossy());
+    socket.send(&request, 0).map_err(NftError::Socket)?;
+    let mut lines = Vec::new();
+    let mut buffer = vec![0u8; 256 * 1024];
+    loop {
+        let received = socket
+            .recv(&mut &mut buffer[..], 0)
+            .map_err(NftError::Socket)?;
+        for message in NetlinkMessages::new(&buffer[..received]) {
+            match message.kind {
+                NLMSG_DONE => return Ok(lines),
+                NLMSG_ERROR => match message.error_code() {
+                    0 => {}
+                    // No such table: nothing of ours.
+                    code if -code == libc::ENOENT => return Ok(lines),
+                    code => {
+                        return Err(NftError::Refused(std::io::Error::from_raw_os_error(-code)));
+                    }
+                },
+                // Chain dumps are not filtered by table on every kernel.
+                _ => lines.extend(
+                    describe::describe(message.bytes)
+                        .into_iter()
+                        .filter(|line| line.starts_with(&prefix)),
+                ),
+            }
+        }
+    }
+}
+
+/// A dump request for the chains or rules of one inet table.
+fn dump_request(kind: u16, table: &CString) -> Vec<u8> {
+    let mut buffer = vec![0u8; 512];
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP | libc::NLM_F_ACK) as u16;
+    // SAFETY: the buffer is larger than a header plus one table name
+    // attribute (names are at most 256 bytes, checked by the kernel's
+    // limits on what we created); the filter objects are freed here.
+    unsafe {
+        let header = sys::nftnl_nlmsg_build_hdr(
+            buffer.as_mut_ptr().cast(),
+            kind,
+            libc::NFPROTO_INET as u16,
+            flags,
+            DUMP_SEQ,
+        );
+        if kind == nft_type(NFT_MSG_GETRULE) {
+            let rule = sys::nftnl_rule_alloc();
+            if !rule.is_null() {
+                sys::nftnl_rule_set_str(rule, sys::NFTNL_RULE_TABLE as u16, table.as_ptr());
+                sys::nftnl_rule_nlmsg_build_payload(header, rule);
+                sys::nftnl_rule_free(rule);
+            }
+        } else {
+            let chain = sys::nftnl_chain_alloc();
+            if !chain.is_null() {
+                sys::nftnl_chain_set_str(chain, sys::NFTNL_CHAIN_TABLE as u16, table.as_ptr());
+                sys::nftnl_chain_nlmsg_build_payload(header, chain);
+                sys::nftnl_chain_free(chain);
+            }
+        }
+        let len = (*header).nlmsg_len as usize;
+        buffer.truncate(len);
+    }
+    buffer
+}
+
+pub(crate) fn cstring(name: &str) -> Result<CString, NftError> {
+    CString::new(name).map_err(|_| NftError::Name(name.to_string()))
+}
+
+fn set_receive_timeout(socket: &Socket, timeout: Duration) -> std::io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: a valid fd and a timeval of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const libc::timeval as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Discards replies left over from an earlier, failed exchange.
+fn drain(socket: &Socket) {
+    let mut buffer = vec![0u8; 64 * 1024];
+    while socket
+        .recv(&mut &mut buffer[..], libc::MSG_DONTWAIT)
+        .is_ok_and(|n| n > 0)
+    {}
+}
