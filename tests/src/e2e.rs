@@ -22,16 +22,17 @@ use crate::{
     netns::{self, NetNs},
     ovs::Ovs,
 };
+use noverlay_test_support::eventually_blocking;
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 pub const BRIDGE_MAC: &str = "02:00:c6:12:00:0a";
@@ -53,6 +54,18 @@ pub struct Binaries {
 }
 
 impl Binaries {
+    /// For tests: builds the agent binaries first (once per test process,
+    /// with the cargo running the tests; a no-op when they are current), so
+    /// that a plain `cargo test` on a fresh clone tests the real binaries.
+    pub fn built() -> anyhow::Result<Self> {
+        static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+        BUILT
+            .get_or_init(build_agents)
+            .clone()
+            .map_err(anyhow::Error::msg)?;
+        Self::locate()
+    }
+
     /// Finds the binaries next to the running executable (target/<profile>/
     /// for a binary, target/<profile>/deps/ for a test).
     pub fn locate() -> anyhow::Result<Self> {
@@ -80,6 +93,33 @@ impl Binaries {
     }
 }
 
+/// `cargo build --workspace --bins` in the profile of the running test (the
+/// same package selection as the README's build, so nothing is rebuilt
+/// with other features).
+fn build_agents() -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let release = exe.components().any(|c| c.as_os_str() == "release");
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut build = Command::new(env!("CARGO"));
+    build
+        .args(["build", "--workspace", "--bins", "--locked"])
+        .current_dir(workspace);
+    if release {
+        build.arg("--release");
+    }
+    let output = build
+        .output()
+        .map_err(|e| format!("cannot run cargo to build the agents: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "building the agent binaries failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
 /// The whole testbed; everything is removed on Drop.
 pub struct Testbed {
     pub host: NetNs,
@@ -94,10 +134,18 @@ pub struct Testbed {
 }
 
 impl Testbed {
-    /// Builds the namespaces, links, OVS bridges and the router stand-in.
-    /// The agents are not started.
+    /// For tests: builds the agent binaries if needed, then the testbed.
+    pub fn build_for_test() -> anyhow::Result<Self> {
+        Self::build_with(Binaries::built()?)
+    }
+
+    /// Builds the namespaces, links, OVS bridges and the router stand-in
+    /// around already built binaries. The agents are not started.
     pub fn build() -> anyhow::Result<Self> {
-        let bins = Binaries::locate()?;
+        Self::build_with(Binaries::locate()?)
+    }
+
+    fn build_with(bins: Binaries) -> anyhow::Result<Self> {
         let host = NetNs::new("h")?;
         let dpu = NetNs::new("d")?;
         let underlay = NetNs::new("u")?;
@@ -180,14 +228,12 @@ impl Testbed {
     pub fn crash_and_restart_vswitchd(&self) -> anyhow::Result<()> {
         self.ovs.kill_vswitchd()?;
         self.ovs.start_vswitchd()?;
-        let started = Instant::now();
-        while self.install_router().is_err() {
-            anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(20),
-                "br-ovn did not come back after the restart"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        eventually_blocking(
+            "br-ovn to come back after the restart",
+            Duration::from_secs(20),
+            || self.install_router().is_ok(),
+        )
+        .map_err(anyhow::Error::msg)?;
         Ok(())
     }
 
@@ -317,22 +363,15 @@ impl Testbed {
     /// IP (which needs the host's nft SNAT) both get replies; returns how
     /// long it took.
     pub fn wait_for_ping(&self, dst: &str, timeout: Duration) -> anyhow::Result<Duration> {
-        let started = Instant::now();
         let ok = |source: &str| {
             self.host
                 .sh_unchecked(&format!("ping {source} -c 1 -W 0.2 {dst}"))
                 .is_ok_and(|o| o.status.success())
         };
-        while started.elapsed() < timeout {
-            if ok("") && ok(&format!("-I {NODE_IP}")) {
-                return Ok(started.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        anyhow::bail!(
-            "no ping reply from {dst} within {timeout:?}\n{}",
-            self.agent_logs()
-        )
+        eventually_blocking(&format!("a ping reply from {dst}"), timeout, || {
+            ok("") && ok(&format!("-I {NODE_IP}"))
+        })
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", self.agent_logs()))
     }
 
     /// A TCP exchange from the host to `dst`: returns the source address the

@@ -8,20 +8,39 @@ use std::{
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// Returns false (after printing why) when privileged tests cannot run here.
-pub fn privileged_or_skip(test: &str) -> bool {
+/// Why privileged work (network namespaces, nftables) cannot run here, if
+/// it cannot.
+fn missing_privileges() -> Option<String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        println!("SKIPPED {test}: needs root to create network namespaces (CI runs as root)");
-        return false;
+        return Some("needs root to create network namespaces (CI runs as root)".into());
     }
-    for tool in ["ip", "nft"] {
-        if Command::new(tool).arg("-V").output().is_err() {
-            println!("SKIPPED {test}: `{tool}` is not installed (.ci/run installs it)");
-            return false;
+    ["ip", "nft"]
+        .into_iter()
+        .find(|tool| Command::new(tool).arg("-V").output().is_err())
+        .map(|tool| format!("`{tool}` is not installed (.ci/run installs it)"))
+}
+
+/// For the privileged tests (ignored by default, run as root with
+/// `--include-ignored`): an error naming what is missing, so that a run
+/// that cannot do the work fails loudly instead of passing.
+pub fn require_privileges() -> anyhow::Result<()> {
+    match missing_privileges() {
+        None => Ok(()),
+        Some(why) => anyhow::bail!("this privileged test cannot run here: {why}"),
+    }
+}
+
+/// For the bench and the demo: false (after printing why) when privileged
+/// work cannot run here.
+pub fn privileged_or_skip(what: &str) -> bool {
+    match missing_privileges() {
+        None => true,
+        Some(why) => {
+            println!("SKIPPED {what}: {why}");
+            false
         }
     }
-    true
 }
 
 /// A unique short suffix: process id and a counter.

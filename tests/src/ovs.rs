@@ -7,21 +7,37 @@ use tempfile::TempDir;
 
 const SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
 
-/// True (after printing why not) when OVS can be started here.
-pub fn available_or_skip(test: &str) -> bool {
-    for tool in ["ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl"] {
-        if Command::new(tool).arg("--version").output().is_err() {
-            println!(
-                "SKIPPED {test}: `{tool}` is not installed (.ci/run installs openvswitch-switch)"
-            );
-            return false;
+/// Why Open vSwitch cannot be started here, if it cannot.
+fn missing() -> Option<String> {
+    let tool = ["ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl"]
+        .into_iter()
+        .find(|tool| Command::new(tool).arg("--version").output().is_err());
+    match tool {
+        Some(tool) => Some(format!(
+            "`{tool}` is not installed (.ci/run installs openvswitch-switch)"
+        )),
+        None => (!std::path::Path::new(SCHEMA).exists()).then(|| format!("{SCHEMA} is missing")),
+    }
+}
+
+/// For the OVS tests (ignored by default): an error naming what is missing.
+pub fn require() -> anyhow::Result<()> {
+    match missing() {
+        None => Ok(()),
+        Some(why) => anyhow::bail!("this test needs Open vSwitch: {why}"),
+    }
+}
+
+/// For the bench and the demo: false (after printing why) when OVS cannot
+/// be started here.
+pub fn available_or_skip(what: &str) -> bool {
+    match missing() {
+        None => true,
+        Some(why) => {
+            println!("SKIPPED {what}: {why}");
+            false
         }
     }
-    if !std::path::Path::new(SCHEMA).exists() {
-        println!("SKIPPED {test}: {SCHEMA} is missing");
-        return false;
-    }
-    true
 }
 
 pub struct Ovs {
@@ -86,12 +102,13 @@ impl Ovs {
         let pid = std::fs::read_to_string(self.dir.path().join("vswitchd.pid"))?;
         crate::netns::run(&["kill", "-9", pid.trim()])?;
         // Wait for it to be gone so that a restart can take the pidfile.
-        for _ in 0..100 {
-            if !std::path::Path::new(&format!("/proc/{}", pid.trim())).exists() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        let proc = format!("/proc/{}", pid.trim());
+        noverlay_test_support::eventually_blocking(
+            "ovs-vswitchd to exit",
+            std::time::Duration::from_secs(2),
+            || !std::path::Path::new(&proc).exists(),
+        )
+        .map_err(anyhow::Error::msg)?;
         let _ = std::fs::remove_file(self.dir.path().join("vswitchd.pid"));
         Ok(())
     }

@@ -50,12 +50,13 @@ async fn host_follows_cidr_changes_and_dpu_sees_the_reports() -> anyhow::Result<
     assert_eq!(plan.nft.rules.len(), 2);
 
     // The DPU learns what the host applied.
-    for _ in 0..100 {
-        if dpu.handle.last_host_report().map(|r| r.revision) == Some(2) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    noverlay_test_support::eventually(
+        "the host's report of revision 2",
+        std::time::Duration::from_secs(2),
+        || dpu.handle.last_host_report().map(|r| r.revision) == Some(2),
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
     let report = dpu
         .handle
         .last_host_report()

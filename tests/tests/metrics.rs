@@ -82,14 +82,14 @@ async fn both_agents_expose_their_state() -> anyhow::Result<()> {
             .await;
         assert!(refused.is_err(), "an unauthorised client got an answer");
     }
-    let mut text = String::new();
-    for _ in 0..100 {
-        text = scrape(dpu_addr, "/metrics").await?;
-        if value(&text, "noverlay_dpu_auth_failures_total") == Some(1.0) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    noverlay_test_support::eventually(
+        "the refused handshake counted",
+        std::time::Duration::from_secs(2),
+        || dpu.handle.refused_connections() == 1,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    let text = scrape(dpu_addr, "/metrics").await?;
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
     assert_eq!(
         value(&text, "noverlay_dpu_contract_revision"),

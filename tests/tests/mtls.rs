@@ -135,13 +135,13 @@ async fn host_refuses_every_unauthorised_dpu() -> anyhow::Result<()> {
 }
 
 async fn wait_until(condition: impl Fn() -> bool) -> bool {
-    for _ in 0..100 {
-        if condition() {
-            return true;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    false
+    noverlay_test_support::eventually(
+        "the condition",
+        std::time::Duration::from_secs(2),
+        condition,
+    )
+    .await
+    .is_ok()
 }
 
 /// Certificates rotate without a restart, on both sides; a rotation to

@@ -133,13 +133,88 @@ fn host_apply() -> anyhow::Result<()> {
             samples.push(started.elapsed());
         }
         println!(
-            "  repair after a route deletion (event to route restored): {:?}\n",
+            "  repair after a route deletion (event to route restored): {:?}",
             median(samples)
         );
+        unrelated_churn(&name, &status).await?;
         shutdown.cancel();
         task.await??;
         Ok(())
     })
+}
+
+/// CPU time of this process (the agent runs in it) in seconds.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// Runs `ip -batch` with `lines` in the namespace.
+fn ip_batch(ns: &str, lines: &[String]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "ip", "-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(lines.join("\n").as_bytes())?;
+    }
+    anyhow::ensure!(child.wait()?.success(), "ip -batch failed");
+    Ok(())
+}
+
+/// What churn the agent does not own costs it: 5,000 unrelated routes,
+/// then 10,000 neighbour updates on an unrelated interface.
+async fn unrelated_churn(
+    ns: &str,
+    status: &tokio::sync::watch::Receiver<host_agent::agent::HostStatus>,
+) -> anyhow::Result<()> {
+    ip_batch(
+        ns,
+        &[
+            "link add churn0 type veth peer name churn1".into(),
+            "link set churn0 up".into(),
+            "link set churn1 up".into(),
+        ],
+    )?;
+    let reconciles = status.borrow().reconciles;
+    let routes: Vec<String> = (0..5_000)
+        .map(|i| format!("route add 100.64.{}.{}/32 dev churn0", i / 250, i % 250 + 1))
+        .collect();
+    let cpu = cpu_seconds();
+    ip_batch(ns, &routes)?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let routes_cpu = cpu_seconds() - cpu;
+    let neighbours: Vec<String> = (0..10_000)
+        .map(|i| {
+            format!(
+                "neigh replace 100.64.0.{} lladdr 02:00:00:00:{:02x}:{:02x} dev churn0 nud permanent",
+                i % 250 + 1,
+                (i / 256) % 256,
+                i % 256
+            )
+        })
+        .collect();
+    let cpu = cpu_seconds();
+    let started = Instant::now();
+    ip_batch(ns, &neighbours)?;
+    let took = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let neighbours_cpu = cpu_seconds() - cpu;
+    println!("  unrelated churn (agent CPU time, event filter):");
+    println!("    5,000 routes added on another interface: {routes_cpu:.3} CPU-s");
+    println!(
+        "    10,000 neighbour updates on another interface in {took:?}: {neighbours_cpu:.3} CPU-s"
+    );
+    println!(
+        "    reconciles they caused: {}\n",
+        status.borrow().reconciles - reconciles
+    );
+    Ok(())
 }
 
 /// dpu-agent against OVS in a namespace.
