@@ -334,7 +334,13 @@ impl<D: Dataplane> HostAgent<D> {
                     s.applied = Some(contract.clone());
                     s.last_error = None;
                 });
-                self.report(client, contract.revision, Ok(applied)).await;
+                // What the DPU is told is what the kernel has.
+                let nft_ruleset = match self.dataplane.nft_table(&plan.nft.table).await {
+                    Ok(table) => table,
+                    Err(e) => format!("(cannot read the table back: {e})"),
+                };
+                self.report(client, contract.revision, Ok((applied, nft_ruleset)))
+                    .await;
             }
             Err(e) => {
                 let reason = e.to_string();
@@ -363,15 +369,15 @@ impl<D: Dataplane> HostAgent<D> {
         &self,
         client: &mut DpuClient,
         revision: u64,
-        outcome: Result<Applied, String>,
+        outcome: Result<(Applied, String), String>,
     ) {
         let report = match outcome {
-            Ok(applied) => pb::HostReport {
+            Ok((applied, nft_ruleset)) => pb::HostReport {
                 revision,
                 applied: true,
                 error: String::new(),
                 routes: applied.routes,
-                nft_ruleset: applied.nft_ruleset,
+                nft_ruleset,
                 host_name: self.config.raw.host_name.clone(),
             },
             Err(error) => pb::HostReport {

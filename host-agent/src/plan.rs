@@ -200,7 +200,8 @@ pub fn render_route(r: &PlannedRoute) -> String {
 }
 
 impl NftPlan {
-    /// The table as `nft list table inet <table>` prints it.
+    /// The table as `nft list table inet <table>` prints it, freshly
+    /// created (counters at zero).
     pub fn render(&self) -> String {
         let mut out = format!(
             "table inet {} {{\n\tchain {} {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\toifname != \"{}\" return\n",
@@ -210,7 +211,7 @@ impl NftPlan {
             let fam = nft_family(Family::of_net(&rule.cidr));
             let _ = writeln!(
                 out,
-                "\t\t{fam} daddr {} {fam} saddr != {} snat {fam} to {}",
+                "\t\t{fam} daddr {} {fam} saddr != {} counter packets 0 bytes 0 snat {fam} to {}",
                 rule.cidr, rule.to, rule.to
             );
         }

@@ -37,6 +37,8 @@ impl DryRunLog {
 pub struct DryRun {
     log: DryRunLog,
     host_addresses: Vec<HostAddress>,
+    /// The table the last plan would have written.
+    last_nft: Option<String>,
 }
 
 impl DryRun {
@@ -46,6 +48,7 @@ impl DryRun {
             DryRun {
                 log: log.clone(),
                 host_addresses,
+                last_nft: None,
             },
             log,
         )
@@ -60,11 +63,15 @@ impl Dataplane for DryRun {
             plan.render()
         );
         self.log.push(DryRunEvent::Applied(Box::new(plan.clone())));
+        self.last_nft = Some(plan.nft.render());
         Ok(Applied {
             routes: plan.render_routes(),
-            nft_ruleset: plan.nft.render(),
             changes: plan.routes.len(),
         })
+    }
+
+    async fn nft_table(&mut self, _table: &str) -> Result<String, DataplaneError> {
+        Ok(self.last_nft.clone().unwrap_or_default())
     }
 
     async fn host_addresses(&mut self) -> Result<Vec<HostAddress>, DataplaneError> {

@@ -15,10 +15,8 @@ use std::future::Future;
 /// What the host has in place after an apply, for the report to the DPU.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Applied {
-    /// Our routes, as `ip route` prints them.
+    /// Our routes as the kernel lists them, in `ip route` syntax.
     pub routes: Vec<String>,
-    /// Our nftables table, as `nft list table` prints it.
-    pub nft_ruleset: String,
     /// How many kernel objects this apply added, fixed or removed; 0 when
     /// everything was already in place.
     pub changes: usize,
@@ -32,6 +30,13 @@ pub trait Dataplane: Send + Sync {
         &mut self,
         plan: &HostPlan,
     ) -> impl Future<Output = Result<Applied, DataplaneError>> + Send;
+
+    /// Our nft table as the kernel has it (`nft list table` syntax, with
+    /// counters), for the report to the DPU.
+    fn nft_table(
+        &mut self,
+        table: &str,
+    ) -> impl Future<Output = Result<String, DataplaneError>> + Send;
 
     /// The host's own addresses, to check contracts against.
     fn host_addresses(

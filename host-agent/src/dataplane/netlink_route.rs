@@ -16,6 +16,7 @@ use rtnetlink::{
             RouteType,
         },
     },
+    sys::AsyncSocket,
 };
 use std::{
     collections::HashMap,
@@ -68,15 +69,27 @@ pub struct KernelLink {
 #[derive(Clone)]
 pub struct RouteNetlink {
     handle: Handle,
+    port: u32,
 }
 
 impl RouteNetlink {
     /// Opens an rtnetlink socket in the current network namespace and spawns
     /// its connection task (without it every request would hang).
     pub fn open() -> std::io::Result<Self> {
-        let (connection, handle, _) = rtnetlink::new_connection()?;
+        let (mut connection, handle, _) = rtnetlink::new_connection()?;
+        // Bound now (not on first send) so that its port is known.
+        let address = connection.socket_mut().socket_mut().bind_auto()?;
         tokio::spawn(connection);
-        Ok(RouteNetlink { handle })
+        Ok(RouteNetlink {
+            handle,
+            port: address.port_number(),
+        })
+    }
+
+    /// The netlink port of our socket: the kernel names it as the origin of
+    /// the events our own writes cause.
+    pub fn port(&self) -> u32 {
+        self.port
     }
 
     pub async fn links(&self) -> NlResult<HashMap<u32, KernelLink>> {

@@ -181,6 +181,9 @@ async fn unrelated_churn(
             "link set churn1 up".into(),
         ],
     )?;
+    // Let the namespace settle first (IPv6 DAD on the gateway interface ends
+    // with an address event that does concern us).
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let reconciles = status.borrow().reconciles;
     let routes: Vec<String> = (0..5_000)
         .map(|i| format!("route add 100.64.{}.{}/32 dev churn0", i / 250, i % 250 + 1))

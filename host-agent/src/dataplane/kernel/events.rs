@@ -27,6 +27,9 @@ use tokio::sync::Notify;
 /// What our state depends on, as the last apply saw it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Interest {
+    /// The netlink port of our own rtnetlink socket: events our writes
+    /// cause carry it and wake nothing.
+    pub own_port: u32,
     pub gateway_name: String,
     pub gateway_index: Option<u32>,
     pub mp0_name: String,
@@ -125,8 +128,9 @@ impl Wakeups {
         self.closed.load(Ordering::Acquire)
     }
 
-    fn matters(&self, message: &RouteNetlinkMessage) -> bool {
-        lock(&self.interest).matters(message)
+    fn matters(&self, origin: u32, message: &RouteNetlinkMessage) -> bool {
+        let interest = lock(&self.interest);
+        (interest.own_port == 0 || origin != interest.own_port) && interest.matters(message)
     }
 }
 
@@ -147,10 +151,11 @@ pub fn watch_route_events(wakeups: Wakeups) -> std::io::Result<()> {
                     return;
                 }
                 if let NetlinkMessage {
+                    header,
                     payload: NetlinkPayload::InnerMessage(inner),
                     ..
                 } = &message
-                    && wakeups.matters(inner)
+                    && wakeups.matters(header.port_number, inner)
                 {
                     wakeups.wake();
                 }
@@ -210,6 +215,7 @@ mod tests {
 
     fn interest() -> Interest {
         Interest {
+            own_port: 0,
             gateway_name: "eth0".into(),
             gateway_index: Some(2),
             mp0_name: "ovn-k8s-mp0".into(),
@@ -273,6 +279,22 @@ mod tests {
         assert!(!i.matters(&neighbour([10, 1, 0, 7], 9)));
         assert!(!i.matters(&neighbour([169, 254, 0, 4], 9)));
         assert!(!i.matters(&link("veth9", 9)));
+    }
+
+    #[test]
+    fn our_own_writes_wake_nothing() {
+        let wakeups = Wakeups::default();
+        wakeups.set_interest(Interest {
+            own_port: 4242,
+            ..interest()
+        });
+        let ours = route([198, 18, 128, 0], 17, 240, 2);
+        assert!(!wakeups.matters(4242, &ours));
+        assert!(wakeups.matters(0, &ours), "a kernel event was ignored");
+        assert!(
+            wakeups.matters(777, &ours),
+            "someone else's write was ignored"
+        );
     }
 
     #[tokio::test]

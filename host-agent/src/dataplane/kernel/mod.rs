@@ -8,7 +8,8 @@
 //! SNAT table changes, new routes come after it, and a broad mp0 route is
 //! removed only once ours is in place; so no moment has a route of ours
 //! without its SNAT rule, or a cluster CIDR without a route. Running it
-//! again is a no-op.
+//! again is a no-op. What is reported is read back from the kernel: our
+//! routes as listed, our table decoded from the kernel's own rules.
 
 pub mod events;
 mod reconcile;
@@ -245,6 +246,7 @@ impl Dataplane for Kernel {
         let gateway_index = link_index(&links, &plan.nft.gateway_interface);
         // Kernel events are weighed against this from now on.
         self.wakeups.set_interest(Interest {
+            own_port: self.rt.port(),
             gateway_name: plan.nft.gateway_interface.clone(),
             gateway_index,
             mp0_name: plan.mp0_interface.clone(),
@@ -308,17 +310,17 @@ impl Dataplane for Kernel {
             .filter(|r| r.protocol == plan.route_protocol && !broad.iter().any(|b| b.dst == r.dst))
             .map(|r| render_kernel_route(r, &links))
             .collect();
-        let nft_ruleset = self
-            .nft
-            .list(&plan.nft.table)
-            .await
-            .map_err(|e| kernel_error(format!("list nft table inet {}", plan.nft.table), e))?
-            .join("\n");
         Ok(Applied {
             routes: ours,
-            nft_ruleset,
             changes: progress.changes,
         })
+    }
+
+    async fn nft_table(&mut self, table: &str) -> Result<String, DataplaneError> {
+        self.nft
+            .list(table)
+            .await
+            .map_err(|e| kernel_error(format!("list nft table inet {table}"), e))
     }
 
     async fn host_addresses(&mut self) -> Result<Vec<HostAddress>, DataplaneError> {

@@ -1,20 +1,84 @@
-//! nftables messages as text, printed by libnftnl itself: each chain with
-//! its hook and each rule as its list of expressions
-//! (`[ payload load 4b @ network header + 16 => reg 1 ]`...). The same
-//! printer serves the rules the agent builds (golden tests) and the rules
-//! the kernel reports (what the host tells the DPU it has).
+//! nftables messages read back into something a person can check: parsed by
+//! libnftnl itself, then
+//!
+//! - [`expressions`]: every chain and rule as libnftnl prints it, expression
+//!   by expression (`[ payload load 4b @ network header + 16 => reg 1 ]`):
+//!   what the golden test of the programmed rules compares;
+//! - [`render_table`]: our table in `nft list table` syntax, decoded from the
+//!   rules' expressions, counters included: what the host reports. A rule
+//!   whose shape is not one of ours is shown expression by expression, so
+//!   nothing is hidden.
 
 use super::netlink::{NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, NetlinkMessages, nft_type};
 use nftnl::nftnl_sys::{self as sys, libc};
-use std::ffi::CStr;
+use std::{
+    ffi::CStr,
+    fmt::Write as _,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
-/// Describes every chain and rule message in `buffer`, in order; other
-/// messages (batch markers, tables, acks) are skipped.
-pub fn describe(buffer: &[u8]) -> Vec<String> {
+/// Every chain and rule message in `buffer`, as libnftnl prints it.
+#[cfg(test)]
+pub fn expressions(buffer: &[u8]) -> Vec<String> {
+    parse(buffer).iter().map(Item::printed).collect()
+}
+
+/// A chain or rule message, parsed.
+pub struct Item {
+    pub table: String,
+    pub kind: ItemKind,
+    /// The message, for [`Item::printed`] (printing every rule up front
+    /// would cost more than decoding them).
+    message: Vec<u8>,
+}
+
+impl Item {
+    /// libnftnl's own rendering (expression by expression for a rule).
+    pub fn printed(&self) -> String {
+        let printed = match self.kind {
+            ItemKind::Chain { .. } => print_chain(&self.message),
+            ItemKind::Rule { .. } => print_rule(&self.message),
+        };
+        printed.unwrap_or_default()
+    }
+}
+
+pub enum ItemKind {
+    Chain {
+        name: String,
+        /// "nat", "filter"...; None for a regular chain.
+        chain_type: Option<String>,
+        hook: u32,
+        priority: i32,
+        policy: u32,
+    },
+    Rule {
+        chain: String,
+        expressions: Vec<Expr>,
+    },
+}
+
+/// The parts of an expression we recognise ours by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expr {
+    Meta(u32),
+    Cmp { op: u32, data: Vec<u8> },
+    Payload { base: u32, offset: u32, len: u32 },
+    Bitwise { mask: Vec<u8>, xor: Vec<u8> },
+    Counter { packets: u64, bytes: u64 },
+    Data(Vec<u8>),
+    Verdict(i32),
+    Nat { kind: u32, family: u32 },
+    Other(String),
+}
+
+/// Parses every chain and rule message in `buffer`; other messages (batch
+/// markers, tables, acks) are skipped.
+pub fn parse(buffer: &[u8]) -> Vec<Item> {
     NetlinkMessages::new(buffer)
         .filter_map(|message| match message.kind {
-            k if k == nft_type(NFT_MSG_NEWCHAIN) => describe_chain(message.bytes),
-            k if k == nft_type(NFT_MSG_NEWRULE) => describe_rule(message.bytes),
+            k if k == nft_type(NFT_MSG_NEWCHAIN) => parse_chain(message.bytes),
+            k if k == nft_type(NFT_MSG_NEWRULE) => parse_rule(message.bytes),
             _ => None,
         })
         .collect()
@@ -23,53 +87,388 @@ pub fn describe(buffer: &[u8]) -> Vec<String> {
 /// Room for a rule of a dozen expressions; libnftnl truncates beyond it.
 const TEXT_CAPACITY: usize = 4096;
 
-fn describe_rule(message: &[u8]) -> Option<String> {
+fn parse_rule(message: &[u8]) -> Option<Item> {
     // SAFETY: `message` is one whole netlink message (the walker checked its
-    // length); libnftnl only reads within the length in its header. The rule
-    // is freed on every path.
+    // length); libnftnl reads only within the length in its header. Strings
+    // and data are copied before the rule is freed, on every path.
     unsafe {
         let rule = sys::nftnl_rule_alloc();
         if rule.is_null() {
             return None;
         }
-        let parsed = sys::nftnl_rule_nlmsg_parse(message.as_ptr().cast::<libc::nlmsghdr>(), rule);
-        let text = (parsed >= 0).then(|| {
-            print(|buffer, size| {
-                sys::nftnl_rule_snprintf(buffer, size, rule, sys::NFTNL_OUTPUT_DEFAULT, 0)
-            })
-        });
+        let item =
+            (sys::nftnl_rule_nlmsg_parse(message.as_ptr().cast(), rule) >= 0).then(|| Item {
+                table: string(sys::nftnl_rule_get_str(rule, sys::NFTNL_RULE_TABLE as u16)),
+                kind: ItemKind::Rule {
+                    chain: string(sys::nftnl_rule_get_str(rule, sys::NFTNL_RULE_CHAIN as u16)),
+                    expressions: rule_expressions(rule),
+                },
+                message: message.to_vec(),
+            });
         sys::nftnl_rule_free(rule);
-        text
+        item
     }
 }
 
-fn describe_chain(message: &[u8]) -> Option<String> {
+fn print_rule(message: &[u8]) -> Option<String> {
+    // SAFETY: as in parse_rule.
+    unsafe {
+        let rule = sys::nftnl_rule_alloc();
+        if rule.is_null() {
+            return None;
+        }
+        let printed =
+            (sys::nftnl_rule_nlmsg_parse(message.as_ptr().cast(), rule) >= 0).then(|| {
+                print(|buffer, size| {
+                    sys::nftnl_rule_snprintf(buffer, size, rule, sys::NFTNL_OUTPUT_DEFAULT, 0)
+                })
+            });
+        sys::nftnl_rule_free(rule);
+        printed
+    }
+}
+
+fn print_chain(message: &[u8]) -> Option<String> {
+    // SAFETY: as in parse_rule.
+    unsafe {
+        let chain = sys::nftnl_chain_alloc();
+        if chain.is_null() {
+            return None;
+        }
+        let printed =
+            (sys::nftnl_chain_nlmsg_parse(message.as_ptr().cast(), chain) >= 0).then(|| {
+                print(|buffer, size| {
+                    sys::nftnl_chain_snprintf(buffer, size, chain, sys::NFTNL_OUTPUT_DEFAULT, 0)
+                })
+            });
+        sys::nftnl_chain_free(chain);
+        printed
+    }
+}
+
+/// # Safety
+/// `rule` is a valid, parsed rule.
+unsafe fn rule_expressions(rule: *mut sys::nftnl_rule) -> Vec<Expr> {
+    let mut out = Vec::new();
+    // SAFETY: the iterator lives within this call and the rule outlives it.
+    unsafe {
+        let iter = sys::nftnl_expr_iter_create(rule);
+        if iter.is_null() {
+            return out;
+        }
+        loop {
+            let expr = sys::nftnl_expr_iter_next(iter);
+            if expr.is_null() {
+                break;
+            }
+            out.push(expression(expr));
+        }
+        sys::nftnl_expr_iter_destroy(iter);
+    }
+    out
+}
+
+/// # Safety
+/// `expr` is a valid expression of a parsed rule.
+unsafe fn expression(expr: *mut sys::nftnl_expr) -> Expr {
+    // SAFETY: getters of a valid expression; data is copied out.
+    unsafe {
+        let u32_of = |attr: u32| sys::nftnl_expr_get_u32(expr, attr as u16);
+        let data_of = |attr: u32| {
+            let mut len = 0u32;
+            let data = sys::nftnl_expr_get(expr, attr as u16, &mut len);
+            if data.is_null() {
+                Vec::new()
+            } else {
+                std::slice::from_raw_parts(data.cast::<u8>(), len as usize).to_vec()
+            }
+        };
+        let name = string(sys::nftnl_expr_get_str(expr, sys::NFTNL_EXPR_NAME as u16));
+        match name.as_str() {
+            "meta" => Expr::Meta(u32_of(sys::NFTNL_EXPR_META_KEY)),
+            "cmp" => Expr::Cmp {
+                op: u32_of(sys::NFTNL_EXPR_CMP_OP),
+                data: data_of(sys::NFTNL_EXPR_CMP_DATA),
+            },
+            "payload" => Expr::Payload {
+                base: u32_of(sys::NFTNL_EXPR_PAYLOAD_BASE),
+                offset: u32_of(sys::NFTNL_EXPR_PAYLOAD_OFFSET),
+                len: u32_of(sys::NFTNL_EXPR_PAYLOAD_LEN),
+            },
+            "bitwise" => Expr::Bitwise {
+                mask: data_of(sys::NFTNL_EXPR_BITWISE_MASK),
+                xor: data_of(sys::NFTNL_EXPR_BITWISE_XOR),
+            },
+            "counter" => Expr::Counter {
+                packets: sys::nftnl_expr_get_u64(expr, sys::NFTNL_EXPR_CTR_PACKETS as u16),
+                bytes: sys::nftnl_expr_get_u64(expr, sys::NFTNL_EXPR_CTR_BYTES as u16),
+            },
+            "immediate" if sys::nftnl_expr_is_set(expr, sys::NFTNL_EXPR_IMM_VERDICT as u16) => {
+                Expr::Verdict(u32_of(sys::NFTNL_EXPR_IMM_VERDICT) as i32)
+            }
+            "immediate" => Expr::Data(data_of(sys::NFTNL_EXPR_IMM_DATA)),
+            "nat" => Expr::Nat {
+                kind: u32_of(sys::NFTNL_EXPR_NAT_TYPE),
+                family: u32_of(sys::NFTNL_EXPR_NAT_FAMILY),
+            },
+            _ => Expr::Other(name),
+        }
+    }
+}
+
+fn parse_chain(message: &[u8]) -> Option<Item> {
     // SAFETY: as for rules.
     unsafe {
         let chain = sys::nftnl_chain_alloc();
         if chain.is_null() {
             return None;
         }
-        let parsed = sys::nftnl_chain_nlmsg_parse(message.as_ptr().cast::<libc::nlmsghdr>(), chain);
-        let text = (parsed >= 0).then(|| {
-            print(|buffer, size| {
-                sys::nftnl_chain_snprintf(buffer, size, chain, sys::NFTNL_OUTPUT_DEFAULT, 0)
-            })
+        let item = (sys::nftnl_chain_nlmsg_parse(message.as_ptr().cast(), chain) >= 0).then(|| {
+            let attr = |a: u32| a as u16;
+            let chain_type = sys::nftnl_chain_is_set(chain, attr(sys::NFTNL_CHAIN_TYPE))
+                .then(|| string(sys::nftnl_chain_get_str(chain, attr(sys::NFTNL_CHAIN_TYPE))));
+            Item {
+                table: string(sys::nftnl_chain_get_str(
+                    chain,
+                    attr(sys::NFTNL_CHAIN_TABLE),
+                )),
+                message: message.to_vec(),
+                kind: ItemKind::Chain {
+                    name: string(sys::nftnl_chain_get_str(chain, attr(sys::NFTNL_CHAIN_NAME))),
+                    chain_type,
+                    hook: sys::nftnl_chain_get_u32(chain, attr(sys::NFTNL_CHAIN_HOOKNUM)),
+                    priority: sys::nftnl_chain_get_s32(chain, attr(sys::NFTNL_CHAIN_PRIO)),
+                    policy: sys::nftnl_chain_get_u32(chain, attr(sys::NFTNL_CHAIN_POLICY)),
+                },
+            }
         });
         sys::nftnl_chain_free(chain);
-        text
+        item
+    }
+}
+
+/// A C string from libnftnl, copied; empty for null.
+///
+/// # Safety
+/// `text` is null or a valid NUL-terminated string.
+unsafe fn string(text: *const libc::c_char) -> String {
+    if text.is_null() {
+        String::new()
+    } else {
+        // SAFETY: the caller's promise.
+        unsafe { CStr::from_ptr(text) }
+            .to_string_lossy()
+            .into_owned()
     }
 }
 
 /// Runs a libnftnl snprintf into a buffer and returns the text, trimmed.
 fn print(snprintf: impl FnOnce(*mut libc::c_char, usize) -> libc::c_int) -> String {
     let mut buffer = vec![0u8; TEXT_CAPACITY];
-    let written = snprintf(buffer.as_mut_ptr().cast(), buffer.len());
-    if written < 0 {
+    if snprintf(buffer.as_mut_ptr().cast(), buffer.len()) < 0 {
         return String::new();
     }
     // snprintf always terminates within the buffer.
     CStr::from_bytes_until_nul(&buffer)
         .map(|text| text.to_string_lossy().trim_end().to_string())
         .unwrap_or_default()
+}
+
+/// The inet table `table` in `nft list table` syntax, from parsed items.
+pub fn render_table(table: &str, items: &[Item]) -> String {
+    let mut out = format!("table inet {table} {{\n");
+    let ours = || items.iter().filter(|i| i.table == table);
+    for item in ours() {
+        let ItemKind::Chain {
+            name,
+            chain_type,
+            hook,
+            priority,
+            policy,
+        } = &item.kind
+        else {
+            continue;
+        };
+        let _ = writeln!(out, "\tchain {name} {{");
+        if let Some(chain_type) = chain_type {
+            let priority = match (chain_type.as_str(), *hook, *priority) {
+                ("nat", HOOK_POSTROUTING, 100) => "srcnat".to_string(),
+                (_, _, p) => p.to_string(),
+            };
+            let verdict = if *policy == libc::NF_ACCEPT as u32 {
+                "accept"
+            } else {
+                "drop"
+            };
+            let _ = writeln!(
+                out,
+                "\t\ttype {chain_type} hook {} priority {priority}; policy {verdict};",
+                hook_name(*hook)
+            );
+        }
+        for rule in ours() {
+            if let ItemKind::Rule { chain, expressions } = &rule.kind
+                && chain == name
+            {
+                let text = render_rule(expressions).unwrap_or_else(|| {
+                    // Not one of our shapes: show it all, on one line.
+                    format!(
+                        "# unrecognised: {}",
+                        rule.printed()
+                            .split_whitespace()
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    )
+                });
+                let _ = writeln!(out, "\t\t{text}");
+            }
+        }
+        out.push_str("\t}\n");
+    }
+    out.push_str("}\n");
+    out
+}
+
+const HOOK_POSTROUTING: u32 = 4;
+
+fn hook_name(hook: u32) -> String {
+    match hook {
+        0 => "prerouting".into(),
+        1 => "input".into(),
+        2 => "forward".into(),
+        3 => "output".into(),
+        HOOK_POSTROUTING => "postrouting".into(),
+        other => other.to_string(),
+    }
+}
+
+/// One of our two rule shapes in nft syntax; None for anything else.
+pub fn render_rule(expressions: &[Expr]) -> Option<String> {
+    use Expr::*;
+    const META_OIFNAME: u32 = libc::NFT_META_OIFNAME as u32;
+    const META_NFPROTO: u32 = libc::NFT_META_NFPROTO as u32;
+    const EQ: u32 = libc::NFT_CMP_EQ as u32;
+    const NEQ: u32 = libc::NFT_CMP_NEQ as u32;
+    const NETWORK: u32 = libc::NFT_PAYLOAD_NETWORK_HEADER as u32;
+    const SNAT: u32 = libc::NFT_NAT_SNAT as u32;
+    match expressions {
+        [
+            Meta(META_OIFNAME),
+            Cmp { op: NEQ, data },
+            Verdict(libc::NFT_RETURN),
+        ] => {
+            let name = CStr::from_bytes_until_nul(data).ok()?.to_string_lossy();
+            Some(format!("oifname != \"{name}\" return"))
+        }
+        [
+            Meta(META_NFPROTO),
+            Cmp {
+                op: EQ,
+                data: nfproto,
+            },
+            Payload {
+                base: NETWORK,
+                offset: dst_offset,
+                len,
+            },
+            Bitwise { mask, xor },
+            Cmp {
+                op: EQ,
+                data: network,
+            },
+            Payload {
+                base: NETWORK,
+                offset: src_offset,
+                len: src_len,
+            },
+            Cmp {
+                op: NEQ,
+                data: not_from,
+            },
+            Counter { packets, bytes },
+            Data(to),
+            Nat { kind: SNAT, family },
+        ] => {
+            let (name, expected) = match (nfproto.first().copied()?, *family) {
+                (p, f) if p == libc::NFPROTO_IPV4 as u8 && f == libc::NFPROTO_IPV4 as u32 => {
+                    ("ip", (16, 12, 4))
+                }
+                (p, f) if p == libc::NFPROTO_IPV6 as u8 && f == libc::NFPROTO_IPV6 as u32 => {
+                    ("ip6", (24, 8, 16))
+                }
+                _ => return None,
+            };
+            if (*dst_offset, *src_offset, *len) != expected
+                || src_len != len
+                || xor.iter().any(|b| *b != 0)
+            {
+                return None;
+            }
+            let prefix = prefix_len(mask)?;
+            let network = address(network)?;
+            let not_from = address(not_from)?;
+            let to = address(to)?;
+            Some(format!(
+                "{name} daddr {network}/{prefix} {name} saddr != {not_from} counter packets {packets} bytes {bytes} snat {name} to {to}"
+            ))
+        }
+        _ => None,
+    }
+}
+
+fn address(bytes: &[u8]) -> Option<IpAddr> {
+    match bytes.len() {
+        4 => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(bytes).ok()?))),
+        16 => Some(IpAddr::V6(Ipv6Addr::from(
+            <[u8; 16]>::try_from(bytes).ok()?,
+        ))),
+        _ => None,
+    }
+}
+
+/// The prefix length of a contiguous netmask; None if it is not one.
+fn prefix_len(mask: &[u8]) -> Option<u32> {
+    let ones: u32 = mask.iter().map(|b| b.count_ones()).sum();
+    let contiguous = mask
+        .iter()
+        .flat_map(|b| (0..8).rev().map(move |i| b >> i & 1 == 1))
+        .skip(ones as usize)
+        .all(|bit| !bit);
+    contiguous.then_some(ones)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nftnl::{Batch, Chain, MsgType, ProtoFamily, Rule, Table, nft_expr};
+
+    #[test]
+    fn a_rule_of_another_shape_is_shown_in_full_not_hidden() {
+        let table = Table::new(c"noverlay", ProtoFamily::Inet);
+        let chain = Chain::new(c"masquerade_to_dpu", &table);
+        let mut rule = Rule::new(&chain);
+        rule.add_expr(&nft_expr!(counter));
+        rule.add_expr(&nft_expr!(verdict accept));
+        let mut batch = Batch::new();
+        batch.add(&chain, MsgType::Add);
+        batch.add(&rule, MsgType::Add);
+        let bytes: Vec<u8> = batch.finalize().iter().flatten().copied().collect();
+        let text = render_table("noverlay", &parse(&bytes));
+        assert!(
+            text.contains("\t\t# unrecognised: inet noverlay masquerade_to_dpu [ counter pkts 0 bytes 0 ] [ immediate reg 0 accept ]"),
+            "{text}"
+        );
+        // Another table's items are not ours to show.
+        assert_eq!(
+            render_table("other", &parse(&bytes)),
+            "table inet other {\n}\n"
+        );
+    }
+
+    #[test]
+    fn only_contiguous_masks_are_prefixes() {
+        assert_eq!(prefix_len(&[255, 255, 128, 0]), Some(17));
+        assert_eq!(prefix_len(&[0, 0, 0, 0]), Some(0));
+        assert_eq!(prefix_len(&[255, 0, 255, 0]), None);
+    }
 }

@@ -79,14 +79,16 @@ impl Nftables {
             .await
     }
 
-    /// Our table as the kernel has it: its chains, then its rules, each as
-    /// libnftnl prints it (counters included). Empty if the table is absent.
-    pub async fn list(&self, table: &str) -> Result<Vec<String>, NftError> {
+    /// Our table as the kernel has it, in `nft list table` syntax decoded
+    /// from the rules' expressions (counters included); a table without
+    /// chains when it is absent.
+    pub async fn list(&self, table: &str) -> Result<String, NftError> {
+        let name = table.to_string();
         let table = cstring(table)?;
         self.exchange(move |socket| {
-            let mut lines = dump(socket, nft_type(NFT_MSG_GETCHAIN), &table)?;
-            lines.extend(dump(socket, nft_type(NFT_MSG_GETRULE), &table)?);
-            Ok(lines)
+            let mut items = dump(socket, nft_type(NFT_MSG_GETCHAIN), &table)?;
+            items.extend(dump(socket, nft_type(NFT_MSG_GETRULE), &table)?);
+            Ok(describe::render_table(&name, &items))
         })
         .await
     }
@@ -138,10 +140,9 @@ fn send_and_wait_for_acks(socket: &Socket, transaction: &Transaction) -> Result<
 /// Sequence number of our dump requests (acks are matched by type, not seq).
 const DUMP_SEQ: u32 = 1;
 
-/// Dumps the chains or rules (`kind`) of the inet table `table`, described.
-fn dump(socket: &Socket, kind: u16, table: &CString) -> Result<Vec<String>, NftError> {
+/// Dumps the chains or rules (`kind`) of the inet table `table`, parsed.
+fn dump(socket: &Socket, kind: u16, table: &CString) -> Result<Vec<describe::Item>, NftError> {
     let request = dump_request(kind, table);
-    let prefix = format!("inet {} ", table.to_string_lossy());
     socket.send(&request, 0).map_err(NftError::Socket)?;
     let mut lines = Vec::new();
     let mut buffer = vec![0u8; 256 * 1024];
@@ -160,12 +161,7 @@ fn dump(socket: &Socket, kind: u16, table: &CString) -> Result<Vec<String>, NftE
                         return Err(NftError::Refused(std::io::Error::from_raw_os_error(-code)));
                     }
                 },
-                // Chain dumps are not filtered by table on every kernel.
-                _ => lines.extend(
-                    describe::describe(message.bytes)
-                        .into_iter()
-                        .filter(|line| line.starts_with(&prefix)),
-                ),
+                _ => lines.extend(describe::parse(message.bytes)),
             }
         }
     }

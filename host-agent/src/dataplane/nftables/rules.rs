@@ -114,6 +114,7 @@ fn add_snat_exprs(rule: &mut Rule, snat: &SnatRule) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::describe;
     use super::*;
     use crate::plan::NFT_CHAIN;
     use std::path::PathBuf;
@@ -140,8 +141,18 @@ mod tests {
     #[test]
     fn the_programmed_expressions_match_golden() {
         let transaction = replace(&plan()).expect("transaction");
-        let text = super::super::describe::describe(&transaction.bytes).join("\n") + "\n";
+        let text = describe::expressions(&transaction.bytes).join("\n") + "\n";
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
         noverlay_test_support::assert_golden(&dir, "nft_exprs_dual.txt", &text);
+    }
+
+    /// Decoded back into nft syntax, the programmed rules say what the plan
+    /// says: the expressions and the plan's text cannot drift apart.
+    #[test]
+    fn the_programmed_rules_decode_to_the_plan() {
+        let plan = plan();
+        let transaction = replace(&plan).expect("transaction");
+        let items = describe::parse(&transaction.bytes);
+        assert_eq!(describe::render_table(&plan.table, &items), plan.render());
     }
 }
