@@ -3,6 +3,7 @@
 //! Parsing is strict (unknown fields are errors, so a typo never silently
 //! falls back to a default) and every error names the field and the value.
 
+use crate::flows::BasePipeline;
 use ipnet::IpNet;
 use noverlay_proto::{
     contract::{self, ContractError, FamilyContract, Masquerade, Mode, Offer},
@@ -69,10 +70,10 @@ pub struct BridgeConfig {
     /// Cookie marking our flows; flows with another cookie are never touched.
     #[serde(default = "default_cookie")]
     pub cookie: u64,
-    /// Install the base pipeline (tables 1-3 and the ingress ct flow) too;
-    /// turn off when OVN-Kubernetes already installs it.
-    #[serde(default = "default_true")]
-    pub base_pipeline: bool,
+    /// The base pipeline (tables 1-3 and the ingress ct flow): `"auto"`
+    /// (default: only where no other controller has it), `true` or `false`.
+    #[serde(default, deserialize_with = "base_pipeline")]
+    pub base_pipeline: BasePipeline,
     /// Program the bridge (default). Off: plan and serve only, as in the
     /// loopback demo where there is no Open vSwitch.
     #[serde(default = "default_true")]
@@ -105,6 +106,34 @@ impl BridgeConfig {
             .clone()
             .unwrap_or_else(|| format!("unix:/var/run/openvswitch/{}.mgmt", self.name))
     }
+}
+
+/// `true`, `false` or `"auto"`; any other value is an error naming it.
+fn base_pipeline<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BasePipeline, D::Error> {
+    struct Setting;
+    impl serde::de::Visitor<'_> for Setting {
+        type Value = BasePipeline;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("true, false or \"auto\"")
+        }
+
+        fn visit_bool<E: serde::de::Error>(self, on: bool) -> Result<BasePipeline, E> {
+            Ok(if on {
+                BasePipeline::On
+            } else {
+                BasePipeline::Off
+            })
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<BasePipeline, E> {
+            match text {
+                "auto" => Ok(BasePipeline::Auto),
+                other => Err(E::invalid_value(serde::de::Unexpected::Str(other), &self)),
+            }
+        }
+    }
+    d.deserialize_any(Setting)
 }
 
 fn default_cookie() -> u64 {
@@ -409,7 +438,26 @@ bridge_mac = "02:00:c6:12:00:0a"
         assert_eq!(config.offer.revision, 1);
         assert_eq!(config.raw.mode, Mode::IN_SCOPE);
         assert_eq!(config.raw.bridge.cookie, DEFAULT_COOKIE);
-        assert!(config.raw.bridge.base_pipeline);
+        assert_eq!(config.raw.bridge.base_pipeline, BasePipeline::Auto);
+        for (text, mode) in [
+            ("true", BasePipeline::On),
+            ("false", BasePipeline::Off),
+            ("\"auto\"", BasePipeline::Auto),
+        ] {
+            let config = with(
+                "base_pipeline = \"auto\"",
+                &format!("base_pipeline = {text}"),
+            )
+            .expect("valid");
+            assert_eq!(config.raw.bridge.base_pipeline, mode);
+        }
+        let error = with("base_pipeline = \"auto\"", "base_pipeline = \"sometimes\"")
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            error.contains("base_pipeline") && error.contains("sometimes"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -25,11 +25,29 @@ pub struct PortMap {
     pub bridge_mac: [u8; 6],
 }
 
+/// Whether the agent provides the base pipeline (tables 1-3 and the ingress
+/// ct flow) that its path flows chain into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BasePipeline {
+    /// Only where nobody else provides it: a base flow is left out when
+    /// another controller has a flow with the same table and match (at any
+    /// priority). Next to OVN-Kubernetes, which has them all, none is
+    /// installed; standalone, all are.
+    #[default]
+    Auto,
+    /// Planned always; still never installed over another controller's flow
+    /// with the same table, priority and match (that is reported as a
+    /// conflict when its actions differ).
+    On,
+    /// Never: someone else provides it.
+    Off,
+}
+
 /// Rendering settings that do not come from the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlowSettings {
     pub cookie: u64,
-    pub base_pipeline: bool,
+    pub base_pipeline: BasePipeline,
     pub ct_zone: u16,
 }
 
@@ -56,6 +74,14 @@ pub enum FlowRole {
 }
 
 impl FlowRole {
+    /// Part of the base pipeline (not a path flow of ours).
+    pub fn is_base(self) -> bool {
+        !matches!(
+            self,
+            FlowRole::HostToOvn | FlowRole::OvnToHost | FlowRole::OvnToUplink
+        )
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             FlowRole::HostToOvn => "host_to_ovn",
@@ -111,6 +137,11 @@ pub struct MatchKey {
 }
 
 impl MatchKey {
+    /// Same table and match fields, whatever the priority.
+    pub fn same_match(&self, other: &MatchKey) -> bool {
+        self.table == other.table && self.fields == other.fields
+    }
+
     /// From the match fields (comma-separated, without table and priority).
     pub fn new(table: u8, priority: u16, matches: &str) -> Self {
         let mut fields: Vec<String> = matches
@@ -242,7 +273,7 @@ pub fn plan_flows(offer: &Offer, ports: &PortMap, settings: &FlowSettings) -> Ve
                 ),
             });
         }
-        if settings.base_pipeline {
+        if settings.base_pipeline != BasePipeline::Off {
             // Underlay ingress: un-NAT replies, then table 1 picks OVN's.
             flows.push(Flow {
                 table: 0,
@@ -264,7 +295,7 @@ pub fn plan_flows(offer: &Offer, ports: &PortMap, settings: &FlowSettings) -> Ve
             }
         }
     }
-    if settings.base_pipeline {
+    if settings.base_pipeline != BasePipeline::Off {
         flows.push(Flow {
             table: 1,
             priority: 0,
@@ -354,7 +385,7 @@ mod tests {
 
     const SETTINGS: FlowSettings = FlowSettings {
         cookie: 0x6e6f7672,
-        base_pipeline: true,
+        base_pipeline: BasePipeline::On,
         ct_zone: DEFAULT_CT_ZONE,
     };
 
@@ -398,7 +429,7 @@ mod tests {
     #[test]
     fn path_flows_scale_with_cidrs_and_base_pipeline_is_optional() {
         let settings = FlowSettings {
-            base_pipeline: false,
+            base_pipeline: BasePipeline::Off,
             ..SETTINGS
         };
         let flows = plan_flows(

@@ -3,12 +3,14 @@
 //! - The plan: [`flows`] (offer + port map -> the bridge's flows, pure) and
 //!   [`negotiation`] (a host's proposal + our offer -> the contract, pure),
 //!   from the config ([`config`]).
+//! - Sharing the bridge with other controllers: [`coexist`] (pure).
 //! - The state hub every task shares: [`state`].
 //! - The edges, one module each: the gRPC service ([`server`], over the
 //!   mTLS listener [`tls_listener`]), OVSDB port discovery ([`ovsdb`]), the
 //!   OpenFlow switch ([`openflow`]) driven by the [`programmer`] loop, and
 //!   the Prometheus collector ([`metrics`]).
 
+pub mod coexist;
 pub mod config;
 pub mod flows;
 pub mod metrics;
@@ -63,4 +65,17 @@ pub fn start_datapath(
         shutdown,
     )));
     tasks
+}
+
+/// Removes every flow with our cookie from the bridge, in one bundle. Flows
+/// of any other cookie stay exactly as they are (the agent never gives its
+/// cookie to another controller's flow, see [`coexist`]).
+pub async fn cleanup(config: &config::ValidConfig) -> Result<(), openflow::SwitchError> {
+    use openflow::FlowSwitch;
+    let switch = openflow::OvsOfctl {
+        target: config.raw.bridge.openflow_target(),
+    };
+    switch
+        .replace(&flows::render_bundle(&[], config.raw.bridge.cookie))
+        .await
 }

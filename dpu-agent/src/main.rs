@@ -24,6 +24,12 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Remove the flows with our cookie from the bridge (one bundle); flows
+    /// of other controllers stay as they are.
+    Cleanup {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Validate the config and print the offer and the planned flows.
     CheckConfig {
         #[arg(long, short)]
@@ -37,6 +43,21 @@ async fn main() -> anyhow::Result<()> {
     noverlay_runtime::start(cli.log_format);
     match cli.command {
         Command::Run { config } => run(config).await,
+        Command::Cleanup { config } => {
+            let config = DpuConfig::load(&config)?;
+            dpu_agent::cleanup(&config).await.with_context(|| {
+                format!(
+                    "removing the flows with cookie {:#x} from {}",
+                    config.raw.bridge.cookie,
+                    config.raw.bridge.openflow_target()
+                )
+            })?;
+            println!(
+                "removed every flow with cookie {:#x} from bridge {}",
+                config.raw.bridge.cookie, config.raw.bridge.name
+            );
+            Ok(())
+        }
         Command::CheckConfig { config } => check_config(config),
     }
 }

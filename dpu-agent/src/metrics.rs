@@ -71,6 +71,18 @@ impl Collector for DpuCollector {
             "Flows with our cookie on the bridge, as last read.",
             flows.installed.len() as f64,
         )?;
+        encode::gauge(
+            &mut e,
+            "noverlay_dpu_flows_provided_by_others",
+            "Planned flows left out because another controller's flow already does the job.",
+            flows.provided.len() as f64,
+        )?;
+        encode::gauge(
+            &mut e,
+            "noverlay_dpu_flow_conflicts",
+            "Planned flows not installed: another controller's flow has the same table, priority and match but other actions.",
+            flows.conflicts.len() as f64,
+        )?;
         encode::counter(
             &mut e,
             "noverlay_dpu_flow_repairs",
@@ -163,7 +175,7 @@ mod tests {
         };
         let settings = FlowSettings {
             cookie: 0x6e6f7672,
-            base_pipeline: true,
+            base_pipeline: crate::flows::BasePipeline::On,
             ct_zone: 64000,
         };
         let desired = plan_flows(&offer, &ports, &settings);

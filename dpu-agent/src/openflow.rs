@@ -40,9 +40,9 @@ pub trait FlowSwitch: Send + Sync + 'static {
     /// OpenFlow bundle: all of it or none of it.
     fn replace(&self, bundle: &str) -> impl Future<Output = Result<(), SwitchError>> + Send;
 
-    /// Our flows (cookie exact match) as `ovs-ofctl dump-flows` prints them,
-    /// counters included.
-    fn dump(&self, cookie: u64) -> impl Future<Output = Result<Vec<String>, SwitchError>> + Send;
+    /// Every flow of the bridge, whatever its cookie, as `ovs-ofctl
+    /// dump-flows` prints them, counters included.
+    fn dump(&self) -> impl Future<Output = Result<Vec<String>, SwitchError>> + Send;
 
     /// A channel that receives `()` whenever the bridge's flows may have
     /// changed (or the switch connection was lost).
@@ -63,8 +63,8 @@ impl FlowSwitch for OvsOfctl {
         with_deadline("add-flows --bundle", self.replace_now(bundle)).await
     }
 
-    async fn dump(&self, cookie: u64) -> Result<Vec<String>, SwitchError> {
-        with_deadline("dump-flows", self.dump_now(cookie)).await
+    async fn dump(&self) -> Result<Vec<String>, SwitchError> {
+        with_deadline("dump-flows", self.dump_now()).await
     }
 
     fn watch(&self) -> mpsc::UnboundedReceiver<()> {
@@ -106,15 +106,9 @@ impl OvsOfctl {
         }
     }
 
-    async fn dump_now(&self, cookie: u64) -> Result<Vec<String>, SwitchError> {
+    async fn dump_now(&self) -> Result<Vec<String>, SwitchError> {
         let output = Command::new("ovs-ofctl")
-            .args([
-                "-O",
-                OPENFLOW_VERSION,
-                "dump-flows",
-                &self.target,
-                &format!("cookie={cookie:#x}/-1"),
-            ])
+            .args(["-O", OPENFLOW_VERSION, "dump-flows", &self.target])
             .kill_on_drop(true)
             .output()
             .await

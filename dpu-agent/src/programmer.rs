@@ -1,8 +1,14 @@
 //! Keeps the gateway bridge's flows equal to the plan: installs on every
 //! offer or port change, verifies on every flow change OVS reports (and on a
 //! slow timer), and restores flows that were wiped or altered.
+//!
+//! Every read is of the whole bridge: our flows (by cookie) are checked
+//! against what we installed, and everyone else's decide which of our
+//! planned flows go on at all ([`coexist::place`]): a flow of another
+//! cookie is never overwritten or deleted.
 
 use crate::{
+    coexist::{self, ForeignFlow, Placement},
     flows::{self, Flow},
     openflow::{FlowSwitch, table_and_priority, without_counters},
     state::{AgentHandle, Source},
@@ -11,9 +17,31 @@ use noverlay_runtime::systemd::Heartbeat;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// The bridge as last read: our flows (with counters) and everyone else's.
+struct Bridge {
+    ours: Vec<String>,
+    foreign: Vec<ForeignFlow>,
+}
+
+/// Reads the whole bridge and splits it by cookie.
+async fn read_bridge<S: FlowSwitch>(switch: &S, cookie: u64) -> Result<Bridge, String> {
+    let dumped = switch.dump().await.map_err(|e| e.to_string())?;
+    let (ours, others): (Vec<String>, Vec<String>) = dumped
+        .into_iter()
+        .partition(|flow| coexist::dumped_cookie(flow) == Some(cookie));
+    Ok(Bridge {
+        ours,
+        foreign: others
+            .iter()
+            .filter_map(|f| ForeignFlow::parse(f))
+            .collect(),
+    })
+}
+
 /// Runs until `shutdown`: follows the agent's offer and port map and keeps
 /// exactly our cookie's flows on the bridge. Flows with other cookies are
-/// never touched: every write is a bundle scoped to our cookie.
+/// never touched: every write is a bundle scoped to our cookie, and no flow
+/// of ours has another controller's table, priority and match.
 pub async fn run_flow_programmer<S: FlowSwitch>(
     handle: AgentHandle,
     switch: S,
@@ -26,28 +54,48 @@ pub async fn run_flow_programmer<S: FlowSwitch>(
     let mut changes = switch.watch();
     let mut verify = tokio::time::interval(verify_interval);
     verify.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let cookie = handle.flow_settings().cookie;
-    // The plan last installed and how OVS rendered it (no counters, sorted).
+    let settings = handle.flow_settings();
+    let cookie = settings.cookie;
+    // The flows last installed and how OVS rendered them (no counters, sorted).
     let mut installed: Option<(Vec<Flow>, Vec<String>)> = None;
+    // Everyone else's flows as last read; None until the bridge was read.
+    let mut foreign: Option<Vec<ForeignFlow>> = None;
     // Our flows were found wiped or altered: reinstall and count a repair.
     let mut restore = false;
     // The last install failed: try again on the next wake-up.
     let mut retry = false;
     loop {
-        if let Some(want) = handle.desired_flows() {
-            let stale = installed.as_ref().is_none_or(|(have, _)| *have != want);
-            if stale || restore || retry {
-                match install(&handle, &switch, &want, cookie).await {
-                    Some(done) => {
-                        if restore {
-                            handle.count_flow_repair();
-                            tracing::warn!("flows restored");
-                        }
-                        installed = Some(done);
-                        restore = false;
-                        retry = false;
+        if let Some(plan) = handle.desired_flows() {
+            if foreign.is_none() {
+                match read_bridge(&switch, cookie).await {
+                    Ok(bridge) => foreign = Some(bridge.foreign),
+                    Err(e) => {
+                        handle.set_source(Source::Flows, Err(e));
+                        retry = true;
                     }
-                    None => retry = true,
+                }
+            }
+            if let Some(others) = &foreign {
+                let placement = coexist::place(&plan, others, settings.base_pipeline, cookie);
+                handle.set_sharing(&placement);
+                let want = &placement.install;
+                let stale = installed.as_ref().is_none_or(|(have, _)| have != want);
+                if stale || restore || retry {
+                    match install(&handle, &switch, &placement, cookie).await {
+                        Some((done, bridge)) => {
+                            if restore {
+                                handle.count_flow_repair();
+                                tracing::warn!("flows restored");
+                            }
+                            installed = Some(done);
+                            // A twin that appeared meanwhile changes the
+                            // placement: the next round sees it.
+                            foreign = Some(bridge.foreign);
+                            restore = false;
+                            retry = false;
+                        }
+                        None => retry = true,
+                    }
                 }
             }
         }
@@ -67,8 +115,21 @@ pub async fn run_flow_programmer<S: FlowSwitch>(
                 false
             }
         };
-        if check && let Some((_, expected)) = &installed {
-            restore |= flows_drifted(&handle, &switch, cookie, expected).await;
+        if check {
+            match read_bridge(&switch, cookie).await {
+                Ok(bridge) => {
+                    if let Some((_, expected)) = &installed {
+                        restore |= drifted(&handle, bridge.ours, expected);
+                    }
+                    foreign = Some(bridge.foreign);
+                }
+                Err(e) => {
+                    // The switch is unreachable (restarting?): restore when it is back.
+                    tracing::warn!(error = %e, "cannot read flows");
+                    handle.set_source(Source::Flows, Err(e));
+                    restore = true;
+                }
+            }
         }
     }
 }
@@ -77,16 +138,18 @@ pub async fn run_flow_programmer<S: FlowSwitch>(
 /// back does not have the shape of the plan.
 const INSTALL_ATTEMPTS: usize = 3;
 
-/// Installs `want` and learns how OVS renders it (the fingerprint later
-/// verifications compare against). The read-back is trusted only if it has
-/// the plan's shape, so that a flow someone adds in between is never learned
-/// as ours. Returns None (with the error recorded) to retry later.
+/// Installs the placement's flows and learns how OVS renders them (the
+/// fingerprint later verifications compare against). The read-back is
+/// trusted only if it has the plan's shape, so that a flow someone adds in
+/// between is never learned as ours. Returns None (with the error
+/// recorded) to retry later.
 async fn install<S: FlowSwitch>(
     handle: &AgentHandle,
     switch: &S,
-    want: &[Flow],
+    placement: &Placement,
     cookie: u64,
-) -> Option<(Vec<Flow>, Vec<String>)> {
+) -> Option<((Vec<Flow>, Vec<String>), Bridge)> {
+    let want = &placement.install;
     let bundle = flows::render_bundle(want, cookie);
     let mut planned_shape: Vec<(u8, u16)> = want.iter().map(|f| (f.table, f.priority)).collect();
     planned_shape.sort_unstable();
@@ -96,29 +159,34 @@ async fn install<S: FlowSwitch>(
             handle.set_source(Source::Flows, Err(e.to_string()));
             return None;
         }
-        let dumped = match switch.dump(cookie).await {
-            Ok(dumped) => dumped,
+        let bridge = match read_bridge(switch, cookie).await {
+            Ok(bridge) => bridge,
             Err(e) => {
-                handle.set_source(Source::Flows, Err(e.to_string()));
+                handle.set_source(Source::Flows, Err(e));
                 return None;
             }
         };
-        let mut shape: Vec<(u8, u16)> = dumped.iter().map(|f| table_and_priority(f)).collect();
+        let mut shape: Vec<(u8, u16)> = bridge.ours.iter().map(|f| table_and_priority(f)).collect();
         shape.sort_unstable();
         if shape == planned_shape {
             if attempt > 1 {
                 // Someone changed our flows while we installed them.
                 handle.count_flow_repair();
             }
-            tracing::info!(flows = dumped.len(), "flows installed");
-            handle.set_source(Source::Flows, Ok(()));
-            let fingerprint = fingerprint(&dumped);
-            handle.set_installed_flows(dumped);
-            return Some((want.to_vec(), fingerprint));
+            tracing::info!(
+                flows = bridge.ours.len(),
+                provided_by_others = placement.provided.len(),
+                conflicts = placement.conflicts.len(),
+                "flows installed"
+            );
+            handle.set_source(Source::Flows, flows_outcome(placement));
+            let fingerprint = fingerprint(&bridge.ours);
+            handle.set_installed_flows(bridge.ours.clone());
+            return Some(((want.to_vec(), fingerprint), bridge));
         }
         tracing::warn!(
             attempt,
-            found = dumped.len(),
+            found = bridge.ours.len(),
             planned = want.len(),
             "flows read back differ from the plan (changed meanwhile?); reinstalling"
         );
@@ -133,6 +201,23 @@ async fn install<S: FlowSwitch>(
     None
 }
 
+/// The flows source is failing while a planned flow conflicts with another
+/// controller's (it is not installed: its traffic is not ours to steer).
+fn flows_outcome(placement: &Placement) -> Result<(), String> {
+    match placement.conflicts.as_slice() {
+        [] => Ok(()),
+        conflicts => Err(format!(
+            "{} planned flow(s) not installed: another controller's flow has the same table, priority and match but other actions: {}",
+            conflicts.len(),
+            conflicts
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )),
+    }
+}
+
 fn fingerprint(dumped: &[String]) -> Vec<String> {
     let mut flows: Vec<String> = dumped.iter().map(|f| without_counters(f)).collect();
     flows.sort();
@@ -140,31 +225,16 @@ fn fingerprint(dumped: &[String]) -> Vec<String> {
 }
 
 /// True when our flows on the bridge differ from what we installed (wiped
-/// by a restart, replaced by someone else) or cannot be read.
-async fn flows_drifted<S: FlowSwitch>(
-    handle: &AgentHandle,
-    switch: &S,
-    cookie: u64,
-    expected: &[String],
-) -> bool {
-    match switch.dump(cookie).await {
-        Ok(dumped) => {
-            if fingerprint(&dumped) == expected {
-                handle.set_installed_flows(dumped);
-                return false;
-            }
-            tracing::warn!(
-                found = dumped.len(),
-                expected = expected.len(),
-                "our flows were changed or wiped; restoring"
-            );
-            true
-        }
-        Err(e) => {
-            // The switch is unreachable (restarting?): restore when it is back.
-            tracing::warn!(error = %e, "cannot read flows");
-            handle.set_source(Source::Flows, Err(e.to_string()));
-            true
-        }
+/// by a restart or a neighbour's rewrite, replaced by someone else).
+fn drifted(handle: &AgentHandle, ours: Vec<String>, expected: &[String]) -> bool {
+    if fingerprint(&ours) == expected {
+        handle.set_installed_flows(ours);
+        return false;
     }
+    tracing::warn!(
+        found = ours.len(),
+        expected = expected.len(),
+        "our flows were changed or wiped; restoring"
+    );
+    true
 }

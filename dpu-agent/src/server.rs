@@ -272,6 +272,8 @@ impl dpu_agent_server::DpuAgent for DpuService {
             }),
             flow_repairs: installed.repairs,
             sources: sources.to_pb(),
+            provided_flows: installed.provided,
+            flow_conflicts: installed.conflicts,
         }))
     }
 }

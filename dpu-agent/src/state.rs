@@ -118,6 +118,10 @@ pub struct FlowRecord {
     pub read_unix: i64,
     /// Restores of flows found wiped or altered.
     pub repairs: u64,
+    /// Planned flows another controller's flow already does (rendered).
+    pub provided: Vec<String>,
+    /// Planned flows left out for a conflicting foreign twin (rendered).
+    pub conflicts: Vec<String>,
 }
 
 /// The status of every source, each set on its own.
@@ -351,6 +355,16 @@ impl AgentHandle {
 
     pub fn flow_record(&self) -> FlowRecord {
         lock(&self.state.record).flows.clone()
+    }
+
+    /// Records which planned flows other controllers provide or conflict with.
+    pub fn set_sharing(&self, placement: &crate::coexist::Placement) {
+        let render = |shared: &[crate::coexist::Shared]| {
+            shared.iter().map(ToString::to_string).collect::<Vec<_>>()
+        };
+        let mut record = lock(&self.state.record);
+        record.flows.provided = render(&placement.provided);
+        record.flows.conflicts = render(&placement.conflicts);
     }
 
     /// Counts one restore of flows that were wiped or altered.

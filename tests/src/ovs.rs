@@ -161,6 +161,50 @@ verify_interval_ms = 1000
         )
     }
 
+    /// Writes OVN-Kubernetes' default breth0 flow set (tests/fixtures) onto
+    /// the bridge [`Ovs::gateway_bridge`] builds, the way ovnkube-node does:
+    /// one `--bundle replace-flows` that deletes every other flow.
+    pub fn ovnkube_replace_flows(&self, node_ip: &str) -> anyhow::Result<()> {
+        let fixture =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ovnk-breth0.flows");
+        let flows = std::fs::read_to_string(&fixture)?
+            .replace("{HOST_REP}", "1")
+            .replace("{PATCH}", "2")
+            .replace("{UPLINK}", "3")
+            .replace("{MAC}", "02:00:c6:12:00:0a")
+            .replace("{NODE_IP}", node_ip);
+        let file = self.dir.path().join("ovnkube.flows");
+        std::fs::write(&file, flows)?;
+        let target = self.openflow("breth0");
+        let file = file.display().to_string();
+        crate::netns::run(&[
+            "ovs-ofctl",
+            "-O",
+            "OpenFlow13",
+            "--bundle",
+            "replace-flows",
+            &target,
+            &file,
+        ])?;
+        Ok(())
+    }
+
+    /// The flows of `bridge` whose cookie is not `cookie`, as dump-flows
+    /// prints them without statistics, sorted.
+    pub fn flows_not_of(&self, bridge: &str, cookie: u64) -> anyhow::Result<Vec<String>> {
+        let ours = format!("cookie={cookie:#x},");
+        let ours_spaced = format!("cookie={cookie:#x} ");
+        let dump = self.ofctl("dump-flows", bridge, &["--no-stats"])?;
+        let mut flows: Vec<String> = dump
+            .lines()
+            .filter(|l| l.starts_with(' '))
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.starts_with(&ours) && !l.starts_with(&ours_spaced))
+            .collect();
+        flows.sort();
+        Ok(flows)
+    }
+
     pub fn vsctl(&self, args: &[&str]) -> anyhow::Result<String> {
         let db = format!("--db=unix:{}/db.sock", self.path());
         let mut all = vec!["ovs-vsctl", db.as_str(), "--timeout=10"];

@@ -74,10 +74,15 @@ struct Agent {
 }
 
 async fn start_agent(ovs: &Ovs) -> anyhow::Result<Agent> {
+    start_agent_with(ovs, "").await
+}
+
+/// An agent whose `[bridge]` section ends with `bridge_lines`.
+async fn start_agent_with(ovs: &Ovs, bridge_lines: &str) -> anyhow::Result<Agent> {
     harness::init();
     let certs = Certs::new()?;
     let options = DpuOptions {
-        bridge: ovs.agent_bridge_section(),
+        bridge: format!("{}{bridge_lines}\n", ovs.agent_bridge_section()),
         ..DpuOptions::default()
     };
     let config = harness::dpu_config(certs.dir.path(), &options, &certs.dpu)?;
@@ -338,4 +343,88 @@ async fn an_ofport_change_rerenders_the_flows() -> anyhow::Result<()> {
     assert!(plan.iter().any(|l| l.ends_with("output:7")));
     agent.shutdown.cancel();
     agent.dpu.stop().await
+}
+
+/// Next to OVN-Kubernetes' own flow set, whatever the agent does (install,
+/// restore after ovnkube's rewrite, reconfiguration, cleanup), every flow of
+/// another cookie stays byte for byte as it was.
+#[tokio::test]
+#[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
+async fn ovnkubes_flows_are_never_seized() -> anyhow::Result<()> {
+    netns::require_privileges()?;
+    ovs::require()?;
+    let sw = dpu_switch()?;
+    let cookie = u64::from_str_radix(COOKIE.trim_start_matches("0x"), 16)?;
+    sw.ovs.ovnkube_replace_flows("198.18.0.10")?;
+    let theirs = sw.ovs.flows_not_of("breth0", cookie)?;
+    assert!(
+        theirs.len() > 25,
+        "ovnkube's flow set not loaded: {theirs:#?}"
+    );
+    let untouched = |step: &str| -> anyhow::Result<()> {
+        let now = sw.ovs.flows_not_of("breth0", cookie)?;
+        anyhow::ensure!(
+            now == theirs,
+            "{step} changed other controllers' flows:\nbefore {theirs:#?}\nafter {now:#?}"
+        );
+        Ok(())
+    };
+    // Only our three path flows go on: ovnkube provides the whole base
+    // pipeline ("auto", the default), so none of ours is added over theirs.
+    let agent = start_agent(&sw.ovs).await?;
+    let handle = agent.handle.clone();
+    let path_only =
+        |ours: &[String]| ours.len() == 3 && ours.iter().all(|f| f.contains("priority=510"));
+    wait_until("the path flows installed", Duration::from_secs(10), || {
+        our_flows(&sw.ovs).is_ok_and(|f| path_only(&f)) && handle.last_error().is_empty()
+    })
+    .await?;
+    untouched("install")?;
+    let record = handle.flow_record();
+    assert_eq!(record.provided.len(), 6, "{:#?}", record.provided);
+    assert!(record.conflicts.is_empty(), "{:#?}", record.conflicts);
+
+    // ovnkube's periodic rewrite deletes ours; they come back, theirs stay.
+    let before = handle.flow_repairs();
+    sw.ovs.ovnkube_replace_flows("198.18.0.10")?;
+    wait_until(
+        "restore after ovnkube's rewrite",
+        Duration::from_secs(10),
+        || our_flows(&sw.ovs).is_ok_and(|f| path_only(&f)) && handle.flow_repairs() > before,
+    )
+    .await?;
+    untouched("restore after a rewrite")?;
+    agent.shutdown.cancel();
+    agent.dpu.stop().await?;
+
+    // Reconfigured (restarted) with the base pipeline forced on, then off.
+    for (setting, expected) in [("true", 4), ("false", 3)] {
+        let agent = start_agent_with(&sw.ovs, &format!("base_pipeline = {setting}")).await?;
+        let handle = agent.handle.clone();
+        wait_until(
+            &format!("install with base_pipeline = {setting}"),
+            Duration::from_secs(10),
+            || {
+                our_flows(&sw.ovs).is_ok_and(|f| f.len() == expected)
+                    && handle.last_error().is_empty()
+            },
+        )
+        .await?;
+        untouched(&format!("base_pipeline = {setting}"))?;
+        agent.shutdown.cancel();
+        agent.dpu.stop().await?;
+    }
+
+    // Cleanup removes ours and nothing else.
+    let config = harness::dpu_config(
+        tempfile::tempdir()?.path(),
+        &DpuOptions {
+            bridge: sw.ovs.agent_bridge_section(),
+            ..DpuOptions::default()
+        },
+        &Certs::new()?.dpu,
+    )?;
+    dpu_agent::cleanup(&config).await?;
+    assert!(our_flows(&sw.ovs)?.is_empty());
+    untouched("cleanup")
 }

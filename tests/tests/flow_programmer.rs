@@ -31,6 +31,8 @@ struct SwitchState {
     refuse: Option<String>,
     /// Installs never return (a wedged ovs-vswitchd without deadlines).
     hang: bool,
+    /// Another controller's flows, as dump-flows prints them.
+    foreign: Vec<String>,
 }
 
 impl RecordingSwitch {
@@ -68,8 +70,8 @@ impl FlowSwitch for RecordingSwitch {
         })
     }
 
-    async fn dump(&self, _cookie: u64) -> Result<Vec<String>, SwitchError> {
-        Ok(self.with(|s| s.flows.clone()))
+    async fn dump(&self) -> Result<Vec<String>, SwitchError> {
+        Ok(self.with(|s| s.flows.iter().chain(&s.foreign).cloned().collect()))
     }
 
     fn watch(&self) -> mpsc::UnboundedReceiver<()> {
@@ -223,6 +225,64 @@ async fn a_healthy_idle_programmer_keeps_feeding_the_watchdog() -> anyhow::Resul
             "idle loop reported stuck"
         );
     }
+    shutdown.cancel();
+    dpu.stop().await
+}
+
+#[tokio::test]
+async fn another_controllers_twin_is_never_overwritten_and_a_conflict_is_named()
+-> anyhow::Result<()> {
+    let (dpu, handle, _certs) = agent().await?;
+    let switch = RecordingSwitch::default();
+    // Their table-2 flow does what ours would (provided); their table-1
+    // catch-all drops instead of NORMAL (a conflict).
+    switch.with(|s| {
+        s.foreign = vec![
+            "cookie=0xdeff105, duration=1s, table=2, n_packets=0, n_bytes=0, priority=100 actions=set_field:02:00:c6:12:00:0a->eth_dst,output:2".into(),
+            "cookie=0xdeff105, duration=1s, table=1, n_packets=0, n_bytes=0, priority=0 actions=drop".into(),
+        ]
+    });
+    let shutdown = CancellationToken::new();
+    tokio::spawn(run_flow_programmer(
+        handle.clone(),
+        switch.clone(),
+        Duration::from_secs(3600),
+        unwatched(),
+        shutdown.clone(),
+    ));
+    eventually("the conflict in status", || {
+        handle.last_error().contains("cookie 0xdeff105's")
+    })
+    .await?;
+    let bundle = switch.with(|s| s.bundles.last().cloned().unwrap_or_default());
+    assert!(
+        !bundle.contains("table=2,"),
+        "a twin was overwritten:\n{bundle}"
+    );
+    assert!(
+        !bundle.contains("table=1,priority=0,"),
+        "a twin was overwritten:\n{bundle}"
+    );
+    assert!(bundle.contains("table=3,"), "{bundle}");
+    let record = handle.flow_record();
+    assert_eq!(record.provided.len(), 1, "{:?}", record.provided);
+    assert_eq!(record.conflicts.len(), 1, "{:?}", record.conflicts);
+    assert!(
+        record.conflicts[0].contains("actions=drop")
+            && record.conflicts[0].contains("actions=NORMAL"),
+        "{:?}",
+        record.conflicts
+    );
+
+    // They go away (ovnkube stopped): the gap is filled, the conflict clears.
+    switch.with(|s| s.foreign.clear());
+    switch.notify();
+    eventually("the base flows installed once nobody provides them", || {
+        switch.with(|s| s.flows.iter().any(|f| f.contains("table=2,")))
+            && handle.last_error().is_empty()
+    })
+    .await?;
+    assert!(handle.flow_record().provided.is_empty());
     shutdown.cancel();
     dpu.stop().await
 }

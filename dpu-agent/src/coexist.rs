@@ -1,0 +1,280 @@
+//! Sharing the bridge with other controllers (ovnkube-node rewrites the
+//! whole bridge with its own flows): which planned flows we install, given
+//! the flows others have. Pure code.
+//!
+//! In OpenFlow, adding a flow with the same table, priority and match as an
+//! existing one replaces it, cookie included: installing such a flow would
+//! seize the other controller's flow, and our next cookie-scoped delete
+//! would remove it. So a planned flow with a foreign twin is never
+//! installed: when the twin's actions are equivalent, it already does the
+//! job ("provided"); when they differ, that is a conflict, reported with
+//! both flows.
+
+use crate::flows::{BasePipeline, Flow, MatchKey};
+use crate::openflow::dumped_match_and_packets;
+
+/// A flow on the bridge that carries another cookie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignFlow {
+    pub cookie: u64,
+    pub key: MatchKey,
+    /// Actions, normalised (see [`normalize_actions`]).
+    pub actions: String,
+    /// As dumped, without counters.
+    pub text: String,
+}
+
+/// The cookie of a dumped flow (OVS prints `cookie=0x...` first).
+pub fn dumped_cookie(flow: &str) -> Option<u64> {
+    let value = flow
+        .split([',', ' '])
+        .find_map(|part| part.strip_prefix("cookie="))?;
+    u64::from_str_radix(value.trim_start_matches("0x"), 16).ok()
+}
+
+impl ForeignFlow {
+    /// From a dump line; None for unparsable lines.
+    pub fn parse(dumped: &str) -> Option<Self> {
+        let cookie = dumped_cookie(dumped)?;
+        let (key, _) = dumped_match_and_packets(dumped);
+        let actions = dumped.split_once(" actions=")?.1;
+        Some(ForeignFlow {
+            cookie,
+            key,
+            actions: normalize_actions(actions),
+            text: crate::openflow::without_counters(dumped),
+        })
+    }
+}
+
+/// Action lists compared as OVS means them: `output:NORMAL` is `NORMAL`,
+/// and the arguments of `ct(...)` are a set (OVS prints them in its own
+/// order). The order of the actions themselves is kept.
+pub fn normalize_actions(actions: &str) -> String {
+    split_top_level(actions.trim())
+        .into_iter()
+        .map(|action| {
+            if action == "output:NORMAL" {
+                "NORMAL".to_string()
+            } else if let Some(args) = action.strip_prefix("ct(").and_then(|a| a.strip_suffix(')'))
+            {
+                let mut args = split_top_level(args);
+                args.sort_unstable();
+                format!("ct({})", args.join(","))
+            } else {
+                action.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Splits at commas outside parentheses.
+fn split_top_level(text: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                parts.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if start < text.len() {
+        parts.push(&text[start..]);
+    }
+    parts
+}
+
+/// A planned flow left out because another controller has its twin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shared {
+    /// Our flow, as we would have written it.
+    pub ours: String,
+    /// Theirs, as dumped.
+    pub theirs: String,
+    pub their_cookie: u64,
+}
+
+impl std::fmt::Display for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ours {{{}}} vs cookie {:#x}'s {{{}}}",
+            self.ours, self.their_cookie, self.theirs
+        )
+    }
+}
+
+/// What goes on the bridge.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// Our flows to install.
+    pub install: Vec<Flow>,
+    /// Planned flows another controller's flow already does.
+    pub provided: Vec<Shared>,
+    /// Planned flows whose twin does something else: not installed.
+    pub conflicts: Vec<Shared>,
+}
+
+/// Places `plan` next to `foreign` (flows of every other cookie).
+pub fn place(plan: &[Flow], foreign: &[ForeignFlow], mode: BasePipeline, cookie: u64) -> Placement {
+    let mut placement = Placement::default();
+    for flow in plan {
+        let key = flow.match_key();
+        let shared = |theirs: &ForeignFlow| Shared {
+            ours: flow.render(cookie),
+            theirs: theirs.text.clone(),
+            their_cookie: theirs.cookie,
+        };
+        if let Some(twin) = foreign.iter().find(|f| f.key == key) {
+            if twin.actions == normalize_actions(&flow.actions) {
+                placement.provided.push(shared(twin));
+            } else {
+                placement.conflicts.push(shared(twin));
+            }
+        } else if let Some(provider) = foreign
+            .iter()
+            .find(|f| mode == BasePipeline::Auto && flow.role.is_base() && f.key.same_match(&key))
+        {
+            placement.provided.push(shared(provider));
+        } else {
+            placement.install.push(flow.clone());
+        }
+    }
+    placement
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flows::{FlowSettings, PortMap, plan_flows};
+    use noverlay_proto::contract::{FamilyContract, Masquerade, Mode, Offer};
+
+    const COOKIE: u64 = 0x6e6f7672;
+    /// Port numbers and MAC of the ovnkube flow set below.
+    const PORTS: PortMap = PortMap {
+        host_representor: 1,
+        patch: 3,
+        uplink: 2,
+        bridge_mac: [0x02, 0x00, 0xc6, 0x12, 0x01, 0x02],
+    };
+
+    fn plan(mode: BasePipeline) -> Vec<Flow> {
+        let offer = Offer::new(
+            1,
+            Mode::IN_SCOPE,
+            vec![FamilyContract {
+                masquerade: Masquerade::from_subnet("169.254.0.0/17".parse().expect("net"))
+                    .expect("masq"),
+                cluster_cidrs: vec!["198.18.128.0/17".parse().expect("cidr")],
+                underlay_ip: "198.18.1.2".parse().expect("ip"),
+            }],
+            1400,
+        )
+        .expect("offer");
+        plan_flows(
+            &offer,
+            &PORTS,
+            &FlowSettings {
+                cookie: COOKIE,
+                base_pipeline: mode,
+                ct_zone: 64000,
+            },
+        )
+    }
+
+    /// Some of ovnkube's breth0 flows as `ovs-ofctl dump-flows` prints them.
+    fn ovnkube() -> Vec<ForeignFlow> {
+        [
+            "cookie=0xdeff105, duration=5.1s, table=0, n_packets=0, n_bytes=0, priority=50,ip,dl_dst=02:00:c6:12:01:02 actions=ct(table=1,zone=64000,nat)",
+            "cookie=0xdeff105, duration=5.1s, table=0, n_packets=0, n_bytes=0, priority=100,ip,in_port=1 actions=ct(commit,zone=64000,exec(set_field:0x2->ct_mark)),output:2",
+            "cookie=0xdeff105, duration=5.1s, table=1, n_packets=0, n_bytes=0, priority=100,ct_state=+est+trk,ct_mark=0x1,ip actions=output:3",
+            "cookie=0xdeff105, duration=5.1s, table=1, n_packets=0, n_bytes=0, priority=100,ct_state=+rel+trk,ct_mark=0x1,ip actions=output:3",
+            "cookie=0xdeff105, duration=5.1s, table=1, n_packets=0, n_bytes=0, priority=0 actions=NORMAL",
+            "cookie=0xdeff105, duration=5.1s, table=2, n_packets=0, n_bytes=0, priority=100 actions=set_field:02:00:c6:12:01:02->eth_dst,output:3",
+            "cookie=0xdeff105, duration=5.1s, table=3, n_packets=0, n_bytes=0 actions=move:NXM_OF_ETH_DST[]->NXM_OF_ETH_SRC[],set_field:02:00:c6:12:01:02->eth_dst,output:1",
+        ]
+        .iter()
+        .filter_map(|line| ForeignFlow::parse(line))
+        .collect()
+    }
+
+    #[test]
+    fn next_to_ovnkube_auto_installs_only_the_path_flows_and_seizes_nothing() {
+        let placement = place(
+            &plan(BasePipeline::Auto),
+            &ovnkube(),
+            BasePipeline::Auto,
+            COOKIE,
+        );
+        assert!(placement.conflicts.is_empty(), "{:?}", placement.conflicts);
+        assert_eq!(placement.install.len(), 3, "{:?}", placement.install);
+        assert!(placement.install.iter().all(|f| !f.role.is_base()));
+        // All six base flows are provided by ovnkube (table 3 at another priority).
+        assert_eq!(placement.provided.len(), 6);
+        assert!(
+            placement
+                .provided
+                .iter()
+                .all(|p| p.their_cookie == 0xdeff105)
+        );
+    }
+
+    #[test]
+    fn on_never_installs_over_a_twin_and_names_a_conflict() {
+        let mut foreign = ovnkube();
+        // Someone's table-2 flow with our match but other actions.
+        foreign.retain(|f| f.key.table != 2);
+        foreign.extend(ForeignFlow::parse(
+            "cookie=0x99, duration=1s, table=2, n_packets=0, n_bytes=0, priority=100 actions=drop",
+        ));
+        let placement = place(&plan(BasePipeline::On), &foreign, BasePipeline::On, COOKIE);
+        let installed: Vec<&Flow> = placement.install.iter().collect();
+        // Path flows plus table 3 (theirs is at another priority: no twin).
+        assert_eq!(installed.len(), 4, "{installed:?}");
+        assert_eq!(placement.provided.len(), 4);
+        assert_eq!(placement.conflicts.len(), 1);
+        let conflict = placement.conflicts[0].to_string();
+        assert!(
+            conflict.contains("table=2,priority=100")
+                && conflict.contains("cookie 0x99")
+                && conflict.contains("actions=drop"),
+            "{conflict}"
+        );
+    }
+
+    #[test]
+    fn standalone_everything_is_installed() {
+        for mode in [BasePipeline::Auto, BasePipeline::On] {
+            let plan = plan(mode);
+            let placement = place(&plan, &[], mode, COOKIE);
+            assert_eq!(placement.install, plan);
+        }
+        assert_eq!(plan(BasePipeline::Off).len(), 3);
+    }
+
+    #[test]
+    fn actions_compare_as_ovs_means_them() {
+        assert_eq!(
+            normalize_actions("ct(zone=64000,nat,table=1)"),
+            normalize_actions("ct(table=1,zone=64000,nat)")
+        );
+        assert_eq!(
+            normalize_actions("output:NORMAL"),
+            normalize_actions("NORMAL")
+        );
+        assert_ne!(
+            normalize_actions("output:1,output:2"),
+            normalize_actions("output:2,output:1")
+        );
+        assert_eq!(
+            dumped_cookie("cookie=0xdeff105, duration=1s, table=0"),
+            Some(0xdeff105)
+        );
+    }
+}
