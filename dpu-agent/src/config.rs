@@ -445,15 +445,18 @@ bridge_mac = "02:00:c6:12:00:0a"
             ("\"auto\"", BasePipeline::Auto),
         ] {
             let config = with(
-                "base_pipeline = \"auto\"",
-                &format!("base_pipeline = {text}"),
+                "uplink = \"p0\"\n",
+                &format!("uplink = \"p0\"\nbase_pipeline = {text}\n"),
             )
             .expect("valid");
             assert_eq!(config.raw.bridge.base_pipeline, mode);
         }
-        let error = with("base_pipeline = \"auto\"", "base_pipeline = \"sometimes\"")
-            .expect_err("refused")
-            .to_string();
+        let error = with(
+            "uplink = \"p0\"\n",
+            "uplink = \"p0\"\nbase_pipeline = \"sometimes\"\n",
+        )
+        .expect_err("refused")
+        .to_string();
         assert!(
             error.contains("base_pipeline") && error.contains("sometimes"),
             "{error}"
