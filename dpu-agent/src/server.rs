@@ -11,7 +11,7 @@ use crate::{
 };
 use futures::{Stream, StreamExt};
 use noverlay_proto::{
-    MAX_MESSAGE_BYTES,
+    MAX_MESSAGE_BYTES, MAX_RESPONSE_BYTES,
     contract::Contract,
     pb::{self, dpu_agent_server},
     tls::{self, TlsError},
@@ -107,7 +107,7 @@ impl DpuAgent {
             shutdown: shutdown.clone(),
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        .max_encoding_message_size(MAX_RESPONSE_BYTES);
 
         let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(64);
         let accept = tokio::spawn(tls_listener::accept_loop(

@@ -321,8 +321,9 @@ impl<D: Dataplane> HostAgent<D> {
             return;
         }
         let plan = plan::plan(&contract, &self.settings);
-        // Desired from now on, even if this first apply fails: repairs retry it.
-        self.desired = Some(plan.clone());
+        // Repairs restore this plan from now on; if it cannot be applied, the
+        // last good one goes back (with no last good plan, repairs retry it).
+        let last_good = self.desired.replace(plan.clone());
         match self.apply_timed(&plan).await {
             Ok(applied) => {
                 tracing::info!(
@@ -345,6 +346,22 @@ impl<D: Dataplane> HostAgent<D> {
             Err(e) => {
                 let reason = e.to_string();
                 tracing::error!(revision = contract.revision, error = %reason, "applying host state failed");
+                if let Some(good) = last_good {
+                    // Nothing stays half-applied: back to the last good state.
+                    // The failed revision is tried again when the DPU sends a
+                    // new one or the host reconnects.
+                    let restored = self.apply_timed(&good).await;
+                    let kept = good.revision;
+                    self.desired = Some(good);
+                    match restored {
+                        Ok(_) => {
+                            tracing::warn!(kept_revision = kept, "last good host state restored")
+                        }
+                        Err(e) => {
+                            tracing::error!(kept_revision = kept, error = %e, "restoring the last good host state failed; repairs retry it")
+                        }
+                    }
+                }
                 self.status
                     .send_modify(|s| s.last_error = Some(reason.clone()));
                 self.report(client, contract.revision, Err(reason)).await;

@@ -29,3 +29,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Largest gRPC message either agent accepts. Contracts are small (a few KiB
 /// even at the CIDR limit); anything near this size is hostile.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// Largest response the DPU agent sends: GetStatus at the CIDR limit lists
+/// ~3,000 desired and installed flows (~0.5 MB). Requests stay bounded by
+/// [`MAX_MESSAGE_BYTES`]; a client reading GetStatus (grpcurl's default is
+/// 4 MiB) must accept this much.
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;

@@ -428,3 +428,54 @@ async fn ovnkubes_flows_are_never_seized() -> anyhow::Result<()> {
     assert!(our_flows(&sw.ovs)?.is_empty());
     untouched("cleanup")
 }
+
+/// At the documented limit (1024 cluster CIDRs) the flows go on in one
+/// bundle and GetStatus still answers, over mTLS as an operator asks it.
+#[tokio::test]
+#[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
+async fn the_cidr_limit_installs_and_status_answers() -> anyhow::Result<()> {
+    netns::require_privileges()?;
+    ovs::require()?;
+    let sw = dpu_switch()?;
+    harness::init();
+    let certs = Certs::new()?;
+    let options = DpuOptions {
+        bridge: sw.ovs.agent_bridge_section(),
+        ipv4_cidrs: (0..noverlay_proto::contract::MAX_CLUSTER_CIDRS)
+            .map(|i| format!("100.{}.{}.0/24", 64 + i / 256, i % 256))
+            .collect(),
+        ..DpuOptions::default()
+    };
+    let config = harness::dpu_config(certs.dir.path(), &options, &certs.dpu)?;
+    let dpu = RunningDpu::start(&config).await?;
+    let handle = dpu.handle.clone();
+    let shutdown = CancellationToken::new();
+    dpu_agent::start_datapath(
+        handle.clone(),
+        &config,
+        &Watchdog::with_timeout(None),
+        shutdown.clone(),
+    );
+    let expected = 3 * 1024 + 6;
+    wait_until("3,078 flows installed", Duration::from_secs(60), || {
+        handle.installed_flows().len() == expected && handle.last_error().is_empty()
+    })
+    .await?;
+    assert_eq!(our_flows(&sw.ovs)?.len(), expected);
+
+    let client = host_agent::client::connect(
+        &dpu.addr.to_string(),
+        &noverlay_proto::tls::PeerIdentity::parse(harness::DPU_SAN)?,
+        noverlay_proto::tls::client_config(&certs.host)?,
+    )
+    .await?;
+    let status = client
+        .max_decoding_message_size(noverlay_proto::MAX_RESPONSE_BYTES)
+        .get_status(noverlay_proto::pb::GetStatusRequest {})
+        .await?
+        .into_inner();
+    assert_eq!(status.installed_flows.len(), expected);
+    assert_eq!(status.desired_flows.len(), expected);
+    shutdown.cancel();
+    dpu.stop().await
+}

@@ -400,3 +400,92 @@ async fn wait_repairs(
         _ => anyhow::bail!("no repair after {fault}; status {:?}", *status.borrow()),
     }
 }
+
+/// The documented limit, 1024 cluster CIDRs, applies in one go: every route
+/// and every SNAT rule is in place, and a second apply changes nothing.
+#[test]
+#[ignore = "privileged: needs root, network namespaces and nftables; run as root with --include-ignored (CI does)"]
+fn the_cidr_limit_applies_whole() -> anyhow::Result<()> {
+    netns::require_privileges()?;
+    let topo = topology()?;
+    let cidrs: Vec<IpNet> = (0..noverlay_proto::contract::MAX_CLUSTER_CIDRS)
+        .map(|i| net(&format!("100.{}.{}.0/24", 64 + i / 256, i % 256)))
+        .collect();
+    let contract = Contract::new(
+        1,
+        Mode::IN_SCOPE,
+        vec![FamilyContract {
+            masquerade: Masquerade::from_subnet(net("169.254.0.0/17")).expect("masq"),
+            cluster_cidrs: cidrs,
+            underlay_ip: "198.18.0.10".parse().expect("ip"),
+        }],
+        1400,
+        "eth0".into(),
+    )?;
+    let plan = plan::plan(&contract, &settings());
+    let (first, second) = topo.host.run(move || async move {
+        let mut kernel = Kernel::open(masquerades())?;
+        let first = kernel.apply(&plan).await?;
+        let second = kernel.apply(&plan).await?;
+        Ok((first, second))
+    })?;
+    assert_eq!(first.routes.len(), 1024);
+    assert_eq!(second.changes, 0, "a second apply must change nothing");
+    let routes = topo.host.sh("ip route show proto 240")?;
+    assert_eq!(routes.lines().count(), 1024);
+    let table = topo.host.sh("nft list table inet noverlay")?;
+    assert_eq!(table.matches("snat ip to 169.254.0.2").count(), 1024);
+    Ok(())
+}
+
+/// A contract that cannot be applied whole leaves the last good state:
+/// revision 2 drops 198.18.128.0/17 and adds 203.0.113.0/24, where a static
+/// route of someone else's already is. The apply fails, is reported, and
+/// revision 1's routes and SNAT rules are back.
+#[test]
+#[ignore = "privileged: needs root, network namespaces and nftables; run as root with --include-ignored (CI does)"]
+fn a_failed_apply_leaves_the_last_good_state() -> anyhow::Result<()> {
+    netns::require_privileges()?;
+    harness::init();
+    let topo = topology()?;
+    let report = topo.host.run(move || async move {
+        let certs = Certs::new()?;
+        let mut dpu = MockDpu::start(&certs.dpu, HOST_SAN, Ok(contract().to_pb())).await?;
+        let options = HostOptions {
+            ipv6: true,
+            ..HostOptions::new(dpu.addr)
+        };
+        let path = certs.dir.path().join("host-agent.toml");
+        std::fs::write(&path, harness::host_config_toml(&options, &certs.host))?;
+        let config = HostConfig::load(&path)?;
+        let agent = HostAgent::new(config.clone(), Kernel::open(config.masquerades.clone())?)?;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(agent.run(shutdown.clone()));
+        let first = dpu.next_report().await?;
+        anyhow::ensure!(first.applied, "revision 1 failed: {}", first.error);
+        let mut second = contract();
+        second.revision = 2;
+        second.families[0].cluster_cidrs = vec![net("203.0.113.0/24")];
+        dpu.contracts.send(second.to_pb())?;
+        let report = dpu.next_report().await?;
+        shutdown.cancel();
+        task.await??;
+        Ok(report)
+    })?;
+    assert!(!report.applied, "revision 2 cannot apply whole: {report:?}");
+    assert!(report.error.contains("203.0.113.0/24"), "{}", report.error);
+    let host = &topo.host;
+    assert!(
+        host.sh("ip route show 198.18.128.0/17")?
+            .contains("via 169.254.0.4 dev eth0 proto 240"),
+        "revision 1's route was not put back"
+    );
+    let foreign = host.sh("ip route show 203.0.113.0/24")?;
+    assert!(foreign.contains("proto static"), "{foreign}");
+    let table = host.sh("nft list table inet noverlay")?;
+    assert!(
+        table.contains("ip daddr 198.18.128.0/17") && !table.contains("203.0.113.0/24"),
+        "revision 1's SNAT rules were not put back:\n{table}"
+    );
+    Ok(())
+}

@@ -4,8 +4,9 @@
 //!     cargo build --release --workspace && sudo ./target/release/bench
 //!
 //! Prints, for the host agent: contract received -> host state applied for
-//! 1, 16 and 256 CIDRs, repair time of a deleted route; for the DPU agent:
-//! contract change -> flows installed for 1, 16 and 256 CIDRs, restore time
+//! 1, 16, 256 and 1024 CIDRs, repair time of a deleted route, the cost of
+//! unrelated kernel churn; for the DPU agent:
+//! contract change -> flows installed for the same sizes, restore time
 //! after a flow wipe; for both agents as processes: idle CPU and RSS.
 
 use dpu_agent::state::AgentHandle;
@@ -22,7 +23,7 @@ use noverlay_tests::{
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-const SIZES: [usize; 3] = [1, 16, 256];
+const SIZES: [usize; 4] = [1, 16, 256, 1024];
 const ROUNDS: usize = 5;
 
 fn cidrs(n: usize) -> Vec<String> {

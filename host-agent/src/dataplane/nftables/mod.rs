@@ -114,6 +114,9 @@ impl Nftables {
 /// One sendmsg carries the whole batch: the kernel commits it as one
 /// transaction or not at all.
 fn send_and_wait_for_acks(socket: &Socket, transaction: &Transaction) -> Result<(), NftError> {
+    // A batch larger than the send buffer fails with EMSGSIZE (from ~500
+    // rules at the default 208 KiB): grow the buffer to fit, as nft does.
+    ensure_send_buffer(socket, transaction.bytes.len()).map_err(NftError::Socket)?;
     socket
         .send(&transaction.bytes, 0)
         .map_err(NftError::Socket)?;
@@ -227,6 +230,44 @@ fn set_receive_timeout(socket: &Socket, timeout: Duration) -> std::io::Result<()
     } else {
         Err(std::io::Error::last_os_error())
     }
+}
+
+/// Makes the socket's send buffer hold `len` bytes. SO_SNDBUFFORCE (we run
+/// with CAP_NET_ADMIN) passes net.core.wmem_max; SO_SNDBUF is the fallback.
+fn ensure_send_buffer(socket: &Socket, len: usize) -> std::io::Result<()> {
+    let mut current: libc::c_int = 0;
+    let mut size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: valid fd, an int and its size.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&mut current as *mut libc::c_int).cast(),
+            &mut size,
+        )
+    };
+    // The kernel reports twice what was set (bookkeeping overhead).
+    if rc == 0 && current as usize >= len.saturating_mul(2) {
+        return Ok(());
+    }
+    let wanted = libc::c_int::try_from(len.saturating_mul(2)).unwrap_or(libc::c_int::MAX);
+    for option in [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF] {
+        // SAFETY: valid fd, an int and its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&wanted as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+    }
+    Err(std::io::Error::last_os_error())
 }
 
 /// Discards replies left over from an earlier, failed exchange.
