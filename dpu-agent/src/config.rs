@@ -136,6 +136,14 @@ fn base_pipeline<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BasePipeline,
     d.deserialize_any(Setting)
 }
 
+/// Cookies other controllers of the gateway bridge use.
+const NEIGHBOUR_COOKIES: &[(u64, &str)] = &[
+    (0xdeff105, "OVN-Kubernetes' (default flows)"),
+    (0x0304, "OVN-Kubernetes' (PMTUD flows)"),
+    (0x0305, "OVN-Kubernetes' (GARP flows)"),
+    (0xe745ecf105, "OVN-Kubernetes' (ETP=local flows)"),
+];
+
 fn default_cookie() -> u64 {
     DEFAULT_COOKIE
 }
@@ -231,12 +239,20 @@ impl DpuConfig {
         ] {
             validate_port_name(field, name)?;
         }
-        if self.bridge.cookie == 0 || self.bridge.cookie == u64::MAX {
+        let cookie = self.bridge.cookie;
+        if cookie == 0 || cookie == u64::MAX {
             return Err(ConfigError::Invalid {
                 field: "bridge.cookie".into(),
                 reason: format!(
-                    "{:#x} is reserved; pick a cookie of our own such as {DEFAULT_COOKIE:#x}",
-                    self.bridge.cookie
+                    "{cookie:#x} is reserved; pick a cookie of our own such as {DEFAULT_COOKIE:#x}"
+                ),
+            });
+        }
+        if let Some((_, owner)) = NEIGHBOUR_COOKIES.iter().find(|(c, _)| *c == cookie) {
+            return Err(ConfigError::Invalid {
+                field: "bridge.cookie".into(),
+                reason: format!(
+                    "{cookie:#x} is {owner}; every write of ours deletes the flows of our cookie first, so it would wipe theirs: pick a cookie of our own such as {DEFAULT_COOKIE:#x}"
                 ),
             });
         }
@@ -490,6 +506,24 @@ bridge_mac = "02:00:c6:12:00:0a"
                 "uplink = \"p0; drop\"",
                 "bridge.uplink",
                 "p0; drop",
+            ),
+            (
+                "uplink = \"p0\"\n",
+                "uplink = \"p0\"\ncookie = 0\n",
+                "bridge.cookie",
+                "0x0 is reserved",
+            ),
+            (
+                "uplink = \"p0\"\n",
+                "uplink = \"p0\"\ncookie = 0xdeff105\n",
+                "bridge.cookie",
+                "0xdeff105 is OVN-Kubernetes'",
+            ),
+            (
+                "uplink = \"p0\"\n",
+                "uplink = \"p0\"\ncookie = 0xe745ecf105\n",
+                "bridge.cookie",
+                "0xe745ecf105 is OVN-Kubernetes'",
             ),
             (
                 "bridge_mac = \"02:00:c6:12:00:0a\"",

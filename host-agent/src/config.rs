@@ -93,6 +93,34 @@ impl Default for Ownership {
     }
 }
 
+/// Route protocol numbers the kernel and routing daemons use (iproute2's
+/// rt_protos and rt_protos.d): ours must be none of them.
+const TAKEN_ROUTE_PROTOCOLS: &[(u8, &str)] = &[
+    (0, "unspec"),
+    (1, "redirect"),
+    (2, "kernel"),
+    (3, "boot"),
+    (4, "static"),
+    (8, "gated"),
+    (9, "ra"),
+    (10, "mrt"),
+    (11, "zebra"),
+    (12, "bird"),
+    (13, "dnrouted"),
+    (14, "xorp"),
+    (15, "ntk"),
+    (16, "dhcp"),
+    (17, "mrouted"),
+    (18, "keepalived"),
+    (42, "babel"),
+    (99, "openr"),
+    (186, "bgp"),
+    (187, "isis"),
+    (188, "ospf"),
+    (189, "rip"),
+    (192, "eigrp"),
+];
+
 fn default_route_protocol() -> u8 {
     DEFAULT_ROUTE_PROTOCOL
 }
@@ -260,13 +288,12 @@ impl HostConfig {
                 format!("{table:?} must be 1-64 letters, digits, '_' or '-'"),
             ));
         }
-        // 0-4 are the kernel's own (unspec, redirect, kernel, boot, static).
-        if self.ownership.route_protocol <= 4 {
+        let protocol = self.ownership.route_protocol;
+        if let Some((_, owner)) = TAKEN_ROUTE_PROTOCOLS.iter().find(|(n, _)| *n == protocol) {
             return Err(invalid(
                 "ownership.route_protocol",
                 format!(
-                    "{} is reserved by the kernel; use a number of our own such as {DEFAULT_ROUTE_PROTOCOL}",
-                    self.ownership.route_protocol
+                    "{protocol} is the kernel's or a routing daemon's ({owner}): reconcile and cleanup would take its routes for ours; use a number of our own such as {DEFAULT_ROUTE_PROTOCOL}"
                 ),
             ));
         }
@@ -375,6 +402,18 @@ masquerade_subnet = "169.254.0.0/17"
                 "gateway_interface = \"eth0\"\n[ownership]\nroute_protocol = 2",
                 "ownership.route_protocol",
                 "2",
+            ),
+            (
+                "gateway_interface = \"eth0\"",
+                "gateway_interface = \"eth0\"\n[ownership]\nroute_protocol = 16",
+                "ownership.route_protocol",
+                "16 is the kernel's or a routing daemon's (dhcp)",
+            ),
+            (
+                "gateway_interface = \"eth0\"",
+                "gateway_interface = \"eth0\"\n[ownership]\nroute_protocol = 186",
+                "ownership.route_protocol",
+                "(bgp)",
             ),
             (
                 "gateway_interface = \"eth0\"",

@@ -71,6 +71,10 @@ pub struct NftPlan {
     pub rules: Vec<SnatRule>,
 }
 
+/// The comment that marks our nft table as ours: a table of the same name
+/// without it is someone else's and is never replaced or deleted.
+pub const NFT_TABLE_MARK: &str = "owned by noverlay host-agent";
+
 /// Name of our chain. (Not "snat": that is an nft keyword.)
 pub const NFT_CHAIN: &str = "masquerade_to_dpu";
 
@@ -204,7 +208,7 @@ impl NftPlan {
     /// created (counters at zero).
     pub fn render(&self) -> String {
         let mut out = format!(
-            "table inet {} {{\n\tchain {} {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\toifname != \"{}\" return\n",
+            "table inet {} {{\n\tcomment \"{NFT_TABLE_MARK}\"\n\tchain {} {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\toifname != \"{}\" return\n",
             self.table, self.chain, self.gateway_interface
         );
         for rule in &self.rules {

@@ -489,3 +489,43 @@ fn a_failed_apply_leaves_the_last_good_state() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// An nft table with our name that someone else made is neither replaced
+/// nor deleted, and with no SNAT table of ours no route of ours goes in.
+#[test]
+#[ignore = "privileged: needs root, network namespaces and nftables; run as root with --include-ignored (CI does)"]
+fn a_table_of_our_name_that_is_not_ours_is_left_alone() -> anyhow::Result<()> {
+    netns::require_privileges()?;
+    let topo = topology()?;
+    topo.host.sh("nft add table inet noverlay; \
+         nft add chain inet noverlay input '{ type filter hook input priority 0; }'; \
+         nft add rule inet noverlay input tcp dport 22 accept")?;
+    let before = topo.host.sh("nft list table inet noverlay")?;
+    let plan = host_plan();
+    let (applied, torn_down) = topo.host.run(move || async move {
+        let mut kernel = Kernel::open(masquerades())?;
+        let applied = kernel
+            .apply(&plan)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string());
+        let torn_down = kernel
+            .teardown(&settings())
+            .await
+            .map_err(|e| e.to_string());
+        Ok((applied, torn_down))
+    })?;
+    let error = applied.expect_err("replacing someone else's table");
+    assert!(
+        error.contains("replace nft table inet noverlay") && error.contains("not ours"),
+        "{error}"
+    );
+    let error = torn_down.expect_err("deleting someone else's table");
+    assert!(
+        error.contains("delete nft table inet noverlay") && error.contains("not ours"),
+        "{error}"
+    );
+    assert_eq!(topo.host.sh("nft list table inet noverlay")?, before);
+    assert_eq!(topo.host.sh("ip route show proto 240")?, "");
+    Ok(())
+}

@@ -17,7 +17,7 @@ mod reconcile;
 use super::{
     Applied, Dataplane, DataplaneError,
     netlink_route::{self, KernelLink, KernelRoute, RouteNetlink},
-    nftables::{self, Nftables},
+    nftables::{self, Nftables, ownership::TableOwner},
 };
 use crate::plan::{self, HostAddress, HostPlan, HostSettings};
 use events::{Interest, Wakeups};
@@ -204,6 +204,8 @@ impl Kernel {
             return Ok(false);
         }
         let table = &plan.nft.table;
+        self.refuse_foreign_table(table, plan.nft.chain, "replace")
+            .await?;
         let written = match nftables::rules::replace(&plan.nft) {
             Ok(transaction) => self.nft.commit(transaction).await,
             Err(e) => Err(e),
@@ -219,6 +221,32 @@ impl Kernel {
                 self.last_nft = None;
                 Err(kernel_error(format!("replace nft table inet {table}"), e))
             }
+        }
+    }
+}
+
+impl Kernel {
+    /// Errs when an inet table named `table` exists that is not ours: it is
+    /// never replaced or deleted.
+    async fn refuse_foreign_table(
+        &self,
+        table: &str,
+        chain: &'static str,
+        operation: &str,
+    ) -> Result<(), DataplaneError> {
+        let owner = self
+            .nft
+            .owner(table, chain)
+            .await
+            .map_err(|e| kernel_error(format!("read nft table inet {table}"), e))?;
+        match owner {
+            TableOwner::Absent | TableOwner::Ours => Ok(()),
+            TableOwner::Foreign(why) => Err(kernel_error(
+                format!("{operation} nft table inet {table}"),
+                format!(
+                    "the table exists and is not ours ({why}); refusing to touch it: choose another ownership.nft_table"
+                ),
+            )),
         }
     }
 }
@@ -405,15 +433,23 @@ impl Dataplane for Kernel {
                 Err(e) => errors.push(kernel_error("list addresses", e)),
             }
         }
-        let deleted = match nftables::rules::delete(&settings.nft_table) {
-            Ok(transaction) => self.nft.commit(transaction).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = deleted {
-            errors.push(kernel_error(
-                format!("delete nft table inet {}", settings.nft_table),
-                e,
-            ));
+        match self
+            .refuse_foreign_table(&settings.nft_table, plan::NFT_CHAIN, "delete")
+            .await
+        {
+            Ok(()) => {
+                let deleted = match nftables::rules::delete(&settings.nft_table) {
+                    Ok(transaction) => self.nft.commit(transaction).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = deleted {
+                    errors.push(kernel_error(
+                        format!("delete nft table inet {}", settings.nft_table),
+                        e,
+                    ));
+                }
+            }
+            Err(e) => errors.push(e),
         }
         self.last_nft = None;
         self.nft_dirty = true;

@@ -274,9 +274,13 @@ fn print(snprintf: impl FnOnce(*mut libc::c_char, usize) -> libc::c_int) -> Stri
         .unwrap_or_default()
 }
 
-/// The inet table `table` in `nft list table` syntax, from parsed items.
-pub fn render_table(table: &str, items: &[Item]) -> String {
+/// The inet table `table` in `nft list table` syntax, from its comment
+/// and parsed items.
+pub fn render_table(table: &str, comment: Option<&str>, items: &[Item]) -> String {
     let mut out = format!("table inet {table} {{\n");
+    if let Some(comment) = comment {
+        let _ = writeln!(out, "\tcomment \"{comment}\"");
+    }
     let ours = || items.iter().filter(|i| i.table == table);
     for item in ours() {
         let ItemKind::Chain {
@@ -453,14 +457,14 @@ mod tests {
         batch.add(&chain, MsgType::Add);
         batch.add(&rule, MsgType::Add);
         let bytes: Vec<u8> = batch.finalize().iter().flatten().copied().collect();
-        let text = render_table("noverlay", &parse(&bytes));
+        let text = render_table("noverlay", None, &parse(&bytes));
         assert!(
             text.contains("\t\t# unrecognised: inet noverlay masquerade_to_dpu [ counter pkts 0 bytes 0 ] [ immediate reg 0 accept ]"),
             "{text}"
         );
         // Another table's items are not ours to show.
         assert_eq!(
-            render_table("other", &parse(&bytes)),
+            render_table("other", None, &parse(&bytes)),
             "table inet other {\n}\n"
         );
     }

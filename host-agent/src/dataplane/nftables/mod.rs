@@ -9,6 +9,7 @@
 
 pub mod describe;
 mod netlink;
+pub mod ownership;
 pub mod rules;
 mod watch;
 
@@ -16,6 +17,7 @@ use netlink::{
     NFT_MSG_GETCHAIN, NFT_MSG_GETRULE, NLMSG_DONE, NLMSG_ERROR, NetlinkMessages, nft_type,
 };
 use nftnl::nftnl_sys::{self as sys, libc};
+use ownership::TableOwner;
 use rtnetlink::sys::{Socket, protocols::NETLINK_NETFILTER};
 use rules::Transaction;
 use std::{
@@ -86,9 +88,27 @@ impl Nftables {
         let name = table.to_string();
         let table = cstring(table)?;
         self.exchange(move |socket| {
+            let comment = get_table(socket, &table)?.flatten();
             let mut items = dump(socket, nft_type(NFT_MSG_GETCHAIN), &table)?;
             items.extend(dump(socket, nft_type(NFT_MSG_GETRULE), &table)?);
-            Ok(describe::render_table(&name, &items))
+            Ok(describe::render_table(&name, comment.as_deref(), &items))
+        })
+        .await
+    }
+
+    /// Whose the inet table `table` is (see [`ownership`]).
+    pub async fn owner(
+        &self,
+        table: &str,
+        our_chain: &'static str,
+    ) -> Result<TableOwner, NftError> {
+        let name = cstring(table)?;
+        self.exchange(move |socket| {
+            let Some(comment) = get_table(socket, &name)? else {
+                return Ok(TableOwner::Absent);
+            };
+            let chains = dump(socket, nft_type(NFT_MSG_GETCHAIN), &name)?;
+            Ok(ownership::owner(comment.as_deref(), &chains, our_chain))
         })
         .await
     }
@@ -138,6 +158,35 @@ fn send_and_wait_for_acks(socket: &Socket, transaction: &Transaction) -> Result<
         }
     }
     Ok(())
+}
+
+/// The inet table `name`: None when absent, else its comment (if any).
+fn get_table(socket: &Socket, name: &CString) -> Result<Option<Option<String>>, NftError> {
+    socket
+        .send(&ownership::get_table_request(name, DUMP_SEQ), 0)
+        .map_err(NftError::Socket)?;
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut table = None;
+    loop {
+        let received = socket
+            .recv(&mut &mut buffer[..], 0)
+            .map_err(NftError::Socket)?;
+        for message in NetlinkMessages::new(&buffer[..received]) {
+            match message.kind {
+                NLMSG_ERROR => {
+                    return match message.error_code() {
+                        0 => Ok(table),
+                        code if -code == libc::ENOENT => Ok(None),
+                        code => Err(NftError::Refused(std::io::Error::from_raw_os_error(-code))),
+                    };
+                }
+                kind if kind == nft_type(netlink::NFT_MSG_NEWTABLE) => {
+                    table = Some(ownership::table_comment(message.bytes));
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Sequence number of our dump requests (acks are matched by type, not seq).

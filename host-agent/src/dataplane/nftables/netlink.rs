@@ -5,6 +5,7 @@ pub const NLMSG_ERROR: u16 = 2;
 pub const NLMSG_DONE: u16 = 3;
 const NLMSG_HDRLEN: usize = 16;
 pub const NFNL_SUBSYS_NFTABLES: u16 = 10;
+pub const NFT_MSG_NEWTABLE: u16 = 0;
 pub const NFT_MSG_NEWCHAIN: u16 = 3;
 pub const NFT_MSG_GETCHAIN: u16 = 4;
 pub const NFT_MSG_NEWRULE: u16 = 6;

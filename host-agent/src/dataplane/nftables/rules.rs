@@ -2,7 +2,7 @@
 //! nftnl, one rule per CIDR (nftnl has no interval sets), committed by the
 //! kernel as one unit.
 
-use super::{NftError, cstring};
+use super::{NftError, cstring, ownership::MarkedTable};
 use crate::plan::{NftPlan, SnatRule};
 use ipnet::IpNet;
 use nftnl::{
@@ -31,17 +31,20 @@ fn finish(batch: Batch) -> Transaction {
 }
 
 /// Replaces our table with `plan` in one transaction: add (so that the
-/// delete cannot fail), delete, then create table, chain and rules.
+/// delete cannot fail), delete, then create table (marked as ours), chain
+/// and rules. The caller checks first that the table is ours.
 /// Packets see either the old table or the new one, never neither.
 pub fn replace(plan: &NftPlan) -> Result<Transaction, NftError> {
     let table_name = cstring(&plan.table)?;
     let chain_name = cstring(plan.chain)?;
     let gateway = cstring(&plan.gateway_interface)?;
+    // Chains and rules name their table; the table messages carry our mark.
     let table = Table::new(&table_name, ProtoFamily::Inet);
+    let marked = MarkedTable::new(table_name.clone());
     let mut batch = Batch::new();
-    batch.add(&table, MsgType::Add);
-    batch.add(&table, MsgType::Del);
-    batch.add(&table, MsgType::Add);
+    batch.add(&marked, MsgType::Add);
+    batch.add(&marked, MsgType::Del);
+    batch.add(&marked, MsgType::Add);
     let mut chain = Chain::new(&chain_name, &table);
     chain.set_type(ChainType::Nat);
     chain.set_hook(Hook::PostRouting, SRCNAT_PRIORITY);
@@ -68,8 +71,7 @@ pub fn replace(plan: &NftPlan) -> Result<Transaction, NftError> {
 
 /// Removes our table and everything in it; absent is fine.
 pub fn delete(table_name: &str) -> Result<Transaction, NftError> {
-    let name = cstring(table_name)?;
-    let table = Table::new(&name, ProtoFamily::Inet);
+    let table = MarkedTable::new(cstring(table_name)?);
     let mut batch = Batch::new();
     batch.add(&table, MsgType::Add);
     batch.add(&table, MsgType::Del);
@@ -153,6 +155,10 @@ mod tests {
         let plan = plan();
         let transaction = replace(&plan).expect("transaction");
         let items = describe::parse(&transaction.bytes);
-        assert_eq!(describe::render_table(&plan.table, &items), plan.render());
+        let marked = super::super::ownership::OWNER_MARK;
+        assert_eq!(
+            describe::render_table(&plan.table, Some(marked), &items),
+            plan.render()
+        );
     }
 }
