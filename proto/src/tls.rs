@@ -7,7 +7,10 @@
 
 use rustls::{
     ClientConfig, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
-    client::danger::HandshakeSignatureValid,
+    client::{
+        WebPkiServerVerifier,
+        danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    },
     crypto::CryptoProvider,
     pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject},
     server::{
@@ -80,12 +83,20 @@ pub fn server_config(
 }
 
 /// Client side (host-agent): presents `files.cert`; the server's name is
-/// checked against the SAN given at connect time.
+/// checked against the SAN given at connect time, exactly (no wildcard).
 pub fn client_config(files: &TlsFiles) -> Result<Arc<ClientConfig>, TlsError> {
-    let mut config = ClientConfig::builder_with_provider(crypto_provider())
+    let provider = crypto_provider();
+    let webpki = WebPkiServerVerifier::builder_with_provider(
+        Arc::new(load_roots(&files.ca)?),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(TlsError::Rustls)?
-        .with_root_certificates(load_roots(&files.ca)?)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ExactNameServerVerifier { inner: webpki }))
         .with_client_auth_cert(load_certs(&files.cert)?, load_key(&files.key)?)
         .map_err(|e| files.unusable_identity(e))?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
@@ -152,7 +163,88 @@ impl ClientCertVerifier for SanPinnedClientVerifier {
                     },
                 )
             })?;
+        require_exact_name(&cert, &self.identity.0)?;
         Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// A wildcard SAN (`*.node1.example`) names a set of hosts, not a peer:
+/// the identity must be among the certificate's DNS names exactly. (IP
+/// identities are matched exactly by webpki already.)
+fn require_exact_name(
+    cert: &webpki::EndEntityCert<'_>,
+    identity: &ServerName<'_>,
+) -> Result<(), rustls::Error> {
+    let ServerName::DnsName(name) = identity else {
+        return Ok(());
+    };
+    if cert
+        .valid_dns_names()
+        .any(|san| san.eq_ignore_ascii_case(name.as_ref()))
+    {
+        return Ok(());
+    }
+    Err(rustls::Error::InvalidCertificate(
+        rustls::CertificateError::NotValidForNameContext {
+            expected: identity.to_owned(),
+            presented: cert
+                .valid_dns_names()
+                .map(|san| {
+                    format!("DnsName({san:?}) (wildcards do not match: the name must be exact)")
+                })
+                .collect(),
+        },
+    ))
+}
+
+/// webpki's server certificate checks, plus the exact-name rule.
+#[derive(Debug)]
+struct ExactNameServerVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for ExactNameServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        let cert = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|e| rustls::Error::General(format!("unparsable server certificate: {e}")))?;
+        require_exact_name(&cert, server_name)?;
+        Ok(verified)
     }
 
     fn verify_tls12_signature(

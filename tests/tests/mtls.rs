@@ -45,6 +45,11 @@ async fn dpu_refuses_every_unauthorised_host() -> anyhow::Result<()> {
         .pki
         .issue("wrong-san", "host-agent.node2.test", Validity::Current)?;
     let expired = certs.pki.issue("expired", HOST_SAN, Validity::Expired)?;
+    // host-agent.node1.test matches *.node1.test as a web browser would see
+    // it; as an identity it names a set of hosts, so it is refused.
+    let wildcard = certs
+        .pki
+        .issue("wildcard-host", "*.node1.test", Validity::Current)?;
 
     let mut roots = RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_file_iter(certs.pki.ca_path())? {
@@ -67,6 +72,10 @@ async fn dpu_refuses_every_unauthorised_host() -> anyhow::Result<()> {
         ),
         ("expired client cert", tls::client_config(&expired)?),
         ("no client cert", Arc::new(no_cert)),
+        (
+            "client cert with a wildcard SAN",
+            tls::client_config(&wildcard)?,
+        ),
     ];
     for (refused, (case, config)) in cases.into_iter().enumerate() {
         let error = try_negotiate(&dpu, config).await;
@@ -113,6 +122,13 @@ async fn host_refuses_every_unauthorised_dpu() -> anyhow::Result<()> {
             "expired DPU cert",
             certs.pki.issue("dpu-expired", DPU_SAN, Validity::Expired)?,
             "expired",
+        ),
+        (
+            "DPU cert with a wildcard SAN",
+            certs
+                .pki
+                .issue("dpu-wildcard", "*.node1.test", Validity::Current)?,
+            "wildcards do not match",
         ),
     ];
     for (case, mut dpu_tls, reason) in cases {
