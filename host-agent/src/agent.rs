@@ -86,6 +86,9 @@ pub struct HostAgent<D> {
     /// while the DPU is unreachable.
     desired: Option<HostPlan>,
     periodic: tokio::time::Interval,
+    /// The last contract accepted in this session with the DPU: revisions
+    /// must go forward from it (a restarted DPU starts a new session).
+    session_contract: Option<Contract>,
     /// Proves to the systemd watchdog that the reconcile loop comes round.
     heartbeat: Heartbeat,
     beat: tokio::time::Interval,
@@ -133,6 +136,7 @@ impl<D: Dataplane> HostAgent<D> {
             status: watch::Sender::new(HostStatus::default()),
             desired: None,
             periodic,
+            session_contract: None,
             beat: heartbeat.ticker(),
             heartbeat,
         })
@@ -250,6 +254,7 @@ impl<D: Dataplane> HostAgent<D> {
     }
 
     async fn session(&mut self, shutdown: &CancellationToken, backoff: &mut Backoff) -> SessionEnd {
+        self.session_contract = None;
         let address = self.config.raw.dpu.address.clone();
         let identity = self.config.dpu_identity.clone();
         let tls_config = self.tls.borrow().clone();
@@ -307,7 +312,10 @@ impl<D: Dataplane> HostAgent<D> {
     /// fails any check is refused and reported; the last good state stays.
     async fn on_contract(&mut self, client: &mut DpuClient, wire: &pb::Contract) {
         let contract = match self.accept(wire).await {
-            Ok(contract) => contract,
+            Ok(contract) => {
+                self.session_contract = Some(contract.clone());
+                contract
+            }
             Err(reason) => {
                 let kept = self.status.borrow().applied.as_ref().map(|c| c.revision);
                 tracing::error!(revision = wire.revision, error = %reason, kept_revision = ?kept, "rejected contract from the DPU");
@@ -371,7 +379,10 @@ impl<D: Dataplane> HostAgent<D> {
 
     async fn accept(&mut self, wire: &pb::Contract) -> Result<Contract, String> {
         let contract = Contract::try_from(wire).map_err(|e| e.to_string())?;
+        plan::check_revision(&contract, self.session_contract.as_ref())
+            .map_err(|e| e.to_string())?;
         plan::check_matches_proposal(&contract, &self.config).map_err(|e| e.to_string())?;
+        plan::check_limits(&contract, &self.config).map_err(|e| e.to_string())?;
         let addresses = self
             .dataplane
             .host_addresses()

@@ -71,7 +71,15 @@ pub struct DpuEndpoint {
 pub struct HostFamily {
     /// Must equal the DPU's, e.g. "169.254.0.0/17" or "fd69::/112".
     pub masquerade_subnet: IpNet,
+    /// The broadest cluster CIDR the host takes from the DPU, as a prefix
+    /// length (default 8 for IPv4, 32 for IPv6): a DPU must not route large
+    /// parts of the address space through itself.
+    pub shortest_cluster_prefix: Option<u8>,
 }
+
+/// Default shortest cluster-CIDR prefix per family.
+pub const DEFAULT_SHORTEST_PREFIX_V4: u8 = 8;
+pub const DEFAULT_SHORTEST_PREFIX_V6: u8 = 32;
 
 /// Marks on everything the agent installs, so reconcile and cleanup touch
 /// nothing else.
@@ -165,6 +173,8 @@ pub struct ValidHostConfig {
     pub dpu_identity: PeerIdentity,
     /// The configured families, IPv4 first.
     pub masquerades: Vec<Masquerade>,
+    /// The shortest cluster-CIDR prefix accepted, per configured family.
+    pub shortest_prefixes: Vec<(Family, u8)>,
 }
 
 impl ValidHostConfig {
@@ -254,11 +264,32 @@ impl HostConfig {
             )
         })?;
         let mut masquerades = Vec::new();
-        for (name, family, expected) in [
-            ("ipv4", &self.ipv4, Family::Ipv4),
-            ("ipv6", &self.ipv6, Family::Ipv6),
+        let mut shortest_prefixes = Vec::new();
+        for (name, family, expected, default_shortest, bits) in [
+            (
+                "ipv4",
+                &self.ipv4,
+                Family::Ipv4,
+                DEFAULT_SHORTEST_PREFIX_V4,
+                32,
+            ),
+            (
+                "ipv6",
+                &self.ipv6,
+                Family::Ipv6,
+                DEFAULT_SHORTEST_PREFIX_V6,
+                128,
+            ),
         ] {
             let Some(family) = family else { continue };
+            let shortest = family.shortest_cluster_prefix.unwrap_or(default_shortest);
+            if !(1..=bits).contains(&shortest) {
+                return Err(invalid(
+                    &format!("{name}.shortest_cluster_prefix"),
+                    format!("{shortest} must be between 1 and {bits}"),
+                ));
+            }
+            shortest_prefixes.push((expected, shortest));
             let field = format!("{name}.masquerade_subnet");
             let masquerade = Masquerade::from_subnet(family.masquerade_subnet)
                 .map_err(|e| invalid(&field, e.to_string()))?;
@@ -312,6 +343,7 @@ impl HostConfig {
             path: PathBuf::new(),
             dpu_identity,
             masquerades,
+            shortest_prefixes,
         })
     }
 }

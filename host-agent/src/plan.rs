@@ -248,6 +248,79 @@ pub enum HostCheckError {
         got: String,
         proposed: String,
     },
+    #[error(
+        "cluster CIDR {cidr} is broader than /{shortest} ({field}): the host does not route that much of the address space through the DPU"
+    )]
+    TooBroad {
+        cidr: IpNet,
+        shortest: u8,
+        field: &'static str,
+    },
+    #[error(
+        "cluster CIDR {cidr} covers the DPU agent's own address {dpu}: the control channel would be routed into the path it sets up"
+    )]
+    CoversTheDpu { cidr: IpNet, dpu: IpAddr },
+    #[error(
+        "contract revision {got} is older than revision {had}, already received in this session"
+    )]
+    RevisionBackwards { got: u64, had: u64 },
+    #[error("contract revision {revision} came again with other content")]
+    RevisionReused { revision: u64 },
+}
+
+/// The host's own limits on what a DPU may route through itself: no
+/// cluster CIDR broader than the configured shortest prefix, none covering
+/// the address the host reaches the DPU agent at.
+pub fn check_limits(contract: &Contract, config: &ValidHostConfig) -> Result<(), HostCheckError> {
+    for family in &contract.families {
+        let kind = family.family();
+        let shortest = config
+            .shortest_prefixes
+            .iter()
+            .find(|(f, _)| *f == kind)
+            .map_or(0, |(_, p)| *p);
+        if let Some(cidr) = family
+            .cluster_cidrs
+            .iter()
+            .find(|c| c.prefix_len() < shortest)
+        {
+            return Err(HostCheckError::TooBroad {
+                cidr: *cidr,
+                shortest,
+                field: match kind {
+                    Family::Ipv4 => "ipv4.shortest_cluster_prefix",
+                    Family::Ipv6 => "ipv6.shortest_cluster_prefix",
+                },
+            });
+        }
+    }
+    if let Ok(dpu) = config.raw.dpu.address.parse::<std::net::SocketAddr>()
+        && let Some(cidr) = contract.cluster_cidrs().find(|c| c.contains(&dpu.ip()))
+    {
+        return Err(HostCheckError::CoversTheDpu {
+            cidr: *cidr,
+            dpu: dpu.ip(),
+        });
+    }
+    Ok(())
+}
+
+/// Within one session, revisions only go forward, and a revision never
+/// changes its content.
+pub fn check_revision(contract: &Contract, last: Option<&Contract>) -> Result<(), HostCheckError> {
+    let Some(last) = last else { return Ok(()) };
+    if contract.revision < last.revision {
+        return Err(HostCheckError::RevisionBackwards {
+            got: contract.revision,
+            had: last.revision,
+        });
+    }
+    if contract.revision == last.revision && contract != last {
+        return Err(HostCheckError::RevisionReused {
+            revision: contract.revision,
+        });
+    }
+    Ok(())
 }
 
 /// Checks a contract against what the host proposed: a DPU must not slip in
@@ -427,6 +500,63 @@ mod tests {
         assert!(
             err.to_string().contains("198.19.0.0/24") && err.to_string().contains("eth1"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn limits_refuse_broad_cidrs_and_the_dpus_own_address() {
+        let config = crate::config::HostConfig::parse(
+            r#"
+host_name = "node1"
+gateway_interface = "eth0"
+[dpu]
+address = "198.19.254.2:50051"
+identity = "dpu-agent.node1"
+[tls]
+cert = "/etc/noverlay/host-agent.crt"
+key = "/etc/noverlay/host-agent.key"
+ca = "/etc/noverlay/ca.crt"
+[ipv4]
+masquerade_subnet = "169.254.0.0/17"
+shortest_cluster_prefix = 16
+"#,
+        )
+        .and_then(|c| c.validate())
+        .expect("valid");
+        let with = |cidrs: &[&str]| {
+            let masquerade = contract(false).families[0].masquerade;
+            Contract::new(
+                2,
+                Mode::IN_SCOPE,
+                vec![FamilyContract {
+                    masquerade,
+                    cluster_cidrs: cidrs.iter().map(|c| net(c)).collect(),
+                    underlay_ip: "198.18.0.10".parse().expect("ip"),
+                }],
+                1400,
+                "eth0".into(),
+            )
+            .expect("contract")
+        };
+        assert_eq!(check_limits(&with(&["198.18.128.0/17"]), &config), Ok(()));
+        assert_eq!(
+            check_limits(&with(&["198.0.0.0/15"]), &config),
+            Err(HostCheckError::TooBroad {
+                cidr: net("198.0.0.0/15"),
+                shortest: 16,
+                field: "ipv4.shortest_cluster_prefix",
+            })
+        );
+        let dpu: std::net::SocketAddr = config.raw.dpu.address.parse().expect("ip:port");
+        let covering = IpNet::new(dpu.ip(), 24)
+            .expect("prefix")
+            .trunc()
+            .to_string();
+        let error = check_limits(&with(&[&covering]), &config).expect_err("covers the DPU");
+        assert!(
+            error.to_string().contains(&dpu.ip().to_string())
+                && error.to_string().contains(&covering),
+            "{error}"
         );
     }
 }

@@ -533,7 +533,9 @@ impl TryFrom<&pb::Contract> for Contract {
 
 /// Whether `cidr` may be routed through the DPU as a cluster CIDR. Rejects
 /// prefixes that would hijack or break the host: the default route, loopback,
-/// multicast, unspecified, and link-local outside the masquerade subnet.
+/// multicast, unspecified, reserved (240.0.0.0/4 with the broadcast address,
+/// IPv4-mapped IPv6), link-local, and anything overlapping the masquerade
+/// subnet (the host's own path to the DPU).
 pub fn check_cluster_cidr(cidr: &IpNet, masquerade_subnet: &IpNet) -> Result<(), ContractError> {
     let reject = |reason: &'static str| ContractError::RejectedCidr {
         cidr: *cidr,
@@ -561,6 +563,10 @@ pub fn check_cluster_cidr(cidr: &IpNet, masquerade_subnet: &IpNet) -> Result<(),
         IpNet::V4(_) => net("0.0.0.0/8"),
         IpNet::V6(_) => net("::/128"),
     };
+    let reserved: IpNet = match cidr {
+        IpNet::V4(_) => net("240.0.0.0/4"),
+        IpNet::V6(_) => net("::ffff:0:0/96"),
+    };
     if overlaps(cidr, &loopback) {
         return Err(reject("it overlaps loopback"));
     }
@@ -570,11 +576,19 @@ pub fn check_cluster_cidr(cidr: &IpNet, masquerade_subnet: &IpNet) -> Result<(),
     if overlaps(cidr, &unspecified) {
         return Err(reject("it overlaps the unspecified range"));
     }
-    if overlaps(cidr, &link_local) && !masquerade_subnet.contains(cidr) {
-        return Err(reject("it is link-local outside the masquerade subnet"));
+    if overlaps(cidr, &reserved) {
+        return Err(reject(match cidr {
+            IpNet::V4(_) => "it overlaps 240.0.0.0/4 (reserved, with the broadcast address)",
+            IpNet::V6(_) => "it overlaps ::ffff:0:0/96 (IPv4-mapped addresses)",
+        }));
     }
-    if overlaps(cidr, masquerade_subnet) && !masquerade_subnet.contains(cidr) {
-        return Err(reject("it straddles the masquerade subnet"));
+    if overlaps(cidr, &link_local) {
+        return Err(reject("it is link-local"));
+    }
+    if overlaps(cidr, masquerade_subnet) {
+        return Err(reject(
+            "it overlaps the masquerade subnet (the host's own path to the DPU)",
+        ));
     }
     Ok(())
 }
@@ -781,6 +795,8 @@ mod tests {
             ("169.254.128.0/24", "link-local"),
             ("0.0.0.0/8", "unspecified"),
             ("169.254.0.0/16", "link-local"),
+            ("240.0.0.0/4", "reserved"),
+            ("255.255.255.255/32", "broadcast"),
         ] {
             let err = contract(vec![v4_family(&[cidr])]).expect_err(cidr);
             let text = err.to_string();
@@ -789,10 +805,14 @@ mod tests {
                 "{cidr}: {text}"
             );
         }
-        for cidr in ["::/0", "::1/128", "ff02::/16", "fe80::/64"] {
+        for cidr in ["::/0", "::1/128", "ff02::/16", "fe80::/64", "::ffff:0:0/96"] {
             let err = contract(vec![v6_family(&[cidr])]).expect_err(cidr);
             assert!(err.to_string().contains(cidr), "{err}");
         }
+        // Inside the IPv6 masquerade subnet (not link-local): the host's own
+        // path to the DPU.
+        let err = contract(vec![v6_family(&["fd69::/120"])]).expect_err("inside masq");
+        assert!(err.to_string().contains("masquerade subnet"), "{err}");
     }
 
     #[test]

@@ -98,12 +98,26 @@ async fn rogue_contracts_are_rejected_and_the_last_good_state_kept() -> anyhow::
     thousands.families[0].cluster_cidrs = (0..3000)
         .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
         .collect();
+    let with_cidrs = |revision, cidrs: &[&str]| {
+        let mut contract = good_contract(revision);
+        contract.families[0].cluster_cidrs = cidrs.iter().map(|c| c.to_string()).collect();
+        contract
+    };
+    // Most of the unicast space in a few prefixes.
+    let broad = with_cidrs(7, &["1.0.0.0/8", "32.0.0.0/3", "64.0.0.0/3"]);
+    let reserved = with_cidrs(8, &["240.0.0.0/4"]);
+    let broadcast = with_cidrs(9, &["255.255.255.255/32"]);
+    let inside_masquerade = with_cidrs(10, &["169.254.1.0/24"]);
     let cases = [
         (default_route, "0.0.0.0/0"),
         (other_masquerade, "169.254.0.0/16"),
         (loopback, "127.0.0.0/8"),
         (other_interface, "eth9"),
         (thousands, "3000"),
+        (broad, "32.0.0.0/3 is broader than /8"),
+        (reserved, "240.0.0.0/4"),
+        (broadcast, "255.255.255.255/32"),
+        (inside_masquerade, "169.254.1.0/24"),
     ];
     for (rogue, named) in cases {
         let revision = rogue.revision;
@@ -130,6 +144,36 @@ async fn rogue_contracts_are_rejected_and_the_last_good_state_kept() -> anyhow::
         vec![1],
         "nothing rogue reached the dataplane"
     );
+    host.stop().await
+}
+
+/// Within a session, revisions go forward and never change their content.
+#[tokio::test]
+async fn revisions_going_backwards_or_reused_are_refused() -> anyhow::Result<()> {
+    let certs = Certs::new()?;
+    let (mut dpu, host) = start(&certs, Ok(good_contract(5)), Vec::new()).await?;
+    assert!(dpu.next_report().await?.applied);
+    dpu.contracts.send(good_contract(4))?;
+    let report = dpu.next_report().await?;
+    assert!(!report.applied);
+    assert!(
+        report.error.contains("revision 4 is older than revision 5"),
+        "{}",
+        report.error
+    );
+    let mut reused = good_contract(5);
+    reused.families[0].cluster_cidrs = vec!["198.19.0.0/16".into()];
+    dpu.contracts.send(reused)?;
+    let report = dpu.next_report().await?;
+    assert!(!report.applied);
+    assert!(
+        report
+            .error
+            .contains("revision 5 came again with other content"),
+        "{}",
+        report.error
+    );
+    assert_eq!(applied_revisions(&host), vec![5]);
     host.stop().await
 }
 
