@@ -39,6 +39,13 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// HTTP/2 pings to a connected host, and how long it has to answer.
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Concurrent streams per connection: the host needs two (the watch and a
+/// unary call); grpcurl one.
+const MAX_STREAMS_PER_CONNECTION: u32 = 8;
+
 /// A bound, not yet serving, dpu-agent.
 pub struct DpuAgent {
     listener: TcpListener,
@@ -119,6 +126,11 @@ impl DpuAgent {
         ));
         let incoming = ReceiverStream::new(conn_rx).map(Ok::<_, std::io::Error>);
         let result = tonic::transport::Server::builder()
+            // A host that vanished without closing is noticed.
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            // One connection cannot open streams without bound.
+            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

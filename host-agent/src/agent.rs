@@ -266,30 +266,38 @@ impl<D: Dataplane> HostAgent<D> {
         };
         let proposal = self.config.proposal();
         let mut negotiating = client.clone();
-        let contract = match self
-            .wait(shutdown, negotiating.negotiate(proposal.clone()))
-            .await
-        {
+        let negotiated = deadline("Negotiate", negotiating.negotiate(proposal.clone()));
+        let contract = match self.wait(shutdown, negotiated).await {
             Waited::Shutdown => return SessionEnd::Shutdown,
             Waited::Done(Ok(response)) => response.into_inner().contract.unwrap_or_default(),
             Waited::Done(Err(status)) => return end_for(status),
         };
         tracing::info!(revision = contract.revision, "negotiated with the DPU");
         let mut watching = client.clone();
-        let mut stream = match self.wait(shutdown, watching.watch_contract(proposal)).await {
+        let watched = deadline("WatchContract", watching.watch_contract(proposal));
+        let mut stream = match self.wait(shutdown, watched).await {
             Waited::Shutdown => return SessionEnd::Shutdown,
             Waited::Done(Ok(response)) => response.into_inner(),
             Waited::Done(Err(status)) => return end_for(status),
         };
         self.status.send_modify(|s| s.phase = Phase::Following);
         backoff.reset();
-        self.on_contract(&mut client, &contract).await;
+        if let Some(report) = self.on_contract(&contract).await
+            && let Waited::Shutdown = self.send_report(shutdown, &mut client, report).await
+        {
+            return SessionEnd::Shutdown;
+        }
         loop {
             match self.wait(shutdown, stream.message()).await {
                 Waited::Shutdown => return SessionEnd::Shutdown,
                 Waited::Done(Ok(Some(update))) => {
                     let contract = update.contract.unwrap_or_default();
-                    self.on_contract(&mut client, &contract).await;
+                    if let Some(report) = self.on_contract(&contract).await
+                        && let Waited::Shutdown =
+                            self.send_report(shutdown, &mut client, report).await
+                    {
+                        return SessionEnd::Shutdown;
+                    }
                 }
                 Waited::Done(Ok(None)) => {
                     return SessionEnd::Lost("the DPU closed the contract watch".into());
@@ -310,7 +318,8 @@ impl<D: Dataplane> HostAgent<D> {
 
     /// Validates, plans, applies and reports one contract. A contract that
     /// fails any check is refused and reported; the last good state stays.
-    async fn on_contract(&mut self, client: &mut DpuClient, wire: &pb::Contract) {
+    /// Returns the report for the DPU, if there is anything to report.
+    async fn on_contract(&mut self, wire: &pb::Contract) -> Option<pb::HostReport> {
         let contract = match self.accept(wire).await {
             Ok(contract) => {
                 self.session_contract = Some(contract.clone());
@@ -321,12 +330,11 @@ impl<D: Dataplane> HostAgent<D> {
                 tracing::error!(revision = wire.revision, error = %reason, kept_revision = ?kept, "rejected contract from the DPU");
                 self.status
                     .send_modify(|s| s.last_error = Some(reason.clone()));
-                self.report(client, wire.revision, Err(reason)).await;
-                return;
+                return Some(self.report(wire.revision, Err(reason)));
             }
         };
         if self.status.borrow().applied.as_ref() == Some(&contract) {
-            return;
+            return None;
         }
         let plan = plan::plan(&contract, &self.settings);
         // Repairs restore this plan from now on; if it cannot be applied, the
@@ -348,8 +356,7 @@ impl<D: Dataplane> HostAgent<D> {
                     Ok(table) => table,
                     Err(e) => format!("(cannot read the table back: {e})"),
                 };
-                self.report(client, contract.revision, Ok((applied, nft_ruleset)))
-                    .await;
+                Some(self.report(contract.revision, Ok((applied, nft_ruleset))))
             }
             Err(e) => {
                 let reason = e.to_string();
@@ -372,7 +379,7 @@ impl<D: Dataplane> HostAgent<D> {
                 }
                 self.status
                     .send_modify(|s| s.last_error = Some(reason.clone()));
-                self.report(client, contract.revision, Err(reason)).await;
+                Some(self.report(contract.revision, Err(reason)))
             }
         }
     }
@@ -393,13 +400,29 @@ impl<D: Dataplane> HostAgent<D> {
         Ok(contract)
     }
 
-    async fn report(
-        &self,
+    /// Sends a report under a deadline, repairing the host meanwhile: local
+    /// repair never waits on the peer.
+    async fn send_report(
+        &mut self,
+        shutdown: &CancellationToken,
         client: &mut DpuClient,
-        revision: u64,
-        outcome: Result<(Applied, String), String>,
-    ) {
-        let report = match outcome {
+        report: pb::HostReport,
+    ) -> Waited<()> {
+        let mut reporting = client.clone();
+        let sent = deadline("ReportApplied", reporting.report_applied(report));
+        match self.wait(shutdown, sent).await {
+            Waited::Shutdown => Waited::Shutdown,
+            Waited::Done(result) => {
+                if let Err(status) = result {
+                    tracing::warn!(error = %status.message(), "could not report to the DPU");
+                }
+                Waited::Done(())
+            }
+        }
+    }
+
+    fn report(&self, revision: u64, outcome: Result<(Applied, String), String>) -> pb::HostReport {
+        match outcome {
             Ok((applied, nft_ruleset)) => pb::HostReport {
                 revision,
                 applied: true,
@@ -416,11 +439,26 @@ impl<D: Dataplane> HostAgent<D> {
                 nft_ruleset: String::new(),
                 host_name: self.config.raw.host_name.clone(),
             },
-        };
-        if let Err(status) = client.report_applied(report).await {
-            tracing::warn!(error = %status.message(), "could not report to the DPU");
         }
     }
+}
+
+/// How long one unary call (or the start of the watch) may take: a DPU that
+/// accepts the connection and then stalls must not stall the host.
+pub const RPC_DEADLINE: Duration = Duration::from_secs(10);
+
+/// `call` under [`RPC_DEADLINE`]; a timeout is a DEADLINE_EXCEEDED status.
+async fn deadline<T>(
+    what: &'static str,
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    tokio::time::timeout(RPC_DEADLINE, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(tonic::Status::deadline_exceeded(format!(
+                "{what}: no answer from the DPU within {RPC_DEADLINE:?}"
+            )))
+        })
 }
 
 /// Refusals are the DPU's answer to our config; anything else is an outage.

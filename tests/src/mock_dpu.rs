@@ -10,7 +10,14 @@ use noverlay_proto::{
     tls::{self, TlsFiles},
 };
 use noverlay_runtime::systemd::Watchdog;
-use std::{net::SocketAddr, pin::Pin, sync::Arc};
+use std::{
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 use tokio::sync::{Mutex, mpsc};
 use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 use tokio_util::sync::CancellationToken;
@@ -38,6 +45,9 @@ pub struct MockDpu {
     pub contracts: mpsc::UnboundedSender<pb::Contract>,
     /// Reports the host sent.
     pub reports: mpsc::UnboundedReceiver<pb::HostReport>,
+    /// While set, ReportApplied records the report and never answers (a
+    /// DPU that accepted the connection and stalled).
+    pub stall_reports: Arc<AtomicBool>,
     shutdown: CancellationToken,
 }
 
@@ -45,6 +55,7 @@ struct Script {
     negotiate: Result<pb::Contract, Status>,
     watch: Mutex<Option<mpsc::UnboundedReceiver<pb::Contract>>>,
     reports: mpsc::UnboundedSender<pb::HostReport>,
+    stall_reports: Arc<AtomicBool>,
 }
 
 struct MockService(Arc<Script>);
@@ -91,6 +102,9 @@ impl dpu_agent_server::DpuAgent for MockService {
         request: Request<pb::HostReport>,
     ) -> Result<Response<pb::ReportAck>, Status> {
         let _ = self.0.reports.send(request.into_inner());
+        if self.0.stall_reports.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
         Ok(Response::new(pb::ReportAck::default()))
     }
 
@@ -115,10 +129,12 @@ impl MockDpu {
         let addr = listener.local_addr()?;
         let (contracts, watch_rx) = mpsc::unbounded_channel();
         let (reports_tx, reports) = mpsc::unbounded_channel();
+        let stall_reports = Arc::new(AtomicBool::new(false));
         let script = Arc::new(Script {
             negotiate,
             watch: Mutex::new(Some(watch_rx)),
             reports: reports_tx,
+            stall_reports: stall_reports.clone(),
         });
         let shutdown = CancellationToken::new();
         let (conn_tx, conn_rx) = mpsc::channel(8);
@@ -145,6 +161,7 @@ impl MockDpu {
             addr,
             contracts,
             reports,
+            stall_reports,
             shutdown,
         })
     }

@@ -529,3 +529,65 @@ fn a_table_of_our_name_that_is_not_ours_is_left_alone() -> anyhow::Result<()> {
     assert_eq!(topo.host.sh("ip route show proto 240")?, "");
     Ok(())
 }
+
+/// A DPU that accepts a report and never answers does not hold up local
+/// repair: a route deleted meanwhile comes back at once, not after the
+/// report's deadline.
+#[test]
+#[ignore = "privileged: needs root, network namespaces and nftables; run as root with --include-ignored (CI does)"]
+fn repair_never_waits_on_a_stalled_dpu() -> anyhow::Result<()> {
+    netns::require_privileges()?;
+    harness::init();
+    let topo = topology()?;
+    let host_ns = topo.host.name.clone();
+    let repaired_in = topo.host.run(move || async move {
+        let certs = Certs::new()?;
+        let mut dpu = MockDpu::start(&certs.dpu, HOST_SAN, Ok(contract().to_pb())).await?;
+        let options = HostOptions {
+            ipv6: true,
+            ..HostOptions::new(dpu.addr)
+        };
+        let path = certs.dir.path().join("host-agent.toml");
+        std::fs::write(&path, harness::host_config_toml(&options, &certs.host))?;
+        let config = HostConfig::load(&path)?;
+        let agent = HostAgent::new(config.clone(), Kernel::open(config.masquerades.clone())?)?;
+        let mut status = agent.status();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(agent.run(shutdown.clone()));
+        anyhow::ensure!(dpu.next_report().await?.applied, "revision 1 failed");
+
+        dpu.stall_reports
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut second = contract();
+        second.revision = 2;
+        second.families[0].cluster_cidrs.push(net("198.19.0.0/24"));
+        dpu.contracts.send(second.to_pb())?;
+        // The host applied revision 2 and is now waiting on its report.
+        anyhow::ensure!(dpu.next_report().await?.applied, "revision 2 failed");
+        let before = status.borrow().repairs;
+        let started = Instant::now();
+        let output = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &host_ns,
+                "ip",
+                "route",
+                "del",
+                "198.18.128.0/17",
+            ])
+            .output()?;
+        anyhow::ensure!(output.status.success(), "{output:?}");
+        wait_repairs(&mut status, before, "route deleted during a stalled report").await?;
+        let took = started.elapsed();
+        shutdown.cancel();
+        task.await??;
+        Ok(took)
+    })?;
+    println!("repair during a stalled report: {repaired_in:?}");
+    assert!(
+        repaired_in < host_agent::agent::RPC_DEADLINE / 2,
+        "repair waited {repaired_in:?} on the stalled DPU"
+    );
+    Ok(())
+}
