@@ -14,6 +14,7 @@ use noverlay_proto::{
     MAX_MESSAGE_BYTES, MAX_RESPONSE_BYTES,
     contract::Contract,
     pb::{self, dpu_agent_server},
+    text::loggable,
     tls::{self, TlsError},
 };
 use noverlay_runtime::systemd::{Heartbeat, Watchdog};
@@ -165,7 +166,7 @@ impl DpuService {
             Ok(contract) => Ok(contract),
             Err(e) => {
                 self.handle.record_refused_negotiation(e.to_string());
-                tracing::warn!(%peer, host = %proposal.host_name, error = %e, "negotiation refused");
+                tracing::warn!(%peer, host = %loggable(&proposal.host_name), error = %loggable(&e.to_string()), "negotiation refused");
                 Err(match e {
                     NegotiationError::Mismatch(_) => Status::failed_precondition(e.to_string()),
                     NegotiationError::Invalid(_) => Status::invalid_argument(e.to_string()),
@@ -190,7 +191,7 @@ impl dpu_agent_server::DpuAgent for DpuService {
             .map(|p| p.identity.clone())
             .unwrap_or_default();
         let contract = self.negotiate_for(&peer, request.get_ref())?;
-        tracing::info!(%peer, host = %request.get_ref().host_name, revision = contract.revision, "negotiated");
+        tracing::info!(%peer, host = %loggable(&request.get_ref().host_name), revision = contract.revision, "negotiated");
         self.handle
             .record_negotiation(identity, contract.gateway_interface.clone());
         Ok(Response::new(pb::NegotiateResponse {
@@ -233,7 +234,7 @@ impl dpu_agent_server::DpuAgent for DpuService {
         if report.applied {
             tracing::info!(%peer, revision = report.revision, routes = report.routes.len(), "host applied contract");
         } else {
-            tracing::warn!(%peer, revision = report.revision, error = %report.error, "host failed to apply contract");
+            tracing::warn!(%peer, revision = report.revision, error = %loggable(&report.error), "host failed to apply contract");
         }
         self.handle.record_host_report(report);
         Ok(Response::new(pb::ReportAck {

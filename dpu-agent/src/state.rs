@@ -395,8 +395,11 @@ impl AgentHandle {
         self.set_source(Source::Peer, Err(format!("negotiation refused: {error}")));
     }
 
-    /// The host's report of what it applied (or failed to).
+    /// The host's report of what it applied (or failed to), kept within
+    /// bounds: a peer cannot make the agent hold (or GetStatus return) more
+    /// than this.
     pub fn record_host_report(&self, report: pb::HostReport) {
+        let report = bounded_report(report);
         let outcome = if report.applied {
             Ok(())
         } else {
@@ -434,6 +437,25 @@ impl AgentHandle {
     pub fn refused_connections(&self) -> u64 {
         self.state.refused_connections.load(Ordering::Relaxed)
     }
+}
+
+/// Bounds on what is kept of a host report.
+const MAX_HOST_NAME_BYTES: usize = 253;
+const MAX_REPORT_ERROR_BYTES: usize = 4096;
+const MAX_REPORTED_ROUTES: usize = 2 * noverlay_proto::contract::MAX_CLUSTER_CIDRS;
+const MAX_ROUTE_BYTES: usize = 256;
+const MAX_NFT_RULESET_BYTES: usize = 192 * 1024;
+
+fn bounded_report(mut report: pb::HostReport) -> pb::HostReport {
+    use noverlay_proto::text::truncated;
+    report.host_name = truncated(&report.host_name, MAX_HOST_NAME_BYTES);
+    report.error = truncated(&report.error, MAX_REPORT_ERROR_BYTES);
+    report.routes.truncate(MAX_REPORTED_ROUTES);
+    for route in &mut report.routes {
+        *route = truncated(route, MAX_ROUTE_BYTES);
+    }
+    report.nft_ruleset = truncated(&report.nft_ruleset, MAX_NFT_RULESET_BYTES);
+    report
 }
 
 /// A poisoned lock only means a holder panicked mid-update of plain data;

@@ -414,7 +414,7 @@ impl<D: Dataplane> HostAgent<D> {
             Waited::Shutdown => Waited::Shutdown,
             Waited::Done(result) => {
                 if let Err(status) = result {
-                    tracing::warn!(error = %status.message(), "could not report to the DPU");
+                    tracing::warn!(error = %noverlay_proto::text::loggable(status.message()), "could not report to the DPU");
                 }
                 Waited::Done(())
             }

@@ -3,10 +3,12 @@
 //! - [`pb`]: the generated gRPC types and the descriptor set for reflection.
 //! - [`contract`]: the validated domain model both agents plan from; every wire
 //!   message is parsed into it before anything is applied.
+//! - [`text`]: peer text made safe to log and to keep.
 //! - [`tls`]: the mutual TLS setup both agents share (TLS 1.3, peer identity
 //!   pinned to a certificate SAN).
 
 pub mod contract;
+pub mod text;
 pub mod tls;
 
 /// Generated protobuf and gRPC code for package `noverlay.v1`.

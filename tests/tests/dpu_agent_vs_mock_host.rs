@@ -237,6 +237,36 @@ async fn malformed_and_oversized_requests_are_refused() -> anyhow::Result<()> {
     dpu.stop().await
 }
 
+/// Even the authorised host is bounded: a report just under the message
+/// limit, with control characters in its host name, is kept cut to size and
+/// GetStatus keeps answering.
+#[tokio::test]
+async fn the_authorised_hosts_reports_are_bounded() -> anyhow::Result<()> {
+    let certs = Certs::new()?;
+    let dpu = start(&certs, &DpuOptions::default()).await?;
+    let mut client = client_for(&dpu, &certs.host).await?;
+    let report = pb::HostReport {
+        revision: 1,
+        applied: false,
+        error: "e".repeat(120 * 1024),
+        routes: vec!["r".repeat(100); 1000],
+        nft_ruleset: String::new(),
+        host_name: format!("node1\nERROR forged\u{1b}[31m{}", "h".repeat(1000)),
+    };
+    for _ in 0..5 {
+        client.report_applied(report.clone()).await?;
+    }
+    let status = client
+        .get_status(pb::GetStatusRequest {})
+        .await?
+        .into_inner();
+    let kept = status.last_host_report.expect("report kept");
+    assert!(kept.error.len() <= 4096, "{} bytes of error kept", kept.error.len());
+    assert!(kept.host_name.len() <= 253);
+    assert_eq!(kept.routes.len(), 1000);
+    dpu.stop().await
+}
+
 #[tokio::test]
 async fn graceful_stop_ends_open_watches() -> anyhow::Result<()> {
     let certs = Certs::new()?;
