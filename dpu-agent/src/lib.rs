@@ -13,6 +13,7 @@
 pub mod coexist;
 pub mod config;
 pub mod flows;
+pub mod handshakes;
 pub mod metrics;
 pub mod negotiation;
 pub mod openflow;

@@ -2,8 +2,12 @@
 //! sees them, so that a refused peer is logged with its address and the
 //! reason, and never reaches a gRPC handler.
 
-use crate::state::{AgentHandle, TlsIdentity};
+use crate::{
+    handshakes::{LogLimiter, PendingHandshakes},
+    state::{AgentHandle, TlsIdentity},
+};
 use noverlay_runtime::systemd::Heartbeat;
+use std::sync::Arc;
 use std::{
     io,
     net::SocketAddr,
@@ -20,8 +24,13 @@ use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Connected;
 
-/// A slow or silent client must not hold a handshake slot forever.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A slow or silent client must not hold a handshake slot for long.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Refusal and accept-error log lines: at most this many per window (the
+/// rest are counted in metrics and summed up in the next line).
+const LOG_BURST: u32 = 20;
+const LOG_WINDOW: Duration = Duration::from_secs(60);
 
 /// Who is on the other end of an authenticated connection. Available to
 /// handlers as a request extension.
@@ -119,6 +128,9 @@ pub async fn accept_loop(
 ) {
     // The watchdog sees this loop alive as long as it comes round.
     let mut beat = heartbeat.ticker();
+    let pending = PendingHandshakes::default();
+    let refusals = Arc::new(LogLimiter::new(LOG_BURST, LOG_WINDOW));
+    let accept_errors = LogLimiter::new(LOG_BURST, LOG_WINDOW);
     loop {
         let (tcp, remote) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -130,7 +142,9 @@ pub async fn accept_loop(
                 Ok(conn) => conn,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    if let Some(held_back) = accept_errors.admit() {
+                        tracing::warn!(error = %e, not_logged_before = held_back, "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -144,8 +158,20 @@ pub async fn accept_loop(
         let (tls, identity) = admission.acceptor();
         let accepted = accepted.clone();
         let admission = admission.clone();
+        let slot = pending.admit(remote.ip());
+        let refusals = refusals.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+            let handshake = tokio::select! {
+                done = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)) => done,
+                _ = slot.cancelled.cancelled() => {
+                    // Evicted by a newer connection: counted, not logged
+                    // (a flood would fill the log).
+                    admission.refused();
+                    return;
+                }
+            };
+            drop(slot);
+            match handshake {
                 Ok(Ok(stream)) => {
                     tracing::debug!(%remote, %identity, "mTLS peer authenticated");
                     let conn = AuthenticatedConn {
@@ -157,11 +183,15 @@ pub async fn accept_loop(
                 }
                 Ok(Err(e)) => {
                     admission.refused();
-                    tracing::warn!(%remote, error = %e, "refused connection: mTLS handshake failed");
+                    if let Some(held_back) = refusals.admit() {
+                        tracing::warn!(%remote, error = %e, not_logged_before = held_back, "refused connection: mTLS handshake failed");
+                    }
                 }
                 Err(_) => {
                     admission.refused();
-                    tracing::warn!(%remote, timeout = ?HANDSHAKE_TIMEOUT, "refused connection: mTLS handshake timed out");
+                    if let Some(held_back) = refusals.admit() {
+                        tracing::warn!(%remote, timeout = ?HANDSHAKE_TIMEOUT, not_logged_before = held_back, "refused connection: mTLS handshake timed out");
+                    }
                 }
             }
         });

@@ -261,7 +261,11 @@ async fn the_authorised_hosts_reports_are_bounded() -> anyhow::Result<()> {
         .await?
         .into_inner();
     let kept = status.last_host_report.expect("report kept");
-    assert!(kept.error.len() <= 4096, "{} bytes of error kept", kept.error.len());
+    assert!(
+        kept.error.len() <= 4096,
+        "{} bytes of error kept",
+        kept.error.len()
+    );
     assert!(kept.host_name.len() <= 253);
     assert_eq!(kept.routes.len(), 1000);
     dpu.stop().await
