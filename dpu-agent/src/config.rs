@@ -19,7 +19,7 @@ use std::{
 pub const DEFAULT_COOKIE: u64 = 0x6e6f_7672;
 
 /// The config file as written by the operator.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DpuConfig {
     /// Address the gRPC server listens on, e.g. "0.0.0.0:50051".
@@ -44,7 +44,7 @@ fn in_scope_mode() -> Mode {
 }
 
 /// One address family: the DPU is the authority for CIDRs and underlay IP.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FamilyConfig {
     /// e.g. "169.254.0.0/17" or "fd69::/112"; the host must use the same.
@@ -56,7 +56,7 @@ pub struct FamilyConfig {
 }
 
 /// The shared gateway bridge and its ports, by name.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BridgeConfig {
     /// e.g. "breth0".
@@ -153,7 +153,7 @@ fn default_true() -> bool {
 }
 
 /// Hand-written port map.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StaticPorts {
     pub host_representor: u32,
@@ -184,6 +184,28 @@ impl ValidConfig {
 }
 
 impl DpuConfig {
+    /// The fields that differ from `next` and that a running agent cannot
+    /// take without a restart: the listen addresses and the bridge (static
+    /// port numbers excepted). Families, masquerade subnets and mode are
+    /// checked against the negotiated offer by the reload itself.
+    pub fn changes_needing_restart(&self, next: &DpuConfig) -> Vec<&'static str> {
+        let mut fields = Vec::new();
+        if self.listen != next.listen {
+            fields.push("listen");
+        }
+        if self.metrics_listen != next.metrics_listen {
+            fields.push("metrics_listen");
+        }
+        let without_ports = |bridge: &BridgeConfig| BridgeConfig {
+            static_ports: None,
+            ..bridge.clone()
+        };
+        if without_ports(&self.bridge) != without_ports(&next.bridge) {
+            fields.push("bridge");
+        }
+        fields
+    }
+
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<ValidConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -477,6 +499,26 @@ bridge_mac = "02:00:c6:12:00:0a"
             error.contains("base_pipeline") && error.contains("sometimes"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_reload_names_what_needs_a_restart() {
+        let running = with("", "").expect("valid").raw;
+        let same = with("mtu = 1400", "mtu = 1300").expect("valid").raw;
+        assert!(running.changes_needing_restart(&same).is_empty());
+        let moved = with(
+            "listen = \"127.0.0.1:50051\"",
+            "listen = \"127.0.0.1:50052\"",
+        )
+        .expect("valid")
+        .raw;
+        assert_eq!(running.changes_needing_restart(&moved), ["listen"]);
+        let other_bridge = with("uplink = \"p0\"", "uplink = \"p1\"")
+            .expect("valid")
+            .raw;
+        assert_eq!(running.changes_needing_restart(&other_bridge), ["bridge"]);
+        let other_ports = with("uplink = 3", "uplink = 4").expect("valid").raw;
+        assert!(running.changes_needing_restart(&other_ports).is_empty());
     }
 
     #[test]

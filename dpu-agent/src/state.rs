@@ -187,6 +187,8 @@ pub struct TlsIdentity {
 }
 
 struct AgentState {
+    /// The config in force (for telling what a reload may change).
+    config: Mutex<crate::config::DpuConfig>,
     offer: watch::Sender<Offer>,
     ports: watch::Sender<Option<PortMap>>,
     flow_settings: FlowSettings,
@@ -205,7 +207,7 @@ pub struct AgentHandle {
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
     #[error("reload refused, restart needed: {0}")]
-    NeedsRestart(&'static str),
+    NeedsRestart(String),
     #[error("reload refused: {0}")]
     Invalid(String),
 }
@@ -215,6 +217,7 @@ impl AgentHandle {
     pub fn new(config: &ValidConfig, tls: TlsIdentity) -> Self {
         AgentHandle {
             state: Arc::new(AgentState {
+                config: Mutex::new(config.raw.clone()),
                 offer: watch::Sender::new(config.offer.clone()),
                 ports: watch::Sender::new(config.static_ports),
                 flow_settings: config.flow_settings(),
@@ -255,8 +258,15 @@ impl AgentHandle {
         };
         if shape(&current) != shape(next) || current.mode != next.mode {
             return Err(ReloadError::NeedsRestart(
-                "address families, masquerade subnets or mode changed",
+                "address families, masquerade subnets or mode changed".into(),
             ));
+        }
+        let changed = lock(&self.state.config).changes_needing_restart(&config.raw);
+        if !changed.is_empty() {
+            return Err(ReloadError::NeedsRestart(format!(
+                "{} changed; nothing of this config was applied",
+                changed.join(", ")
+            )));
         }
         let revised = current
             .revised(next.families.clone(), next.mtu)
@@ -282,6 +292,7 @@ impl AgentHandle {
             acceptor: TlsAcceptor::from(tls_config),
             authorised_host: config.authorised_host.clone(),
         };
+        *lock(&self.state.config) = config.raw.clone();
         Ok(revision)
     }
 

@@ -22,7 +22,7 @@ pub const DEFAULT_ROUTE_PROTOCOL: u8 = 240;
 /// Name of our nftables table (family inet).
 pub const DEFAULT_NFT_TABLE: &str = "noverlay";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostConfig {
     /// Node name, for the DPU's logs and status.
@@ -57,7 +57,7 @@ fn in_scope_mode() -> Mode {
     Mode::IN_SCOPE
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DpuEndpoint {
     /// host:port of the dpu-agent, e.g. "192.0.2.1:50051".
@@ -66,7 +66,7 @@ pub struct DpuEndpoint {
     pub identity: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostFamily {
     /// Must equal the DPU's, e.g. "169.254.0.0/17" or "fd69::/112".
@@ -83,7 +83,7 @@ pub const DEFAULT_SHORTEST_PREFIX_V6: u8 = 32;
 
 /// Marks on everything the agent installs, so reconcile and cleanup touch
 /// nothing else.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ownership {
     #[serde(default = "default_route_protocol")]
@@ -138,7 +138,7 @@ fn default_nft_table() -> String {
 }
 
 /// Reconnect backoff towards the DPU.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Reconnect {
     #[serde(default = "default_initial_ms")]
@@ -205,6 +205,33 @@ impl ValidHostConfig {
 }
 
 impl HostConfig {
+    /// The fields that differ from `next` other than the TLS files: a
+    /// running agent takes new credentials (from its next connection) but
+    /// nothing else without a restart, so a reload that changes anything
+    /// else is refused whole.
+    pub fn changes_needing_restart(&self, next: &HostConfig) -> Vec<&'static str> {
+        let mut fields = Vec::new();
+        let mut differ = |name, changed: bool| {
+            if changed {
+                fields.push(name);
+            }
+        };
+        differ("host_name", self.host_name != next.host_name);
+        differ("metrics_listen", self.metrics_listen != next.metrics_listen);
+        differ(
+            "gateway_interface",
+            self.gateway_interface != next.gateway_interface,
+        );
+        differ("mp0_interface", self.mp0_interface != next.mp0_interface);
+        differ("dpu", self.dpu != next.dpu);
+        differ("mode", self.mode != next.mode);
+        differ("ipv4", self.ipv4 != next.ipv4);
+        differ("ipv6", self.ipv6 != next.ipv6);
+        differ("ownership", self.ownership != next.ownership);
+        differ("reconnect", self.reconnect != next.reconnect);
+        fields
+    }
+
     pub fn load(path: &Path) -> Result<ValidHostConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
@@ -463,6 +490,25 @@ masquerade_subnet = "169.254.0.0/17"
             let err = with(from, to).expect_err(to).to_string();
             assert!(err.contains(field) && err.contains(value), "{to}: {err}");
         }
+    }
+
+    #[test]
+    fn a_reload_names_every_field_it_cannot_take() {
+        let running = with("", "").expect("valid").raw;
+        let rotated = with("host-agent.crt", "host-agent-2.crt")
+            .expect("valid")
+            .raw;
+        assert!(running.changes_needing_restart(&rotated).is_empty());
+        let moved = with(
+            "gateway_interface = \"eth0\"",
+            "gateway_interface = \"eth1\"\n[ownership]\nroute_protocol = 241",
+        )
+        .expect("valid")
+        .raw;
+        assert_eq!(
+            running.changes_needing_restart(&moved),
+            ["gateway_interface", "ownership"]
+        );
     }
 
     #[test]

@@ -84,6 +84,7 @@ async fn run(
     dataplane: impl Dataplane + 'static,
 ) -> anyhow::Result<()> {
     let config_path = config.path.clone();
+    let running_config = config.raw.clone();
     let metrics_listen = config.raw.metrics_listen;
     let agent = HostAgent::new(config, dataplane)?
         .with_heartbeat(daemon.watchdog.heartbeat("host reconcile loop"));
@@ -97,10 +98,19 @@ async fn run(
     let running = tokio::spawn(agent.run(daemon.shutdown.clone()));
     daemon
         .run_until_stopped(|| {
-            // Certificate rotation: a failed reload keeps what works.
+            // Certificate rotation: a failed reload keeps what works, and a
+            // reload that changes anything else is refused whole.
             let reloaded = HostConfig::load(&config_path)
                 .map_err(anyhow::Error::from)
-                .and_then(|c| reloader.reload(&c.raw.tls).map_err(anyhow::Error::from));
+                .and_then(|c| {
+                    let changed = running_config.changes_needing_restart(&c.raw);
+                    anyhow::ensure!(
+                        changed.is_empty(),
+                        "{} changed: only the TLS files reload at runtime; restart host-agent to apply the rest (nothing of this config was applied)",
+                        changed.join(", ")
+                    );
+                    reloader.reload(&c.raw.tls).map_err(anyhow::Error::from)
+                });
             match reloaded {
                 Ok(()) => tracing::info!("TLS credentials reloaded; used from the next connection"),
                 Err(e) => {

@@ -271,6 +271,40 @@ async fn the_authorised_hosts_reports_are_bounded() -> anyhow::Result<()> {
     dpu.stop().await
 }
 
+/// A reload that changes what a running agent cannot take (its listen
+/// address, its bridge) is refused naming the field, and nothing of it is
+/// applied, not even the CIDR change that came with it.
+#[tokio::test]
+async fn a_reload_that_needs_a_restart_is_refused_whole() -> anyhow::Result<()> {
+    let certs = Certs::new()?;
+    let options = DpuOptions::default();
+    let dpu = start(&certs, &options).await?;
+    let before = dpu.handle.offer();
+    let changed = DpuOptions {
+        listen: "127.0.0.1:1".parse()?,
+        ipv4_cidrs: vec!["198.19.0.0/16".into()],
+        bridge: options.bridge.replace("uplink = \"p0\"", "uplink = \"p1\""),
+        ..options.clone()
+    };
+    let config = harness::dpu_config(certs.dir.path(), &changed, &certs.dpu)?;
+    let error = dpu.handle.reload(&config).expect_err("refused").to_string();
+    assert!(
+        error.contains("listen") && error.contains("bridge") && error.contains("restart"),
+        "{error}"
+    );
+    assert_eq!(
+        dpu.handle.offer(),
+        before,
+        "part of the refused reload was applied"
+    );
+    let reload = dpu.handle.source(dpu_agent::state::Source::Reload);
+    assert!(
+        reload.error().is_some_and(|e| e.contains("listen")),
+        "{reload:?}"
+    );
+    dpu.stop().await
+}
+
 #[tokio::test]
 async fn graceful_stop_ends_open_watches() -> anyhow::Result<()> {
     let certs = Certs::new()?;

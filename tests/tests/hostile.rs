@@ -105,7 +105,10 @@ fn a_handshake_flood_leaves_the_authorised_host_served() -> anyhow::Result<()> {
             anyhow::Ok(status.into_inner())
         })?;
         anyhow::ensure!(status.contract.is_some(), "no contract in {status:?}");
-        println!("authorised GetStatus answered {:?} after the flood started", started.elapsed());
+        println!(
+            "authorised GetStatus answered {:?} after the flood started",
+            started.elapsed()
+        );
         drop(flood);
         anyhow::ensure!(
             agent.try_wait()?.is_none(),
