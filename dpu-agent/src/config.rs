@@ -212,10 +212,20 @@ impl DpuConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text)
+        let config = Self::parse(&text)
             .map_err(|e| e.in_file(path))?
             .validate()
-            .map_err(|e| e.in_file(path))
+            .map_err(|e| e.in_file(path))?;
+        // The identity is checked as the host will see it, before serving.
+        noverlay_proto::tls::check_identity(&config.raw.tls, noverlay_proto::tls::Role::Server)
+            .map_err(|e| {
+                ConfigError::Invalid {
+                    field: "tls".into(),
+                    reason: e.to_string(),
+                }
+                .in_file(path)
+            })?;
+        Ok(config)
     }
 
     pub fn parse(text: &str) -> Result<Self, ConfigError> {

@@ -244,6 +244,15 @@ impl HostConfig {
                 source: Box::new(e),
             })?;
         config.path = path.to_path_buf();
+        // The identity is checked as the DPU will see it, before connecting.
+        noverlay_proto::tls::check_identity(&config.raw.tls, noverlay_proto::tls::Role::Client)
+            .map_err(|e| ConfigError::InFile {
+                path: path.to_path_buf(),
+                source: Box::new(ConfigError::Invalid {
+                    field: "tls".into(),
+                    reason: e.to_string(),
+                }),
+            })?;
         Ok(config)
     }
 

@@ -208,6 +208,7 @@ impl Masquerade {
         if host_bits < 128 && (1u128 << host_bits) <= HIGHEST_MASQUERADE_OFFSET {
             return Err(ContractError::MasqueradeTooSmall(subnet));
         }
+        check_masquerade_subnet(&subnet)?;
         Ok(Masquerade {
             subnet,
             host_ip: offset(subnet.network(), HOST_MASQUERADE_OFFSET),
@@ -404,9 +405,37 @@ impl Offer {
                 }
                 check_cluster_cidr(cidr, &family.masquerade.subnet)?;
             }
+            // Sorted: a prefix that covers another covers its successor.
+            if let Some(pair) = family
+                .cluster_cidrs
+                .windows(2)
+                .find(|pair| overlaps(&pair[0], &pair[1]))
+            {
+                return Err(ContractError::OverlappingCidrs(pair[0], pair[1]));
+            }
+            check_underlay_ip(&family.underlay_ip, &family.masquerade)?;
         }
         Ok(())
     }
+}
+
+/// The node underlay IP is the source of path traffic on the wire: a
+/// unicast address of the node's, never the masquerade range.
+fn check_underlay_ip(ip: &IpAddr, masquerade: &Masquerade) -> Result<(), ContractError> {
+    let bad = |reason: &'static str| ContractError::BadUnderlayIp { ip: *ip, reason };
+    if ip.is_unspecified() {
+        return Err(bad("it is the unspecified address"));
+    }
+    if ip.is_loopback() {
+        return Err(bad("it is a loopback address"));
+    }
+    if ip.is_multicast() || *ip == IpAddr::from([255, 255, 255, 255]) {
+        return Err(bad("it is not a unicast address"));
+    }
+    if masquerade.subnet.contains(ip) {
+        return Err(bad("it is inside the masquerade subnet"));
+    }
+    Ok(())
 }
 
 /// The whole validated contract: the DPU's offer for one host.
@@ -593,6 +622,57 @@ pub fn check_cluster_cidr(cidr: &IpNet, masquerade_subnet: &IpNet) -> Result<(),
     Ok(())
 }
 
+/// Shortest masquerade prefix per family: the host's own checks skip the
+/// masquerade subnet, so a broad one would switch them off.
+pub const SHORTEST_MASQUERADE_PREFIX_V4: u8 = 16;
+pub const SHORTEST_MASQUERADE_PREFIX_V6: u8 = 64;
+
+/// A masquerade subnet is a small, private range: never loopback,
+/// multicast, unspecified or reserved space, never broader than /16 (IPv4)
+/// or /64 (IPv6).
+fn check_masquerade_subnet(subnet: &IpNet) -> Result<(), ContractError> {
+    let bad = |reason: &'static str| ContractError::BadMasquerade {
+        subnet: *subnet,
+        reason,
+    };
+    let (shortest, special): (u8, [(&str, &'static str); 4]) = match subnet {
+        IpNet::V4(_) => (
+            SHORTEST_MASQUERADE_PREFIX_V4,
+            [
+                ("127.0.0.0/8", "it overlaps loopback"),
+                ("224.0.0.0/4", "it overlaps multicast"),
+                ("0.0.0.0/8", "it overlaps the unspecified range"),
+                (
+                    "240.0.0.0/4",
+                    "it overlaps 240.0.0.0/4 (reserved, with the broadcast address)",
+                ),
+            ],
+        ),
+        IpNet::V6(_) => (
+            SHORTEST_MASQUERADE_PREFIX_V6,
+            [
+                ("::1/128", "it overlaps loopback"),
+                ("ff00::/8", "it overlaps multicast"),
+                ("::/128", "it overlaps the unspecified address"),
+                ("::ffff:0:0/96", "it overlaps IPv4-mapped addresses"),
+            ],
+        ),
+    };
+    if subnet.prefix_len() < shortest {
+        return Err(bad(match subnet {
+            IpNet::V4(_) => "it is broader than /16",
+            IpNet::V6(_) => "it is broader than /64",
+        }));
+    }
+    match special
+        .iter()
+        .find(|(range, _)| overlaps(subnet, &net(range)))
+    {
+        Some((_, reason)) => Err(bad(reason)),
+        None => Ok(()),
+    }
+}
+
 /// True when two prefixes share any address.
 pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
@@ -675,6 +755,12 @@ pub enum ContractError {
     NotCanonical(String),
     #[error("masquerade subnet {0} is too small: it must hold offsets up to .5")]
     MasqueradeTooSmall(IpNet),
+    #[error("masquerade subnet {subnet} refused: {reason}")]
+    BadMasquerade { subnet: IpNet, reason: &'static str },
+    #[error("cluster CIDRs {0} and {1} overlap")]
+    OverlappingCidrs(IpNet, IpNet),
+    #[error("underlay IP {ip} refused: {reason}")]
+    BadUnderlayIp { ip: IpAddr, reason: &'static str },
     #[error("`{field}` is {got}, but masquerade subnet {subnet} gives {expected}")]
     MasqueradeAddress {
         field: &'static str,
@@ -763,6 +849,19 @@ mod tests {
             Masquerade::from_subnet(net("169.254.0.0/30")),
             Err(ContractError::MasqueradeTooSmall(net("169.254.0.0/30")))
         );
+        for (subnet, reason) in [
+            ("0.0.0.0/0", "broader than /16"),
+            ("127.0.0.0/16", "loopback"),
+            ("224.0.0.0/24", "multicast"),
+            ("255.255.255.0/24", "reserved"),
+            ("fd00::/48", "broader than /64"),
+            ("ff02::/112", "multicast"),
+        ] {
+            let error = Masquerade::from_subnet(net(subnet))
+                .expect_err(subnet)
+                .to_string();
+            assert!(error.contains(subnet) && error.contains(reason), "{error}");
+        }
         assert!(Masquerade::from_subnet(net("169.254.0.0/29")).is_ok());
         assert_eq!(
             Masquerade::from_subnet(net("169.254.0.1/17")),
@@ -813,6 +912,32 @@ mod tests {
         // path to the DPU.
         let err = contract(vec![v6_family(&["fd69::/120"])]).expect_err("inside masq");
         assert!(err.to_string().contains("masquerade subnet"), "{err}");
+    }
+
+    #[test]
+    fn overlapping_cidrs_and_bad_underlay_ips_are_named() {
+        let err = contract(vec![v4_family(&[
+            "198.18.0.0/16",
+            "198.19.0.0/16",
+            "198.18.128.0/17",
+        ])])
+        .expect_err("overlap");
+        assert!(
+            err.to_string()
+                .contains("198.18.0.0/16 and 198.18.128.0/17 overlap"),
+            "{err}"
+        );
+        for (ip, reason) in [
+            ("0.0.0.0", "unspecified"),
+            ("255.255.255.255", "unicast"),
+            ("127.0.0.1", "loopback"),
+            ("169.254.0.2", "masquerade subnet"),
+        ] {
+            let mut family = v4_family(&["198.18.128.0/17"]);
+            family.underlay_ip = ip.parse().expect("ip");
+            let err = contract(vec![family]).expect_err(ip).to_string();
+            assert!(err.contains(ip) && err.contains(reason), "{err}");
+        }
     }
 
     #[test]

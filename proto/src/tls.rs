@@ -270,9 +270,50 @@ impl ServerCertVerifier for ExactNameServerVerifier {
     }
 }
 
+/// PEM files are small; anything bigger (a device, a mistaken path) is
+/// refused before it is read.
+const MAX_PEM_BYTES: u64 = 1024 * 1024;
+
+/// Reads a PEM file after checking that it is one: a regular file (not a
+/// directory, a device such as /dev/zero, or a FIFO that would block), of
+/// sane size, and for a private key not readable by every user.
+fn read_pem(path: &Path, what: &'static str, secret: bool) -> Result<Vec<u8>, TlsError> {
+    use std::{io::Read, os::unix::fs::PermissionsExt};
+    let refuse = |reason: String| TlsError::Pem {
+        path: path.to_path_buf(),
+        what,
+        reason,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| refuse(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(refuse(
+            "not a regular file (a directory, a device or a FIFO)".into(),
+        ));
+    }
+    if meta.len() > MAX_PEM_BYTES {
+        return Err(refuse(format!(
+            "{} bytes: a PEM file is at most {MAX_PEM_BYTES} bytes",
+            meta.len()
+        )));
+    }
+    let mode = meta.permissions().mode();
+    if secret && mode & 0o004 != 0 {
+        return Err(refuse(format!(
+            "readable by every user (mode {:o}): make it private (chmod 600)",
+            mode & 0o777
+        )));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_PEM_BYTES).read_to_end(&mut bytes))
+        .map_err(|e| refuse(e.to_string()))?;
+    Ok(bytes)
+}
+
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+    let bytes = read_pem(path, "certificate", false)?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::Pem {
             path: path.to_path_buf(),
             what: "certificate",
@@ -289,7 +330,8 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Pem {
+    let bytes = read_pem(path, "private key", true)?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| TlsError::Pem {
         path: path.to_path_buf(),
         what: "private key",
         reason: e.to_string(),
@@ -306,6 +348,62 @@ fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
         })?;
     }
     Ok(roots)
+}
+
+/// Which side of the channel an identity serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// dpu-agent: presents a server certificate.
+    Server,
+    /// host-agent: presents a client certificate.
+    Client,
+}
+
+/// Checks an agent's own TLS files the way its peer will: the files load,
+/// the key matches the certificate, and the certificate is valid now under
+/// the configured CA (one CA signs both agents). What `check-config`, start
+/// and reload run, so that a broken identity is named before it is served.
+pub fn check_identity(files: &TlsFiles, role: Role) -> Result<(), TlsError> {
+    // Loads every file and pairs key and certificate.
+    client_config(files)?;
+    let chain = load_certs(&files.cert)?;
+    let (end_entity, intermediates) = chain.split_first().ok_or_else(|| TlsError::Pem {
+        path: files.cert.clone(),
+        what: "certificate",
+        reason: "no CERTIFICATE block found".into(),
+    })?;
+    let roots = Arc::new(load_roots(&files.ca)?);
+    let provider = crypto_provider();
+    let now = UnixTime::now();
+    let verified = match role {
+        Role::Client => WebPkiClientVerifier::builder_with_provider(roots, provider)
+            .build()
+            .map_err(|e| TlsError::Verifier(e.to_string()))?
+            .verify_client_cert(end_entity, intermediates, now)
+            .map(drop),
+        Role::Server => {
+            // Only the chain and its validity matter here, not a name.
+            let name = ServerName::try_from("identity-check.invalid")
+                .map_err(|e| TlsError::Verifier(e.to_string()))?;
+            let result = WebPkiServerVerifier::builder_with_provider(roots, provider)
+                .build()
+                .map_err(|e| TlsError::Verifier(e.to_string()))?
+                .verify_server_cert(end_entity, intermediates, &name, &[], now)
+                .map(drop);
+            match result {
+                Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::NotValidForName
+                    | rustls::CertificateError::NotValidForNameContext { .. },
+                )) => Ok(()),
+                other => other,
+            }
+        }
+    };
+    verified.map_err(|e| TlsError::Pem {
+        path: files.cert.clone(),
+        what: "certificate",
+        reason: format!("not valid under CA {}: {e}", files.ca.display()),
+    })
 }
 
 #[derive(Debug, thiserror::Error)]

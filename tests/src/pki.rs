@@ -73,7 +73,12 @@ impl Pki {
         let cert_path = self.dir.join(format!("{file_stem}.crt"));
         let key_path = self.dir.join(format!("{file_stem}.key"));
         std::fs::write(&cert_path, cert.pem())?;
+        // Private, as the agents require of a key (and as `install -m 0600` leaves it).
         std::fs::write(&key_path, key.serialize_pem())?;
+        std::fs::set_permissions(
+            &key_path,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )?;
         Ok(TlsFiles {
             cert: cert_path,
             key: key_path,

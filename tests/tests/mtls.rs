@@ -134,7 +134,7 @@ async fn host_refuses_every_unauthorised_dpu() -> anyhow::Result<()> {
     for (case, mut dpu_tls, reason) in cases {
         // The DPU trusts the real CA so that only its own cert is wrong.
         dpu_tls.ca = certs.pki.ca_path();
-        let config = harness::dpu_config(dir, &DpuOptions::default(), &dpu_tls)?;
+        let config = harness::dpu_config_unchecked(&DpuOptions::default(), &dpu_tls)?;
         let dpu = RunningDpu::start(&config).await?;
         let error = try_negotiate(&dpu, tls::client_config(&certs.host)?).await;
         let error = error.unwrap_or_else(|| panic!("{case}: host accepted the DPU"));
@@ -193,9 +193,13 @@ async fn certificates_rotate_without_restart() -> anyhow::Result<()> {
         ipv4_cidrs: vec!["198.18.128.0/17".into(), "198.19.0.0/16".into()],
         ..options.clone()
     };
+    // Loading the config (what SIGHUP does first) already names the key...
+    let err = harness::dpu_config(dir, &with_new_cidr, &broken).expect_err("missing key");
+    assert!(err.to_string().contains("does-not-exist.key"), "{err}");
+    // ...and the agent refuses such a config whole even if handed one.
     let err = dpu
         .handle
-        .reload(&harness::dpu_config(dir, &with_new_cidr, &broken)?)
+        .reload(&harness::dpu_config_unchecked(&with_new_cidr, &broken)?)
         .expect_err("missing key");
     assert!(err.to_string().contains("does-not-exist.key"), "{err}");
     assert_eq!(
