@@ -53,6 +53,28 @@ fn units_pass_systemd_analyze_verify() -> anyhow::Result<()> {
             output.status.success() && ours.is_empty(),
             "{unit}: {stderr}"
         );
+        // systemd's own exposure score stays low, and the bounds are set.
+        let security = Command::new("systemd-analyze")
+            .args(["security", "--offline=true", "--no-pager"])
+            .arg(&copy)
+            .output()?;
+        let report = String::from_utf8_lossy(&security.stdout);
+        let exposure: f64 = report
+            .lines()
+            .find_map(|l| l.split("exposure level for ").nth(1))
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("{unit}: no exposure level in {report}"))?;
+        assert!(exposure <= 2.0, "{unit}: exposure {exposure}\n{report}");
+        for directive in [
+            "SystemCallFilter=~@privileged @resources",
+            "ProcSubset=pid",
+            "LimitNOFILE=",
+            "MemoryMax=",
+            "TasksMax=",
+        ] {
+            assert!(text.contains(directive), "{unit} lacks {directive}");
+        }
     }
     Ok(())
 }
