@@ -79,12 +79,18 @@ async fn start_agent(ovs: &Ovs) -> anyhow::Result<Agent> {
 
 /// An agent whose `[bridge]` section ends with `bridge_lines`.
 async fn start_agent_with(ovs: &Ovs, bridge_lines: &str) -> anyhow::Result<Agent> {
-    harness::init();
-    let certs = Certs::new()?;
-    let options = DpuOptions {
+    start_agent_from(DpuOptions {
         bridge: format!("{}{bridge_lines}\n", ovs.agent_bridge_section()),
         ..DpuOptions::default()
-    };
+    })
+    .await
+}
+
+/// An agent configured by `options` (its bridge section included), with
+/// its datapath tasks running.
+async fn start_agent_from(options: DpuOptions) -> anyhow::Result<Agent> {
+    harness::init();
+    let certs = Certs::new()?;
     let config = harness::dpu_config(certs.dir.path(), &options, &certs.dpu)?;
     let dpu = RunningDpu::start(&config).await?;
     let handle = dpu.handle.clone();
@@ -437,25 +443,15 @@ async fn the_cidr_limit_installs_and_status_answers() -> anyhow::Result<()> {
     netns::require_privileges()?;
     ovs::require()?;
     let sw = dpu_switch()?;
-    harness::init();
-    let certs = Certs::new()?;
-    let options = DpuOptions {
+    let agent = start_agent_from(DpuOptions {
         bridge: sw.ovs.agent_bridge_section(),
         ipv4_cidrs: (0..noverlay_proto::contract::MAX_CLUSTER_CIDRS)
             .map(|i| format!("100.{}.{}.0/24", 64 + i / 256, i % 256))
             .collect(),
         ..DpuOptions::default()
-    };
-    let config = harness::dpu_config(certs.dir.path(), &options, &certs.dpu)?;
-    let dpu = RunningDpu::start(&config).await?;
-    let handle = dpu.handle.clone();
-    let shutdown = CancellationToken::new();
-    dpu_agent::start_datapath(
-        handle.clone(),
-        &config,
-        &Watchdog::with_timeout(None),
-        shutdown.clone(),
-    );
+    })
+    .await?;
+    let handle = agent.handle.clone();
     let expected = 3 * 1024 + 6;
     wait_until("3,078 flows installed", Duration::from_secs(60), || {
         handle.installed_flows().len() == expected && handle.last_error().is_empty()
@@ -464,9 +460,9 @@ async fn the_cidr_limit_installs_and_status_answers() -> anyhow::Result<()> {
     assert_eq!(our_flows(&sw.ovs)?.len(), expected);
 
     let client = host_agent::client::connect(
-        &dpu.addr.to_string(),
+        &agent.dpu.addr.to_string(),
         &noverlay_proto::tls::PeerIdentity::parse(harness::DPU_SAN)?,
-        noverlay_proto::tls::client_config(&certs.host)?,
+        noverlay_proto::tls::client_config(&agent.certs.host)?,
     )
     .await?;
     let status = client
@@ -476,6 +472,6 @@ async fn the_cidr_limit_installs_and_status_answers() -> anyhow::Result<()> {
         .into_inner();
     assert_eq!(status.installed_flows.len(), expected);
     assert_eq!(status.desired_flows.len(), expected);
-    shutdown.cancel();
-    dpu.stop().await
+    agent.shutdown.cancel();
+    agent.dpu.stop().await
 }

@@ -310,6 +310,47 @@ fn restart_adopts_existing_state_without_touching_routes() -> anyhow::Result<()>
     Ok(())
 }
 
+/// The real host-agent (kernel dataplane) against a mock DPU serving
+/// [`contract`], started in the current (host) namespace.
+struct AgentOnKernel {
+    dpu: MockDpu,
+    status: tokio::sync::watch::Receiver<HostStatus>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), host_agent::dataplane::DataplaneError>>,
+    _certs: Certs,
+}
+
+impl AgentOnKernel {
+    async fn start() -> anyhow::Result<Self> {
+        let certs = Certs::new()?;
+        let dpu = MockDpu::start(&certs.dpu, HOST_SAN, Ok(contract().to_pb())).await?;
+        let options = HostOptions {
+            ipv6: true,
+            ..HostOptions::new(dpu.addr)
+        };
+        let path = certs.dir.path().join("host-agent.toml");
+        std::fs::write(&path, harness::host_config_toml(&options, &certs.host))?;
+        let config = HostConfig::load(&path)?;
+        let agent = HostAgent::new(config.clone(), Kernel::open(config.masquerades.clone())?)?;
+        let status = agent.status();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(agent.run(shutdown.clone()));
+        Ok(AgentOnKernel {
+            dpu,
+            status,
+            shutdown,
+            task,
+            _certs: certs,
+        })
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await??;
+        Ok(())
+    }
+}
+
 /// Runs the real host-agent (kernel dataplane) against a mock DPU inside the
 /// host namespace, breaks things from outside and measures the repair.
 #[test]
@@ -320,21 +361,8 @@ fn agent_repairs_route_deletion_ruleset_flush_and_link_flap() -> anyhow::Result<
     let topo = topology()?;
     let host_ns = topo.host.name.clone();
     let timings = topo.host.run(move || async move {
-        let certs = Certs::new()?;
-        let mut dpu = MockDpu::start(&certs.dpu, HOST_SAN, Ok(contract().to_pb())).await?;
-        let options = HostOptions {
-            ipv6: true,
-            ..HostOptions::new(dpu.addr)
-        };
-        let path = certs.dir.path().join("host-agent.toml");
-        std::fs::write(&path, harness::host_config_toml(&options, &certs.host))?;
-        let config = HostConfig::load(&path)?;
-        let kernel = Kernel::open(config.masquerades.clone())?;
-        let agent = HostAgent::new(config, kernel)?;
-        let mut status = agent.status();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(agent.run(shutdown.clone()));
-        let report = dpu.next_report().await?;
+        let mut agent = AgentOnKernel::start().await?;
+        let report = agent.dpu.next_report().await?;
         anyhow::ensure!(report.applied, "initial apply failed: {}", report.error);
 
         let mut timings = Vec::new();
@@ -344,17 +372,16 @@ fn agent_repairs_route_deletion_ruleset_flush_and_link_flap() -> anyhow::Result<
             ("link down/up", "ip link set eth0 down; ip link set eth0 up"),
             ("neighbour deleted", "ip neigh del 169.254.0.4 dev eth0"),
         ] {
-            let before = status.borrow().repairs;
+            let before = agent.status.borrow().repairs;
             let started = Instant::now();
             let output = std::process::Command::new("ip")
                 .args(["netns", "exec", &host_ns, "sh", "-c", script])
                 .output()?;
             anyhow::ensure!(output.status.success(), "{script}: {output:?}");
-            wait_repairs(&mut status, before, fault).await?;
+            wait_repairs(&mut agent.status, before, fault).await?;
             timings.push((fault, started.elapsed()));
         }
-        shutdown.cancel();
-        task.await??;
+        agent.stop().await?;
         Ok(timings)
     })?;
     for (fault, took) in &timings {
@@ -449,27 +476,15 @@ fn a_failed_apply_leaves_the_last_good_state() -> anyhow::Result<()> {
     harness::init();
     let topo = topology()?;
     let report = topo.host.run(move || async move {
-        let certs = Certs::new()?;
-        let mut dpu = MockDpu::start(&certs.dpu, HOST_SAN, Ok(contract().to_pb())).await?;
-        let options = HostOptions {
-            ipv6: true,
-            ..HostOptions::new(dpu.addr)
-        };
-        let path = certs.dir.path().join("host-agent.toml");
-        std::fs::write(&path, harness::host_config_toml(&options, &certs.host))?;
-        let config = HostConfig::load(&path)?;
-        let agent = HostAgent::new(config.clone(), Kernel::open(config.masquerades.clone())?)?;
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(agent.run(shutdown.clone()));
-        let first = dpu.next_report().await?;
+        let mut agent = AgentOnKernel::start().await?;
+        let first = agent.dpu.next_report().await?;
         anyhow::ensure!(first.applied, "revision 1 failed: {}", first.error);
         let mut second = contract();
         second.revision = 2;
         second.families[0].cluster_cidrs = vec![net("203.0.113.0/24")];
-        dpu.contracts.send(second.to_pb())?;
-        let report = dpu.next_report().await?;
-        shutdown.cancel();
-        task.await??;
+        agent.dpu.contracts.send(second.to_pb())?;
+        let report = agent.dpu.next_report().await?;
+        agent.stop().await?;
         Ok(report)
     })?;
     assert!(!report.applied, "revision 2 cannot apply whole: {report:?}");
@@ -541,30 +556,19 @@ fn repair_never_waits_on_a_stalled_dpu() -> anyhow::Result<()> {
     let topo = topology()?;
     let host_ns = topo.host.name.clone();
     let repaired_in = topo.host.run(move || async move {
-        let certs = Certs::new()?;
-        let mut dpu = MockDpu::start(&certs.dpu, HOST_SAN, Ok(contract().to_pb())).await?;
-        let options = HostOptions {
-            ipv6: true,
-            ..HostOptions::new(dpu.addr)
-        };
-        let path = certs.dir.path().join("host-agent.toml");
-        std::fs::write(&path, harness::host_config_toml(&options, &certs.host))?;
-        let config = HostConfig::load(&path)?;
-        let agent = HostAgent::new(config.clone(), Kernel::open(config.masquerades.clone())?)?;
-        let mut status = agent.status();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(agent.run(shutdown.clone()));
-        anyhow::ensure!(dpu.next_report().await?.applied, "revision 1 failed");
-
-        dpu.stall_reports
+        let mut agent = AgentOnKernel::start().await?;
+        anyhow::ensure!(agent.dpu.next_report().await?.applied, "revision 1 failed");
+        agent
+            .dpu
+            .stall_reports
             .store(true, std::sync::atomic::Ordering::Relaxed);
         let mut second = contract();
         second.revision = 2;
         second.families[0].cluster_cidrs.push(net("198.19.0.0/24"));
-        dpu.contracts.send(second.to_pb())?;
+        agent.dpu.contracts.send(second.to_pb())?;
         // The host applied revision 2 and is now waiting on its report.
-        anyhow::ensure!(dpu.next_report().await?.applied, "revision 2 failed");
-        let before = status.borrow().repairs;
+        anyhow::ensure!(agent.dpu.next_report().await?.applied, "revision 2 failed");
+        let before = agent.status.borrow().repairs;
         let started = Instant::now();
         let output = std::process::Command::new("ip")
             .args([
@@ -578,10 +582,14 @@ fn repair_never_waits_on_a_stalled_dpu() -> anyhow::Result<()> {
             ])
             .output()?;
         anyhow::ensure!(output.status.success(), "{output:?}");
-        wait_repairs(&mut status, before, "route deleted during a stalled report").await?;
+        wait_repairs(
+            &mut agent.status,
+            before,
+            "route deleted during a stalled report",
+        )
+        .await?;
         let took = started.elapsed();
-        shutdown.cancel();
-        task.await??;
+        agent.stop().await?;
         Ok(took)
     })?;
     println!("repair during a stalled report: {repaired_in:?}");
