@@ -152,8 +152,7 @@ pub fn place(plan: &[Flow], foreign: &[ForeignFlow], mode: BasePipeline, cookie:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flows::{FlowSettings, PortMap, plan_flows};
-    use noverlay_proto::contract::{FamilyContract, Masquerade, Mode, Offer};
+    use crate::flows::{FlowSettings, PortMap, plan_flows, test_offer};
 
     const COOKIE: u64 = 0x6e6f7672;
     /// Port numbers and MAC of the ovnkube flow set below.
@@ -165,20 +164,8 @@ mod tests {
     };
 
     fn plan(mode: BasePipeline) -> Vec<Flow> {
-        let offer = Offer::new(
-            1,
-            Mode::IN_SCOPE,
-            vec![FamilyContract {
-                masquerade: Masquerade::from_subnet("169.254.0.0/17".parse().expect("net"))
-                    .expect("masq"),
-                cluster_cidrs: vec!["198.18.128.0/17".parse().expect("cidr")],
-                underlay_ip: "198.18.1.2".parse().expect("ip"),
-            }],
-            1400,
-        )
-        .expect("offer");
         plan_flows(
-            &offer,
+            &test_offer(&["198.18.128.0/17"], "198.18.1.2"),
             &PORTS,
             &FlowSettings {
                 cookie: COOKIE,

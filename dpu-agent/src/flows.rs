@@ -334,6 +334,24 @@ pub fn plan_flows(offer: &Offer, ports: &PortMap, settings: &FlowSettings) -> Ve
     flows
 }
 
+/// An IPv4 offer for unit tests: masquerade 169.254.0.0/17, MTU 1400.
+#[cfg(test)]
+pub(crate) fn test_offer(cidrs: &[&str], underlay_ip: &str) -> Offer {
+    use noverlay_proto::contract::{FamilyContract, Masquerade, Mode};
+    Offer::new(
+        1,
+        Mode::IN_SCOPE,
+        vec![FamilyContract {
+            masquerade: Masquerade::from_subnet("169.254.0.0/17".parse().expect("net"))
+                .expect("masq"),
+            cluster_cidrs: cidrs.iter().map(|c| c.parse().expect("cidr")).collect(),
+            underlay_ip: underlay_ip.parse().expect("ip"),
+        }],
+        1400,
+    )
+    .expect("offer")
+}
+
 /// The plan as `ovs-ofctl` lines.
 pub fn render_flows(flows: &[Flow], cookie: u64) -> Vec<String> {
     flows.iter().map(|f| f.render(cookie)).collect()

@@ -150,23 +150,11 @@ fn flow_packets(desired: &[Flow], installed: &[String]) -> Vec<(Labels, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flows::{FlowSettings, PortMap, plan_flows};
-    use noverlay_proto::contract::{FamilyContract, Masquerade, Mode, Offer};
+    use crate::flows::{FlowSettings, PortMap, plan_flows, test_offer};
 
     #[test]
     fn flow_counters_are_labelled_by_role_and_cidr_not_by_flow_text() {
-        let offer = Offer::new(
-            1,
-            Mode::IN_SCOPE,
-            vec![FamilyContract {
-                masquerade: Masquerade::from_subnet("169.254.0.0/17".parse().expect("net"))
-                    .expect("masq"),
-                cluster_cidrs: vec!["198.18.128.0/17".parse().expect("cidr")],
-                underlay_ip: "198.18.0.10".parse().expect("ip"),
-            }],
-            1400,
-        )
-        .expect("offer");
+        let offer = test_offer(&["198.18.128.0/17"], "198.18.0.10");
         let ports = PortMap {
             host_representor: 1,
             patch: 2,
