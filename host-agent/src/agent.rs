@@ -2,6 +2,7 @@
 //! report; reconnect with backoff when the DPU goes away, keeping the last
 //! good state in place meanwhile.
 
+pub use crate::status::{ApplyLatency, HostStatus, Phase};
 use crate::{
     backoff::Backoff,
     client::{self, DpuClient},
@@ -14,60 +15,12 @@ use noverlay_proto::{
     pb,
     tls::{self, TlsError},
 };
-use noverlay_runtime::{
-    metrics::encode::LATENCY_BUCKETS,
-    systemd::{Heartbeat, Watchdog},
-};
-use prometheus_client::metrics::histogram::Histogram;
+use noverlay_runtime::systemd::{Heartbeat, Watchdog};
 use rustls::ClientConfig;
 use std::{sync::Arc, time::Duration};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
-
-/// Where the agent stands with the DPU.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Phase {
-    #[default]
-    Connecting,
-    /// Following contract revisions.
-    Following,
-    /// The DPU refused the proposal (mismatch); nothing was applied for it.
-    Refused(String),
-    /// The DPU cannot be reached; the last good state stays.
-    Unreachable(String),
-    /// The configured mode is out of scope: everything we own was removed.
-    OutOfScope,
-}
-
-/// What the agent has done, for tests, the demo and (later) metrics.
-#[derive(Debug, Clone, Default)]
-pub struct HostStatus {
-    pub phase: Phase,
-    /// The contract in place on the host.
-    pub applied: Option<Contract>,
-    /// The last contract or apply error, if the last attempt failed.
-    pub last_error: Option<String>,
-    /// How many sessions with the DPU ended (connect failures included).
-    pub disconnects: u64,
-    /// How many reconciles found and fixed drift (deleted route, flushed
-    /// ruleset, link flap...).
-    pub repairs: u64,
-    /// Reconciles run (event-driven and periodic), whether or not they changed anything.
-    pub reconciles: u64,
-    /// Time to apply a plan to the kernel (contract applies and reconciles).
-    pub apply_latency: ApplyLatency,
-}
-
-/// The apply latency histogram (seconds); clones share it.
-#[derive(Debug, Clone)]
-pub struct ApplyLatency(pub Histogram);
-
-impl Default for ApplyLatency {
-    fn default() -> Self {
-        ApplyLatency(Histogram::new(LATENCY_BUCKETS))
-    }
-}
 
 /// How long to gather a burst of kernel events before reconciling once.
 const DRIFT_DEBOUNCE: Duration = Duration::from_millis(2);

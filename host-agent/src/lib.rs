@@ -11,3 +11,4 @@ pub mod config;
 pub mod dataplane;
 pub mod metrics;
 pub mod plan;
+pub mod status;

@@ -1,0 +1,51 @@
+//! What the host agent reports about itself: where it stands with the DPU,
+//! the contract in place, its counters. Read by tests, the demo and the
+//! metrics collector.
+
+use noverlay_proto::contract::Contract;
+use noverlay_runtime::metrics::encode::LATENCY_BUCKETS;
+use prometheus_client::metrics::histogram::Histogram;
+
+/// Where the agent stands with the DPU.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Phase {
+    #[default]
+    Connecting,
+    /// Following contract revisions.
+    Following,
+    /// The DPU refused the proposal (mismatch); nothing was applied for it.
+    Refused(String),
+    /// The DPU cannot be reached; the last good state stays.
+    Unreachable(String),
+    /// The configured mode is out of scope: everything we own was removed.
+    OutOfScope,
+}
+
+/// What the agent has done, for tests, the demo and (later) metrics.
+#[derive(Debug, Clone, Default)]
+pub struct HostStatus {
+    pub phase: Phase,
+    /// The contract in place on the host.
+    pub applied: Option<Contract>,
+    /// The last contract or apply error, if the last attempt failed.
+    pub last_error: Option<String>,
+    /// How many sessions with the DPU ended (connect failures included).
+    pub disconnects: u64,
+    /// How many reconciles found and fixed drift (deleted route, flushed
+    /// ruleset, link flap...).
+    pub repairs: u64,
+    /// Reconciles run (event-driven and periodic), whether or not they changed anything.
+    pub reconciles: u64,
+    /// Time to apply a plan to the kernel (contract applies and reconciles).
+    pub apply_latency: ApplyLatency,
+}
+
+/// The apply latency histogram (seconds); clones share it.
+#[derive(Debug, Clone)]
+pub struct ApplyLatency(pub Histogram);
+
+impl Default for ApplyLatency {
+    fn default() -> Self {
+        ApplyLatency(Histogram::new(LATENCY_BUCKETS))
+    }
+}
