@@ -48,6 +48,8 @@ pub struct MockDpu {
     /// While set, ReportApplied records the report and never answers (a
     /// DPU that accepted the connection and stalled).
     pub stall_reports: Arc<AtomicBool>,
+    /// While set, Negotiate never answers.
+    pub stall_negotiate: Arc<AtomicBool>,
     shutdown: CancellationToken,
 }
 
@@ -56,6 +58,7 @@ struct Script {
     watch: Mutex<Option<mpsc::UnboundedReceiver<pb::Contract>>>,
     reports: mpsc::UnboundedSender<pb::HostReport>,
     stall_reports: Arc<AtomicBool>,
+    stall_negotiate: Arc<AtomicBool>,
 }
 
 struct MockService(Arc<Script>);
@@ -69,6 +72,9 @@ impl dpu_agent_server::DpuAgent for MockService {
         &self,
         _request: Request<pb::NegotiateRequest>,
     ) -> Result<Response<pb::NegotiateResponse>, Status> {
+        if self.0.stall_negotiate.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
         self.0.negotiate.clone().map(|contract| {
             Response::new(pb::NegotiateResponse {
                 contract: Some(contract),
@@ -130,11 +136,13 @@ impl MockDpu {
         let (contracts, watch_rx) = mpsc::unbounded_channel();
         let (reports_tx, reports) = mpsc::unbounded_channel();
         let stall_reports = Arc::new(AtomicBool::new(false));
+        let stall_negotiate = Arc::new(AtomicBool::new(false));
         let script = Arc::new(Script {
             negotiate,
             watch: Mutex::new(Some(watch_rx)),
             reports: reports_tx,
             stall_reports: stall_reports.clone(),
+            stall_negotiate: stall_negotiate.clone(),
         });
         let shutdown = CancellationToken::new();
         let (conn_tx, conn_rx) = mpsc::channel(8);
@@ -162,6 +170,7 @@ impl MockDpu {
             contracts,
             reports,
             stall_reports,
+            stall_negotiate,
             shutdown,
         })
     }

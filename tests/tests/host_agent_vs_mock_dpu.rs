@@ -147,6 +147,35 @@ async fn rogue_contracts_are_rejected_and_the_last_good_state_kept() -> anyhow::
     host.stop().await
 }
 
+/// A DPU that accepts the connection and never answers Negotiate is given
+/// up on after the deadline, and retried: the host does not hang.
+#[tokio::test]
+async fn a_dpu_that_stalls_negotiation_is_given_up_on_and_retried() -> anyhow::Result<()> {
+    harness::init();
+    let certs = Certs::new()?;
+    let dpu = MockDpu::start(&certs.dpu, HOST_SAN, Ok(good_contract(1))).await?;
+    dpu.stall_negotiate
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut host = RunningHost::start(
+        certs.dir.path(),
+        &HostOptions::new(dpu.addr),
+        &certs.host,
+        Vec::new(),
+    )?;
+    let status = host
+        .wait_for(
+            "the stalled negotiation given up on",
+            |s| matches!(&s.phase, Phase::Unreachable(why) if why.contains("Negotiate")),
+        )
+        .await?;
+    assert!(
+        matches!(&status.phase, Phase::Unreachable(why) if why.contains("no answer from the DPU within 10s")),
+        "{:?}",
+        status.phase
+    );
+    host.stop().await
+}
+
 /// Within a session, revisions go forward and never change their content.
 #[tokio::test]
 async fn revisions_going_backwards_or_reused_are_refused() -> anyhow::Result<()> {
