@@ -1,7 +1,7 @@
 //! The dpu-agent binary: CLI, signals, and the agent's lifetime.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use dpu_agent::{config::DpuConfig, flows, server::DpuAgent, state::Source};
 use noverlay_runtime::{Daemon, logging::LogFormat};
 use std::path::PathBuf;
@@ -39,7 +39,10 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let version =
+        noverlay_runtime::version(env!("CARGO_PKG_VERSION"), noverlay_proto::PROTOCOL_VERSION);
+    let matches = Cli::command().version(version).get_matches();
+    let cli = Cli::from_arg_matches(&matches)?;
     noverlay_runtime::start(cli.log_format);
     match cli.command {
         Command::Run { config } => run(config).await,

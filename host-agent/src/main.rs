@@ -1,7 +1,7 @@
 //! The host-agent binary: CLI, signals, and the agent's lifetime.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use host_agent::{
     agent::HostAgent,
     config::{HostConfig, ValidHostConfig},
@@ -47,7 +47,10 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let version =
+        noverlay_runtime::version(env!("CARGO_PKG_VERSION"), noverlay_proto::PROTOCOL_VERSION);
+    let matches = Cli::command().version(version).get_matches();
+    let cli = Cli::from_arg_matches(&matches)?;
     noverlay_runtime::start(cli.log_format);
     match cli.command {
         Command::Run { config, dry_run } => {

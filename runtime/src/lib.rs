@@ -14,6 +14,16 @@ pub mod signals;
 pub mod systemd;
 
 use std::net::SocketAddr;
+
+/// The git commit the agents were built from ("unknown" outside a git
+/// checkout; "-modified" when the checkout had changes).
+pub const GIT_COMMIT: &str = env!("NOVERLAY_GIT_COMMIT");
+
+/// What `--version` prints after the program name: the package version, the
+/// git commit and the agent-to-agent protocol version.
+pub fn version(package: &str, protocol: u32) -> String {
+    format!("{package} (commit {GIT_COMMIT}, protocol {protocol})")
+}
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
