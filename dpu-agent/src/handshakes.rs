@@ -9,10 +9,11 @@
 //! flood holds only a fixed number of descriptors, and a newcomer (the host
 //! reconnecting) always gets its turn.
 
+use noverlay_runtime::lock;
 use std::{
     collections::VecDeque,
     net::IpAddr,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 use tokio::time::Instant;
@@ -86,10 +87,6 @@ impl Drop for Slot {
     fn drop(&mut self) {
         lock(&self.handshakes.inner).1.retain(|p| p.id != self.id);
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Lets through at most `burst` log lines per `window`, and says how many

@@ -13,7 +13,19 @@ pub mod metrics;
 pub mod signals;
 pub mod systemd;
 
-use std::net::SocketAddr;
+use std::{
+    net::SocketAddr,
+    sync::{Mutex, MutexGuard},
+};
+
+/// Locks `mutex` even if a holder panicked: the agents keep plain data
+/// behind their locks (statuses, timestamps), still usable after a panic
+/// elsewhere, and serving on beats stopping.
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// The git commit the agents were built from ("unknown" outside a git
 /// checkout; "-modified" when the checkout had changes).

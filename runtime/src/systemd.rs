@@ -6,9 +6,10 @@
 //! a timer of its own: `WATCHDOG=1` goes out only while every registered
 //! loop has beaten recently, so a wedged loop gets the service restarted.
 
+use crate::lock;
 use sd_notify::NotifyState;
 use std::{
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 use tokio::time::Instant;
@@ -163,11 +164,6 @@ impl Drop for Heartbeat {
             lock(&self.inner.loops).retain(|b| b.id != self.id);
         }
     }
-}
-
-/// The data is plain timestamps: usable even if a holder panicked.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -14,10 +14,11 @@ use noverlay_proto::{
     pb,
     tls::{self, PeerIdentity},
 };
+use noverlay_runtime::lock;
 pub use sources::{Source, SourceStatus, Sources};
 use std::{
     sync::{
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::{SystemTime, UNIX_EPOCH},
@@ -347,14 +348,6 @@ fn bounded_report(mut report: pb::HostReport) -> pb::HostReport {
     }
     report.nft_ruleset = truncated(&report.nft_ruleset, MAX_NFT_RULESET_BYTES);
     report
-}
-
-/// A poisoned lock only means a holder panicked mid-update of plain data;
-/// the data is still usable, so keep serving.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 pub fn unix_now() -> i64 {

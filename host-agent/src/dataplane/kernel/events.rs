@@ -10,6 +10,7 @@
 use super::super::netlink_route::{self, parse_route};
 use futures::{FutureExt, StreamExt};
 use ipnet::IpNet;
+use noverlay_runtime::lock;
 use rtnetlink::{
     MulticastGroup,
     packet_core::{NetlinkMessage, NetlinkPayload},
@@ -18,7 +19,7 @@ use rtnetlink::{
 use std::{
     net::IpAddr,
     sync::{
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
 };
@@ -132,10 +133,6 @@ impl Wakeups {
         let interest = lock(&self.interest);
         (interest.own_port == 0 || origin != interest.own_port) && interest.matters(message)
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Subscribes to link, address, neighbour and route events and wakes

@@ -119,7 +119,7 @@ impl Nftables {
     ) -> Result<T, NftError> {
         let socket = self.socket.clone();
         let task = tokio::task::spawn_blocking(move || {
-            let socket = socket.lock().unwrap_or_else(|p| p.into_inner());
+            let socket = noverlay_runtime::lock(&socket);
             drain(&socket);
             work(&socket)
         });
