@@ -403,10 +403,10 @@ pub enum ConfigError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const EXAMPLE: &str = r#"
+    pub(crate) const EXAMPLE: &str = r#"
 host_name = "node1"
 gateway_interface = "eth0"
 

@@ -505,24 +505,17 @@ mod tests {
 
     #[test]
     fn limits_refuse_broad_cidrs_and_the_dpus_own_address() {
-        let config = crate::config::HostConfig::parse(
-            r#"
-host_name = "node1"
-gateway_interface = "eth0"
-[dpu]
-address = "198.19.254.2:50051"
-identity = "dpu-agent.node1"
-[tls]
-cert = "/etc/noverlay/host-agent.crt"
-key = "/etc/noverlay/host-agent.key"
-ca = "/etc/noverlay/ca.crt"
-[ipv4]
-masquerade_subnet = "169.254.0.0/17"
-shortest_cluster_prefix = 16
-"#,
-        )
-        .and_then(|c| c.validate())
-        .expect("valid");
+        // The config tests' example, with the DPU on an address a CIDR
+        // could cover and a narrower shortest prefix.
+        let text = crate::config::tests::EXAMPLE
+            .replace("127.0.0.1:50051", "198.19.254.2:50051")
+            .replace(
+                "masquerade_subnet = \"169.254.0.0/17\"",
+                "masquerade_subnet = \"169.254.0.0/17\"\nshortest_cluster_prefix = 16",
+            );
+        let config = crate::config::HostConfig::parse(&text)
+            .and_then(|c| c.validate())
+            .expect("valid");
         let with = |cidrs: &[&str]| {
             let masquerade = contract(false).families[0].masquerade;
             Contract::new(
