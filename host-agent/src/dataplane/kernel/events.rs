@@ -135,6 +135,16 @@ impl Wakeups {
     }
 }
 
+impl noverlay_nft::ChangeListener for Wakeups {
+    fn foreign_change(&self) {
+        self.nft_changed();
+    }
+
+    fn is_closed(&self) -> bool {
+        Wakeups::is_closed(self)
+    }
+}
+
 /// Subscribes to link, address, neighbour and route events and wakes
 /// `wakeups` for those that matter. When the event socket fails (a
 /// multicast overrun ends it), the watcher wakes the reconcile (which then

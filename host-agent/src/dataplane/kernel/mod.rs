@@ -18,10 +18,14 @@ mod teardown;
 use super::{
     Applied, Dataplane, DataplaneError,
     netlink_route::{self, KernelLink, KernelRoute, RouteNetlink},
-    nftables::{self, Nftables, ownership::TableOwner},
+    nftables::rules,
 };
 use crate::plan::{self, HostAddress, HostPlan, HostSettings};
 use events::{Interest, Wakeups};
+use noverlay_nft::{
+    Depth, Nftables,
+    ownership::{self, TableOwner},
+};
 use noverlay_proto::contract::Masquerade;
 use reconcile::RoutePut;
 use std::collections::HashMap;
@@ -75,7 +79,7 @@ impl Kernel {
         let rt = RouteNetlink::open().map_err(|e| kernel_error("open rtnetlink", e))?;
         let nft = Nftables::open().map_err(|e| kernel_error("open nftables", e))?;
         let wakeups = Wakeups::default();
-        nftables::watch_foreign_changes(nft.port(), wakeups.clone())
+        noverlay_nft::watch_foreign_changes(nft.port(), wakeups.clone())
             .map_err(|e| kernel_error("watch nftables", e))?;
         events::watch_route_events(wakeups.clone())
             .map_err(|e| kernel_error("watch rtnetlink", e))?;
@@ -207,7 +211,7 @@ impl Kernel {
         let table = &plan.nft.table;
         self.refuse_foreign_table(table, plan.nft.chain, "replace")
             .await?;
-        let written = match nftables::rules::replace(&plan.nft) {
+        let written = match rules::replace(&plan.nft) {
             Ok(transaction) => self.nft.commit(transaction).await,
             Err(e) => Err(e),
         };
@@ -235,12 +239,13 @@ impl Kernel {
         chain: &'static str,
         operation: &str,
     ) -> Result<(), DataplaneError> {
-        let owner = self
+        let id = rules::table_id(table);
+        let dump = self
             .nft
-            .owner(table, chain)
+            .read(&id, Depth::Chains)
             .await
-            .map_err(|e| kernel_error(format!("read nft table inet {table}"), e))?;
-        match owner {
+            .map_err(|e| kernel_error(format!("read nft table {id}"), e))?;
+        match ownership::owner(dump.as_ref(), plan::NFT_TABLE_MARK, chain) {
             TableOwner::Absent | TableOwner::Ours => Ok(()),
             TableOwner::Foreign(why) => Err(kernel_error(
                 format!("{operation} nft table inet {table}"),
@@ -346,10 +351,20 @@ impl Dataplane for Kernel {
     }
 
     async fn nft_table(&mut self, table: &str) -> Result<String, DataplaneError> {
-        self.nft
-            .list(table)
+        let id = rules::table_id(table);
+        let dump = self
+            .nft
+            .read(&id, Depth::ChainsAndRules)
             .await
-            .map_err(|e| kernel_error(format!("list nft table inet {table}"), e))
+            .map_err(|e| kernel_error(format!("list nft table {id}"), e))?;
+        // An absent table is shown without chains.
+        let (comment, items) = dump.map(|d| (d.comment, d.items)).unwrap_or_default();
+        Ok(noverlay_nft::describe::render_table(
+            &id,
+            comment.as_deref(),
+            &items,
+            rules::render_rule,
+        ))
     }
 
     async fn host_addresses(&mut self) -> Result<Vec<HostAddress>, DataplaneError> {

@@ -2,7 +2,7 @@
 
 use super::{Kernel, kernel_error, link_index};
 use crate::{
-    dataplane::{DataplaneError, netlink_route, nftables},
+    dataplane::{DataplaneError, netlink_route, nftables::rules},
     plan::{self, HostSettings},
 };
 
@@ -77,7 +77,7 @@ impl Kernel {
             .await
         {
             Ok(()) => {
-                let deleted = match nftables::rules::delete(&settings.nft_table) {
+                let deleted = match rules::delete(&settings.nft_table) {
                     Ok(transaction) => self.nft.commit(transaction).await,
                     Err(e) => Err(e),
                 };

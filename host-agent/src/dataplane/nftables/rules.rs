@@ -1,33 +1,29 @@
-//! Our nftables table as a netlink transaction: built from the plan with
-//! nftnl, one rule per CIDR (nftnl has no interval sets), committed by the
-//! kernel as one unit.
+//! Our SNAT table in nftables, both ways: the plan as a netlink transaction
+//! (built with nftnl, one rule per CIDR since nftnl has no interval sets,
+//! committed by the kernel as one unit), and our rules' expressions decoded
+//! back into nft syntax ([`render_rule`]) for what the host reports.
 
-use super::{NftError, cstring, ownership::MarkedTable};
-use crate::plan::{NftPlan, SnatRule};
+use crate::plan::{NFT_TABLE_MARK, NftPlan, SnatRule};
 use ipnet::IpNet;
-use nftnl::{
-    Batch, Chain, ChainType, Hook, MsgType, Policy, ProtoFamily, Rule, Table,
-    expr::{self, CmpOp, InterfaceName},
-    nft_expr,
+use noverlay_nft::{
+    NftError, TableId, Transaction, cstring,
+    describe::{Expr, address, prefix_len},
+    nftnl::{
+        Batch, Chain, ChainType, Hook, MsgType, Policy, ProtoFamily, Rule, Table,
+        expr::{self, CmpOp, InterfaceName},
+        nft_expr,
+        nftnl_sys::libc,
+    },
+    ownership::MarkedTable,
 };
-use std::net::IpAddr;
+use std::{ffi::CStr, net::IpAddr};
 
 /// Chain priority of srcnat in the nat postrouting hook.
 const SRCNAT_PRIORITY: i32 = 100;
 
-/// A finalized batch: its bytes (sent in one sendmsg) and the sequence
-/// numbers whose acks complete it.
-pub struct Transaction {
-    pub bytes: Vec<u8>,
-    pub sequences: Vec<u32>,
-}
-
-fn finish(batch: Batch) -> Transaction {
-    let batch = batch.finalize();
-    Transaction {
-        bytes: batch.iter().flatten().copied().collect(),
-        sequences: batch.sequence_numbers().collect(),
-    }
+/// Our table: family inet.
+pub fn table_id(name: &str) -> TableId {
+    TableId::new(ProtoFamily::Inet, name)
 }
 
 /// Replaces our table with `plan` in one transaction: add (so that the
@@ -35,12 +31,13 @@ fn finish(batch: Batch) -> Transaction {
 /// and rules. The caller checks first that the table is ours.
 /// Packets see either the old table or the new one, never neither.
 pub fn replace(plan: &NftPlan) -> Result<Transaction, NftError> {
+    let id = table_id(&plan.table);
     let table_name = cstring(&plan.table)?;
     let chain_name = cstring(plan.chain)?;
     let gateway = cstring(&plan.gateway_interface)?;
     // Chains and rules name their table; the table messages carry our mark.
     let table = Table::new(&table_name, ProtoFamily::Inet);
-    let marked = MarkedTable::new(table_name.clone());
+    let marked = MarkedTable::new(&id, NFT_TABLE_MARK)?;
     let mut batch = Batch::new();
     batch.add(&marked, MsgType::Add);
     batch.add(&marked, MsgType::Del);
@@ -66,16 +63,12 @@ pub fn replace(plan: &NftPlan) -> Result<Transaction, NftError> {
         add_snat_exprs(&mut rule, snat);
         batch.add(&rule, MsgType::Add);
     }
-    Ok(finish(batch))
+    Ok(Transaction::new(batch))
 }
 
 /// Removes our table and everything in it; absent is fine.
 pub fn delete(table_name: &str) -> Result<Transaction, NftError> {
-    let table = MarkedTable::new(cstring(table_name)?);
-    let mut batch = Batch::new();
-    batch.add(&table, MsgType::Add);
-    batch.add(&table, MsgType::Del);
-    Ok(finish(batch))
+    Transaction::delete_table(&table_id(table_name), NFT_TABLE_MARK)
 }
 
 /// `meta nfproto <family> <fam> daddr <cidr> <fam> saddr != <to> counter snat <fam> to <to>`
@@ -114,11 +107,85 @@ fn add_snat_exprs(rule: &mut Rule, snat: &SnatRule) {
     });
 }
 
+/// One of our two rule shapes in nft syntax; None for anything else.
+pub fn render_rule(expressions: &[Expr]) -> Option<String> {
+    use Expr::*;
+    const META_OIFNAME: u32 = libc::NFT_META_OIFNAME as u32;
+    const META_NFPROTO: u32 = libc::NFT_META_NFPROTO as u32;
+    const EQ: u32 = libc::NFT_CMP_EQ as u32;
+    const NEQ: u32 = libc::NFT_CMP_NEQ as u32;
+    const NETWORK: u32 = libc::NFT_PAYLOAD_NETWORK_HEADER as u32;
+    const SNAT: u32 = libc::NFT_NAT_SNAT as u32;
+    match expressions {
+        [
+            Meta(META_OIFNAME),
+            Cmp { op: NEQ, data },
+            Verdict(libc::NFT_RETURN),
+        ] => {
+            let name = CStr::from_bytes_until_nul(data).ok()?.to_string_lossy();
+            Some(format!("oifname != \"{name}\" return"))
+        }
+        [
+            Meta(META_NFPROTO),
+            Cmp {
+                op: EQ,
+                data: nfproto,
+            },
+            Payload {
+                base: NETWORK,
+                offset: dst_offset,
+                len,
+            },
+            Bitwise { mask, xor },
+            Cmp {
+                op: EQ,
+                data: network,
+            },
+            Payload {
+                base: NETWORK,
+                offset: src_offset,
+                len: src_len,
+            },
+            Cmp {
+                op: NEQ,
+                data: not_from,
+            },
+            Counter { packets, bytes },
+            Data(to),
+            Nat { kind: SNAT, family },
+        ] => {
+            let (name, expected) = match (nfproto.first().copied()?, *family) {
+                (p, f) if p == libc::NFPROTO_IPV4 as u8 && f == libc::NFPROTO_IPV4 as u32 => {
+                    ("ip", (16, 12, 4))
+                }
+                (p, f) if p == libc::NFPROTO_IPV6 as u8 && f == libc::NFPROTO_IPV6 as u32 => {
+                    ("ip6", (24, 8, 16))
+                }
+                _ => return None,
+            };
+            if (*dst_offset, *src_offset, *len) != expected
+                || src_len != len
+                || xor.iter().any(|b| *b != 0)
+            {
+                return None;
+            }
+            let prefix = prefix_len(mask)?;
+            let network = address(network)?;
+            let not_from = address(not_from)?;
+            let to = address(to)?;
+            Some(format!(
+                "{name} daddr {network}/{prefix} {name} saddr != {not_from} counter packets {packets} bytes {bytes} snat {name} to {to}"
+            ))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::describe;
     use super::*;
     use crate::plan::NFT_CHAIN;
+    use noverlay_nft::describe;
     use std::path::PathBuf;
 
     fn plan() -> NftPlan {
@@ -155,9 +222,13 @@ mod tests {
         let plan = plan();
         let transaction = replace(&plan).expect("transaction");
         let items = describe::parse(&transaction.bytes);
-        let marked = super::super::ownership::OWNER_MARK;
         assert_eq!(
-            describe::render_table(&plan.table, Some(marked), &items),
+            describe::render_table(
+                &table_id(&plan.table),
+                Some(NFT_TABLE_MARK),
+                &items,
+                render_rule
+            ),
             plan.render()
         );
     }

@@ -5,7 +5,6 @@ use super::{
     netlink::{NFT_MSG_NEWGEN, NetlinkMessages, nft_type},
     set_receive_timeout,
 };
-use crate::dataplane::kernel::events::Wakeups;
 use nftnl::nftnl_sys::libc;
 use rtnetlink::sys::{Socket, protocols::NETLINK_NETFILTER};
 use std::time::Duration;
@@ -13,11 +12,19 @@ use std::time::Duration;
 /// nfnetlink multicast group of nftables ruleset changes.
 const NFNLGRP_NFTABLES: u32 = 7;
 
-/// Watches nftables for transactions by anyone else and tells `wakeups`
-/// of each (or of lost events), until `wakeups` is closed. Our own
-/// transactions are recognised by the netlink port that NEWGEN names as
-/// their origin (`own_port`) and ignored.
-pub fn watch_foreign_changes(own_port: u32, wakeups: Wakeups) -> Result<(), NftError> {
+/// Who hears of changes made by others.
+pub trait ChangeListener: Send + 'static {
+    /// Someone else committed a transaction (or events were lost).
+    fn foreign_change(&self);
+    /// Nobody listens any more: the watcher ends.
+    fn is_closed(&self) -> bool;
+}
+
+/// Watches nftables for transactions by anyone else and tells `listener`
+/// of each (or of lost events), on a thread of its own, until the listener
+/// is closed. Our own transactions are recognised by the netlink port that
+/// NEWGEN names as their origin (`own_port`) and ignored.
+pub fn watch_foreign_changes(own_port: u32, listener: impl ChangeListener) -> Result<(), NftError> {
     let mut socket = Socket::new(NETLINK_NETFILTER).map_err(NftError::Socket)?;
     socket.bind_auto().map_err(NftError::Socket)?;
     socket
@@ -33,7 +40,7 @@ pub fn watch_foreign_changes(own_port: u32, wakeups: Wakeups) -> Result<(), NftE
         .spawn(move || {
             let mut buffer = vec![0u8; 256 * 1024];
             loop {
-                if wakeups.is_closed() {
+                if listener.is_closed() {
                     return;
                 }
                 match socket.recv(&mut &mut buffer[..], 0) {
@@ -41,12 +48,12 @@ pub fn watch_foreign_changes(own_port: u32, wakeups: Wakeups) -> Result<(), NftE
                         let foreign = NetlinkMessages::new(&buffer[..n])
                             .any(|m| m.kind == nft_type(NFT_MSG_NEWGEN) && m.port != own_port);
                         if foreign {
-                            wakeups.nft_changed();
+                            listener.foreign_change();
                         }
                     }
                     Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                         // Events were lost: assume the worst.
-                        wakeups.nft_changed();
+                        listener.foreign_change();
                     }
                     Err(e)
                         if matches!(

@@ -4,21 +4,28 @@
 //! - [`expressions`]: every chain and rule as libnftnl prints it, expression
 //!   by expression (`[ payload load 4b @ network header + 16 => reg 1 ]`):
 //!   what the golden test of the programmed rules compares;
-//! - [`render_table`]: our table in `nft list table` syntax, decoded from the
-//!   rules' expressions, counters included: what the host reports. A rule
-//!   whose shape is not one of ours is shown expression by expression, so
-//!   nothing is hidden.
+//! - [`render_table`]: a table in `nft list table` syntax, its rules decoded
+//!   from their expressions by the caller's renderer (which knows the
+//!   shapes of its own rules), counters included: what the agents report.
+//!   A rule whose shape the renderer does not know is shown expression by
+//!   expression, so nothing is hidden.
 
-use super::netlink::{NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, NetlinkMessages, nft_type};
-use nftnl::nftnl_sys::{self as sys, libc};
+use super::{
+    TableId,
+    netlink::{NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, NetlinkMessages, nft_type},
+};
+use nftnl::{
+    ProtoFamily,
+    nftnl_sys::{self as sys, libc},
+};
 use std::{
     ffi::CStr,
     fmt::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-/// Every chain and rule message in `buffer`, as libnftnl prints it.
-#[cfg(test)]
+/// Every chain and rule message in `buffer`, as libnftnl prints it (what
+/// golden tests of programmed rules compare).
 pub fn expressions(buffer: &[u8]) -> Vec<String> {
     parse(buffer).iter().map(Item::printed).collect()
 }
@@ -49,6 +56,8 @@ pub enum ItemKind {
         /// "nat", "filter"...; None for a regular chain.
         chain_type: Option<String>,
         hook: u32,
+        /// The device of a netdev base chain.
+        device: Option<String>,
         priority: i32,
         policy: u32,
     },
@@ -225,8 +234,12 @@ fn parse_chain(message: &[u8]) -> Option<Item> {
         }
         let item = (sys::nftnl_chain_nlmsg_parse(message.as_ptr().cast(), chain) >= 0).then(|| {
             let attr = |a: u32| a as u16;
-            let chain_type = sys::nftnl_chain_is_set(chain, attr(sys::NFTNL_CHAIN_TYPE))
-                .then(|| string(sys::nftnl_chain_get_str(chain, attr(sys::NFTNL_CHAIN_TYPE))));
+            let optional = |a: u32| {
+                sys::nftnl_chain_is_set(chain, attr(a))
+                    .then(|| string(sys::nftnl_chain_get_str(chain, attr(a))))
+            };
+            let chain_type = optional(sys::NFTNL_CHAIN_TYPE);
+            let device = optional(sys::NFTNL_CHAIN_DEV);
             Item {
                 table: string(sys::nftnl_chain_get_str(
                     chain,
@@ -236,6 +249,7 @@ fn parse_chain(message: &[u8]) -> Option<Item> {
                 kind: ItemKind::Chain {
                     name: string(sys::nftnl_chain_get_str(chain, attr(sys::NFTNL_CHAIN_NAME))),
                     chain_type,
+                    device,
                     hook: sys::nftnl_chain_get_u32(chain, attr(sys::NFTNL_CHAIN_HOOKNUM)),
                     priority: sys::nftnl_chain_get_s32(chain, attr(sys::NFTNL_CHAIN_PRIO)),
                     policy: sys::nftnl_chain_get_u32(chain, attr(sys::NFTNL_CHAIN_POLICY)),
@@ -274,19 +288,26 @@ fn print(snprintf: impl FnOnce(*mut libc::c_char, usize) -> libc::c_int) -> Stri
         .unwrap_or_default()
 }
 
-/// The inet table `table` in `nft list table` syntax, from its comment
-/// and parsed items.
-pub fn render_table(table: &str, comment: Option<&str>, items: &[Item]) -> String {
-    let mut out = format!("table inet {table} {{\n");
+/// The table in `nft list table` syntax, from its comment and parsed
+/// items; `render_rule` turns the expressions of a rule of a known shape
+/// into nft syntax (None for any other shape).
+pub fn render_table(
+    table: &TableId,
+    comment: Option<&str>,
+    items: &[Item],
+    render_rule: impl Fn(&[Expr]) -> Option<String>,
+) -> String {
+    let mut out = format!("table {table} {{\n");
     if let Some(comment) = comment {
         let _ = writeln!(out, "\tcomment \"{comment}\"");
     }
-    let ours = || items.iter().filter(|i| i.table == table);
+    let ours = || items.iter().filter(|i| i.table == table.name);
     for item in ours() {
         let ItemKind::Chain {
             name,
             chain_type,
             hook,
+            device,
             priority,
             policy,
         } = &item.kind
@@ -295,19 +316,20 @@ pub fn render_table(table: &str, comment: Option<&str>, items: &[Item]) -> Strin
         };
         let _ = writeln!(out, "\tchain {name} {{");
         if let Some(chain_type) = chain_type {
-            let priority = match (chain_type.as_str(), *hook, *priority) {
-                ("nat", HOOK_POSTROUTING, 100) => "srcnat".to_string(),
-                (_, _, p) => p.to_string(),
-            };
+            let priority = priority_name(chain_type, table.family, *hook, *priority);
             let verdict = if *policy == libc::NF_ACCEPT as u32 {
                 "accept"
             } else {
                 "drop"
             };
+            let device = device
+                .as_ref()
+                .map(|d| format!(" device \"{d}\""))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "\t\ttype {chain_type} hook {} priority {priority}; policy {verdict};",
-                hook_name(*hook)
+                "\t\ttype {chain_type} hook {}{device} priority {priority}; policy {verdict};",
+                hook_name(table.family, *hook)
             );
         }
         for rule in ours() {
@@ -315,7 +337,7 @@ pub fn render_table(table: &str, comment: Option<&str>, items: &[Item]) -> Strin
                 && chain == name
             {
                 let text = render_rule(expressions).unwrap_or_else(|| {
-                    // Not one of our shapes: show it all, on one line.
+                    // Not one of the caller's shapes: show it all, on one line.
                     format!(
                         "# unrecognised: {}",
                         rule.printed()
@@ -333,94 +355,33 @@ pub fn render_table(table: &str, comment: Option<&str>, items: &[Item]) -> Strin
     out
 }
 
-const HOOK_POSTROUTING: u32 = 4;
+const HOOK_POSTROUTING: u32 = libc::NF_INET_POST_ROUTING as u32;
 
-fn hook_name(hook: u32) -> String {
-    match hook {
-        0 => "prerouting".into(),
-        1 => "input".into(),
-        2 => "forward".into(),
-        3 => "output".into(),
-        HOOK_POSTROUTING => "postrouting".into(),
-        other => other.to_string(),
+/// nft's names for the standard priorities it would print by name.
+fn priority_name(chain_type: &str, family: ProtoFamily, hook: u32, priority: i32) -> String {
+    match (chain_type, family, hook, priority) {
+        ("nat", _, HOOK_POSTROUTING, 100) => "srcnat".into(),
+        ("filter", _, _, 0) => "filter".into(),
+        (_, _, _, p) => p.to_string(),
     }
 }
 
-/// One of our two rule shapes in nft syntax; None for anything else.
-pub fn render_rule(expressions: &[Expr]) -> Option<String> {
-    use Expr::*;
-    const META_OIFNAME: u32 = libc::NFT_META_OIFNAME as u32;
-    const META_NFPROTO: u32 = libc::NFT_META_NFPROTO as u32;
-    const EQ: u32 = libc::NFT_CMP_EQ as u32;
-    const NEQ: u32 = libc::NFT_CMP_NEQ as u32;
-    const NETWORK: u32 = libc::NFT_PAYLOAD_NETWORK_HEADER as u32;
-    const SNAT: u32 = libc::NFT_NAT_SNAT as u32;
-    match expressions {
-        [
-            Meta(META_OIFNAME),
-            Cmp { op: NEQ, data },
-            Verdict(libc::NFT_RETURN),
-        ] => {
-            let name = CStr::from_bytes_until_nul(data).ok()?.to_string_lossy();
-            Some(format!("oifname != \"{name}\" return"))
-        }
-        [
-            Meta(META_NFPROTO),
-            Cmp {
-                op: EQ,
-                data: nfproto,
-            },
-            Payload {
-                base: NETWORK,
-                offset: dst_offset,
-                len,
-            },
-            Bitwise { mask, xor },
-            Cmp {
-                op: EQ,
-                data: network,
-            },
-            Payload {
-                base: NETWORK,
-                offset: src_offset,
-                len: src_len,
-            },
-            Cmp {
-                op: NEQ,
-                data: not_from,
-            },
-            Counter { packets, bytes },
-            Data(to),
-            Nat { kind: SNAT, family },
-        ] => {
-            let (name, expected) = match (nfproto.first().copied()?, *family) {
-                (p, f) if p == libc::NFPROTO_IPV4 as u8 && f == libc::NFPROTO_IPV4 as u32 => {
-                    ("ip", (16, 12, 4))
-                }
-                (p, f) if p == libc::NFPROTO_IPV6 as u8 && f == libc::NFPROTO_IPV6 as u32 => {
-                    ("ip6", (24, 8, 16))
-                }
-                _ => return None,
-            };
-            if (*dst_offset, *src_offset, *len) != expected
-                || src_len != len
-                || xor.iter().any(|b| *b != 0)
-            {
-                return None;
-            }
-            let prefix = prefix_len(mask)?;
-            let network = address(network)?;
-            let not_from = address(not_from)?;
-            let to = address(to)?;
-            Some(format!(
-                "{name} daddr {network}/{prefix} {name} saddr != {not_from} counter packets {packets} bytes {bytes} snat {name} to {to}"
-            ))
-        }
-        _ => None,
+fn hook_name(family: ProtoFamily, hook: u32) -> String {
+    match (family, hook) {
+        (ProtoFamily::NetDev, 0) => "ingress".into(),
+        (ProtoFamily::NetDev, 1) => "egress".into(),
+        (ProtoFamily::NetDev, other) => other.to_string(),
+        (_, 0) => "prerouting".into(),
+        (_, 1) => "input".into(),
+        (_, 2) => "forward".into(),
+        (_, 3) => "output".into(),
+        (_, HOOK_POSTROUTING) => "postrouting".into(),
+        (_, other) => other.to_string(),
     }
 }
 
-fn address(bytes: &[u8]) -> Option<IpAddr> {
+/// An IPv4 or IPv6 address from 4 or 16 bytes.
+pub fn address(bytes: &[u8]) -> Option<IpAddr> {
     match bytes.len() {
         4 => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(bytes).ok()?))),
         16 => Some(IpAddr::V6(Ipv6Addr::from(
@@ -431,7 +392,7 @@ fn address(bytes: &[u8]) -> Option<IpAddr> {
 }
 
 /// The prefix length of a contiguous netmask; None if it is not one.
-fn prefix_len(mask: &[u8]) -> Option<u32> {
+pub fn prefix_len(mask: &[u8]) -> Option<u32> {
     let ones: u32 = mask.iter().map(|b| b.count_ones()).sum();
     let contiguous = mask
         .iter()
@@ -457,14 +418,16 @@ mod tests {
         batch.add(&chain, MsgType::Add);
         batch.add(&rule, MsgType::Add);
         let bytes: Vec<u8> = batch.finalize().iter().flatten().copied().collect();
-        let text = render_table("noverlay", None, &parse(&bytes));
+        let id = TableId::new(ProtoFamily::Inet, "noverlay");
+        let text = render_table(&id, None, &parse(&bytes), |_| None);
         assert!(
             text.contains("\t\t# unrecognised: inet noverlay masquerade_to_dpu [ counter pkts 0 bytes 0 ] [ immediate reg 0 accept ]"),
             "{text}"
         );
         // Another table's items are not ours to show.
+        let other = TableId::new(ProtoFamily::Inet, "other");
         assert_eq!(
-            render_table("other", None, &parse(&bytes)),
+            render_table(&other, None, &parse(&bytes), |_| None),
             "table inet other {\n}\n"
         );
     }
