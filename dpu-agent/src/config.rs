@@ -37,6 +37,27 @@ pub struct DpuConfig {
     pub ipv4: Option<FamilyConfig>,
     pub ipv6: Option<FamilyConfig>,
     pub bridge: BridgeConfig,
+    #[serde(default)]
+    pub uplink_guard: UplinkGuardConfig,
+}
+
+/// The uplink guard (an nftables netdev egress chain on the uplink that
+/// drops masquerade-sourced packets). On by default.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkGuardConfig {
+    /// Turn it off only where something else already keeps masquerade
+    /// sources off the underlay (e.g. all traffic is offloaded to NIC
+    /// hardware, which bypasses the guard anyway), or where another tool
+    /// owns the uplink's netdev hooks.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for UplinkGuardConfig {
+    fn default() -> Self {
+        UplinkGuardConfig { enabled: true }
+    }
 }
 
 fn in_scope_mode() -> Mode {
@@ -185,8 +206,8 @@ impl ValidConfig {
 
 impl DpuConfig {
     /// The fields that differ from `next` and that a running agent cannot
-    /// take without a restart: the listen addresses and the bridge (static
-    /// port numbers excepted). Families, masquerade subnets and mode are
+    /// take without a restart: the listen addresses, the bridge (static
+    /// port numbers excepted) and the uplink guard. Families, masquerade subnets and mode are
     /// checked against the negotiated offer by the reload itself.
     pub fn changes_needing_restart(&self, next: &DpuConfig) -> Vec<&'static str> {
         let mut fields = Vec::new();
@@ -202,6 +223,9 @@ impl DpuConfig {
         };
         if without_ports(&self.bridge) != without_ports(&next.bridge) {
             fields.push("bridge");
+        }
+        if self.uplink_guard != next.uplink_guard {
+            fields.push("uplink_guard");
         }
         fields
     }
@@ -487,6 +511,13 @@ bridge_mac = "02:00:c6:12:00:0a"
         assert_eq!(config.raw.mode, Mode::IN_SCOPE);
         assert_eq!(config.raw.bridge.cookie, DEFAULT_COOKIE);
         assert_eq!(config.raw.bridge.base_pipeline, BasePipeline::Auto);
+        assert!(
+            config.raw.uplink_guard.enabled,
+            "the guard is on by default"
+        );
+        let off = format!("{EXAMPLE}\n[uplink_guard]\nenabled = false\n");
+        let off = DpuConfig::parse(&off).expect("parses");
+        assert!(!off.uplink_guard.enabled);
         for (text, mode) in [
             ("true", BasePipeline::On),
             ("false", BasePipeline::Off),
@@ -527,6 +558,12 @@ bridge_mac = "02:00:c6:12:00:0a"
             .expect("valid")
             .raw;
         assert_eq!(running.changes_needing_restart(&other_bridge), ["bridge"]);
+        let guard_off = DpuConfig::parse(&format!("{EXAMPLE}\n[uplink_guard]\nenabled = false\n"))
+            .expect("parses");
+        assert_eq!(
+            running.changes_needing_restart(&guard_off),
+            ["uplink_guard"]
+        );
         let other_ports = with("uplink = 3", "uplink = 4").expect("valid").raw;
         assert!(running.changes_needing_restart(&other_ports).is_empty());
     }

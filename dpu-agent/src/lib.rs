@@ -7,12 +7,14 @@
 //! - The state hub every task shares: [`state`].
 //! - The edges, one module each: the gRPC service ([`server`], over the
 //!   mTLS listener [`tls_listener`]), OVSDB port discovery ([`ovsdb`]), the
-//!   OpenFlow switch ([`openflow`]) driven by the [`programmer`] loop, and
-//!   the Prometheus collector ([`metrics`]).
+//!   OpenFlow switch ([`openflow`]) driven by the [`programmer`] loop, the
+//!   uplink guard in nftables ([`guard`]), and the Prometheus collector
+//!   ([`metrics`]).
 
 pub mod coexist;
 pub mod config;
 pub mod flows;
+pub mod guard;
 pub mod handshakes;
 pub mod metrics;
 pub mod negotiation;
@@ -28,8 +30,14 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// Starts what programs the bridge: OVSDB port discovery (unless the ports
-/// are given by hand) and the flow programmer. Nothing when `program` is off.
+/// How long the first flow install waits for the uplink guard's first
+/// attempt (each of its kernel exchanges has its own deadline).
+const GUARD_FIRST: Duration = Duration::from_secs(10);
+
+/// Starts what programs the datapath: the uplink guard (unless disabled),
+/// OVSDB port discovery (unless the ports are given by hand) and the flow
+/// programmer, whose first install waits for the guard's first attempt.
+/// Nothing when `program` is off.
 pub fn start_datapath(
     handle: state::AgentHandle,
     config: &config::ValidConfig,
@@ -41,6 +49,27 @@ pub fn start_datapath(
         return Vec::new();
     }
     let mut tasks = Vec::new();
+    let (guard_settled, guard_first) = tokio::sync::oneshot::channel();
+    if config.raw.uplink_guard.enabled {
+        tasks.push(tokio::spawn(guard::run::run_uplink_guard(
+            handle.clone(),
+            bridge.uplink.clone(),
+            Duration::from_millis(bridge.verify_interval_ms),
+            watchdog.heartbeat("uplink guard"),
+            guard_settled,
+            shutdown.clone(),
+        )));
+    } else {
+        tracing::warn!(
+            "the uplink guard is disabled in the config: masquerade-sourced packets can reach the underlay while our flows are missing"
+        );
+        handle.update_guard(|g| {
+            g.state = state::GuardState::Off;
+            g.device = bridge.uplink.clone();
+        });
+        handle.set_source(state::Source::Guard, Ok(()));
+        drop(guard_settled);
+    }
     if config.static_ports.is_none() {
         let names = ovsdb::PortNames {
             bridge: bridge.name.clone(),
@@ -58,25 +87,57 @@ pub fn start_datapath(
     let switch = openflow::OvsOfctl {
         target: bridge.openflow_target(),
     };
-    tasks.push(tokio::spawn(programmer::run_flow_programmer(
-        handle,
-        switch,
-        Duration::from_millis(bridge.verify_interval_ms),
-        watchdog.heartbeat("flow programmer"),
-        shutdown,
-    )));
+    let verify = Duration::from_millis(bridge.verify_interval_ms);
+    let heartbeat = watchdog.heartbeat("flow programmer");
+    tasks.push(tokio::spawn(async move {
+        // Flows go on after the guard does (or after it failed, or gave up:
+        // traffic must flow without it rather than not at all).
+        let _ = tokio::time::timeout(GUARD_FIRST, guard_first).await;
+        programmer::run_flow_programmer(handle, switch, verify, heartbeat, shutdown).await
+    }));
     tasks
 }
 
-/// Removes every flow with our cookie from the bridge, in one bundle. Flows
-/// of any other cookie stay exactly as they are (the agent never gives its
-/// cookie to another controller's flow, see [`coexist`]).
-pub async fn cleanup(config: &config::ValidConfig) -> Result<(), openflow::SwitchError> {
+#[derive(Debug, thiserror::Error)]
+pub enum CleanupError {
+    #[error("removing the flows with cookie {cookie:#x} from {target}: {source}")]
+    Flows {
+        cookie: u64,
+        target: String,
+        source: openflow::SwitchError,
+    },
+    #[error("removing the uplink guard: {0}")]
+    Guard(String),
+}
+
+/// Removes what the agent put in place: every flow with our cookie from the
+/// bridge (in one bundle) and the uplink guard's table. Flows of any other
+/// cookie stay exactly as they are (the agent never gives its cookie to
+/// another controller's flow, see [`coexist`]); a same-named table that is
+/// not ours is left alone. Both are attempted; every failure is returned.
+pub async fn cleanup(config: &config::ValidConfig) -> Result<(), Vec<CleanupError>> {
     use openflow::FlowSwitch;
+    let bridge = &config.raw.bridge;
     let switch = openflow::OvsOfctl {
-        target: config.raw.bridge.openflow_target(),
+        target: bridge.openflow_target(),
     };
-    switch
-        .replace(&flows::render_bundle(&[], config.raw.bridge.cookie))
+    let mut errors = Vec::new();
+    if let Err(source) = switch
+        .replace(&flows::render_bundle(&[], bridge.cookie))
         .await
+    {
+        errors.push(CleanupError::Flows {
+            cookie: bridge.cookie,
+            target: bridge.openflow_target(),
+            source,
+        });
+    }
+    if let Err(e) = guard::run::remove().await {
+        errors.push(CleanupError::Guard(e));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }

@@ -24,8 +24,9 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Remove the flows with our cookie from the bridge (one bundle); flows
-    /// of other controllers stay as they are.
+    /// Remove what the agent put in place: the flows with our cookie (one
+    /// bundle) and the uplink guard's nftables table. Flows and tables of
+    /// others stay as they are.
     Cleanup {
         #[arg(long, short)]
         config: PathBuf,
@@ -48,16 +49,15 @@ async fn main() -> anyhow::Result<()> {
         Command::Run { config } => run(config).await,
         Command::Cleanup { config } => {
             let config = DpuConfig::load(&config)?;
-            dpu_agent::cleanup(&config).await.with_context(|| {
-                format!(
-                    "removing the flows with cookie {:#x} from {}",
-                    config.raw.bridge.cookie,
-                    config.raw.bridge.openflow_target()
-                )
-            })?;
+            if let Err(errors) = dpu_agent::cleanup(&config).await {
+                let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                anyhow::bail!("cleanup incomplete: {}", all.join("; "));
+            }
             println!(
-                "removed every flow with cookie {:#x} from bridge {}",
-                config.raw.bridge.cookie, config.raw.bridge.name
+                "removed every flow with cookie {:#x} from bridge {} and the uplink guard (nft table {})",
+                config.raw.bridge.cookie,
+                config.raw.bridge.name,
+                dpu_agent::guard::table_id()
             );
             Ok(())
         }

@@ -103,7 +103,7 @@ impl Collector for DpuCollector {
         encode::labelled_gauges(
             &mut e,
             "noverlay_dpu_error",
-            "1 while the source (ovsdb, flows, peer, reload) is failing.",
+            "1 while the source (ovsdb, flows, peer, reload, guard) is failing.",
             &errors,
         )?;
         encode::labelled_counters(

@@ -287,6 +287,7 @@ impl dpu_agent_server::DpuAgent for DpuService {
             sources: sources.to_pb(),
             provided_flows: installed.provided,
             flow_conflicts: installed.conflicts,
+            uplink_guard: Some(handle.guard().to_pb()),
         }))
     }
 }

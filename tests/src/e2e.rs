@@ -260,6 +260,8 @@ impl Testbed {
             listen: Self::dpu_address(),
             ipv4_cidrs: cidrs.iter().map(|c| c.to_string()).collect(),
             bridge: self.ovs.agent_bridge_section(),
+            // The agent runs in the DPU's namespace: its uplink is p0.
+            uplink_guard: true,
             ..DpuOptions::default()
         };
         std::fs::write(

@@ -76,6 +76,11 @@ pub struct DpuOptions {
     pub mtu: u32,
     /// The [bridge] section; by default a plan-only bridge with static ports.
     pub bridge: String,
+    /// The uplink guard (nftables in the agent's network namespace). Off
+    /// by default here: an agent run inside the test process is in the
+    /// machine's own namespace, where no test may write nftables; the
+    /// guard is on where the agent runs in a namespace of the test's.
+    pub uplink_guard: bool,
 }
 
 /// A bridge section for agents that only plan (no Open vSwitch here).
@@ -104,6 +109,7 @@ impl Default for DpuOptions {
             ipv6_cidrs: Vec::new(),
             mtu: 1400,
             bridge: PLAN_ONLY_BRIDGE.into(),
+            uplink_guard: false,
         }
     }
 }
@@ -154,6 +160,10 @@ underlay_ip = "2001:db8::10"
         ));
     }
     text.push_str(&options.bridge);
+    text.push_str(&format!(
+        "\n[uplink_guard]\nenabled = {}\n",
+        options.uplink_guard
+    ));
     text
 }
 

@@ -91,8 +91,20 @@ impl NetNs {
         Fut: std::future::Future<Output = anyhow::Result<T>>,
         T: Send + 'static,
     {
+        self.spawn(make)
+            .join()
+            .map_err(|_| anyhow::anyhow!("namespace thread panicked"))?
+    }
+
+    /// As [`NetNs::run`], in the background: joins with the thread.
+    pub fn spawn<F, Fut, T>(&self, make: F) -> std::thread::JoinHandle<anyhow::Result<T>>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = anyhow::Result<T>>,
+        T: Send + 'static,
+    {
         let path = format!("/var/run/netns/{}", self.name);
-        let thread = std::thread::spawn(move || -> anyhow::Result<T> {
+        std::thread::spawn(move || -> anyhow::Result<T> {
             let file = std::fs::File::open(&path)?;
             // SAFETY: a valid namespace fd; affects only this thread.
             let rc =
@@ -102,10 +114,7 @@ impl NetNs {
                 .enable_all()
                 .build()?;
             runtime.block_on(make())
-        });
-        thread
-            .join()
-            .map_err(|_| anyhow::anyhow!("namespace thread panicked"))?
+        })
     }
 }
 

@@ -25,7 +25,7 @@ const COOKIE: &str = "0x6e6f7672";
 /// A DPU namespace with OVS: breth0 (pf0hpf, patch-breth0, p0) and br-int.
 struct Dpu {
     ovs: Ovs,
-    _ns: NetNs,
+    ns: NetNs,
 }
 
 fn dpu_switch() -> anyhow::Result<Dpu> {
@@ -36,7 +36,7 @@ fn dpu_switch() -> anyhow::Result<Dpu> {
         for l in pf0hpf hostside p0 p0peer; do ip link set $l up; done")?;
     let ovs = Ovs::start(&ns)?;
     ovs.gateway_bridge("br-int")?;
-    Ok(Dpu { ovs, _ns: ns })
+    Ok(Dpu { ovs, ns })
 }
 
 /// Our flows as OVS shows them, without counters, sorted.
@@ -421,7 +421,8 @@ async fn ovnkubes_flows_are_never_seized() -> anyhow::Result<()> {
         agent.dpu.stop().await?;
     }
 
-    // Cleanup removes ours and nothing else.
+    // Cleanup removes ours and nothing else (run in the DPU's namespace,
+    // where it also looks for the uplink guard).
     let config = harness::dpu_config(
         tempfile::tempdir()?.path(),
         &DpuOptions {
@@ -430,7 +431,11 @@ async fn ovnkubes_flows_are_never_seized() -> anyhow::Result<()> {
         },
         &Certs::new()?.dpu,
     )?;
-    dpu_agent::cleanup(&config).await?;
+    sw.ns.run(move || async move {
+        dpu_agent::cleanup(&config)
+            .await
+            .map_err(|errors| anyhow::anyhow!("cleanup: {errors:?}"))
+    })?;
     assert!(our_flows(&sw.ovs)?.is_empty());
     untouched("cleanup")
 }

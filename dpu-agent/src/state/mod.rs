@@ -53,10 +53,68 @@ pub struct FlowRecord {
     pub conflicts: Vec<String>,
 }
 
+/// Where the uplink guard stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GuardState {
+    #[default]
+    Pending,
+    On,
+    /// Disabled in the config.
+    Off,
+    /// The kernel has no netdev egress hook.
+    Unsupported,
+    Failed,
+}
+
+impl GuardState {
+    pub fn name(self) -> &'static str {
+        match self {
+            GuardState::Pending => "pending",
+            GuardState::On => "on",
+            GuardState::Off => "off",
+            GuardState::Unsupported => "unsupported",
+            GuardState::Failed => "failed",
+        }
+    }
+}
+
+/// The uplink guard as last read from the kernel.
+#[derive(Debug, Clone, Default)]
+pub struct GuardRecord {
+    pub state: GuardState,
+    pub device: String,
+    pub subnets: Vec<String>,
+    /// In `nft list table` syntax, counters included.
+    pub ruleset: String,
+    /// The guard's counters as last read.
+    pub dropped_packets: u64,
+    pub dropped_bytes: u64,
+    /// Every drop seen since start, across rewrites (for metrics).
+    pub dropped_packets_total: u64,
+    pub repairs: u64,
+    pub last_repair_unix: i64,
+}
+
+impl GuardRecord {
+    pub fn to_pb(&self) -> pb::UplinkGuard {
+        pb::UplinkGuard {
+            state: self.state.name().into(),
+            device: self.device.clone(),
+            subnets: self.subnets.clone(),
+            dropped_packets: self.dropped_packets,
+            dropped_bytes: self.dropped_bytes,
+            repairs: self.repairs,
+            last_repair_unix: self.last_repair_unix,
+            ruleset: self.ruleset.clone(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Record {
     peer: PeerRecord,
     flows: FlowRecord,
+    guard: GuardRecord,
     sources: Sources,
 }
 
@@ -266,6 +324,15 @@ impl AgentHandle {
 
     pub fn flow_repairs(&self) -> u64 {
         lock(&self.state.record).flows.repairs
+    }
+
+    /// Changes the uplink guard's record.
+    pub fn update_guard(&self, change: impl FnOnce(&mut GuardRecord)) {
+        change(&mut lock(&self.state.record).guard);
+    }
+
+    pub fn guard(&self) -> GuardRecord {
+        lock(&self.state.record).guard.clone()
     }
 
     /// A successful negotiation by the authorised `identity`.

@@ -16,10 +16,18 @@ pub enum Source {
     Peer,
     /// The last config reload (SIGHUP).
     Reload,
+    /// The uplink guard (nftables, netdev egress).
+    Guard,
 }
 
 impl Source {
-    pub const ALL: [Source; 4] = [Source::Ovsdb, Source::Flows, Source::Peer, Source::Reload];
+    pub const ALL: [Source; 5] = [
+        Source::Ovsdb,
+        Source::Flows,
+        Source::Peer,
+        Source::Reload,
+        Source::Guard,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -27,6 +35,7 @@ impl Source {
             Source::Flows => "flows",
             Source::Peer => "peer",
             Source::Reload => "reload",
+            Source::Guard => "guard",
         }
     }
 
@@ -158,6 +167,6 @@ mod tests {
         assert_eq!(sources.summary(), "ovsdb: bridge \"breth0\" not found");
         assert_eq!(sources.get(Source::Reload), &SourceStatus::Pending);
         let states: Vec<String> = sources.to_pb().into_iter().map(|s| s.state).collect();
-        assert_eq!(states, ["failed", "ok", "ok", "pending"]);
+        assert_eq!(states, ["failed", "ok", "ok", "pending", "pending"]);
     }
 }

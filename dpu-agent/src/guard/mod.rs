@@ -1,0 +1,283 @@
+//! The uplink guard: an nftables table of family netdev with an egress
+//! chain on the DPU's uplink that drops every packet whose source is in a
+//! masquerade subnet. Such a packet is host traffic that left without its
+//! SNAT: it happens while another controller (ovnkube-node) has just
+//! rewritten the bridge and our flows are not back yet, and its default
+//! flow sends the host's traffic straight out of the uplink. OpenFlow
+//! rewrites cannot touch the guard; it lives below OVS, in the kernel's
+//! transmit path of the uplink device.
+//!
+//! - The plan (pure, here): the offer's masquerade subnets and the uplink
+//!   -> the table, rendered in nft syntax; what the kernel has is decoded
+//!   back into the same syntax and compared ([`GuardPlan::is_met_by`]).
+//! - The transaction that writes it: [`rules`].
+//! - The loop that keeps it converged: [`run`].
+//!
+//! Needs the netdev egress hook (Linux >= 5.16 with
+//! CONFIG_NETFILTER_EGRESS). Flows offloaded to NIC hardware never reach
+//! the DPU kernel and bypass it.
+
+pub mod rules;
+pub mod run;
+
+use ipnet::IpNet;
+use noverlay_nft::{
+    TableDump, TableId,
+    describe::{self, Expr, ItemKind},
+    nftnl::{ProtoFamily, nftnl_sys::libc},
+};
+use noverlay_proto::contract::Offer;
+use std::{ffi::CStr, fmt::Write as _};
+
+/// Our table (family netdev), its chain and the comment that marks it ours.
+pub const GUARD_TABLE: &str = "noverlay_guard";
+pub const GUARD_CHAIN: &str = "uplink_egress";
+pub const GUARD_MARK: &str = "owned by noverlay dpu-agent";
+
+/// The guard's table, as nftables addresses it.
+pub fn table_id() -> TableId {
+    TableId::new(ProtoFamily::NetDev, GUARD_TABLE)
+}
+
+/// What the guard must be: one drop rule per masquerade subnet, on the
+/// egress of the uplink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardPlan {
+    pub uplink: String,
+    pub subnets: Vec<IpNet>,
+}
+
+impl GuardPlan {
+    pub fn new(offer: &Offer, uplink: &str) -> Self {
+        GuardPlan {
+            uplink: uplink.to_string(),
+            subnets: offer
+                .families
+                .iter()
+                .map(|family| family.masquerade.subnet)
+                .collect(),
+        }
+    }
+
+    /// The table in `nft list table` syntax, counters at zero.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "table netdev {GUARD_TABLE} {{\n\tcomment \"{GUARD_MARK}\"\n\tchain {GUARD_CHAIN} {{\n\t\ttype filter hook egress device \"{}\" priority filter; policy accept;\n",
+            self.uplink
+        );
+        for subnet in &self.subnets {
+            let _ = writeln!(
+                out,
+                "\t\t{} saddr {subnet} counter packets 0 bytes 0 drop",
+                family_keyword(subnet)
+            );
+        }
+        out.push_str("\t}\n}\n");
+        out
+    }
+
+    /// True when the table the kernel has is this plan (counters aside).
+    pub fn is_met_by(&self, observed: &Observed) -> bool {
+        without_counters(&observed.text) == without_counters(&self.render())
+    }
+}
+
+fn family_keyword(subnet: &IpNet) -> &'static str {
+    match subnet {
+        IpNet::V4(_) => "ip",
+        IpNet::V6(_) => "ip6",
+    }
+}
+
+/// The guard's table as the kernel has it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Observed {
+    /// In `nft list table` syntax, counters included.
+    pub text: String,
+    /// Packets and bytes dropped, summed over our rules.
+    pub dropped_packets: u64,
+    pub dropped_bytes: u64,
+}
+
+/// Decodes a table read from the kernel (None: absent).
+pub fn observe(dump: Option<&TableDump>) -> Observed {
+    let Some(dump) = dump else {
+        return Observed::default();
+    };
+    let (mut packets, mut bytes) = (0, 0);
+    for item in &dump.items {
+        if let ItemKind::Rule { expressions, .. } = &item.kind
+            && render_rule(expressions).is_some()
+            && let Some((p, b)) = counter(expressions)
+        {
+            packets += p;
+            bytes += b;
+        }
+    }
+    Observed {
+        text: describe::render_table(
+            &table_id(),
+            dump.comment.as_deref(),
+            &dump.items,
+            render_rule,
+        ),
+        dropped_packets: packets,
+        dropped_bytes: bytes,
+    }
+}
+
+fn counter(expressions: &[Expr]) -> Option<(u64, u64)> {
+    expressions.iter().find_map(|e| match e {
+        Expr::Counter { packets, bytes } => Some((*packets, *bytes)),
+        _ => None,
+    })
+}
+
+/// Our rule shape in nft syntax; None for anything else:
+/// `meta protocol <ip|ip6> <family> saddr <subnet> counter drop`.
+pub fn render_rule(expressions: &[Expr]) -> Option<String> {
+    use Expr::*;
+    const META_PROTOCOL: u32 = libc::NFT_META_PROTOCOL as u32;
+    const EQ: u32 = libc::NFT_CMP_EQ as u32;
+    const NETWORK: u32 = libc::NFT_PAYLOAD_NETWORK_HEADER as u32;
+    let [
+        Meta(META_PROTOCOL),
+        Cmp {
+            op: EQ,
+            data: ethertype,
+        },
+        Payload {
+            base: NETWORK,
+            offset,
+            len,
+        },
+        Bitwise { mask, xor },
+        Cmp {
+            op: EQ,
+            data: network,
+        },
+        Counter { packets, bytes },
+        Verdict(libc::NF_DROP),
+    ] = expressions
+    else {
+        return None;
+    };
+    let (keyword, expected) = match ethertype.as_slice() {
+        [0x08, 0x00] => ("ip", (12, 4)),
+        [0x86, 0xdd] => ("ip6", (8, 16)),
+        _ => return None,
+    };
+    if (*offset, *len) != expected || xor.iter().any(|b| *b != 0) {
+        return None;
+    }
+    let prefix = describe::prefix_len(mask)?;
+    let network = describe::address(network)?;
+    Some(format!(
+        "{keyword} saddr {network}/{prefix} counter packets {packets} bytes {bytes} drop"
+    ))
+}
+
+/// The text with every `counter packets N bytes M` at zero.
+fn without_counters(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let mut words = line.split(' ').peekable();
+        let mut first = true;
+        while let Some(word) = words.next() {
+            if !first {
+                out.push(' ');
+            }
+            first = false;
+            out.push_str(word);
+            if matches!(word, "packets" | "bytes") && words.peek().is_some() {
+                words.next();
+                out.push_str(" 0");
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The kernel's errno as a name for messages (e.g. "EOPNOTSUPP").
+pub(crate) fn errno_text(errno: i32) -> String {
+    // SAFETY: strerror returns a valid static or thread-local string.
+    let text = unsafe { CStr::from_ptr(libc::strerror(errno)) };
+    text.to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flows::test_offer;
+
+    fn dual_plan() -> GuardPlan {
+        GuardPlan {
+            uplink: "p0".into(),
+            subnets: vec![
+                "169.254.0.0/17".parse().expect("net"),
+                "fd69::/112".parse().expect("net"),
+            ],
+        }
+    }
+
+    #[test]
+    fn the_plan_has_a_drop_rule_per_masquerade_subnet_on_the_uplink() {
+        let offer = test_offer(&["198.18.128.0/17"], "198.18.0.10");
+        let plan = GuardPlan::new(&offer, "p0");
+        assert_eq!(plan.subnets, vec!["169.254.0.0/17".parse().expect("net")]);
+        assert_eq!(
+            plan.render(),
+            "table netdev noverlay_guard {\n\tcomment \"owned by noverlay dpu-agent\"\n\tchain uplink_egress {\n\t\ttype filter hook egress device \"p0\" priority filter; policy accept;\n\t\tip saddr 169.254.0.0/17 counter packets 0 bytes 0 drop\n\t}\n}\n"
+        );
+    }
+
+    /// The programmed transaction, decoded back from its own messages,
+    /// says what the plan says: encoder and decoder cannot drift apart.
+    #[test]
+    fn the_programmed_guard_decodes_to_the_plan() {
+        let plan = dual_plan();
+        let transaction = rules::replace(&plan).expect("transaction");
+        let dump = TableDump {
+            comment: Some(GUARD_MARK.into()),
+            items: describe::parse(&transaction.bytes),
+        };
+        let observed = observe(Some(&dump));
+        assert_eq!(observed.text, plan.render());
+        assert!(plan.is_met_by(&observed));
+        assert_eq!(observed.dropped_packets, 0);
+    }
+
+    #[test]
+    fn counters_do_not_make_a_difference_but_anything_else_does() {
+        let plan = dual_plan();
+        let counted = Observed {
+            text: plan
+                .render()
+                .replace("packets 0 bytes 0", "packets 36 bytes 3528"),
+            dropped_packets: 36,
+            dropped_bytes: 3528,
+        };
+        assert!(plan.is_met_by(&counted));
+        let other_uplink = GuardPlan {
+            uplink: "p1".into(),
+            ..plan.clone()
+        };
+        assert!(!other_uplink.is_met_by(&counted));
+        let one_family = GuardPlan {
+            subnets: plan.subnets[..1].to_vec(),
+            ..plan.clone()
+        };
+        assert!(!one_family.is_met_by(&counted));
+        assert!(!plan.is_met_by(&Observed::default()), "absent table");
+    }
+
+    /// The expressions as libnftnl prints them: what the kernel is given.
+    #[test]
+    fn the_programmed_expressions_match_golden() {
+        let transaction = rules::replace(&dual_plan()).expect("transaction");
+        let text = describe::expressions(&transaction.bytes).join("\n") + "\n";
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+        noverlay_test_support::assert_golden(&dir, "guard_exprs_dual.txt", &text);
+    }
+}

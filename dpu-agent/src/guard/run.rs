@@ -1,0 +1,282 @@
+//! Keeps the uplink guard converged: written before the first flow install,
+//! rewritten when the masquerade subnets change, restored at once when
+//! anyone else's nftables transaction (or a periodic check) finds it
+//! missing or altered, left in place on exit (restarts are hitless), never
+//! written over a same-named table that is not ours.
+
+use super::{GUARD_CHAIN, GUARD_MARK, GuardPlan, errno_text, observe, rules, table_id};
+use crate::state::{AgentHandle, GuardState, Source, unix_now};
+use noverlay_nft::{ChangeListener, Depth, NftError, Nftables, ownership, ownership::TableOwner};
+use noverlay_runtime::systemd::Heartbeat;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+use tokio::sync::{Notify, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// At most one warning about dropped packets per this long (the count of
+/// the drops in between goes into the next one).
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// What the operator needs to know when the kernel cannot run the guard.
+pub const UNSUPPORTED: &str = "the kernel refused a netdev egress chain: the uplink guard needs Linux >= 5.16 built with CONFIG_NETFILTER_EGRESS; running without it";
+
+/// Runs until `shutdown`. `settled` is told once the first attempt is over
+/// (guard written, unsupported or failed), so that flows go on only after
+/// the guard does.
+pub async fn run_uplink_guard(
+    handle: AgentHandle,
+    uplink: String,
+    check_interval: Duration,
+    heartbeat: Heartbeat,
+    settled: oneshot::Sender<()>,
+    shutdown: CancellationToken,
+) {
+    let nft = match Nftables::open() {
+        Ok(nft) => nft,
+        Err(e) => {
+            // Without a netlink socket there is nothing to retry with.
+            let error = format!("cannot open nftables: {e}; running without the uplink guard");
+            tracing::error!("{error}");
+            handle.update_guard(|g| g.state = GuardState::Failed);
+            handle.set_source(Source::Guard, Err(error));
+            let _ = settled.send(());
+            return;
+        }
+    };
+    let changes = Changes::default();
+    if let Err(e) = noverlay_nft::watch_foreign_changes(nft.port(), changes.clone()) {
+        tracing::warn!(error = %e, "cannot watch nftables; the guard is checked periodically only");
+    }
+    let _stop_watching = changes.close_on_drop();
+    let mut guard = Guard::new(handle.clone(), nft, uplink);
+    let mut offers = handle.subscribe().0;
+    let mut settled = Some(settled);
+    let mut check = tokio::time::interval(check_interval);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut beat = heartbeat.ticker();
+    loop {
+        guard.converge().await;
+        if let Some(settled) = settled.take() {
+            let _ = settled.send(());
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = offers.changed() => if changed.is_err() { return },
+            _ = changes.notify.notified() => {}
+            _ = check.tick() => {}
+            _ = beat.tick() => heartbeat.beat(),
+        }
+    }
+}
+
+/// The guard's keeper: the socket, what was last written, and the drop
+/// accounting.
+struct Guard {
+    handle: AgentHandle,
+    nft: Nftables,
+    uplink: String,
+    /// The plan last written or found in place; None until then.
+    in_place: Option<GuardPlan>,
+    unsupported: bool,
+    /// The guard's packet counter as last read (it restarts at 0 when the
+    /// table is rewritten).
+    last_counter: u64,
+    unwarned_drops: u64,
+    last_warning: Option<Instant>,
+}
+
+impl Guard {
+    fn new(handle: AgentHandle, nft: Nftables, uplink: String) -> Self {
+        handle.update_guard(|g| g.device = uplink.clone());
+        Guard {
+            handle,
+            nft,
+            uplink,
+            in_place: None,
+            unsupported: false,
+            last_counter: 0,
+            unwarned_drops: 0,
+            last_warning: None,
+        }
+    }
+
+    /// One round: read the table, account its drops, rewrite it if it is
+    /// not the plan (and is ours). Errors are recorded, and retried on the
+    /// next round.
+    async fn converge(&mut self) {
+        if self.unsupported {
+            return;
+        }
+        let plan = GuardPlan::new(&self.handle.offer(), &self.uplink);
+        let id = table_id();
+        let dump = match self.nft.read(&id, Depth::ChainsAndRules).await {
+            Ok(dump) => dump,
+            Err(e) => return self.fail(format!("read nft table {id}: {e}")),
+        };
+        if let TableOwner::Foreign(why) = ownership::owner(dump.as_ref(), GUARD_MARK, GUARD_CHAIN) {
+            return self.fail(format!(
+                "nft table {id} exists and is not ours ({why}); refusing to touch it, running without the uplink guard until it is removed"
+            ));
+        }
+        let observed = observe(dump.as_ref());
+        if plan.is_met_by(&observed) {
+            if self.in_place.is_none() {
+                tracing::info!(device = %plan.uplink, "uplink guard in place (kept from an earlier run)");
+            }
+            self.account(observed.dropped_packets);
+            self.in_place = Some(plan.clone());
+            return self.record(&plan, observed);
+        }
+        // Missing or altered: drops counted since the last read still count.
+        if dump.is_some() {
+            self.account(observed.dropped_packets);
+        }
+        let repair = self.in_place.as_ref() == Some(&plan);
+        match self.write(&plan).await {
+            Ok(()) => {}
+            Err(e) if e.refused_with() == Some(libc_eopnotsupp()) => {
+                self.unsupported = true;
+                tracing::error!(device = %plan.uplink, "{UNSUPPORTED}");
+                self.handle
+                    .update_guard(|g| g.state = GuardState::Unsupported);
+                self.handle.set_source(
+                    Source::Guard,
+                    Err(format!("{UNSUPPORTED} ({})", errno_text(libc_eopnotsupp()))),
+                );
+                return;
+            }
+            Err(e) => {
+                return self.fail(format!(
+                    "write nft table {id} (egress of {:?}): {e}",
+                    plan.uplink
+                ));
+            }
+        }
+        self.last_counter = 0;
+        if repair {
+            tracing::warn!(device = %plan.uplink, "uplink guard was missing or altered; restored");
+            self.handle.update_guard(|g| {
+                g.repairs += 1;
+                g.last_repair_unix = unix_now();
+            });
+        } else {
+            tracing::info!(device = %plan.uplink, subnets = ?plan.subnets, "uplink guard written");
+        }
+        self.in_place = Some(plan.clone());
+        // What is reported is what the kernel has.
+        match self.nft.read(&id, Depth::ChainsAndRules).await {
+            Ok(dump) => self.record(&plan, observe(dump.as_ref())),
+            Err(e) => self.fail(format!("read nft table {id}: {e}")),
+        }
+    }
+
+    async fn write(&self, plan: &GuardPlan) -> Result<(), NftError> {
+        self.nft.commit(rules::replace(plan)?).await
+    }
+
+    /// Counts new drops and warns about them, at most every [`WARN_EVERY`].
+    fn account(&mut self, counter: u64) {
+        let new = counter.checked_sub(self.last_counter).unwrap_or(counter);
+        self.last_counter = counter;
+        if new == 0 {
+            return;
+        }
+        self.handle.update_guard(|g| g.dropped_packets_total += new);
+        self.unwarned_drops += new;
+        if self
+            .last_warning
+            .is_none_or(|at| at.elapsed() >= WARN_EVERY)
+        {
+            tracing::warn!(
+                dropped = self.unwarned_drops,
+                device = %self.uplink,
+                "the uplink guard dropped masquerade-sourced packets: host traffic was about to leave un-NATed (our flows were missing, or something else sends masquerade sources out)"
+            );
+            self.unwarned_drops = 0;
+            self.last_warning = Some(Instant::now());
+        }
+    }
+
+    fn record(&self, plan: &GuardPlan, observed: super::Observed) {
+        self.handle.update_guard(|g| {
+            g.state = GuardState::On;
+            g.subnets = plan.subnets.iter().map(ToString::to_string).collect();
+            g.ruleset = observed.text;
+            g.dropped_packets = observed.dropped_packets;
+            g.dropped_bytes = observed.dropped_bytes;
+        });
+        self.handle.set_source(Source::Guard, Ok(()));
+    }
+
+    fn fail(&self, error: String) {
+        // Retried every round: logged when it begins or changes.
+        if self.handle.source(Source::Guard).error() != Some(error.as_str()) {
+            tracing::error!(error = %error, "uplink guard");
+        }
+        self.handle.update_guard(|g| g.state = GuardState::Failed);
+        self.handle.set_source(Source::Guard, Err(error));
+    }
+}
+
+fn libc_eopnotsupp() -> i32 {
+    noverlay_nft::nftnl::nftnl_sys::libc::EOPNOTSUPP
+}
+
+/// nftables changes by others, as a wake-up; closed when the guard ends.
+#[derive(Clone, Default)]
+struct Changes {
+    notify: Arc<Notify>,
+    closed: Arc<AtomicBool>,
+}
+
+impl Changes {
+    fn close_on_drop(&self) -> CloseOnDrop {
+        CloseOnDrop(self.closed.clone())
+    }
+}
+
+impl ChangeListener for Changes {
+    fn foreign_change(&self) {
+        self.notify.notify_one();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+struct CloseOnDrop(Arc<AtomicBool>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// Removes the guard's table if it is ours (absent is fine); a same-named
+/// table of someone else's is an error and stays.
+pub async fn remove() -> Result<(), String> {
+    let id = table_id();
+    let nft = Nftables::open().map_err(|e| format!("cannot open nftables: {e}"))?;
+    let dump = nft
+        .read(&id, Depth::Chains)
+        .await
+        .map_err(|e| format!("read nft table {id}: {e}"))?;
+    match ownership::owner(dump.as_ref(), GUARD_MARK, GUARD_CHAIN) {
+        TableOwner::Absent => Ok(()),
+        TableOwner::Foreign(why) => {
+            Err(format!("nft table {id} is not ours ({why}); left in place"))
+        }
+        TableOwner::Ours => {
+            let delete = rules::delete().map_err(|e| e.to_string())?;
+            nft.commit(delete)
+                .await
+                .map_err(|e| format!("delete nft table {id}: {e}"))
+        }
+    }
+}
