@@ -4,7 +4,7 @@
 use crate::{
     flows::{Flow, MatchKey},
     openflow::dumped_match_and_packets,
-    state::{AgentHandle, Source},
+    state::{AgentHandle, GuardState, Source},
 };
 use noverlay_runtime::metrics::encode::{self, Labels};
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, registry::Registry};
@@ -88,6 +88,25 @@ impl Collector for DpuCollector {
             "noverlay_dpu_flow_repairs",
             "Times our flows were found wiped or altered and restored.",
             flows.repairs,
+        )?;
+        let guard = handle.guard();
+        encode::gauge(
+            &mut e,
+            "noverlay_dpu_uplink_guard_on",
+            "1 while the uplink guard (nftables netdev egress on the uplink) is in place.",
+            f64::from(u8::from(guard.state == GuardState::On)),
+        )?;
+        encode::counter(
+            &mut e,
+            "noverlay_dpu_uplink_guard_dropped_packets",
+            "Masquerade-sourced packets the uplink guard kept off the underlay since start: host traffic that was about to leave un-NATed.",
+            guard.dropped_packets_total,
+        )?;
+        encode::counter(
+            &mut e,
+            "noverlay_dpu_uplink_guard_repairs",
+            "Times the uplink guard was found missing or altered and restored.",
+            guard.repairs,
         )?;
         let sources = handle.sources();
         let errors: Vec<(Labels, f64)> = Source::ALL

@@ -257,6 +257,26 @@ fn masquerade_sources_never_leave_the_uplink_and_nothing_else_is_touched() -> an
         "{listing}"
     );
     assert_eq!(record.repairs, 0);
+    // ...and what Prometheus scrapes.
+    let mut metrics = String::new();
+    prometheus_client::encoding::text::encode(
+        &mut metrics,
+        &dpu_agent::metrics::registry(guard.handle.clone()),
+    )?;
+    for line in [
+        "noverlay_dpu_uplink_guard_on 1.0",
+        &format!(
+            "noverlay_dpu_uplink_guard_dropped_packets_total {}",
+            2 * PINGS
+        ),
+        "noverlay_dpu_uplink_guard_repairs_total 0",
+        "noverlay_dpu_error{source=\"guard\"} 0.0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in\n{metrics}"
+        );
+    }
     guard.stop()
 }
 
