@@ -325,6 +325,23 @@ impl Testbed {
         Ok(())
     }
 
+    /// `dpu-agent cleanup` in the DPU's namespace, as an operator runs it
+    /// before uninstalling; returns what it printed.
+    pub fn dpu_cleanup(&self) -> anyhow::Result<String> {
+        let binary = self.bins.dpu_agent.display().to_string();
+        let config = self.dpu_config_path().display().to_string();
+        netns::run(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.dpu.name,
+            &binary,
+            "cleanup",
+            "--config",
+            &config,
+        ])
+    }
+
     /// kill -9: the agent gets no chance to clean up (nor should it need one).
     pub fn kill_dpu_agent(&mut self) {
         kill(self.dpu_agent.take());
