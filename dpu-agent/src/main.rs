@@ -79,6 +79,12 @@ fn check_config(path: PathBuf) -> anyhow::Result<()> {
         }
         None => println!("flows: port numbers come from OVSDB at run time"),
     }
+    if config.raw.uplink_guard.enabled {
+        let plan = dpu_agent::guard::GuardPlan::new(&config.offer, &config.raw.bridge.uplink);
+        print!("uplink guard:\n{}", plan.render());
+    } else {
+        println!("uplink guard: off");
+    }
     Ok(())
 }
 

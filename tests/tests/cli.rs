@@ -27,3 +27,34 @@ fn version_names_the_commit_and_the_protocol() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `dpu-agent check-config` shows the uplink guard the config asks for, as
+/// `nft list table` will show it, or that it is off.
+#[test]
+fn check_config_shows_the_uplink_guard() -> anyhow::Result<()> {
+    use noverlay_tests::harness::{self, Certs, DpuOptions};
+    let bins = Binaries::built()?;
+    let certs = Certs::new()?;
+    for (enabled, expected) in [
+        (
+            true,
+            "\t\ttype filter hook egress device \"p0\" priority filter; policy accept;\n\t\tip saddr 169.254.0.0/17 counter packets 0 bytes 0 drop\n",
+        ),
+        (false, "uplink guard: off\n"),
+    ] {
+        let options = DpuOptions {
+            uplink_guard: enabled,
+            ..DpuOptions::default()
+        };
+        let path = certs.dir.path().join("dpu-agent.toml");
+        std::fs::write(&path, harness::dpu_config_toml(&options, &certs.dpu))?;
+        let output = Command::new(&bins.dpu_agent)
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()?;
+        anyhow::ensure!(output.status.success(), "check-config: {output:?}");
+        let text = String::from_utf8(output.stdout)?;
+        assert!(text.contains(expected), "enabled = {enabled}:\n{text}");
+    }
+    Ok(())
+}

@@ -87,10 +87,21 @@ fn real_datapath_demo() -> anyhow::Result<()> {
     section("negotiated contract (GetStatus from the host, over mTLS)");
     println!("{:#?}", status.contract);
     println!("peer identity: {}", status.peer_identity);
+    if let Some(guard) = &status.uplink_guard {
+        println!(
+            "uplink guard: state {}, device {}, subnets {:?}",
+            guard.state, guard.device, guard.subnets
+        );
+    }
 
     show("host routes", &bed.host, "ip route show")?;
     show("host neighbour", &bed.host, "ip neigh show dev eth0")?;
     show("host nftables", &bed.host, "nft list table inet noverlay")?;
+    show(
+        "DPU uplink guard (drops masquerade sources leaving the uplink)",
+        &bed.dpu,
+        "nft list table netdev noverlay_guard",
+    )?;
 
     section("traffic from the host to the remote pod");
     print!(
