@@ -103,6 +103,14 @@ fn traffic_takes_the_path_with_both_snats() -> anyhow::Result<()> {
         route.contains("via 169.254.0.4 dev eth0 proto 240"),
         "{route}"
     );
+    // On the DPU the uplink guard went on before the first flow did.
+    let logs = bed.agent_logs();
+    let guard = logs.find("uplink guard written");
+    let flows = logs.find("flows installed");
+    assert!(
+        matches!((guard, flows), (Some(g), Some(f)) if g < f),
+        "the uplink guard was not written before the first flows:\n{logs}"
+    );
     Ok(())
 }
 

@@ -462,3 +462,185 @@ fn cleanup_removes_the_guard_and_a_disabled_guard_is_never_written() -> anyhow::
     assert!(!tables.contains("noverlay_guard"), "{tables}");
     Ok(())
 }
+
+/// The guard loop's decisions against a table double (no root needed): what
+/// it does when the kernel refuses the egress chain, fails otherwise, or
+/// loses the table.
+mod decisions {
+    use super::*;
+    use dpu_agent::guard::run::{GuardTable, Settings, keep_converged};
+    use noverlay_nft::{NftError, TableDump, Transaction, describe};
+    use std::sync::{Arc, Mutex};
+    use tokio::sync::Notify;
+
+    /// The table as the double holds it: the last transaction's messages,
+    /// parsed back as the kernel would list them; and how many commits.
+    #[derive(Default)]
+    struct Table {
+        written: Option<Vec<u8>>,
+        refuse_with: Option<i32>,
+        commits: usize,
+    }
+
+    #[derive(Clone, Default)]
+    struct FakeTable(Arc<Mutex<Table>>);
+
+    impl FakeTable {
+        fn with<T>(&self, f: impl FnOnce(&mut Table) -> T) -> T {
+            f(&mut self.0.lock().expect("table"))
+        }
+    }
+
+    impl GuardTable for FakeTable {
+        async fn read(&self) -> Result<Option<TableDump>, NftError> {
+            Ok(self.with(|t| {
+                t.written.as_ref().map(|bytes| TableDump {
+                    comment: Some(guard::GUARD_MARK.into()),
+                    items: describe::parse(bytes),
+                })
+            }))
+        }
+
+        async fn commit(&self, transaction: Transaction) -> Result<(), NftError> {
+            self.with(|t| {
+                t.commits += 1;
+                if let Some(errno) = t.refuse_with {
+                    return Err(NftError::Refused(std::io::Error::from_raw_os_error(errno)));
+                }
+                t.written = Some(transaction.bytes);
+                Ok(())
+            })
+        }
+    }
+
+    struct Loop {
+        dpu: RunningDpu,
+        table: FakeTable,
+        wake: Arc<Notify>,
+        settled: tokio::sync::oneshot::Receiver<()>,
+        shutdown: CancellationToken,
+        _certs: Certs,
+    }
+
+    async fn start(table: FakeTable) -> anyhow::Result<Loop> {
+        harness::init();
+        let certs = Certs::new()?;
+        let config = harness::dpu_config(certs.dir.path(), &dual_stack(true), &certs.dpu)?;
+        let dpu = RunningDpu::start(&config).await?;
+        let wake = Arc::new(Notify::new());
+        let shutdown = CancellationToken::new();
+        let (settled_tx, settled) = tokio::sync::oneshot::channel();
+        tokio::spawn(keep_converged(
+            dpu.handle.clone(),
+            table.clone(),
+            wake.clone(),
+            Settings {
+                uplink: "p0".into(),
+                check_interval: Duration::from_secs(3600),
+            },
+            Watchdog::with_timeout(None).heartbeat("uplink guard"),
+            settled_tx,
+            shutdown.clone(),
+        ));
+        Ok(Loop {
+            dpu,
+            table,
+            wake,
+            settled,
+            shutdown,
+            _certs: certs,
+        })
+    }
+
+    impl Loop {
+        async fn settle(&mut self) -> anyhow::Result<()> {
+            tokio::time::timeout(WAIT, &mut self.settled).await??;
+            Ok(())
+        }
+
+        /// Someone else's nftables change, and time for the loop to look.
+        async fn poke(&self) {
+            self.wake.notify_one();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        async fn stop(self) -> anyhow::Result<()> {
+            self.shutdown.cancel();
+            self.dpu.stop().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_kernel_without_the_egress_hook_is_named_and_not_retried() -> anyhow::Result<()> {
+        let table = FakeTable::default();
+        table.with(|t| t.refuse_with = Some(libc::EOPNOTSUPP));
+        let mut running = start(table).await?;
+        running.settle().await?;
+        let handle = running.dpu.handle.clone();
+        assert_eq!(handle.guard().state, GuardState::Unsupported);
+        let error = handle
+            .source(Source::Guard)
+            .error()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            error.contains("Linux >= 5.16") && error.contains("CONFIG_NETFILTER_EGRESS"),
+            "{error}"
+        );
+        assert!(
+            handle.last_error().contains("guard: "),
+            "{}",
+            handle.last_error()
+        );
+        running.poke().await;
+        running.poke().await;
+        assert_eq!(running.table.with(|t| t.commits), 1, "retried");
+        running.stop().await
+    }
+
+    #[tokio::test]
+    async fn another_failure_is_reported_and_retried_until_it_clears() -> anyhow::Result<()> {
+        let table = FakeTable::default();
+        table.with(|t| t.refuse_with = Some(libc::ENODEV));
+        let mut running = start(table).await?;
+        running.settle().await?;
+        let handle = running.dpu.handle.clone();
+        assert_eq!(handle.guard().state, GuardState::Failed);
+        let error = handle
+            .source(Source::Guard)
+            .error()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            error.contains("netdev noverlay_guard") && error.contains("\"p0\""),
+            "{error}"
+        );
+        running.table.with(|t| t.refuse_with = None);
+        running.poke().await;
+        assert_eq!(handle.guard().state, GuardState::On);
+        assert!(handle.source(Source::Guard).error().is_none());
+        assert_eq!(handle.guard().repairs, 0, "a first write is not a repair");
+        running.stop().await
+    }
+
+    #[tokio::test]
+    async fn a_lost_table_is_restored_and_counted_an_intact_one_never_rewritten()
+    -> anyhow::Result<()> {
+        let mut running = start(FakeTable::default()).await?;
+        running.settle().await?;
+        let handle = running.dpu.handle.clone();
+        assert_eq!(handle.guard().state, GuardState::On);
+        running.poke().await;
+        assert_eq!(
+            running.table.with(|t| t.commits),
+            1,
+            "rewrote an intact guard"
+        );
+        running.table.with(|t| t.written = None);
+        running.poke().await;
+        assert_eq!(running.table.with(|t| t.commits), 2);
+        assert_eq!(handle.guard().repairs, 1);
+        assert!(handle.guard().last_repair_unix > 0);
+        running.stop().await
+    }
+}

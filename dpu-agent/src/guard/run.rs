@@ -6,7 +6,10 @@
 
 use super::{GUARD_CHAIN, GUARD_MARK, GuardPlan, errno_text, observe, rules, table_id};
 use crate::state::{AgentHandle, GuardState, Source, unix_now};
-use noverlay_nft::{ChangeListener, Depth, NftError, Nftables, ownership, ownership::TableOwner};
+use noverlay_nft::{
+    ChangeListener, Depth, NftError, Nftables, TableDump, Transaction, ownership,
+    ownership::TableOwner,
+};
 use noverlay_runtime::systemd::Heartbeat;
 use std::{
     sync::{
@@ -53,7 +56,54 @@ pub async fn run_uplink_guard(
         tracing::warn!(error = %e, "cannot watch nftables; the guard is checked periodically only");
     }
     let _stop_watching = changes.close_on_drop();
-    let mut guard = Guard::new(handle.clone(), nft, uplink);
+    let wake = changes.notify.clone();
+    let settings = Settings {
+        uplink,
+        check_interval,
+    };
+    keep_converged(handle, nft, wake, settings, heartbeat, settled, shutdown).await
+}
+
+/// The uplink and how often the guard is checked besides nftables events.
+pub struct Settings {
+    pub uplink: String,
+    pub check_interval: Duration,
+}
+
+/// The guard's table in the kernel: read (None when absent) and written.
+/// nftables in the agent; a double in the tests of the loop's decisions.
+pub trait GuardTable: Send + Sync + 'static {
+    fn read(&self) -> impl Future<Output = Result<Option<TableDump>, NftError>> + Send;
+    fn commit(&self, transaction: Transaction)
+    -> impl Future<Output = Result<(), NftError>> + Send;
+}
+
+impl GuardTable for Nftables {
+    async fn read(&self) -> Result<Option<TableDump>, NftError> {
+        Nftables::read(self, &table_id(), Depth::ChainsAndRules).await
+    }
+
+    async fn commit(&self, transaction: Transaction) -> Result<(), NftError> {
+        Nftables::commit(self, transaction).await
+    }
+}
+
+/// The loop: converges, then waits for an offer change, a wake-up (someone
+/// else's nftables change) or the periodic check.
+pub async fn keep_converged<T: GuardTable>(
+    handle: AgentHandle,
+    table: T,
+    wake: Arc<Notify>,
+    settings: Settings,
+    heartbeat: Heartbeat,
+    settled: oneshot::Sender<()>,
+    shutdown: CancellationToken,
+) {
+    let Settings {
+        uplink,
+        check_interval,
+    } = settings;
+    let mut guard = Guard::new(handle.clone(), table, uplink);
     let mut offers = handle.subscribe().0;
     let mut settled = Some(settled);
     let mut check = tokio::time::interval(check_interval);
@@ -67,18 +117,18 @@ pub async fn run_uplink_guard(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             changed = offers.changed() => if changed.is_err() { return },
-            _ = changes.notify.notified() => {}
+            _ = wake.notified() => {}
             _ = check.tick() => {}
             _ = beat.tick() => heartbeat.beat(),
         }
     }
 }
 
-/// The guard's keeper: the socket, what was last written, and the drop
+/// The guard's keeper: the table, what was last written, and the drop
 /// accounting.
-struct Guard {
+struct Guard<T> {
     handle: AgentHandle,
-    nft: Nftables,
+    table: T,
     uplink: String,
     /// The plan last written or found in place; None until then.
     in_place: Option<GuardPlan>,
@@ -90,12 +140,12 @@ struct Guard {
     last_warning: Option<Instant>,
 }
 
-impl Guard {
-    fn new(handle: AgentHandle, nft: Nftables, uplink: String) -> Self {
+impl<T: GuardTable> Guard<T> {
+    fn new(handle: AgentHandle, table: T, uplink: String) -> Self {
         handle.update_guard(|g| g.device = uplink.clone());
         Guard {
             handle,
-            nft,
+            table,
             uplink,
             in_place: None,
             unsupported: false,
@@ -114,7 +164,7 @@ impl Guard {
         }
         let plan = GuardPlan::new(&self.handle.offer(), &self.uplink);
         let id = table_id();
-        let dump = match self.nft.read(&id, Depth::ChainsAndRules).await {
+        let dump = match self.table.read().await {
             Ok(dump) => dump,
             Err(e) => return self.fail(format!("read nft table {id}: {e}")),
         };
@@ -169,14 +219,14 @@ impl Guard {
         }
         self.in_place = Some(plan.clone());
         // What is reported is what the kernel has.
-        match self.nft.read(&id, Depth::ChainsAndRules).await {
+        match self.table.read().await {
             Ok(dump) => self.record(&plan, observe(dump.as_ref())),
             Err(e) => self.fail(format!("read nft table {id}: {e}")),
         }
     }
 
     async fn write(&self, plan: &GuardPlan) -> Result<(), NftError> {
-        self.nft.commit(rules::replace(plan)?).await
+        self.table.commit(rules::replace(plan)?).await
     }
 
     /// Counts new drops and warns about them, at most every [`WARN_EVERY`].
