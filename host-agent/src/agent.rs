@@ -194,6 +194,7 @@ impl<D: Dataplane> HostAgent<D> {
                 );
                 self.status.send_modify(|s| {
                     s.repairs += 1;
+                    s.routes = applied.routes;
                     s.last_error = None;
                 });
             }
@@ -300,15 +301,18 @@ impl<D: Dataplane> HostAgent<D> {
                     routes = plan.routes.len(),
                     "host state applied"
                 );
-                self.status.send_modify(|s| {
-                    s.applied = Some(contract.clone());
-                    s.last_error = None;
-                });
                 // What the DPU is told is what the kernel has.
                 let nft_ruleset = match self.dataplane.nft_table(&plan.nft.table).await {
                     Ok(table) => table,
                     Err(e) => format!("(cannot read the table back: {e})"),
                 };
+                self.status.send_modify(|s| {
+                    s.applied = Some(contract.clone());
+                    s.routes = applied.routes.clone();
+                    s.nft_ruleset = nft_ruleset.clone();
+                    s.applied_unix = noverlay_runtime::unix_now();
+                    s.last_error = None;
+                });
                 Some(self.report(contract.revision, Ok((applied, nft_ruleset))))
             }
             Err(e) => {

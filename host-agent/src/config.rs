@@ -29,6 +29,9 @@ pub struct HostConfig {
     pub host_name: String,
     /// Serve Prometheus metrics at http://<this>/metrics (off when absent).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The owner-only unix socket `host-agent status` reads.
+    #[serde(default = "default_status_socket")]
+    pub status_socket: PathBuf,
     /// The interface facing the DPU's host representor, e.g. "eth0".
     pub gateway_interface: String,
     /// OVN-Kubernetes' management port; broad cluster-CIDR routes through it
@@ -47,6 +50,10 @@ pub struct HostConfig {
     pub ownership: Ownership,
     #[serde(default)]
     pub reconnect: Reconnect,
+}
+
+fn default_status_socket() -> PathBuf {
+    PathBuf::from(crate::local_status::DEFAULT_SOCKET)
 }
 
 fn default_mp0() -> String {
@@ -218,6 +225,7 @@ impl HostConfig {
         };
         differ("host_name", self.host_name != next.host_name);
         differ("metrics_listen", self.metrics_listen != next.metrics_listen);
+        differ("status_socket", self.status_socket != next.status_socket);
         differ(
             "gateway_interface",
             self.gateway_interface != next.gateway_interface,
@@ -277,6 +285,17 @@ impl HostConfig {
         ] {
             contract::validate_interface_name("interface", name)
                 .map_err(|e| invalid(field, e.to_string()))?;
+        }
+        // sun_path holds 107 bytes and a NUL.
+        let socket = &self.status_socket;
+        if !socket.is_absolute() || socket.as_os_str().len() > 107 {
+            return Err(invalid(
+                "status_socket",
+                format!(
+                    "{} must be an absolute path of at most 107 bytes",
+                    socket.display()
+                ),
+            ));
         }
         if self.gateway_interface == self.mp0_interface {
             return Err(invalid(

@@ -43,6 +43,16 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Show the running agent's status: the contract, what is applied, the
+    /// last error and repairs (read from its owner-only local socket).
+    Status {
+        /// The agent's status socket (its config's `status_socket`).
+        #[arg(long, default_value = host_agent::local_status::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[tokio::main]
@@ -78,7 +88,18 @@ async fn main() -> anyhow::Result<()> {
             println!("valid; proposal to the DPU: {:#?}", config.proposal());
             Ok(())
         }
+        Command::Status { socket, json } => show_status(&socket, json).await,
     }
+}
+
+async fn show_status(socket: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let report = host_agent::local_status::read(socket).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(())
 }
 
 async fn run(
@@ -89,6 +110,10 @@ async fn run(
     let config_path = config.path.clone();
     let running_config = config.raw.clone();
     let metrics_listen = config.raw.metrics_listen;
+    let status_socket = config.raw.status_socket.clone();
+    let dpu_address = config.raw.dpu.address.clone();
+    // Bound before anything runs: a second agent on this host stops here.
+    let status_listener = host_agent::local_status::bind(&status_socket).await?;
     let agent = HostAgent::new(config, dataplane)?
         .with_heartbeat(daemon.watchdog.heartbeat("host reconcile loop"));
     let reloader = agent.tls_reloader();
@@ -98,6 +123,14 @@ async fn run(
             host_agent::metrics::registry(agent.status()),
         )
         .await?;
+    tokio::spawn(host_agent::local_status::serve(
+        status_listener,
+        status_socket,
+        agent.status(),
+        dpu_address,
+        noverlay_runtime::version(env!("CARGO_PKG_VERSION"), noverlay_proto::PROTOCOL_VERSION),
+        daemon.shutdown.clone(),
+    ));
     let running = tokio::spawn(agent.run(daemon.shutdown.clone()));
     daemon
         .run_until_stopped(|| {

@@ -21,12 +21,20 @@ pub enum Phase {
     OutOfScope,
 }
 
-/// What the agent has done, for tests, the demo and (later) metrics.
+/// What the agent has done: for `host-agent status`, metrics, tests and
+/// the demo.
 #[derive(Debug, Clone, Default)]
 pub struct HostStatus {
     pub phase: Phase,
     /// The contract in place on the host.
     pub applied: Option<Contract>,
+    /// Our routes as the kernel listed them after the last successful
+    /// apply or repair (`ip route` syntax).
+    pub routes: Vec<String>,
+    /// Our nft table as the kernel had it after the last contract applied.
+    pub nft_ruleset: String,
+    /// Unix time (seconds) of the last contract applied; 0 if none.
+    pub applied_unix: i64,
     /// The last contract or apply error, if the last attempt failed.
     pub last_error: Option<String>,
     /// How many sessions with the DPU ended (connect failures included).

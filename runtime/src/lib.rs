@@ -31,6 +31,15 @@ pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// checkout; "-modified" when the checkout had changes).
 pub const GIT_COMMIT: &str = env!("NOVERLAY_GIT_COMMIT");
 
+/// Seconds since the Unix epoch (0 if the clock is before it), for the
+/// `*_unix` times both agents report.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 /// What `--version` prints after the program name: the package version, the
 /// git commit and the agent-to-agent protocol version.
 pub fn version(package: &str, protocol: u32) -> String {

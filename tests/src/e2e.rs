@@ -342,6 +342,24 @@ impl Testbed {
         ])
     }
 
+    /// `host-agent status [--json]`, as an operator on the host runs it.
+    pub fn host_status(&self, json: bool) -> anyhow::Result<String> {
+        let socket = self
+            .certs
+            .host
+            .cert
+            .parent()
+            .unwrap_or(self.dir())
+            .join("host-agent.sock");
+        let binary = self.bins.host_agent.display().to_string();
+        let socket = socket.display().to_string();
+        let mut args = vec![binary.as_str(), "status", "--socket", socket.as_str()];
+        if json {
+            args.push("--json");
+        }
+        netns::run(&args)
+    }
+
     /// kill -9: the agent gets no chance to clean up (nor should it need one).
     pub fn kill_dpu_agent(&mut self) {
         kill(self.dpu_agent.take());

@@ -207,9 +207,16 @@ impl HostOptions {
 }
 
 pub fn host_config_toml(options: &HostOptions, tls: &TlsFiles) -> String {
+    // The status socket next to the certificates: never the machine's /run.
+    let socket = tls
+        .cert
+        .parent()
+        .unwrap_or(std::path::Path::new("/tmp"))
+        .join("host-agent.sock");
     let mut text = format!(
         r#"host_name = "node1"
 gateway_interface = "{gw}"
+status_socket = "{socket}"
 
 [dpu]
 address = "{addr}"
@@ -228,6 +235,7 @@ initial_ms = 50
 max_ms = 500
 "#,
         gw = options.gateway_interface,
+        socket = socket.display(),
         addr = options.dpu_address,
         identity = options.dpu_identity,
         cert = tls.cert.display(),

@@ -103,6 +103,25 @@ fn traffic_takes_the_path_with_both_snats() -> anyhow::Result<()> {
         route.contains("via 169.254.0.4 dev eth0 proto 240"),
         "{route}"
     );
+    // What `host-agent status` shows an operator on the host.
+    let human = bed.host_status(false)?;
+    for expected in [
+        "DPU 198.19.254.2:50051: following",
+        "contract: revision 1,",
+        "masquerade 169.254.0.0/17 (host 169.254.0.2, next hop 169.254.0.4), underlay 198.18.0.10, cluster CIDRs: 198.18.128.0/17",
+        "198.18.128.0/17 via 169.254.0.4 dev eth0 proto 240",
+        "snat ip to 169.254.0.2",
+        "last error: none",
+    ] {
+        assert!(human.contains(expected), "no {expected:?} in\n{human}");
+    }
+    let json = bed.host_status(true)?;
+    let report: host_agent::local_status::StatusReport = serde_json::from_str(&json)?;
+    assert_eq!(report.phase, "following");
+    assert_eq!(
+        report.contract.map(|c| c.families[0].cluster_cidrs.clone()),
+        Some(vec![CLUSTER_CIDR.to_string()])
+    );
     // On the DPU the uplink guard went on before the first flow did.
     let logs = bed.agent_logs();
     let guard = logs.find("uplink guard written");

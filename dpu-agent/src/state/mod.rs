@@ -16,12 +16,9 @@ use noverlay_proto::{
 };
 use noverlay_runtime::lock;
 pub use sources::{Source, SourceStatus, Sources};
-use std::{
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::{SystemTime, UNIX_EPOCH},
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicU64, Ordering},
 };
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -417,9 +414,4 @@ fn bounded_report(mut report: pb::HostReport) -> pb::HostReport {
     report
 }
 
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use noverlay_runtime::unix_now;
