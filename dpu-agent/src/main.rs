@@ -28,11 +28,20 @@ enum Command {
     /// bundle) and the uplink guard's nftables table. Flows and tables of
     /// others stay as they are.
     Cleanup {
+        /// Path of the TOML config file.
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Write the man pages into a directory (for packaging).
+    #[command(hide = true)]
+    GenerateMan {
+        /// The directory the pages go into (created if needed).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Validate the config and print the offer and the planned flows.
     CheckConfig {
+        /// Path of the TOML config file.
         #[arg(long, short)]
         config: PathBuf,
     },
@@ -42,7 +51,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let version =
         noverlay_runtime::version(env!("CARGO_PKG_VERSION"), noverlay_proto::PROTOCOL_VERSION);
-    let matches = Cli::command().version(version).get_matches();
+    let matches = Cli::command().version(version.clone()).get_matches();
     let cli = Cli::from_arg_matches(&matches)?;
     noverlay_runtime::start(cli.log_format);
     match cli.command {
@@ -59,6 +68,13 @@ async fn main() -> anyhow::Result<()> {
                 config.raw.bridge.name,
                 dpu_agent::guard::table_id()
             );
+            Ok(())
+        }
+        Command::GenerateMan { out } => {
+            let command = Cli::command().version(version);
+            for page in noverlay_runtime::man::write_man_pages(command, &out)? {
+                println!("{}", page.display());
+            }
             Ok(())
         }
         Command::CheckConfig { config } => check_config(config),

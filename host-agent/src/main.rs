@@ -35,11 +35,20 @@ enum Command {
     /// Remove everything the agent owns: routes with its protocol number, the
     /// dummy next hop's neighbour, the masquerade address, its nft table.
     Cleanup {
+        /// Path of the TOML config file.
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Write the man pages into a directory (for packaging).
+    #[command(hide = true)]
+    GenerateMan {
+        /// The directory the pages go into (created if needed).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Validate the config and print the proposal it makes to the DPU.
     CheckConfig {
+        /// Path of the TOML config file.
         #[arg(long, short)]
         config: PathBuf,
     },
@@ -59,7 +68,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let version =
         noverlay_runtime::version(env!("CARGO_PKG_VERSION"), noverlay_proto::PROTOCOL_VERSION);
-    let matches = Cli::command().version(version).get_matches();
+    let matches = Cli::command().version(version.clone()).get_matches();
     let cli = Cli::from_arg_matches(&matches)?;
     noverlay_runtime::start(cli.log_format);
     match cli.command {
@@ -81,6 +90,13 @@ async fn main() -> anyhow::Result<()> {
                 .teardown(&HostSettings::from_config(&config))
                 .await?;
             println!("removed everything host-agent owns");
+            Ok(())
+        }
+        Command::GenerateMan { out } => {
+            let command = Cli::command().version(version);
+            for page in noverlay_runtime::man::write_man_pages(command, &out)? {
+                println!("{}", page.display());
+            }
             Ok(())
         }
         Command::CheckConfig { config } => {

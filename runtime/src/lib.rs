@@ -9,6 +9,7 @@
 //! loop that both `main.rs` files would otherwise each repeat.
 
 pub mod logging;
+pub mod man;
 pub mod metrics;
 pub mod signals;
 pub mod systemd;

@@ -36,7 +36,7 @@ fn units_pass_systemd_analyze_verify() -> anyhow::Result<()> {
     ] {
         // verify checks that ExecStart exists: point it at the built binary.
         let text = std::fs::read_to_string(deploy(unit))?;
-        let installed = format!("/usr/local/bin/{}", unit.trim_end_matches(".service"));
+        let installed = format!("/usr/bin/{}", unit.trim_end_matches(".service"));
         let copy = dir.path().join(unit);
         std::fs::write(
             &copy,

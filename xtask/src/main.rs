@@ -1,7 +1,12 @@
 //! `cargo xtask setup|demo|test`: installs what the project needs on a
 //! Debian or Ubuntu machine (as root; without root it prints the exact
 //! commands to run), then builds and runs the demo or the whole test suite.
+//! `cargo xtask package` builds the Debian packages of both agents;
+//! `cargo xtask package-check` (root, for CI) installs them, checks what
+//! they installed, purges them and checks that nothing is left.
 //! Only std: it must build before the libraries the agents need exist.
+
+mod package;
 
 use std::{
     path::Path,
@@ -33,8 +38,10 @@ fn main() -> ExitCode {
         "setup" => setup(),
         "demo" => setup().and_then(|()| demo()),
         "test" => setup().and_then(|()| test()),
+        "package" => package::build().map(drop),
+        "package-check" => package::build().and_then(|debs| package::check(&debs)),
         _ => Err(
-            "usage: cargo xtask <setup|demo|test>\n  setup  install what is missing (root) or print how\n  demo   set up, build and run the demo\n  test   set up, build and run every test"
+            "usage: cargo xtask <setup|demo|test|package|package-check>\n  setup          install what is missing (root) or print how\n  demo           set up, build and run the demo\n  test           set up, build and run every test\n  package        build the Debian packages (target/debian/)\n  package-check  build them, install, check, purge, check nothing is left (root)"
                 .into(),
         ),
     };
@@ -47,7 +54,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -138,14 +145,18 @@ fn test() -> Result<(), String> {
     }
 }
 
-fn cargo(args: &[&str]) -> Result<(), String> {
+pub(crate) fn cargo(args: &[&str]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     run(&cargo, args)
 }
 
+pub(crate) fn workspace_root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
 /// Runs a command from the workspace root, passing its output through.
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+pub(crate) fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let root = workspace_root();
     let status = Command::new(program)
         .args(args)
         .current_dir(&root)
