@@ -34,10 +34,12 @@ pub struct HostConfig {
     pub status_socket: PathBuf,
     /// The interface facing the DPU's host representor, e.g. "eth0".
     pub gateway_interface: String,
-    /// OVN-Kubernetes' management port; broad cluster-CIDR routes through it
-    /// are removed, its node-subnet route is kept.
+    /// OVN-Kubernetes' management port (its node-subnet route always stays).
     #[serde(default = "default_mp0")]
     pub mp0_interface: String,
+    /// What to do about cluster-CIDR routes through mp0 (see [`Mp0Routes`]).
+    #[serde(default)]
+    pub mp0_routes: Mp0Routes,
     pub dpu: DpuEndpoint,
     pub tls: TlsFiles,
     /// Defaults to the one mode in scope. Any other mode makes the agent
@@ -50,6 +52,21 @@ pub struct HostConfig {
     pub ownership: Ownership,
     #[serde(default)]
     pub reconnect: Reconnect,
+}
+
+/// Cluster-CIDR routes through mp0: OVN-Kubernetes' route manager owns them
+/// where ovnkube-node runs, and restores them whenever they change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mp0Routes {
+    /// Leave them alone; ours win by being more specific (each cluster CIDR
+    /// is routed as its two halves). Right next to ovnkube-node, harmless
+    /// without it.
+    #[default]
+    Keep,
+    /// Route each cluster CIDR as is and delete broad routes through mp0:
+    /// for hosts where nothing manages mp0's routes.
+    Remove,
 }
 
 fn default_status_socket() -> PathBuf {
@@ -231,6 +248,7 @@ impl HostConfig {
             self.gateway_interface != next.gateway_interface,
         );
         differ("mp0_interface", self.mp0_interface != next.mp0_interface);
+        differ("mp0_routes", self.mp0_routes != next.mp0_routes);
         differ("dpu", self.dpu != next.dpu);
         differ("mode", self.mode != next.mode);
         differ("ipv4", self.ipv4 != next.ipv4);

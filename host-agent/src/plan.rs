@@ -5,7 +5,7 @@
 //! obeys: it must be the contract the host asked for, and it must not
 //! overlap the host's own addresses.
 
-use crate::config::ValidHostConfig;
+use crate::config::{Mp0Routes, ValidHostConfig};
 use ipnet::IpNet;
 use noverlay_proto::contract::{Contract, Family, format_mac, overlaps};
 use std::{fmt::Write as _, net::IpAddr};
@@ -15,6 +15,7 @@ use std::{fmt::Write as _, net::IpAddr};
 pub struct HostSettings {
     pub gateway_interface: String,
     pub mp0_interface: String,
+    pub mp0_routes: Mp0Routes,
     pub route_protocol: u8,
     pub nft_table: String,
 }
@@ -24,6 +25,7 @@ impl HostSettings {
         HostSettings {
             gateway_interface: config.raw.gateway_interface.clone(),
             mp0_interface: config.raw.mp0_interface.clone(),
+            mp0_routes: config.raw.mp0_routes,
             route_protocol: config.raw.ownership.route_protocol,
             nft_table: config.raw.ownership.nft_table.clone(),
         }
@@ -89,9 +91,28 @@ pub struct HostPlan {
     pub neighbours: Vec<PlannedNeighbour>,
     pub routes: Vec<PlannedRoute>,
     pub nft: NftPlan,
-    /// Routes through this interface that cover a cluster CIDR are removed.
     pub mp0_interface: String,
+    /// Remove routes through mp0 that cover a cluster CIDR (`Remove`), or
+    /// leave them and route each CIDR as its two more specific halves (`Keep`).
+    pub mp0_routes: Mp0Routes,
     pub cluster_cidrs: Vec<IpNet>,
+}
+
+/// The destinations routed for one cluster CIDR. Next to routes through
+/// mp0 that are kept (ovnkube-node's route manager owns them by destination,
+/// table and metric, and restores them when touched), the CIDR is routed as
+/// its two halves: longest-prefix match makes them win over the whole-CIDR
+/// mp0 route without touching it, while more specific routes (the node
+/// subnet on mp0) still win over them. A CIDR that cannot be split is
+/// refused by [`check_limits`].
+pub fn route_destinations(cidr: &IpNet, mp0_routes: Mp0Routes) -> Vec<IpNet> {
+    match mp0_routes {
+        Mp0Routes::Remove => vec![*cidr],
+        Mp0Routes::Keep => cidr
+            .subnets(cidr.prefix_len() + 1)
+            .map(|halves| halves.collect())
+            .unwrap_or_else(|_| vec![*cidr]),
+    }
 }
 
 /// Plans the host state for a validated contract.
@@ -110,6 +131,7 @@ pub fn plan(contract: &Contract, settings: &HostSettings) -> HostPlan {
             rules: Vec::new(),
         },
         mp0_interface: settings.mp0_interface.clone(),
+        mp0_routes: settings.mp0_routes,
         cluster_cidrs: contract.cluster_cidrs().copied().collect(),
     };
     for family in &contract.families {
@@ -124,13 +146,15 @@ pub fn plan(contract: &Contract, settings: &HostSettings) -> HostPlan {
             mac: masq.dummy_next_hop_mac(),
         });
         for cidr in &family.cluster_cidrs {
-            plan.routes.push(PlannedRoute {
-                dst: *cidr,
-                via: masq.dummy_next_hop,
-                dev: dev.clone(),
-                mtu: contract.mtu,
-                protocol: settings.route_protocol,
-            });
+            for dst in route_destinations(cidr, settings.mp0_routes) {
+                plan.routes.push(PlannedRoute {
+                    dst,
+                    via: masq.dummy_next_hop,
+                    dev: dev.clone(),
+                    mtu: contract.mtu,
+                    protocol: settings.route_protocol,
+                });
+            }
             plan.nft.rules.push(SnatRule {
                 cidr: *cidr,
                 to: masq.host_ip,
@@ -182,16 +206,24 @@ impl HostPlan {
             let _ = writeln!(out, "route {r}");
         }
         out.push_str(&self.nft.render());
-        let _ = writeln!(
-            out,
-            "remove routes via {} covering: {}",
-            self.mp0_interface,
-            self.cluster_cidrs
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let cidrs = self
+            .cluster_cidrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = match self.mp0_routes {
+            Mp0Routes::Remove => writeln!(
+                out,
+                "remove routes via {} covering: {cidrs}",
+                self.mp0_interface
+            ),
+            Mp0Routes::Keep => writeln!(
+                out,
+                "keep routes via {} (ours are more specific) for: {cidrs}",
+                self.mp0_interface
+            ),
+        };
         out
     }
 }
@@ -261,6 +293,10 @@ pub enum HostCheckError {
     )]
     CoversTheDpu { cidr: IpNet, dpu: IpAddr },
     #[error(
+        "cluster CIDR {cidr} is a single address: with mp0_routes = \"keep\" every CIDR is routed as its two halves to win over mp0's route, and a single address has none (set mp0_routes = \"remove\" where nothing manages mp0's routes)"
+    )]
+    CannotSplit { cidr: IpNet },
+    #[error(
         "contract revision {got} is older than revision {had}, already received in this session"
     )]
     RevisionBackwards { got: u64, had: u64 },
@@ -293,6 +329,13 @@ pub fn check_limits(contract: &Contract, config: &ValidHostConfig) -> Result<(),
                 },
             });
         }
+    }
+    if config.raw.mp0_routes == Mp0Routes::Keep
+        && let Some(cidr) = contract
+            .cluster_cidrs()
+            .find(|c| c.prefix_len() == c.max_prefix_len())
+    {
+        return Err(HostCheckError::CannotSplit { cidr: *cidr });
     }
     if let Ok(dpu) = config.raw.dpu.address.parse::<std::net::SocketAddr>()
         && let Some(cidr) = contract.cluster_cidrs().find(|c| c.contains(&dpu.ip()))
@@ -424,6 +467,7 @@ mod tests {
         HostSettings {
             gateway_interface: "eth0".into(),
             mp0_interface: "ovn-k8s-mp0".into(),
+            mp0_routes: Mp0Routes::Keep,
             route_protocol: 240,
             nft_table: "noverlay".into(),
         }
@@ -452,13 +496,22 @@ mod tests {
 
     #[test]
     fn one_route_and_one_rule_per_cidr_no_src() {
-        let p = plan(&contract(true), &settings());
+        let removing = HostSettings {
+            mp0_routes: Mp0Routes::Remove,
+            ..settings()
+        };
+        let p = plan(&contract(true), &removing);
         assert_eq!(p.routes.len(), 3);
         assert_eq!(p.nft.rules.len(), 3);
         assert_eq!(
             render_route(&p.routes[0]),
             "198.18.128.0/17 via 169.254.0.4 dev eth0 proto 240 mtu 1400"
         );
+        // Next to kept mp0 routes: two routes (the halves) per CIDR, still
+        // one SNAT rule per CIDR.
+        let p = plan(&contract(true), &settings());
+        assert_eq!(p.routes.len(), 6);
+        assert_eq!(p.nft.rules.len(), 3);
         assert_eq!(p.addresses[1].addr, net("fd69::2/112"));
     }
 
@@ -550,6 +603,32 @@ mod tests {
             error.to_string().contains(&dpu.ip().to_string())
                 && error.to_string().contains(&covering),
             "{error}"
+        );
+        // Next to mp0's routes a CIDR is routed as its halves: a single
+        // address cannot be; where mp0's routes are removed it can.
+        assert_eq!(
+            check_limits(&with(&["198.18.200.1/32"]), &config),
+            Err(HostCheckError::CannotSplit {
+                cidr: net("198.18.200.1/32")
+            })
+        );
+        let mut removing = config.clone();
+        removing.raw.mp0_routes = Mp0Routes::Remove;
+        assert_eq!(check_limits(&with(&["198.18.200.1/32"]), &removing), Ok(()));
+    }
+
+    #[test]
+    fn kept_mp0_routes_are_outdone_by_halves_removed_ones_replaced_whole() {
+        let cidr = net("198.18.128.0/17");
+        assert_eq!(
+            route_destinations(&cidr, Mp0Routes::Keep),
+            [net("198.18.128.0/18"), net("198.18.192.0/18")]
+        );
+        assert_eq!(route_destinations(&cidr, Mp0Routes::Remove), [cidr]);
+        let v6 = net("fd00:10:244::/48");
+        assert_eq!(
+            route_destinations(&v6, Mp0Routes::Keep),
+            [net("fd00:10:244::/49"), net("fd00:10:244:8000::/49")]
         );
     }
 }

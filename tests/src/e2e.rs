@@ -9,7 +9,7 @@
 //!  eth0 198.18.0.10/24 ─── pf0hpf ─┐                                   ┌─ p0 ─── eth0 198.18.0.20/24
 //!  (MAC = bridge MAC)              breth0 ── patch ── br-ovn (router)  │        lo 198.18.200.1 (pod)
 //!  mgmt 198.19.254.1/30 ── mgmt 198.19.254.2/30 (gRPC, mTLS)                    lo 198.19.128.1 (pod)
-//!  ovn-k8s-mp0 (node subnet + a broad cluster route to be removed)
+//!  ovn-k8s-mp0 (node subnet + ovnkube's broad cluster route, kept)
 //! ```
 //!
 //! br-ovn stands in for OVN's gateway router (real OVN is not started): it

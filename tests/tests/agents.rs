@@ -46,7 +46,9 @@ async fn host_follows_cidr_changes_and_dpu_sees_the_reports() -> anyhow::Result<
     let Some(DryRunEvent::Applied(plan)) = host.log.events().last().cloned() else {
         anyhow::bail!("nothing applied")
     };
-    assert_eq!(plan.routes.len(), 2);
+    // Two halves per CIDR next to mp0's routes (the default), one SNAT
+    // rule per CIDR.
+    assert_eq!(plan.routes.len(), 4);
     assert_eq!(plan.nft.rules.len(), 2);
 
     // The DPU learns what the host applied.
@@ -63,7 +65,7 @@ async fn host_follows_cidr_changes_and_dpu_sees_the_reports() -> anyhow::Result<
         .ok_or_else(|| anyhow::anyhow!("no report"))?;
     assert_eq!(report.revision, 2);
     assert!(report.applied);
-    assert_eq!(report.routes.len(), 2);
+    assert_eq!(report.routes.len(), 4);
     host.stop().await?;
     dpu.stop().await
 }

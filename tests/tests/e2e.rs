@@ -84,23 +84,24 @@ fn traffic_takes_the_path_with_both_snats() -> anyhow::Result<()> {
         || bed.path_flow_packets().is_ok_and(|n| n > before),
     )
     .map_err(anyhow::Error::msg)?;
+    // mp0's routes stay as they are (mp0_routes = "keep", the default):
+    // ours, the CIDR's two halves, are more specific and win.
     let mp0 = bed.host.sh("ip route show dev ovn-k8s-mp0")?;
     assert!(
-        !mp0.contains(CLUSTER_CIDR),
-        "cluster route via mp0 still there: {mp0}"
+        mp0.contains(CLUSTER_CIDR) && mp0.contains("198.18.130.0/24"),
+        "mp0's routes were touched: {mp0}"
     );
-    assert!(
-        mp0.contains("198.18.130.0/24"),
-        "node subnet route removed: {mp0}"
-    );
+    let chosen = bed.host.sh(&format!("ip route get {REMOTE_POD}"))?;
+    assert!(chosen.contains("via 169.254.0.4 dev eth0"), "{chosen}");
     let snat = bed.host.sh("nft list table inet noverlay")?;
     assert!(
         !snat.contains("counter packets 0 "),
         "the host SNAT rule counted nothing:\n{snat}"
     );
-    let route = bed.host.sh(&format!("ip route show {CLUSTER_CIDR}"))?;
+    let route = bed.host.sh("ip route show proto 240")?;
     assert!(
-        route.contains("via 169.254.0.4 dev eth0 proto 240"),
+        route.contains("198.18.128.0/18 via 169.254.0.4 dev eth0 proto 240")
+            && route.contains("198.18.192.0/18 via 169.254.0.4 dev eth0 proto 240"),
         "{route}"
     );
     // What `host-agent status` shows an operator on the host.
@@ -109,7 +110,7 @@ fn traffic_takes_the_path_with_both_snats() -> anyhow::Result<()> {
         "DPU 198.19.254.2:50051: following",
         "contract: revision 1,",
         "masquerade 169.254.0.0/17 (host 169.254.0.2, next hop 169.254.0.4), underlay 198.18.0.10, cluster CIDRs: 198.18.128.0/17",
-        "198.18.128.0/17 via 169.254.0.4 dev eth0 proto 240",
+        "198.18.128.0/18 via 169.254.0.4 dev eth0 proto 240",
         "snat ip to 169.254.0.2",
         "last error: none",
     ] {
@@ -174,10 +175,8 @@ fn a_flushed_ruleset_is_repaired() -> anyhow::Result<()> {
 #[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
 fn a_deleted_route_is_repaired() -> anyhow::Result<()> {
     let (_guard, mut bed) = path_up()?;
-    recovers_from(&mut bed, "route deleted", |bed| {
-        bed.host
-            .sh(&format!("ip route del {CLUSTER_CIDR}"))
-            .map(drop)
+    recovers_from(&mut bed, "our routes deleted", |bed| {
+        bed.host.sh("ip route flush proto 240").map(drop)
     })
 }
 
@@ -225,9 +224,10 @@ fn a_cidr_added_and_removed_at_runtime_follows() -> anyhow::Result<()> {
         &format!("the route for {LATE_CIDR} to be removed"),
         RECOVERY,
         || {
+            // Ours to it are gone, whatever their prefix (whole or halves).
             bed.host
-                .sh(&format!("ip route show {LATE_CIDR}"))
-                .is_ok_and(|r| !r.contains("proto 240"))
+                .sh("ip route show proto 240")
+                .is_ok_and(|r| !r.contains("198.19.128."))
         },
     )
     .map_err(anyhow::Error::msg)?;

@@ -58,9 +58,14 @@ async fn applies_the_negotiated_contract_and_reports_it() -> anyhow::Result<()> 
     let report = dpu.next_report().await?;
     assert!(report.applied, "{report:?}");
     assert_eq!(report.revision, 1);
+    // The CIDR's two halves: more specific than a route through mp0, which
+    // stays (mp0_routes = "keep", the default).
     assert_eq!(
         report.routes,
-        vec!["198.18.128.0/17 via 169.254.0.4 dev eth0 proto 240 mtu 1400".to_string()]
+        vec![
+            "198.18.128.0/18 via 169.254.0.4 dev eth0 proto 240 mtu 1400".to_string(),
+            "198.18.192.0/18 via 169.254.0.4 dev eth0 proto 240 mtu 1400".to_string()
+        ]
     );
     assert!(
         report

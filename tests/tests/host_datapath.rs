@@ -4,7 +4,7 @@
 
 use host_agent::{
     agent::{HostAgent, HostStatus},
-    config::HostConfig,
+    config::{HostConfig, Mp0Routes},
     dataplane::{Dataplane, kernel::Kernel},
     plan::{self, HostPlan, HostSettings},
 };
@@ -77,10 +77,12 @@ fn contract() -> Contract {
     Contract::new(1, Mode::IN_SCOPE, families, 1400, "eth0".into()).expect("contract")
 }
 
+/// Where nothing manages mp0's routes: ours replace the broad ones.
 fn settings() -> HostSettings {
     HostSettings {
         gateway_interface: "eth0".into(),
         mp0_interface: "ovn-k8s-mp0".into(),
+        mp0_routes: Mp0Routes::Remove,
         route_protocol: 240,
         nft_table: "noverlay".into(),
     }
@@ -596,6 +598,263 @@ fn repair_never_waits_on_a_stalled_dpu() -> anyhow::Result<()> {
     assert!(
         repaired_in < host_agent::agent::RPC_DEADLINE / 2,
         "repair waited {repaired_in:?} on the stalled DPU"
+    );
+    Ok(())
+}
+
+/// ovnkube-node's route manager, emulated as NEIGHBOURS of a DPU host see
+/// it: it owns `198.18.128.0/17 dev ovn-k8s-mp0` by (destination, table,
+/// metric), puts it back whenever an event shows that key changed or gone,
+/// and re-syncs it on a timer. Returns how many times it had to restore.
+struct RouteManager {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    monitor: std::process::Child,
+    thread: std::thread::JoinHandle<u64>,
+    syncer: std::thread::JoinHandle<()>,
+}
+
+const OVNKUBE_ROUTE: &str = "198.18.128.0/17 dev ovn-k8s-mp0";
+
+impl RouteManager {
+    fn start(host: &NetNs) -> anyhow::Result<Self> {
+        use std::io::BufRead;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let mut monitor = std::process::Command::new("ip")
+            .args(["-n", &host.name, "monitor", "route"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let stdout = monitor
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no monitor output"))?;
+        let name = host.name.clone();
+        let restore = move || {
+            let _ = std::process::Command::new("ip")
+                .args(["-n", &name, "route", "replace"])
+                .args(OVNKUBE_ROUTE.split(' '))
+                .output();
+        };
+        let react = restore.clone();
+        let thread = std::thread::spawn(move || {
+            let mut restores = 0;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                // Its key changed hands or went away: put it back.
+                let mine = line
+                    .trim_start_matches("Deleted ")
+                    .starts_with("198.18.128.0/17 ");
+                let as_it_wants = line.starts_with(OVNKUBE_ROUTE);
+                if mine && !as_it_wants {
+                    restores += 1;
+                    react();
+                }
+            }
+            restores
+        });
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        // Its periodic sync, much faster than ovnkube's 2 minutes: churn.
+        let syncer = std::thread::spawn(move || {
+            while !stopping.load(Ordering::Relaxed) {
+                restore();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Ok(RouteManager {
+            stop,
+            monitor,
+            thread,
+            syncer,
+        })
+    }
+
+    fn stop(mut self) -> anyhow::Result<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.syncer.join();
+        let _ = self.monitor.kill();
+        let _ = self.monitor.wait();
+        self.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("route manager thread panicked"))
+    }
+}
+
+/// Next to ovnkube-node's route manager (`mp0_routes = "keep"`, the
+/// default): its route through mp0 stays exactly as it is, ours win by
+/// being more specific, the node subnet still goes to mp0, its churn wakes
+/// no reconcile of ours, and no packet to a remote pod takes mp0 while it
+/// runs (~1000 packets/s).
+#[test]
+#[ignore = "privileged: needs root, network namespaces and nftables; run as root with --include-ignored (CI does)"]
+fn next_to_ovnkubes_route_manager_its_routes_stay_and_ours_win() -> anyhow::Result<()> {
+    netns::require_privileges()?;
+    let topo = topology()?;
+    let host = &topo.host;
+    // What leaves through mp0, counted on its peer.
+    host.sh("set -e
+        nft add table netdev mp0seen
+        nft add chain netdev mp0seen in '{ type filter hook ingress device mp0-peer priority 0; }'
+        nft add rule netdev mp0seen in ip daddr 198.18.200.1 counter")?;
+    let manager = RouteManager::start(host)?;
+    let keeping = HostSettings {
+        mp0_routes: Mp0Routes::Keep,
+        ..settings()
+    };
+    let plan = plan::plan(&contract(), &keeping);
+    let (first, second, woken) = host.run(move || async move {
+        let mut kernel = Kernel::open(masquerades())?;
+        let first = kernel.apply(&plan).await?;
+        // The new link's IPv6 addresses settle (DAD) with events of their
+        // own; then a second of ovnkube's churn: not one wake-up for us.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        kernel.absorb_drift();
+        let woken = tokio::time::timeout(Duration::from_secs(1), kernel.drift())
+            .await
+            .is_ok();
+        let second = kernel.apply(&plan).await?;
+        Ok((first, second, woken))
+    })?;
+    assert!(!woken, "ovnkube's route churn woke a reconcile");
+    assert_eq!(second.changes, 0, "a second apply changed something");
+    assert_eq!(
+        first
+            .routes
+            .iter()
+            .filter(|r| r.starts_with("198.18.128.0/18 ") || r.starts_with("198.18.192.0/18 "))
+            .count(),
+        2,
+        "{:?}",
+        first.routes
+    );
+    // Their route as they made it; ours decide.
+    let theirs = host.sh("ip route show 198.18.128.0/17")?;
+    assert!(
+        theirs.contains(OVNKUBE_ROUTE) && !theirs.contains("proto 240"),
+        "{theirs}"
+    );
+    let remote = host.sh("ip route get 198.18.200.1")?;
+    assert!(remote.contains("via 169.254.0.4 dev eth0"), "{remote}");
+    let local = host.sh("ip route get 198.18.130.5")?;
+    assert!(local.contains("dev ovn-k8s-mp0"), "{local}");
+
+    // ~1000 packets/s to a remote pod while the route manager churns.
+    let started = Instant::now();
+    host.run(|| async {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        for _ in 0..1000 {
+            socket.send_to(b"to a remote pod", "198.18.200.1:9")?;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    })?;
+    let took = started.elapsed();
+    let restores = manager.stop()?;
+    let through_mp0 = {
+        let listing = host.sh("nft list table netdev mp0seen")?;
+        listing
+            .split_whitespace()
+            .skip_while(|w| *w != "packets")
+            .nth(1)
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or_else(|| anyhow::anyhow!("no counter in {listing}"))?
+    };
+    let reached = seen(&topo.dpu, "169.254.0.2")?;
+    println!(
+        "1000 packets in {took:?} next to ovnkube's churning route manager: {reached} reached the DPU, \
+         {through_mp0} took mp0; the route manager had to restore its route {restores} times"
+    );
+    assert_eq!(through_mp0, 0, "packets to a remote pod took mp0");
+    assert_eq!(reached, 1000, "not every packet reached the DPU");
+    assert_eq!(restores, 0, "we touched ovnkube's route");
+
+    // The contrast, which the emulator must see: removing mp0's routes
+    // (`mp0_routes = "remove"`) takes its key, and it fights back.
+    let manager = RouteManager::start(host)?;
+    let removing = plan::plan(&contract(), &settings());
+    host.run(move || async move {
+        Kernel::open(masquerades())?.apply(&removing).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(())
+    })?;
+    let fought = manager.stop()?;
+    println!("with mp0_routes = \"remove\" the route manager restored its route {fought} times");
+    assert!(
+        fought > 0,
+        "the route manager emulator saw nothing to restore"
+    );
+    Ok(())
+}
+
+/// Upgrading from whole-CIDR routes to halves (or back) never leaves the
+/// CIDR without a route of ours: the new routes go in before the old one
+/// goes, and ovnkube's route is left alone either way.
+#[test]
+#[ignore = "privileged: needs root, network namespaces and nftables; run as root with --include-ignored (CI does)"]
+fn switching_between_whole_routes_and_halves_keeps_the_cidr_routed() -> anyhow::Result<()> {
+    netns::require_privileges()?;
+    let topo = topology()?;
+    let remove = plan::plan(&contract(), &settings());
+    let keep = plan::plan(
+        &contract(),
+        &HostSettings {
+            mp0_routes: Mp0Routes::Keep,
+            ..settings()
+        },
+    );
+    let ours = |host: &NetNs| host.sh("ip route show proto 240");
+    topo.host.run({
+        let remove = remove.clone();
+        move || async move {
+            Kernel::open(masquerades())?.apply(&remove).await?;
+            Ok(())
+        }
+    })?;
+    assert!(ours(&topo.host)?.contains("198.18.128.0/17 via 169.254.0.4"));
+    // From whole to halves, watched from another process: the whole route
+    // goes only once both halves are there.
+    let mut monitor = std::process::Command::new("ip")
+        .args(["-n", &topo.host.name, "monitor", "route"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(200));
+    topo.host.run(move || async move {
+        Kernel::open(masquerades())?.apply(&keep).await?;
+        Ok(())
+    })?;
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = monitor.kill();
+    let output = monitor.wait_with_output()?;
+    let events = String::from_utf8_lossy(&output.stdout);
+    let position = |needle: &str| {
+        events
+            .find(needle)
+            .ok_or_else(|| anyhow::anyhow!("no {needle:?} in\n{events}"))
+    };
+    let deleted = position("Deleted 198.18.128.0/17 via 169.254.0.4")?;
+    assert!(
+        position("198.18.128.0/18 via 169.254.0.4")? < deleted,
+        "{events}"
+    );
+    assert!(
+        position("198.18.192.0/18 via 169.254.0.4")? < deleted,
+        "{events}"
+    );
+    let now = ours(&topo.host)?;
+    assert!(
+        now.contains("198.18.128.0/18") && !now.contains("198.18.128.0/17"),
+        "{now}"
+    );
+    // And back.
+    topo.host.run(move || async move {
+        Kernel::open(masquerades())?.apply(&remove).await?;
+        Ok(())
+    })?;
+    let now = ours(&topo.host)?;
+    assert!(
+        now.contains("198.18.128.0/17") && !now.contains("198.18.128.0/18"),
+        "{now}"
     );
     Ok(())
 }

@@ -194,7 +194,7 @@ async fn loopback_demo() -> anyhow::Result<()> {
 
     let host_config = host_agent::config::HostConfig::load(&dir.join("host-agent.toml"))?;
     let settings = HostSettings::from_config(&host_config);
-    section("host plan: address, neighbour, routes, nftables, mp0 cleanup");
+    section("host plan: address, neighbour, routes, nftables, mp0 routes");
     print!("{}", plan::plan(&contract, &settings).render());
 
     // Read the DPU's status over mTLS, exactly as grpcurl would.

@@ -8,6 +8,7 @@
 //! them wakes one reconcile, and nothing queues up unbounded.
 
 use super::super::netlink_route::{self, parse_route};
+use crate::config::Mp0Routes;
 use futures::{FutureExt, StreamExt};
 use ipnet::IpNet;
 use noverlay_runtime::lock;
@@ -35,6 +36,9 @@ pub struct Interest {
     pub gateway_index: Option<u32>,
     pub mp0_name: String,
     pub mp0_index: Option<u32>,
+    /// Kept mp0 routes are someone else's business: their churn (ovnkube's
+    /// route manager restoring them) wakes nothing.
+    pub mp0_routes: Mp0Routes,
     pub route_protocol: u8,
     /// The cluster CIDRs: routes overlapping them matter.
     pub prefixes: Vec<IpNet>,
@@ -60,12 +64,17 @@ impl Interest {
             }
             RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r) => {
                 parse_route(r.clone()).is_some_and(|route| {
-                    route.protocol == self.route_protocol
-                        || (route.oif.is_some() && route.oif == self.mp0_index)
-                        || self
-                            .prefixes
+                    let through_mp0 = route.oif.is_some() && route.oif == self.mp0_index;
+                    let overlapping = || {
+                        self.prefixes
                             .iter()
                             .any(|p| p.contains(&route.dst) || route.dst.contains(p))
+                    };
+                    route.protocol == self.route_protocol
+                        || match self.mp0_routes {
+                            Mp0Routes::Remove => through_mp0 || overlapping(),
+                            Mp0Routes::Keep => !through_mp0 && overlapping(),
+                        }
                 })
             }
             RouteNetlinkMessage::NewNeighbour(n) | RouteNetlinkMessage::DelNeighbour(n) => {
@@ -227,6 +236,7 @@ mod tests {
             gateway_index: Some(2),
             mp0_name: "ovn-k8s-mp0".into(),
             mp0_index: Some(3),
+            mp0_routes: Mp0Routes::Remove,
             route_protocol: 240,
             prefixes: vec!["198.18.128.0/17".parse().expect("net")],
             neighbours: vec!["169.254.0.4".parse().expect("ip")],
@@ -286,6 +296,21 @@ mod tests {
         assert!(!i.matters(&neighbour([10, 1, 0, 7], 9)));
         assert!(!i.matters(&neighbour([169, 254, 0, 4], 9)));
         assert!(!i.matters(&link("veth9", 9)));
+    }
+
+    #[test]
+    fn kept_mp0_routes_churning_wake_nothing() {
+        let i = Interest {
+            mp0_routes: Mp0Routes::Keep,
+            ..interest()
+        };
+        // ovnkube's route manager restoring its cluster route via mp0, or
+        // anything else through mp0: not ours to follow.
+        assert!(!i.matters(&route([198, 18, 128, 0], 17, 3, 3)));
+        assert!(!i.matters(&route([198, 18, 130, 0], 24, 2, 3)));
+        // Ours, and someone else's route into a cluster CIDR elsewhere, still do.
+        assert!(i.matters(&route([198, 18, 128, 0], 18, 240, 2)));
+        assert!(i.matters(&route([198, 18, 200, 0], 24, 4, 9)));
     }
 
     #[test]

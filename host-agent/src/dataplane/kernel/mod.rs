@@ -5,8 +5,9 @@
 //! `apply` is a reconcile, one small step per kind of object: each reads
 //! what the kernel has, diffs it against the plan ([`reconcile`]) and
 //! changes only what differs. Order matters: stale routes go before the
-//! SNAT table changes, new routes come after it, and a broad mp0 route is
-//! removed only once ours is in place; so no moment has a route of ours
+//! SNAT table changes, new routes come after it, an old route of ours
+//! inside a planned CIDR and a broad mp0 route (when the plan removes
+//! those) go only once ours are in place; so no moment has a route of ours
 //! without its SNAT rule, or a cluster CIDR without a route. Running it
 //! again is a no-op. What is reported is read back from the kernel: our
 //! routes as listed, our table decoded from the kernel's own rules.
@@ -285,6 +286,7 @@ impl Dataplane for Kernel {
             gateway_index,
             mp0_name: plan.mp0_interface.clone(),
             mp0_index: mp0,
+            mp0_routes: plan.mp0_routes,
             route_protocol: plan.route_protocol,
             prefixes: plan.cluster_cidrs.clone(),
             neighbours: plan.neighbours.iter().map(|n| n.ip).collect(),
@@ -307,7 +309,7 @@ impl Dataplane for Kernel {
         // Routes of ours the plan dropped go before their SNAT rules do.
         let routes = self.main_routes().await?;
         let stale = reconcile::stale_routes(plan, &routes);
-        self.delete_routes(&stale, &mut progress).await;
+        self.delete_routes(&stale.uncovered, &mut progress).await;
 
         // The SNAT table before any new route: a route never goes out
         // without its SNAT. If it cannot be written, no route is added.
@@ -323,8 +325,11 @@ impl Dataplane for Kernel {
         let changed = self
             .put_routes(plan, &routes, gateway, mp0, &mut progress)
             .await;
-        // Broad mp0 routes go once ours cover their CIDRs.
-        let routes = if changed || !stale.is_empty() {
+        // Old routes of ours inside a planned CIDR go once the new ones are
+        // in; broad mp0 routes (when the plan removes them) once ours cover
+        // their CIDRs.
+        self.delete_routes(&stale.covered, &mut progress).await;
+        let routes = if changed || !stale.uncovered.is_empty() || !stale.covered.is_empty() {
             self.main_routes().await?
         } else {
             routes

@@ -3,7 +3,10 @@
 //! these, and writes only what they return.
 
 use super::super::netlink_route::{KernelAddress, KernelNeighbour, KernelRoute};
-use crate::plan::{self, HostPlan, PlannedAddress, PlannedNeighbour, PlannedRoute};
+use crate::{
+    config::Mp0Routes,
+    plan::{self, HostPlan, PlannedAddress, PlannedNeighbour, PlannedRoute},
+};
 
 /// Planned addresses the gateway interface lacks.
 pub fn missing_addresses<'a>(
@@ -66,9 +69,11 @@ fn default_priority(route: &PlannedRoute) -> u32 {
     if route.dst.addr().is_ipv6() { 1024 } else { 0 }
 }
 
-/// A route through mp0 that covers a cluster CIDR: it must go.
+/// A route through mp0 that covers a cluster CIDR: it must go, unless the
+/// plan keeps mp0's routes (and outdoes them with more specific ones).
 pub fn is_broad_mp0(plan: &HostPlan, route: &KernelRoute, mp0: Option<u32>) -> bool {
-    mp0.is_some()
+    plan.mp0_routes == Mp0Routes::Remove
+        && mp0.is_some()
         && route.oif == mp0
         && plan::is_broad_cluster_route(&route.dst, &plan.cluster_cidrs)
 }
@@ -104,14 +109,24 @@ pub fn route_puts<'a>(
         .collect()
 }
 
-/// Routes with our protocol that the plan no longer has.
-pub fn stale_routes<'a>(plan: &HostPlan, actual: &'a [KernelRoute]) -> Vec<&'a KernelRoute> {
-    actual
+/// Routes with our protocol that the plan no longer has, in two groups:
+/// those to destinations no cluster CIDR covers any more (they go before
+/// their SNAT rules do), and those still inside a planned cluster CIDR
+/// (the whole CIDR swapped for its halves or back): those go after the
+/// new routes are in, so that the CIDR is never without a route of ours.
+pub struct StaleRoutes<'a> {
+    pub uncovered: Vec<&'a KernelRoute>,
+    pub covered: Vec<&'a KernelRoute>,
+}
+
+pub fn stale_routes<'a>(plan: &HostPlan, actual: &'a [KernelRoute]) -> StaleRoutes<'a> {
+    let (covered, uncovered) = actual
         .iter()
         .filter(|r| {
             r.protocol == plan.route_protocol && !plan.routes.iter().any(|w| w.dst == r.dst)
         })
-        .collect()
+        .partition(|r| plan.cluster_cidrs.iter().any(|c| c.contains(&r.dst)));
+    StaleRoutes { uncovered, covered }
 }
 
 #[cfg(test)]
@@ -122,6 +137,10 @@ mod tests {
     use rtnetlink::packet_route::route::RouteMessage;
 
     fn host_plan() -> HostPlan {
+        host_plan_with(Mp0Routes::Remove)
+    }
+
+    fn host_plan_with(mp0_routes: Mp0Routes) -> HostPlan {
         let offer = Offer::new(
             1,
             Mode::IN_SCOPE,
@@ -143,6 +162,7 @@ mod tests {
             &HostSettings {
                 gateway_interface: "eth0".into(),
                 mp0_interface: "ovn-k8s-mp0".into(),
+                mp0_routes,
                 route_protocol: 240,
                 nft_table: "noverlay".into(),
             },
@@ -240,11 +260,12 @@ mod tests {
             ),
             kernel_route("198.21.0.0/16", Some("10.0.0.1"), 9, 16, None),
         ];
-        let stale: Vec<String> = stale_routes(&plan, &actual)
-            .iter()
-            .map(|r| r.dst.to_string())
-            .collect();
-        assert_eq!(stale, ["198.20.0.0/16"]);
+        let stale = stale_routes(&plan, &actual);
+        let dsts = |routes: &[&KernelRoute]| -> Vec<String> {
+            routes.iter().map(|r| r.dst.to_string()).collect()
+        };
+        assert_eq!(dsts(&stale.uncovered), ["198.20.0.0/16"]);
+        assert!(stale.covered.is_empty());
         assert!(is_broad_mp0(
             &plan,
             &kernel_route("198.18.0.0/16", None, MP0, 3, None),
@@ -255,5 +276,55 @@ mod tests {
             &kernel_route("198.18.130.0/24", None, MP0, 2, None),
             Some(MP0)
         ));
+    }
+
+    #[test]
+    fn kept_mp0_routes_are_left_and_outdone_by_halves() {
+        let plan = host_plan_with(Mp0Routes::Keep);
+        let dsts: Vec<String> = plan.routes.iter().map(|r| r.dst.to_string()).collect();
+        assert_eq!(
+            dsts,
+            [
+                "198.18.128.0/18",
+                "198.18.192.0/18",
+                "198.19.0.0/25",
+                "198.19.0.128/25"
+            ]
+        );
+        // ovnkube's route via mp0 for the whole CIDR: not replaced, not
+        // removed; the halves are added next to it.
+        let theirs = kernel_route("198.18.128.0/17", None, MP0, 3, None);
+        assert!(!is_broad_mp0(&plan, &theirs, Some(MP0)));
+        let puts = route_puts(&plan, std::slice::from_ref(&theirs), GATEWAY, Some(MP0));
+        assert!(
+            puts.iter().all(|p| matches!(p, RoutePut::Add(_))),
+            "{puts:?}"
+        );
+        assert_eq!(puts.len(), 4);
+        // Switching from whole-CIDR routes: ours for the whole CIDR goes
+        // only after its halves are in (covered), one outside every CIDR
+        // before the SNAT rules change (uncovered).
+        let actual = [
+            kernel_route(
+                "198.18.128.0/17",
+                Some("169.254.0.4"),
+                GATEWAY,
+                240,
+                Some(1400),
+            ),
+            kernel_route(
+                "198.20.0.0/16",
+                Some("169.254.0.4"),
+                GATEWAY,
+                240,
+                Some(1400),
+            ),
+            theirs,
+        ];
+        let stale = stale_routes(&plan, &actual);
+        assert_eq!(stale.covered.len(), 1);
+        assert_eq!(stale.covered[0].dst.to_string(), "198.18.128.0/17");
+        assert_eq!(stale.uncovered.len(), 1);
+        assert_eq!(stale.uncovered[0].dst.to_string(), "198.20.0.0/16");
     }
 }
