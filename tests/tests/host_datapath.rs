@@ -858,3 +858,55 @@ fn switching_between_whole_routes_and_halves_keeps_the_cidr_routed() -> anyhow::
     );
     Ok(())
 }
+
+/// The masquerade address and the dummy next hop's neighbour, when
+/// ovnkube-node made them first (with a service route through that next
+/// hop), are shared: used as they are, never marked ours, and left by
+/// cleanup, so its service route keeps its on-link next hop.
+#[test]
+#[ignore = "privileged: needs root, network namespaces and nftables; run as root with --include-ignored (CI does)"]
+fn a_masquerade_address_and_neighbour_made_by_ovnkube_are_shared_and_left() -> anyhow::Result<()> {
+    netns::require_privileges()?;
+    let topo = topology()?;
+    let host = &topo.host;
+    host.sh("set -e
+        ip addr add 169.254.0.2/17 dev eth0
+        ip neigh replace 169.254.0.4 lladdr 0a:58:a9:fe:00:04 dev eth0 nud permanent
+        ip route add 198.51.100.0/24 via 169.254.0.4 dev eth0")?;
+    let theirs = |host: &NetNs| -> anyhow::Result<(String, String)> {
+        Ok((
+            host.sh("ip -4 addr show dev eth0 | grep 169.254.0.2")?,
+            host.sh("ip neigh show 169.254.0.4 dev eth0")?,
+        ))
+    };
+    let before = theirs(host)?;
+    let keeping = HostSettings {
+        mp0_routes: Mp0Routes::Keep,
+        ..settings()
+    };
+    let plan = plan::plan(&contract(), &keeping);
+    let kept_settings = keeping.clone();
+    host.run(move || async move {
+        let mut kernel = Kernel::open(masquerades())?;
+        kernel.apply(&plan).await?;
+        // The IPv6 ones are ours: made by us, marked, removed by cleanup.
+        kernel.teardown(&kept_settings).await?;
+        Ok(())
+    })?;
+    assert_eq!(
+        theirs(host)?,
+        before,
+        "ovnkube's address or neighbour changed"
+    );
+    let service = host.sh("ip route show 198.51.100.0/24")?;
+    assert!(service.contains("via 169.254.0.4 dev eth0"), "{service}");
+    let ours_left =
+        host.sh("ip -6 addr show dev eth0; ip -6 neigh show dev eth0; ip route show proto 240")?;
+    assert!(
+        !ours_left.contains("fd69::2")
+            && !ours_left.contains("fd69::4")
+            && !ours_left.contains("proto 240"),
+        "{ours_left}"
+    );
+    Ok(())
+}

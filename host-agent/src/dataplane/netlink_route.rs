@@ -46,6 +46,8 @@ pub struct KernelRoute {
 pub struct KernelAddress {
     pub index: u32,
     pub addr: IpNet,
+    /// The address protocol (ours marks what we added); None when unset.
+    pub protocol: Option<u8>,
     pub message: AddressMessage,
 }
 
@@ -56,6 +58,9 @@ pub struct KernelNeighbour {
     pub ip: IpAddr,
     pub mac: Option<Vec<u8>>,
     pub permanent: bool,
+    /// NDA_PROTOCOL (ours marks what we added); None when unset, as for
+    /// entries made by ovnkube-node or by hand.
+    pub protocol: Option<u8>,
     pub message: NeighbourMessage,
 }
 
@@ -126,9 +131,14 @@ impl RouteNetlink {
             if let Some(ip) = addr
                 && let Ok(net) = IpNet::new(ip, message.header.prefix_len)
             {
+                let protocol = message.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Protocol(p) => Some(u8::from(*p)),
+                    _ => None,
+                });
                 out.push(KernelAddress {
                     index: message.header.index,
                     addr: net,
+                    protocol,
                     message,
                 });
             }
@@ -168,12 +178,17 @@ impl RouteNetlink {
                 NeighbourAttribute::LinkLayerAddress(mac) => Some(mac.clone()),
                 _ => None,
             });
+            let protocol = message.attributes.iter().find_map(|a| match a {
+                NeighbourAttribute::Protocol(p) => Some(u8::from(*p)),
+                _ => None,
+            });
             if let Some(ip) = ip {
                 out.push(KernelNeighbour {
                     index: message.header.ifindex,
                     ip,
                     mac,
                     permanent: message.header.state == NeighbourState::Permanent,
+                    protocol,
                     message,
                 });
             }
@@ -181,20 +196,27 @@ impl RouteNetlink {
         Ok(out)
     }
 
+    /// A permanent neighbour marked with our protocol (NDA_PROTOCOL), so
+    /// that cleanup can tell it from one ovnkube-node or a person made.
     pub async fn set_permanent_neighbour(
         &self,
         index: u32,
         ip: IpAddr,
         mac: &[u8],
+        protocol: u8,
     ) -> NlResult<()> {
-        self.handle
+        let mut request = self
+            .handle
             .neighbours()
             .add(index, ip)
             .state(NeighbourState::Permanent)
             .link_layer_address(mac)
-            .replace()
-            .execute()
-            .await
+            .replace();
+        request
+            .message_mut()
+            .attributes
+            .push(NeighbourAttribute::Protocol(RouteProtocol::from(protocol)));
+        request.execute().await
     }
 
     pub async fn del_neighbour(&self, neighbour: &KernelNeighbour) -> NlResult<()> {

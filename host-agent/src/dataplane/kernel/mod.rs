@@ -132,7 +132,7 @@ impl Kernel {
         for wanted in reconcile::missing_neighbours(plan, &actual, gateway) {
             let set = self
                 .rt
-                .set_permanent_neighbour(gateway, wanted.ip, &wanted.mac)
+                .set_permanent_neighbour(gateway, wanted.ip, &wanted.mac, plan.route_protocol)
                 .await
                 .map_err(|e| {
                     kernel_error(format!("set neighbour {} dev {}", wanted.ip, wanted.dev), e)

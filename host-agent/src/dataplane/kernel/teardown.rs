@@ -42,11 +42,14 @@ impl Kernel {
                 Ok(neighbours) => {
                     for masq in &self.masquerades {
                         let mac = masq.dummy_next_hop_mac();
+                        // Only the entry we made: one that ovnkube-node
+                        // made (shared while we ran) stays.
                         for n in neighbours.iter().filter(|n| {
                             n.index == gateway
                                 && n.ip == masq.dummy_next_hop
                                 && n.permanent
                                 && n.mac.as_deref() == Some(&mac[..])
+                                && n.protocol == Some(settings.route_protocol)
                         }) {
                             if let Err(e) = self.rt.del_neighbour(n).await {
                                 errors.push(kernel_error(format!("delete neighbour {}", n.ip), e));
@@ -59,10 +62,12 @@ impl Kernel {
             match self.rt.addresses().await {
                 Ok(addresses) => {
                     for masq in &self.masquerades {
-                        for a in addresses
-                            .iter()
-                            .filter(|a| a.index == gateway && a.addr == masq.host_address())
-                        {
+                        // Only the address we added, likewise.
+                        for a in addresses.iter().filter(|a| {
+                            a.index == gateway
+                                && a.addr == masq.host_address()
+                                && a.protocol == Some(settings.route_protocol)
+                        }) {
                             if let Err(e) = self.rt.del_address(a).await {
                                 errors.push(kernel_error(format!("delete address {}", a.addr), e));
                             }
