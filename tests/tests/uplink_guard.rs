@@ -381,7 +381,7 @@ fn a_same_named_table_of_someone_else_is_never_touched() -> anyhow::Result<()> {
 table netdev noverlay_guard {
     chain theirs {
         type filter hook ingress device "p0" priority filter; policy accept;
-        counter
+        meta mark 0x00000042 accept
     }
 }
 EOF"#)?;
