@@ -18,6 +18,7 @@ pub mod guard;
 pub mod handshakes;
 pub mod metrics;
 pub mod negotiation;
+pub mod ofp;
 pub mod openflow;
 pub mod ovsdb;
 pub mod programmer;

@@ -1,0 +1,301 @@
+//! The OpenFlow 1.4 codec (dpu-agent's `ofp`) against Open vSwitch itself:
+//! every planned flow, encoded by us, decodes with `ovs-ofctl ofp-print`
+//! to exactly what ovs-ofctl makes of the same flow text; and a bundle
+//! sent over a real connection to the bridge's management socket installs
+//! the flows OVS shows for the ovs-ofctl path (the golden dump), read back
+//! with a flow-stats request.
+
+use dpu_agent::{
+    flows::{self, BasePipeline, FlowSettings, PortMap},
+    ofp::{self, spec::FlowSpec, wire},
+};
+use noverlay_proto::contract::{FamilyContract, Masquerade, Mode, Offer};
+use noverlay_tests::{
+    netns::{self, NetNs},
+    ovs::{self, Ovs},
+};
+use std::{
+    io::{Read, Write},
+    os::unix::net::UnixStream,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+const COOKIE: u64 = 0x6e6f_7672;
+
+fn offer(dual: bool) -> Offer {
+    let mut families = vec![FamilyContract {
+        masquerade: Masquerade::from_subnet("169.254.0.0/17".parse().expect("net")).expect("masq"),
+        cluster_cidrs: vec!["198.18.128.0/17".parse().expect("cidr")],
+        underlay_ip: "198.18.0.10".parse().expect("ip"),
+    }];
+    if dual {
+        families.push(FamilyContract {
+            masquerade: Masquerade::from_subnet("fd69::/112".parse().expect("net")).expect("masq"),
+            cluster_cidrs: vec!["fd00:10:244::/48".parse().expect("cidr")],
+            underlay_ip: "2001:db8::10".parse().expect("ip"),
+        });
+    }
+    Offer::new(1, Mode::IN_SCOPE, families, 1400).expect("offer")
+}
+
+fn planned(dual: bool) -> Vec<flows::Flow> {
+    let ports = PortMap {
+        host_representor: 1,
+        patch: 2,
+        uplink: 3,
+        bridge_mac: [0x02, 0, 0xc6, 0x12, 0, 0x0a],
+    };
+    let settings = FlowSettings {
+        cookie: COOKIE,
+        base_pipeline: BasePipeline::On,
+        ct_zone: flows::DEFAULT_CT_ZONE,
+    };
+    flows::plan_flows(&offer(dual), &ports, &settings)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn ofctl(args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new("ovs-ofctl").args(args).output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "ovs-ofctl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+#[test]
+#[ignore = "needs ovs-ofctl (package openvswitch-common); run with --include-ignored (CI does)"]
+fn every_planned_flow_encodes_to_what_ovs_ofctl_makes_of_its_text() -> anyhow::Result<()> {
+    ovs::require()?;
+    for flow in planned(true) {
+        let text = flow.render(COOKIE);
+        let spec = FlowSpec::parse(
+            COOKIE,
+            flow.table,
+            flow.priority,
+            &flow.matches,
+            &flow.actions,
+        )?;
+        let ours = ofctl(&["ofp-print", &hex(&wire::flow_add(1, &spec))])?;
+        let theirs = ofctl(&["-O", "OpenFlow14", "parse-flow", &text])?;
+        let theirs = theirs
+            .lines()
+            .find(|l| l.starts_with("OFPT_FLOW_MOD"))
+            .unwrap_or_default();
+        assert_eq!(ours, theirs, "{text}");
+    }
+    // The cookie-scoped delete and a bundle wrapping it.
+    let delete = wire::delete_cookie(7, COOKIE);
+    assert_eq!(
+        ofctl(&["ofp-print", &hex(&delete)])?,
+        "OFPT_FLOW_MOD (OF1.4) (xid=0x7): DEL table:255 cookie:0x6e6f7672/0xffffffffffffffff actions=drop"
+    );
+    let added = ofctl(&[
+        "ofp-print",
+        &hex(&wire::bundle_add(7, 3, wire::OFPBF_ATOMIC_ORDERED, &delete)),
+    ])?;
+    assert!(
+        added.starts_with(
+            "OFPT_BUNDLE_ADD_MESSAGE (OF1.4) (xid=0x7):\n bundle_id=0x3 flags=atomic ordered"
+        ) && added.contains("DEL table:255 cookie:0x6e6f7672/0xffffffffffffffff"),
+        "{added}"
+    );
+    // (ofp-print does not show a stats request's cookie: the filter is
+    // checked against the switch in the test below.)
+    let stats = ofctl(&[
+        "ofp-print",
+        &hex(&wire::flow_stats_request(8, COOKIE, u64::MAX)),
+    ])?;
+    assert_eq!(stats, "OFPST_FLOW request (OF1.4) (xid=0x8):");
+    Ok(())
+}
+
+/// One request/reply conversation over the management socket, blocking.
+struct Connection {
+    stream: UnixStream,
+    xid: u32,
+}
+
+impl Connection {
+    fn open(path: &str) -> anyhow::Result<Self> {
+        let stream = UnixStream::connect(path)?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut connection = Connection { stream, xid: 1 };
+        connection.send(&wire::hello(0))?;
+        let hello = connection.receive()?;
+        anyhow::ensure!(hello[1] == wire::OFPT_HELLO, "no hello: {hello:?}");
+        Ok(connection)
+    }
+
+    fn next_xid(&mut self) -> u32 {
+        self.xid += 1;
+        self.xid
+    }
+
+    fn send(&mut self, message: &[u8]) -> anyhow::Result<()> {
+        Ok(self.stream.write_all(message)?)
+    }
+
+    fn receive(&mut self) -> anyhow::Result<Vec<u8>> {
+        let mut header = [0u8; wire::HEADER_LEN];
+        self.stream.read_exact(&mut header)?;
+        let length = wire::Header::parse(&header)
+            .map(|h| h.length)
+            .ok_or_else(|| anyhow::anyhow!("no header"))?;
+        anyhow::ensure!(length >= wire::HEADER_LEN, "length {length}");
+        let mut message = header.to_vec();
+        message.resize(length, 0);
+        self.stream.read_exact(&mut message[wire::HEADER_LEN..])?;
+        if message[1] == wire::OFPT_ERROR {
+            anyhow::bail!(
+                "switch error {:?}: {}",
+                wire::error_type_code(&message),
+                ofctl(&["ofp-print", &hex(&message)]).unwrap_or_default()
+            );
+        }
+        Ok(message)
+    }
+
+    /// Sends a bundle and waits for its commit reply.
+    fn install(&mut self, flows: &[flows::Flow]) -> anyhow::Result<()> {
+        let messages = ofp::install_bundle(flows, COOKIE, 1, || {
+            self.xid += 1;
+            self.xid
+        })?;
+        let commit_xid = wire::Header::parse(messages.last().map(Vec::as_slice).unwrap_or(&[]))
+            .map(|h| h.xid)
+            .unwrap_or_default();
+        for message in &messages {
+            self.send(message)?;
+        }
+        loop {
+            let reply = self.receive()?;
+            if reply[1] == wire::OFPT_BUNDLE_CONTROL
+                && wire::Header::parse(&reply).map(|h| h.xid) == Some(commit_xid)
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    fn our_flows(&mut self) -> anyhow::Result<Vec<wire::FlowStats>> {
+        let xid = self.next_xid();
+        self.send(&wire::flow_stats_request(xid, COOKIE, u64::MAX))?;
+        let mut entries = Vec::new();
+        loop {
+            let reply = self.receive()?;
+            let Some((kind, flags, body)) = wire::multipart_reply(&reply) else {
+                anyhow::bail!("not a multipart reply")
+            };
+            anyhow::ensure!(kind == wire::OFPMP_FLOW, "multipart type {kind}");
+            entries.extend(
+                wire::parse_flow_stats(body)
+                    .ok_or_else(|| anyhow::anyhow!("malformed flow stats"))?,
+            );
+            if flags & wire::OFPMPF_REPLY_MORE == 0 {
+                return Ok(entries);
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
+fn a_bundle_over_the_management_socket_installs_what_ovs_ofctl_would() -> anyhow::Result<()> {
+    netns::require_privileges()?;
+    ovs::require()?;
+    let ns = NetNs::new("ofp")?;
+    ns.sh("set -e
+        ip link add pf0hpf type veth peer name hostside
+        ip link add p0 type veth peer name p0peer
+        for l in pf0hpf hostside p0 p0peer; do ip link set $l up; done")?;
+    let ovs = Ovs::start(&ns)?;
+    ovs.gateway_bridge("br-int")?;
+    let socket = ovs.openflow("breth0");
+    let socket = socket.trim_start_matches("unix:");
+    let mut connection = Connection::open(socket)?;
+    let flows = planned(false);
+    // Someone else's flow: never read back as ours, never deleted.
+    ovs.ofctl(
+        "add-flow",
+        "breth0",
+        &["cookie=0xdeff105,table=0,priority=5,arp,actions=NORMAL"],
+    )?;
+
+    let started = Instant::now();
+    connection.install(&flows)?;
+    let read_back = connection.our_flows()?;
+    let native = started.elapsed();
+
+    // What OVS shows is the golden dump of the ovs-ofctl path.
+    let mut dumped: Vec<String> = ovs
+        .ofctl(
+            "dump-flows",
+            "breth0",
+            &["--no-stats", &format!("cookie={COOKIE:#x}/-1")],
+        )?
+        .lines()
+        .filter(|l| l.starts_with(' '))
+        .map(|l| l.trim().to_string())
+        .collect();
+    dumped.sort();
+    let golden = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/ovs_flows_ipv4.txt"),
+    )?;
+    assert_eq!(dumped.join("\n") + "\n", golden);
+    let theirs = ovs.ofctl("dump-flows", "breth0", &["cookie=0xdeff105/-1"])?;
+    assert!(theirs.contains("priority=5,arp actions=NORMAL"), "{theirs}");
+
+    // Read back: one entry per flow, each matching what we encoded, byte for byte.
+    assert_eq!(read_back.len(), flows.len());
+    for flow in &flows {
+        let spec = FlowSpec::parse(
+            COOKIE,
+            flow.table,
+            flow.priority,
+            &flow.matches,
+            &flow.actions,
+        )?;
+        let encoded = wire::flow_add(0, &spec);
+        let (fields, instructions) = wire::flow_mod_match_and_instructions(&encoded)
+            .ok_or_else(|| anyhow::anyhow!("our own flow mod does not parse"))?;
+        let found = read_back.iter().find(|s| {
+            s.table == flow.table && s.priority == flow.priority && s.match_fields == fields
+        });
+        let Some(found) = found else {
+            anyhow::bail!(
+                "{} not read back with our match encoding; read: {read_back:#?}",
+                flow.render(COOKIE)
+            );
+        };
+        assert_eq!(found.cookie, COOKIE);
+        assert_eq!(
+            found.instructions,
+            instructions,
+            "instructions of {} come back otherwise",
+            flow.render(COOKIE)
+        );
+    }
+
+    // The same install by one ovs-ofctl --bundle process, side by side.
+    let bundle = flows::render_bundle(&flows, COOKIE);
+    let file = ovs.dir.path().join("bundle.txt");
+    std::fs::write(&file, &bundle)?;
+    let started = Instant::now();
+    let _ = Command::new("ovs-ofctl")
+        .args(["-O", "OpenFlow14", "--bundle", "add-flows"])
+        .arg(ovs.openflow("breth0"))
+        .arg(&file)
+        .output()?;
+    let ofctl_took = started.elapsed();
+    println!(
+        "install + read-back of {} flows over an open connection: {native:?}; one `ovs-ofctl --bundle add-flows` (no read-back): {ofctl_took:?}",
+        flows.len()
+    );
+    Ok(())
+}
