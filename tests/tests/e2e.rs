@@ -100,8 +100,8 @@ fn traffic_takes_the_path_with_both_snats() -> anyhow::Result<()> {
     );
     let route = bed.host.sh("ip route show proto 240")?;
     assert!(
-        route.contains("198.18.128.0/18 via 169.254.0.4 dev eth0 proto 240")
-            && route.contains("198.18.192.0/18 via 169.254.0.4 dev eth0 proto 240"),
+        route.contains("198.18.128.0/18 via 169.254.0.4 dev eth0 mtu 1400")
+            && route.contains("198.18.192.0/18 via 169.254.0.4 dev eth0 mtu 1400"),
         "{route}"
     );
     // What `host-agent status` shows an operator on the host.
