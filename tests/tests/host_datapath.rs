@@ -369,7 +369,7 @@ fn agent_repairs_route_deletion_ruleset_flush_and_link_flap() -> anyhow::Result<
 
         let mut timings = Vec::new();
         for (fault, script) in [
-            ("route deleted", "ip route del 198.18.128.0/17"),
+            ("route deleted", "ip route del 198.18.128.0/18"),
             ("ruleset flushed", "nft flush ruleset"),
             ("link down/up", "ip link set eth0 down; ip link set eth0 up"),
             ("neighbour deleted", "ip neigh del 169.254.0.4 dev eth0"),
@@ -389,16 +389,17 @@ fn agent_repairs_route_deletion_ruleset_flush_and_link_flap() -> anyhow::Result<
     for (fault, took) in &timings {
         println!("repair after {fault}: {took:?}");
     }
-    // Everything is back.
+    // Everything is back (the CIDRs' halves: mp0's routes are kept).
     let host = &topo.host;
-    assert!(
-        host.sh("ip route show 198.18.128.0/17")?
-            .contains("via 169.254.0.4 dev eth0 proto 240")
-    );
-    assert!(
-        host.sh("ip -6 route show fd00:10:244::/48")?
-            .contains("via fd69::4")
-    );
+    let ours = host.sh("ip route show proto 240; ip -6 route show proto 240")?;
+    for half in [
+        "198.18.128.0/18 via 169.254.0.4 dev eth0",
+        "198.18.192.0/18 via 169.254.0.4 dev eth0",
+        "fd00:10:244::/49 via fd69::4 dev eth0",
+        "fd00:10:244:8000::/49 via fd69::4 dev eth0",
+    ] {
+        assert!(ours.contains(half), "no {half:?} in {ours}");
+    }
     assert!(
         host.sh("ip neigh show dev eth0")?
             .contains("169.254.0.4 lladdr 0a:58:a9:fe:00:04 PERMANENT")
@@ -468,15 +469,18 @@ fn the_cidr_limit_applies_whole() -> anyhow::Result<()> {
 }
 
 /// A contract that cannot be applied whole leaves the last good state:
-/// revision 2 drops 198.18.128.0/17 and adds 203.0.113.0/24, where a static
-/// route of someone else's already is. The apply fails, is reported, and
-/// revision 1's routes and SNAT rules are back.
+/// revision 2 drops 198.18.128.0/17 and adds 203.0.113.0/24, one of whose
+/// halves (what the agent routes) a static route of someone else's already
+/// has. The apply fails, is reported, and revision 1's routes and SNAT
+/// rules are back.
 #[test]
 #[ignore = "privileged: needs root, network namespaces and nftables; run as root with --include-ignored (CI does)"]
 fn a_failed_apply_leaves_the_last_good_state() -> anyhow::Result<()> {
     netns::require_privileges()?;
     harness::init();
     let topo = topology()?;
+    topo.host
+        .sh("ip route add 203.0.113.0/25 via 198.18.0.1 dev eth0 proto static")?;
     let report = topo.host.run(move || async move {
         let mut agent = AgentOnKernel::start().await?;
         let first = agent.dpu.next_report().await?;
@@ -490,15 +494,17 @@ fn a_failed_apply_leaves_the_last_good_state() -> anyhow::Result<()> {
         Ok(report)
     })?;
     assert!(!report.applied, "revision 2 cannot apply whole: {report:?}");
-    assert!(report.error.contains("203.0.113.0/24"), "{}", report.error);
+    assert!(report.error.contains("203.0.113.0/25"), "{}", report.error);
     let host = &topo.host;
+    let ours = host.sh("ip route show proto 240")?;
     assert!(
-        host.sh("ip route show 198.18.128.0/17")?
-            .contains("via 169.254.0.4 dev eth0 proto 240"),
-        "revision 1's route was not put back"
+        ours.contains("198.18.128.0/18 via 169.254.0.4 dev eth0")
+            && ours.contains("198.18.192.0/18 via 169.254.0.4 dev eth0")
+            && !ours.contains("203.0.113."),
+        "revision 1's routes were not put back: {ours}"
     );
-    let foreign = host.sh("ip route show 203.0.113.0/24")?;
-    assert!(foreign.contains("proto static"), "{foreign}");
+    let foreign = host.sh("ip route show 203.0.113.0/25; ip route show 203.0.113.0/24")?;
+    assert_eq!(foreign.matches("proto static").count(), 2, "{foreign}");
     let table = host.sh("nft list table inet noverlay")?;
     assert!(
         table.contains("ip daddr 198.18.128.0/17") && !table.contains("203.0.113.0/24"),
@@ -580,7 +586,8 @@ fn repair_never_waits_on_a_stalled_dpu() -> anyhow::Result<()> {
                 "ip",
                 "route",
                 "del",
-                "198.18.128.0/17",
+                // One of ours (the CIDR's halves), not mp0's whole route.
+                "198.18.128.0/18",
             ])
             .output()?;
         anyhow::ensure!(output.status.success(), "{output:?}");
