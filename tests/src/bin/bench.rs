@@ -121,7 +121,8 @@ fn host_apply() -> anyhow::Result<()> {
                     "ip",
                     "route",
                     "del",
-                    "198.18.128.0/24",
+                    // Ours: the first CIDR's first half.
+                    "198.18.128.0/25",
                 ])
                 .output()?;
             anyhow::ensure!(output.status.success(), "{output:?}");
