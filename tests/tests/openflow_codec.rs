@@ -184,8 +184,12 @@ impl Connection {
     }
 
     fn our_flows(&mut self) -> anyhow::Result<Vec<wire::FlowStats>> {
+        self.flows(COOKIE, u64::MAX)
+    }
+
+    fn flows(&mut self, cookie: u64, mask: u64) -> anyhow::Result<Vec<wire::FlowStats>> {
         let xid = self.next_xid();
-        self.send(&wire::flow_stats_request(xid, COOKIE, u64::MAX))?;
+        self.send(&wire::flow_stats_request(xid, cookie, mask))?;
         let mut entries = Vec::new();
         loop {
             let reply = self.receive()?;
@@ -297,5 +301,78 @@ fn a_bundle_over_the_management_socket_installs_what_ovs_ofctl_would() -> anyhow
         "install + read-back of {} flows over an open connection: {native:?}; one `ovs-ofctl --bundle add-flows` (no read-back): {ofctl_took:?}",
         flows.len()
     );
+    Ok(())
+}
+
+/// The bridge dumped natively and decoded reads, for the coexistence rules,
+/// as ovs-ofctl's dump does: next to OVN-Kubernetes' real flow set, the
+/// same planned flows are installed, provided by it, or in conflict with
+/// it, in every base-pipeline mode.
+#[test]
+#[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
+fn a_native_dump_places_our_flows_as_ovs_ofctls_does() -> anyhow::Result<()> {
+    use dpu_agent::{coexist, ofp::decode};
+    netns::require_privileges()?;
+    ovs::require()?;
+    let ns = NetNs::new("ofq")?;
+    ns.sh("set -e
+        ip link add pf0hpf type veth peer name hostside
+        ip link add p0 type veth peer name p0peer
+        for l in pf0hpf hostside p0 p0peer; do ip link set $l up; done")?;
+    let ovs = Ovs::start(&ns)?;
+    ovs.gateway_bridge("br-int")?;
+    ovs.ovnkube_replace_flows("198.18.0.10")?;
+    let socket = ovs.openflow("breth0");
+    let mut connection = Connection::open(socket.trim_start_matches("unix:"))?;
+    let native: Vec<coexist::ForeignFlow> = connection
+        .flows(0, 0)?
+        .iter()
+        .filter_map(|f| coexist::ForeignFlow::parse(&decode::dump_line(f)))
+        .collect();
+    // As the agent reads ovs-ofctl: the indented lines, trimmed.
+    let dumped: Vec<coexist::ForeignFlow> = ovs
+        .ofctl("dump-flows", "breth0", &[])?
+        .lines()
+        .filter(|l| l.starts_with(' '))
+        .filter_map(|l| coexist::ForeignFlow::parse(l.trim()))
+        .collect();
+    assert_eq!(native.len(), dumped.len());
+    assert!(native.len() > 25, "ovnkube's flows not loaded");
+    let shared = |s: &[coexist::Shared]| s.iter().map(|s| s.ours.clone()).collect::<Vec<_>>();
+    for mode in [BasePipeline::Auto, BasePipeline::On, BasePipeline::Off] {
+        let plan = flows::plan_flows(
+            &offer(false),
+            &PortMap {
+                host_representor: 1,
+                patch: 2,
+                uplink: 3,
+                bridge_mac: [0x02, 0, 0xc6, 0x12, 0, 0x0a],
+            },
+            &FlowSettings {
+                cookie: COOKIE,
+                base_pipeline: mode,
+                ct_zone: flows::DEFAULT_CT_ZONE,
+            },
+        );
+        let by_native = coexist::place(&plan, &native, mode, COOKIE);
+        let by_ofctl = coexist::place(&plan, &dumped, mode, COOKIE);
+        assert_eq!(by_native.install, by_ofctl.install, "{mode:?}");
+        assert_eq!(
+            shared(&by_native.provided),
+            shared(&by_ofctl.provided),
+            "{mode:?}"
+        );
+        assert_eq!(
+            shared(&by_native.conflicts),
+            shared(&by_ofctl.conflicts),
+            "{mode:?}"
+        );
+        println!(
+            "{mode:?}: {} to install, {} provided by ovnkube, {} in conflict",
+            by_native.install.len(),
+            by_native.provided.len(),
+            by_native.conflicts.len()
+        );
+    }
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! bridge through ovs-ofctl ([`crate::openflow`]); the session that uses
 //! this codec is the next step.
 
+pub mod decode;
 pub mod spec;
 pub mod wire;
 

@@ -1,0 +1,409 @@
+//! Flow-stats entries back into text in `ovs-ofctl dump-flows` form, so
+//! that the programmer and the coexistence rules read a natively dumped
+//! bridge as they read ovs-ofctl's. Fields and actions our flows use are
+//! written as ovs-ofctl writes them (so a twin of ours compares equal);
+//! anything else is written generically (`oxm(0x8000:13)=...`,
+//! `nx_action(40)`): never equal to a flow of ours, and still shown.
+
+use super::wire::FlowStats;
+use noverlay_proto::contract::format_mac;
+use std::{
+    fmt::Write as _,
+    net::{Ipv4Addr, Ipv6Addr},
+};
+
+/// One entry as a dump line (durations are not kept: shown as 0).
+pub fn dump_line(flow: &FlowStats) -> String {
+    let fields = match_text(&flow.match_fields);
+    let mut line = format!(
+        "cookie={:#x}, duration=0s, table={}, n_packets={}, n_bytes={}, priority={}",
+        flow.cookie, flow.table, flow.packets, flow.bytes, flow.priority
+    );
+    if !fields.is_empty() {
+        line.push(',');
+        line.push_str(&fields);
+    }
+    line.push_str(" actions=");
+    line.push_str(&instructions_text(&flow.instructions));
+    line
+}
+
+/// One OXM/NXM entry: class, field, value and mask (if any).
+struct Entry<'a> {
+    class: u16,
+    field: u8,
+    value: &'a [u8],
+    mask: Option<&'a [u8]>,
+}
+
+fn entries(mut bytes: &[u8]) -> Vec<Entry<'_>> {
+    let mut out = Vec::new();
+    while bytes.len() >= 4 {
+        let header = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        let len = (header & 0xff) as usize;
+        let masked = header & 0x100 != 0;
+        let Some(payload) = bytes.get(4..4 + len) else {
+            break;
+        };
+        let (value, mask) = if masked {
+            let (v, m) = payload.split_at(len / 2);
+            (v, Some(m))
+        } else {
+            (payload, None)
+        };
+        out.push(Entry {
+            class: (header >> 16) as u16,
+            field: ((header >> 9) & 0x7f) as u8,
+            value,
+            mask,
+        });
+        bytes = &bytes[4 + len..];
+    }
+    out
+}
+
+fn be(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0, |acc, b| acc << 8 | u64::from(*b))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An address with its mask as ovs-ofctl writes it: a prefix when the
+/// mask is one.
+fn prefix(value: &[u8], mask: Option<&[u8]>) -> String {
+    let address = match value.len() {
+        4 => {
+            let mut a = [0u8; 4];
+            a.copy_from_slice(value);
+            Ipv4Addr::from(a).to_string()
+        }
+        16 => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(value);
+            Ipv6Addr::from(a).to_string()
+        }
+        _ => return format!("0x{}", hex(value)),
+    };
+    match mask {
+        None => address,
+        Some(mask) => {
+            let ones: u32 = mask.iter().map(|b| b.count_ones()).sum();
+            let contiguous = mask
+                .iter()
+                .flat_map(|b| (0..8).rev().map(move |i| b >> i & 1 == 1))
+                .skip(ones as usize)
+                .all(|bit| !bit);
+            if contiguous {
+                format!("{address}/{ones}")
+            } else {
+                format!("{address}/0x{}", hex(mask))
+            }
+        }
+    }
+}
+
+fn mac(value: &[u8]) -> String {
+    <[u8; 6]>::try_from(value).map_or_else(|_| hex(value), |m| format_mac(&m))
+}
+
+const CT_FLAGS: [(&str, u64); 8] = [
+    ("new", 0x01),
+    ("est", 0x02),
+    ("rel", 0x04),
+    ("rpl", 0x08),
+    ("inv", 0x10),
+    ("trk", 0x20),
+    ("snat", 0x40),
+    ("dnat", 0x80),
+];
+
+fn ct_state(value: &[u8], mask: Option<&[u8]>) -> String {
+    let (value, mask) = (be(value), mask.map_or(u64::MAX, be));
+    let mut out = String::new();
+    for (name, bit) in CT_FLAGS {
+        if mask & bit != 0 {
+            out.push(if value & bit != 0 { '+' } else { '-' });
+            out.push_str(name);
+        }
+    }
+    out
+}
+
+/// The match fields in ovs-ofctl's words where they are ours.
+pub fn match_text(bytes: &[u8]) -> String {
+    let mut parts = Vec::new();
+    for e in entries(bytes) {
+        let part = match (e.class, e.field, e.mask) {
+            (0x8000, 0, None) => format!("in_port={}", be(e.value)),
+            (0x8000, 3, None) => format!("dl_dst={}", mac(e.value)),
+            (0x8000, 4, None) => format!("dl_src={}", mac(e.value)),
+            (0x8000, 5, None) => match be(e.value) {
+                0x0800 => "ip".to_string(),
+                0x86dd => "ipv6".to_string(),
+                0x0806 => "arp".to_string(),
+                t => format!("dl_type={t:#06x}"),
+            },
+            (0x8000, 10, None) => format!("nw_proto={}", be(e.value)),
+            (0x8000, 11, m) => format!("nw_src={}", prefix(e.value, m)),
+            (0x8000, 12, m) => format!("nw_dst={}", prefix(e.value, m)),
+            (0x8000, 26, m) => format!("ipv6_src={}", prefix(e.value, m)),
+            (0x8000, 27, m) => format!("ipv6_dst={}", prefix(e.value, m)),
+            (0x0001, 105, m) => format!("ct_state={}", ct_state(e.value, m)),
+            (0x0001, 107, None) => format!("ct_mark={:#x}", be(e.value)),
+            (class, field, mask) => {
+                let mut generic = format!("oxm({class:#06x}:{field})=0x{}", hex(e.value));
+                if let Some(mask) = mask {
+                    let _ = write!(generic, "/0x{}", hex(mask));
+                }
+                generic
+            }
+        };
+        parts.push(part);
+    }
+    parts.join(",")
+}
+
+fn u16_at(b: &[u8], i: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?]))
+}
+
+fn u32_at(b: &[u8], i: usize) -> Option<u32> {
+    Some(u32::from_be_bytes([
+        *b.get(i)?,
+        *b.get(i + 1)?,
+        *b.get(i + 2)?,
+        *b.get(i + 3)?,
+    ]))
+}
+
+/// The instructions as an ovs-ofctl action list.
+pub fn instructions_text(mut bytes: &[u8]) -> String {
+    let mut parts = Vec::new();
+    while bytes.len() >= 4 {
+        let (Some(kind), Some(len)) = (u16_at(bytes, 0), u16_at(bytes, 2)) else {
+            break;
+        };
+        let len = usize::from(len);
+        let Some(body) = bytes.get(..len).filter(|_| len >= 8) else {
+            parts.push("malformed_instruction".to_string());
+            break;
+        };
+        match kind {
+            1 => parts.push(format!("goto_table:{}", body[4])),
+            4 => parts.push(actions_text(&body[8..])),
+            other => parts.push(format!("instruction({other})")),
+        }
+        bytes = &bytes[len..];
+    }
+    let text = parts
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>();
+    if text.is_empty() {
+        "drop".into()
+    } else {
+        text.join(",")
+    }
+}
+
+/// An action list as ovs-ofctl writes it, for the actions our flows use.
+pub fn actions_text(mut bytes: &[u8]) -> String {
+    let mut parts = Vec::new();
+    while bytes.len() >= 4 {
+        let (Some(kind), Some(len)) = (u16_at(bytes, 0), u16_at(bytes, 2)) else {
+            break;
+        };
+        let len = usize::from(len);
+        let Some(body) = bytes.get(..len).filter(|_| len >= 8) else {
+            parts.push("malformed_action".to_string());
+            break;
+        };
+        parts.push(action_text(kind, body));
+        bytes = &bytes[len..];
+    }
+    parts.join(",")
+}
+
+fn action_text(kind: u16, body: &[u8]) -> String {
+    match kind {
+        0 => match u32_at(body, 4) {
+            Some(0xffff_fffa) => "NORMAL".into(),
+            Some(0xffff_fff8) => "IN_PORT".into(),
+            Some(0xffff_fffd) => "CONTROLLER".into(),
+            Some(port) => format!("output:{port}"),
+            None => "malformed_output".into(),
+        },
+        25 => {
+            let field = entries(&body[4..]);
+            match field.first() {
+                Some(e) if (e.class, e.field) == (0x8000, 3) => {
+                    format!("set_field:{}->eth_dst", mac(e.value))
+                }
+                Some(e) if (e.class, e.field) == (0x8000, 4) => {
+                    format!("set_field:{}->eth_src", mac(e.value))
+                }
+                Some(e) if (e.class, e.field) == (0x0001, 107) => {
+                    format!("set_field:{:#x}->ct_mark", be(e.value))
+                }
+                Some(e) => format!(
+                    "set_field:0x{}->oxm({:#06x}:{})",
+                    hex(e.value),
+                    e.class,
+                    e.field
+                ),
+                None => "malformed_set_field".into(),
+            }
+        }
+        0xffff if u32_at(body, 4) == Some(0x0000_2320) => nx_action_text(body),
+        other => format!("action({other})"),
+    }
+}
+
+fn nx_action_text(body: &[u8]) -> String {
+    let subtype = u16_at(body, 8).unwrap_or(0);
+    match subtype {
+        // NXAST_REG_MOVE of the whole Ethernet destination to the source.
+        6 if body.get(10..24)
+            == Some(&[0, 48, 0, 0, 0, 0, 0, 0, 0x02, 0x06, 0, 0, 0x04, 0x06][..]) =>
+        {
+            "move:NXM_OF_ETH_DST[]->NXM_OF_ETH_SRC[]".into()
+        }
+        35 => ct_text(body),
+        36 => nat_text(body),
+        other => format!("nx_action({other})"),
+    }
+}
+
+fn ct_text(body: &[u8]) -> String {
+    let (Some(flags), Some(zone_src), Some(zone)) =
+        (u16_at(body, 10), u32_at(body, 12), u16_at(body, 16))
+    else {
+        return "malformed_ct".into();
+    };
+    let mut args = Vec::new();
+    if flags & 1 != 0 {
+        args.push("commit".to_string());
+    }
+    if flags & !1 != 0 {
+        args.push(format!("flags({flags:#x})"));
+    }
+    if zone_src == 0 {
+        args.push(format!("zone={zone}"));
+    } else {
+        args.push(format!("zone_from({zone_src:#x})"));
+    }
+    let table = body.get(18).copied().unwrap_or(0xff);
+    if table != 0xff {
+        args.push(format!("table={table}"));
+    }
+    if let Some(alg) = u16_at(body, 22).filter(|a| *a != 0) {
+        args.push(format!("alg={alg}"));
+    }
+    let nested = body.get(24..).unwrap_or_default();
+    let mut exec = Vec::new();
+    let mut rest = nested;
+    while rest.len() >= 8 {
+        let (Some(kind), Some(len)) = (u16_at(rest, 0), u16_at(rest, 2)) else {
+            break;
+        };
+        let len = usize::from(len);
+        let Some(action) = rest.get(..len).filter(|_| len >= 8) else {
+            exec.push("malformed".to_string());
+            break;
+        };
+        let text = action_text(kind, action);
+        if text.starts_with("nat") {
+            args.push(text);
+        } else {
+            exec.push(text);
+        }
+        rest = &rest[len..];
+    }
+    if !exec.is_empty() {
+        args.push(format!("exec({})", exec.join(",")));
+    }
+    format!("ct({})", args.join(","))
+}
+
+fn nat_text(body: &[u8]) -> String {
+    let (Some(flags), Some(range)) = (u16_at(body, 12), u16_at(body, 14)) else {
+        return "malformed_nat".into();
+    };
+    if flags == 0 && range == 0 {
+        return "nat".into();
+    }
+    let direction = match flags & 0b11 {
+        1 => "src",
+        2 => "dst",
+        _ => return format!("nat(flags={flags:#x},range={range:#x})"),
+    };
+    let addresses = body.get(16..).unwrap_or_default();
+    let address = match range {
+        1 => addresses.get(..4).map(|a| prefix(a, None)),
+        4 => addresses
+            .get(..16)
+            .map(|a| format!("[{}]", prefix(a, None))),
+        _ => None,
+    };
+    match (address, flags & !0b11) {
+        (Some(address), 0) => format!("nat({direction}={address})"),
+        _ => format!("nat(flags={flags:#x},range={range:#x})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ofp::{spec::FlowSpec, wire};
+
+    /// Our own flows survive encode + decode as the planner wrote them
+    /// (up to field order, which comparisons ignore).
+    #[test]
+    fn our_flows_decode_to_their_own_text() {
+        for (matches, actions) in [
+            (
+                "in_port=2,dl_src=02:00:c6:12:00:0a,ip,nw_src=169.254.0.2,nw_dst=198.18.128.0/17",
+                "ct(commit,zone=64000,nat(src=198.18.0.10),exec(set_field:0x1->ct_mark)),output:3",
+            ),
+            (
+                "in_port=2,ipv6,ipv6_src=fd00:10:244::/48,ipv6_dst=fd69::2",
+                "goto_table:3",
+            ),
+            ("ip,dl_dst=02:00:c6:12:00:0a", "ct(zone=64000,nat,table=1)"),
+            ("ip,ct_state=+trk+est,ct_mark=0x1", "output:2"),
+            ("", "NORMAL"),
+            (
+                "",
+                "move:NXM_OF_ETH_DST[]->NXM_OF_ETH_SRC[],set_field:02:00:c6:12:00:0a->eth_dst,output:1",
+            ),
+            (
+                "in_port=2,dl_src=02:00:c6:12:00:0a,ipv6,ipv6_src=fd69::2,ipv6_dst=fd00:10:244::/48",
+                "ct(commit,zone=64000,nat(src=[2001:db8::10]),exec(set_field:0x1->ct_mark)),output:3",
+            ),
+        ] {
+            let spec = FlowSpec::parse(1, 0, 10, matches, actions).expect("spec");
+            let encoded = wire::flow_add(1, &spec);
+            let (fields, instructions) =
+                wire::flow_mod_match_and_instructions(&encoded).expect("parts");
+            let key = |text: &str| crate::flows::MatchKey::new(0, 10, text);
+            assert_eq!(key(&match_text(&fields)), key(matches), "{matches}");
+            assert_eq!(
+                crate::coexist::normalize_actions(&instructions_text(&instructions)),
+                crate::coexist::normalize_actions(actions),
+                "{actions}"
+            );
+        }
+    }
+
+    #[test]
+    fn what_is_not_ours_is_shown_generically() {
+        // udp_dst=6081 (OXM basic field 16), then an unknown action type.
+        let fields = [0x80, 0x00, 0x20, 0x02, 0x17, 0xc1];
+        assert_eq!(match_text(&fields), "oxm(0x8000:16)=0x17c1");
+        assert_eq!(actions_text(&[0, 99, 0, 8, 0, 0, 0, 0]), "action(99)");
+        assert_eq!(instructions_text(&[]), "drop");
+        assert_eq!(instructions_text(&[0, 1, 0, 200]), "malformed_instruction");
+    }
+}
