@@ -85,18 +85,31 @@ pub fn start_datapath(
             shutdown.clone(),
         )));
     }
-    let switch = openflow::OvsOfctl {
-        target: bridge.openflow_target(),
-    };
     let verify = Duration::from_millis(bridge.verify_interval_ms);
     let heartbeat = watchdog.heartbeat("flow programmer");
+    let target = bridge.openflow_target();
     tasks.push(tokio::spawn(async move {
         // Flows go on after the guard does (or after it failed, or gave up:
         // traffic must flow without it rather than not at all).
         let _ = tokio::time::timeout(GUARD_FIRST, guard_first).await;
-        programmer::run_flow_programmer(handle, switch, verify, heartbeat, shutdown).await
+        match native_socket(&target) {
+            Some(path) => {
+                let switch = ofp::NativeSwitch::new(path);
+                programmer::run_flow_programmer(handle, switch, verify, heartbeat, shutdown).await
+            }
+            None => {
+                let switch = openflow::OvsOfctl { target };
+                programmer::run_flow_programmer(handle, switch, verify, heartbeat, shutdown).await
+            }
+        }
     }));
     tasks
+}
+
+/// The socket of a `unix:` OpenFlow target: those get a native session;
+/// `tcp:` and `ssl:` targets are driven through ovs-ofctl.
+fn native_socket(target: &str) -> Option<std::path::PathBuf> {
+    target.strip_prefix("unix:").map(std::path::PathBuf::from)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,14 +132,14 @@ pub enum CleanupError {
 pub async fn cleanup(config: &config::ValidConfig) -> Result<(), Vec<CleanupError>> {
     use openflow::FlowSwitch;
     let bridge = &config.raw.bridge;
-    let switch = openflow::OvsOfctl {
-        target: bridge.openflow_target(),
+    let target = bridge.openflow_target();
+    let bundle = flows::render_bundle(&[], bridge.cookie);
+    let removed = match native_socket(&target) {
+        Some(path) => ofp::NativeSwitch::new(path).replace(&bundle).await,
+        None => openflow::OvsOfctl { target }.replace(&bundle).await,
     };
     let mut errors = Vec::new();
-    if let Err(source) = switch
-        .replace(&flows::render_bundle(&[], bridge.cookie))
-        .await
-    {
+    if let Err(source) = removed {
         errors.push(CleanupError::Flows {
             cookie: bridge.cookie,
             target: bridge.openflow_target(),

@@ -104,8 +104,8 @@ pub async fn run_flow_programmer<S: FlowSwitch>(
             changed = offers.changed() => if changed.is_err() { return } else { false },
             changed = ports.changed() => if changed.is_err() { return } else { false },
             Some(()) = changes.recv() => {
-                // Let a burst of flow events (a whole bundle) settle.
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                // Check at once: a bundle's events come after its commit,
+                // so what is queued already is the same change.
                 while changes.try_recv().is_ok() {}
                 true
             }

@@ -283,8 +283,8 @@ fn nft_packets(bed: &Testbed, table: &str) -> anyhow::Result<u64> {
 #[test]
 #[ignore = "privileged: needs root, network namespaces, Open vSwitch and tcpdump; run as root with --include-ignored (CI does)"]
 fn ovnkube_rewrites_never_leak_masquerade_sources_onto_the_underlay() -> anyhow::Result<()> {
-    const WIPES: u32 = 10;
-    const PINGS: u32 = 4000;
+    const WIPES: u32 = 20;
+    const PINGS: u32 = 7000;
     let (_guard, bed) = path_up()?;
     bed.ovs.ovnkube_replace_flows(NODE_IP)?;
     bed.wait_for_ping(REMOTE_POD, RECOVERY)?;

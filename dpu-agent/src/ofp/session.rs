@@ -1,0 +1,407 @@
+//! One long-lived OpenFlow 1.4 connection to a bridge's management socket,
+//! opened on first use and again after it breaks (ovs-vswitchd restarted,
+//! a request missed its deadline). A reader task routes replies to their
+//! requests by xid, answers echo requests, and turns flow-monitor updates
+//! into wake-ups; every request has a deadline.
+
+use super::wire::{self, FlowStats, Header};
+use noverlay_runtime::lock;
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{UnixStream, unix::OwnedWriteHalf},
+    sync::{mpsc, oneshot},
+};
+
+/// Deadline of one request (and of connecting).
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+/// The largest message accepted from the switch (OpenFlow's own limit).
+const MAX_MESSAGE: usize = 65535;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("cannot connect to {path}: {reason}")]
+    Connect { path: String, reason: String },
+    #[error("the OpenFlow connection to {0} broke")]
+    Broken(String),
+    #[error("no answer from {0} within {REQUEST_DEADLINE:?} (ovs-vswitchd stuck?)")]
+    Timeout(String),
+    #[error("the switch refused {what}: OpenFlow error type {kind}, code {code}")]
+    Refused { what: String, kind: u16, code: u16 },
+    #[error("malformed reply from the switch: {0}")]
+    Malformed(&'static str),
+}
+
+/// What a request waits for: one reply, or a multipart series.
+enum Pending {
+    One(oneshot::Sender<Vec<u8>>),
+    Many(mpsc::UnboundedSender<Vec<u8>>),
+}
+
+/// A live connection: its writer and its requests in flight.
+struct Connection {
+    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    pending: Arc<Mutex<HashMap<u32, Pending>>>,
+    alive: Arc<std::sync::atomic::AtomicBool>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// The session: cheap to clone, shared by the programmer and cleanup.
+#[derive(Clone)]
+pub struct Session {
+    path: PathBuf,
+    connection: Arc<tokio::sync::Mutex<Option<Arc<Connection>>>>,
+    watchers: Arc<Mutex<Vec<mpsc::UnboundedSender<()>>>>,
+    next_xid: Arc<AtomicU32>,
+}
+
+impl Session {
+    /// A session on the unix socket at `path`; nothing is opened yet.
+    pub fn new(path: PathBuf) -> Self {
+        Session {
+            path,
+            connection: Arc::default(),
+            watchers: Arc::default(),
+            next_xid: Arc::new(AtomicU32::new(1)),
+        }
+    }
+
+    fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    pub fn xid(&self) -> u32 {
+        self.next_xid.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Receives `()` on every flow change the switch reports, and when the
+    /// connection breaks (changes may have been missed).
+    pub fn watch(&self) -> mpsc::UnboundedReceiver<()> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.watchers).push(tx);
+        rx
+    }
+
+    /// The live connection, opening one (hello, then the flow monitor) if
+    /// there is none.
+    async fn connection(&self) -> Result<Arc<Connection>, SessionError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(c) = slot.as_ref().filter(|c| c.alive.load(Ordering::Acquire)) {
+            return Ok(c.clone());
+        }
+        *slot = None;
+        let connect_error = |reason: String| SessionError::Connect {
+            path: self.name(),
+            reason,
+        };
+        let stream = tokio::time::timeout(REQUEST_DEADLINE, UnixStream::connect(&self.path))
+            .await
+            .map_err(|_| connect_error("timed out".into()))?
+            .map_err(|e| connect_error(e.to_string()))?;
+        let (reader, mut writer) = stream.into_split();
+        let monitor_xid = self.xid();
+        let mut opening = wire::hello(self.xid());
+        opening.extend(wire::flow_monitor_request(monitor_xid, monitor_xid));
+        writer
+            .write_all(&opening)
+            .await
+            .map_err(|e| connect_error(e.to_string()))?;
+        let pending: Arc<Mutex<HashMap<u32, Pending>>> = Arc::default();
+        let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (echo_tx, mut echo_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let reader = tokio::spawn(read_loop(
+            reader,
+            pending.clone(),
+            alive.clone(),
+            self.watchers.clone(),
+            echo_tx,
+        ));
+        let connection = Arc::new(Connection {
+            writer: tokio::sync::Mutex::new(writer),
+            pending,
+            alive,
+            reader,
+        });
+        // Echo replies go out through the shared writer.
+        let weak = Arc::downgrade(&connection);
+        tokio::spawn(async move {
+            while let Some(reply) = echo_rx.recv().await {
+                let Some(c) = weak.upgrade() else { return };
+                let _ = c.writer.lock().await.write_all(&reply).await;
+            }
+        });
+        *slot = Some(connection.clone());
+        tracing::info!(socket = %self.name(), "OpenFlow session open");
+        Ok(connection)
+    }
+
+    /// Drops the connection (a request timed out): the next request opens
+    /// a fresh one.
+    async fn reset(&self) {
+        if let Some(c) = self.connection.lock().await.take() {
+            c.alive.store(false, Ordering::Release);
+        }
+        notify(&self.watchers);
+    }
+
+    async fn send(
+        &self,
+        connection: &Connection,
+        messages: &[Vec<u8>],
+    ) -> Result<(), SessionError> {
+        let mut writer = connection.writer.lock().await;
+        for message in messages {
+            if writer.write_all(message).await.is_err() {
+                connection.alive.store(false, Ordering::Release);
+                return Err(SessionError::Broken(self.name()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `work` under the request deadline; a miss resets the session.
+    async fn deadline<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, SessionError>>,
+    ) -> Result<T, SessionError> {
+        match tokio::time::timeout(REQUEST_DEADLINE, work).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.reset().await;
+                Err(SessionError::Timeout(self.name()))
+            }
+        }
+    }
+
+    /// Sends a bundle (open, the adds, commit) and waits for its commit:
+    /// all of it or none of it. The adds are checked before the commit (a
+    /// barrier after them): a refused add discards the whole bundle.
+    pub async fn commit_bundle(
+        &self,
+        bundle: u32,
+        adds: Vec<(u32, Vec<u8>)>,
+    ) -> Result<(), SessionError> {
+        self.deadline(async {
+            let connection = self.connection().await?;
+            let open_xid = self.xid();
+            let barrier_xid = self.xid();
+            let mut replies = Vec::new();
+            let mut messages = vec![wire::bundle_control(
+                open_xid,
+                bundle,
+                wire::OFPBCT_OPEN_REQUEST,
+                wire::OFPBF_ATOMIC_ORDERED,
+            )];
+            replies.push((
+                open_xid,
+                "bundle open".to_string(),
+                register(&connection, open_xid),
+            ));
+            for (xid, message) in adds {
+                replies.push((
+                    xid,
+                    format!("bundle message {xid}"),
+                    register(&connection, xid),
+                ));
+                messages.push(message);
+            }
+            let barrier = register(&connection, barrier_xid);
+            messages.push(wire::barrier_request(barrier_xid));
+            self.send(&connection, &messages).await?;
+            barrier
+                .await
+                .map_err(|_| SessionError::Broken(self.name()))?;
+            // Replies (and errors) come in order: all are in by the barrier's.
+            let mut refused = None;
+            for (xid, what, mut reply) in replies {
+                lock(&connection.pending).remove(&xid);
+                if let Ok(message) = reply.try_recv()
+                    && message.get(1) == Some(&wire::OFPT_ERROR)
+                    && refused.is_none()
+                {
+                    let (kind, code) = wire::error_type_code(&message).unwrap_or_default();
+                    refused = Some(SessionError::Refused { what, kind, code });
+                }
+            }
+            if let Some(error) = refused {
+                let discard = wire::bundle_control(
+                    self.xid(),
+                    bundle,
+                    wire::OFPBCT_DISCARD_REQUEST,
+                    wire::OFPBF_ATOMIC_ORDERED,
+                );
+                self.send(&connection, &[discard]).await?;
+                return Err(error);
+            }
+            let commit_xid = self.xid();
+            let committed = register(&connection, commit_xid);
+            self.send(
+                &connection,
+                &[wire::bundle_control(
+                    commit_xid,
+                    bundle,
+                    wire::OFPBCT_COMMIT_REQUEST,
+                    wire::OFPBF_ATOMIC_ORDERED,
+                )],
+            )
+            .await?;
+            let reply = committed
+                .await
+                .map_err(|_| SessionError::Broken(self.name()))?;
+            if reply.get(1) == Some(&wire::OFPT_ERROR) {
+                let (kind, code) = wire::error_type_code(&reply).unwrap_or_default();
+                return Err(SessionError::Refused {
+                    what: "bundle commit".into(),
+                    kind,
+                    code,
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Every flow whose cookie matches `cookie` under `mask` (0: all).
+    pub async fn flows(&self, cookie: u64, mask: u64) -> Result<Vec<FlowStats>, SessionError> {
+        self.deadline(async {
+            let connection = self.connection().await?;
+            let xid = self.xid();
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            lock(&connection.pending).insert(xid, Pending::Many(tx));
+            self.send(&connection, &[wire::flow_stats_request(xid, cookie, mask)])
+                .await?;
+            let mut flows = Vec::new();
+            loop {
+                let reply = rx
+                    .recv()
+                    .await
+                    .ok_or_else(|| SessionError::Broken(self.name()))?;
+                if reply.get(1) == Some(&wire::OFPT_ERROR) {
+                    let (kind, code) = wire::error_type_code(&reply).unwrap_or_default();
+                    return Err(SessionError::Refused {
+                        what: "flow stats request".into(),
+                        kind,
+                        code,
+                    });
+                }
+                let (kind, flags, body) =
+                    wire::multipart_reply(&reply).ok_or(SessionError::Malformed("multipart"))?;
+                if kind != wire::OFPMP_FLOW {
+                    return Err(SessionError::Malformed("not flow stats"));
+                }
+                flows.extend(
+                    wire::parse_flow_stats(body).ok_or(SessionError::Malformed("flow stats"))?,
+                );
+                if flags & wire::OFPMPF_REPLY_MORE == 0 {
+                    lock(&connection.pending).remove(&xid);
+                    return Ok(flows);
+                }
+            }
+        })
+        .await
+    }
+}
+
+fn register(connection: &Connection, xid: u32) -> oneshot::Receiver<Vec<u8>> {
+    let (tx, rx) = oneshot::channel();
+    lock(&connection.pending).insert(xid, Pending::One(tx));
+    rx
+}
+
+fn notify(watchers: &Mutex<Vec<mpsc::UnboundedSender<()>>>) {
+    lock(watchers).retain(|w| w.send(()).is_ok());
+}
+
+/// Reads messages until the connection ends: replies to their requests,
+/// echo requests answered, monitor updates to the watchers.
+async fn read_loop(
+    mut reader: tokio::net::unix::OwnedReadHalf,
+    pending: Arc<Mutex<HashMap<u32, Pending>>>,
+    alive: Arc<std::sync::atomic::AtomicBool>,
+    watchers: Arc<Mutex<Vec<mpsc::UnboundedSender<()>>>>,
+    echo: mpsc::UnboundedSender<Vec<u8>>,
+) {
+    let mut header = [0u8; wire::HEADER_LEN];
+    loop {
+        if reader.read_exact(&mut header).await.is_err() {
+            break;
+        }
+        let Some(h) = Header::parse(&header)
+            .filter(|h| h.length >= wire::HEADER_LEN && h.length <= MAX_MESSAGE)
+        else {
+            tracing::warn!("malformed OpenFlow header from the switch; reconnecting");
+            break;
+        };
+        let mut message = header.to_vec();
+        message.resize(h.length, 0);
+        if reader
+            .read_exact(&mut message[wire::HEADER_LEN..])
+            .await
+            .is_err()
+        {
+            break;
+        }
+        route(&message, h, &pending, &watchers, &echo);
+    }
+    alive.store(false, Ordering::Release);
+    // Requests in flight fail at once (their senders are dropped).
+    lock(&pending).clear();
+    notify(&watchers);
+}
+
+fn route(
+    message: &[u8],
+    header: Header,
+    pending: &Mutex<HashMap<u32, Pending>>,
+    watchers: &Mutex<Vec<mpsc::UnboundedSender<()>>>,
+    echo: &mpsc::UnboundedSender<Vec<u8>>,
+) {
+    match header.kind {
+        wire::OFPT_HELLO => {}
+        wire::OFPT_ECHO_REQUEST => {
+            let _ = echo.send(wire::echo_reply(header.xid, &message[wire::HEADER_LEN..]));
+        }
+        wire::OFPT_MULTIPART_REPLY
+            if wire::multipart_reply(message).map(|(k, _, _)| k)
+                == Some(wire::OFPMP_FLOW_MONITOR) =>
+        {
+            notify(watchers);
+        }
+        _ => {
+            let mut pending = lock(pending);
+            match pending.get(&header.xid) {
+                Some(Pending::Many(tx)) => {
+                    let _ = tx.send(message.to_vec());
+                }
+                Some(Pending::One(_)) => {
+                    if let Some(Pending::One(tx)) = pending.remove(&header.xid) {
+                        let _ = tx.send(message.to_vec());
+                    }
+                }
+                None => {
+                    if header.kind == wire::OFPT_ERROR {
+                        tracing::warn!(
+                            xid = header.xid,
+                            error = ?wire::error_type_code(message),
+                            "OpenFlow error for no request in flight"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
