@@ -89,6 +89,18 @@ impl Collector for DpuCollector {
             "Times our flows were found wiped or altered and restored.",
             flows.repairs,
         )?;
+        encode::gauge(
+            &mut e,
+            "noverlay_dpu_flow_last_repair_unix",
+            "Unix time of the last restore of our flows (0: none).",
+            flows.last_repair_unix as f64,
+        )?;
+        encode::metric(
+            &mut e,
+            "noverlay_dpu_flow_restore_seconds",
+            "From the check that found our flows wiped or altered (a flow-monitor event, or the periodic check) to the flows back.",
+            handle.restore_latency(),
+        )?;
         let guard = handle.guard();
         encode::gauge(
             &mut e,

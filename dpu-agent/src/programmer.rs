@@ -62,6 +62,8 @@ pub async fn run_flow_programmer<S: FlowSwitch>(
     let mut foreign: Option<Vec<ForeignFlow>> = None;
     // Our flows were found wiped or altered: reinstall and count a repair.
     let mut restore = false;
+    // When the check that found them wiped began.
+    let mut wiped_at: Option<std::time::Instant> = None;
     // The last install failed: try again on the next wake-up.
     let mut retry = false;
     loop {
@@ -85,7 +87,11 @@ pub async fn run_flow_programmer<S: FlowSwitch>(
                         Some((done, bridge)) => {
                             if restore {
                                 handle.count_flow_repair();
-                                tracing::warn!("flows restored");
+                                let took = wiped_at.take().map(|at| at.elapsed());
+                                if let Some(took) = took {
+                                    handle.observe_restore(took);
+                                }
+                                tracing::warn!(took = ?took, "flows restored");
                             }
                             installed = Some(done);
                             // A twin that appeared meanwhile changes the
@@ -116,10 +122,14 @@ pub async fn run_flow_programmer<S: FlowSwitch>(
             }
         };
         if check {
+            let checked_at = std::time::Instant::now();
             match read_bridge(&switch, cookie).await {
                 Ok(bridge) => {
-                    if let Some((_, expected)) = &installed {
-                        restore |= drifted(&handle, bridge.ours, expected);
+                    if let Some((_, expected)) = &installed
+                        && drifted(&handle, bridge.ours, expected)
+                    {
+                        restore = true;
+                        wiped_at.get_or_insert(checked_at);
                     }
                     foreign = Some(bridge.foreign);
                 }

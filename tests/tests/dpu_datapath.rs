@@ -305,6 +305,19 @@ async fn flows_are_restored_after_a_wipe_and_a_vswitchd_restart() -> anyhow::Res
         .await?;
         println!("flows restored {:?} after {fault}", started.elapsed());
     }
+    // Each restore is in status and metrics: when, and how long it took.
+    assert!(handle.flow_record().last_repair_unix > 0);
+    let mut metrics = String::new();
+    prometheus_client::encoding::text::encode(
+        &mut metrics,
+        &dpu_agent::metrics::registry(handle.clone()),
+    )?;
+    let restores = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("noverlay_dpu_flow_restore_seconds_count "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .ok_or_else(|| anyhow::anyhow!("no restore histogram in\n{metrics}"))?;
+    assert!(restores >= 2, "{restores} restores observed\n{metrics}");
     agent.shutdown.cancel();
     agent.dpu.stop().await
 }

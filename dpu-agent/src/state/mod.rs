@@ -44,6 +44,8 @@ pub struct FlowRecord {
     pub read_unix: i64,
     /// Restores of flows found wiped or altered.
     pub repairs: u64,
+    /// Unix time (seconds) of the last restore; 0 if none.
+    pub last_repair_unix: i64,
     /// Planned flows another controller's flow already does (rendered).
     pub provided: Vec<String>,
     /// Planned flows left out for a conflicting foreign twin (rendered).
@@ -132,6 +134,8 @@ struct AgentState {
     record: Mutex<Record>,
     /// Connections refused during the mTLS handshake (auth failures).
     refused_connections: AtomicU64,
+    /// From the check that found our flows wiped to the flows back.
+    restore_latency: prometheus_client::metrics::histogram::Histogram,
 }
 
 /// A cheap handle to the running agent's state.
@@ -160,6 +164,9 @@ impl AgentHandle {
                 tls: Mutex::new(tls),
                 record: Mutex::default(),
                 refused_connections: AtomicU64::new(0),
+                restore_latency: prometheus_client::metrics::histogram::Histogram::new(
+                    noverlay_runtime::metrics::encode::LATENCY_BUCKETS,
+                ),
             }),
         }
     }
@@ -316,7 +323,19 @@ impl AgentHandle {
 
     /// Counts one restore of flows that were wiped or altered.
     pub fn count_flow_repair(&self) {
-        lock(&self.state.record).flows.repairs += 1;
+        let mut record = lock(&self.state.record);
+        record.flows.repairs += 1;
+        record.flows.last_repair_unix = unix_now();
+    }
+
+    /// How long one restore took, from the check that found the flows
+    /// wiped to the flows back.
+    pub fn observe_restore(&self, took: std::time::Duration) {
+        self.state.restore_latency.observe(took.as_secs_f64());
+    }
+
+    pub fn restore_latency(&self) -> &prometheus_client::metrics::histogram::Histogram {
+        &self.state.restore_latency
     }
 
     pub fn flow_repairs(&self) -> u64 {
