@@ -102,7 +102,8 @@ pub struct BridgeConfig {
     /// The OVSDB unix socket, for port discovery.
     #[serde(default = "default_ovsdb_socket")]
     pub ovsdb_socket: PathBuf,
-    /// The bridge's OpenFlow target for ovs-ofctl; default
+    /// The bridge's OpenFlow target: `unix:` (a native session, the
+    /// default), or `tcp:`/`ssl:` (through ovs-ofctl); default
     /// "unix:/var/run/openvswitch/<name>.mgmt".
     pub openflow: Option<String>,
     /// Safety-net verification of our flows, on top of the flow monitor.
@@ -121,7 +122,7 @@ fn default_verify_interval_ms() -> u64 {
 }
 
 impl BridgeConfig {
-    /// The OpenFlow target ovs-ofctl connects to.
+    /// The bridge's OpenFlow target.
     pub fn openflow_target(&self) -> String {
         self.openflow
             .clone()
