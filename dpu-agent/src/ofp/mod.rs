@@ -8,6 +8,7 @@
 //! come from a flow monitor on the same connection.
 
 pub mod decode;
+pub mod reply;
 pub mod session;
 pub mod spec;
 pub mod wire;
