@@ -23,6 +23,9 @@ use tokio::{
 
 /// Deadline of one request (and of connecting).
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+/// An echo request this often on an open connection; one unanswered
+/// within [`REQUEST_DEADLINE`] drops the connection.
+pub const KEEPALIVE: Duration = Duration::from_secs(5);
 /// The largest message accepted from the switch (OpenFlow's own limit).
 const MAX_MESSAGE: usize = 65535;
 
@@ -144,6 +147,11 @@ impl Session {
                 let _ = c.writer.lock().await.write_all(&reply).await;
             }
         });
+        tokio::spawn(keepalive(
+            Arc::downgrade(&connection),
+            self.next_xid.clone(),
+            self.watchers.clone(),
+        ));
         *slot = Some(connection.clone());
         tracing::info!(socket = %self.name(), "OpenFlow session open");
         Ok(connection)
@@ -316,6 +324,50 @@ impl Session {
     }
 }
 
+/// Echo requests while the connection lives; a switch that stops answering
+/// (wedged, or gone without closing) loses the connection, and the
+/// watchers hear of it.
+async fn keepalive(
+    connection: std::sync::Weak<Connection>,
+    next_xid: Arc<AtomicU32>,
+    watchers: Arc<Mutex<Vec<mpsc::UnboundedSender<()>>>>,
+) {
+    let mut tick = tokio::time::interval(KEEPALIVE);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(live) = connection.upgrade() else {
+            return;
+        };
+        if !live.alive.load(Ordering::Acquire) {
+            return;
+        }
+        let xid = next_xid.fetch_add(1, Ordering::Relaxed);
+        let reply = register(&live, xid);
+        let sent = live
+            .writer
+            .lock()
+            .await
+            .write_all(&wire::echo_request(xid))
+            .await
+            .is_ok();
+        drop(live);
+        let answered = sent
+            && tokio::time::timeout(REQUEST_DEADLINE, reply)
+                .await
+                .is_ok_and(|r| r.is_ok());
+        if !answered {
+            if let Some(live) = connection.upgrade() {
+                live.alive.store(false, Ordering::Release);
+                lock(&live.pending).clear();
+            }
+            tracing::warn!("the switch stopped answering echo requests; reconnecting");
+            notify(&watchers);
+            return;
+        }
+    }
+}
+
 fn register(connection: &Connection, xid: u32) -> oneshot::Receiver<Vec<u8>> {
     let (tx, rx) = oneshot::channel();
     lock(&connection.pending).insert(xid, Pending::One(tx));
@@ -403,5 +455,66 @@ fn route(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::UnixListener;
+
+    /// A switch that answers the hello and one flow-stats request, then
+    /// nothing (wedged): the echo keepalive notices and the watchers hear.
+    #[tokio::test(start_paused = true)]
+    async fn a_switch_that_stops_answering_echoes_loses_the_connection() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("br.mgmt");
+        let listener = UnixListener::bind(&path).expect("bind");
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut buffer = vec![0u8; 4096];
+            // Hello, the monitor request and the stats request may come
+            // in one read or several: answer the stats request once seen.
+            let mut seen = Vec::new();
+            loop {
+                let n = stream.read(&mut buffer).await.expect("read");
+                if n == 0 {
+                    return;
+                }
+                seen.extend_from_slice(&buffer[..n]);
+                if let Some(xid) = stats_request_xid(&seen) {
+                    let mut reply = vec![wire::VERSION, wire::OFPT_MULTIPART_REPLY, 0, 16];
+                    reply.extend_from_slice(&xid.to_be_bytes());
+                    reply.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+                    stream.write_all(&reply).await.expect("reply");
+                    break;
+                }
+            }
+            // Wedged: read and never answer, keeping the socket open.
+            while stream.read(&mut buffer).await.is_ok_and(|n| n > 0) {}
+        });
+        let session = Session::new(path);
+        let mut changes = session.watch();
+        assert_eq!(session.flows(0, 0).await.expect("stats"), Vec::new());
+        while changes.try_recv().is_ok() {}
+        tokio::time::timeout(KEEPALIVE + REQUEST_DEADLINE * 2, changes.recv())
+            .await
+            .expect("the lost connection was never reported")
+            .expect("watch channel");
+    }
+
+    fn stats_request_xid(mut bytes: &[u8]) -> Option<u32> {
+        while let Some(h) = Header::parse(bytes) {
+            if h.length < wire::HEADER_LEN || h.length > bytes.len() {
+                return None;
+            }
+            if h.kind == wire::OFPT_MULTIPART_REQUEST
+                && bytes.get(8..10) == Some(&wire::OFPMP_FLOW.to_be_bytes()[..])
+            {
+                return Some(h.xid);
+            }
+            bytes = &bytes[h.length..];
+        }
+        None
     }
 }
