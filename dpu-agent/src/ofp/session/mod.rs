@@ -4,7 +4,9 @@
 //! requests by xid, answers echo requests, and turns flow-monitor updates
 //! into wake-ups; every request has a deadline.
 
-use super::wire::{self, FlowStats, Header};
+mod io;
+
+use super::wire::{self, FlowStats};
 use noverlay_runtime::lock;
 use std::{
     collections::HashMap,
@@ -16,7 +18,7 @@ use std::{
     time::Duration,
 };
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::AsyncWriteExt,
     net::{UnixStream, unix::OwnedWriteHalf},
     sync::{mpsc, oneshot},
 };
@@ -126,7 +128,7 @@ impl Session {
         let pending: Arc<Mutex<HashMap<u32, Pending>>> = Arc::default();
         let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let (echo_tx, mut echo_rx) = mpsc::unbounded_channel::<Vec<u8>>();
-        let reader = tokio::spawn(read_loop(
+        let reader = tokio::spawn(io::read_loop(
             reader,
             pending.clone(),
             alive.clone(),
@@ -147,7 +149,7 @@ impl Session {
                 let _ = c.writer.lock().await.write_all(&reply).await;
             }
         });
-        tokio::spawn(keepalive(
+        tokio::spawn(io::keepalive(
             Arc::downgrade(&connection),
             self.next_xid.clone(),
             self.watchers.clone(),
@@ -324,50 +326,6 @@ impl Session {
     }
 }
 
-/// Echo requests while the connection lives; a switch that stops answering
-/// (wedged, or gone without closing) loses the connection, and the
-/// watchers hear of it.
-async fn keepalive(
-    connection: std::sync::Weak<Connection>,
-    next_xid: Arc<AtomicU32>,
-    watchers: Arc<Mutex<Vec<mpsc::UnboundedSender<()>>>>,
-) {
-    let mut tick = tokio::time::interval(KEEPALIVE);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let Some(live) = connection.upgrade() else {
-            return;
-        };
-        if !live.alive.load(Ordering::Acquire) {
-            return;
-        }
-        let xid = next_xid.fetch_add(1, Ordering::Relaxed);
-        let reply = register(&live, xid);
-        let sent = live
-            .writer
-            .lock()
-            .await
-            .write_all(&wire::echo_request(xid))
-            .await
-            .is_ok();
-        drop(live);
-        let answered = sent
-            && tokio::time::timeout(REQUEST_DEADLINE, reply)
-                .await
-                .is_ok_and(|r| r.is_ok());
-        if !answered {
-            if let Some(live) = connection.upgrade() {
-                live.alive.store(false, Ordering::Release);
-                lock(&live.pending).clear();
-            }
-            tracing::warn!("the switch stopped answering echo requests; reconnecting");
-            notify(&watchers);
-            return;
-        }
-    }
-}
-
 fn register(connection: &Connection, xid: u32) -> oneshot::Receiver<Vec<u8>> {
     let (tx, rx) = oneshot::channel();
     lock(&connection.pending).insert(xid, Pending::One(tx));
@@ -378,90 +336,11 @@ fn notify(watchers: &Mutex<Vec<mpsc::UnboundedSender<()>>>) {
     lock(watchers).retain(|w| w.send(()).is_ok());
 }
 
-/// Reads messages until the connection ends: replies to their requests,
-/// echo requests answered, monitor updates to the watchers.
-async fn read_loop(
-    mut reader: tokio::net::unix::OwnedReadHalf,
-    pending: Arc<Mutex<HashMap<u32, Pending>>>,
-    alive: Arc<std::sync::atomic::AtomicBool>,
-    watchers: Arc<Mutex<Vec<mpsc::UnboundedSender<()>>>>,
-    echo: mpsc::UnboundedSender<Vec<u8>>,
-) {
-    let mut header = [0u8; wire::HEADER_LEN];
-    loop {
-        if reader.read_exact(&mut header).await.is_err() {
-            break;
-        }
-        let Some(h) = Header::parse(&header)
-            .filter(|h| h.length >= wire::HEADER_LEN && h.length <= MAX_MESSAGE)
-        else {
-            tracing::warn!("malformed OpenFlow header from the switch; reconnecting");
-            break;
-        };
-        let mut message = header.to_vec();
-        message.resize(h.length, 0);
-        if reader
-            .read_exact(&mut message[wire::HEADER_LEN..])
-            .await
-            .is_err()
-        {
-            break;
-        }
-        route(&message, h, &pending, &watchers, &echo);
-    }
-    alive.store(false, Ordering::Release);
-    // Requests in flight fail at once (their senders are dropped).
-    lock(&pending).clear();
-    notify(&watchers);
-}
-
-fn route(
-    message: &[u8],
-    header: Header,
-    pending: &Mutex<HashMap<u32, Pending>>,
-    watchers: &Mutex<Vec<mpsc::UnboundedSender<()>>>,
-    echo: &mpsc::UnboundedSender<Vec<u8>>,
-) {
-    match header.kind {
-        wire::OFPT_HELLO => {}
-        wire::OFPT_ECHO_REQUEST => {
-            let _ = echo.send(wire::echo_reply(header.xid, &message[wire::HEADER_LEN..]));
-        }
-        wire::OFPT_MULTIPART_REPLY
-            if wire::multipart_reply(message).map(|(k, _, _)| k)
-                == Some(wire::OFPMP_FLOW_MONITOR) =>
-        {
-            notify(watchers);
-        }
-        _ => {
-            let mut pending = lock(pending);
-            match pending.get(&header.xid) {
-                Some(Pending::Many(tx)) => {
-                    let _ = tx.send(message.to_vec());
-                }
-                Some(Pending::One(_)) => {
-                    if let Some(Pending::One(tx)) = pending.remove(&header.xid) {
-                        let _ = tx.send(message.to_vec());
-                    }
-                }
-                None => {
-                    if header.kind == wire::OFPT_ERROR {
-                        tracing::warn!(
-                            xid = header.xid,
-                            error = ?wire::error_type_code(message),
-                            "OpenFlow error for no request in flight"
-                        );
-                    }
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::net::UnixListener;
+    use crate::ofp::wire::Header;
+    use tokio::{io::AsyncReadExt, net::UnixListener};
 
     /// A switch that answers the hello and one flow-stats request, then
     /// nothing (wedged): the echo keepalive notices and the watchers hear.

@@ -1,0 +1,141 @@
+//! The session's background tasks: the reader that routes what the switch
+//! sends, and the echo keepalive.
+
+use super::{Connection, KEEPALIVE, MAX_MESSAGE, Pending, REQUEST_DEADLINE, notify, register};
+use crate::ofp::wire::{self, Header};
+use noverlay_runtime::lock;
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    sync::mpsc,
+};
+
+/// Echo requests while the connection lives; a switch that stops answering
+/// (wedged, or gone without closing) loses the connection, and the
+/// watchers hear of it.
+pub(super) async fn keepalive(
+    connection: std::sync::Weak<Connection>,
+    next_xid: Arc<AtomicU32>,
+    watchers: Arc<Mutex<Vec<mpsc::UnboundedSender<()>>>>,
+) {
+    let mut tick = tokio::time::interval(KEEPALIVE);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(live) = connection.upgrade() else {
+            return;
+        };
+        if !live.alive.load(Ordering::Acquire) {
+            return;
+        }
+        let xid = next_xid.fetch_add(1, Ordering::Relaxed);
+        let reply = register(&live, xid);
+        let sent = live
+            .writer
+            .lock()
+            .await
+            .write_all(&wire::echo_request(xid))
+            .await
+            .is_ok();
+        drop(live);
+        let answered = sent
+            && tokio::time::timeout(REQUEST_DEADLINE, reply)
+                .await
+                .is_ok_and(|r| r.is_ok());
+        if !answered {
+            if let Some(live) = connection.upgrade() {
+                live.alive.store(false, Ordering::Release);
+                lock(&live.pending).clear();
+            }
+            tracing::warn!("the switch stopped answering echo requests; reconnecting");
+            notify(&watchers);
+            return;
+        }
+    }
+}
+
+/// Reads messages until the connection ends: replies to their requests,
+/// echo requests answered, monitor updates to the watchers.
+pub(super) async fn read_loop(
+    mut reader: tokio::net::unix::OwnedReadHalf,
+    pending: Arc<Mutex<HashMap<u32, Pending>>>,
+    alive: Arc<std::sync::atomic::AtomicBool>,
+    watchers: Arc<Mutex<Vec<mpsc::UnboundedSender<()>>>>,
+    echo: mpsc::UnboundedSender<Vec<u8>>,
+) {
+    let mut header = [0u8; wire::HEADER_LEN];
+    loop {
+        if reader.read_exact(&mut header).await.is_err() {
+            break;
+        }
+        let Some(h) = Header::parse(&header)
+            .filter(|h| h.length >= wire::HEADER_LEN && h.length <= MAX_MESSAGE)
+        else {
+            tracing::warn!("malformed OpenFlow header from the switch; reconnecting");
+            break;
+        };
+        let mut message = header.to_vec();
+        message.resize(h.length, 0);
+        if reader
+            .read_exact(&mut message[wire::HEADER_LEN..])
+            .await
+            .is_err()
+        {
+            break;
+        }
+        route(&message, h, &pending, &watchers, &echo);
+    }
+    alive.store(false, Ordering::Release);
+    // Requests in flight fail at once (their senders are dropped).
+    lock(&pending).clear();
+    notify(&watchers);
+}
+
+fn route(
+    message: &[u8],
+    header: Header,
+    pending: &Mutex<HashMap<u32, Pending>>,
+    watchers: &Mutex<Vec<mpsc::UnboundedSender<()>>>,
+    echo: &mpsc::UnboundedSender<Vec<u8>>,
+) {
+    match header.kind {
+        wire::OFPT_HELLO => {}
+        wire::OFPT_ECHO_REQUEST => {
+            let _ = echo.send(wire::echo_reply(header.xid, &message[wire::HEADER_LEN..]));
+        }
+        wire::OFPT_MULTIPART_REPLY
+            if wire::multipart_reply(message).map(|(k, _, _)| k)
+                == Some(wire::OFPMP_FLOW_MONITOR) =>
+        {
+            notify(watchers);
+        }
+        _ => {
+            let mut pending = lock(pending);
+            match pending.get(&header.xid) {
+                Some(Pending::Many(tx)) => {
+                    let _ = tx.send(message.to_vec());
+                }
+                Some(Pending::One(_)) => {
+                    if let Some(Pending::One(tx)) = pending.remove(&header.xid) {
+                        let _ = tx.send(message.to_vec());
+                    }
+                }
+                None => {
+                    if header.kind == wire::OFPT_ERROR {
+                        tracing::warn!(
+                            xid = header.xid,
+                            error = ?wire::error_type_code(message),
+                            "OpenFlow error for no request in flight"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
