@@ -101,12 +101,21 @@ impl Ovs {
     pub fn kill_vswitchd(&self) -> anyhow::Result<()> {
         let pid = std::fs::read_to_string(self.dir.path().join("vswitchd.pid"))?;
         crate::netns::run(&["kill", "-9", pid.trim()])?;
-        // Wait for it to be gone so that a restart can take the pidfile.
-        let proc = format!("/proc/{}", pid.trim());
+        // Wait for it to be gone so that a restart can take the pidfile. A
+        // zombie is gone too: reaping is up to whoever adopted the daemon
+        // (on some machines a slow PID 1).
+        let stat = format!("/proc/{}/stat", pid.trim());
         noverlay_test_support::eventually_blocking(
             "ovs-vswitchd to exit",
-            std::time::Duration::from_secs(2),
-            || !std::path::Path::new(&proc).exists(),
+            std::time::Duration::from_secs(5),
+            || {
+                std::fs::read_to_string(&stat).map_or(true, |s| {
+                    s.rsplit(')')
+                        .next()
+                        .and_then(|rest| rest.split_whitespace().next())
+                        == Some("Z")
+                })
+            },
         )
         .map_err(anyhow::Error::msg)?;
         let _ = std::fs::remove_file(self.dir.path().join("vswitchd.pid"));
