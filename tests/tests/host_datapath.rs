@@ -634,6 +634,9 @@ impl RouteManager {
             .stdout
             .take()
             .ok_or_else(|| anyhow::anyhow!("no monitor output"))?;
+        // `ip monitor` subscribes after it starts: give it the time to,
+        // before anyone may touch the route (the contrast below needs it).
+        std::thread::sleep(Duration::from_millis(500));
         let name = host.name.clone();
         let restore = move || {
             let _ = std::process::Command::new("ip")
