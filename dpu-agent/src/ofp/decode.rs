@@ -5,7 +5,7 @@
 //! anything else is written generically (`oxm(0x8000:13)=...`,
 //! `nx_action(40)`): never equal to a flow of ours, and still shown.
 
-use super::wire::FlowStats;
+use super::{spec::CT_FLAGS, wire::FlowStats};
 use noverlay_proto::contract::format_mac;
 use std::{
     fmt::Write as _,
@@ -88,19 +88,10 @@ fn prefix(value: &[u8], mask: Option<&[u8]>) -> String {
     };
     match mask {
         None => address,
-        Some(mask) => {
-            let ones: u32 = mask.iter().map(|b| b.count_ones()).sum();
-            let contiguous = mask
-                .iter()
-                .flat_map(|b| (0..8).rev().map(move |i| b >> i & 1 == 1))
-                .skip(ones as usize)
-                .all(|bit| !bit);
-            if contiguous {
-                format!("{address}/{ones}")
-            } else {
-                format!("{address}/0x{}", hex(mask))
-            }
-        }
+        Some(mask) => match noverlay_nft::describe::prefix_len(mask) {
+            Some(ones) => format!("{address}/{ones}"),
+            None => format!("{address}/0x{}", hex(mask)),
+        },
     }
 }
 
@@ -108,21 +99,11 @@ fn mac(value: &[u8]) -> String {
     <[u8; 6]>::try_from(value).map_or_else(|_| hex(value), |m| format_mac(&m))
 }
 
-const CT_FLAGS: [(&str, u64); 8] = [
-    ("new", 0x01),
-    ("est", 0x02),
-    ("rel", 0x04),
-    ("rpl", 0x08),
-    ("inv", 0x10),
-    ("trk", 0x20),
-    ("snat", 0x40),
-    ("dnat", 0x80),
-];
-
 fn ct_state(value: &[u8], mask: Option<&[u8]>) -> String {
     let (value, mask) = (be(value), mask.map_or(u64::MAX, be));
     let mut out = String::new();
     for (name, bit) in CT_FLAGS {
+        let bit = u64::from(bit);
         if mask & bit != 0 {
             out.push(if value & bit != 0 { '+' } else { '-' });
             out.push_str(name);

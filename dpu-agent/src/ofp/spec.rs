@@ -161,8 +161,9 @@ fn parse_field(token: &str) -> Result<Field, SpecError> {
     })
 }
 
-/// The ct_state flags, in the kernel's bit order.
-const CT_FLAGS: [(&str, u32); 8] = [
+/// The ct_state flags, in the kernel's bit order (also how the decoder
+/// writes them back).
+pub(super) const CT_FLAGS: [(&str, u32); 8] = [
     ("new", 0x01),
     ("est", 0x02),
     ("rel", 0x04),
