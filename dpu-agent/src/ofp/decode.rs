@@ -159,52 +159,59 @@ fn u32_at(b: &[u8], i: usize) -> Option<u32> {
     ]))
 }
 
-/// The instructions as an ovs-ofctl action list.
-pub fn instructions_text(mut bytes: &[u8]) -> String {
-    let mut parts = Vec::new();
-    while bytes.len() >= 4 {
-        let (Some(kind), Some(len)) = (u16_at(bytes, 0), u16_at(bytes, 2)) else {
-            break;
-        };
-        let len = usize::from(len);
-        let Some(body) = bytes.get(..len).filter(|_| len >= 8) else {
-            parts.push("malformed_instruction".to_string());
-            break;
-        };
-        match kind {
-            1 => parts.push(format!("goto_table:{}", body[4])),
-            4 => parts.push(actions_text(&body[8..])),
-            other => parts.push(format!("instruction({other})")),
+/// The entries of an instruction or action list: each starts with its
+/// type and length (at least 8, padding included). Walks while at least
+/// `min_left` bytes remain; yields None once for an entry whose length
+/// does not fit, and stops there.
+fn type_length_entries(
+    mut bytes: &[u8],
+    min_left: usize,
+) -> impl Iterator<Item = Option<(u16, &[u8])>> {
+    std::iter::from_fn(move || {
+        if bytes.len() < min_left.max(4) {
+            return None;
         }
-        bytes = &bytes[len..];
-    }
-    let text = parts
-        .into_iter()
+        let (kind, len) = (u16_at(bytes, 0)?, usize::from(u16_at(bytes, 2)?));
+        match bytes.get(..len).filter(|_| len >= 8) {
+            Some(body) => {
+                bytes = &bytes[len..];
+                Some(Some((kind, body)))
+            }
+            None => {
+                bytes = &[];
+                Some(None)
+            }
+        }
+    })
+}
+
+/// The instructions as an ovs-ofctl action list.
+pub fn instructions_text(bytes: &[u8]) -> String {
+    let parts: Vec<String> = type_length_entries(bytes, 4)
+        .map(|entry| match entry {
+            Some((1, body)) => format!("goto_table:{}", body[4]),
+            Some((4, body)) => actions_text(&body[8..]),
+            Some((other, _)) => format!("instruction({other})"),
+            None => "malformed_instruction".to_string(),
+        })
         .filter(|p| !p.is_empty())
-        .collect::<Vec<_>>();
-    if text.is_empty() {
+        .collect();
+    if parts.is_empty() {
         "drop".into()
     } else {
-        text.join(",")
+        parts.join(",")
     }
 }
 
 /// An action list as ovs-ofctl writes it, for the actions our flows use.
-pub fn actions_text(mut bytes: &[u8]) -> String {
-    let mut parts = Vec::new();
-    while bytes.len() >= 4 {
-        let (Some(kind), Some(len)) = (u16_at(bytes, 0), u16_at(bytes, 2)) else {
-            break;
-        };
-        let len = usize::from(len);
-        let Some(body) = bytes.get(..len).filter(|_| len >= 8) else {
-            parts.push("malformed_action".to_string());
-            break;
-        };
-        parts.push(action_text(kind, body));
-        bytes = &bytes[len..];
-    }
-    parts.join(",")
+pub fn actions_text(bytes: &[u8]) -> String {
+    type_length_entries(bytes, 4)
+        .map(|entry| match entry {
+            Some((kind, body)) => action_text(kind, body),
+            None => "malformed_action".to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn action_text(kind: u16, body: &[u8]) -> String {
@@ -284,23 +291,19 @@ fn ct_text(body: &[u8]) -> String {
     }
     let nested = body.get(24..).unwrap_or_default();
     let mut exec = Vec::new();
-    let mut rest = nested;
-    while rest.len() >= 8 {
-        let (Some(kind), Some(len)) = (u16_at(rest, 0), u16_at(rest, 2)) else {
-            break;
+    for entry in type_length_entries(nested, 8) {
+        let text = match entry {
+            Some((kind, action)) => action_text(kind, action),
+            None => {
+                exec.push("malformed".to_string());
+                break;
+            }
         };
-        let len = usize::from(len);
-        let Some(action) = rest.get(..len).filter(|_| len >= 8) else {
-            exec.push("malformed".to_string());
-            break;
-        };
-        let text = action_text(kind, action);
         if text.starts_with("nat") {
             args.push(text);
         } else {
             exec.push(text);
         }
-        rest = &rest[len..];
     }
     if !exec.is_empty() {
         args.push(format!("exec({})", exec.join(",")));
