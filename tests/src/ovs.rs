@@ -236,6 +236,27 @@ verify_interval_ms = 1000
     }
 }
 
+/// A DPU namespace with OVS in it: breth0 (pf0hpf, patch-breth0, p0, whose
+/// far ends are veths left in the namespace) patched to `br-int`. OVS stops
+/// before the namespace goes.
+pub struct Switch {
+    pub ovs: Ovs,
+    pub ns: NetNs,
+}
+
+impl Switch {
+    pub fn start(role: &str) -> anyhow::Result<Self> {
+        let ns = NetNs::new(role)?;
+        ns.sh("set -e
+            ip link add pf0hpf type veth peer name hostside
+            ip link add p0 type veth peer name p0peer
+            for l in pf0hpf hostside p0 p0peer; do ip link set $l up; done")?;
+        let ovs = Ovs::start(&ns)?;
+        ovs.gateway_bridge("br-int")?;
+        Ok(Switch { ovs, ns })
+    }
+}
+
 impl Drop for Ovs {
     fn drop(&mut self) {
         let d = self.path();

@@ -7,8 +7,8 @@ use dpu_agent::{flows, state::AgentHandle};
 use noverlay_runtime::systemd::Watchdog;
 use noverlay_tests::{
     harness::{self, Certs, DpuOptions, RunningDpu},
-    netns::{self, NetNs},
-    ovs::{self, Ovs},
+    netns,
+    ovs::{self, Ovs, Switch},
 };
 use std::{
     path::PathBuf,
@@ -22,21 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 const COOKIE: &str = "0x6e6f7672";
 
-/// A DPU namespace with OVS: breth0 (pf0hpf, patch-breth0, p0) and br-int.
-struct Dpu {
-    ovs: Ovs,
-    ns: NetNs,
-}
-
-fn dpu_switch() -> anyhow::Result<Dpu> {
-    let ns = NetNs::new("ovs")?;
-    ns.sh("set -e
-        ip link add pf0hpf type veth peer name hostside
-        ip link add p0 type veth peer name p0peer
-        for l in pf0hpf hostside p0 p0peer; do ip link set $l up; done")?;
-    let ovs = Ovs::start(&ns)?;
-    ovs.gateway_bridge("br-int")?;
-    Ok(Dpu { ovs, ns })
+fn dpu_switch() -> anyhow::Result<Switch> {
+    Switch::start("ovs")
 }
 
 /// Our flows as OVS shows them, without counters, sorted.

@@ -11,8 +11,8 @@ use dpu_agent::{
 };
 use noverlay_proto::contract::{FamilyContract, Masquerade, Mode, Offer};
 use noverlay_tests::{
-    netns::{self, NetNs},
-    ovs::{self, Ovs},
+    netns,
+    ovs::{self, Switch},
 };
 use std::{
     io::{Read, Write},
@@ -213,13 +213,8 @@ impl Connection {
 fn a_bundle_over_the_management_socket_installs_what_ovs_ofctl_would() -> anyhow::Result<()> {
     netns::require_privileges()?;
     ovs::require()?;
-    let ns = NetNs::new("ofp")?;
-    ns.sh("set -e
-        ip link add pf0hpf type veth peer name hostside
-        ip link add p0 type veth peer name p0peer
-        for l in pf0hpf hostside p0 p0peer; do ip link set $l up; done")?;
-    let ovs = Ovs::start(&ns)?;
-    ovs.gateway_bridge("br-int")?;
+    let sw = Switch::start("ofp")?;
+    let ovs = &sw.ovs;
     let socket = ovs.openflow("breth0");
     let socket = socket.trim_start_matches("unix:");
     let mut connection = Connection::open(socket)?;
@@ -314,13 +309,8 @@ fn a_native_dump_places_our_flows_as_ovs_ofctls_does() -> anyhow::Result<()> {
     use dpu_agent::{coexist, ofp::decode};
     netns::require_privileges()?;
     ovs::require()?;
-    let ns = NetNs::new("ofq")?;
-    ns.sh("set -e
-        ip link add pf0hpf type veth peer name hostside
-        ip link add p0 type veth peer name p0peer
-        for l in pf0hpf hostside p0 p0peer; do ip link set $l up; done")?;
-    let ovs = Ovs::start(&ns)?;
-    ovs.gateway_bridge("br-int")?;
+    let sw = Switch::start("ofq")?;
+    let ovs = &sw.ovs;
     ovs.ovnkube_replace_flows("198.18.0.10")?;
     let socket = ovs.openflow("breth0");
     let mut connection = Connection::open(socket.trim_start_matches("unix:"))?;

@@ -19,7 +19,7 @@ use noverlay_tests::{
     harness::{self, Certs, DpuOptions, HOST_SAN, HostOptions, RunningDpu},
     mock_dpu::MockDpu,
     netns::{NetNs, privileged_or_skip},
-    ovs::{self, Ovs},
+    ovs::{self, Switch},
 };
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -234,10 +234,8 @@ async fn unrelated_churn(
 
 /// dpu-agent against OVS in a namespace.
 fn dpu_flows() -> anyhow::Result<()> {
-    let ns = NetNs::new("bd")?;
-    ns.sh("ip link add pf0hpf type veth peer name hs; ip link add p0 type veth peer name p0p; for l in pf0hpf hs p0 p0p; do ip link set $l up; done")?;
-    let ovs = Ovs::start(&ns)?;
-    ovs.gateway_bridge("br-int")?;
+    let sw = Switch::start("bd")?;
+    let ovs = &sw.ovs;
     let bridge = ovs.agent_bridge_section();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
