@@ -72,10 +72,25 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // `bench [host|dpu|idle]...` runs only the named parts; all by default.
+    let parts: Vec<String> = std::env::args().skip(1).collect();
+    let wanted = |part: &str| parts.is_empty() || parts.iter().any(|p| p == part);
+    if let Some(unknown) = parts
+        .iter()
+        .find(|p| !["host", "dpu", "idle"].contains(&p.as_str()))
+    {
+        anyhow::bail!("unknown part {unknown:?}: expected host, dpu or idle");
+    }
     println!("noverlay benchmarks (median of {ROUNDS} rounds)\n");
-    host_apply()?;
-    dpu_flows()?;
-    idle_cost()?;
+    if wanted("host") {
+        host_apply()?;
+    }
+    if wanted("dpu") {
+        dpu_flows()?;
+    }
+    if wanted("idle") {
+        idle_cost()?;
+    }
     Ok(())
 }
 
