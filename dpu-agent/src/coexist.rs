@@ -11,7 +11,7 @@
 //! both flows.
 
 use crate::flows::{BasePipeline, Flow, MatchKey};
-use crate::openflow::dumped_match_and_packets;
+use crate::openflow::{ReadFlow, dumped_cookie, dumped_match_and_packets};
 
 /// A flow on the bridge that carries another cookie.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,15 +24,12 @@ pub struct ForeignFlow {
     pub text: String,
 }
 
-/// The cookie of a dumped flow (OVS prints `cookie=0x...` first).
-pub fn dumped_cookie(flow: &str) -> Option<u64> {
-    let value = flow
-        .split([',', ' '])
-        .find_map(|part| part.strip_prefix("cookie="))?;
-    u64::from_str_radix(value.trim_start_matches("0x"), 16).ok()
-}
-
 impl ForeignFlow {
+    /// From a flow as read; None for unparsable dump lines.
+    pub fn read(flow: &ReadFlow) -> Option<Self> {
+        Self::parse(&flow.text())
+    }
+
     /// From a dump line; None for unparsable lines.
     pub fn parse(dumped: &str) -> Option<Self> {
         let cookie = dumped_cookie(dumped)?;

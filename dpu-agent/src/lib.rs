@@ -133,10 +133,17 @@ pub async fn cleanup(config: &config::ValidConfig) -> Result<(), Vec<CleanupErro
     use openflow::FlowSwitch;
     let bridge = &config.raw.bridge;
     let target = bridge.openflow_target();
-    let bundle = flows::render_bundle(&[], bridge.cookie);
     let removed = match native_socket(&target) {
-        Some(path) => ofp::NativeSwitch::new(path).replace(&bundle).await,
-        None => openflow::OvsOfctl { target }.replace(&bundle).await,
+        Some(path) => {
+            ofp::NativeSwitch::new(path)
+                .replace(&[], bridge.cookie)
+                .await
+        }
+        None => {
+            openflow::OvsOfctl { target }
+                .replace(&[], bridge.cookie)
+                .await
+        }
     };
     let mut errors = Vec::new();
     if let Err(source) = removed {

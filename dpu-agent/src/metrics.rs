@@ -3,7 +3,7 @@
 
 use crate::{
     flows::{Flow, MatchKey},
-    openflow::dumped_match_and_packets,
+    openflow::ReadFlow,
     state::{AgentHandle, GuardState, Source},
 };
 use noverlay_runtime::metrics::encode::{self, Labels};
@@ -151,7 +151,7 @@ impl Collector for DpuCollector {
 
 /// Each installed flow's packet counter, labelled by table, priority, role
 /// and CIDR: labels that survive CIDR and port changes of other flows.
-fn flow_packets(desired: &[Flow], installed: &[String]) -> Vec<(Labels, u64)> {
+fn flow_packets(desired: &[Flow], installed: &[ReadFlow]) -> Vec<(Labels, u64)> {
     let planned: HashMap<MatchKey, (&'static str, String)> = desired
         .iter()
         .map(|f| {
@@ -162,7 +162,7 @@ fn flow_packets(desired: &[Flow], installed: &[String]) -> Vec<(Labels, u64)> {
     installed
         .iter()
         .map(|flow| {
-            let (key, packets) = dumped_match_and_packets(flow);
+            let (key, packets) = flow.match_and_packets();
             let (role, cidr) = planned
                 .get(&key)
                 .cloned()
@@ -198,11 +198,34 @@ mod tests {
             ct_zone: 64000,
         };
         let desired = plan_flows(&offer, &ports, &settings);
-        // As ovs-ofctl dump-flows prints them (field order differs).
+        // As ovs-ofctl dump-flows prints them (field order differs), and
+        // one as the native session reads it (the match as encoded).
+        let native = {
+            let spec = crate::ofp::spec::FlowSpec::parse(
+                0x6e6f7672,
+                1,
+                100,
+                "ip,ct_state=+trk+est,ct_mark=0x1",
+                "output:2",
+            )
+            .expect("spec");
+            let flow_mod = crate::ofp::wire::flow_add(1, &spec);
+            let (match_fields, instructions) =
+                crate::ofp::reply::flow_mod_match_and_instructions(&flow_mod).expect("flow mod");
+            ReadFlow::Native(crate::ofp::reply::FlowStats {
+                table: 1,
+                priority: 100,
+                cookie: 0x6e6f7672,
+                packets: 5,
+                bytes: 490,
+                match_fields,
+                instructions,
+            })
+        };
         let installed = [
-            "cookie=0x6e6f7672, duration=2.0s, table=0, n_packets=12, n_bytes=1176, priority=510,ip,in_port=1,nw_src=169.254.0.2,nw_dst=198.18.128.0/17 actions=goto_table:2".to_string(),
-            "cookie=0x6e6f7672, duration=2.0s, table=1, n_packets=5, n_bytes=490, priority=100,ct_state=+est+trk,ct_mark=0x1,ip actions=output:2".to_string(),
-            "cookie=0x6e6f7672, duration=2.0s, table=4, n_packets=1, n_bytes=98, priority=7,ip actions=drop".to_string(),
+            ReadFlow::Dumped("cookie=0x6e6f7672, duration=2.0s, table=0, n_packets=12, n_bytes=1176, priority=510,ip,in_port=1,nw_src=169.254.0.2,nw_dst=198.18.128.0/17 actions=goto_table:2".to_string()),
+            native,
+            ReadFlow::Dumped("cookie=0x6e6f7672, duration=2.0s, table=4, n_packets=1, n_bytes=98, priority=7,ip actions=drop".to_string()),
         ];
         let samples = flow_packets(&desired, &installed);
         let label = |labels: &Labels, key: &str| {

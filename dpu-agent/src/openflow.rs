@@ -1,8 +1,16 @@
-//! The OpenFlow edge: install a cookie-scoped flow set atomically, read our
-//! flows back, and hear about flow changes. One trait, one real backend
-//! (ovs-ofctl), so the programmer loop can be tested with a double.
+//! The OpenFlow edge: install a cookie-scoped flow set atomically, read the
+//! bridge's flows back, and hear about flow changes. One trait with two
+//! real backends (ovs-ofctl here, the native session in [`crate::ofp`]), so
+//! the programmer loop can also be tested with a double.
+//!
+//! Reads come back as [`ReadFlow`]s in the backend's own form: the native
+//! session keeps flow-stats entries binary and compares them as bytes, so
+//! the agent's hot path (find a wipe, read back a restore) never turns a
+//! flow into text; text is made only when someone looks (status, metrics,
+//! another controller's flows for [`crate::coexist`]).
 
-use crate::flows::MatchKey;
+use crate::flows::{Flow, MatchKey};
+use crate::ofp::{decode, reply::FlowStats};
 use std::{future::Future, process::Stdio, time::Duration};
 use tokio::{io::AsyncBufReadExt, io::AsyncWriteExt, process::Command, sync::mpsc};
 
@@ -34,15 +42,95 @@ async fn with_deadline<T>(
         .map_err(|_| SwitchError::Timeout { operation })?
 }
 
+/// One flow of the bridge as a backend read it, counters included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadFlow {
+    /// A line of `ovs-ofctl dump-flows`, trimmed.
+    Dumped(String),
+    /// An entry of a flow-stats reply, as the switch encoded it.
+    Native(FlowStats),
+}
+
+/// What a read flow is, without its counters: equal for the same flow read
+/// twice by the same backend, ordered so that flow sets can be compared.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FlowIdentity<'a> {
+    Dumped(String),
+    Native {
+        cookie: u64,
+        table: u8,
+        priority: u16,
+        match_fields: &'a [u8],
+        instructions: &'a [u8],
+    },
+}
+
+impl ReadFlow {
+    /// None for a dump line without a readable cookie.
+    pub fn cookie(&self) -> Option<u64> {
+        match self {
+            ReadFlow::Dumped(line) => dumped_cookie(line),
+            ReadFlow::Native(stats) => Some(stats.cookie),
+        }
+    }
+
+    pub fn table_and_priority(&self) -> (u8, u16) {
+        match self {
+            ReadFlow::Dumped(line) => table_and_priority(line),
+            ReadFlow::Native(stats) => (stats.table, stats.priority),
+        }
+    }
+
+    pub fn identity(&self) -> FlowIdentity<'_> {
+        match self {
+            ReadFlow::Dumped(line) => FlowIdentity::Dumped(without_counters(line)),
+            ReadFlow::Native(stats) => FlowIdentity::Native {
+                cookie: stats.cookie,
+                table: stats.table,
+                priority: stats.priority,
+                match_fields: &stats.match_fields,
+                instructions: &stats.instructions,
+            },
+        }
+    }
+
+    /// The flow as `ovs-ofctl dump-flows` prints it (ours exactly; other
+    /// controllers' fields and actions generically where we do not use them).
+    pub fn text(&self) -> String {
+        match self {
+            ReadFlow::Dumped(line) => line.clone(),
+            ReadFlow::Native(stats) => decode::dump_line(stats),
+        }
+    }
+
+    /// Its match key and packet counter (for per-flow metrics).
+    pub fn match_and_packets(&self) -> (MatchKey, u64) {
+        match self {
+            ReadFlow::Dumped(line) => dumped_match_and_packets(line),
+            ReadFlow::Native(stats) => (
+                MatchKey::new(
+                    stats.table,
+                    stats.priority,
+                    &decode::match_text(&stats.match_fields),
+                ),
+                stats.packets,
+            ),
+        }
+    }
+}
+
 /// What the programmer needs from the switch.
 pub trait FlowSwitch: Send + Sync + 'static {
-    /// Applies a bundle (`delete cookie=C/-1` + `add ...` lines) as one
-    /// OpenFlow bundle: all of it or none of it.
-    fn replace(&self, bundle: &str) -> impl Future<Output = Result<(), SwitchError>> + Send;
+    /// Replaces every flow of `cookie` with `flows` in one OpenFlow bundle
+    /// (a cookie-scoped delete, then the adds): all of it or none of it.
+    fn replace(
+        &self,
+        flows: &[Flow],
+        cookie: u64,
+    ) -> impl Future<Output = Result<(), SwitchError>> + Send;
 
-    /// Every flow of the bridge, whatever its cookie, as `ovs-ofctl
-    /// dump-flows` prints them, counters included.
-    fn dump(&self) -> impl Future<Output = Result<Vec<String>, SwitchError>> + Send;
+    /// Every flow of the bridge, whatever its cookie, counters included.
+    fn dump(&self) -> impl Future<Output = Result<Vec<ReadFlow>, SwitchError>> + Send;
 
     /// A channel that receives `()` whenever the bridge's flows may have
     /// changed (or the switch connection was lost).
@@ -59,12 +147,14 @@ pub struct OvsOfctl {
 const OPENFLOW_VERSION: &str = "OpenFlow14";
 
 impl FlowSwitch for OvsOfctl {
-    async fn replace(&self, bundle: &str) -> Result<(), SwitchError> {
-        with_deadline("add-flows --bundle", self.replace_now(bundle)).await
+    async fn replace(&self, flows: &[Flow], cookie: u64) -> Result<(), SwitchError> {
+        let bundle = crate::flows::render_bundle(flows, cookie);
+        with_deadline("add-flows --bundle", self.replace_now(&bundle)).await
     }
 
-    async fn dump(&self) -> Result<Vec<String>, SwitchError> {
-        with_deadline("dump-flows", self.dump_now()).await
+    async fn dump(&self) -> Result<Vec<ReadFlow>, SwitchError> {
+        let lines = with_deadline("dump-flows", self.dump_now()).await?;
+        Ok(lines.into_iter().map(ReadFlow::Dumped).collect())
     }
 
     fn watch(&self) -> mpsc::UnboundedReceiver<()> {
@@ -173,6 +263,14 @@ impl OvsOfctl {
         });
         rx
     }
+}
+
+/// The cookie of a dumped flow (OVS prints `cookie=0x...` first).
+pub fn dumped_cookie(flow: &str) -> Option<u64> {
+    let value = flow
+        .split([',', ' '])
+        .find_map(|part| part.strip_prefix("cookie="))?;
+    u64::from_str_radix(value.trim_start_matches("0x"), 16).ok()
 }
 
 /// A dumped flow without its counters and ages, for comparing flow sets.

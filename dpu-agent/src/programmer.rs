@@ -9,8 +9,8 @@
 
 use crate::{
     coexist::{self, ForeignFlow, Placement},
-    flows::{self, Flow},
-    openflow::{FlowSwitch, table_and_priority, without_counters},
+    flows::Flow,
+    openflow::{FlowIdentity, FlowSwitch, ReadFlow},
     state::{AgentHandle, Source},
 };
 use noverlay_runtime::systemd::Heartbeat;
@@ -19,22 +19,20 @@ use tokio_util::sync::CancellationToken;
 
 /// The bridge as last read: our flows (with counters) and everyone else's.
 struct Bridge {
-    ours: Vec<String>,
+    ours: Vec<ReadFlow>,
     foreign: Vec<ForeignFlow>,
 }
 
-/// Reads the whole bridge and splits it by cookie.
+/// Reads the whole bridge and splits it by cookie. Only other controllers'
+/// flows are turned into text (to be placed next to); ours stay as read.
 async fn read_bridge<S: FlowSwitch>(switch: &S, cookie: u64) -> Result<Bridge, String> {
-    let dumped = switch.dump().await.map_err(|e| e.to_string())?;
-    let (ours, others): (Vec<String>, Vec<String>) = dumped
+    let read = switch.dump().await.map_err(|e| e.to_string())?;
+    let (ours, others): (Vec<ReadFlow>, Vec<ReadFlow>) = read
         .into_iter()
-        .partition(|flow| coexist::dumped_cookie(flow) == Some(cookie));
+        .partition(|flow| flow.cookie() == Some(cookie));
     Ok(Bridge {
         ours,
-        foreign: others
-            .iter()
-            .filter_map(|f| ForeignFlow::parse(f))
-            .collect(),
+        foreign: others.iter().filter_map(ForeignFlow::read).collect(),
     })
 }
 
@@ -56,8 +54,8 @@ pub async fn run_flow_programmer<S: FlowSwitch>(
     verify.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let settings = handle.flow_settings();
     let cookie = settings.cookie;
-    // The flows last installed and how OVS rendered them (no counters, sorted).
-    let mut installed: Option<(Vec<Flow>, Vec<String>)> = None;
+    // The flows last installed and how OVS reported them back.
+    let mut installed: Option<Installed> = None;
     // Everyone else's flows as last read; None until the bridge was read.
     let mut foreign: Option<Vec<ForeignFlow>> = None;
     // Our flows were found wiped or altered: reinstall and count a repair.
@@ -81,19 +79,13 @@ pub async fn run_flow_programmer<S: FlowSwitch>(
                 let placement = coexist::place(&plan, others, settings.base_pipeline, cookie);
                 handle.set_sharing(&placement);
                 let want = &placement.install;
-                let stale = installed.as_ref().is_none_or(|(have, _)| have != want);
+                let stale = installed.as_ref().is_none_or(|have| &have.plan != want);
                 if stale || restore || retry {
-                    match install(&handle, &switch, &placement, cookie).await {
+                    let restoring = restore.then_some(wiped_at);
+                    match install(&handle, &switch, &placement, cookie, restoring).await {
                         Some((done, bridge)) => {
-                            if restore {
-                                handle.count_flow_repair();
-                                let took = wiped_at.take().map(|at| at.elapsed());
-                                if let Some(took) = took {
-                                    handle.observe_restore(took);
-                                }
-                                tracing::warn!(took = ?took, "flows restored");
-                            }
                             installed = Some(done);
+                            wiped_at = None;
                             // A twin that appeared meanwhile changes the
                             // placement: the next round sees it.
                             foreign = Some(bridge.foreign);
@@ -125,7 +117,7 @@ pub async fn run_flow_programmer<S: FlowSwitch>(
             let checked_at = std::time::Instant::now();
             match read_bridge(&switch, cookie).await {
                 Ok(bridge) => {
-                    if let Some((_, expected)) = &installed
+                    if let Some(expected) = &installed
                         && drifted(&handle, bridge.ours, expected)
                     {
                         restore = true;
@@ -148,26 +140,43 @@ pub async fn run_flow_programmer<S: FlowSwitch>(
 /// back does not have the shape of the plan.
 const INSTALL_ATTEMPTS: usize = 3;
 
-/// Installs the placement's flows and learns how OVS renders them (the
-/// fingerprint later verifications compare against). The read-back is
-/// trusted only if it has the plan's shape, so that a flow someone adds in
-/// between is never learned as ours. Returns None (with the error
-/// recorded) to retry later.
+/// What was installed last: the plan and our flows as OVS reported them
+/// back (the reference later reads are compared against).
+struct Installed {
+    plan: Vec<Flow>,
+    /// Sorted by identity.
+    read_back: Vec<ReadFlow>,
+}
+
+/// Installs the placement's flows and learns how OVS reports them back.
+/// The read-back is trusted only if it has the plan's shape, so that a
+/// flow someone adds in between is never learned as ours. `restoring`
+/// (with when the wipe was found) counts a repair as soon as the bundle
+/// is committed: from then on the flows are on the bridge. Returns None
+/// (with the error recorded) to retry later.
 async fn install<S: FlowSwitch>(
     handle: &AgentHandle,
     switch: &S,
     placement: &Placement,
     cookie: u64,
-) -> Option<((Vec<Flow>, Vec<String>), Bridge)> {
+    mut restoring: Option<Option<std::time::Instant>>,
+) -> Option<(Installed, Bridge)> {
     let want = &placement.install;
-    let bundle = flows::render_bundle(want, cookie);
     let mut planned_shape: Vec<(u8, u16)> = want.iter().map(|f| (f.table, f.priority)).collect();
     planned_shape.sort_unstable();
     for attempt in 1..=INSTALL_ATTEMPTS {
-        if let Err(e) = switch.replace(&bundle).await {
+        if let Err(e) = switch.replace(want, cookie).await {
             tracing::error!(error = %e, "installing flows failed; will retry");
             handle.set_source(Source::Flows, Err(e.to_string()));
             return None;
+        }
+        if let Some(wiped_at) = restoring.take() {
+            let took = wiped_at.map(|at| at.elapsed());
+            if let Some(took) = took {
+                handle.observe_restore(took);
+            }
+            handle.count_flow_repair();
+            tracing::warn!(took = ?took, "flows restored");
         }
         let bridge = match read_bridge(switch, cookie).await {
             Ok(bridge) => bridge,
@@ -176,7 +185,11 @@ async fn install<S: FlowSwitch>(
                 return None;
             }
         };
-        let mut shape: Vec<(u8, u16)> = bridge.ours.iter().map(|f| table_and_priority(f)).collect();
+        let mut shape: Vec<(u8, u16)> = bridge
+            .ours
+            .iter()
+            .map(ReadFlow::table_and_priority)
+            .collect();
         shape.sort_unstable();
         if shape == planned_shape {
             if attempt > 1 {
@@ -190,9 +203,14 @@ async fn install<S: FlowSwitch>(
                 "flows installed"
             );
             handle.set_source(Source::Flows, flows_outcome(placement));
-            let fingerprint = fingerprint(&bridge.ours);
             handle.set_installed_flows(bridge.ours.clone());
-            return Some(((want.to_vec(), fingerprint), bridge));
+            let mut read_back = bridge.ours.clone();
+            read_back.sort_by(|a, b| a.identity().cmp(&b.identity()));
+            let installed = Installed {
+                plan: want.to_vec(),
+                read_back,
+            };
+            return Some((installed, bridge));
         }
         tracing::warn!(
             attempt,
@@ -228,23 +246,56 @@ fn flows_outcome(placement: &Placement) -> Result<(), String> {
     }
 }
 
-fn fingerprint(dumped: &[String]) -> Vec<String> {
-    let mut flows: Vec<String> = dumped.iter().map(|f| without_counters(f)).collect();
-    flows.sort();
-    flows
+/// A flow set's identities (no counters), sorted: equal for the same flows
+/// read twice, whatever order the switch lists them in.
+fn fingerprint(flows: &[ReadFlow]) -> Vec<FlowIdentity<'_>> {
+    let mut identities: Vec<FlowIdentity<'_>> = flows.iter().map(ReadFlow::identity).collect();
+    identities.sort_unstable();
+    identities
 }
 
 /// True when our flows on the bridge differ from what we installed (wiped
 /// by a restart or a neighbour's rewrite, replaced by someone else).
-fn drifted(handle: &AgentHandle, ours: Vec<String>, expected: &[String]) -> bool {
-    if fingerprint(&ours) == expected {
+fn drifted(handle: &AgentHandle, ours: Vec<ReadFlow>, expected: &Installed) -> bool {
+    let unchanged = fingerprint(&ours)
+        .into_iter()
+        .eq(expected.read_back.iter().map(ReadFlow::identity));
+    if unchanged {
         handle.set_installed_flows(ours);
         return false;
     }
     tracing::warn!(
         found = ours.len(),
-        expected = expected.len(),
+        expected = expected.read_back.len(),
         "our flows were changed or wiped; restoring"
     );
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ofp::reply::FlowStats;
+
+    fn native(packets: u64, priority: u16, instructions: &[u8]) -> ReadFlow {
+        ReadFlow::Native(FlowStats {
+            table: 0,
+            priority,
+            cookie: 7,
+            packets,
+            bytes: packets * 98,
+            match_fields: vec![0x80, 0, 0, 4, 0, 0, 0, 1],
+            instructions: instructions.to_vec(),
+        })
+    }
+
+    #[test]
+    fn a_native_read_compares_without_counters_or_order_but_sees_any_byte_change() {
+        let installed = [native(0, 510, &[1, 2]), native(0, 50, &[3])];
+        let later = [native(9, 50, &[3]), native(42, 510, &[1, 2])];
+        assert_eq!(fingerprint(&installed), fingerprint(&later));
+        let altered = [native(9, 50, &[3]), native(42, 510, &[1, 3])];
+        assert_ne!(fingerprint(&installed), fingerprint(&altered));
+        assert_ne!(fingerprint(&installed), fingerprint(&later[..1]));
+    }
 }

@@ -6,6 +6,7 @@ use crate::{
     config::ValidConfig,
     flows,
     negotiation::{self, NegotiationError},
+    openflow::ReadFlow,
     state::{AgentHandle, TlsIdentity},
     tls_listener::{self, PeerInfo},
 };
@@ -275,7 +276,7 @@ impl dpu_agent_server::DpuAgent for DpuService {
             peer_identity: peer.identity,
             last_negotiated_unix: peer.last_negotiated_unix,
             last_error: sources.summary(),
-            installed_flows: installed.installed,
+            installed_flows: installed.installed.iter().map(ReadFlow::text).collect(),
             installed_flows_unix: installed.read_unix,
             port_map: handle.ports().map(|p| pb::PortMap {
                 host_representor: p.host_representor,

@@ -3,7 +3,8 @@
 //! against real Open vSwitch in dpu_datapath.rs.)
 
 use dpu_agent::{
-    openflow::{FlowSwitch, SwitchError},
+    flows::Flow,
+    openflow::{FlowSwitch, ReadFlow, SwitchError},
     programmer::run_flow_programmer,
     state::AgentHandle,
 };
@@ -49,7 +50,8 @@ impl RecordingSwitch {
 }
 
 impl FlowSwitch for RecordingSwitch {
-    async fn replace(&self, bundle: &str) -> Result<(), SwitchError> {
+    async fn replace(&self, flows: &[Flow], cookie: u64) -> Result<(), SwitchError> {
+        let bundle = dpu_agent::flows::render_bundle(flows, cookie);
         if self.with(|s| s.hang) {
             std::future::pending::<()>().await;
         }
@@ -70,8 +72,15 @@ impl FlowSwitch for RecordingSwitch {
         })
     }
 
-    async fn dump(&self) -> Result<Vec<String>, SwitchError> {
-        Ok(self.with(|s| s.flows.iter().chain(&s.foreign).cloned().collect()))
+    async fn dump(&self) -> Result<Vec<ReadFlow>, SwitchError> {
+        Ok(self.with(|s| {
+            s.flows
+                .iter()
+                .chain(&s.foreign)
+                .cloned()
+                .map(ReadFlow::Dumped)
+                .collect()
+        }))
     }
 
     fn watch(&self) -> mpsc::UnboundedReceiver<()> {

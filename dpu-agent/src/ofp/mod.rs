@@ -4,8 +4,9 @@
 //!
 //! [`NativeSwitch`] is the agent's [`FlowSwitch`] on a unix management
 //! socket: installs are one bundle over the open [`session`], reads are a
-//! flow-stats request decoded into dump text ([`decode`]), and changes
-//! come from a flow monitor on the same connection.
+//! flow-stats request whose entries stay binary (compared as bytes;
+//! [`decode`] turns them into dump text for people), and changes come from
+//! a flow monitor on the same connection.
 
 pub mod decode;
 pub mod reply;
@@ -15,9 +16,11 @@ pub mod wire;
 
 use crate::{
     flows::Flow,
-    openflow::{FlowSwitch, SwitchError},
+    openflow::{FlowSwitch, ReadFlow, SwitchError},
 };
+use noverlay_runtime::lock;
 use spec::{FlowSpec, SpecError};
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 /// The bundle id of our installs (one at a time per connection).
@@ -27,6 +30,15 @@ const BUNDLE: u32 = 1;
 #[derive(Clone)]
 pub struct NativeSwitch {
     session: session::Session,
+    /// The flow set last encoded. A restore sends the same flows again, and
+    /// parsing 3,000 flows' text costs more than sending them.
+    encoded: Arc<Mutex<Option<Encoded>>>,
+}
+
+struct Encoded {
+    flows: Vec<Flow>,
+    cookie: u64,
+    specs: Arc<Vec<FlowSpec>>,
 }
 
 impl NativeSwitch {
@@ -34,41 +46,29 @@ impl NativeSwitch {
     pub fn new(path: std::path::PathBuf) -> Self {
         NativeSwitch {
             session: session::Session::new(path),
+            encoded: Arc::default(),
         }
     }
 
-    /// The messages of a bundle in ovs-ofctl's bundle syntax (`delete
-    /// cookie=C/-1` and `add <flow>` lines), each wrapped for the bundle
-    /// with an xid of the session's.
-    fn bundle_adds(&self, bundle: &str) -> Result<Vec<(u32, Vec<u8>)>, SwitchError> {
-        let mut adds = Vec::new();
-        for line in bundle.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            let xid = self.session.xid();
-            let inner = if let Some(cookie) = line
-                .strip_prefix("delete cookie=")
-                .and_then(|c| c.strip_suffix("/-1"))
-            {
-                let cookie = u64::from_str_radix(cookie.trim_start_matches("0x"), 16)
-                    .map_err(|_| rejected(line, "not a cookie"))?;
-                wire::delete_cookie(xid, cookie)
-            } else if let Some(flow) = line.strip_prefix("add ") {
-                wire::flow_add(xid, &parse_flow_line(flow)?)
-            } else {
-                return Err(rejected(line, "not an add or a cookie delete"));
-            };
-            adds.push((
-                xid,
-                wire::bundle_add(xid, BUNDLE, wire::OFPBF_ATOMIC_ORDERED, &inner),
-            ));
+    /// `flows` as flow specs, from the last encoding when it is the same set.
+    fn specs(&self, flows: &[Flow], cookie: u64) -> Result<Arc<Vec<FlowSpec>>, SwitchError> {
+        let mut encoded = lock(&self.encoded);
+        if let Some(last) = encoded
+            .as_ref()
+            .filter(|e| e.cookie == cookie && e.flows == flows)
+        {
+            return Ok(last.specs.clone());
         }
-        Ok(adds)
-    }
-}
-
-fn rejected(line: &str, reason: &str) -> SwitchError {
-    SwitchError::Failed {
-        operation: "encode bundle",
-        stderr: format!("{line:?}: {reason}"),
+        let specs = Arc::new(flow_specs(flows, cookie).map_err(|e| SwitchError::Failed {
+            operation: "encode bundle",
+            stderr: e.to_string(),
+        })?);
+        *encoded = Some(Encoded {
+            flows: flows.to_vec(),
+            cookie,
+            specs: specs.clone(),
+        });
+        Ok(specs)
     }
 }
 
@@ -79,46 +79,48 @@ fn session_error(operation: &'static str, error: session::SessionError) -> Switc
     }
 }
 
-/// `cookie=C,table=T,priority=P,<matches>,actions=<actions>` as
-/// [`Flow::render`] writes it.
-fn parse_flow_line(line: &str) -> Result<FlowSpec, SwitchError> {
-    let (head, actions) = line
-        .split_once(",actions=")
-        .ok_or_else(|| rejected(line, "no actions"))?;
-    let (mut cookie, mut table, mut priority) = (0u64, 0u8, 32768u16);
-    let mut matches = Vec::new();
-    for token in head.split(',') {
-        if let Some(c) = token.strip_prefix("cookie=") {
-            cookie = u64::from_str_radix(c.trim_start_matches("0x"), 16)
-                .map_err(|_| rejected(line, "bad cookie"))?;
-        } else if let Some(t) = token.strip_prefix("table=") {
-            table = t.parse().map_err(|_| rejected(line, "bad table"))?;
-        } else if let Some(p) = token.strip_prefix("priority=") {
-            priority = p.parse().map_err(|_| rejected(line, "bad priority"))?;
-        } else {
-            matches.push(token);
-        }
-    }
-    FlowSpec::parse(cookie, table, priority, &matches.join(","), actions)
-        .map_err(|e| rejected(line, &e.to_string()))
+/// Our flows as specs, each named in the error if it does not parse.
+fn flow_specs(flows: &[Flow], cookie: u64) -> Result<Vec<FlowSpec>, SpecError> {
+    flows
+        .iter()
+        .map(|flow| {
+            FlowSpec::parse(
+                cookie,
+                flow.table,
+                flow.priority,
+                &flow.matches,
+                &flow.actions,
+            )
+        })
+        .collect()
 }
 
 impl FlowSwitch for NativeSwitch {
-    async fn replace(&self, bundle: &str) -> Result<(), SwitchError> {
-        let adds = self.bundle_adds(bundle)?;
+    async fn replace(&self, flows: &[Flow], cookie: u64) -> Result<(), SwitchError> {
+        let specs = self.specs(flows, cookie)?;
+        let mut adds = Vec::with_capacity(specs.len() + 1);
+        let mut add = |inner: &dyn Fn(u32) -> Vec<u8>| {
+            let xid = self.session.xid();
+            let message = wire::bundle_add(xid, BUNDLE, wire::OFPBF_ATOMIC_ORDERED, &inner(xid));
+            adds.push((xid, message));
+        };
+        add(&|xid| wire::delete_cookie(xid, cookie));
+        for spec in specs.iter() {
+            add(&|xid| wire::flow_add(xid, spec));
+        }
         self.session
             .commit_bundle(BUNDLE, adds)
             .await
             .map_err(|e| session_error("bundle", e))
     }
 
-    async fn dump(&self) -> Result<Vec<String>, SwitchError> {
+    async fn dump(&self) -> Result<Vec<ReadFlow>, SwitchError> {
         let flows = self
             .session
             .flows(0, 0)
             .await
             .map_err(|e| session_error("flow stats", e))?;
-        Ok(flows.iter().map(decode::dump_line).collect())
+        Ok(flows.into_iter().map(ReadFlow::Native).collect())
     }
 
     fn watch(&self) -> mpsc::UnboundedReceiver<()> {
@@ -146,14 +148,7 @@ pub fn install_bundle(
         messages.push(bundle_add(xid, bundle, OFPBF_ATOMIC_ORDERED, &inner(xid)));
     };
     add(&|xid| delete_cookie(xid, cookie));
-    for flow in flows {
-        let spec = FlowSpec::parse(
-            cookie,
-            flow.table,
-            flow.priority,
-            &flow.matches,
-            &flow.actions,
-        )?;
+    for spec in flow_specs(flows, cookie)? {
         add(&|xid| flow_add(xid, &spec));
     }
     messages.push(bundle_control(

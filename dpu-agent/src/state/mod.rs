@@ -8,6 +8,7 @@ mod sources;
 use crate::{
     config::ValidConfig,
     flows::{self, FlowSettings, PortMap},
+    openflow::ReadFlow,
 };
 use noverlay_proto::{
     contract::Offer,
@@ -39,8 +40,8 @@ pub struct PeerRecord {
 /// Our flows as last read from the bridge.
 #[derive(Debug, Clone, Default)]
 pub struct FlowRecord {
-    /// As `ovs-ofctl dump-flows` prints them, counters included.
-    pub installed: Vec<String>,
+    /// As the switch reported them, counters included.
+    pub installed: Vec<ReadFlow>,
     pub read_unix: i64,
     /// Restores of flows found wiped or altered.
     pub repairs: u64,
@@ -136,6 +137,8 @@ struct AgentState {
     refused_connections: AtomicU64,
     /// From the check that found our flows wiped to the flows back.
     restore_latency: prometheus_client::metrics::histogram::Histogram,
+    /// Bumped whenever the flow record changes (flows read, a repair).
+    flow_updates: watch::Sender<u64>,
 }
 
 /// A cheap handle to the running agent's state.
@@ -167,6 +170,7 @@ impl AgentHandle {
                 restore_latency: prometheus_client::metrics::histogram::Histogram::new(
                     noverlay_runtime::metrics::encode::LATENCY_BUCKETS,
                 ),
+                flow_updates: watch::Sender::new(0),
             }),
         }
     }
@@ -296,15 +300,35 @@ impl AgentHandle {
     }
 
     /// Records our flows as OVS reported them just now.
-    pub fn set_installed_flows(&self, flows: Vec<String>) {
-        let mut record = lock(&self.state.record);
-        record.flows.installed = flows;
-        record.flows.read_unix = unix_now();
+    pub fn set_installed_flows(&self, flows: Vec<ReadFlow>) {
+        {
+            let mut record = lock(&self.state.record);
+            record.flows.installed = flows;
+            record.flows.read_unix = unix_now();
+        }
+        self.state.flow_updates.send_modify(|n| *n += 1);
     }
 
-    /// Our flows as last read from the bridge (with counters).
+    /// Our flows as last read from the bridge, as `ovs-ofctl dump-flows`
+    /// prints them (with counters).
     pub fn installed_flows(&self) -> Vec<String> {
-        lock(&self.state.record).flows.installed.clone()
+        lock(&self.state.record)
+            .flows
+            .installed
+            .iter()
+            .map(ReadFlow::text)
+            .collect()
+    }
+
+    /// How many of our flows were on the bridge when last read.
+    pub fn installed_flow_count(&self) -> usize {
+        lock(&self.state.record).flows.installed.len()
+    }
+
+    /// Changes whenever our flows are read or repaired (for waiting on the
+    /// programmer without polling).
+    pub fn watch_flows(&self) -> watch::Receiver<u64> {
+        self.state.flow_updates.subscribe()
     }
 
     pub fn flow_record(&self) -> FlowRecord {
@@ -323,9 +347,12 @@ impl AgentHandle {
 
     /// Counts one restore of flows that were wiped or altered.
     pub fn count_flow_repair(&self) {
-        let mut record = lock(&self.state.record);
-        record.flows.repairs += 1;
-        record.flows.last_repair_unix = unix_now();
+        {
+            let mut record = lock(&self.state.record);
+            record.flows.repairs += 1;
+            record.flows.last_repair_unix = unix_now();
+        }
+        self.state.flow_updates.send_modify(|n| *n += 1);
     }
 
     /// How long one restore took, from the check that found the flows

@@ -305,6 +305,7 @@ fn dpu_flows() -> anyhow::Result<()> {
         handle.reload(&harness::dpu_config(certs.dir.path(), &options, &certs.dpu)?)?;
         wait(&handle, Duration::from_secs(20)).await?;
         let mut samples = Vec::new();
+        let mut updates = handle.watch_flows();
         for _ in 0..WIPES {
             let before = handle.flow_repairs();
             let xid = wiper.xid();
@@ -316,19 +317,21 @@ fn dpu_flows() -> anyhow::Result<()> {
             );
             wiper.commit_bundle(1, vec![(xid, wipe)]).await?;
             let wiped = Instant::now();
-            // Polled: tokio's timer ticks in milliseconds, so a sample may
-            // read up to ~1 ms late (spinning instead starves the agent on
-            // a 2-core machine and makes the tail worse).
+            // Woken by the agent's own notification, not polled: the
+            // sample is the moment the restore bundle was committed.
             while handle.flow_repairs() == before {
-                anyhow::ensure!(wiped.elapsed() < Duration::from_secs(10), "no restore");
-                tokio::time::sleep(Duration::from_micros(100)).await;
+                tokio::time::timeout(Duration::from_secs(10), updates.changed())
+                    .await
+                    .map_err(|_| anyhow::anyhow!("no restore within 10 s"))??;
             }
             samples.push(wiped.elapsed());
+            // Let the agent finish its read-back before the next wipe.
+            wait(&handle, Duration::from_secs(10)).await?;
         }
         let (middle, p99) = percentiles(samples);
         println!(
             "  restore after a wipe, {size} CIDRs ({} flows), {WIPES} wipes: median {middle:?}, p99 {p99:?}",
-            handle.installed_flows().len()
+            handle.installed_flow_count()
         );
         }
         // The same install, side by side: the agent's native bundle (from a
@@ -357,23 +360,31 @@ fn dpu_flows() -> anyhow::Result<()> {
     })
 }
 
-/// Waits until the agent has read back exactly its planned flows.
+/// Waits until the agent has read back exactly its planned flows, woken by
+/// its notifications (no polling, so a sample is not rounded to the timer).
 async fn wait(handle: &AgentHandle, timeout: Duration) -> anyhow::Result<()> {
-    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut updates = handle.watch_flows();
     loop {
+        updates.borrow_and_update();
         let planned = handle.desired_flows().map(|f| f.len());
         if planned.is_some()
-            && planned == Some(handle.installed_flows().len())
+            && planned == Some(handle.installed_flow_count())
             && handle.last_error().is_empty()
         {
             return Ok(());
         }
+        // An error clears without a flow update (e.g. a reload): recheck
+        // at least every few milliseconds.
+        let woken = tokio::time::timeout(Duration::from_millis(5), updates.changed()).await;
+        if let Ok(Err(_)) = woken {
+            anyhow::bail!("the agent stopped");
+        }
         anyhow::ensure!(
-            started.elapsed() < timeout,
+            tokio::time::Instant::now() < deadline,
             "flows not installed: {}",
             handle.last_error()
         );
-        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 

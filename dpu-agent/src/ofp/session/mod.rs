@@ -209,24 +209,16 @@ impl Session {
             let connection = self.connection().await?;
             let open_xid = self.xid();
             let barrier_xid = self.xid();
-            let mut replies = Vec::new();
+            let mut replies = Vec::with_capacity(adds.len() + 1);
             let mut messages = vec![wire::bundle_control(
                 open_xid,
                 bundle,
                 wire::OFPBCT_OPEN_REQUEST,
                 wire::OFPBF_ATOMIC_ORDERED,
             )];
-            replies.push((
-                open_xid,
-                "bundle open".to_string(),
-                register(&connection, open_xid),
-            ));
+            replies.push((open_xid, register(&connection, open_xid)));
             for (xid, message) in adds {
-                replies.push((
-                    xid,
-                    format!("bundle message {xid}"),
-                    register(&connection, xid),
-                ));
+                replies.push((xid, register(&connection, xid)));
                 messages.push(message);
             }
             let barrier = register(&connection, barrier_xid);
@@ -237,13 +229,18 @@ impl Session {
                 .map_err(|_| SessionError::Broken(self.name()))?;
             // Replies (and errors) come in order: all are in by the barrier's.
             let mut refused = None;
-            for (xid, what, mut reply) in replies {
+            for (xid, mut reply) in replies {
                 lock(&connection.pending).remove(&xid);
                 if let Ok(message) = reply.try_recv()
                     && message.get(1) == Some(&wire::OFPT_ERROR)
                     && refused.is_none()
                 {
                     let (kind, code) = wire::error_type_code(&message).unwrap_or_default();
+                    let what = if xid == open_xid {
+                        "bundle open".to_string()
+                    } else {
+                        format!("bundle message {xid}")
+                    };
                     refused = Some(SessionError::Refused { what, kind, code });
                 }
             }
