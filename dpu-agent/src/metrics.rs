@@ -98,7 +98,7 @@ impl Collector for DpuCollector {
         encode::metric(
             &mut e,
             "noverlay_dpu_flow_restore_seconds",
-            "From the check that found our flows wiped or altered (a flow-monitor event, or the periodic check) to the flows back.",
+            "From the check that found our flows wiped or altered (a flow-monitor event, or the periodic check) to the restore bundle committed.",
             handle.restore_latency(),
         )?;
         let guard = handle.guard();

@@ -293,8 +293,8 @@ fn dpu_flows() -> anyhow::Result<()> {
         }
         // Wipes as ovnkube's replace-flows does them to us (our cookie's
         // flows deleted in one committed bundle), sent from a connection of
-        // the bench's own; timed from the commit's reply to our flows back
-        // and read back by the agent.
+        // the bench's own; timed from the commit's reply to the agent's
+        // restore bundle committed (its flows back on the bridge).
         let socket = ovs.openflow("breth0");
         let wiper = dpu_agent::ofp::session::Session::new(socket.trim_start_matches("unix:").into());
         for size in [16, 1024] {
