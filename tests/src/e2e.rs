@@ -1,25 +1,29 @@
 //! The end-to-end testbed, shared by the e2e tests and the demo: a DPU host,
-//! a DPU running Open vSwitch with the shared gateway bridge, a stand-in for
-//! OVN behind the patch port, and an underlay with a remote node and pod.
-//! Both agents run as real processes from the built binaries, configured by
+//! a DPU running Open vSwitch with the shared gateway bridge and real OVN
+//! behind its patch port, and an underlay with a remote node and pod. Both
+//! agents run as real processes from the built binaries, configured by
 //! files like an operator writes.
 //!
 //! ```text
-//!  ns host                 ns dpu (ovsdb-server + ovs-vswitchd, netdev)          ns underlay
-//!  eth0 198.18.0.10/24 ─── pf0hpf ─┐                                   ┌─ p0 ─── eth0 198.18.0.20/24
-//!  (MAC = bridge MAC)              breth0 ── patch ── br-ovn (router)  │        lo 198.18.200.1 (pod)
-//!  mgmt 198.19.254.1/30 ── mgmt 198.19.254.2/30 (gRPC, mTLS)                    lo 198.19.128.1 (pod)
+//!  ns host                 ns dpu (ovsdb-server + ovs-vswitchd, netdev; OVN)        ns underlay
+//!  eth0 198.18.0.10/24 ─── pf0hpf ─┐                                 ┌─ p0 ─── eth0 198.18.0.20/24
+//!  (MAC = bridge MAC)              breth0 ── patch ── br-int (OVN)   │        lo 198.18.200.1 (pod)
+//!  mgmt 198.19.254.1/30 ── mgmt 198.19.254.2/30 (gRPC, mTLS)                   lo 198.19.128.1 (pod)
 //!  ovn-k8s-mp0 (node subnet + ovnkube's broad cluster route, kept)
 //! ```
 //!
-//! br-ovn stands in for OVN's gateway router (real OVN is not started): it
-//! routes the host's masqueraded traffic back out to the underlay with the
-//! bridge MAC as source, and replies for the masquerade subnet back via the
-//! dummy next hop, as OVN's static route does.
+//! OVN (NB, SB, ovn-northd, ovn-controller on this OVS) runs the gateway
+//! router GR_node1 in OVN-Kubernetes' shared-gateway shape ([`crate::ovn`]):
+//! its external port has the bridge MAC and the node IP, the cluster CIDRs
+//! are routed via the remote node (as BGP would learn them), the
+//! masquerade subnet back via the dummy next hop with its static MAC
+//! binding. ovn-controller makes the patch port; dpu-agent finds it by name
+//! as it would in a cluster.
 
 use crate::{
     harness::{self, Certs, DpuOptions, HostOptions},
     netns::{self, NetNs},
+    ovn::{self, GatewayRouter, Ovn},
     ovs::Ovs,
 };
 use noverlay_test_support::eventually_blocking;
@@ -44,6 +48,8 @@ pub const LATE_POD: &str = "198.19.128.1";
 pub const CLUSTER_CIDR: &str = "198.18.128.0/17";
 pub const LATE_CIDR: &str = "198.19.128.0/24";
 pub const TCP_PORT: u16 = 7777;
+/// The masquerade subnet of the agents' default contract.
+pub const MASQUERADE_SUBNET: &str = "169.254.0.0/17";
 const DPU_MGMT_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 19, 254, 2);
 const GRPC_PORT: u16 = 50051;
 
@@ -125,9 +131,13 @@ pub struct Testbed {
     pub host: NetNs,
     pub dpu: NetNs,
     pub underlay: NetNs,
+    /// Dropped before `ovs`: ovn-controller goes first.
+    pub ovn: Ovn,
     pub ovs: Ovs,
     pub certs: Certs,
     bins: Binaries,
+    /// How long OVN took to start and bind the gateway router.
+    pub ovn_ready: Duration,
     dpu_agent: Option<Child>,
     host_agent: Option<Child>,
     tcp_stop: Arc<AtomicBool>,
@@ -139,8 +149,8 @@ impl Testbed {
         Self::build_with(Binaries::built()?)
     }
 
-    /// Builds the namespaces, links, OVS bridges and the router stand-in
-    /// around already built binaries. The agents are not started.
+    /// Builds the namespaces, links, OVS bridges and OVN around already
+    /// built binaries. The agents are not started.
     pub fn build() -> anyhow::Result<Self> {
         Self::build_with(Binaries::locate()?)
     }
@@ -185,56 +195,48 @@ impl Testbed {
             .to_string();
 
         let ovs = Ovs::start(&dpu)?;
-        ovs.gateway_bridge("br-ovn")?;
-        // The OVN router stand-in: masqueraded host traffic goes back out
-        // towards the remote node; replies to the masquerade subnet go back
-        // via the dummy next hop (0a:58:a9:fe:00:04).
-        let router = format!(
-            "priority=100,ip,in_port=1,nw_src=169.254.0.2,actions=set_field:{BRIDGE_MAC}->eth_src,set_field:{remote_mac}->eth_dst,dec_ttl,in_port\n\
-             priority=100,ip,in_port=1,nw_dst=169.254.0.0/17,actions=set_field:{BRIDGE_MAC}->eth_src,set_field:0a:58:a9:fe:00:04->eth_dst,dec_ttl,in_port\n"
-        );
-        std::fs::write(ovs.dir.path().join("router.flows"), router)?;
+        ovs.bridge_without_patch()?;
+        let started = std::time::Instant::now();
+        let ovn = Ovn::start(&dpu, &ovs)?;
+        ovn.gateway_router(
+            &ovs,
+            &GatewayRouter {
+                mac: BRIDGE_MAC,
+                node_ip: &format!("{NODE_IP}/24"),
+                remote_cidrs: &[CLUSTER_CIDR, LATE_CIDR],
+                remote_node_ip: REMOTE_NODE_IP,
+                remote_node_mac: &remote_mac,
+                masquerade_subnet: MASQUERADE_SUBNET,
+            },
+        )?;
+        let ovn_ready = started.elapsed();
         let certs = Certs::new()?;
         let testbed = Testbed {
             host,
             dpu,
             underlay,
+            ovn,
             ovs,
             certs,
             bins,
+            ovn_ready,
             dpu_agent: None,
             host_agent: None,
             tcp_stop: Arc::new(AtomicBool::new(false)),
         };
-        testbed.install_router()?;
         testbed.write_dpu_config(&[CLUSTER_CIDR])?;
         testbed.write_host_config()?;
         testbed.start_tcp_server()?;
         Ok(testbed)
     }
 
-    /// Installs the router stand-in's flows (as ovn-controller would after
-    /// an ovs-vswitchd restart).
-    fn install_router(&self) -> anyhow::Result<()> {
-        let file = self.ovs.dir.path().join("router.flows");
-        self.ovs
-            .ofctl("add-flows", "br-ovn", &[file.to_str().unwrap_or_default()])?;
-        Ok(())
-    }
-
-    /// kill -9 of ovs-vswitchd and a restart: every flow is lost; the
-    /// router stand-in is reinstalled as ovn-controller would, our flows
-    /// must come back from the dpu-agent.
+    /// kill -9 of ovs-vswitchd and a restart: every flow is lost; OVN's
+    /// come back from ovn-controller, ours must come back from the
+    /// dpu-agent.
     pub fn crash_and_restart_vswitchd(&self) -> anyhow::Result<()> {
         self.ovs.kill_vswitchd()?;
         self.ovs.start_vswitchd()?;
-        eventually_blocking(
-            "br-ovn to come back after the restart",
-            Duration::from_secs(20),
-            || self.install_router().is_ok(),
-        )
-        .map_err(anyhow::Error::msg)?;
-        Ok(())
+        self.ovn.wait_for_patch(&self.ovs)
     }
 
     pub fn dir(&self) -> &Path {
@@ -259,7 +261,7 @@ impl Testbed {
         let options = DpuOptions {
             listen: Self::dpu_address(),
             ipv4_cidrs: cidrs.iter().map(|c| c.to_string()).collect(),
-            bridge: self.ovs.agent_bridge_section(),
+            bridge: self.ovs.agent_bridge_section_with(ovn::PATCH_PORT),
             // The agent runs in the DPU's namespace: its uplink is p0.
             uplink_guard: true,
             ..DpuOptions::default()

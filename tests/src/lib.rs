@@ -5,5 +5,6 @@ pub mod e2e;
 pub mod harness;
 pub mod mock_dpu;
 pub mod netns;
+pub mod ovn;
 pub mod ovs;
 pub mod pki;

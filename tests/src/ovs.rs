@@ -99,27 +99,7 @@ impl Ovs {
 
     /// kill -9 of ovs-vswitchd: flows are lost, the database stays.
     pub fn kill_vswitchd(&self) -> anyhow::Result<()> {
-        let pid = std::fs::read_to_string(self.dir.path().join("vswitchd.pid"))?;
-        crate::netns::run(&["kill", "-9", pid.trim()])?;
-        // Wait for it to be gone so that a restart can take the pidfile. A
-        // zombie is gone too: reaping is up to whoever adopted the daemon
-        // (on some machines a slow PID 1).
-        let stat = format!("/proc/{}/stat", pid.trim());
-        noverlay_test_support::eventually_blocking(
-            "ovs-vswitchd to exit",
-            std::time::Duration::from_secs(5),
-            || {
-                std::fs::read_to_string(&stat).map_or(true, |s| {
-                    s.rsplit(')')
-                        .next()
-                        .and_then(|rest| rest.split_whitespace().next())
-                        == Some("Z")
-                })
-            },
-        )
-        .map_err(anyhow::Error::msg)?;
-        let _ = std::fs::remove_file(self.dir.path().join("vswitchd.pid"));
-        Ok(())
+        kill_daemon(&self.dir.path().join("vswitchd.pid"))
     }
 
     /// The DPU's shared gateway bridge as the tests build it: `breth0`
@@ -128,38 +108,49 @@ impl Ovs {
     /// to `patch-<peer>` on bridge `peer` (1), and the uplink `p0` (3). The
     /// interfaces pf0hpf and p0 must exist.
     pub fn gateway_bridge(&self, peer: &str) -> anyhow::Result<()> {
-        let words =
-            |line: String| -> Vec<String> { line.split_whitespace().map(str::to_string).collect() };
-        let run = |line: String| {
-            let args = words(line);
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            self.vsctl(&args)
-        };
-        run(format!(
-            "add-br breth0 -- set bridge breth0 datapath_type=netdev \
-             other_config:hwaddr=02:00:c6:12:00:0a \
-             -- add-br {peer} -- set bridge {peer} datapath_type=netdev fail_mode=secure"
-        ))?;
-        run(format!(
-            "add-port breth0 pf0hpf -- set Interface pf0hpf ofport_request=1 \
+        self.bridge_without_patch()?;
+        self.vsctl_line(&format!(
+            "add-br {peer} -- set bridge {peer} datapath_type=netdev fail_mode=secure \
              -- add-port breth0 patch-breth0 -- set Interface patch-breth0 type=patch \
                 options:peer=patch-{peer} ofport_request=2 \
              -- add-port {peer} patch-{peer} -- set Interface patch-{peer} type=patch \
-                options:peer=patch-breth0 ofport_request=1 \
-             -- add-port breth0 p0 -- set Interface p0 ofport_request=3"
+                options:peer=patch-breth0 ofport_request=1"
         ))?;
         Ok(())
+    }
+
+    /// `breth0` with the host representor (ofport 1) and the uplink (3),
+    /// for a patch port someone else makes (ovn-controller).
+    pub fn bridge_without_patch(&self) -> anyhow::Result<()> {
+        self.vsctl_line(
+            "add-br breth0 -- set bridge breth0 datapath_type=netdev \
+             other_config:hwaddr=02:00:c6:12:00:0a \
+             -- add-port breth0 pf0hpf -- set Interface pf0hpf ofport_request=1 \
+             -- add-port breth0 p0 -- set Interface p0 ofport_request=3",
+        )?;
+        Ok(())
+    }
+
+    /// ovs-vsctl with a command line split at whitespace.
+    fn vsctl_line(&self, line: &str) -> anyhow::Result<String> {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        self.vsctl(&args)
     }
 
     /// The dpu-agent `[bridge]` section for the bridge [`Ovs::gateway_bridge`]
     /// builds, pointing at this instance's sockets.
     pub fn agent_bridge_section(&self) -> String {
+        self.agent_bridge_section_with("patch-breth0")
+    }
+
+    /// As [`Ovs::agent_bridge_section`], with another patch port's name.
+    pub fn agent_bridge_section_with(&self, patch_port: &str) -> String {
         format!(
             r#"
 [bridge]
 name = "breth0"
 host_representor = "pf0hpf"
-patch_port = "patch-breth0"
+patch_port = "{patch_port}"
 uplink = "p0"
 ovsdb_socket = "{}"
 openflow = "{}"
@@ -176,9 +167,10 @@ verify_interval_ms = 1000
     pub fn ovnkube_replace_flows(&self, node_ip: &str) -> anyhow::Result<()> {
         let fixture =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ovnk-breth0.flows");
+        let patch = self.patch_ofport()?;
         let flows = std::fs::read_to_string(&fixture)?
             .replace("{HOST_REP}", "1")
-            .replace("{PATCH}", "2")
+            .replace("{PATCH}", &patch)
             .replace("{UPLINK}", "3")
             .replace("{MAC}", "02:00:c6:12:00:0a")
             .replace("{NODE_IP}", node_ip);
@@ -196,6 +188,20 @@ verify_interval_ms = 1000
             &file,
         ])?;
         Ok(())
+    }
+
+    /// The OpenFlow port number of breth0's patch port (ours or OVN's).
+    pub fn patch_ofport(&self) -> anyhow::Result<String> {
+        for port in self.vsctl(&["list-ports", "breth0"])?.lines() {
+            let kind = self.vsctl(&["get", "Interface", port.trim(), "type"])?;
+            if kind.trim() == "patch" {
+                return Ok(self
+                    .vsctl(&["get", "Interface", port.trim(), "ofport"])?
+                    .trim()
+                    .to_string());
+            }
+        }
+        anyhow::bail!("breth0 has no patch port")
     }
 
     /// The flows of `bridge` whose cookie is not `cookie`, as dump-flows
@@ -255,6 +261,31 @@ impl Switch {
         ovs.gateway_bridge("br-int")?;
         Ok(Switch { ovs, ns })
     }
+}
+
+/// kill -9 of the daemon whose pid is in `pidfile`, then waits for it to be
+/// gone so that a restart can take the pidfile. A zombie is gone too:
+/// reaping is up to whoever adopted the daemon (on some machines a slow
+/// PID 1).
+pub fn kill_daemon(pidfile: &std::path::Path) -> anyhow::Result<()> {
+    let pid = std::fs::read_to_string(pidfile)?;
+    crate::netns::run(&["kill", "-9", pid.trim()])?;
+    let stat = format!("/proc/{}/stat", pid.trim());
+    noverlay_test_support::eventually_blocking(
+        &format!("{} to exit", pidfile.display()),
+        std::time::Duration::from_secs(5),
+        || {
+            std::fs::read_to_string(&stat).map_or(true, |s| {
+                s.rsplit(')')
+                    .next()
+                    .and_then(|rest| rest.split_whitespace().next())
+                    == Some("Z")
+            })
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
+    let _ = std::fs::remove_file(pidfile);
+    Ok(())
 }
 
 impl Drop for Ovs {

@@ -1,4 +1,4 @@
-//! End to end on a real datapath: host -> DPU OVS -> OVN stand-in ->
+//! End to end on a real datapath: host -> DPU OVS -> OVN's gateway router ->
 //! underlay and back, with both agents as real processes (built by the test
 //! if needed). Each fault is a test of its own on a fresh testbed: it
 //! breaks one thing, then checks that traffic works again and prints how
@@ -7,7 +7,7 @@
 
 use noverlay_tests::{
     e2e::{CLUSTER_CIDR, LATE_CIDR, LATE_POD, NODE_IP, REMOTE_POD, Testbed},
-    netns, ovs,
+    netns, ovn, ovs,
 };
 use std::{
     sync::{Mutex, MutexGuard},
@@ -24,12 +24,16 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 fn path_up() -> anyhow::Result<(MutexGuard<'static, ()>, Testbed)> {
     netns::require_privileges()?;
     ovs::require()?;
+    ovn::require()?;
     let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let mut bed = Testbed::build_for_test()?;
     bed.start_dpu_agent()?;
     bed.start_host_agent()?;
     let first = bed.wait_for_ping(REMOTE_POD, RECOVERY)?;
-    println!("path up {first:?} after starting both agents");
+    println!(
+        "OVN up (gateway router bound, patch port made) in {:?}; path up {first:?} after starting both agents",
+        bed.ovn_ready
+    );
     assert_traffic(&bed, REMOTE_POD)?;
     Ok((guard, bed))
 }

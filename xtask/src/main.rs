@@ -13,11 +13,14 @@ use std::{
     process::{Command, ExitCode},
 };
 
-/// Debian packages: real OVS for the DPU tests (userspace datapath, started
-/// by the tests), nftables and the libraries nftnl links against, the
-/// topology tools, systemd-analyze for the unit checks.
+/// Debian packages: real OVS and OVN for the DPU tests and the testbed
+/// (userspace datapath, started by the tests in temporary directories),
+/// nftables and the libraries nftnl links against, the topology tools,
+/// systemd-analyze for the unit checks.
 const PACKAGES: &[&str] = &[
     "openvswitch-switch",
+    "ovn-central",
+    "ovn-host",
     "nftables",
     "libnftnl-dev",
     "libmnl-dev",

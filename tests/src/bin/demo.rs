@@ -1,6 +1,6 @@
 //! The demo. As root (with Open vSwitch installed and the agents built), it
 //! builds the end-to-end testbed (network namespaces, OVS userspace
-//! datapath, nftables), runs both agents as real processes, shows the
+//! datapath, real OVN, nftables), runs both agents as real processes, shows the
 //! negotiated contract, the host routes and nft rule, the DPU flows with
 //! their counters and traffic going through, then tears everything down.
 //!
@@ -33,7 +33,7 @@ fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    if root && ovs::available_or_skip("the real-datapath demo") {
+    if root && ovs::available_or_skip("the real-datapath demo") && ovn_available() {
         let bins = e2e::Binaries::locate();
         match bins {
             Ok(_) => return real_datapath_demo(),
@@ -45,6 +45,16 @@ fn main() -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(loopback_demo())
 }
 
+fn ovn_available() -> bool {
+    match noverlay_tests::ovn::require() {
+        Ok(()) => true,
+        Err(e) => {
+            println!("SKIPPED the real-datapath demo: {e}");
+            false
+        }
+    }
+}
+
 fn show(title: &str, ns: &NetNs, command: &str) -> anyhow::Result<()> {
     section(&format!("{title}   $ {command}"));
     print!("{}", ns.sh(command)?);
@@ -52,9 +62,7 @@ fn show(title: &str, ns: &NetNs, command: &str) -> anyhow::Result<()> {
 }
 
 fn real_datapath_demo() -> anyhow::Result<()> {
-    section(
-        "building the testbed: host, DPU (Open vSwitch, userspace datapath), OVN stand-in, underlay",
-    );
+    section("building the testbed: host, DPU (Open vSwitch, userspace datapath, OVN), underlay");
     println!("{}", e2e_diagram());
     let mut bed = Testbed::build()?;
     section(&format!(
@@ -63,6 +71,22 @@ fn real_datapath_demo() -> anyhow::Result<()> {
     ));
     print!("{}", std::fs::read_to_string(bed.dpu_config_path())?);
     print!("\n{}", std::fs::read_to_string(bed.host_config_path())?);
+    section(&format!(
+        "OVN's part (up in {:?}): the gateway router on breth0's MAC and the node IP   $ ovn-nbctl show; lr-route-list GR_node1",
+        bed.ovn_ready
+    ));
+    print!("{}", bed.ovn.nbctl(&["show"])?);
+    print!(
+        "{}",
+        bed.ovn
+            .nbctl(&["lr-route-list", noverlay_tests::ovn::GATEWAY_ROUTER])?
+    );
+    print!("{}", bed.ovn.nbctl(&["static-mac-binding-list"])?);
+    println!(
+        "patch port made by ovn-controller on breth0: {} (ofport {})",
+        noverlay_tests::ovn::PATCH_PORT,
+        bed.ovs.patch_ofport()?
+    );
     bed.start_dpu_agent()?;
     bed.start_host_agent()?;
     let took = bed.wait_for_ping(e2e::REMOTE_POD, Duration::from_secs(20))?;
@@ -139,13 +163,13 @@ fn real_datapath_demo() -> anyhow::Result<()> {
         "nft list table inet noverlay | grep snat",
     )?;
 
-    section("tearing down: agents stopped, OVS stopped, namespaces deleted");
+    section("tearing down: agents stopped, OVN and OVS stopped, namespaces deleted");
     drop(bed);
     Ok(())
 }
 
 fn e2e_diagram() -> &'static str {
-    "  host ns: eth0 198.18.0.10 ── DPU ns: breth0 (pf0hpf | patch ↔ br-ovn router | p0) ── underlay ns: remote node 198.18.0.20, pod 198.18.200.1"
+    "  host ns: eth0 198.18.0.10 ── DPU ns: breth0 (pf0hpf | patch ↔ br-int: OVN gateway router GR_node1 | p0) ── underlay ns: remote node 198.18.0.20, pod 198.18.200.1"
 }
 
 async fn loopback_demo() -> anyhow::Result<()> {
