@@ -39,6 +39,8 @@ pub struct DpuConfig {
     pub bridge: BridgeConfig,
     #[serde(default)]
     pub uplink_guard: UplinkGuardConfig,
+    /// Check OVN's half of the contract in the local northbound database.
+    pub ovn: Option<crate::ovn::OvnConfig>,
 }
 
 /// The uplink guard (an nftables netdev egress chain on the uplink that
@@ -208,7 +210,7 @@ impl ValidConfig {
 impl DpuConfig {
     /// The fields that differ from `next` and that a running agent cannot
     /// take without a restart: the listen addresses, the bridge (static
-    /// port numbers excepted) and the uplink guard. Families, masquerade subnets and mode are
+    /// port numbers excepted), the uplink guard and the OVN check. Families, masquerade subnets and mode are
     /// checked against the negotiated offer by the reload itself.
     pub fn changes_needing_restart(&self, next: &DpuConfig) -> Vec<&'static str> {
         let mut fields = Vec::new();
@@ -227,6 +229,9 @@ impl DpuConfig {
         }
         if self.uplink_guard != next.uplink_guard {
             fields.push("uplink_guard");
+        }
+        if self.ovn != next.ovn {
+            fields.push("ovn");
         }
         fields
     }
@@ -295,6 +300,13 @@ impl DpuConfig {
             ("bridge.uplink", &self.bridge.uplink),
         ] {
             validate_port_name(field, name)?;
+        }
+        if let Some(ovn) = &self.ovn {
+            ovn.validate()
+                .map_err(|(field, reason)| ConfigError::Invalid {
+                    field: field.into(),
+                    reason,
+                })?;
         }
         let cookie = self.bridge.cookie;
         if cookie == 0 || cookie == u64::MAX {
@@ -567,6 +579,44 @@ bridge_mac = "02:00:c6:12:00:0a"
         );
         let other_ports = with("uplink = 3", "uplink = 4").expect("valid").raw;
         assert!(running.changes_needing_restart(&other_ports).is_empty());
+        let checked = DpuConfig::parse(&format!("{EXAMPLE}{OVN}")).expect("parses");
+        assert_eq!(running.changes_needing_restart(&checked), ["ovn"]);
+    }
+
+    const OVN: &str =
+        "\n[ovn]\nnb_socket = \"/var/run/ovn/ovnnb_db.sock\"\ngateway_router = \"GR_node1\"\n";
+
+    #[test]
+    fn the_ovn_section_is_optional_and_checked() {
+        assert_eq!(with("", "").expect("valid").raw.ovn, None);
+        let ovn = DpuConfig::parse(&format!("{EXAMPLE}{OVN}"))
+            .and_then(DpuConfig::validate)
+            .expect("valid")
+            .raw
+            .ovn
+            .expect("an [ovn] section");
+        assert_eq!(ovn.external_port(), "rtoe-GR_node1");
+        for (bad, field, value) in [
+            (
+                "nb_socket = \"ovnnb_db.sock\"",
+                "ovn.nb_socket",
+                "ovnnb_db.sock",
+            ),
+            ("gateway_router = \"\"", "ovn.gateway_router", "\"\""),
+            ("external_port = \"a\\nb\"", "ovn.external_port", "a\\nb"),
+        ] {
+            let key = bad.split(' ').next().unwrap_or_default();
+            let text = format!("{EXAMPLE}{OVN}")
+                .lines()
+                .filter(|l| !l.starts_with(key))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let error = DpuConfig::parse(&format!("{text}\n{bad}\n"))
+                .and_then(DpuConfig::validate)
+                .expect_err(bad)
+                .to_string();
+            assert!(error.contains(field) && error.contains(value), "{error}");
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod negotiation;
 pub mod ofp;
 pub mod openflow;
+pub mod ovn;
 pub mod ovsdb;
 pub mod programmer;
 pub mod server;
@@ -37,8 +38,9 @@ const GUARD_FIRST: Duration = Duration::from_secs(10);
 
 /// Starts what programs the datapath: the uplink guard (unless disabled),
 /// OVSDB port discovery (unless the ports are given by hand) and the flow
-/// programmer, whose first install waits for the guard's first attempt.
-/// Nothing when `program` is off.
+/// programmer, whose first install waits for the guard's first attempt;
+/// none of them when `program` is off. And the check of OVN's gateway
+/// router when the config has an `[ovn]` section.
 pub fn start_datapath(
     handle: state::AgentHandle,
     config: &config::ValidConfig,
@@ -46,10 +48,19 @@ pub fn start_datapath(
     shutdown: CancellationToken,
 ) -> Vec<JoinHandle<()>> {
     let bridge = &config.raw.bridge;
-    if !bridge.program {
-        return Vec::new();
-    }
     let mut tasks = Vec::new();
+    // Read-only: checked even where the agent does not program the bridge.
+    match &config.raw.ovn {
+        Some(ovn) => tasks.push(tokio::spawn(ovn::run_ovn_check(
+            handle.clone(),
+            ovn.clone(),
+            shutdown.clone(),
+        ))),
+        None => handle.set_source_off(state::Source::Ovn),
+    }
+    if !bridge.program {
+        return tasks;
+    }
     let (guard_settled, guard_first) = tokio::sync::oneshot::channel();
     if config.raw.uplink_guard.enabled {
         tasks.push(tokio::spawn(guard::run::run_uplink_guard(

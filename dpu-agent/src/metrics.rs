@@ -120,6 +120,12 @@ impl Collector for DpuCollector {
             "Times the uplink guard was found missing or altered and restored.",
             guard.repairs,
         )?;
+        encode::gauge(
+            &mut e,
+            "noverlay_dpu_ovn_mismatches",
+            "Ways OVN's gateway router, as the northbound database has it, would blackhole the path (0 when it agrees, or no [ovn] section); the ovn source's error names them.",
+            handle.ovn_mismatches() as f64,
+        )?;
         let sources = handle.sources();
         let errors: Vec<(Labels, f64)> = Source::ALL
             .iter()

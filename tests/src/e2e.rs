@@ -264,6 +264,11 @@ impl Testbed {
             bridge: self.ovs.agent_bridge_section_with(ovn::PATCH_PORT),
             // The agent runs in the DPU's namespace: its uplink is p0.
             uplink_guard: true,
+            ovn: format!(
+                "\n[ovn]\nnb_socket = {:?}\ngateway_router = {:?}\n",
+                self.ovn.nb_socket(),
+                ovn::GATEWAY_ROUTER
+            ),
             ..DpuOptions::default()
         };
         std::fs::write(
@@ -389,6 +394,73 @@ impl Testbed {
             read("dpu-agent.log"),
             read("host-agent.log")
         )
+    }
+
+    /// GetStatus of the dpu-agent, asked from the host over mTLS as an
+    /// operator would.
+    pub fn dpu_status(&self) -> anyhow::Result<noverlay_proto::pb::AgentStatus> {
+        use noverlay_proto::{
+            pb,
+            tls::{self, PeerIdentity},
+        };
+        let tls_files = self.certs.host.clone();
+        self.host.run(move || async move {
+            let mut client = host_agent::client::connect(
+                &Testbed::dpu_address().to_string(),
+                &PeerIdentity::parse(harness::DPU_SAN)?,
+                tls::client_config(&tls_files)?,
+            )
+            .await?;
+            Ok(client
+                .get_status(pb::GetStatusRequest {})
+                .await?
+                .into_inner())
+        })
+    }
+
+    /// The dpu-agent's "ovn" source: (state, error).
+    pub fn dpu_ovn_source(&self) -> anyhow::Result<(String, String)> {
+        let status = self.dpu_status()?;
+        status
+            .sources
+            .into_iter()
+            .find(|s| s.source == "ovn")
+            .map(|s| (s.state, s.error))
+            .ok_or_else(|| anyhow::anyhow!("no \"ovn\" source in GetStatus"))
+    }
+
+    /// Pings `dst` from the host `count` times every `interval` seconds
+    /// while `during` runs; returns how many got no reply.
+    pub fn pings_lost_during(
+        &self,
+        dst: &str,
+        count: u32,
+        interval: &str,
+        during: impl FnOnce() -> anyhow::Result<()>,
+    ) -> anyhow::Result<u32> {
+        let flood = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.host.name,
+                "ping",
+                "-q",
+                "-i",
+                interval,
+            ])
+            .args(["-W", "1", "-c", &count.to_string(), dst])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        during()?;
+        let output = flood.wait_with_output()?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let received = text
+            .split(", ")
+            .find_map(|part| part.strip_suffix(" received"))
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .ok_or_else(|| anyhow::anyhow!("no ping summary in {text:?}"))?;
+        Ok(count.saturating_sub(received))
     }
 
     /// One ping from the host to `dst`.

@@ -81,6 +81,8 @@ pub struct DpuOptions {
     /// machine's own namespace, where no test may write nftables; the
     /// guard is on where the agent runs in a namespace of the test's.
     pub uplink_guard: bool,
+    /// An `[ovn]` section (the check of OVN's gateway router), or empty.
+    pub ovn: String,
 }
 
 /// A bridge section for agents that only plan (no Open vSwitch here).
@@ -110,6 +112,7 @@ impl Default for DpuOptions {
             mtu: 1400,
             bridge: PLAN_ONLY_BRIDGE.into(),
             uplink_guard: false,
+            ovn: String::new(),
         }
     }
 }
@@ -164,6 +167,7 @@ underlay_ip = "2001:db8::10"
         "\n[uplink_guard]\nenabled = {}\n",
         options.uplink_guard
     ));
+    text.push_str(&options.ovn);
     text
 }
 

@@ -6,7 +6,10 @@
 //! `--include-ignored`.
 
 use noverlay_tests::{
-    e2e::{CLUSTER_CIDR, LATE_CIDR, LATE_POD, NODE_IP, REMOTE_POD, Testbed},
+    e2e::{
+        BRIDGE_MAC, CLUSTER_CIDR, LATE_CIDR, LATE_POD, MASQUERADE_SUBNET, NODE_IP, REMOTE_POD,
+        Testbed,
+    },
     netns, ovn, ovs,
 };
 use std::{
@@ -405,5 +408,112 @@ fn dpu_cleanup_leaves_nothing_of_ours() -> anyhow::Result<()> {
     assert_eq!(bed.ovs.flows_not_of("breth0", 0x6e6f7672)?, others);
     let tables = bed.dpu.sh("nft list tables")?;
     assert!(!tables.contains("noverlay_guard"), "{tables}");
+    Ok(())
+}
+
+/// Polls the dpu-agent's "ovn" source until `wanted` holds; returns how long
+/// it took and the error text.
+fn ovn_source_until(
+    bed: &Testbed,
+    what: &str,
+    wanted: impl Fn(&str, &str) -> bool,
+) -> anyhow::Result<(Duration, String)> {
+    let started = Instant::now();
+    loop {
+        let (state, error) = bed.dpu_ovn_source()?;
+        if wanted(&state, &error) {
+            return Ok((started.elapsed(), error));
+        }
+        anyhow::ensure!(
+            started.elapsed() < RECOVERY,
+            "{what}: the ovn source stayed {state} {error:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// dpu-agent checks OVN's half of the contract in the real northbound
+/// database: it agrees as ovnkube's shape has it; the masquerade route
+/// deleted in NB really blackholes replies, and status names it; a wrong
+/// MAC on the router's external port is named with both MACs.
+#[test]
+#[ignore = "privileged: needs root, network namespaces, Open vSwitch and OVN; run as root with --include-ignored (CI does)"]
+fn ovns_half_of_the_contract_is_checked_in_the_northbound_database() -> anyhow::Result<()> {
+    let (_guard, bed) = path_up()?;
+    let (took, _) = ovn_source_until(&bed, "agreement", |state, _| state == "ok")?;
+    println!("ovn source ok {took:?} after the path was up");
+
+    bed.ovn
+        .nbctl(&["lr-route-del", ovn::GATEWAY_ROUTER, MASQUERADE_SUBNET])?;
+    let (took, error) = ovn_source_until(&bed, "the route deleted", |state, _| state == "failed")?;
+    println!("masquerade route deleted in NB: named in status after {took:?}: {error}");
+    anyhow::ensure!(
+        error.contains(MASQUERADE_SUBNET) && error.contains("no route"),
+        "{error}"
+    );
+    // Not a false alarm: the replies to the host are dropped now.
+    std::thread::sleep(Duration::from_millis(500));
+    anyhow::ensure!(!bed.ping(REMOTE_POD), "the pod answered without the route");
+
+    bed.ovn.nbctl(&[
+        "lr-route-add",
+        ovn::GATEWAY_ROUTER,
+        MASQUERADE_SUBNET,
+        ovn::DUMMY_NEXT_HOP,
+        ovn::EXTERNAL_PORT,
+    ])?;
+    let (took, _) = ovn_source_until(&bed, "the route back", |state, _| state == "ok")?;
+    println!("route added back: status ok after {took:?}");
+    bed.wait_for_ping(REMOTE_POD, RECOVERY)?;
+
+    let wrong_mac = "02:00:c6:12:00:0b";
+    bed.ovn.nbctl(&[
+        "set",
+        "Logical_Router_Port",
+        ovn::EXTERNAL_PORT,
+        &format!("mac=\"{wrong_mac}\""),
+    ])?;
+    let (_, error) = ovn_source_until(&bed, "the MAC changed", |state, _| state == "failed")?;
+    anyhow::ensure!(
+        error.contains(wrong_mac) && error.contains(BRIDGE_MAC),
+        "{error}"
+    );
+    println!("wrong router MAC named: {error}");
+    bed.ovn.nbctl(&[
+        "set",
+        "Logical_Router_Port",
+        ovn::EXTERNAL_PORT,
+        &format!("mac=\"{BRIDGE_MAC}\""),
+    ])?;
+    ovn_source_until(&bed, "the MAC restored", |state, _| state == "ok")?;
+    assert_traffic(&bed, REMOTE_POD)
+}
+
+/// Restarts of OVN's daemons next to our agents, with ~100 pings/s from the
+/// host to the remote pod meanwhile: packets lost printed, the path checked
+/// after each.
+#[test]
+#[ignore = "privileged: needs root, network namespaces, Open vSwitch and OVN; run as root with --include-ignored (CI does)"]
+fn ovn_daemon_restarts_keep_the_path() -> anyhow::Result<()> {
+    let (_guard, bed) = path_up()?;
+    for daemon in ["northd", "controller"] {
+        let repairs_before = bed.dpu_status()?.flow_repairs;
+        let lost = bed.pings_lost_during(REMOTE_POD, 300, "0.01", || {
+            std::thread::sleep(Duration::from_millis(500));
+            bed.ovn.kill(daemon)?;
+            std::thread::sleep(Duration::from_millis(500));
+            match daemon {
+                "northd" => bed.ovn.start_northd(),
+                _ => bed.ovn.start_controller(&bed.ovs),
+            }
+        })?;
+        bed.ovn.wait_for_patch(&bed.ovs)?;
+        let repairs = bed.dpu_status()?.flow_repairs - repairs_before;
+        println!(
+            "ovn-{daemon} kill -9 + restart 0.5 s later: {lost} of 300 pings lost (100/s); our flows repaired {repairs} times"
+        );
+        bed.wait_for_ping(REMOTE_POD, RECOVERY)?;
+        assert_traffic(&bed, REMOTE_POD)?;
+    }
     Ok(())
 }

@@ -7,10 +7,10 @@ use std::{path::PathBuf, time::Duration};
 use tokio_util::sync::CancellationToken;
 
 /// How long to wait before reconnecting to a lost ovsdb-server.
-const RECONNECT_DELAY: Duration = Duration::from_millis(500);
+pub(crate) const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 
 /// ovsdb-server answers a monitor request in milliseconds; a silent one is broken.
-const MONITOR_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const MONITOR_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Follows OVSDB and publishes the port map. Keeps the last good map (and
 /// so the installed flows) when a port vanishes, and says why in status.
@@ -43,7 +43,8 @@ async fn follow(
     socket: &std::path::Path,
     names: &PortNames,
 ) -> Result<(), DiscoveryError> {
-    let mut monitor = tokio::time::timeout(MONITOR_TIMEOUT, Monitor::start(socket))
+    let request = super::monitor_request(1);
+    let mut monitor = tokio::time::timeout(MONITOR_TIMEOUT, Monitor::start(socket, &request))
         .await
         .map_err(|_| {
             DiscoveryError::Protocol(format!(

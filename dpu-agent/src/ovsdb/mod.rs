@@ -1,6 +1,8 @@
-//! A small OVSDB client (RFC 7047, JSON-RPC over the unix socket): one
-//! `monitor` of the Bridge, Port and Interface columns we need, kept as a
-//! local [`replica`], from which port [`discovery`] derives the port map.
+//! A small OVSDB client (RFC 7047, JSON-RPC over the unix socket): a
+//! `monitor` of the columns we need, kept as a local [`replica`]. Port
+//! [`discovery`] derives the port map from the Open_vSwitch database's
+//! Bridge, Port and Interface tables; [`crate::ovn`] checks the gateway
+//! router in OVN's northbound database with the same client.
 //!
 //! Why our own: the Rust OVSDB crates are thin or unmaintained, and all we
 //! need is one monitor of five columns. The replica logic is pure and unit
@@ -117,8 +119,9 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// Connects and installs the monitor; the replica holds the initial state.
-    pub async fn start(socket: &Path) -> Result<Self, DiscoveryError> {
+    /// Connects and installs `request` (a monitor request with id 1); the
+    /// replica holds the initial state.
+    pub async fn start(socket: &Path, request: &Value) -> Result<Self, DiscoveryError> {
         let stream = UnixStream::connect(socket)
             .await
             .map_err(|e| DiscoveryError::Protocol(format!("connect {}: {e}", socket.display())))?;
@@ -127,7 +130,7 @@ impl Monitor {
             framer: JsonFramer::default(),
             replica: Replica::default(),
         };
-        monitor.send(&monitor_request(1)).await?;
+        monitor.send(request).await?;
         loop {
             for message in monitor.read().await? {
                 if message.get("id") == Some(&json!(1)) {

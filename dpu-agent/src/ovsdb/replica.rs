@@ -51,7 +51,8 @@ impl Replica {
         Ok(())
     }
 
-    fn rows(
+    /// Every row of `table`: (uuid, columns).
+    pub fn rows(
         &self,
         table: &str,
     ) -> impl Iterator<Item = (&String, &serde_json::Map<String, Value>)> {
@@ -110,10 +111,35 @@ impl Replica {
             bridge_mac,
         })
     }
+
+    /// The row of `table` with this uuid.
+    pub fn row(&self, table: &str, uuid: &str) -> Option<&serde_json::Map<String, Value>> {
+        self.tables.get(table)?.get(uuid)
+    }
+}
+
+/// The strings in an OVSDB string or `["set", [s, ...]]` (an optional
+/// column that is empty is `["set", []]`).
+pub fn strings(value: Option<&Value>) -> Vec<String> {
+    match value {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(parts)) if parts.first().and_then(Value::as_str) == Some("set") => parts
+            .get(1)
+            .and_then(Value::as_array)
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
 }
 
 /// The uuids in an OVSDB `["uuid", u]` or `["set", [["uuid", u], ...]]`.
-fn uuids(value: Option<&Value>) -> Vec<String> {
+pub fn uuids(value: Option<&Value>) -> Vec<String> {
     let Some(Value::Array(parts)) = value else {
         return Vec::new();
     };

@@ -116,6 +116,8 @@ struct Record {
     flows: FlowRecord,
     guard: GuardRecord,
     sources: Sources,
+    /// Ways OVN's half of the contract does not hold, as last checked.
+    ovn_mismatches: usize,
 }
 
 /// The TLS acceptor and the host identity it admits, swapped on reload.
@@ -282,6 +284,21 @@ impl AgentHandle {
         lock(&self.state.record)
             .sources
             .set(source, outcome, unix_now());
+    }
+
+    /// How many ways OVN's half of the contract does not hold (see the
+    /// "ovn" source's error for what they are).
+    pub fn set_ovn_mismatches(&self, count: usize) {
+        lock(&self.state.record).ovn_mismatches = count;
+    }
+
+    pub fn ovn_mismatches(&self) -> usize {
+        lock(&self.state.record).ovn_mismatches
+    }
+
+    /// The source is not configured (shown as "off").
+    pub fn set_source_off(&self, source: Source) {
+        lock(&self.state.record).sources.set_off(source);
     }
 
     pub fn source(&self, source: Source) -> SourceStatus {

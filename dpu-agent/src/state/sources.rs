@@ -18,15 +18,18 @@ pub enum Source {
     Reload,
     /// The uplink guard (nftables, netdev egress).
     Guard,
+    /// OVN's half of the contract, checked in the northbound database.
+    Ovn,
 }
 
 impl Source {
-    pub const ALL: [Source; 5] = [
+    pub const ALL: [Source; 6] = [
         Source::Ovsdb,
         Source::Flows,
         Source::Peer,
         Source::Reload,
         Source::Guard,
+        Source::Ovn,
     ];
 
     pub fn name(self) -> &'static str {
@@ -36,6 +39,7 @@ impl Source {
             Source::Peer => "peer",
             Source::Reload => "reload",
             Source::Guard => "guard",
+            Source::Ovn => "ovn",
         }
     }
 
@@ -56,6 +60,8 @@ pub enum SourceStatus {
     /// Nothing yet (e.g. no host has connected, no reload happened).
     #[default]
     Pending,
+    /// Not configured (e.g. no `[ovn]` section): nothing to report.
+    Off,
     Ok {
         since_unix: i64,
     },
@@ -76,6 +82,7 @@ impl SourceStatus {
     fn to_pb(&self, source: Source) -> pb::SourceStatus {
         let (state, error, since_unix) = match self {
             SourceStatus::Pending => ("pending", String::new(), 0),
+            SourceStatus::Off => ("off", String::new(), 0),
             SourceStatus::Ok { since_unix } => ("ok", String::new(), *since_unix),
             SourceStatus::Failed { error, since_unix } => ("failed", error.clone(), *since_unix),
         };
@@ -111,6 +118,11 @@ impl Sources {
                 },
             };
         }
+    }
+
+    /// The source is not configured.
+    pub fn set_off(&mut self, source: Source) {
+        self.0[source.index()] = SourceStatus::Off;
     }
 
     pub fn get(&self, source: Source) -> &SourceStatus {
@@ -166,7 +178,8 @@ mod tests {
         sources.set(Source::Flows, Ok(()), 21);
         assert_eq!(sources.summary(), "ovsdb: bridge \"breth0\" not found");
         assert_eq!(sources.get(Source::Reload), &SourceStatus::Pending);
+        sources.set_off(Source::Ovn);
         let states: Vec<String> = sources.to_pb().into_iter().map(|s| s.state).collect();
-        assert_eq!(states, ["failed", "ok", "ok", "pending", "pending"]);
+        assert_eq!(states, ["failed", "ok", "ok", "pending", "pending", "off"]);
     }
 }

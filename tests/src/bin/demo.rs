@@ -95,19 +95,7 @@ fn real_datapath_demo() -> anyhow::Result<()> {
     ));
 
     // Ask the DPU agent over mTLS from the host, as an operator would.
-    let ca_host = (bed.certs.host.clone(), bed.host.name.clone());
-    let status = bed.host.run(move || async move {
-        let mut client = client::connect(
-            &Testbed::dpu_address().to_string(),
-            &PeerIdentity::parse(DPU_SAN)?,
-            tls::client_config(&ca_host.0)?,
-        )
-        .await?;
-        Ok(client
-            .get_status(pb::GetStatusRequest {})
-            .await?
-            .into_inner())
-    })?;
+    let status = bed.dpu_status()?;
     section("negotiated contract (GetStatus from the host, over mTLS)");
     println!("{:#?}", status.contract);
     println!("peer identity: {}", status.peer_identity);

@@ -1,0 +1,499 @@
+//! OVN's half of the contract, checked in the local northbound database
+//! (optional `[ovn]` section). Our flows hand the host's traffic to the
+//! gateway router and take its replies back; the path blackholes unless the
+//! router's external port has the bridge's MAC and the node underlay IP,
+//! and the router routes the masquerade subnet back via the dummy next hop
+//! with a static MAC binding for it (nobody answers ARP for that address).
+//! Those are ovnkube-node's to configure; this module only reads them
+//! (an OVSDB monitor, so a change is seen at once) and reports a mismatch
+//! in status and metrics, naming both values.
+
+use crate::{
+    ovsdb::{
+        DiscoveryError, Monitor,
+        discovery::{MONITOR_TIMEOUT, RECONNECT_DELAY},
+        replica::{Replica, strings, uuids},
+    },
+    state::{AgentHandle, Source},
+};
+use ipnet::IpNet;
+use noverlay_proto::contract::{Offer, format_mac, parse_mac};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::{fmt, net::IpAddr, path::PathBuf};
+use tokio_util::sync::CancellationToken;
+
+/// The `[ovn]` config section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OvnConfig {
+    /// The local northbound database's unix socket, e.g.
+    /// "/var/run/ovn/ovnnb_db.sock".
+    pub nb_socket: PathBuf,
+    /// The node's gateway router, e.g. "GR_node1".
+    pub gateway_router: String,
+    /// Its port towards breth0; OVN-Kubernetes names it "rtoe-<router>".
+    pub external_port: Option<String>,
+}
+
+impl OvnConfig {
+    pub fn external_port(&self) -> String {
+        self.external_port
+            .clone()
+            .unwrap_or_else(|| format!("rtoe-{}", self.gateway_router))
+    }
+
+    /// The first bad field and why.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !self.nb_socket.is_absolute() {
+            return Err((
+                "ovn.nb_socket",
+                format!("{:?} is not an absolute path", self.nb_socket),
+            ));
+        }
+        for (field, name) in [
+            ("ovn.gateway_router", Some(&self.gateway_router)),
+            ("ovn.external_port", self.external_port.as_ref()),
+        ] {
+            if let Some(name) = name
+                && (name.is_empty() || name.len() > 256 || name.chars().any(char::is_control))
+            {
+                return Err((
+                    field,
+                    format!("{name:?} is not an OVN name (1 to 256 printable characters)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The northbound rows the check reads.
+pub fn monitor_request(id: u64) -> Value {
+    json!({
+        "method": "monitor",
+        "id": id,
+        "params": ["OVN_Northbound", null, {
+            "Logical_Router": {"columns": ["name", "ports", "static_routes"]},
+            "Logical_Router_Port": {"columns": ["name", "mac", "networks"]},
+            "Logical_Router_Static_Route": {"columns": ["ip_prefix", "nexthop", "output_port"]},
+            "Static_MAC_Binding": {"columns": ["logical_port", "ip", "mac"]},
+        }],
+    })
+}
+
+/// What OVN must agree with: our side of the path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    /// breth0's MAC; None while unknown (no check of the port's MAC yet).
+    pub bridge_mac: Option<[u8; 6]>,
+    pub families: Vec<ExpectedFamily>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedFamily {
+    pub underlay_ip: IpAddr,
+    pub masquerade_subnet: IpNet,
+    pub dummy_next_hop: IpAddr,
+}
+
+impl Expected {
+    pub fn new(offer: &Offer, bridge_mac: Option<[u8; 6]>) -> Self {
+        Expected {
+            bridge_mac,
+            families: offer
+                .families
+                .iter()
+                .map(|f| ExpectedFamily {
+                    underlay_ip: f.underlay_ip,
+                    masquerade_subnet: f.masquerade.subnet,
+                    dummy_next_hop: f.masquerade.dummy_next_hop,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One way OVN's configuration would blackhole the path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mismatch {
+    NoRouter(String),
+    NoPort {
+        router: String,
+        port: String,
+    },
+    PortMac {
+        port: String,
+        found: String,
+        bridge_mac: String,
+    },
+    PortAddress {
+        port: String,
+        found: Vec<String>,
+        underlay_ip: IpAddr,
+    },
+    NoMasqueradeRoute {
+        router: String,
+        subnet: IpNet,
+        found: Vec<String>,
+    },
+    RouteNextHop {
+        router: String,
+        subnet: IpNet,
+        found: String,
+        dummy_next_hop: IpAddr,
+    },
+    NoMacBinding {
+        port: String,
+        ip: IpAddr,
+    },
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Mismatch::NoRouter(router) => write!(
+                f,
+                "gateway router {router:?} not found in the northbound database"
+            ),
+            Mismatch::NoPort { router, port } => {
+                write!(f, "port {port:?} not found on gateway router {router:?}")
+            }
+            Mismatch::PortMac {
+                port,
+                found,
+                bridge_mac,
+            } => write!(
+                f,
+                "gateway router port {port:?} has MAC {found}, but the bridge's MAC is {bridge_mac}: the host's traffic handed to the router would not be taken"
+            ),
+            Mismatch::PortAddress {
+                port,
+                found,
+                underlay_ip,
+            } => write!(
+                f,
+                "gateway router port {port:?} has networks {found:?}, none of them the underlay IP {underlay_ip}"
+            ),
+            Mismatch::NoMasqueradeRoute {
+                router,
+                subnet,
+                found,
+            } => write!(
+                f,
+                "gateway router {router:?} has no route for the masquerade subnet {subnet} (its routes: {found:?}): replies to the host would be dropped"
+            ),
+            Mismatch::RouteNextHop {
+                router,
+                subnet,
+                found,
+                dummy_next_hop,
+            } => write!(
+                f,
+                "gateway router {router:?} routes the masquerade subnet {subnet} via {found}, not via the dummy next hop {dummy_next_hop}"
+            ),
+            Mismatch::NoMacBinding { port, ip } => write!(
+                f,
+                "no static MAC binding for the dummy next hop {ip} on port {port:?}: the router would ask for its MAC and nobody answers"
+            ),
+        }
+    }
+}
+
+/// Everything in the northbound replica that would blackhole the path.
+pub fn check(replica: &Replica, config: &OvnConfig, expected: &Expected) -> Vec<Mismatch> {
+    let router_name = &config.gateway_router;
+    let port_name = config.external_port();
+    let Some((_, router)) = replica
+        .rows("Logical_Router")
+        .find(|(_, row)| row.get("name").and_then(Value::as_str) == Some(router_name.as_str()))
+    else {
+        return vec![Mismatch::NoRouter(router_name.clone())];
+    };
+    let mut mismatches = Vec::new();
+    let port = uuids(router.get("ports"))
+        .iter()
+        .filter_map(|uuid| replica.row("Logical_Router_Port", uuid))
+        .find(|row| row.get("name").and_then(Value::as_str) == Some(port_name.as_str()));
+    match port {
+        None => mismatches.push(Mismatch::NoPort {
+            router: router_name.clone(),
+            port: port_name.clone(),
+        }),
+        Some(port) => {
+            let mac = port.get("mac").and_then(Value::as_str).unwrap_or_default();
+            if let Some(bridge_mac) = expected.bridge_mac
+                && parse_mac(mac) != Some(bridge_mac)
+            {
+                mismatches.push(Mismatch::PortMac {
+                    port: port_name.clone(),
+                    found: mac.to_string(),
+                    bridge_mac: format_mac(&bridge_mac),
+                });
+            }
+            let networks = strings(port.get("networks"));
+            for family in &expected.families {
+                let has_ip = networks.iter().any(|n| {
+                    n.parse::<IpNet>()
+                        .is_ok_and(|net| net.addr() == family.underlay_ip)
+                });
+                if !has_ip {
+                    mismatches.push(Mismatch::PortAddress {
+                        port: port_name.clone(),
+                        found: networks.clone(),
+                        underlay_ip: family.underlay_ip,
+                    });
+                }
+            }
+        }
+    }
+    let routes: Vec<(Option<IpNet>, String, Vec<String>)> = uuids(router.get("static_routes"))
+        .iter()
+        .filter_map(|uuid| replica.row("Logical_Router_Static_Route", uuid))
+        .map(|row| {
+            let prefix = row.get("ip_prefix").and_then(Value::as_str).unwrap_or("");
+            (
+                prefix.parse::<IpNet>().ok().map(|net| net.trunc()),
+                row.get("nexthop")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                strings(row.get("output_port")),
+            )
+        })
+        .collect();
+    for family in &expected.families {
+        let subnet = family.masquerade_subnet;
+        match routes.iter().find(|(prefix, _, _)| *prefix == Some(subnet)) {
+            None => mismatches.push(Mismatch::NoMasqueradeRoute {
+                router: router_name.clone(),
+                subnet,
+                found: routes
+                    .iter()
+                    .map(|(prefix, via, _)| match prefix {
+                        Some(p) => format!("{p} via {via}"),
+                        None => format!("? via {via}"),
+                    })
+                    .collect(),
+            }),
+            Some((_, via, _)) if via.parse::<IpAddr>().ok() != Some(family.dummy_next_hop) => {
+                mismatches.push(Mismatch::RouteNextHop {
+                    router: router_name.clone(),
+                    subnet,
+                    found: via.clone(),
+                    dummy_next_hop: family.dummy_next_hop,
+                });
+            }
+            Some(_) => {}
+        }
+        let bound = replica.rows("Static_MAC_Binding").any(|(_, row)| {
+            row.get("logical_port").and_then(Value::as_str) == Some(port_name.as_str())
+                && row
+                    .get("ip")
+                    .and_then(Value::as_str)
+                    .and_then(|ip| ip.parse::<IpAddr>().ok())
+                    == Some(family.dummy_next_hop)
+        });
+        if !bound {
+            mismatches.push(Mismatch::NoMacBinding {
+                port: port_name.clone(),
+                ip: family.dummy_next_hop,
+            });
+        }
+    }
+    mismatches
+}
+
+/// Follows the northbound database, the offer and the port map; records
+/// the check's outcome as the "ovn" source (and the mismatches for
+/// metrics) after every change. Reconnects when the database goes away.
+pub async fn run_ovn_check(handle: AgentHandle, config: OvnConfig, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            Err(e) = follow(&handle, &config) => {
+                tracing::warn!(error = %e, socket = %config.nb_socket.display(), "northbound database lost; retrying");
+                handle.set_source(Source::Ovn, Err(format!("northbound database {}: {e}", config.nb_socket.display())));
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(RECONNECT_DELAY) => {}
+        }
+    }
+}
+
+async fn follow(handle: &AgentHandle, config: &OvnConfig) -> Result<(), DiscoveryError> {
+    let request = monitor_request(1);
+    let mut monitor =
+        tokio::time::timeout(MONITOR_TIMEOUT, Monitor::start(&config.nb_socket, &request))
+            .await
+            .map_err(|_| {
+                DiscoveryError::Protocol(format!("no monitor reply within {MONITOR_TIMEOUT:?}"))
+            })??;
+    let (mut offers, mut ports) = handle.subscribe();
+    let mut last: Option<Vec<Mismatch>> = None;
+    loop {
+        let expected = Expected::new(&handle.offer(), handle.ports().map(|p| p.bridge_mac));
+        let mismatches = check(&monitor.replica, config, &expected);
+        if last.as_ref() != Some(&mismatches) {
+            if mismatches.is_empty() {
+                tracing::info!(router = %config.gateway_router, "OVN's gateway router agrees with the contract");
+            } else {
+                for mismatch in &mismatches {
+                    tracing::error!(%mismatch, "OVN's half of the contract does not hold");
+                }
+            }
+            let outcome = match mismatches.as_slice() {
+                [] => Ok(()),
+                some => Err(some
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")),
+            };
+            handle.set_ovn_mismatches(mismatches.len());
+            handle.set_source(Source::Ovn, outcome);
+            last = Some(mismatches);
+        }
+        tokio::select! {
+            changed = monitor.changed() => changed?,
+            changed = offers.changed() => if changed.is_err() { return Ok(()) },
+            changed = ports.changed() => if changed.is_err() { return Ok(()) },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> OvnConfig {
+        OvnConfig {
+            nb_socket: "/var/run/ovn/ovnnb_db.sock".into(),
+            gateway_router: "GR_node1".into(),
+            external_port: None,
+        }
+    }
+
+    fn expected() -> Expected {
+        Expected {
+            bridge_mac: Some([2, 0, 0xc6, 0x12, 0, 0x0a]),
+            families: vec![ExpectedFamily {
+                underlay_ip: "198.18.0.10".parse().expect("ip"),
+                masquerade_subnet: "169.254.0.0/17".parse().expect("net"),
+                dummy_next_hop: "169.254.0.4".parse().expect("ip"),
+            }],
+        }
+    }
+
+    /// The northbound rows as ovnkube-node leaves them (a monitor reply).
+    fn northbound(mac: &str, networks: Value, via: &str, binding_ip: &str) -> Replica {
+        let mut replica = Replica::default();
+        replica
+            .apply(&json!({
+                "Logical_Router": {"r1": {"new": {
+                    "name": "GR_node1",
+                    "ports": ["set", [["uuid", "p1"]]],
+                    "static_routes": ["set", [["uuid", "s1"], ["uuid", "s2"]]],
+                }}},
+                "Logical_Router_Port": {"p1": {"new": {
+                    "name": "rtoe-GR_node1", "mac": mac, "networks": networks,
+                }}},
+                "Logical_Router_Static_Route": {
+                    "s1": {"new": {"ip_prefix": "169.254.0.0/17", "nexthop": via,
+                                   "output_port": "rtoe-GR_node1"}},
+                    "s2": {"new": {"ip_prefix": "198.18.128.0/17", "nexthop": "198.18.0.20",
+                                   "output_port": ["set", []]}},
+                },
+                "Static_MAC_Binding": {"m1": {"new": {
+                    "logical_port": "rtoe-GR_node1", "ip": binding_ip, "mac": "0a:58:a9:fe:00:04",
+                }}},
+            }))
+            .expect("valid updates");
+        replica
+    }
+
+    #[test]
+    fn ovnkubes_gateway_router_agrees() {
+        let nb = northbound(
+            "02:00:c6:12:00:0a",
+            json!("198.18.0.10/24"),
+            "169.254.0.4",
+            "169.254.0.4",
+        );
+        assert_eq!(check(&nb, &config(), &expected()), vec![]);
+    }
+
+    #[test]
+    fn each_mismatch_names_both_values() {
+        let nb = northbound(
+            "02:00:c6:12:00:0b",
+            json!(["set", ["198.18.0.11/24", "fd00::1/64"]]),
+            "169.254.0.9",
+            "169.254.0.5",
+        );
+        let found: Vec<String> = check(&nb, &config(), &expected())
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(found.len(), 4, "{found:#?}");
+        assert!(found[0].contains("02:00:c6:12:00:0b") && found[0].contains("02:00:c6:12:00:0a"));
+        assert!(found[1].contains("198.18.0.11/24") && found[1].contains("198.18.0.10"));
+        assert!(found[2].contains("via 169.254.0.9") && found[2].contains("169.254.0.4"));
+        assert!(found[3].contains("169.254.0.4") && found[3].contains("rtoe-GR_node1"));
+    }
+
+    #[test]
+    fn a_missing_router_route_or_port_is_named() {
+        let nb = northbound(
+            "02:00:c6:12:00:0a",
+            json!("198.18.0.10/24"),
+            "169.254.0.4",
+            "169.254.0.4",
+        );
+        let other_router = OvnConfig {
+            gateway_router: "GR_node2".into(),
+            ..config()
+        };
+        assert_eq!(
+            check(&nb, &other_router, &expected()),
+            vec![Mismatch::NoRouter("GR_node2".into())]
+        );
+        let other_port = OvnConfig {
+            external_port: Some("rtoe-x".into()),
+            ..config()
+        };
+        let mismatches = check(&nb, &other_port, &expected());
+        assert_eq!(
+            mismatches[0],
+            Mismatch::NoPort {
+                router: "GR_node1".into(),
+                port: "rtoe-x".into()
+            }
+        );
+        let mut other_subnet = expected();
+        other_subnet.families[0].masquerade_subnet = "169.254.128.0/17".parse().expect("net");
+        let text = check(&nb, &config(), &other_subnet)[0].to_string();
+        assert!(
+            text.contains("no route for the masquerade subnet 169.254.128.0/17")
+                && text.contains("169.254.0.0/17 via 169.254.0.4"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_bridge_mac_is_not_checked_while_unknown() {
+        let nb = northbound(
+            "02:00:c6:12:00:0b",
+            json!("198.18.0.10/24"),
+            "169.254.0.4",
+            "169.254.0.4",
+        );
+        let unknown = Expected {
+            bridge_mac: None,
+            ..expected()
+        };
+        assert_eq!(check(&nb, &config(), &unknown), vec![]);
+    }
+}
