@@ -48,8 +48,18 @@ pub const LATE_POD: &str = "198.19.128.1";
 pub const CLUSTER_CIDR: &str = "198.18.128.0/17";
 pub const LATE_CIDR: &str = "198.19.128.0/24";
 pub const TCP_PORT: u16 = 7777;
-/// The masquerade subnet of the agents' default contract.
+/// The masquerade subnet of the agents' default contract and its dummy
+/// next hop (subnet offset 4).
 pub const MASQUERADE_SUBNET: &str = "169.254.0.0/17";
+pub const DUMMY_NEXT_HOP: &str = "169.254.0.4";
+/// The IPv6 half of the dual-stack contract (the harness's IPv6 family:
+/// masquerade subnet fd69::/112, underlay IP 2001:db8::10).
+pub const NODE_IP6: &str = "2001:db8::10";
+pub const REMOTE_NODE_IP6: &str = "2001:db8::20";
+pub const CLUSTER_CIDR6: &str = "fd00:10:244::/48";
+pub const REMOTE_POD6: &str = "fd00:10:244:1::1";
+pub const MASQUERADE_SUBNET6: &str = "fd69::/112";
+pub const DUMMY_NEXT_HOP6: &str = "fd69::4";
 const DPU_MGMT_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 19, 254, 2);
 const GRPC_PORT: u16 = 50051;
 
@@ -166,10 +176,13 @@ impl Testbed {
             ip addr add {NODE_IP}/24 dev eth0
             ip link add mgmt type veth peer name mgmt netns {dpu}
             ip addr add 198.19.254.1/30 dev mgmt
+            ip -6 addr add {NODE_IP6}/64 dev eth0 nodad
             ip link add ovn-k8s-mp0 type veth peer name mp0-peer
             ip addr add 198.18.130.2/24 dev ovn-k8s-mp0
+            ip -6 addr add fd00:10:244:2::2/64 dev ovn-k8s-mp0 nodad
             for l in eth0 mgmt ovn-k8s-mp0 mp0-peer; do ip link set $l up; done
             ip route add {CLUSTER_CIDR} dev ovn-k8s-mp0
+            ip -6 route add {CLUSTER_CIDR6} dev ovn-k8s-mp0
             ethtool -K eth0 tx off >/dev/null",
             dpu = dpu.name
         ))?;
@@ -183,11 +196,15 @@ impl Testbed {
         underlay.sh(&format!(
             "set -e
             ip addr add {REMOTE_NODE_IP}/24 dev eth0
+            ip -6 addr add {REMOTE_NODE_IP6}/64 dev eth0 nodad
             ip link set eth0 up
+            ip link set lo up
             ethtool -K eth0 tx off >/dev/null
             ip addr add {REMOTE_POD}/32 dev lo
             ip addr add {LATE_POD}/32 dev lo
-            ip neigh replace {NODE_IP} lladdr {BRIDGE_MAC} dev eth0 nud permanent"
+            ip -6 addr add {REMOTE_POD6}/128 dev lo nodad
+            ip neigh replace {NODE_IP} lladdr {BRIDGE_MAC} dev eth0 nud permanent
+            ip -6 neigh replace {NODE_IP6} lladdr {BRIDGE_MAC} dev eth0 nud permanent"
         ))?;
         let remote_mac = underlay
             .sh("cat /sys/class/net/eth0/address")?
@@ -198,15 +215,32 @@ impl Testbed {
         ovs.bridge_without_patch()?;
         let started = std::time::Instant::now();
         let ovn = Ovn::start(&dpu, &ovs)?;
+        let dummy_mac = |subnet: &str| -> anyhow::Result<String> {
+            let masquerade = noverlay_proto::contract::Masquerade::from_subnet(subnet.parse()?)?;
+            Ok(noverlay_proto::contract::format_mac(
+                &masquerade.dummy_next_hop_mac(),
+            ))
+        };
         ovn.gateway_router(
             &ovs,
             &GatewayRouter {
                 mac: BRIDGE_MAC,
-                node_ip: &format!("{NODE_IP}/24"),
-                remote_cidrs: &[CLUSTER_CIDR, LATE_CIDR],
-                remote_node_ip: REMOTE_NODE_IP,
-                remote_node_mac: &remote_mac,
-                masquerade_subnet: MASQUERADE_SUBNET,
+                networks: &[&format!("{NODE_IP}/24"), &format!("{NODE_IP6}/64")],
+                routes: &[
+                    (CLUSTER_CIDR, REMOTE_NODE_IP),
+                    (LATE_CIDR, REMOTE_NODE_IP),
+                    (CLUSTER_CIDR6, REMOTE_NODE_IP6),
+                ],
+                masquerade: &[
+                    (MASQUERADE_SUBNET, DUMMY_NEXT_HOP),
+                    (MASQUERADE_SUBNET6, DUMMY_NEXT_HOP6),
+                ],
+                mac_bindings: &[
+                    (DUMMY_NEXT_HOP, &dummy_mac(MASQUERADE_SUBNET)?),
+                    (DUMMY_NEXT_HOP6, &dummy_mac(MASQUERADE_SUBNET6)?),
+                    (REMOTE_NODE_IP, &remote_mac),
+                    (REMOTE_NODE_IP6, &remote_mac),
+                ],
             },
         )?;
         let ovn_ready = started.elapsed();
@@ -256,11 +290,13 @@ impl Testbed {
         SocketAddr::from((DPU_MGMT_IP, GRPC_PORT))
     }
 
-    /// Writes the DPU config with these cluster CIDRs.
+    /// Writes the DPU config with these IPv4 cluster CIDRs (and the IPv6
+    /// family with [`CLUSTER_CIDR6`]).
     pub fn write_dpu_config(&self, cidrs: &[&str]) -> anyhow::Result<()> {
         let options = DpuOptions {
             listen: Self::dpu_address(),
             ipv4_cidrs: cidrs.iter().map(|c| c.to_string()).collect(),
+            ipv6_cidrs: vec![CLUSTER_CIDR6.into()],
             bridge: self.ovs.agent_bridge_section_with(ovn::PATCH_PORT),
             // The agent runs in the DPU's namespace: its uplink is p0.
             uplink_guard: true,
@@ -279,7 +315,10 @@ impl Testbed {
     }
 
     fn write_host_config(&self) -> anyhow::Result<()> {
-        let options = HostOptions::new(Self::dpu_address());
+        let options = HostOptions {
+            ipv6: true,
+            ..HostOptions::new(Self::dpu_address())
+        };
         std::fs::write(
             self.host_config_path(),
             harness::host_config_toml(&options, &self.certs.host),
@@ -463,6 +502,11 @@ impl Testbed {
         Ok(count.saturating_sub(received))
     }
 
+    /// The host's node IP of `dst`'s family.
+    pub fn node_ip_for(dst: &str) -> &'static str {
+        if dst.contains(':') { NODE_IP6 } else { NODE_IP }
+    }
+
     /// One ping from the host to `dst`.
     pub fn ping(&self, dst: &str) -> bool {
         self.host
@@ -479,8 +523,9 @@ impl Testbed {
                 .sh_unchecked(&format!("ping {source} -c 1 -W 0.2 {dst}"))
                 .is_ok_and(|o| o.status.success())
         };
+        let node_ip = Self::node_ip_for(dst);
         eventually_blocking(&format!("a ping reply from {dst}"), timeout, || {
-            ok("") && ok(&format!("-I {NODE_IP}"))
+            ok("") && ok(&format!("-I {node_ip}"))
         })
         .map_err(|e| anyhow::anyhow!("{e}\n{}", self.agent_logs()))
     }
@@ -488,7 +533,7 @@ impl Testbed {
     /// A TCP exchange from the host to `dst`: returns the source address the
     /// remote pod saw (it echoes it back).
     pub fn tcp_exchange(&self, dst: &str) -> anyhow::Result<String> {
-        let target: SocketAddr = format!("{dst}:{TCP_PORT}").parse()?;
+        let target = SocketAddr::new(dst.parse()?, TCP_PORT);
         self.host.run(move || async move {
             let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
             stream.set_read_timeout(Some(Duration::from_secs(2)))?;
@@ -513,7 +558,8 @@ impl Testbed {
                     libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET)
                 };
                 anyhow::ensure!(rc == 0, "setns failed");
-                let listener = TcpListener::bind(("0.0.0.0", TCP_PORT))?;
+                // Both families (IPv4 peers arrive as mapped addresses).
+                let listener = TcpListener::bind(("::", TCP_PORT))?;
                 listener.set_nonblocking(true)?;
                 let _ = ready_tx.send(());
                 while !stop.load(Ordering::Relaxed) {
@@ -523,7 +569,8 @@ impl Testbed {
                             let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
                             let mut line = [0u8; 64];
                             let _ = stream.read(&mut line);
-                            let _ = stream.write_all(peer.ip().to_string().as_bytes());
+                            let seen = peer.ip().to_canonical().to_string();
+                            let _ = stream.write_all(seen.as_bytes());
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(10)),
                     }

@@ -18,10 +18,6 @@ pub const GATEWAY_ROUTER: &str = "GR_node1";
 pub const EXTERNAL_PORT: &str = "rtoe-GR_node1";
 /// The patch port ovn-controller creates on breth0 for the localnet port.
 pub const PATCH_PORT: &str = "patch-breth0_node1-to-br-int";
-/// The masquerade subnet's dummy next hop and its static MAC binding, as
-/// ovnkube-node configures them on the gateway router.
-pub const DUMMY_NEXT_HOP: &str = "169.254.0.4";
-pub const DUMMY_NEXT_HOP_MAC: &str = "0a:58:a9:fe:00:04";
 
 /// Why OVN cannot be started here, if it cannot.
 fn missing() -> Option<String> {
@@ -47,18 +43,20 @@ pub fn require() -> anyhow::Result<()> {
     }
 }
 
-/// The gateway router's addresses.
+/// The gateway router's addresses, routes and static MAC bindings.
 pub struct GatewayRouter<'a> {
     /// The external port's MAC (breth0's).
     pub mac: &'a str,
-    /// The node IP with its prefix length, e.g. "198.18.0.10/24".
-    pub node_ip: &'a str,
-    /// Routed via the remote node, as a BGP-learned route would be.
-    pub remote_cidrs: &'a [&'a str],
-    pub remote_node_ip: &'a str,
-    pub remote_node_mac: &'a str,
-    /// Routed back via the dummy next hop.
-    pub masquerade_subnet: &'a str,
+    /// The node IPs with their prefix lengths, e.g. "198.18.0.10/24".
+    pub networks: &'a [&'a str],
+    /// (prefix, next hop): the cluster CIDRs via the remote node, as a
+    /// BGP-learned route would be.
+    pub routes: &'a [(&'a str, &'a str)],
+    /// (masquerade subnet, dummy next hop): routed back via the external
+    /// port.
+    pub masquerade: &'a [(&'a str, &'a str)],
+    /// (IP, MAC) bound on the external port (no ARP or ND for them).
+    pub mac_bindings: &'a [(&'a str, &'a str)],
 }
 
 pub struct Ovn {
@@ -166,27 +164,30 @@ impl Ovn {
     /// The gateway router, its external switch and routes, then waits for
     /// ovn-controller to bind the router and make the patch port.
     pub fn gateway_router(&self, ovs: &Ovs, gr: &GatewayRouter) -> anyhow::Result<()> {
+        let port = format!(
+            "lrp-add {GATEWAY_ROUTER} {EXTERNAL_PORT} {} {}",
+            gr.mac,
+            gr.networks.join(" ")
+        );
         let script = format!(
             "lr-add {GATEWAY_ROUTER} -- set logical_router {GATEWAY_ROUTER} options:chassis={NODE}
-             lrp-add {GATEWAY_ROUTER} {EXTERNAL_PORT} {mac} {node_ip}
+             {port}
              ls-add ext_{NODE}
              lsp-add ext_{NODE} etor-{GATEWAY_ROUTER} -- lsp-set-type etor-{GATEWAY_ROUTER} router -- lsp-set-addresses etor-{GATEWAY_ROUTER} router -- lsp-set-options etor-{GATEWAY_ROUTER} router-port={EXTERNAL_PORT}
-             lsp-add ext_{NODE} breth0_{NODE} -- lsp-set-type breth0_{NODE} localnet -- lsp-set-addresses breth0_{NODE} unknown -- lsp-set-options breth0_{NODE} network_name=physnet
-             lr-route-add {GATEWAY_ROUTER} {masq} {DUMMY_NEXT_HOP} {EXTERNAL_PORT}
-             static-mac-binding-add {EXTERNAL_PORT} {DUMMY_NEXT_HOP} {DUMMY_NEXT_HOP_MAC}
-             static-mac-binding-add {EXTERNAL_PORT} {remote_ip} {remote_mac}",
-            mac = gr.mac,
-            node_ip = gr.node_ip,
-            masq = gr.masquerade_subnet,
-            remote_ip = gr.remote_node_ip,
-            remote_mac = gr.remote_node_mac,
+             lsp-add ext_{NODE} breth0_{NODE} -- lsp-set-type breth0_{NODE} localnet -- lsp-set-addresses breth0_{NODE} unknown -- lsp-set-options breth0_{NODE} network_name=physnet"
         );
         for line in script.lines() {
             let words: Vec<&str> = line.split_whitespace().collect();
             self.nbctl(&words)?;
         }
-        for cidr in gr.remote_cidrs {
-            self.nbctl(&["lr-route-add", GATEWAY_ROUTER, cidr, gr.remote_node_ip])?;
+        for (prefix, via) in gr.routes {
+            self.nbctl(&["lr-route-add", GATEWAY_ROUTER, prefix, via])?;
+        }
+        for (subnet, via) in gr.masquerade {
+            self.nbctl(&["lr-route-add", GATEWAY_ROUTER, subnet, via, EXTERNAL_PORT])?;
+        }
+        for (ip, mac) in gr.mac_bindings {
+            self.nbctl(&["static-mac-binding-add", EXTERNAL_PORT, ip, mac])?;
         }
         self.wait_for_patch(ovs)
     }

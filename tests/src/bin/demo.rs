@@ -136,6 +136,19 @@ fn real_datapath_demo() -> anyhow::Result<()> {
         e2e::REMOTE_POD,
         e2e::TCP_PORT
     );
+    section("the same over IPv6 (both families in one contract)");
+    bed.wait_for_ping(e2e::REMOTE_POD6, Duration::from_secs(20))?;
+    print!(
+        "{}",
+        bed.host
+            .sh(&format!("ping -c 2 -i 0.2 {}", e2e::REMOTE_POD6))?
+    );
+    let seen = bed.tcp_exchange(e2e::REMOTE_POD6)?;
+    println!(
+        "TCP to [{}]:{}: the remote pod saw the connection come from {seen} (the node's IPv6 underlay address)",
+        e2e::REMOTE_POD6,
+        e2e::TCP_PORT
+    );
     std::thread::sleep(Duration::from_secs(1));
     section(
         "DPU flows on breth0 with counters   $ ovs-ofctl dump-flows breth0 cookie=0x6e6f7672/-1",
