@@ -6,5 +6,6 @@ pub mod harness;
 pub mod mock_dpu;
 pub mod netns;
 pub mod ovn;
+pub mod ovnkube;
 pub mod ovs;
 pub mod pki;

@@ -165,17 +165,7 @@ verify_interval_ms = 1000
     /// the bridge [`Ovs::gateway_bridge`] builds, the way ovnkube-node does:
     /// one `--bundle replace-flows` that deletes every other flow.
     pub fn ovnkube_replace_flows(&self, node_ip: &str) -> anyhow::Result<()> {
-        let fixture =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ovnk-breth0.flows");
-        let patch = self.patch_ofport()?;
-        let flows = std::fs::read_to_string(&fixture)?
-            .replace("{HOST_REP}", "1")
-            .replace("{PATCH}", &patch)
-            .replace("{UPLINK}", "3")
-            .replace("{MAC}", "02:00:c6:12:00:0a")
-            .replace("{NODE_IP}", node_ip);
-        let file = self.dir.path().join("ovnkube.flows");
-        std::fs::write(&file, flows)?;
+        let file = self.ovnkube_flows_file(node_ip)?;
         let target = self.openflow("breth0");
         let file = file.display().to_string();
         crate::netns::run(&[
@@ -188,6 +178,23 @@ verify_interval_ms = 1000
             &file,
         ])?;
         Ok(())
+    }
+
+    /// OVN-Kubernetes' breth0 flow set for this bridge (its port numbers,
+    /// MAC and `node_ip`), written to a file of this instance.
+    pub fn ovnkube_flows_file(&self, node_ip: &str) -> anyhow::Result<PathBuf> {
+        let fixture =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ovnk-breth0.flows");
+        let patch = self.patch_ofport()?;
+        let flows = std::fs::read_to_string(&fixture)?
+            .replace("{HOST_REP}", "1")
+            .replace("{PATCH}", &patch)
+            .replace("{UPLINK}", "3")
+            .replace("{MAC}", "02:00:c6:12:00:0a")
+            .replace("{NODE_IP}", node_ip);
+        let file = self.dir.path().join("ovnkube.flows");
+        std::fs::write(&file, flows)?;
+        Ok(file)
     }
 
     /// The OpenFlow port number of breth0's patch port (ours or OVN's).

@@ -7,10 +7,10 @@
 
 use noverlay_tests::{
     e2e::{
-        BRIDGE_MAC, CLUSTER_CIDR, DUMMY_NEXT_HOP, LATE_CIDR, LATE_POD, MASQUERADE_SUBNET, NODE_IP,
-        NODE_IP6, REMOTE_POD, REMOTE_POD6, Testbed,
+        BRIDGE_MAC, CLUSTER_CIDR, CLUSTER_CIDR6, DUMMY_NEXT_HOP, LATE_CIDR, LATE_POD,
+        MASQUERADE_SUBNET, NODE_IP, NODE_IP6, REMOTE_POD, REMOTE_POD6, Testbed,
     },
-    netns, ovn, ovs,
+    netns, ovn, ovnkube, ovs,
 };
 use std::{
     sync::{Mutex, MutexGuard},
@@ -563,4 +563,96 @@ fn dual_stack_through_real_ovn() -> anyhow::Result<()> {
         "masquerade sources on the wire: {lines:#?}"
     );
     Ok(())
+}
+
+/// The host agent's repairs and reconciles, from `host-agent status --json`.
+fn host_counters(bed: &Testbed) -> anyhow::Result<(u64, u64)> {
+    let report: host_agent::local_status::StatusReport =
+        serde_json::from_str(&bed.host_status(true)?)?;
+    Ok((report.repairs, report.reconciles))
+}
+
+/// Live beside ovnkube-node on both sides, as it behaves in a cluster (its
+/// timers compressed): on the DPU it rewrites the whole gateway bridge with
+/// `--bundle replace-flows` every second; on the host its route manager owns
+/// both cluster CIDRs' routes through mp0 (re-synced every 20 ms) and its
+/// masquerade reconciler owns the masquerade address, the dummy next hop's
+/// neighbour and a service route. For 5 s at ~1000 pings/s to a remote pod:
+/// packets lost, packets that took mp0, and how often each side had to put
+/// something back (ovnkube's emulators: 0 means we never touched their
+/// objects; ours: repairs are our writes after drift).
+#[test]
+#[ignore = "privileged: needs root, network namespaces, Open vSwitch and OVN; run as root with --include-ignored (CI does)"]
+fn live_beside_ovnkube_node_on_both_sides() -> anyhow::Result<()> {
+    const PINGS: u32 = 5000;
+    let (_guard, bed) = path_up()?;
+    bed.host.sh("set -e
+        nft add table netdev mp0seen
+        nft add chain netdev mp0seen in '{ type filter hook ingress device mp0-peer priority 0; }'
+        nft add rule netdev mp0seen in ip daddr 198.18.128.0/17 counter
+        nft add rule netdev mp0seen in ip6 daddr fd00:10:244::/48 counter")?;
+    let routes = [
+        format!("{CLUSTER_CIDR} dev ovn-k8s-mp0"),
+        format!("{CLUSTER_CIDR6} dev ovn-k8s-mp0"),
+    ];
+    let routes: Vec<&str> = routes.iter().map(String::as_str).collect();
+    let route_manager =
+        ovnkube::RouteManager::start(&bed.host, &routes, Duration::from_millis(20))?;
+    let reconciler = ovnkube::MasqueradeReconciler::start(
+        &bed.host,
+        ovnkube::MasqueradeSetup {
+            address: "169.254.0.2/17".into(),
+            device: "eth0".into(),
+            neighbour: (DUMMY_NEXT_HOP.into(), "0a:58:a9:fe:00:04".into()),
+            service_route: format!("10.96.0.0/16 via {DUMMY_NEXT_HOP} dev eth0 mtu 1400"),
+        },
+        Duration::from_millis(200),
+    )?;
+    let rewriter = ovnkube::FlowRewriter::start(
+        bed.ovs.openflow("breth0"),
+        bed.ovs.ovnkube_flows_file(NODE_IP)?,
+        Duration::from_secs(1),
+    );
+    // Let the first rewrite and its restore settle, then count.
+    std::thread::sleep(Duration::from_millis(1500));
+    bed.wait_for_ping(REMOTE_POD, RECOVERY)?;
+    let (repairs_before, reconciles_before) = host_counters(&bed)?;
+    let flow_repairs_before = bed.dpu_status()?.flow_repairs;
+    let lost = bed.pings_lost_during(REMOTE_POD, PINGS, "0.001", || Ok(()))?;
+    let (repairs, reconciles) = host_counters(&bed)?;
+    let flow_repairs = bed.dpu_status()?.flow_repairs - flow_repairs_before;
+    let rewrites = rewriter.stop();
+    let route_restores = route_manager.stop();
+    let masquerade_restores = reconciler.stop();
+    // Packets to remote pods (either family) that left through mp0.
+    let through_mp0: u64 = {
+        let listing = bed.host.sh("nft list table netdev mp0seen")?;
+        let words: Vec<&str> = listing.split_whitespace().collect();
+        words
+            .windows(2)
+            .filter(|w| w[0] == "packets")
+            .filter_map(|w| w[1].parse::<u64>().ok())
+            .sum()
+    };
+    println!(
+        "beside ovnkube-node for {PINGS} pings at ~1000/s: {lost} lost, {through_mp0} packets took mp0; \
+         DPU: {rewrites} bridge rewrites in all, our flows restored {flow_repairs} times meanwhile; \
+         host: its route manager restored its routes {route_restores} times, its masquerade \
+         reconciler {masquerade_restores} times; host-agent repairs {}, reconciles {}",
+        repairs - repairs_before,
+        reconciles - reconciles_before
+    );
+    anyhow::ensure!(through_mp0 == 0, "packets took mp0");
+    anyhow::ensure!(route_restores == 0, "we touched ovnkube's routes");
+    anyhow::ensure!(
+        masquerade_restores == 0,
+        "we touched ovnkube's masquerade address, neighbour or service route"
+    );
+    anyhow::ensure!(repairs == repairs_before, "ovnkube's writes made us write");
+    anyhow::ensure!(
+        flow_repairs > 0,
+        "no rewrite hit our flows: the emulator did nothing"
+    );
+    assert_traffic(&bed, REMOTE_POD)?;
+    assert_traffic(&bed, REMOTE_POD6)
 }

@@ -14,6 +14,7 @@ use noverlay_tests::{
     harness::{self, Certs, HOST_SAN, HostOptions},
     mock_dpu::MockDpu,
     netns::{self, NetNs},
+    ovnkube::RouteManager,
 };
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -609,86 +610,13 @@ fn repair_never_waits_on_a_stalled_dpu() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// ovnkube-node's route manager, emulated as NEIGHBOURS of a DPU host see
-/// it: it owns `198.18.128.0/17 dev ovn-k8s-mp0` by (destination, table,
-/// metric), puts it back whenever an event shows that key changed or gone,
-/// and re-syncs it on a timer. Returns how many times it had to restore.
-struct RouteManager {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    monitor: std::process::Child,
-    thread: std::thread::JoinHandle<u64>,
-    syncer: std::thread::JoinHandle<()>,
-}
-
+/// ovnkube's route on the host, owned by the route manager emulator.
 const OVNKUBE_ROUTE: &str = "198.18.128.0/17 dev ovn-k8s-mp0";
 
-impl RouteManager {
-    fn start(host: &NetNs) -> anyhow::Result<Self> {
-        use std::io::BufRead;
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let mut monitor = std::process::Command::new("ip")
-            .args(["-n", &host.name, "monitor", "route"])
-            .stdout(std::process::Stdio::piped())
-            .spawn()?;
-        let stdout = monitor
-            .stdout
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("no monitor output"))?;
-        // `ip monitor` subscribes after it starts: give it the time to,
-        // before anyone may touch the route (the contrast below needs it).
-        std::thread::sleep(Duration::from_millis(500));
-        let name = host.name.clone();
-        let restore = move || {
-            let _ = std::process::Command::new("ip")
-                .args(["-n", &name, "route", "replace"])
-                .args(OVNKUBE_ROUTE.split(' '))
-                .output();
-        };
-        let react = restore.clone();
-        let thread = std::thread::spawn(move || {
-            let mut restores = 0;
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                // Its key changed hands or went away: put it back.
-                let mine = line
-                    .trim_start_matches("Deleted ")
-                    .starts_with("198.18.128.0/17 ");
-                let as_it_wants = line.starts_with(OVNKUBE_ROUTE);
-                if mine && !as_it_wants {
-                    restores += 1;
-                    react();
-                }
-            }
-            restores
-        });
-        let stop = std::sync::Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        // Its periodic sync, much faster than ovnkube's 2 minutes: churn.
-        let syncer = std::thread::spawn(move || {
-            while !stopping.load(Ordering::Relaxed) {
-                restore();
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        });
-        Ok(RouteManager {
-            stop,
-            monitor,
-            thread,
-            syncer,
-        })
-    }
-
-    fn stop(mut self) -> anyhow::Result<u64> {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let _ = self.syncer.join();
-        let _ = self.monitor.kill();
-        let _ = self.monitor.wait();
-        self.thread
-            .join()
-            .map_err(|_| anyhow::anyhow!("route manager thread panicked"))
-    }
+/// ovnkube-node's route manager (see `noverlay_tests::ovnkube`), with a
+/// periodic sync much faster than ovnkube's 2 minutes: churn.
+fn route_manager(host: &NetNs) -> anyhow::Result<RouteManager> {
+    RouteManager::start(host, &[OVNKUBE_ROUTE], Duration::from_millis(20))
 }
 
 /// Next to ovnkube-node's route manager (`mp0_routes = "keep"`, the
@@ -707,7 +635,7 @@ fn next_to_ovnkubes_route_manager_its_routes_stay_and_ours_win() -> anyhow::Resu
         nft add table netdev mp0seen
         nft add chain netdev mp0seen in '{ type filter hook ingress device mp0-peer priority 0; }'
         nft add rule netdev mp0seen in ip daddr 198.18.200.1 counter")?;
-    let manager = RouteManager::start(host)?;
+    let manager = route_manager(host)?;
     let keeping = HostSettings {
         mp0_routes: Mp0Routes::Keep,
         ..settings()
@@ -760,7 +688,7 @@ fn next_to_ovnkubes_route_manager_its_routes_stay_and_ours_win() -> anyhow::Resu
         Ok(())
     })?;
     let took = started.elapsed();
-    let restores = manager.stop()?;
+    let restores = manager.stop();
     let through_mp0 = {
         let listing = host.sh("nft list table netdev mp0seen")?;
         listing
@@ -781,14 +709,14 @@ fn next_to_ovnkubes_route_manager_its_routes_stay_and_ours_win() -> anyhow::Resu
 
     // The contrast, which the emulator must see: removing mp0's routes
     // (`mp0_routes = "remove"`) takes its key, and it fights back.
-    let manager = RouteManager::start(host)?;
+    let manager = route_manager(host)?;
     let removing = plan::plan(&contract(), &settings());
     host.run(move || async move {
         Kernel::open(masquerades())?.apply(&removing).await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         Ok(())
     })?;
-    let fought = manager.stop()?;
+    let fought = manager.stop();
     println!("with mp0_routes = \"remove\" the route manager restored its route {fought} times");
     assert!(
         fought > 0,
