@@ -113,24 +113,7 @@ impl RouteNetlink {
         let mut out = Vec::new();
         let mut stream = self.handle.address().get().execute();
         while let Some(message) = stream.try_next().await? {
-            // IFA_LOCAL is the interface's own address (IFA_ADDRESS is the
-            // peer on point-to-point links); fall back to IFA_ADDRESS.
-            let addr = message
-                .attributes
-                .iter()
-                .find_map(|a| match a {
-                    AddressAttribute::Local(ip) => Some(*ip),
-                    _ => None,
-                })
-                .or_else(|| {
-                    message.attributes.iter().find_map(|a| match a {
-                        AddressAttribute::Address(ip) => Some(*ip),
-                        _ => None,
-                    })
-                });
-            if let Some(ip) = addr
-                && let Ok(net) = IpNet::new(ip, message.header.prefix_len)
-            {
+            if let Some(net) = address_net(&message) {
                 let protocol = message.attributes.iter().find_map(|a| match a {
                     AddressAttribute::Protocol(p) => Some(u8::from(*p)),
                     _ => None,
@@ -174,10 +157,7 @@ impl RouteNetlink {
         let mut stream = self.handle.neighbours().get().execute();
         while let Some(message) = stream.try_next().await? {
             let ip = neighbour_ip(&message);
-            let mac = message.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::LinkLayerAddress(mac) => Some(mac.clone()),
-                _ => None,
-            });
+            let mac = neighbour_mac(&message).map(<[u8]>::to_vec);
             let protocol = message.attributes.iter().find_map(|a| match a {
                 NeighbourAttribute::Protocol(p) => Some(u8::from(*p)),
                 _ => None,
@@ -310,6 +290,34 @@ pub fn neighbour_ip(message: &NeighbourMessage) -> Option<IpAddr> {
         NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
         _ => None,
     })
+}
+
+/// A neighbour message's link-layer address.
+pub fn neighbour_mac(message: &NeighbourMessage) -> Option<&[u8]> {
+    message.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::LinkLayerAddress(mac) => Some(mac.as_slice()),
+        _ => None,
+    })
+}
+
+/// An address message's address and prefix length. IFA_LOCAL is the
+/// interface's own address (IFA_ADDRESS is the peer on point-to-point
+/// links); IFA_ADDRESS where there is no IFA_LOCAL.
+pub fn address_net(message: &AddressMessage) -> Option<IpNet> {
+    let ip = message
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            AddressAttribute::Local(ip) => Some(*ip),
+            _ => None,
+        })
+        .or_else(|| {
+            message.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Address(ip) => Some(*ip),
+                _ => None,
+            })
+        })?;
+    IpNet::new(ip, message.header.prefix_len).ok()
 }
 
 /// A unicast route message reduced to what we compare; None for other kinds.

@@ -15,7 +15,7 @@ use noverlay_runtime::lock;
 use rtnetlink::{
     MulticastGroup,
     packet_core::{NetlinkMessage, NetlinkPayload},
-    packet_route::RouteNetlinkMessage,
+    packet_route::{RouteNetlinkMessage, neighbour::NeighbourState},
 };
 use std::{
     net::IpAddr,
@@ -42,8 +42,13 @@ pub struct Interest {
     pub route_protocol: u8,
     /// The cluster CIDRs: routes overlapping them matter.
     pub prefixes: Vec<IpNet>,
-    /// The dummy next hops: their neighbour entries matter.
-    pub neighbours: Vec<IpAddr>,
+    /// The dummy next hops and their MACs: their neighbour entries matter,
+    /// unless an event only re-asserts the permanent entry we want (as
+    /// ovnkube's masquerade reconciler does on its timer).
+    pub neighbours: Vec<(IpAddr, [u8; 6])>,
+    /// Our addresses on the gateway interface: an event that adds one of
+    /// them as it is wakes nothing; any other address event on it does.
+    pub addresses: Vec<IpNet>,
 }
 
 impl Interest {
@@ -59,9 +64,13 @@ impl Interest {
                     || netlink_route::link_name(link)
                         .is_some_and(|n| n == self.gateway_name || n == self.mp0_name)
             }
-            RouteNetlinkMessage::NewAddress(a) | RouteNetlinkMessage::DelAddress(a) => {
+            RouteNetlinkMessage::NewAddress(a) => {
                 self.is_ours(a.header.index)
+                    && !(self.gateway_index == Some(a.header.index)
+                        && netlink_route::address_net(a)
+                            .is_some_and(|n| self.addresses.contains(&n)))
             }
+            RouteNetlinkMessage::DelAddress(a) => self.is_ours(a.header.index),
             RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r) => {
                 parse_route(r.clone()).is_some_and(|route| {
                     let through_mp0 = route.oif.is_some() && route.oif == self.mp0_index;
@@ -77,10 +86,21 @@ impl Interest {
                         }
                 })
             }
-            RouteNetlinkMessage::NewNeighbour(n) | RouteNetlinkMessage::DelNeighbour(n) => {
+            RouteNetlinkMessage::NewNeighbour(n) => {
+                let wanted = self
+                    .neighbours
+                    .iter()
+                    .find(|(ip, _)| netlink_route::neighbour_ip(n) == Some(*ip));
+                self.gateway_index == Some(n.header.ifindex)
+                    && wanted.is_some_and(|(_, mac)| {
+                        n.header.state != NeighbourState::Permanent
+                            || netlink_route::neighbour_mac(n) != Some(mac.as_slice())
+                    })
+            }
+            RouteNetlinkMessage::DelNeighbour(n) => {
                 self.gateway_index == Some(n.header.ifindex)
                     && netlink_route::neighbour_ip(n)
-                        .is_some_and(|ip| self.neighbours.contains(&ip))
+                        .is_some_and(|ip| self.neighbours.iter().any(|(ours, _)| *ours == ip))
             }
             _ => false,
         }
@@ -239,7 +259,11 @@ mod tests {
             mp0_routes: Mp0Routes::Remove,
             route_protocol: 240,
             prefixes: vec!["198.18.128.0/17".parse().expect("net")],
-            neighbours: vec!["169.254.0.4".parse().expect("ip")],
+            neighbours: vec![(
+                "169.254.0.4".parse().expect("ip"),
+                [0x0a, 0x58, 0xa9, 0xfe, 0, 4],
+            )],
+            addresses: vec!["169.254.0.2/17".parse().expect("net")],
         }
     }
 
@@ -311,6 +335,49 @@ mod tests {
         // Ours, and someone else's route into a cluster CIDR elsewhere, still do.
         assert!(i.matters(&route([198, 18, 128, 0], 18, 240, 2)));
         assert!(i.matters(&route([198, 18, 200, 0], 24, 4, 9)));
+    }
+
+    #[test]
+    fn re_asserting_what_we_want_wakes_nothing() {
+        use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+        let i = interest();
+        let permanent = |mac: [u8; 6]| {
+            let RouteNetlinkMessage::NewNeighbour(mut message) = neighbour([169, 254, 0, 4], 2)
+            else {
+                unreachable!("a neighbour message")
+            };
+            message.header.state = NeighbourState::Permanent;
+            message
+                .attributes
+                .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+            message
+        };
+        // ovnkube's masquerade reconciler replacing the entry as we want it.
+        let same = permanent([0x0a, 0x58, 0xa9, 0xfe, 0, 4]);
+        assert!(!i.matters(&RouteNetlinkMessage::NewNeighbour(same.clone())));
+        assert!(i.matters(&RouteNetlinkMessage::DelNeighbour(same)));
+        let other_mac = permanent([0x0a, 0x58, 0xa9, 0xfe, 0, 5]);
+        assert!(i.matters(&RouteNetlinkMessage::NewNeighbour(other_mac)));
+        let address = |ip: [u8; 4], prefix: u8| {
+            let mut message = AddressMessage::default();
+            message.header.index = 2;
+            message.header.prefix_len = prefix;
+            message
+                .attributes
+                .push(AddressAttribute::Local(Ipv4Addr::from(ip).into()));
+            message
+        };
+        let ours = address([169, 254, 0, 2], 17);
+        assert!(!i.matters(&RouteNetlinkMessage::NewAddress(ours.clone())));
+        assert!(i.matters(&RouteNetlinkMessage::DelAddress(ours)));
+        assert!(i.matters(&RouteNetlinkMessage::NewAddress(address(
+            [169, 254, 0, 2],
+            24
+        ))));
+        assert!(i.matters(&RouteNetlinkMessage::NewAddress(address(
+            [198, 18, 0, 9],
+            24
+        ))));
     }
 
     #[test]

@@ -289,7 +289,13 @@ impl Dataplane for Kernel {
             mp0_routes: plan.mp0_routes,
             route_protocol: plan.route_protocol,
             prefixes: plan.cluster_cidrs.clone(),
-            neighbours: plan.neighbours.iter().map(|n| n.ip).collect(),
+            neighbours: plan.neighbours.iter().map(|n| (n.ip, n.mac)).collect(),
+            addresses: plan
+                .addresses
+                .iter()
+                .filter(|a| a.dev == plan.nft.gateway_interface)
+                .map(|a| a.addr)
+                .collect(),
         });
         let gateway = gateway_index.ok_or_else(|| {
             kernel_error(
