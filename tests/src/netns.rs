@@ -126,6 +126,13 @@ impl Drop for NetNs {
     }
 }
 
+/// Runs a command inside the named namespace; fails with its output.
+pub fn run_in(netns: &str, args: &[&str]) -> anyhow::Result<String> {
+    let mut all = vec!["ip", "netns", "exec", netns];
+    all.extend_from_slice(args);
+    run(&all)
+}
+
 /// Runs a command outside any namespace; fails with its output.
 pub fn run(args: &[&str]) -> anyhow::Result<String> {
     let output = Command::new(args[0]).args(&args[1..]).output()?;

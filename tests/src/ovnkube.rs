@@ -27,6 +27,30 @@ struct Worker {
 }
 
 impl Worker {
+    /// A watcher of events (`monitor`, `watcher`) plus a thread that runs
+    /// `sync` every `every` until stopped.
+    fn watching(
+        stop: Arc<AtomicBool>,
+        restores: Arc<AtomicU64>,
+        (monitor, watcher): (Child, JoinHandle<()>),
+        every: Duration,
+        sync: impl Fn() + Send + 'static,
+    ) -> Self {
+        let stopping = stop.clone();
+        let syncer = std::thread::spawn(move || {
+            while !stopping.load(Ordering::Relaxed) {
+                sync();
+                std::thread::sleep(every);
+            }
+        });
+        Worker {
+            stop,
+            restores,
+            monitor: Some(monitor),
+            threads: vec![watcher, syncer],
+        }
+    }
+
     fn stop(mut self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(mut monitor) = self.monitor.take() {
@@ -96,7 +120,7 @@ impl RouteManager {
                 ip(&name, &args);
             }
         };
-        let (child, watcher) = {
+        let watching = {
             let routes = routes.clone();
             let restores = restores.clone();
             let put_back = put_back.clone();
@@ -114,21 +138,17 @@ impl RouteManager {
                 }
             })?
         };
-        let stopping = stop.clone();
-        let syncer = std::thread::spawn(move || {
-            while !stopping.load(Ordering::Relaxed) {
+        Ok(RouteManager(Worker::watching(
+            stop,
+            restores,
+            watching,
+            sync,
+            move || {
                 for route in &routes {
                     put_back(route);
                 }
-                std::thread::sleep(sync);
-            }
-        });
-        Ok(RouteManager(Worker {
-            stop,
-            restores,
-            monitor: Some(child),
-            threads: vec![watcher, syncer],
-        }))
+            },
+        )))
     }
 
     /// Stops it; returns how many times it had to restore a route.
@@ -186,14 +206,13 @@ impl MasqueradeReconciler {
                 ip(&name, &route);
             }
         };
-        ensure();
         let address = setup
             .address
             .split('/')
             .next()
             .unwrap_or_default()
             .to_string();
-        let (child, watcher) = {
+        let watching = {
             let restores = restores.clone();
             let ensure = ensure.clone();
             let (neighbour, mac) = setup.neighbour.clone();
@@ -218,19 +237,9 @@ impl MasqueradeReconciler {
                 }
             })?
         };
-        let stopping = stop.clone();
-        let syncer = std::thread::spawn(move || {
-            while !stopping.load(Ordering::Relaxed) {
-                std::thread::sleep(sync);
-                ensure();
-            }
-        });
-        Ok(MasqueradeReconciler(Worker {
-            stop,
-            restores,
-            monitor: Some(child),
-            threads: vec![watcher, syncer],
-        }))
+        Ok(MasqueradeReconciler(Worker::watching(
+            stop, restores, watching, sync, ensure,
+        )))
     }
 
     /// Stops it; returns how many times it had to restore something.

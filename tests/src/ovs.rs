@@ -243,9 +243,7 @@ verify_interval_ms = 1000
     }
 
     fn in_ns(&self, args: &[&str]) -> anyhow::Result<String> {
-        let mut all = vec!["ip", "netns", "exec", self.netns.as_str()];
-        all.extend_from_slice(args);
-        crate::netns::run(&all)
+        crate::netns::run_in(&self.netns, args)
     }
 }
 
