@@ -81,15 +81,16 @@ pub async fn run_flow_programmer<S: FlowSwitch>(
                 let want = &placement.install;
                 let stale = installed.as_ref().is_none_or(|have| &have.plan != want);
                 if stale || restore || retry {
-                    let restoring = restore.then_some(wiped_at);
+                    let restoring = Restoring {
+                        pending: &mut restore,
+                        wiped_at: &mut wiped_at,
+                    };
                     match install(&handle, &switch, &placement, cookie, restoring).await {
                         Some((done, bridge)) => {
                             installed = Some(done);
-                            wiped_at = None;
                             // A twin that appeared meanwhile changes the
                             // placement: the next round sees it.
                             foreign = Some(bridge.foreign);
-                            restore = false;
                             retry = false;
                         }
                         None => retry = true,
@@ -148,18 +149,25 @@ struct Installed {
     read_back: Vec<ReadFlow>,
 }
 
+/// A restore the next install completes: counted (once) as soon as its
+/// bundle is committed, since from then on the flows are on the bridge,
+/// even if the read-back that follows fails and the install is retried.
+struct Restoring<'a> {
+    pending: &'a mut bool,
+    /// When the check that found the flows wiped began.
+    wiped_at: &'a mut Option<std::time::Instant>,
+}
+
 /// Installs the placement's flows and learns how OVS reports them back.
 /// The read-back is trusted only if it has the plan's shape, so that a
-/// flow someone adds in between is never learned as ours. `restoring`
-/// (with when the wipe was found) counts a repair as soon as the bundle
-/// is committed: from then on the flows are on the bridge. Returns None
+/// flow someone adds in between is never learned as ours. Returns None
 /// (with the error recorded) to retry later.
 async fn install<S: FlowSwitch>(
     handle: &AgentHandle,
     switch: &S,
     placement: &Placement,
     cookie: u64,
-    mut restoring: Option<Option<std::time::Instant>>,
+    restoring: Restoring<'_>,
 ) -> Option<(Installed, Bridge)> {
     let want = &placement.install;
     let mut planned_shape: Vec<(u8, u16)> = want.iter().map(|f| (f.table, f.priority)).collect();
@@ -170,8 +178,8 @@ async fn install<S: FlowSwitch>(
             handle.set_source(Source::Flows, Err(e.to_string()));
             return None;
         }
-        if let Some(wiped_at) = restoring.take() {
-            let took = wiped_at.map(|at| at.elapsed());
+        if std::mem::take(restoring.pending) {
+            let took = restoring.wiped_at.take().map(|at| at.elapsed());
             if let Some(took) = took {
                 handle.observe_restore(took);
             }

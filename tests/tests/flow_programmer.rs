@@ -34,6 +34,11 @@ struct SwitchState {
     hang: bool,
     /// Another controller's flows, as dump-flows prints them.
     foreign: Vec<String>,
+    /// The next read after an install fails (the switch went away
+    /// between the commit and the read-back).
+    fail_read_back: bool,
+    /// An install happened since the last read.
+    installed: bool,
 }
 
 impl RecordingSwitch {
@@ -63,6 +68,7 @@ impl FlowSwitch for RecordingSwitch {
                 });
             }
             s.bundles.push(bundle.to_string());
+            s.installed = true;
             s.flows = bundle
                 .lines()
                 .filter_map(|l| l.strip_prefix("add "))
@@ -73,6 +79,13 @@ impl FlowSwitch for RecordingSwitch {
     }
 
     async fn dump(&self) -> Result<Vec<ReadFlow>, SwitchError> {
+        if self.with(|s| std::mem::take(&mut s.installed) && std::mem::take(&mut s.fail_read_back))
+        {
+            return Err(SwitchError::Failed {
+                operation: "dump-flows",
+                stderr: "connection reset".into(),
+            });
+        }
         Ok(self.with(|s| {
             s.flows
                 .iter()
@@ -155,6 +168,39 @@ async fn installs_one_cookie_scoped_bundle_and_restores_after_drift() -> anyhow:
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(handle.flow_repairs(), 2);
     assert_eq!(switch.with(|s| s.bundles.len()), 3);
+    shutdown.cancel();
+    dpu.stop().await
+}
+
+/// A restore counts once its bundle is committed: a read-back that fails
+/// after it makes the install go again, not the repair count.
+#[tokio::test]
+async fn a_restore_whose_read_back_fails_counts_once() -> anyhow::Result<()> {
+    let (dpu, handle, _certs) = agent().await?;
+    let switch = RecordingSwitch::default();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(run_flow_programmer(
+        handle.clone(),
+        switch.clone(),
+        Duration::from_millis(100),
+        unwatched(),
+        shutdown.clone(),
+    ));
+    let planned = handle.desired_flows().map(|f| f.len()).unwrap_or_default();
+    eventually("install", || handle.installed_flows().len() == planned).await?;
+    switch.with(|s| {
+        s.flows.clear();
+        s.fail_read_back = true;
+    });
+    switch.notify();
+    eventually("the restore counted", || handle.flow_repairs() == 1).await?;
+    eventually("the install retried after the failed read-back", || {
+        switch.with(|s| s.bundles.len()) == 3 && handle.last_error().is_empty()
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(handle.flow_repairs(), 1, "one wipe, one repair");
+    assert_eq!(switch.with(|s| s.flows.len()), planned);
     shutdown.cancel();
     dpu.stop().await
 }
