@@ -101,6 +101,23 @@ fn check_config(path: PathBuf) -> anyhow::Result<()> {
     } else {
         println!("uplink guard: off");
     }
+    match &config.raw.ovn {
+        Some(ovn) => {
+            println!(
+                "ovn check: gateway router {:?}, port {:?}, in the northbound database at {}",
+                ovn.gateway_router,
+                ovn.external_port(),
+                ovn.nb_socket.display()
+            );
+            for family in &config.offer.families {
+                println!(
+                    "  the port has the bridge's MAC and {}; {} routed via {} with a static MAC binding",
+                    family.underlay_ip, family.masquerade.subnet, family.masquerade.dummy_next_hop
+                );
+            }
+        }
+        None => println!("ovn check: off (no [ovn] section)"),
+    }
     Ok(())
 }
 

@@ -58,3 +58,36 @@ fn check_config_shows_the_uplink_guard() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `dpu-agent check-config` says what the `[ovn]` section makes it check,
+/// or that the check is off.
+#[test]
+fn check_config_shows_the_ovn_check() -> anyhow::Result<()> {
+    use noverlay_tests::harness::{self, Certs, DpuOptions};
+    let bins = Binaries::built()?;
+    let certs = Certs::new()?;
+    let section =
+        "\n[ovn]\nnb_socket = \"/var/run/ovn/ovnnb_db.sock\"\ngateway_router = \"GR_node1\"\n";
+    for (ovn, expected) in [
+        (
+            section,
+            "ovn check: gateway router \"GR_node1\", port \"rtoe-GR_node1\", in the northbound database at /var/run/ovn/ovnnb_db.sock\n  the port has the bridge's MAC and 198.18.0.10; 169.254.0.0/17 routed via 169.254.0.4 with a static MAC binding\n",
+        ),
+        ("", "ovn check: off (no [ovn] section)\n"),
+    ] {
+        let options = DpuOptions {
+            ovn: ovn.into(),
+            ..DpuOptions::default()
+        };
+        let path = certs.dir.path().join("dpu-agent.toml");
+        std::fs::write(&path, harness::dpu_config_toml(&options, &certs.dpu))?;
+        let output = Command::new(&bins.dpu_agent)
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()?;
+        anyhow::ensure!(output.status.success(), "check-config: {output:?}");
+        let text = String::from_utf8(output.stdout)?;
+        assert!(text.contains(expected), "{ovn:?}:\n{text}");
+    }
+    Ok(())
+}
