@@ -1,8 +1,12 @@
-//! Any bytes from ovsdb-server: framing, replica updates and the port map
-//! must never panic.
+//! Any bytes from ovsdb-server: framing, replica updates, the port map and
+//! the check of OVN's gateway router (the northbound database) must never
+//! panic.
 #![no_main]
 
-use dpu_agent::ovsdb::{JsonFramer, PortNames, Replica};
+use dpu_agent::{
+    ovn::{self, Expected, ExpectedFamily, OvnConfig},
+    ovsdb::{JsonFramer, PortNames, Replica},
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,6 +17,19 @@ fuzz_target!(|data: &[u8]| {
         host_representor: "pf0hpf".into(),
         patch: "patch-breth0".into(),
         uplink: "p0".into(),
+    };
+    let ovn_config = OvnConfig {
+        nb_socket: "/var/run/ovn/ovnnb_db.sock".into(),
+        gateway_router: "GR_node1".into(),
+        external_port: None,
+    };
+    let expected = Expected {
+        bridge_mac: Some([2, 0, 0xc6, 0x12, 0, 0x0a]),
+        families: vec![ExpectedFamily {
+            underlay_ip: [198, 18, 0, 10].into(),
+            masquerade_subnet: "169.254.0.0/17".parse().expect("valid"),
+            dummy_next_hop: [169, 254, 0, 4].into(),
+        }],
     };
     // Split the input in two to exercise partial frames.
     let (first, second) = data.split_at(data.len() / 2);
@@ -28,6 +45,7 @@ fuzz_target!(|data: &[u8]| {
                 .unwrap_or(value);
             let _ = replica.apply(&updates);
             let _ = replica.port_map(&names);
+            let _ = ovn::check(&replica, &ovn_config, &expected);
         }
     }
 });
