@@ -104,9 +104,9 @@ pub struct BridgeConfig {
     /// The OVSDB unix socket, for port discovery.
     #[serde(default = "default_ovsdb_socket")]
     pub ovsdb_socket: PathBuf,
-    /// The bridge's OpenFlow target: `unix:` (a native session, the
-    /// default), or `tcp:`/`ssl:` (through ovs-ofctl); default
-    /// "unix:/var/run/openvswitch/<name>.mgmt".
+    /// The bridge's OpenFlow target: `unix:PATH` or `tcp:IP:PORT` (a
+    /// native session), or `ssl:IP:PORT` (through ovs-ofctl, which holds
+    /// OVS's TLS settings); default "unix:/var/run/openvswitch/<name>.mgmt".
     pub openflow: Option<String>,
     /// Safety-net verification of our flows, on top of the flow monitor.
     #[serde(default = "default_verify_interval_ms")]
@@ -334,10 +334,11 @@ impl DpuConfig {
                 ),
             });
         }
+        let socket_address = |address: &str| address.parse::<SocketAddr>().is_ok();
         if let Some(target) = &self.bridge.openflow
             && !(target.starts_with("unix:")
-                || target.starts_with("tcp:")
-                || target.starts_with("ssl:"))
+                || target.strip_prefix("tcp:").is_some_and(socket_address)
+                || target.strip_prefix("ssl:").is_some_and(socket_address))
         {
             return Err(ConfigError::Invalid {
                 field: "bridge.openflow".into(),
@@ -622,6 +623,12 @@ bridge_mac = "02:00:c6:12:00:0a"
     #[test]
     fn errors_name_the_field_and_value() {
         let cases = [
+            (
+                "uplink = \"p0\"\n",
+                "uplink = \"p0\"\nopenflow = \"tcp:breth0.example\"\n",
+                "bridge.openflow",
+                "tcp:breth0.example",
+            ),
             ("mtu = 1400", "mtu = 70000", "mtu", "70000"),
             (
                 "cluster_cidrs = [\"198.18.128.0/17\"]",

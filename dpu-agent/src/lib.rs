@@ -103,9 +103,9 @@ pub fn start_datapath(
         // Flows go on after the guard does (or after it failed, or gave up:
         // traffic must flow without it rather than not at all).
         let _ = tokio::time::timeout(GUARD_FIRST, guard_first).await;
-        match native_socket(&target) {
-            Some(path) => {
-                let switch = ofp::NativeSwitch::new(path);
+        match ofp::session::Endpoint::from_target(&target) {
+            Some(endpoint) => {
+                let switch = ofp::NativeSwitch::on(endpoint);
                 programmer::run_flow_programmer(handle, switch, verify, heartbeat, shutdown).await
             }
             None => {
@@ -115,12 +115,6 @@ pub fn start_datapath(
         }
     }));
     tasks
-}
-
-/// The socket of a `unix:` OpenFlow target: those get a native session;
-/// `tcp:` and `ssl:` targets are driven through ovs-ofctl.
-fn native_socket(target: &str) -> Option<std::path::PathBuf> {
-    target.strip_prefix("unix:").map(std::path::PathBuf::from)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,9 +138,9 @@ pub async fn cleanup(config: &config::ValidConfig) -> Result<(), Vec<CleanupErro
     use openflow::FlowSwitch;
     let bridge = &config.raw.bridge;
     let target = bridge.openflow_target();
-    let removed = match native_socket(&target) {
-        Some(path) => {
-            ofp::NativeSwitch::new(path)
+    let removed = match ofp::session::Endpoint::from_target(&target) {
+        Some(endpoint) => {
+            ofp::NativeSwitch::on(endpoint)
                 .replace(&[], bridge.cookie)
                 .await
         }

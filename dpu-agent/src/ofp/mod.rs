@@ -3,7 +3,7 @@
 //! bridge's management socket.
 //!
 //! [`NativeSwitch`] is the agent's [`FlowSwitch`] on a unix management
-//! socket: installs are one bundle over the open [`session`], reads are a
+//! socket or a TCP listener (`unix:` and `tcp:` targets): installs are one bundle over the open [`session`], reads are a
 //! flow-stats request whose entries stay binary (compared as bytes;
 //! [`decode`] turns them into dump text for people), and changes come from
 //! a flow monitor on the same connection.
@@ -44,8 +44,13 @@ struct Encoded {
 impl NativeSwitch {
     /// On the unix socket at `path` (e.g. /var/run/openvswitch/breth0.mgmt).
     pub fn new(path: std::path::PathBuf) -> Self {
+        Self::on(session::Endpoint::Unix(path))
+    }
+
+    /// On `endpoint` (a unix socket or a TCP listener of ovs-vswitchd).
+    pub fn on(endpoint: session::Endpoint) -> Self {
         NativeSwitch {
-            session: session::Session::new(path),
+            session: session::Session::on(endpoint),
             encoded: Arc::default(),
         }
     }

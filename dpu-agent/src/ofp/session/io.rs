@@ -63,12 +63,14 @@ pub(super) async fn keepalive(
 /// Reads messages until the connection ends: replies to their requests,
 /// echo requests answered, monitor updates to the watchers.
 pub(super) async fn read_loop(
-    mut reader: tokio::net::unix::OwnedReadHalf,
+    reader: super::Reader,
     pending: Arc<Mutex<HashMap<u32, Pending>>>,
     alive: Arc<std::sync::atomic::AtomicBool>,
     watchers: Arc<Mutex<Vec<mpsc::UnboundedSender<()>>>>,
     echo: mpsc::UnboundedSender<Vec<u8>>,
 ) {
+    // Buffered: a header and a body are two reads, not two system calls.
+    let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
     let mut header = [0u8; wire::HEADER_LEN];
     loop {
         if reader.read_exact(&mut header).await.is_err() {

@@ -1,5 +1,5 @@
-//! One long-lived OpenFlow 1.4 connection to a bridge's management socket,
-//! opened on first use and again after it breaks (ovs-vswitchd restarted,
+//! One long-lived OpenFlow 1.4 connection to a bridge (its unix management
+//! socket, or a `ptcp:` listener of ovs-vswitchd over TCP), opened on first use and again after it breaks (ovs-vswitchd restarted,
 //! a request missed its deadline). A reader task routes replies to their
 //! requests by xid, answers echo requests, and turns flow-monitor updates
 //! into wake-ups; every request has a deadline.
@@ -18,10 +18,62 @@ use std::{
     time::Duration,
 };
 use tokio::{
-    io::AsyncWriteExt,
-    net::{UnixStream, unix::OwnedWriteHalf},
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
+    net::{TcpStream, UnixStream},
     sync::{mpsc, oneshot},
 };
+
+/// Where the switch listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A unix socket, e.g. /var/run/openvswitch/breth0.mgmt.
+    Unix(PathBuf),
+    /// host:port of a TCP listener (ovs-vswitchd's `ptcp:`).
+    Tcp(String),
+}
+
+impl Endpoint {
+    /// From an OpenFlow target as ovs-ofctl writes it: `unix:<path>` or
+    /// `tcp:<ip>:<port>` (`tcp:[<ipv6>]:<port>`). None for others (`ssl:`).
+    pub fn from_target(target: &str) -> Option<Self> {
+        if let Some(path) = target.strip_prefix("unix:") {
+            return Some(Endpoint::Unix(path.into()));
+        }
+        let address = target.strip_prefix("tcp:")?;
+        address
+            .parse::<std::net::SocketAddr>()
+            .is_ok()
+            .then(|| Endpoint::Tcp(address.to_string()))
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
+            Endpoint::Tcp(address) => write!(f, "tcp:{address}"),
+        }
+    }
+}
+
+type Reader = Box<dyn AsyncRead + Send + Unpin>;
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+async fn open(endpoint: &Endpoint) -> std::io::Result<(Reader, Writer)> {
+    Ok(match endpoint {
+        Endpoint::Unix(path) => {
+            let (reader, writer) = UnixStream::connect(path).await?.into_split();
+            (Box::new(reader), Box::new(writer))
+        }
+        Endpoint::Tcp(address) => {
+            let stream = TcpStream::connect(address).await?;
+            // Requests are whole messages written at once: no need to wait.
+            stream.set_nodelay(true)?;
+            let (reader, writer) = stream.into_split();
+            (Box::new(reader), Box::new(writer))
+        }
+    })
+}
 
 /// Deadline of one request (and of connecting).
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
@@ -53,7 +105,7 @@ enum Pending {
 
 /// A live connection: its writer and its requests in flight.
 struct Connection {
-    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    writer: tokio::sync::Mutex<Writer>,
     pending: Arc<Mutex<HashMap<u32, Pending>>>,
     alive: Arc<std::sync::atomic::AtomicBool>,
     reader: tokio::task::JoinHandle<()>,
@@ -68,7 +120,7 @@ impl Drop for Connection {
 /// The session: cheap to clone, shared by the programmer and cleanup.
 #[derive(Clone)]
 pub struct Session {
-    path: PathBuf,
+    endpoint: Endpoint,
     connection: Arc<tokio::sync::Mutex<Option<Arc<Connection>>>>,
     watchers: Arc<Mutex<Vec<mpsc::UnboundedSender<()>>>>,
     next_xid: Arc<AtomicU32>,
@@ -77,8 +129,13 @@ pub struct Session {
 impl Session {
     /// A session on the unix socket at `path`; nothing is opened yet.
     pub fn new(path: PathBuf) -> Self {
+        Self::on(Endpoint::Unix(path))
+    }
+
+    /// A session on `endpoint`; nothing is opened yet.
+    pub fn on(endpoint: Endpoint) -> Self {
         Session {
-            path,
+            endpoint,
             connection: Arc::default(),
             watchers: Arc::default(),
             next_xid: Arc::new(AtomicU32::new(1)),
@@ -86,7 +143,7 @@ impl Session {
     }
 
     fn name(&self) -> String {
-        self.path.display().to_string()
+        self.endpoint.to_string()
     }
 
     pub fn xid(&self) -> u32 {
@@ -113,11 +170,10 @@ impl Session {
             path: self.name(),
             reason,
         };
-        let stream = tokio::time::timeout(REQUEST_DEADLINE, UnixStream::connect(&self.path))
+        let (reader, mut writer) = tokio::time::timeout(REQUEST_DEADLINE, open(&self.endpoint))
             .await
             .map_err(|_| connect_error("timed out".into()))?
             .map_err(|e| connect_error(e.to_string()))?;
-        let (reader, mut writer) = stream.into_split();
         let monitor_xid = self.xid();
         let mut opening = wire::hello(self.xid());
         opening.extend(wire::flow_monitor_request(monitor_xid, monitor_xid));
@@ -338,6 +394,25 @@ mod tests {
     use super::*;
     use crate::ofp::wire::Header;
     use tokio::{io::AsyncReadExt, net::UnixListener};
+
+    #[test]
+    fn targets_name_their_endpoint() {
+        assert_eq!(
+            Endpoint::from_target("unix:/var/run/openvswitch/breth0.mgmt"),
+            Some(Endpoint::Unix("/var/run/openvswitch/breth0.mgmt".into()))
+        );
+        assert_eq!(
+            Endpoint::from_target("tcp:127.0.0.1:6653"),
+            Some(Endpoint::Tcp("127.0.0.1:6653".into()))
+        );
+        assert_eq!(
+            Endpoint::from_target("tcp:[fd00::1]:6653").map(|e| e.to_string()),
+            Some("tcp:[fd00::1]:6653".into())
+        );
+        // ssl: stays with ovs-ofctl; a port is required.
+        assert_eq!(Endpoint::from_target("ssl:127.0.0.1:6653"), None);
+        assert_eq!(Endpoint::from_target("tcp:127.0.0.1"), None);
+    }
 
     /// A switch that answers the hello and one flow-stats request, then
     /// nothing (wedged): the echo keepalive notices and the watchers hear.
