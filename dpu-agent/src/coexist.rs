@@ -45,8 +45,10 @@ impl ForeignFlow {
 }
 
 /// Action lists compared as OVS means them: `output:NORMAL` is `NORMAL`,
-/// and the arguments of `ct(...)` are a set (OVS prints them in its own
-/// order). The order of the actions themselves is kept.
+/// the arguments of `ct(...)` are a set (OVS prints them in its own
+/// order), and an IPv6 address in `nat(...)` is the same with or without
+/// the brackets its parser needs (its dump leaves them out). The order of
+/// the actions themselves is kept.
 pub fn normalize_actions(actions: &str) -> String {
     split_top_level(actions.trim())
         .into_iter()
@@ -55,7 +57,16 @@ pub fn normalize_actions(actions: &str) -> String {
                 "NORMAL".to_string()
             } else if let Some(args) = action.strip_prefix("ct(").and_then(|a| a.strip_suffix(')'))
             {
-                let mut args = split_top_level(args);
+                let mut args: Vec<String> = split_top_level(args)
+                    .into_iter()
+                    .map(|arg| {
+                        if arg.starts_with("nat(") {
+                            arg.replace(['[', ']'], "")
+                        } else {
+                            arg.to_string()
+                        }
+                    })
+                    .collect();
                 args.sort_unstable();
                 format!("ct({})", args.join(","))
             } else {
@@ -255,6 +266,19 @@ mod tests {
         assert_ne!(
             normalize_actions("output:1,output:2"),
             normalize_actions("output:2,output:1")
+        );
+        // Our plan's IPv6 NAT as we write it and as ovs-ofctl dumps it.
+        assert_eq!(
+            normalize_actions(
+                "ct(commit,zone=64000,nat(src=[2001:db8::10]),exec(set_field:0x1->ct_mark)),output:3"
+            ),
+            normalize_actions(
+                "ct(commit,zone=64000,nat(src=2001:db8::10),exec(set_field:0x1->ct_mark)),output:3"
+            )
+        );
+        assert_ne!(
+            normalize_actions("ct(commit,nat(src=2001:db8::10))"),
+            normalize_actions("ct(commit,nat(src=2001:db8::11))")
         );
         assert_eq!(
             dumped_cookie("cookie=0xdeff105, duration=1s, table=0"),
