@@ -111,7 +111,7 @@ fn recovers_from(
 }
 
 #[test]
-#[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
+#[ignore = "privileged: needs root, network namespaces, Open vSwitch and OVN; run as root with --include-ignored (CI does)"]
 fn traffic_takes_the_path_with_both_snats() -> anyhow::Result<()> {
     let (_guard, bed) = path_up()?;
     // What the operator sees on each side.
@@ -176,7 +176,7 @@ fn traffic_takes_the_path_with_both_snats() -> anyhow::Result<()> {
 }
 
 #[test]
-#[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
+#[ignore = "privileged: needs root, network namespaces, Open vSwitch and OVN; run as root with --include-ignored (CI does)"]
 fn dpu_agent_kill_and_restart_is_hitless() -> anyhow::Result<()> {
     let (_guard, mut bed) = path_up()?;
     bed.kill_dpu_agent();
@@ -190,7 +190,7 @@ fn dpu_agent_kill_and_restart_is_hitless() -> anyhow::Result<()> {
 }
 
 #[test]
-#[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
+#[ignore = "privileged: needs root, network namespaces, Open vSwitch and OVN; run as root with --include-ignored (CI does)"]
 fn host_agent_kill_and_restart_is_hitless() -> anyhow::Result<()> {
     let (_guard, mut bed) = path_up()?;
     bed.kill_host_agent();
@@ -204,7 +204,7 @@ fn host_agent_kill_and_restart_is_hitless() -> anyhow::Result<()> {
 }
 
 #[test]
-#[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
+#[ignore = "privileged: needs root, network namespaces, Open vSwitch and OVN; run as root with --include-ignored (CI does)"]
 fn a_flushed_ruleset_is_repaired() -> anyhow::Result<()> {
     let (_guard, mut bed) = path_up()?;
     recovers_from(&mut bed, "nft flush ruleset", |bed| {
@@ -213,7 +213,7 @@ fn a_flushed_ruleset_is_repaired() -> anyhow::Result<()> {
 }
 
 #[test]
-#[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
+#[ignore = "privileged: needs root, network namespaces, Open vSwitch and OVN; run as root with --include-ignored (CI does)"]
 fn a_deleted_route_is_repaired() -> anyhow::Result<()> {
     let (_guard, mut bed) = path_up()?;
     recovers_from(&mut bed, "our routes deleted", |bed| {
@@ -222,7 +222,7 @@ fn a_deleted_route_is_repaired() -> anyhow::Result<()> {
 }
 
 #[test]
-#[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
+#[ignore = "privileged: needs root, network namespaces, Open vSwitch and OVN; run as root with --include-ignored (CI does)"]
 fn a_gateway_link_flap_is_repaired() -> anyhow::Result<()> {
     let (_guard, mut bed) = path_up()?;
     recovers_from(&mut bed, "gateway link down/up", |bed| {
@@ -233,7 +233,7 @@ fn a_gateway_link_flap_is_repaired() -> anyhow::Result<()> {
 }
 
 #[test]
-#[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
+#[ignore = "privileged: needs root, network namespaces, Open vSwitch and OVN; run as root with --include-ignored (CI does)"]
 fn a_vswitchd_crash_is_recovered() -> anyhow::Result<()> {
     let (_guard, mut bed) = path_up()?;
     recovers_from(&mut bed, "ovs-vswitchd kill -9 + restart", |bed| {
@@ -242,7 +242,7 @@ fn a_vswitchd_crash_is_recovered() -> anyhow::Result<()> {
 }
 
 #[test]
-#[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
+#[ignore = "privileged: needs root, network namespaces, Open vSwitch and OVN; run as root with --include-ignored (CI does)"]
 fn a_cidr_added_and_removed_at_runtime_follows() -> anyhow::Result<()> {
     let (_guard, bed) = path_up()?;
     anyhow::ensure!(
@@ -322,7 +322,7 @@ fn nft_packets(bed: &Testbed, table: &str) -> anyhow::Result<u64> {
 /// path works after each wipe. Loss per wipe is printed (the restore time of the
 /// flows sets it; see the bench).
 #[test]
-#[ignore = "privileged: needs root, network namespaces, Open vSwitch and tcpdump; run as root with --include-ignored (CI does)"]
+#[ignore = "privileged: needs root, network namespaces, Open vSwitch, OVN and tcpdump; run as root with --include-ignored (CI does)"]
 fn ovnkube_rewrites_never_leak_masquerade_sources_onto_the_underlay() -> anyhow::Result<()> {
     const WIPES: u32 = 20;
     const PINGS: u32 = 7000;
@@ -403,7 +403,7 @@ fn ovnkube_rewrites_never_leak_masquerade_sources_onto_the_underlay() -> anyhow:
 /// uninstall) leaves nothing of ours on the DPU: no flow with our cookie,
 /// no uplink guard; the rest of the bridge stays.
 #[test]
-#[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
+#[ignore = "privileged: needs root, network namespaces, Open vSwitch and OVN; run as root with --include-ignored (CI does)"]
 fn dpu_cleanup_leaves_nothing_of_ours() -> anyhow::Result<()> {
     let (_guard, mut bed) = path_up()?;
     let tables = bed.dpu.sh("nft list tables")?;
