@@ -7,15 +7,19 @@
 //! type, so a rogue message can never reach the kernel or OVS.
 
 mod checks;
+mod error;
+mod mode;
+mod wire;
 
-use crate::{PROTOCOL_VERSION, pb};
+use crate::PROTOCOL_VERSION;
 pub use checks::{
     SHORTEST_MASQUERADE_PREFIX_V4, SHORTEST_MASQUERADE_PREFIX_V6, check_cluster_cidr, overlaps,
 };
 use checks::{check_masquerade_subnet, check_underlay_ip};
+pub use error::ContractError;
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
-use std::{fmt, net::IpAddr, str::FromStr};
+pub use mode::{Family, GatewayMode, Mode, NodeMode, Transport};
+use std::net::IpAddr;
 
 /// Largest number of cluster CIDRs across all families. Real clusters have a
 /// handful; thousands means a bug or an attack, and each CIDR costs a route
@@ -33,164 +37,6 @@ pub const HOST_MASQUERADE_OFFSET: u128 = 2;
 pub const DUMMY_NEXT_HOP_OFFSET: u128 = 4;
 /// Highest offset OVN-Kubernetes uses (.5, service hairpin): the subnet must hold it.
 const HIGHEST_MASQUERADE_OFFSET: u128 = 5;
-
-/// An IP address family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Family {
-    Ipv4,
-    Ipv6,
-}
-
-impl Family {
-    pub fn of_net(net: &IpNet) -> Self {
-        Self::of_addr(&net.addr())
-    }
-
-    pub fn of_addr(addr: &IpAddr) -> Self {
-        match addr {
-            IpAddr::V4(_) => Family::Ipv4,
-            IpAddr::V6(_) => Family::Ipv6,
-        }
-    }
-
-    pub fn to_pb(self) -> pb::AddressFamily {
-        match self {
-            Family::Ipv4 => pb::AddressFamily::Ipv4,
-            Family::Ipv6 => pb::AddressFamily::Ipv6,
-        }
-    }
-
-    pub fn from_pb(raw: i32) -> Result<Self, ContractError> {
-        match pb::AddressFamily::try_from(raw) {
-            Ok(pb::AddressFamily::Ipv4) => Ok(Family::Ipv4),
-            Ok(pb::AddressFamily::Ipv6) => Ok(Family::Ipv6),
-            _ => Err(ContractError::UnknownFamily(raw)),
-        }
-    }
-}
-
-impl fmt::Display for Family {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Family::Ipv4 => "ipv4",
-            Family::Ipv6 => "ipv6",
-        })
-    }
-}
-
-/// Node mode. Only [`NodeMode::DpuHost`] is in scope.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum NodeMode {
-    DpuHost,
-    Full,
-    Dpu,
-}
-
-/// Gateway mode. Only [`GatewayMode::Shared`] is in scope.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum GatewayMode {
-    Shared,
-    Local,
-}
-
-/// Pod network transport. Only [`Transport::NoOverlay`] is in scope.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Transport {
-    NoOverlay,
-    Geneve,
-}
-
-/// The three settings that together decide whether the path exists at all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Mode {
-    pub node_mode: NodeMode,
-    pub gateway_mode: GatewayMode,
-    pub transport: Transport,
-}
-
-impl Mode {
-    /// The only mode this project serves: DPU host, shared gateway, no overlay.
-    pub const IN_SCOPE: Mode = Mode {
-        node_mode: NodeMode::DpuHost,
-        gateway_mode: GatewayMode::Shared,
-        transport: Transport::NoOverlay,
-    };
-
-    pub fn is_in_scope(&self) -> bool {
-        *self == Self::IN_SCOPE
-    }
-
-    pub fn to_pb(self) -> pb::Mode {
-        pb::Mode {
-            node_mode: match self.node_mode {
-                NodeMode::DpuHost => pb::NodeMode::DpuHost,
-                NodeMode::Full => pb::NodeMode::Full,
-                NodeMode::Dpu => pb::NodeMode::Dpu,
-            } as i32,
-            gateway_mode: match self.gateway_mode {
-                GatewayMode::Shared => pb::GatewayMode::Shared,
-                GatewayMode::Local => pb::GatewayMode::Local,
-            } as i32,
-            transport: match self.transport {
-                Transport::NoOverlay => pb::Transport::NoOverlay,
-                Transport::Geneve => pb::Transport::Geneve,
-            } as i32,
-        }
-    }
-
-    pub fn from_pb(mode: Option<&pb::Mode>) -> Result<Self, ContractError> {
-        let mode = mode.ok_or(ContractError::Missing("mode"))?;
-        let node_mode = match pb::NodeMode::try_from(mode.node_mode) {
-            Ok(pb::NodeMode::DpuHost) => NodeMode::DpuHost,
-            Ok(pb::NodeMode::Full) => NodeMode::Full,
-            Ok(pb::NodeMode::Dpu) => NodeMode::Dpu,
-            _ => return Err(ContractError::UnknownEnum("mode.node_mode", mode.node_mode)),
-        };
-        let gateway_mode = match pb::GatewayMode::try_from(mode.gateway_mode) {
-            Ok(pb::GatewayMode::Shared) => GatewayMode::Shared,
-            Ok(pb::GatewayMode::Local) => GatewayMode::Local,
-            _ => {
-                return Err(ContractError::UnknownEnum(
-                    "mode.gateway_mode",
-                    mode.gateway_mode,
-                ));
-            }
-        };
-        let transport = match pb::Transport::try_from(mode.transport) {
-            Ok(pb::Transport::NoOverlay) => Transport::NoOverlay,
-            Ok(pb::Transport::Geneve) => Transport::Geneve,
-            _ => return Err(ContractError::UnknownEnum("mode.transport", mode.transport)),
-        };
-        Ok(Mode {
-            node_mode,
-            gateway_mode,
-            transport,
-        })
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let node = match self.node_mode {
-            NodeMode::DpuHost => "dpu-host",
-            NodeMode::Full => "full",
-            NodeMode::Dpu => "dpu",
-        };
-        let gateway = match self.gateway_mode {
-            GatewayMode::Shared => "shared",
-            GatewayMode::Local => "local",
-        };
-        let transport = match self.transport {
-            Transport::NoOverlay => "no-overlay",
-            Transport::Geneve => "geneve",
-        };
-        write!(f, "node {node}, gateway {gateway}, transport {transport}")
-    }
-}
 
 /// The masquerade subnet and the two addresses of it this path uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -453,114 +299,6 @@ impl Contract {
     pub fn cluster_cidrs(&self) -> impl Iterator<Item = &IpNet> {
         self.families.iter().flat_map(|f| f.cluster_cidrs.iter())
     }
-
-    pub fn to_pb(&self) -> pb::Contract {
-        pb::Contract {
-            revision: self.revision,
-            protocol_version: self.protocol_version,
-            mode: Some(self.mode.to_pb()),
-            families: self
-                .families
-                .iter()
-                .map(|f| pb::FamilyContract {
-                    family: f.family().to_pb() as i32,
-                    masquerade_subnet: f.masquerade.subnet.to_string(),
-                    host_masquerade_ip: f.masquerade.host_ip.to_string(),
-                    dummy_next_hop: f.masquerade.dummy_next_hop.to_string(),
-                    cluster_cidrs: f.cluster_cidrs.iter().map(ToString::to_string).collect(),
-                    underlay_ip: f.underlay_ip.to_string(),
-                })
-                .collect(),
-            mtu: self.mtu,
-            gateway_interface: self.gateway_interface.clone(),
-        }
-    }
-}
-
-impl TryFrom<&pb::Contract> for Contract {
-    type Error = ContractError;
-
-    /// Parses and validates a contract received from the wire.
-    fn try_from(wire: &pb::Contract) -> Result<Self, ContractError> {
-        if wire.protocol_version != PROTOCOL_VERSION {
-            return Err(ContractError::Version {
-                ours: PROTOCOL_VERSION,
-                theirs: wire.protocol_version,
-            });
-        }
-        let mode = Mode::from_pb(wire.mode.as_ref())?;
-        let mut families = Vec::with_capacity(wire.families.len());
-        for f in &wire.families {
-            let family = Family::from_pb(f.family)?;
-            let subnet = parse_net("masquerade_subnet", &f.masquerade_subnet)?;
-            if Family::of_net(&subnet) != family {
-                return Err(ContractError::FamilyMismatch {
-                    field: "masquerade_subnet",
-                    value: subnet.to_string(),
-                    family,
-                });
-            }
-            let masquerade = Masquerade::from_subnet(subnet)?;
-            let host_ip = parse_addr("host_masquerade_ip", &f.host_masquerade_ip)?;
-            if host_ip != masquerade.host_ip {
-                return Err(ContractError::MasqueradeAddress {
-                    field: "host_masquerade_ip",
-                    got: host_ip,
-                    expected: masquerade.host_ip,
-                    subnet,
-                });
-            }
-            let next_hop = parse_addr("dummy_next_hop", &f.dummy_next_hop)?;
-            if next_hop != masquerade.dummy_next_hop {
-                return Err(ContractError::MasqueradeAddress {
-                    field: "dummy_next_hop",
-                    got: next_hop,
-                    expected: masquerade.dummy_next_hop,
-                    subnet,
-                });
-            }
-            // Bound the work before parsing thousands of strings.
-            if f.cluster_cidrs.len() > MAX_CLUSTER_CIDRS {
-                return Err(ContractError::TooManyCidrs {
-                    count: f.cluster_cidrs.len(),
-                    max: MAX_CLUSTER_CIDRS,
-                });
-            }
-            let cluster_cidrs = f
-                .cluster_cidrs
-                .iter()
-                .map(|c| parse_net("cluster_cidrs", c))
-                .collect::<Result<Vec<_>, _>>()?;
-            families.push(FamilyContract {
-                masquerade,
-                cluster_cidrs,
-                underlay_ip: parse_addr("underlay_ip", &f.underlay_ip)?,
-            });
-        }
-        Contract::new(
-            wire.revision,
-            mode,
-            families,
-            wire.mtu,
-            wire.gateway_interface.clone(),
-        )
-    }
-}
-
-fn parse_net(field: &'static str, text: &str) -> Result<IpNet, ContractError> {
-    IpNet::from_str(text).map_err(|_| ContractError::BadValue {
-        field,
-        value: truncate(text),
-        expected: "an IP prefix such as 198.18.128.0/17 or fd00:10::/64",
-    })
-}
-
-fn parse_addr(field: &'static str, text: &str) -> Result<IpAddr, ContractError> {
-    IpAddr::from_str(text).map_err(|_| ContractError::BadValue {
-        field,
-        value: truncate(text),
-        expected: "an IP address",
-    })
 }
 
 /// Keeps hostile values from flooding logs and error messages.
@@ -594,60 +332,6 @@ pub fn validate_interface_name(field: &'static str, name: &str) -> Result<(), Co
             expected: "a Linux interface name (1-15 characters, no '/', ':' or spaces)",
         })
     }
-}
-
-/// Why a contract (or one of its values) was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ContractError {
-    #[error("protocol version mismatch: ours is {ours}, the peer's is {theirs}")]
-    Version { ours: u32, theirs: u32 },
-    #[error("missing field `{0}`")]
-    Missing(&'static str),
-    #[error("unknown value {1} for `{0}`")]
-    UnknownEnum(&'static str, i32),
-    #[error("unknown address family {0}")]
-    UnknownFamily(i32),
-    #[error("mode ({0}) is out of scope: only node dpu-host, gateway shared, transport no-overlay")]
-    OutOfScope(Mode),
-    #[error("invalid `{field}` value {value:?}: expected {expected}")]
-    BadValue {
-        field: &'static str,
-        value: String,
-        expected: &'static str,
-    },
-    #[error("prefix {0} has host bits set; write it as its network address")]
-    NotCanonical(String),
-    #[error("masquerade subnet {0} is too small: it must hold offsets up to .5")]
-    MasqueradeTooSmall(IpNet),
-    #[error("masquerade subnet {subnet} refused: {reason}")]
-    BadMasquerade { subnet: IpNet, reason: &'static str },
-    #[error("cluster CIDRs {0} and {1} overlap")]
-    OverlappingCidrs(IpNet, IpNet),
-    #[error("underlay IP {ip} refused: {reason}")]
-    BadUnderlayIp { ip: IpAddr, reason: &'static str },
-    #[error("`{field}` is {got}, but masquerade subnet {subnet} gives {expected}")]
-    MasqueradeAddress {
-        field: &'static str,
-        got: IpAddr,
-        expected: IpAddr,
-        subnet: IpNet,
-    },
-    #[error("`{field}` value {value} is not {family}")]
-    FamilyMismatch {
-        field: &'static str,
-        value: String,
-        family: Family,
-    },
-    #[error("address family {0} appears twice")]
-    DuplicateFamily(Family),
-    #[error("no cluster CIDRs for {0}")]
-    NoCidrs(Family),
-    #[error("cluster CIDR {cidr} rejected: {reason}")]
-    RejectedCidr { cidr: IpNet, reason: &'static str },
-    #[error("{count} cluster CIDRs is more than the limit of {max}")]
-    TooManyCidrs { count: usize, max: usize },
-    #[error("MTU {mtu} is outside {min}..={max}")]
-    BadMtu { mtu: u32, min: u32, max: u32 },
 }
 
 #[cfg(test)]
