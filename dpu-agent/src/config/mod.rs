@@ -3,7 +3,9 @@
 //! Parsing is strict (unknown fields are errors, so a typo never silently
 //! falls back to a default) and every error names the field and the value.
 
-use crate::flows::BasePipeline;
+mod bridge;
+
+pub use bridge::{BridgeConfig, StaticPorts};
 use ipnet::IpNet;
 use noverlay_proto::{
     contract::{self, ContractError, FamilyContract, Masquerade, Mode, Offer},
@@ -78,112 +80,8 @@ pub struct FamilyConfig {
     pub underlay_ip: IpAddr,
 }
 
-/// The shared gateway bridge and its ports, by name.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BridgeConfig {
-    /// e.g. "breth0".
-    pub name: String,
-    /// The host PF representor port, e.g. "pf0hpf".
-    pub host_representor: String,
-    /// The default-network patch port to br-int.
-    pub patch_port: String,
-    /// The physical uplink, e.g. "p0".
-    pub uplink: String,
-    /// Cookie marking our flows; flows with another cookie are never touched.
-    #[serde(default = "default_cookie")]
-    pub cookie: u64,
-    /// The base pipeline (tables 1-3 and the ingress ct flow): `"auto"`
-    /// (default: only where no other controller has it), `true` or `false`.
-    #[serde(default, deserialize_with = "base_pipeline")]
-    pub base_pipeline: BasePipeline,
-    /// Program the bridge (default). Off: plan and serve only, as in the
-    /// loopback demo where there is no Open vSwitch.
-    #[serde(default = "default_true")]
-    pub program: bool,
-    /// The OVSDB unix socket, for port discovery.
-    #[serde(default = "default_ovsdb_socket")]
-    pub ovsdb_socket: PathBuf,
-    /// The bridge's OpenFlow target: `unix:PATH` or `tcp:IP:PORT` (a
-    /// native session), or `ssl:IP:PORT` (through ovs-ofctl, which holds
-    /// OVS's TLS settings); default "unix:/var/run/openvswitch/<name>.mgmt".
-    pub openflow: Option<String>,
-    /// Safety-net verification of our flows, on top of the flow monitor.
-    #[serde(default = "default_verify_interval_ms")]
-    pub verify_interval_ms: u64,
-    /// Port numbers and MAC given by hand instead of OVSDB discovery.
-    pub static_ports: Option<StaticPorts>,
-}
-
-fn default_ovsdb_socket() -> PathBuf {
-    PathBuf::from("/var/run/openvswitch/db.sock")
-}
-
-fn default_verify_interval_ms() -> u64 {
-    5000
-}
-
-impl BridgeConfig {
-    /// The bridge's OpenFlow target.
-    pub fn openflow_target(&self) -> String {
-        self.openflow
-            .clone()
-            .unwrap_or_else(|| format!("unix:/var/run/openvswitch/{}.mgmt", self.name))
-    }
-}
-
-/// `true`, `false` or `"auto"`; any other value is an error naming it.
-fn base_pipeline<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BasePipeline, D::Error> {
-    struct Setting;
-    impl serde::de::Visitor<'_> for Setting {
-        type Value = BasePipeline;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("true, false or \"auto\"")
-        }
-
-        fn visit_bool<E: serde::de::Error>(self, on: bool) -> Result<BasePipeline, E> {
-            Ok(if on {
-                BasePipeline::On
-            } else {
-                BasePipeline::Off
-            })
-        }
-
-        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<BasePipeline, E> {
-            match text {
-                "auto" => Ok(BasePipeline::Auto),
-                other => Err(E::invalid_value(serde::de::Unexpected::Str(other), &self)),
-            }
-        }
-    }
-    d.deserialize_any(Setting)
-}
-
-/// Cookies other controllers of the gateway bridge use.
-const NEIGHBOUR_COOKIES: &[(u64, &str)] = &[
-    (0xdeff105, "OVN-Kubernetes' (default flows)"),
-    (0x0304, "OVN-Kubernetes' (PMTUD flows)"),
-    (0x0305, "OVN-Kubernetes' (GARP flows)"),
-    (0xe745ecf105, "OVN-Kubernetes' (ETP=local flows)"),
-];
-
-fn default_cookie() -> u64 {
-    DEFAULT_COOKIE
-}
-
 fn default_true() -> bool {
     true
-}
-
-/// Hand-written port map.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StaticPorts {
-    pub host_representor: u32,
-    pub patch_port: u32,
-    pub uplink: u32,
-    pub bridge_mac: String,
 }
 
 /// A config that passed validation, with its derived offer.
@@ -293,14 +191,6 @@ impl DpuConfig {
                 reason: e.to_string(),
             }
         })?;
-        for (field, name) in [
-            ("bridge.name", &self.bridge.name),
-            ("bridge.host_representor", &self.bridge.host_representor),
-            ("bridge.patch_port", &self.bridge.patch_port),
-            ("bridge.uplink", &self.bridge.uplink),
-        ] {
-            validate_port_name(field, name)?;
-        }
         if let Some(ovn) = &self.ovn {
             ovn.validate()
                 .map_err(|(field, reason)| ConfigError::Invalid {
@@ -308,49 +198,7 @@ impl DpuConfig {
                     reason,
                 })?;
         }
-        let cookie = self.bridge.cookie;
-        if cookie == 0 || cookie == u64::MAX {
-            return Err(ConfigError::Invalid {
-                field: "bridge.cookie".into(),
-                reason: format!(
-                    "{cookie:#x} is reserved; pick a cookie of our own such as {DEFAULT_COOKIE:#x}"
-                ),
-            });
-        }
-        if let Some((_, owner)) = NEIGHBOUR_COOKIES.iter().find(|(c, _)| *c == cookie) {
-            return Err(ConfigError::Invalid {
-                field: "bridge.cookie".into(),
-                reason: format!(
-                    "{cookie:#x} is {owner}; every write of ours deletes the flows of our cookie first, so it would wipe theirs: pick a cookie of our own such as {DEFAULT_COOKIE:#x}"
-                ),
-            });
-        }
-        if !(100..=3_600_000).contains(&self.bridge.verify_interval_ms) {
-            return Err(ConfigError::Invalid {
-                field: "bridge.verify_interval_ms".into(),
-                reason: format!(
-                    "{} is outside 100..=3600000",
-                    self.bridge.verify_interval_ms
-                ),
-            });
-        }
-        let socket_address = |address: &str| address.parse::<SocketAddr>().is_ok();
-        if let Some(target) = &self.bridge.openflow
-            && !(target.starts_with("unix:")
-                || target.strip_prefix("tcp:").is_some_and(socket_address)
-                || target.strip_prefix("ssl:").is_some_and(socket_address))
-        {
-            return Err(ConfigError::Invalid {
-                field: "bridge.openflow".into(),
-                reason: format!(
-                    "{target:?} is not an OpenFlow target (unix:PATH, tcp:IP:PORT or ssl:IP:PORT)"
-                ),
-            });
-        }
-        let static_ports = match &self.bridge.static_ports {
-            None => None,
-            Some(ports) => Some(ports.validate()?),
-        };
+        let static_ports = self.bridge.validate()?;
         Ok(ValidConfig {
             raw: self,
             authorised_host,
@@ -399,56 +247,6 @@ impl DpuConfig {
     }
 }
 
-impl StaticPorts {
-    fn validate(&self) -> Result<crate::flows::PortMap, ConfigError> {
-        for (field, port) in [
-            (
-                "bridge.static_ports.host_representor",
-                self.host_representor,
-            ),
-            ("bridge.static_ports.patch_port", self.patch_port),
-            ("bridge.static_ports.uplink", self.uplink),
-        ] {
-            // OpenFlow ports 1..=0xfeff are physical/logical ports.
-            if !(1..=0xfeff).contains(&port) {
-                return Err(ConfigError::Invalid {
-                    field: field.into(),
-                    reason: format!("{port} is not an OpenFlow port number (1-65279)"),
-                });
-            }
-        }
-        let bridge_mac =
-            contract::parse_mac(&self.bridge_mac).ok_or_else(|| ConfigError::Invalid {
-                field: "bridge.static_ports.bridge_mac".into(),
-                reason: format!("{:?} is not a MAC address", self.bridge_mac),
-            })?;
-        Ok(crate::flows::PortMap {
-            host_representor: self.host_representor,
-            patch: self.patch_port,
-            uplink: self.uplink,
-            bridge_mac,
-        })
-    }
-}
-
-/// OVS port names: printable, no spaces or quoting characters, so that they
-/// are safe in OVSDB requests and flow text.
-fn validate_port_name(field: &str, name: &str) -> Result<(), ConfigError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::Invalid {
-            field: field.into(),
-            reason: format!("{name:?} is not a port name (letters, digits, '-', '_', '.')"),
-        })
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
@@ -484,6 +282,7 @@ impl ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flows::BasePipeline;
 
     pub(crate) const EXAMPLE: &str = r#"
 listen = "127.0.0.1:50051"
