@@ -1,7 +1,23 @@
 //! What an operator sees of the binaries themselves.
 
-use noverlay_tests::e2e::Binaries;
+use noverlay_tests::{
+    e2e::Binaries,
+    harness::{self, Certs, DpuOptions},
+};
 use std::process::Command;
+
+/// What `dpu-agent check-config` prints for a config file written from
+/// `options`.
+fn check_config(bins: &Binaries, certs: &Certs, options: &DpuOptions) -> anyhow::Result<String> {
+    let path = certs.dir.path().join("dpu-agent.toml");
+    std::fs::write(&path, harness::dpu_config_toml(options, &certs.dpu))?;
+    let output = Command::new(&bins.dpu_agent)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()?;
+    anyhow::ensure!(output.status.success(), "check-config: {output:?}");
+    Ok(String::from_utf8(output.stdout)?)
+}
 
 /// `--version` names the version, the git commit and the protocol version
 /// (what two agents must share to talk).
@@ -32,7 +48,6 @@ fn version_names_the_commit_and_the_protocol() -> anyhow::Result<()> {
 /// `nft list table` will show it, or that it is off.
 #[test]
 fn check_config_shows_the_uplink_guard() -> anyhow::Result<()> {
-    use noverlay_tests::harness::{self, Certs, DpuOptions};
     let bins = Binaries::built()?;
     let certs = Certs::new()?;
     for (enabled, expected) in [
@@ -46,14 +61,7 @@ fn check_config_shows_the_uplink_guard() -> anyhow::Result<()> {
             uplink_guard: enabled,
             ..DpuOptions::default()
         };
-        let path = certs.dir.path().join("dpu-agent.toml");
-        std::fs::write(&path, harness::dpu_config_toml(&options, &certs.dpu))?;
-        let output = Command::new(&bins.dpu_agent)
-            .args(["check-config", "--config"])
-            .arg(&path)
-            .output()?;
-        anyhow::ensure!(output.status.success(), "check-config: {output:?}");
-        let text = String::from_utf8(output.stdout)?;
+        let text = check_config(&bins, &certs, &options)?;
         assert!(text.contains(expected), "enabled = {enabled}:\n{text}");
     }
     Ok(())
@@ -63,7 +71,6 @@ fn check_config_shows_the_uplink_guard() -> anyhow::Result<()> {
 /// or that the check is off.
 #[test]
 fn check_config_shows_the_ovn_check() -> anyhow::Result<()> {
-    use noverlay_tests::harness::{self, Certs, DpuOptions};
     let bins = Binaries::built()?;
     let certs = Certs::new()?;
     let section =
@@ -79,14 +86,7 @@ fn check_config_shows_the_ovn_check() -> anyhow::Result<()> {
             ovn: ovn.into(),
             ..DpuOptions::default()
         };
-        let path = certs.dir.path().join("dpu-agent.toml");
-        std::fs::write(&path, harness::dpu_config_toml(&options, &certs.dpu))?;
-        let output = Command::new(&bins.dpu_agent)
-            .args(["check-config", "--config"])
-            .arg(&path)
-            .output()?;
-        anyhow::ensure!(output.status.success(), "check-config: {output:?}");
-        let text = String::from_utf8(output.stdout)?;
+        let text = check_config(&bins, &certs, &options)?;
         assert!(text.contains(expected), "{ovn:?}:\n{text}");
     }
     Ok(())

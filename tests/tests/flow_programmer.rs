@@ -119,6 +119,24 @@ async fn eventually(what: &str, ready: impl Fn() -> bool) -> anyhow::Result<()> 
         .map_err(anyhow::Error::msg)
 }
 
+/// Runs the programmer on `switch` until the returned token is cancelled.
+fn spawn_programmer(
+    handle: &AgentHandle,
+    switch: &RecordingSwitch,
+    verify_interval: Duration,
+    heartbeat: Heartbeat,
+) -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(run_flow_programmer(
+        handle.clone(),
+        switch.clone(),
+        verify_interval,
+        heartbeat,
+        shutdown.clone(),
+    ));
+    shutdown
+}
+
 fn unwatched() -> Heartbeat {
     Watchdog::with_timeout(None).heartbeat("flow programmer")
 }
@@ -127,14 +145,7 @@ fn unwatched() -> Heartbeat {
 async fn installs_one_cookie_scoped_bundle_and_restores_after_drift() -> anyhow::Result<()> {
     let (dpu, handle, _certs) = agent().await?;
     let switch = RecordingSwitch::default();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(run_flow_programmer(
-        handle.clone(),
-        switch.clone(),
-        Duration::from_secs(3600),
-        unwatched(),
-        shutdown.clone(),
-    ));
+    let shutdown = spawn_programmer(&handle, &switch, Duration::from_secs(3600), unwatched());
     let planned = handle.desired_flows().map(|f| f.len()).unwrap_or_default();
     eventually("install", || handle.installed_flows().len() == planned).await?;
     let first = switch.with(|s| s.bundles.clone());
@@ -178,14 +189,7 @@ async fn installs_one_cookie_scoped_bundle_and_restores_after_drift() -> anyhow:
 async fn a_restore_whose_read_back_fails_counts_once() -> anyhow::Result<()> {
     let (dpu, handle, _certs) = agent().await?;
     let switch = RecordingSwitch::default();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(run_flow_programmer(
-        handle.clone(),
-        switch.clone(),
-        Duration::from_millis(100),
-        unwatched(),
-        shutdown.clone(),
-    ));
+    let shutdown = spawn_programmer(&handle, &switch, Duration::from_millis(100), unwatched());
     let planned = handle.desired_flows().map(|f| f.len()).unwrap_or_default();
     eventually("install", || handle.installed_flows().len() == planned).await?;
     switch.with(|s| {
@@ -210,14 +214,7 @@ async fn a_refused_bundle_is_reported_and_retried() -> anyhow::Result<()> {
     let (dpu, handle, _certs) = agent().await?;
     let switch = RecordingSwitch::default();
     switch.with(|s| s.refuse = Some("ovs-ofctl: breth0: failed to connect to socket".into()));
-    let shutdown = CancellationToken::new();
-    tokio::spawn(run_flow_programmer(
-        handle.clone(),
-        switch.clone(),
-        Duration::from_millis(100),
-        unwatched(),
-        shutdown.clone(),
-    ));
+    let shutdown = spawn_programmer(&handle, &switch, Duration::from_millis(100), unwatched());
     eventually("the error in status", || {
         handle.last_error().contains("failed to connect")
     })
@@ -240,14 +237,12 @@ async fn a_wedged_programmer_stops_feeding_the_watchdog() -> anyhow::Result<()> 
     let switch = RecordingSwitch::default();
     switch.with(|s| s.hang = true);
     let watchdog = Watchdog::with_timeout(Some(Duration::from_millis(400)));
-    let shutdown = CancellationToken::new();
-    tokio::spawn(run_flow_programmer(
-        handle.clone(),
-        switch.clone(),
+    let shutdown = spawn_programmer(
+        &handle,
+        &switch,
         Duration::from_secs(3600),
         watchdog.heartbeat("flow programmer"),
-        shutdown.clone(),
-    ));
+    );
     // Stuck in its first install: the loop no longer comes round to beat.
     eventually("the programmer reported stuck", || {
         watchdog.stale_loops() == ["flow programmer"]
@@ -262,14 +257,12 @@ async fn a_healthy_idle_programmer_keeps_feeding_the_watchdog() -> anyhow::Resul
     let (dpu, handle, _certs) = agent().await?;
     let switch = RecordingSwitch::default();
     let watchdog = Watchdog::with_timeout(Some(Duration::from_millis(400)));
-    let shutdown = CancellationToken::new();
-    tokio::spawn(run_flow_programmer(
-        handle.clone(),
-        switch.clone(),
+    let shutdown = spawn_programmer(
+        &handle,
+        &switch,
         Duration::from_secs(3600),
         watchdog.heartbeat("flow programmer"),
-        shutdown.clone(),
-    ));
+    );
     let planned = handle.desired_flows().map(|f| f.len()).unwrap_or_default();
     eventually("install", || handle.installed_flows().len() == planned).await?;
     // Idle (no events, verify an hour away) for several timeouts.
@@ -297,14 +290,7 @@ async fn another_controllers_twin_is_never_overwritten_and_a_conflict_is_named()
             "cookie=0xdeff105, duration=1s, table=1, n_packets=0, n_bytes=0, priority=0 actions=drop".into(),
         ]
     });
-    let shutdown = CancellationToken::new();
-    tokio::spawn(run_flow_programmer(
-        handle.clone(),
-        switch.clone(),
-        Duration::from_secs(3600),
-        unwatched(),
-        shutdown.clone(),
-    ));
+    let shutdown = spawn_programmer(&handle, &switch, Duration::from_secs(3600), unwatched());
     eventually("the conflict in status", || {
         handle.last_error().contains("cookie 0xdeff105's")
     })
