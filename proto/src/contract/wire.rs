@@ -57,23 +57,28 @@ impl TryFrom<&pb::Contract> for Contract {
                 });
             }
             let masquerade = Masquerade::from_subnet(subnet)?;
-            let host_ip = parse_addr("host_masquerade_ip", &f.host_masquerade_ip)?;
-            if host_ip != masquerade.host_ip {
-                return Err(ContractError::MasqueradeAddress {
-                    field: "host_masquerade_ip",
-                    got: host_ip,
-                    expected: masquerade.host_ip,
-                    subnet,
-                });
-            }
-            let next_hop = parse_addr("dummy_next_hop", &f.dummy_next_hop)?;
-            if next_hop != masquerade.dummy_next_hop {
-                return Err(ContractError::MasqueradeAddress {
-                    field: "dummy_next_hop",
-                    got: next_hop,
-                    expected: masquerade.dummy_next_hop,
-                    subnet,
-                });
+            // The addresses on the wire must be the ones the subnet gives.
+            for (field, text, expected) in [
+                (
+                    "host_masquerade_ip",
+                    &f.host_masquerade_ip,
+                    masquerade.host_ip,
+                ),
+                (
+                    "dummy_next_hop",
+                    &f.dummy_next_hop,
+                    masquerade.dummy_next_hop,
+                ),
+            ] {
+                let got = parse_addr(field, text)?;
+                if got != expected {
+                    return Err(ContractError::MasqueradeAddress {
+                        field,
+                        got,
+                        expected,
+                        subnet,
+                    });
+                }
             }
             // Bound the work before parsing thousands of strings.
             if f.cluster_cidrs.len() > MAX_CLUSTER_CIDRS {
