@@ -248,9 +248,25 @@ impl MasqueradeReconciler {
     }
 }
 
-/// ovnkube-node's rewrite of the gateway bridge: `ovs-ofctl --bundle
-/// replace-flows <target> <flows>` every `every` (15 s in a cluster, and on
-/// every service change).
+/// One rewrite of the bridge as ovnkube-node makes it: `ovs-ofctl -O
+/// OpenFlow13 --bundle replace-flows <target> <flows>`, which deletes every
+/// flow not in the file, whatever its cookie.
+pub fn replace_flows(target: &str, flows: &std::path::Path) -> anyhow::Result<()> {
+    let flows = flows.display().to_string();
+    crate::netns::run(&[
+        "ovs-ofctl",
+        "-O",
+        "OpenFlow13",
+        "--bundle",
+        "replace-flows",
+        target,
+        &flows,
+    ])?;
+    Ok(())
+}
+
+/// ovnkube-node's rewrite of the gateway bridge ([`replace_flows`]) every
+/// `every` (15 s in a cluster, and on every service change).
 pub struct FlowRewriter(Worker);
 
 impl FlowRewriter {
@@ -260,12 +276,7 @@ impl FlowRewriter {
         let (stopping, counted) = (stop.clone(), rewrites.clone());
         let thread = std::thread::spawn(move || {
             while !stopping.load(Ordering::Relaxed) {
-                let done = Command::new("ovs-ofctl")
-                    .args(["-O", "OpenFlow13", "--bundle", "replace-flows", &target])
-                    .arg(&flows)
-                    .output()
-                    .is_ok_and(|o| o.status.success());
-                if done {
+                if replace_flows(&target, &flows).is_ok() {
                     counted.fetch_add(1, Ordering::Relaxed);
                 }
                 std::thread::sleep(every);

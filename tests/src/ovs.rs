@@ -166,18 +166,7 @@ verify_interval_ms = 1000
     /// one `--bundle replace-flows` that deletes every other flow.
     pub fn ovnkube_replace_flows(&self, node_ip: &str) -> anyhow::Result<()> {
         let file = self.ovnkube_flows_file(node_ip)?;
-        let target = self.openflow("breth0");
-        let file = file.display().to_string();
-        crate::netns::run(&[
-            "ovs-ofctl",
-            "-O",
-            "OpenFlow13",
-            "--bundle",
-            "replace-flows",
-            &target,
-            &file,
-        ])?;
-        Ok(())
+        crate::ovnkube::replace_flows(&self.openflow("breth0"), &file)
     }
 
     /// OVN-Kubernetes' breth0 flow set for this bridge (its port numbers,

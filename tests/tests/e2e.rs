@@ -664,24 +664,16 @@ fn an_ovnkube_rewrite_burst_is_survived() -> anyhow::Result<()> {
     const BURST: u32 = 10;
     let (_guard, bed) = path_up()?;
     let flows = bed.ovs.ovnkube_flows_file(NODE_IP)?;
-    bed.ovs.ovnkube_replace_flows(NODE_IP)?;
+    let target = bed.ovs.openflow("breth0");
+    ovnkube::replace_flows(&target, &flows)?;
     bed.wait_for_ping(REMOTE_POD, RECOVERY)?;
     let repairs_before = bed.dpu_status()?.flow_repairs;
-    let target = bed.ovs.openflow("breth0");
     let mut burst_took = Duration::ZERO;
     let lost = bed.pings_lost_during(REMOTE_POD, 3000, "0.001", || {
         std::thread::sleep(Duration::from_secs(1));
         let started = Instant::now();
         for _ in 0..BURST {
-            netns::run(&[
-                "ovs-ofctl",
-                "-O",
-                "OpenFlow13",
-                "--bundle",
-                "replace-flows",
-                &target,
-                &flows.display().to_string(),
-            ])?;
+            ovnkube::replace_flows(&target, &flows)?;
         }
         burst_took = started.elapsed();
         Ok(())
