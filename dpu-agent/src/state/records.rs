@@ -1,0 +1,91 @@
+//! What the state hub records of the peer, our flows and the uplink guard,
+//! as status and metrics read them.
+
+use crate::openflow::ReadFlow;
+use noverlay_proto::pb;
+
+/// The host on the other end, as last seen.
+#[derive(Debug, Clone, Default)]
+pub struct PeerRecord {
+    /// The authorised identity of the last peer that negotiated.
+    pub identity: String,
+    pub last_negotiated_unix: i64,
+    /// The gateway interface the host negotiated, if one has.
+    pub gateway_interface: Option<String>,
+    pub last_report: Option<pb::HostReport>,
+    pub negotiations: u64,
+    pub refused_negotiations: u64,
+}
+
+/// Our flows as last read from the bridge.
+#[derive(Debug, Clone, Default)]
+pub struct FlowRecord {
+    /// As the switch reported them, counters included.
+    pub installed: Vec<ReadFlow>,
+    pub read_unix: i64,
+    /// Restores of flows found wiped or altered.
+    pub repairs: u64,
+    /// Unix time (seconds) of the last restore; 0 if none.
+    pub last_repair_unix: i64,
+    /// Planned flows another controller's flow already does (rendered).
+    pub provided: Vec<String>,
+    /// Planned flows left out for a conflicting foreign twin (rendered).
+    pub conflicts: Vec<String>,
+}
+
+/// Where the uplink guard stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GuardState {
+    #[default]
+    Pending,
+    On,
+    /// Disabled in the config.
+    Off,
+    /// The kernel has no netdev egress hook.
+    Unsupported,
+    Failed,
+}
+
+impl GuardState {
+    pub fn name(self) -> &'static str {
+        match self {
+            GuardState::Pending => "pending",
+            GuardState::On => "on",
+            GuardState::Off => "off",
+            GuardState::Unsupported => "unsupported",
+            GuardState::Failed => "failed",
+        }
+    }
+}
+
+/// The uplink guard as last read from the kernel.
+#[derive(Debug, Clone, Default)]
+pub struct GuardRecord {
+    pub state: GuardState,
+    pub device: String,
+    pub subnets: Vec<String>,
+    /// In `nft list table` syntax, counters included.
+    pub ruleset: String,
+    /// The guard's counters as last read.
+    pub dropped_packets: u64,
+    pub dropped_bytes: u64,
+    /// Every drop seen since start, across rewrites (for metrics).
+    pub dropped_packets_total: u64,
+    pub repairs: u64,
+    pub last_repair_unix: i64,
+}
+
+impl GuardRecord {
+    pub fn to_pb(&self) -> pb::UplinkGuard {
+        pb::UplinkGuard {
+            state: self.state.name().into(),
+            device: self.device.clone(),
+            subnets: self.subnets.clone(),
+            dropped_packets: self.dropped_packets,
+            dropped_bytes: self.dropped_bytes,
+            repairs: self.repairs,
+            last_repair_unix: self.last_repair_unix,
+            ruleset: self.ruleset.clone(),
+        }
+    }
+}
