@@ -86,11 +86,11 @@ pub async fn run_flow_programmer<S: FlowSwitch>(
                         wiped_at: &mut wiped_at,
                     };
                     match install(&handle, &switch, &placement, cookie, restoring).await {
-                        Some((done, bridge)) => {
+                        Some((done, others)) => {
                             installed = Some(done);
                             // A twin that appeared meanwhile changes the
                             // placement: the next round sees it.
-                            foreign = Some(bridge.foreign);
+                            foreign = Some(others);
                             retry = false;
                         }
                         None => retry = true,
@@ -160,15 +160,16 @@ struct Restoring<'a> {
 
 /// Installs the placement's flows and learns how OVS reports them back.
 /// The read-back is trusted only if it has the plan's shape, so that a
-/// flow someone adds in between is never learned as ours. Returns None
-/// (with the error recorded) to retry later.
+/// flow someone adds in between is never learned as ours. Returns what was
+/// installed and everyone else's flows as read back, or None (with the
+/// error recorded) to retry later.
 async fn install<S: FlowSwitch>(
     handle: &AgentHandle,
     switch: &S,
     placement: &Placement,
     cookie: u64,
     restoring: Restoring<'_>,
-) -> Option<(Installed, Bridge)> {
+) -> Option<(Installed, Vec<ForeignFlow>)> {
     let want = &placement.install;
     let mut planned_shape: Vec<(u8, u16)> = want.iter().map(|f| (f.table, f.priority)).collect();
     planned_shape.sort_unstable();
@@ -212,13 +213,13 @@ async fn install<S: FlowSwitch>(
             );
             handle.set_source(Source::Flows, flows_outcome(placement));
             handle.set_installed_flows(bridge.ours.clone());
-            let mut read_back = bridge.ours.clone();
+            let mut read_back = bridge.ours;
             read_back.sort_by(|a, b| a.identity().cmp(&b.identity()));
             let installed = Installed {
                 plan: want.to_vec(),
                 read_back,
             };
-            return Some((installed, bridge));
+            return Some((installed, bridge.foreign));
         }
         tracing::warn!(
             attempt,
