@@ -99,13 +99,14 @@ pub fn start_datapath(
     let verify = Duration::from_millis(bridge.verify_interval_ms);
     let heartbeat = watchdog.heartbeat("flow programmer");
     let target = bridge.openflow_target();
+    let bridge_name = bridge.name.clone();
     tasks.push(tokio::spawn(async move {
         // Flows go on after the guard does (or after it failed, or gave up:
         // traffic must flow without it rather than not at all).
         let _ = tokio::time::timeout(GUARD_FIRST, guard_first).await;
         match ofp::session::Endpoint::from_target(&target) {
             Some(endpoint) => {
-                let switch = ofp::NativeSwitch::on(endpoint);
+                let switch = ofp::NativeSwitch::on(endpoint, &bridge_name);
                 programmer::run_flow_programmer(handle, switch, verify, heartbeat, shutdown).await
             }
             None => {
@@ -140,7 +141,7 @@ pub async fn cleanup(config: &config::ValidConfig) -> Result<(), Vec<CleanupErro
     let target = bridge.openflow_target();
     let removed = match ofp::session::Endpoint::from_target(&target) {
         Some(endpoint) => {
-            ofp::NativeSwitch::on(endpoint)
+            ofp::NativeSwitch::on(endpoint, &bridge.name)
                 .replace(&[], bridge.cookie)
                 .await
         }

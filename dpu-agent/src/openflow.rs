@@ -18,14 +18,13 @@ use tokio::{io::AsyncBufReadExt, io::AsyncWriteExt, process::Command, sync::mpsc
 pub enum SwitchError {
     #[error("cannot run ovs-ofctl: {0}")]
     Spawn(std::io::Error),
-    #[error("ovs-ofctl {operation} failed: {stderr}")]
+    /// `operation` names the tool where one ran ("ovs-ofctl dump-flows").
+    #[error("{operation} failed: {reason}")]
     Failed {
         operation: &'static str,
-        stderr: String,
+        reason: String,
     },
-    #[error(
-        "ovs-ofctl {operation} did not finish within {OVS_CALL_TIMEOUT:?} (ovs-vswitchd stuck?)"
-    )]
+    #[error("{operation} did not finish within {OVS_CALL_TIMEOUT:?} (ovs-vswitchd stuck?)")]
     Timeout { operation: &'static str },
 }
 
@@ -144,16 +143,17 @@ pub struct OvsOfctl {
     pub target: String,
 }
 
-const OPENFLOW_VERSION: &str = "OpenFlow14";
+/// The versions ovs-ofctl may negotiate, as the native session does.
+const OPENFLOW_VERSION: &str = "OpenFlow13,OpenFlow14";
 
 impl FlowSwitch for OvsOfctl {
     async fn replace(&self, flows: &[Flow], cookie: u64) -> Result<(), SwitchError> {
         let bundle = crate::flows::render_bundle(flows, cookie);
-        with_deadline("add-flows --bundle", self.replace_now(&bundle)).await
+        with_deadline("ovs-ofctl add-flows --bundle", self.replace_now(&bundle)).await
     }
 
     async fn dump(&self) -> Result<Vec<ReadFlow>, SwitchError> {
-        let lines = with_deadline("dump-flows", self.dump_now()).await?;
+        let lines = with_deadline("ovs-ofctl dump-flows", self.dump_now()).await?;
         Ok(lines.into_iter().map(ReadFlow::Dumped).collect())
     }
 
@@ -190,8 +190,8 @@ impl OvsOfctl {
             Ok(())
         } else {
             Err(SwitchError::Failed {
-                operation: "add-flows --bundle",
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+                operation: "ovs-ofctl add-flows --bundle",
+                reason: String::from_utf8_lossy(&output.stderr).trim().to_string(),
             })
         }
     }
@@ -205,8 +205,8 @@ impl OvsOfctl {
             .map_err(SwitchError::Spawn)?;
         if !output.status.success() {
             return Err(SwitchError::Failed {
-                operation: "dump-flows",
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+                operation: "ovs-ofctl dump-flows",
+                reason: String::from_utf8_lossy(&output.stderr).trim().to_string(),
             });
         }
         // The first line is the reply header; flows are indented.

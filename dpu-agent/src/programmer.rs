@@ -13,7 +13,7 @@ use crate::{
     openflow::{FlowIdentity, FlowSwitch, ReadFlow},
     state::{AgentHandle, Source},
 };
-use noverlay_runtime::systemd::Heartbeat;
+use noverlay_runtime::{logging::Repeats, systemd::Heartbeat};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -64,6 +64,8 @@ pub async fn run_flow_programmer<S: FlowSwitch>(
     let mut wiped_at: Option<std::time::Instant> = None;
     // The last install failed: try again on the next wake-up.
     let mut retry = false;
+    // A switch that keeps failing the same way is logged once a minute.
+    let mut failing = Repeats::new(REPEATED_FAILURE_LOG);
     loop {
         if let Some(plan) = handle.desired_flows() {
             if foreign.is_none() {
@@ -85,15 +87,23 @@ pub async fn run_flow_programmer<S: FlowSwitch>(
                         pending: &mut restore,
                         wiped_at: &mut wiped_at,
                     };
-                    match install(&handle, &switch, &placement, cookie, restoring).await {
-                        Some((done, others)) => {
+                    let attempt = install(&handle, &switch, &placement, cookie, restoring);
+                    match attempt.await {
+                        Err(e) => {
+                            if let Some(suppressed) = failing.due(&e) {
+                                tracing::error!(error = %e, suppressed, "installing flows failed; will retry");
+                            }
+                            retry = true;
+                        }
+                        Ok(Some((done, others))) => {
+                            failing.clear();
                             installed = Some(done);
                             // A twin that appeared meanwhile changes the
                             // placement: the next round sees it.
                             foreign = Some(others);
                             retry = false;
                         }
-                        None => retry = true,
+                        Ok(None) => retry = true,
                     }
                 }
             }
@@ -128,7 +138,9 @@ pub async fn run_flow_programmer<S: FlowSwitch>(
                 }
                 Err(e) => {
                     // The switch is unreachable (restarting?): restore when it is back.
-                    tracing::warn!(error = %e, "cannot read flows");
+                    if let Some(suppressed) = failing.due(&e) {
+                        tracing::warn!(error = %e, suppressed, "cannot read flows");
+                    }
                     handle.set_source(Source::Flows, Err(e));
                     restore = true;
                 }
@@ -136,6 +148,9 @@ pub async fn run_flow_programmer<S: FlowSwitch>(
         }
     }
 }
+
+/// How often a failure that repeats unchanged is logged again.
+const REPEATED_FAILURE_LOG: Duration = Duration::from_secs(60);
 
 /// How many times an install is retried at once when what OVS reports
 /// back does not have the shape of the plan.
@@ -162,22 +177,22 @@ struct Restoring<'a> {
 /// The read-back is trusted only if it has the plan's shape, so that a
 /// flow someone adds in between is never learned as ours. Returns what was
 /// installed and everyone else's flows as read back, or None (with the
-/// error recorded) to retry later.
+/// error recorded) to retry later; Err when the switch refused the install
+/// (recorded too; the caller logs it).
 async fn install<S: FlowSwitch>(
     handle: &AgentHandle,
     switch: &S,
     placement: &Placement,
     cookie: u64,
     restoring: Restoring<'_>,
-) -> Option<(Installed, Vec<ForeignFlow>)> {
+) -> Result<Option<(Installed, Vec<ForeignFlow>)>, String> {
     let want = &placement.install;
     let mut planned_shape: Vec<(u8, u16)> = want.iter().map(|f| (f.table, f.priority)).collect();
     planned_shape.sort_unstable();
     for attempt in 1..=INSTALL_ATTEMPTS {
         if let Err(e) = switch.replace(want, cookie).await {
-            tracing::error!(error = %e, "installing flows failed; will retry");
             handle.set_source(Source::Flows, Err(e.to_string()));
-            return None;
+            return Err(e.to_string());
         }
         if std::mem::take(restoring.pending) {
             let took = restoring.wiped_at.take().map(|at| at.elapsed());
@@ -191,7 +206,7 @@ async fn install<S: FlowSwitch>(
             Ok(bridge) => bridge,
             Err(e) => {
                 handle.set_source(Source::Flows, Err(e));
-                return None;
+                return Ok(None);
             }
         };
         let mut shape: Vec<(u8, u16)> = bridge
@@ -219,7 +234,7 @@ async fn install<S: FlowSwitch>(
                 plan: want.to_vec(),
                 read_back,
             };
-            return Some((installed, bridge.foreign));
+            return Ok(Some((installed, bridge.foreign)));
         }
         tracing::warn!(
             attempt,
@@ -235,7 +250,7 @@ async fn install<S: FlowSwitch>(
             want.len()
         )),
     );
-    None
+    Ok(None)
 }
 
 /// The flows source is failing while a planned flow conflicts with another

@@ -223,10 +223,16 @@ verify_interval_ms = 1000
         self.in_ns(&all)
     }
 
-    /// ovs-ofctl -O OpenFlow14 <command> <bridge target> <args...>
+    /// ovs-ofctl -O OpenFlow13,OpenFlow14 <command> <bridge target> <args...> (1.4 where the bridge allows it)
     pub fn ofctl(&self, command: &str, bridge: &str, args: &[&str]) -> anyhow::Result<String> {
         let target = self.openflow(bridge);
-        let mut all = vec!["ovs-ofctl", "-O", "OpenFlow14", command, target.as_str()];
+        let mut all = vec![
+            "ovs-ofctl",
+            "-O",
+            "OpenFlow13,OpenFlow14",
+            command,
+            target.as_str(),
+        ];
         all.extend_from_slice(args);
         crate::netns::run(&all)
     }

@@ -480,3 +480,58 @@ async fn the_cidr_limit_installs_and_status_answers() -> anyhow::Result<()> {
     agent.shutdown.cancel();
     agent.dpu.stop().await
 }
+
+/// On a bridge whose `protocols` column allows no version we speak, the
+/// agent says which bridge, what it allows and the fix; once the operator
+/// allows OpenFlow 1.3 only (a common hardening setting), the agent
+/// installs exactly the golden flow set over 1.3 and restores it after a
+/// wipe (the 1.3 flow monitor wakes it).
+#[tokio::test]
+#[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
+async fn a_bridge_limited_to_openflow_13_gets_its_flows() -> anyhow::Result<()> {
+    netns::require_privileges()?;
+    ovs::require()?;
+    let sw = dpu_switch()?;
+    sw.ovs
+        .vsctl(&["set", "bridge", "breth0", "protocols=OpenFlow10"])?;
+    let agent = start_agent(&sw.ovs).await?;
+    let handle = agent.handle.clone();
+    wait_until(
+        "the version error in status",
+        Duration::from_secs(10),
+        || {
+            handle
+                .last_error()
+                .contains("bridge breth0 allows OpenFlow10 only")
+        },
+    )
+    .await?;
+    let error = handle.last_error();
+    assert!(
+        error.contains("ovs-vsctl set bridge breth0 protocols=OpenFlow10,OpenFlow13,OpenFlow14"),
+        "{error}"
+    );
+    assert!(!error.contains("ovs-ofctl"), "{error}");
+
+    sw.ovs
+        .vsctl(&["set", "bridge", "breth0", "protocols=OpenFlow13"])?;
+    wait_installed(&sw.ovs, &handle).await?;
+    let installed = our_flows(&sw.ovs)?;
+    let golden = std::fs::read_to_string(golden_dir().join("ovs_flows_ipv4.txt"))?;
+    assert_eq!(installed.join("\n") + "\n", golden);
+
+    let before = handle.flow_repairs();
+    let started = Instant::now();
+    sw.ovs
+        .ofctl("del-flows", "breth0", &[&format!("cookie={COOKIE}/-1")])?;
+    wait_until("restore over OpenFlow 1.3", Duration::from_secs(10), || {
+        our_flows(&sw.ovs).is_ok_and(|f| f == installed) && handle.flow_repairs() > before
+    })
+    .await?;
+    println!(
+        "restored {:?} after a wipe on a 1.3-only bridge",
+        started.elapsed()
+    );
+    agent.shutdown.cancel();
+    agent.dpu.stop().await
+}

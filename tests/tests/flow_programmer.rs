@@ -61,10 +61,10 @@ impl FlowSwitch for RecordingSwitch {
             std::future::pending::<()>().await;
         }
         self.with(|s| {
-            if let Some(stderr) = s.refuse.clone() {
+            if let Some(reason) = s.refuse.clone() {
                 return Err(SwitchError::Failed {
-                    operation: "add-flows --bundle",
-                    stderr,
+                    operation: "OpenFlow bundle",
+                    reason,
                 });
             }
             s.bundles.push(bundle.to_string());
@@ -82,8 +82,8 @@ impl FlowSwitch for RecordingSwitch {
         if self.with(|s| std::mem::take(&mut s.installed) && std::mem::take(&mut s.fail_read_back))
         {
             return Err(SwitchError::Failed {
-                operation: "dump-flows",
-                stderr: "connection reset".into(),
+                operation: "OpenFlow flow stats",
+                reason: "connection reset".into(),
             });
         }
         Ok(self.with(|s| {

@@ -97,7 +97,13 @@ fn every_planned_flow_encodes_to_what_ovs_ofctl_makes_of_its_text() -> anyhow::R
     );
     let added = ofctl(&[
         "ofp-print",
-        &hex(&wire::bundle_add(7, 3, wire::OFPBF_ATOMIC_ORDERED, &delete)),
+        &hex(&wire::bundle_add(
+            wire::OF14,
+            7,
+            3,
+            wire::OFPBF_ATOMIC_ORDERED,
+            &delete,
+        )),
     ])?;
     assert!(
         added.starts_with(
@@ -112,6 +118,85 @@ fn every_planned_flow_encodes_to_what_ovs_ofctl_makes_of_its_text() -> anyhow::R
         &hex(&wire::flow_stats_request(8, COOKIE, u64::MAX)),
     ])?;
     assert_eq!(stats, "OFPST_FLOW request (OF1.4) (xid=0x8):");
+    Ok(())
+}
+
+/// OpenFlow 1.3's forms of what a 1.4 session sends: the hello offers both
+/// versions, bundles and the flow monitor go as the Open Networking
+/// Foundation extensions Open vSwitch decodes in 1.3, and a flow mod is
+/// the same bytes with the 1.3 version number.
+#[test]
+#[ignore = "needs Open vSwitch (ovs-ofctl); run with --include-ignored (CI does)"]
+fn the_openflow_13_forms_decode_as_open_vswitch_reads_them() -> anyhow::Result<()> {
+    ovs::require()?;
+    assert_eq!(
+        ofctl(&["ofp-print", &hex(&wire::hello(1))])?,
+        "OFPT_HELLO (OF1.4) (xid=0x1):\n version bitmap: 0x04, 0x05"
+    );
+    let delete = wire::delete_cookie(7, COOKIE);
+    let added = ofctl(&[
+        "ofp-print",
+        &hex(&wire::bundle_add(
+            wire::OF13,
+            7,
+            3,
+            wire::OFPBF_ATOMIC_ORDERED,
+            &delete,
+        )),
+    ])?;
+    assert!(
+        added.starts_with(
+            "ONFT_BUNDLE_ADD_MESSAGE (OF1.3) (xid=0x7):\n bundle_id=0x3 flags=atomic ordered"
+        ) && added.contains(
+            "OFPT_FLOW_MOD (OF1.3) (xid=0x7): DEL table:255 cookie:0x6e6f7672/0xffffffffffffffff"
+        ),
+        "{added}"
+    );
+    let commit = ofctl(&[
+        "ofp-print",
+        &hex(&wire::bundle_control(
+            wire::OF13,
+            9,
+            3,
+            wire::OFPBCT_COMMIT_REQUEST,
+            wire::OFPBF_ATOMIC_ORDERED,
+        )),
+    ])?;
+    assert_eq!(
+        commit,
+        "ONFT_BUNDLE_CONTROL (OF1.3) (xid=0x9):\n bundle_id=0x3 type=COMMIT_REQUEST flags=atomic ordered"
+    );
+    let monitor = ofctl(&[
+        "ofp-print",
+        &hex(&wire::flow_monitor_request(wire::OF13, 4, 4)),
+    ])?;
+    assert!(
+        monitor.starts_with(
+            "ONFST_FLOW_MONITOR request (OF1.3) (xid=0x4):\n id=4 flags=add,delete,modify"
+        ),
+        "{monitor}"
+    );
+    // Every planned flow as a 1.3 flow mod: what ovs-ofctl makes of its text in 1.3.
+    for flow in planned(true) {
+        let text = flow.render(COOKIE);
+        let spec = FlowSpec::parse(
+            COOKIE,
+            flow.table,
+            flow.priority,
+            &flow.matches,
+            &flow.actions,
+        )?;
+        let ours = ofctl(&[
+            "ofp-print",
+            &hex(&wire::with_version(wire::flow_add(1, &spec), wire::OF13)),
+        ])?;
+        let theirs = ofctl(&["-O", "OpenFlow13", "parse-flow", &text])?;
+        let theirs = theirs
+            .lines()
+            .find(|l| l.starts_with("OFPT_FLOW_MOD"))
+            .unwrap_or_default();
+        assert_eq!(ours, theirs, "{text}");
+    }
     Ok(())
 }
 
@@ -388,7 +473,7 @@ fn the_native_switch_speaks_tcp_too() -> anyhow::Result<()> {
     let endpoint = Endpoint::from_target("tcp:127.0.0.1:16653")
         .ok_or_else(|| anyhow::anyhow!("not a native target"))?;
     let read: Vec<dpu_agent::flows::MatchKey> = sw.ns.run(move || async move {
-        let switch = NativeSwitch::on(endpoint);
+        let switch = NativeSwitch::on(endpoint, "breth0");
         // The listener comes up with the controller setting: retry briefly.
         let mut attempt = 0;
         loop {
@@ -422,5 +507,79 @@ fn the_native_switch_speaks_tcp_too() -> anyhow::Result<()> {
     read.sort();
     assert_eq!(read, dumped);
     assert_eq!(ovs.flows_not_of("breth0", COOKIE)?, others_before);
+    Ok(())
+}
+
+/// A bridge limited to OpenFlow 1.3 (`protocols=OpenFlow13`, as hardened
+/// nodes have it): the native switch negotiates 1.3 and installs in one
+/// bundle (the ONF extension), reads back, and its flow monitor hears a
+/// wipe. A bridge that allows none of our versions gets one error naming
+/// the bridge, what it allows and the fix.
+#[test]
+#[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
+fn the_native_switch_on_an_openflow_13_only_bridge() -> anyhow::Result<()> {
+    use dpu_agent::{
+        ofp::{NativeSwitch, session::Endpoint},
+        openflow::FlowSwitch,
+    };
+    netns::require_privileges()?;
+    ovs::require()?;
+    let sw = Switch::start("of13")?;
+    let ovs = &sw.ovs;
+    ovs.vsctl(&["set", "bridge", "breth0", "protocols=OpenFlow13"])?;
+    let others_before = ovs.flows_not_of("breth0", COOKIE)?;
+    let flows = planned(true);
+    let expected = flows.len();
+    let target = ovs.openflow("breth0");
+    let endpoint = Endpoint::from_target(&target).ok_or_else(|| anyhow::anyhow!("{target}"))?;
+    let (version, read, woken) = sw.ns.run(move || async move {
+        let switch = NativeSwitch::on(endpoint, "breth0");
+        let mut changes = switch.watch();
+        switch.replace(&flows, COOKIE).await?;
+        let version = switch.version().await?;
+        let read = switch
+            .dump()
+            .await?
+            .iter()
+            .filter(|f| f.cookie() == Some(COOKIE))
+            .count();
+        while changes.try_recv().is_ok() {}
+        // Another connection wipes our flows, as ovnkube's replace-flows does.
+        let wiped = Command::new("ovs-ofctl")
+            .args([
+                "-O",
+                "OpenFlow13",
+                "del-flows",
+                &target,
+                "cookie=0x6e6f7672/-1",
+            ])
+            .status()?;
+        anyhow::ensure!(wiped.success(), "del-flows failed");
+        let woken = tokio::time::timeout(Duration::from_secs(5), changes.recv())
+            .await
+            .is_ok();
+        Ok((version, read, woken))
+    })?;
+    assert_eq!(version, wire::OF13);
+    assert_eq!(read, expected);
+    assert!(woken, "the 1.3 flow monitor never reported the wipe");
+    assert_eq!(ovs.flows_not_of("breth0", COOKIE)?, others_before);
+
+    // A bridge that allows only OpenFlow 1.0: one error, with the fix.
+    ovs.vsctl(&["set", "bridge", "breth0", "protocols=OpenFlow10"])?;
+    let target = ovs.openflow("breth0");
+    let endpoint = Endpoint::from_target(&target).ok_or_else(|| anyhow::anyhow!("{target}"))?;
+    let error = sw.ns.run(move || async move {
+        let switch = NativeSwitch::on(endpoint, "breth0");
+        Ok(match switch.replace(&planned(false), COOKIE).await {
+            Ok(()) => String::new(),
+            Err(e) => e.to_string(),
+        })
+    })?;
+    assert_eq!(
+        error,
+        "OpenFlow bundle failed: bridge breth0 allows OpenFlow10 only (its `protocols` column); dpu-agent speaks OpenFlow13,OpenFlow14: run `ovs-vsctl set bridge breth0 protocols=OpenFlow10,OpenFlow13,OpenFlow14` (or clear the column for Open vSwitch's defaults)"
+    );
+    assert!(!error.contains("ovs-ofctl"), "{error}");
     Ok(())
 }

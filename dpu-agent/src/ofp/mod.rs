@@ -1,4 +1,5 @@
-//! OpenFlow 1.4 without ovs-ofctl: our flows as structures ([`spec`]) and
+//! OpenFlow 1.4 (or 1.3, where the bridge allows no later version) without
+//! ovs-ofctl: our flows as structures ([`spec`]) and
 //! as messages on the wire ([`wire`]), for a long-lived session on the
 //! bridge's management socket.
 //!
@@ -8,6 +9,7 @@
 //! [`decode`] turns them into dump text for people), and changes come from
 //! a flow monitor on the same connection.
 
+mod consts;
 pub mod decode;
 pub mod reply;
 pub mod session;
@@ -30,6 +32,8 @@ const BUNDLE: u32 = 1;
 #[derive(Clone)]
 pub struct NativeSwitch {
     session: session::Session,
+    /// The bridge's name, for errors an operator fixes on the bridge.
+    bridge: String,
     /// The flow set last encoded. A restore sends the same flows again, and
     /// parsing 3,000 flows' text costs more than sending them.
     encoded: Arc<Mutex<Option<Encoded>>>,
@@ -42,17 +46,37 @@ struct Encoded {
 }
 
 impl NativeSwitch {
-    /// On the unix socket at `path` (e.g. /var/run/openvswitch/breth0.mgmt).
-    pub fn new(path: std::path::PathBuf) -> Self {
-        Self::on(session::Endpoint::Unix(path))
-    }
-
-    /// On `endpoint` (a unix socket or a TCP listener of ovs-vswitchd).
-    pub fn on(endpoint: session::Endpoint) -> Self {
+    /// On `endpoint` (a unix socket or a TCP listener of ovs-vswitchd) of
+    /// the bridge named `bridge`.
+    pub fn on(endpoint: session::Endpoint, bridge: &str) -> Self {
         NativeSwitch {
             session: session::Session::on(endpoint),
+            bridge: bridge.to_string(),
             encoded: Arc::default(),
         }
+    }
+
+    /// The OpenFlow version of the session, connecting if needed.
+    pub async fn version(&self) -> Result<u8, SwitchError> {
+        self.session
+            .version()
+            .await
+            .map_err(|e| self.session_error("connect", e))
+    }
+
+    /// A session error as the agent reports it; a bridge that allows none
+    /// of our versions is named with the fix.
+    fn session_error(&self, operation: &'static str, error: session::SessionError) -> SwitchError {
+        let reason = match &error {
+            session::SessionError::NoCommonVersion { offered, .. } => format!(
+                "bridge {bridge} allows {allowed} only (its `protocols` column); dpu-agent speaks {ours}: run `ovs-vsctl set bridge {bridge} protocols={allowed},{ours}` (or clear the column for Open vSwitch's defaults)",
+                bridge = self.bridge,
+                allowed = session::names(offered),
+                ours = session::names(&wire::VERSIONS),
+            ),
+            _ => error.to_string(),
+        };
+        SwitchError::Failed { operation, reason }
     }
 
     /// `flows` as flow specs, from the last encoding when it is the same set.
@@ -66,7 +90,7 @@ impl NativeSwitch {
         }
         let specs = Arc::new(flow_specs(flows, cookie).map_err(|e| SwitchError::Failed {
             operation: "encode bundle",
-            stderr: e.to_string(),
+            reason: e.to_string(),
         })?);
         *encoded = Some(Encoded {
             flows: flows.to_vec(),
@@ -74,13 +98,6 @@ impl NativeSwitch {
             specs: specs.clone(),
         });
         Ok(specs)
-    }
-}
-
-fn session_error(operation: &'static str, error: session::SessionError) -> SwitchError {
-    SwitchError::Failed {
-        operation,
-        stderr: error.to_string(),
     }
 }
 
@@ -103,20 +120,17 @@ fn flow_specs(flows: &[Flow], cookie: u64) -> Result<Vec<FlowSpec>, SpecError> {
 impl FlowSwitch for NativeSwitch {
     async fn replace(&self, flows: &[Flow], cookie: u64) -> Result<(), SwitchError> {
         let specs = self.specs(flows, cookie)?;
-        let mut adds = Vec::with_capacity(specs.len() + 1);
-        let mut add = |inner: &dyn Fn(u32) -> Vec<u8>| {
-            let xid = self.session.xid();
-            let message = wire::bundle_add(xid, BUNDLE, wire::OFPBF_ATOMIC_ORDERED, &inner(xid));
-            adds.push((xid, message));
-        };
-        add(&|xid| wire::delete_cookie(xid, cookie));
+        let mut inner = Vec::with_capacity(specs.len() + 1);
+        let xid = self.session.xid();
+        inner.push((xid, wire::delete_cookie(xid, cookie)));
         for spec in specs.iter() {
-            add(&|xid| wire::flow_add(xid, spec));
+            let xid = self.session.xid();
+            inner.push((xid, wire::flow_add(xid, spec)));
         }
         self.session
-            .commit_bundle(BUNDLE, adds)
+            .commit_bundle(BUNDLE, inner)
             .await
-            .map_err(|e| session_error("bundle", e))
+            .map_err(|e| self.session_error("OpenFlow bundle", e))
     }
 
     async fn dump(&self) -> Result<Vec<ReadFlow>, SwitchError> {
@@ -124,7 +138,7 @@ impl FlowSwitch for NativeSwitch {
             .session
             .flows(0, 0)
             .await
-            .map_err(|e| session_error("flow stats", e))?;
+            .map_err(|e| self.session_error("OpenFlow flow stats", e))?;
         Ok(flows.into_iter().map(ReadFlow::Native).collect())
     }
 
@@ -143,6 +157,7 @@ pub fn install_bundle(
 ) -> Result<Vec<Vec<u8>>, SpecError> {
     use wire::*;
     let mut messages = vec![bundle_control(
+        VERSION,
         next_xid(),
         bundle,
         OFPBCT_OPEN_REQUEST,
@@ -150,13 +165,20 @@ pub fn install_bundle(
     )];
     let mut add = |inner: &dyn Fn(u32) -> Vec<u8>| {
         let xid = next_xid();
-        messages.push(bundle_add(xid, bundle, OFPBF_ATOMIC_ORDERED, &inner(xid)));
+        messages.push(bundle_add(
+            VERSION,
+            xid,
+            bundle,
+            OFPBF_ATOMIC_ORDERED,
+            &inner(xid),
+        ));
     };
     add(&|xid| delete_cookie(xid, cookie));
     for spec in flow_specs(flows, cookie)? {
         add(&|xid| flow_add(xid, &spec));
     }
     messages.push(bundle_control(
+        VERSION,
         next_xid(),
         bundle,
         OFPBCT_COMMIT_REQUEST,

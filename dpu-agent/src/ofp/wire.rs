@@ -1,8 +1,17 @@
-//! OpenFlow 1.4 messages on the wire (big-endian, 8-byte aligned), the ones
-//! a native session needs: hello, echo, flow mods (our adds and the
+//! OpenFlow 1.4 and 1.3 messages on the wire (big-endian, 8-byte aligned),
+//! the ones a native session needs: hello, echo, flow mods (our adds and the
 //! cookie-scoped delete) inside a bundle, flow-stats requests filtered by
 //! cookie and a flow monitor. The replies are read in [`super::reply`]
 //! (re-exported here).
+//!
+//! Messages are built as OpenFlow 1.4. On a connection that negotiated 1.3
+//! (a bridge whose `protocols` column allows no later version) the session
+//! sends the same bytes with the 1.3 version number ([`with_version`]):
+//! hello, echo, barrier, flow mod (1.4's `importance`, always 0 here, is
+//! 1.3's padding) and flow-stats request have one layout in both. Only
+//! bundles and the flow monitor differ: 1.3 has them as Open Networking
+//! Foundation extensions ([`bundle_control`], [`bundle_add`],
+//! [`flow_monitor_request`] take the version).
 //!
 //! Field and action encodings follow the OpenFlow 1.4 specification and
 //! Open vSwitch's Nicira extensions (ct, nat, reg move, ct_state/ct_mark
@@ -14,32 +23,7 @@ use super::spec::{Action, Ct, Field, FlowSpec, Instruction, Nat};
 use ipnet::IpNet;
 use std::net::IpAddr;
 
-pub const VERSION: u8 = 0x05;
-
-// Message types (OpenFlow 1.4).
-pub const OFPT_HELLO: u8 = 0;
-pub const OFPT_ERROR: u8 = 1;
-pub const OFPT_ECHO_REQUEST: u8 = 2;
-pub const OFPT_ECHO_REPLY: u8 = 3;
-pub const OFPT_FLOW_MOD: u8 = 14;
-pub const OFPT_MULTIPART_REQUEST: u8 = 18;
-pub const OFPT_MULTIPART_REPLY: u8 = 19;
-pub const OFPT_BARRIER_REQUEST: u8 = 20;
-pub const OFPT_BARRIER_REPLY: u8 = 21;
-pub const OFPT_BUNDLE_CONTROL: u8 = 33;
-pub const OFPT_BUNDLE_ADD_MESSAGE: u8 = 34;
-
-pub const OFPMP_FLOW: u16 = 1;
-pub const OFPMP_FLOW_MONITOR: u16 = 16;
-
-/// Bundle control types.
-pub const OFPBCT_OPEN_REQUEST: u16 = 0;
-pub const OFPBCT_OPEN_REPLY: u16 = 1;
-pub const OFPBCT_COMMIT_REQUEST: u16 = 4;
-pub const OFPBCT_COMMIT_REPLY: u16 = 5;
-pub const OFPBCT_DISCARD_REQUEST: u16 = 6;
-/// All or nothing, in order.
-pub const OFPBF_ATOMIC_ORDERED: u16 = 0b11;
+pub use super::consts::*;
 
 const OFPFC_ADD: u8 = 0;
 const OFPFC_DELETE: u8 = 3;
@@ -131,8 +115,31 @@ impl Message {
     }
 }
 
+/// A hello offering exactly [`VERSIONS`] (a version bitmap), so that the
+/// switch picks the highest one its bridge allows.
 pub fn hello(xid: u32) -> Vec<u8> {
-    Message::new(OFPT_HELLO, xid).finish()
+    let bitmap = VERSIONS.iter().fold(0u32, |bits, v| bits | 1 << v);
+    let mut m = Message::new(OFPT_HELLO, xid);
+    m.u16(OFPHET_VERSIONBITMAP).u16(8).u32(bitmap);
+    m.finish()
+}
+
+/// `message` (built as 1.4) for a connection of `version`: valid for the
+/// messages whose layout both versions share (see the module's doc).
+pub fn with_version(mut message: Vec<u8>, version: u8) -> Vec<u8> {
+    if let Some(first) = message.first_mut() {
+        *first = version;
+    }
+    message
+}
+
+/// The header of an experimenter message or multipart body: 1.3's form of
+/// what 1.4 has as a message type of its own.
+fn experimenter(version: u8, kind: u8, xid: u32, subtype: u32) -> Message {
+    let mut m = Message::new(kind, xid);
+    m.0[0] = version;
+    m.u32(ONF_EXPERIMENTER).u32(subtype);
+    m
 }
 
 pub fn echo_reply(xid: u32, data: &[u8]) -> Vec<u8> {
@@ -191,17 +198,32 @@ pub fn delete_cookie(xid: u32, cookie: u64) -> Vec<u8> {
     m.finish()
 }
 
-pub fn bundle_control(xid: u32, bundle: u32, kind: u16, flags: u16) -> Vec<u8> {
-    let mut m = Message::new(OFPT_BUNDLE_CONTROL, xid);
+/// A bundle control message (open, commit, discard) for a connection of
+/// `version`.
+pub fn bundle_control(version: u8, xid: u32, bundle: u32, kind: u16, flags: u16) -> Vec<u8> {
+    let mut m = if version == OF13 {
+        experimenter(version, OFPT_EXPERIMENTER, xid, ONFT_BUNDLE_CONTROL)
+    } else {
+        Message::new(OFPT_BUNDLE_CONTROL, xid)
+    };
     m.u32(bundle).u16(kind).u16(flags);
     m.finish()
 }
 
 /// Wraps `inner` (a whole message whose xid is `xid`: Open vSwitch wants
-/// the two to match) into a bundle.
-pub fn bundle_add(xid: u32, bundle: u32, flags: u16, inner: &[u8]) -> Vec<u8> {
-    let mut m = Message::new(OFPT_BUNDLE_ADD_MESSAGE, xid);
-    m.u32(bundle).u16(0).u16(flags).bytes(inner);
+/// the two to match) into a bundle, both for a connection of `version`.
+pub fn bundle_add(version: u8, xid: u32, bundle: u32, flags: u16, inner: &[u8]) -> Vec<u8> {
+    let mut m = if version == OF13 {
+        experimenter(version, OFPT_EXPERIMENTER, xid, ONFT_BUNDLE_ADD_MESSAGE)
+    } else {
+        Message::new(OFPT_BUNDLE_ADD_MESSAGE, xid)
+    };
+    m.u32(bundle).u16(0).u16(flags);
+    let start = m.0.len();
+    m.bytes(inner);
+    if let Some(inner_version) = m.0.get_mut(start) {
+        *inner_version = version;
+    }
     let padding = (8 - inner.len() % 8) % 8;
     m.zeros(padding);
     m.finish()
@@ -226,9 +248,30 @@ pub fn flow_stats_request(xid: u32, cookie: u64, cookie_mask: u64) -> Vec<u8> {
 }
 
 /// A flow monitor on every table: additions, removals and modifications
-/// by anyone (ours come abbreviated; Open vSwitch refuses NO_ABBREV here).
-pub fn flow_monitor_request(xid: u32, monitor: u32) -> Vec<u8> {
-    const FLAGS: u16 = 0b1110; // ADD | REMOVED | MODIFY
+/// by anyone (ours come abbreviated; Open vSwitch refuses NO_ABBREV here),
+/// for a connection of `version`.
+pub fn flow_monitor_request(version: u8, xid: u32, monitor: u32) -> Vec<u8> {
+    // ADD | REMOVED | MODIFY in 1.4; ADD | DELETE | MODIFY in ONF's 1.3.
+    const FLAGS: u16 = 0b1110;
+    // An empty OXM match: its length without the padding.
+    const EMPTY_MATCH_LEN: u16 = 4;
+    if version == OF13 {
+        let mut m = Message::new(OFPT_MULTIPART_REQUEST, xid);
+        m.0[0] = version;
+        m.u16(OFPMP_EXPERIMENTER)
+            .u16(0)
+            .zeros(4)
+            .u32(ONF_EXPERIMENTER)
+            .u32(ONFST_FLOW_MONITOR)
+            .u32(monitor)
+            .u16(FLAGS)
+            .u16(EMPTY_MATCH_LEN)
+            .u32(OFPP_ANY)
+            .u8(OFPTT_ALL)
+            .zeros(3);
+        push_match(&mut m, &[]);
+        return m.finish();
+    }
     let mut m = Message::new(OFPT_MULTIPART_REQUEST, xid);
     m.u16(OFPMP_FLOW_MONITOR)
         .u16(0)
@@ -394,7 +437,8 @@ fn push_ct(m: &mut Message, ct: &Ct) {
 
 pub use super::reply::{
     FlowStats, HEADER_LEN, Header, OFPMPF_REPLY_MORE, error_type_code,
-    flow_mod_match_and_instructions, multipart_reply, parse_flow_stats,
+    flow_mod_match_and_instructions, hello_versions, is_flow_monitor_event, multipart_reply,
+    negotiate, parse_flow_stats,
 };
 
 #[cfg(test)]
@@ -418,7 +462,7 @@ mod tests {
             (VERSION, OFPT_FLOW_MOD, bytes.len(), 9)
         );
         assert_eq!(bytes.len() % 8, 0);
-        let wrapped = bundle_add(9, 1, OFPBF_ATOMIC_ORDERED, &bytes);
+        let wrapped = bundle_add(VERSION, 9, 1, OFPBF_ATOMIC_ORDERED, &bytes);
         assert_eq!(wrapped.len() % 8, 0);
         assert_eq!(
             Header::parse(&wrapped).map(|h| h.length),

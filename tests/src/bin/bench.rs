@@ -309,12 +309,7 @@ fn dpu_flows() -> anyhow::Result<()> {
         for _ in 0..WIPES {
             let before = handle.flow_repairs();
             let xid = wiper.xid();
-            let wipe = dpu_agent::ofp::wire::bundle_add(
-                xid,
-                1,
-                dpu_agent::ofp::wire::OFPBF_ATOMIC_ORDERED,
-                &dpu_agent::ofp::wire::delete_cookie(xid, 0x6e6f_7672),
-            );
+            let wipe = dpu_agent::ofp::wire::delete_cookie(xid, 0x6e6f_7672);
             wiper.commit_bundle(1, vec![(xid, wipe)]).await?;
             let wiped = Instant::now();
             // Woken by the agent's own notification, not polled: the

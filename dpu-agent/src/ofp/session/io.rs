@@ -40,7 +40,7 @@ pub(super) async fn keepalive(
             .writer
             .lock()
             .await
-            .write_all(&wire::echo_request(xid))
+            .write_all(&wire::with_version(wire::echo_request(xid), live.version))
             .await
             .is_ok();
         drop(live);
@@ -109,14 +109,10 @@ fn route(
     match header.kind {
         wire::OFPT_HELLO => {}
         wire::OFPT_ECHO_REQUEST => {
-            let _ = echo.send(wire::echo_reply(header.xid, &message[wire::HEADER_LEN..]));
+            let reply = wire::echo_reply(header.xid, &message[wire::HEADER_LEN..]);
+            let _ = echo.send(wire::with_version(reply, header.version));
         }
-        wire::OFPT_MULTIPART_REPLY
-            if wire::multipart_reply(message).map(|(k, _, _)| k)
-                == Some(wire::OFPMP_FLOW_MONITOR) =>
-        {
-            notify(watchers);
-        }
+        _ if wire::is_flow_monitor_event(message) => notify(watchers),
         _ => {
             let mut pending = lock(pending);
             match pending.get(&header.xid) {

@@ -1,4 +1,5 @@
-//! One long-lived OpenFlow 1.4 connection to a bridge (its unix management
+//! One long-lived OpenFlow connection (1.4, or 1.3 where the bridge allows
+//! no later version) to a bridge (its unix management
 //! socket, or a `ptcp:` listener of ovs-vswitchd over TCP), opened on first use and again after it breaks (ovs-vswitchd restarted,
 //! a request missed its deadline). A reader task routes replies to their
 //! requests by xid, answers echo requests, and turns flow-monitor updates
@@ -6,7 +7,7 @@
 
 mod io;
 
-use super::wire::{self, FlowStats};
+use super::wire::{self, FlowStats, Header};
 use noverlay_runtime::lock;
 use std::{
     collections::HashMap,
@@ -18,7 +19,7 @@ use std::{
     time::Duration,
 };
 use tokio::{
-    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::{TcpStream, UnixStream},
     sync::{mpsc, oneshot},
 };
@@ -95,6 +96,25 @@ pub enum SessionError {
     Refused { what: String, kind: u16, code: u16 },
     #[error("malformed reply from the switch: {0}")]
     Malformed(&'static str),
+    /// The switch's hello offers none of [`wire::VERSIONS`].
+    #[error(
+        "the switch at {endpoint} allows {} only; dpu-agent speaks {}",
+        names(offered),
+        names(&wire::VERSIONS)
+    )]
+    NoCommonVersion { endpoint: String, offered: Vec<u8> },
+}
+
+/// Version numbers as the bridge's `protocols` column spells them.
+pub fn names(versions: &[u8]) -> String {
+    if versions.is_empty() {
+        return "no OpenFlow version".into();
+    }
+    versions
+        .iter()
+        .map(|v| wire::version_name(*v))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// What a request waits for: one reply, or a multipart series.
@@ -103,8 +123,9 @@ enum Pending {
     Many(mpsc::UnboundedSender<Vec<u8>>),
 }
 
-/// A live connection: its writer and its requests in flight.
+/// A live connection: its version, its writer and its requests in flight.
 struct Connection {
+    version: u8,
     writer: tokio::sync::Mutex<Writer>,
     pending: Arc<Mutex<HashMap<u32, Pending>>>,
     alive: Arc<std::sync::atomic::AtomicBool>,
@@ -158,8 +179,13 @@ impl Session {
         rx
     }
 
-    /// The live connection, opening one (hello, then the flow monitor) if
-    /// there is none.
+    /// The OpenFlow version of the live connection, opening one if needed.
+    pub async fn version(&self) -> Result<u8, SessionError> {
+        Ok(self.connection().await?.version)
+    }
+
+    /// The live connection, opening one (hellos exchanged, the version
+    /// negotiated, then the flow monitor) if there is none.
     async fn connection(&self) -> Result<Arc<Connection>, SessionError> {
         let mut slot = self.connection.lock().await;
         if let Some(c) = slot.as_ref().filter(|c| c.alive.load(Ordering::Acquire)) {
@@ -170,15 +196,24 @@ impl Session {
             path: self.name(),
             reason,
         };
-        let (reader, mut writer) = tokio::time::timeout(REQUEST_DEADLINE, open(&self.endpoint))
+        let (mut reader, mut writer) = tokio::time::timeout(REQUEST_DEADLINE, open(&self.endpoint))
             .await
             .map_err(|_| connect_error("timed out".into()))?
             .map_err(|e| connect_error(e.to_string()))?;
-        let monitor_xid = self.xid();
-        let mut opening = wire::hello(self.xid());
-        opening.extend(wire::flow_monitor_request(monitor_xid, monitor_xid));
         writer
-            .write_all(&opening)
+            .write_all(&wire::hello(self.xid()))
+            .await
+            .map_err(|e| connect_error(e.to_string()))?;
+        let version = tokio::time::timeout(REQUEST_DEADLINE, self.negotiate(&mut reader))
+            .await
+            .map_err(|_| SessionError::Timeout(self.name()))??;
+        let monitor_xid = self.xid();
+        writer
+            .write_all(&wire::flow_monitor_request(
+                version,
+                monitor_xid,
+                monitor_xid,
+            ))
             .await
             .map_err(|e| connect_error(e.to_string()))?;
         let pending: Arc<Mutex<HashMap<u32, Pending>>> = Arc::default();
@@ -192,6 +227,7 @@ impl Session {
             echo_tx,
         ));
         let connection = Arc::new(Connection {
+            version,
             writer: tokio::sync::Mutex::new(writer),
             pending,
             alive,
@@ -211,8 +247,41 @@ impl Session {
             self.watchers.clone(),
         ));
         *slot = Some(connection.clone());
-        tracing::info!(socket = %self.name(), "OpenFlow session open");
+        tracing::info!(
+            socket = %self.name(),
+            version = %wire::version_name(version),
+            "OpenFlow session open"
+        );
         Ok(connection)
+    }
+
+    /// Reads the switch's hello (it sends one as soon as it accepts) and
+    /// picks the highest version both sides offer.
+    async fn negotiate(&self, reader: &mut Reader) -> Result<u8, SessionError> {
+        let broken = |_| SessionError::Broken(self.name());
+        let mut message = vec![0u8; wire::HEADER_LEN];
+        reader.read_exact(&mut message).await.map_err(broken)?;
+        let header = Header::parse(&message)
+            .filter(|h| h.length >= wire::HEADER_LEN && h.length <= MAX_MESSAGE)
+            .ok_or(SessionError::Malformed("hello header"))?;
+        message.resize(header.length, 0);
+        reader
+            .read_exact(&mut message[wire::HEADER_LEN..])
+            .await
+            .map_err(broken)?;
+        if header.kind == wire::OFPT_ERROR {
+            let (kind, code) = wire::error_type_code(&message).unwrap_or_default();
+            return Err(SessionError::Refused {
+                what: "our hello".into(),
+                kind,
+                code,
+            });
+        }
+        let offered = wire::hello_versions(&message).ok_or(SessionError::Malformed("hello"))?;
+        wire::negotiate(&wire::VERSIONS, &offered).ok_or_else(|| SessionError::NoCommonVersion {
+            endpoint: self.name(),
+            offered,
+        })
     }
 
     /// Drops the connection (a request timed out): the next request opens
@@ -253,32 +322,41 @@ impl Session {
         }
     }
 
-    /// Sends a bundle (open, the adds, commit) and waits for its commit:
-    /// all of it or none of it. The adds are checked before the commit (a
-    /// barrier after them): a refused add discards the whole bundle.
+    /// Sends a bundle (open, the `inner` messages, each with its xid, in
+    /// the connection's version, commit) and waits for its commit: all of
+    /// it or none of it. The adds are checked before the commit (a barrier
+    /// after them): a refused add discards the whole bundle.
     pub async fn commit_bundle(
         &self,
         bundle: u32,
-        adds: Vec<(u32, Vec<u8>)>,
+        inner: Vec<(u32, Vec<u8>)>,
     ) -> Result<(), SessionError> {
         self.deadline(async {
             let connection = self.connection().await?;
+            let version = connection.version;
+            let control = |xid, kind| {
+                wire::bundle_control(version, xid, bundle, kind, wire::OFPBF_ATOMIC_ORDERED)
+            };
             let open_xid = self.xid();
             let barrier_xid = self.xid();
-            let mut replies = Vec::with_capacity(adds.len() + 1);
-            let mut messages = vec![wire::bundle_control(
-                open_xid,
-                bundle,
-                wire::OFPBCT_OPEN_REQUEST,
-                wire::OFPBF_ATOMIC_ORDERED,
-            )];
+            let mut replies = Vec::with_capacity(inner.len() + 1);
+            let mut messages = vec![control(open_xid, wire::OFPBCT_OPEN_REQUEST)];
             replies.push((open_xid, register(&connection, open_xid)));
-            for (xid, message) in adds {
+            for (xid, message) in inner {
                 replies.push((xid, register(&connection, xid)));
-                messages.push(message);
+                messages.push(wire::bundle_add(
+                    version,
+                    xid,
+                    bundle,
+                    wire::OFPBF_ATOMIC_ORDERED,
+                    &message,
+                ));
             }
             let barrier = register(&connection, barrier_xid);
-            messages.push(wire::barrier_request(barrier_xid));
+            messages.push(wire::with_version(
+                wire::barrier_request(barrier_xid),
+                version,
+            ));
             self.send(&connection, &messages).await?;
             barrier
                 .await
@@ -301,12 +379,7 @@ impl Session {
                 }
             }
             if let Some(error) = refused {
-                let discard = wire::bundle_control(
-                    self.xid(),
-                    bundle,
-                    wire::OFPBCT_DISCARD_REQUEST,
-                    wire::OFPBF_ATOMIC_ORDERED,
-                );
+                let discard = control(self.xid(), wire::OFPBCT_DISCARD_REQUEST);
                 self.send(&connection, &[discard]).await?;
                 return Err(error);
             }
@@ -314,12 +387,7 @@ impl Session {
             let committed = register(&connection, commit_xid);
             self.send(
                 &connection,
-                &[wire::bundle_control(
-                    commit_xid,
-                    bundle,
-                    wire::OFPBCT_COMMIT_REQUEST,
-                    wire::OFPBF_ATOMIC_ORDERED,
-                )],
+                &[control(commit_xid, wire::OFPBCT_COMMIT_REQUEST)],
             )
             .await?;
             let reply = committed
@@ -345,8 +413,12 @@ impl Session {
             let xid = self.xid();
             let (tx, mut rx) = mpsc::unbounded_channel();
             lock(&connection.pending).insert(xid, Pending::Many(tx));
-            self.send(&connection, &[wire::flow_stats_request(xid, cookie, mask)])
-                .await?;
+            let request = wire::flow_stats_request(xid, cookie, mask);
+            self.send(
+                &connection,
+                &[wire::with_version(request, connection.version)],
+            )
+            .await?;
             let mut flows = Vec::new();
             loop {
                 let reply = rx
@@ -392,8 +464,7 @@ fn notify(watchers: &Mutex<Vec<mpsc::UnboundedSender<()>>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ofp::wire::Header;
-    use tokio::{io::AsyncReadExt, net::UnixListener};
+    use tokio::net::UnixListener;
 
     #[test]
     fn targets_name_their_endpoint() {
@@ -423,6 +494,7 @@ mod tests {
         let listener = UnixListener::bind(&path).expect("bind");
         tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.expect("accept");
+            stream.write_all(&wire::hello(0)).await.expect("hello");
             let mut buffer = vec![0u8; 4096];
             // Hello, the monitor request and the stats request may come
             // in one read or several: answer the stats request once seen.
