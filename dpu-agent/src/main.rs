@@ -47,8 +47,20 @@ enum Command {
     },
 }
 
+/// An operator's mistake is one line on stderr (the error and its causes,
+/// joined by ": "), never a backtrace; the exit code says it failed.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match cli().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("dpu-agent: {}", noverlay_runtime::one_line(error.as_ref()));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn cli() -> anyhow::Result<()> {
     let version =
         noverlay_runtime::version(env!("CARGO_PKG_VERSION"), noverlay_proto::PROTOCOL_VERSION);
     let matches = Cli::command().version(version.clone()).get_matches();

@@ -308,12 +308,22 @@ pub fn check(replica: &Replica, config: &OvnConfig, expected: &Expected) -> Vec<
 /// the check's outcome as the "ovn" source (and the mismatches for
 /// metrics) after every change. Reconnects when the database goes away.
 pub async fn run_ovn_check(handle: AgentHandle, config: OvnConfig, shutdown: CancellationToken) {
+    // The same failure every half second is logged once a minute.
+    let mut failing = noverlay_runtime::logging::Repeats::default();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             Err(e) = follow(&handle, &config) => {
-                tracing::warn!(error = %e, socket = %config.nb_socket.display(), "northbound database lost; retrying");
-                handle.set_source(Source::Ovn, Err(format!("northbound database {}: {e}", config.nb_socket.display())));
+                let e = match e {
+                    DiscoveryError::Connect(reason) => format!(
+                        "cannot connect to the northbound database at {reason} (config [ovn] nb_socket); is OVN's ovsdb-server running, and is this its socket?"
+                    ),
+                    other => format!("northbound database {}: {other}", config.nb_socket.display()),
+                };
+                if let Some(suppressed) = failing.due(&e) {
+                    tracing::warn!(error = %e, suppressed, "northbound database lost; retrying");
+                }
+                handle.set_source(Source::Ovn, Err(e));
             }
         }
         tokio::select! {

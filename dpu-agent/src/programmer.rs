@@ -65,7 +65,7 @@ pub async fn run_flow_programmer<S: FlowSwitch>(
     // The last install failed: try again on the next wake-up.
     let mut retry = false;
     // A switch that keeps failing the same way is logged once a minute.
-    let mut failing = Repeats::new(REPEATED_FAILURE_LOG);
+    let mut failing = Repeats::default();
     loop {
         if let Some(plan) = handle.desired_flows() {
             if foreign.is_none() {
@@ -148,9 +148,6 @@ pub async fn run_flow_programmer<S: FlowSwitch>(
         }
     }
 }
-
-/// How often a failure that repeats unchanged is logged again.
-const REPEATED_FAILURE_LOG: Duration = Duration::from_secs(60);
 
 /// How many times an install is retried at once when what OVS reports
 /// back does not have the shape of the plan.

@@ -15,7 +15,10 @@ use noverlay_proto::{
     pb,
     tls::{self, TlsError},
 };
-use noverlay_runtime::systemd::{Heartbeat, Watchdog};
+use noverlay_runtime::{
+    logging::Repeats,
+    systemd::{Heartbeat, Watchdog},
+};
 use rustls::ClientConfig;
 use std::{sync::Arc, time::Duration};
 use tokio::sync::watch;
@@ -45,6 +48,9 @@ pub struct HostAgent<D> {
     /// Proves to the systemd watchdog that the reconcile loop comes round.
     heartbeat: Heartbeat,
     beat: tokio::time::Interval,
+    /// A failure that repeats unchanged (the DPU still unreachable, the
+    /// gateway interface still missing) is logged once a minute.
+    failing: Repeats,
 }
 
 /// Swaps the host's TLS credentials at runtime.
@@ -91,6 +97,7 @@ impl<D: Dataplane> HostAgent<D> {
             periodic,
             session_contract: None,
             beat: heartbeat.ticker(),
+            failing: Repeats::default(),
             heartbeat,
         })
     }
@@ -132,11 +139,15 @@ impl<D: Dataplane> HostAgent<D> {
                 SessionEnd::Shutdown => return Ok(()),
                 SessionEnd::Lost(reason) => {
                     let kept = self.status.borrow().applied.as_ref().map(|c| c.revision);
-                    tracing::warn!(error = %reason, kept_revision = ?kept, "DPU unreachable; keeping the last good state");
+                    if let Some(suppressed) = self.failing.due(&reason) {
+                        tracing::warn!(error = %reason, suppressed, kept_revision = ?kept, "DPU unreachable; keeping the last good state");
+                    }
                     Phase::Unreachable(reason)
                 }
                 SessionEnd::Refused(reason) => {
-                    tracing::error!(error = %reason, "DPU refused negotiation; nothing applied for it");
+                    if let Some(suppressed) = self.failing.due(&reason) {
+                        tracing::error!(error = %reason, suppressed, "DPU refused negotiation; nothing applied for it");
+                    }
                     Phase::Refused(reason)
                 }
             };
@@ -145,7 +156,7 @@ impl<D: Dataplane> HostAgent<D> {
                 s.disconnects += 1;
             });
             let delay = backoff.next_delay();
-            tracing::info!(?delay, "reconnecting");
+            tracing::debug!(?delay, "reconnecting");
             if let Waited::Shutdown = self.wait(&shutdown, tokio::time::sleep(delay)).await {
                 return Ok(());
             }
@@ -200,7 +211,9 @@ impl<D: Dataplane> HostAgent<D> {
             }
             Ok(_) => tracing::debug!(trigger, "host state in place"),
             Err(e) => {
-                tracing::error!(trigger, error = %e, "repairing host state failed; will retry");
+                if let Some(suppressed) = self.failing.due(&e.to_string()) {
+                    tracing::error!(trigger, error = %e, suppressed, "repairing host state failed; will retry");
+                }
                 self.status
                     .send_modify(|s| s.last_error = Some(e.to_string()));
             }
@@ -227,6 +240,8 @@ impl<D: Dataplane> HostAgent<D> {
             Waited::Done(Err(status)) => return end_for(status),
         };
         tracing::info!(revision = contract.revision, "negotiated with the DPU");
+        // Whatever kept failing before this session is logged afresh.
+        self.failing.clear();
         let mut watching = client.clone();
         let watched = deadline("WatchContract", watching.watch_contract(proposal));
         let mut stream = match self.wait(shutdown, watched).await {
@@ -296,6 +311,7 @@ impl<D: Dataplane> HostAgent<D> {
         let last_good = self.desired.replace(plan.clone());
         match self.apply_timed(&plan).await {
             Ok(applied) => {
+                self.failing.clear();
                 tracing::info!(
                     revision = contract.revision,
                     routes = plan.routes.len(),
@@ -317,7 +333,9 @@ impl<D: Dataplane> HostAgent<D> {
             }
             Err(e) => {
                 let reason = e.to_string();
-                tracing::error!(revision = contract.revision, error = %reason, "applying host state failed");
+                if let Some(suppressed) = self.failing.due(&reason) {
+                    tracing::error!(revision = contract.revision, error = %reason, suppressed, "applying host state failed");
+                }
                 if let Some(good) = last_good {
                     // Nothing stays half-applied: back to the last good state.
                     // The failed revision is tried again when the DPU sends a
@@ -330,7 +348,9 @@ impl<D: Dataplane> HostAgent<D> {
                             tracing::warn!(kept_revision = kept, "last good host state restored")
                         }
                         Err(e) => {
-                            tracing::error!(kept_revision = kept, error = %e, "restoring the last good host state failed; repairs retry it")
+                            if let Some(suppressed) = self.failing.due(&e.to_string()) {
+                                tracing::error!(kept_revision = kept, error = %e, suppressed, "restoring the last good host state failed; repairs retry it")
+                            }
                         }
                     }
                 }

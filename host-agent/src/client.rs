@@ -47,10 +47,14 @@ pub async fn connect(
             }
         }))
         .await
-        .map_err(|e| ClientError::Connect {
-            address: address.to_string(),
-            identity: identity.to_string(),
-            reason: error_chain(&e),
+        .map_err(|e| {
+            let reason = error_chain(&e);
+            let hint = connect_hint(&reason);
+            ClientError::Connect {
+                address: address.to_string(),
+                identity: identity.to_string(),
+                reason: format!("{reason}{hint}"),
+            }
         })?;
     Ok(DpuAgentClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -73,6 +77,45 @@ pub fn error_chain(error: &dyn StdError) -> String {
     text
 }
 
+/// What an operator does about a failed connection, where the cause says
+/// it (the texts are the kernel's, the resolver's and rustls' own).
+fn connect_hint(reason: &str) -> &'static str {
+    const HINTS: [(&[&str], &str); 6] = [
+        (
+            &["Connection refused"],
+            " (config dpu.address: nothing listens there; is dpu-agent running, and is this its `listen` address?)",
+        ),
+        (
+            &[
+                "failed to lookup address",
+                "Name or service not known",
+                "name resolution",
+            ],
+            " (config dpu.address: the name does not resolve; fix the name or the host's resolver)",
+        ),
+        (
+            &["UnknownIssuer"],
+            " (config tls.ca: it did not sign the DPU's certificate; give it the CA that signed dpu-agent's)",
+        ),
+        (
+            &["NotValidForName"],
+            " (config dpu.identity: the DPU's certificate does not name it)",
+        ),
+        (
+            &["Expired", "NotValidYet"],
+            " (the DPU's certificate is outside its validity period: renew it, or check both clocks)",
+        ),
+        (
+            &["timed out", "No route to host", "Network is unreachable"],
+            " (config dpu.address: no answer; check the route and any firewall between host and DPU)",
+        ),
+    ];
+    HINTS
+        .iter()
+        .find(|(causes, _)| causes.iter().any(|c| reason.contains(c)))
+        .map_or("", |(_, hint)| hint)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("invalid DPU address {0:?}: {1}")]
@@ -83,4 +126,29 @@ pub enum ClientError {
         identity: String,
         reason: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_failed_connection_names_the_setting_to_fix() {
+        for (reason, setting) in [
+            (
+                "transport error: Connection refused (os error 111)",
+                "dpu.address",
+            ),
+            (
+                "transport error: failed to lookup address information: Temporary failure in name resolution",
+                "dpu.address",
+            ),
+            (
+                "transport error: invalid peer certificate: UnknownIssuer",
+                "tls.ca",
+            ),
+            ("invalid peer certificate: NotValidForName", "dpu.identity"),
+        ] {
+            assert!(super::connect_hint(reason).contains(setting), "{reason}");
+        }
+        assert_eq!(super::connect_hint("stream closed"), "");
+    }
 }

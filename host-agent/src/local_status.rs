@@ -12,7 +12,7 @@ use noverlay_proto::contract::Contract;
 use serde::{Deserialize, Serialize};
 use std::{
     fmt::Write as _,
-    os::unix::fs::{FileTypeExt, PermissionsExt},
+    os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -180,7 +180,7 @@ impl ContractReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalStatusError {
-    #[error("{path}: {reason}")]
+    #[error("status socket {path} (config key status_socket): {reason}")]
     Socket { path: PathBuf, reason: String },
     #[error(
         "no host-agent answers at {path}: {source} (is it running? is this the socket its config names?)"
@@ -201,6 +201,20 @@ pub async fn bind(path: &Path) -> Result<UnixListener, LocalStatusError> {
         path: path.to_path_buf(),
         reason,
     };
+    // systemd makes the directory (RuntimeDirectory); an agent started by
+    // hand makes it itself, owner-only like systemd's.
+    if let Some(dir) = path.parent().filter(|d| !d.exists()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| {
+                error(format!(
+                    "cannot create its directory {}: {e}; create it (mode 0700) or point status_socket at a writable directory",
+                    dir.display()
+                ))
+            })?;
+    }
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
             return Err(error(
@@ -214,7 +228,11 @@ pub async fn bind(path: &Path) -> Result<UnixListener, LocalStatusError> {
         }
         std::fs::remove_file(path).map_err(|e| error(format!("removing the stale socket: {e}")))?;
     }
-    let listener = UnixListener::bind(path).map_err(|e| error(format!("bind: {e}")))?;
+    let listener = UnixListener::bind(path).map_err(|e| {
+        error(format!(
+            "bind: {e}; make its directory writable for the agent or point status_socket elsewhere"
+        ))
+    })?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| error(format!("making it owner-only: {e}")))?;
     Ok(listener)

@@ -120,3 +120,46 @@ impl Daemon {
         let _ = watchdog.await;
     }
 }
+
+/// An error and its causes on one line, joined by ": ", skipping a cause
+/// whose text its parent already carries (many errors print their source).
+pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        let text = next.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = next.source();
+    }
+    // Whatever a cause carried, the operator gets a single line.
+    line.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod one_line_tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read config {path}: {source}")]
+    struct Read {
+        path: String,
+        source: std::io::Error,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("starting the agent")]
+    struct Start(#[source] Read);
+
+    #[test]
+    fn causes_are_joined_once_on_one_line() {
+        let error = Start(Read {
+            path: "/etc/x.toml".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "not\nfound"),
+        });
+        assert_eq!(
+            super::one_line(&error),
+            "starting the agent: cannot read config /etc/x.toml: not found"
+        );
+    }
+}

@@ -51,6 +51,16 @@ pub struct Repeats {
     seen: Vec<(String, tokio::time::Instant, u64)>,
 }
 
+/// How often a failure that repeats unchanged is logged again.
+pub const REPEATED_FAILURE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Default for Repeats {
+    /// Once a minute per failure.
+    fn default() -> Self {
+        Repeats::new(REPEATED_FAILURE_EVERY)
+    }
+}
+
 /// Failures tracked at once; past it the oldest is forgotten.
 const TRACKED_FAILURES: usize = 8;
 

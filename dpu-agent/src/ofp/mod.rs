@@ -74,6 +74,10 @@ impl NativeSwitch {
                 allowed = session::names(offered),
                 ours = session::names(&wire::VERSIONS),
             ),
+            session::SessionError::Connect { .. } => format!(
+                "{error} (config [bridge] openflow: ovs-vswitchd makes {bridge}.mgmt in its run directory, e.g. unix:/var/run/openvswitch/{bridge}.mgmt)",
+                bridge = self.bridge,
+            ),
             _ => error.to_string(),
         };
         SwitchError::Failed { operation, reason }

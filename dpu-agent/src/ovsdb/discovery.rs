@@ -3,6 +3,7 @@
 
 use super::{DiscoveryError, Monitor, PortNames};
 use crate::state::{AgentHandle, Source};
+use noverlay_runtime::logging::Repeats;
 use std::{path::PathBuf, time::Duration};
 use tokio_util::sync::CancellationToken;
 
@@ -20,13 +21,23 @@ pub async fn run_port_discovery(
     names: PortNames,
     shutdown: CancellationToken,
 ) {
+    // The same failure every half second is logged once a minute.
+    let mut failing = Repeats::default();
     loop {
-        let session = follow(&handle, &socket, &names);
+        let session = follow(&handle, &socket, &names, &mut failing);
         tokio::select! {
             _ = shutdown.cancelled() => return,
             Err(e) = session => {
-                tracing::warn!(error = %e, socket = %socket.display(), "OVSDB monitor lost; retrying");
-                handle.set_source(Source::Ovsdb, Err(e.to_string()));
+                let e = match e {
+                    DiscoveryError::Connect(reason) => format!(
+                        "cannot connect to OVSDB at {reason} (config [bridge] ovsdb_socket); is ovsdb-server running, and is this its socket?"
+                    ),
+                    other => other.to_string(),
+                };
+                if let Some(suppressed) = failing.due(&e) {
+                    tracing::warn!(error = %e, suppressed, "OVSDB monitor lost; retrying");
+                }
+                handle.set_source(Source::Ovsdb, Err(e));
             }
         }
         tokio::select! {
@@ -42,6 +53,7 @@ async fn follow(
     handle: &AgentHandle,
     socket: &std::path::Path,
     names: &PortNames,
+    failing: &mut Repeats,
 ) -> Result<(), DiscoveryError> {
     let request = super::monitor_request(1);
     let mut monitor = tokio::time::timeout(MONITOR_TIMEOUT, Monitor::start(socket, &request))
@@ -62,8 +74,11 @@ async fn follow(
                 handle.set_source(Source::Ovsdb, Ok(()));
             }
             Err(e) => {
-                tracing::warn!(error = %e, "port map incomplete; keeping the last good one");
-                handle.set_source(Source::Ovsdb, Err(e.to_string()));
+                let e = e.to_string();
+                if let Some(suppressed) = failing.due(&e) {
+                    tracing::warn!(error = %e, suppressed, "port map incomplete; keeping the last good one");
+                }
+                handle.set_source(Source::Ovsdb, Err(e));
             }
         }
         monitor.changed().await?;

@@ -22,14 +22,26 @@ use tokio::{
 /// Why the port map cannot be derived (yet).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DiscoveryError {
-    #[error("bridge {0:?} not found in OVSDB")]
+    #[error(
+        "bridge {0:?} (config [bridge] name) not found in OVSDB: `ovs-vsctl list-br` lists the bridges"
+    )]
     NoBridge(String),
-    #[error("port {port:?} not found on bridge {bridge:?}")]
-    NoPort { bridge: String, port: String },
+    #[error(
+        "port {port:?} (config [bridge] {key}) not found on bridge {bridge:?}: `ovs-vsctl list-ports {bridge}` lists its ports"
+    )]
+    NoPort {
+        bridge: String,
+        port: String,
+        /// The config key that names the port.
+        key: &'static str,
+    },
     #[error("interface {0:?} has no OpenFlow port number yet (ofport {1})")]
     NoOfport(String, String),
     #[error("bridge {0:?} has no MAC address (mac_in_use of its internal interface)")]
     NoMac(String),
+    /// The socket cannot be opened (the caller knows which setting names it).
+    #[error("OVSDB: connect: {0}")]
+    Connect(String),
     #[error("OVSDB: {0}")]
     Protocol(String),
 }
@@ -124,7 +136,7 @@ impl Monitor {
     pub async fn start(socket: &Path, request: &Value) -> Result<Self, DiscoveryError> {
         let stream = UnixStream::connect(socket)
             .await
-            .map_err(|e| DiscoveryError::Protocol(format!("connect {}: {e}", socket.display())))?;
+            .map_err(|e| DiscoveryError::Connect(format!("{}: {e}", socket.display())))?;
         let mut monitor = Monitor {
             stream,
             framer: JsonFramer::default(),

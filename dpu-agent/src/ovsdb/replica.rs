@@ -87,10 +87,11 @@ impl Replica {
                 }
             }
         }
-        let ofport = |port: &str| -> Result<u32, DiscoveryError> {
+        let ofport = |port: &str, key: &'static str| -> Result<u32, DiscoveryError> {
             let interface = interfaces.get(port).ok_or_else(|| DiscoveryError::NoPort {
                 bridge: names.bridge.clone(),
                 port: port.to_string(),
+                key,
             })?;
             let raw = interface.get("ofport").cloned().unwrap_or(Value::Null);
             raw.as_i64()
@@ -105,9 +106,9 @@ impl Replica {
             .and_then(parse_mac)
             .ok_or_else(|| DiscoveryError::NoMac(names.bridge.clone()))?;
         Ok(PortMap {
-            host_representor: ofport(&names.host_representor)?,
-            patch: ofport(&names.patch)?,
-            uplink: ofport(&names.uplink)?,
+            host_representor: ofport(&names.host_representor, "host_representor")?,
+            patch: ofport(&names.patch, "patch_port")?,
+            uplink: ofport(&names.uplink, "uplink")?,
             bridge_mac,
         })
     }

@@ -41,6 +41,8 @@ pub struct Kernel {
     wakeups: Wakeups,
     /// The configured masquerade subnets: what teardown looks for.
     masquerades: Vec<Masquerade>,
+    /// ovnkube's management port was missing at the last apply (said once).
+    mp0_missing: bool,
 }
 
 fn kernel_error(operation: impl Into<String>, error: impl std::fmt::Display) -> DataplaneError {
@@ -91,6 +93,7 @@ impl Kernel {
             last_nft: None,
             wakeups,
             masquerades,
+            mp0_missing: false,
         })
     }
 
@@ -278,6 +281,17 @@ impl Dataplane for Kernel {
             .await
             .map_err(|e| kernel_error("list links", e))?;
         let mp0 = link_index(&links, &plan.mp0_interface);
+        if mp0.is_none() != self.mp0_missing {
+            self.mp0_missing = mp0.is_none();
+            if self.mp0_missing {
+                tracing::warn!(
+                    "no interface named {:?} (config mp0_interface: ovnkube-node's management port): ovnkube-node has not made it yet, or names it otherwise; set mp0_interface to its name",
+                    plan.mp0_interface
+                );
+            } else {
+                tracing::info!(interface = %plan.mp0_interface, "the management port is there");
+            }
+        }
         let gateway_index = link_index(&links, &plan.nft.gateway_interface);
         // Kernel events are weighed against this from now on.
         self.wakeups.set_interest(Interest {
@@ -300,7 +314,10 @@ impl Dataplane for Kernel {
         let gateway = gateway_index.ok_or_else(|| {
             kernel_error(
                 "find gateway interface",
-                format!("no interface named {:?}", plan.nft.gateway_interface),
+                format!(
+                    "no interface named {:?} (config gateway_interface: the interface facing the DPU's host representor)",
+                    plan.nft.gateway_interface
+                ),
             )
         })?;
         let mut progress = Progress::default();
