@@ -25,6 +25,21 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
+/// What an apply found of our routes, into the status.
+fn record_routes(status: &mut HostStatus, applied: Applied) {
+    status.routes = applied.routes;
+    status.route_conflicts = applied.conflicts;
+    status.route_takebacks = applied.takebacks;
+}
+
+/// Sleeps until `at` (the caller polls this only when there is one).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// How long to gather a burst of kernel events before reconciling once.
 const DRIFT_DEBOUNCE: Duration = Duration::from_millis(2);
 
@@ -51,6 +66,9 @@ pub struct HostAgent<D> {
     /// A failure that repeats unchanged (the DPU still unreachable, the
     /// gateway interface still missing) is logged once a minute.
     failing: Repeats,
+    /// A route held off (another writer keeps replacing it) is tried again
+    /// then.
+    retry_at: Option<tokio::time::Instant>,
 }
 
 /// Swaps the host's TLS credentials at runtime.
@@ -98,6 +116,7 @@ impl<D: Dataplane> HostAgent<D> {
             session_contract: None,
             beat: heartbeat.ticker(),
             failing: Repeats::default(),
+            retry_at: None,
             heartbeat,
         })
     }
@@ -183,6 +202,10 @@ impl<D: Dataplane> HostAgent<D> {
                     self.reconcile("kernel event").await;
                 }
                 _ = self.periodic.tick() => self.reconcile("periodic").await,
+                _ = sleep_until(self.retry_at), if self.retry_at.is_some() => {
+                    self.retry_at = None;
+                    self.reconcile("held-off route").await;
+                }
                 _ = self.beat.tick() => self.heartbeat.beat(),
             }
         }
@@ -196,20 +219,25 @@ impl<D: Dataplane> HostAgent<D> {
         let result = self.apply_timed(&plan).await;
         self.status.send_modify(|s| s.reconciles += 1);
         match result {
-            Ok(applied) if applied.changes > 0 => {
-                tracing::warn!(
-                    trigger,
-                    changes = applied.changes,
-                    revision = plan.revision,
-                    "repaired host state"
-                );
+            Ok(applied) => {
+                if applied.changes > 0 {
+                    tracing::warn!(
+                        trigger,
+                        changes = applied.changes,
+                        revision = plan.revision,
+                        "repaired host state"
+                    );
+                } else {
+                    tracing::debug!(trigger, "host state in place");
+                }
                 self.status.send_modify(|s| {
-                    s.repairs += 1;
-                    s.routes = applied.routes;
+                    if applied.changes > 0 {
+                        s.repairs += 1;
+                    }
                     s.last_error = None;
+                    record_routes(s, applied);
                 });
             }
-            Ok(_) => tracing::debug!(trigger, "host state in place"),
             Err(e) => {
                 if let Some(suppressed) = self.failing.due(&e.to_string()) {
                     tracing::error!(trigger, error = %e, suppressed, "repairing host state failed; will retry");
@@ -280,6 +308,9 @@ impl<D: Dataplane> HostAgent<D> {
     async fn apply_timed(&mut self, plan: &HostPlan) -> Result<Applied, DataplaneError> {
         let started = tokio::time::Instant::now();
         let result = self.dataplane.apply(plan).await;
+        if let Ok(applied) = &result {
+            self.retry_at = applied.retry_at;
+        }
         let took = started.elapsed().as_secs_f64();
         self.status.borrow().apply_latency.0.observe(took);
         result
@@ -324,7 +355,7 @@ impl<D: Dataplane> HostAgent<D> {
                 };
                 self.status.send_modify(|s| {
                     s.applied = Some(contract.clone());
-                    s.routes = applied.routes.clone();
+                    record_routes(s, applied.clone());
                     s.nft_ruleset = nft_ruleset.clone();
                     s.applied_unix = noverlay_runtime::unix_now();
                     s.last_error = None;

@@ -46,8 +46,16 @@ pub struct StatusReport {
     pub contract: Option<ContractReport>,
     /// Unix time (seconds) the contract was applied; 0 if never.
     pub applied_unix: i64,
-    /// Our routes as the kernel lists them (`ip route` syntax).
+    /// Our routes as the kernel lists them (`ip route` syntax); a planned
+    /// route the kernel has otherwise is listed as it has it, marked
+    /// `[not ours: planned ...]` or `[missing: planned ...]`.
     pub routes: Vec<String>,
+    /// Planned routes another writer keeps replacing, left to it for now.
+    #[serde(default)]
+    pub route_conflicts: Vec<String>,
+    /// Routes of ours taken back from other writers.
+    #[serde(default)]
+    pub route_takebacks: u64,
     /// Our nft table as the kernel has it.
     pub nft_ruleset: String,
     /// The last contract or apply error, if the last attempt failed.
@@ -94,6 +102,8 @@ impl StatusReport {
             contract: status.applied.as_ref().map(ContractReport::new),
             applied_unix: status.applied_unix,
             routes: status.routes.clone(),
+            route_conflicts: status.route_conflicts.clone(),
+            route_takebacks: status.route_takebacks,
             nft_ruleset: status.nft_ruleset.clone(),
             last_error: status.last_error.clone(),
             repairs: status.repairs,
@@ -132,9 +142,17 @@ impl StatusReport {
                 }
             }
         }
-        let _ = writeln!(out, "routes ({}):", self.routes.len());
+        let _ = writeln!(
+            out,
+            "routes ({}, {} taken back from other writers):",
+            self.routes.len(),
+            self.route_takebacks
+        );
         for route in &self.routes {
             let _ = writeln!(out, "  {route}");
+        }
+        for conflict in &self.route_conflicts {
+            let _ = writeln!(out, "route conflict: {conflict}");
         }
         if !self.nft_ruleset.is_empty() {
             out.push_str("nftables:\n");
@@ -329,7 +347,12 @@ mod tests {
                 }],
             }),
             applied_unix: 1_700_000_000,
-            routes: vec!["198.18.128.0/17 via 169.254.0.4 dev eth0 proto 240 mtu 1400".into()],
+            routes: vec![
+                "198.18.128.0/18 via 169.254.0.4 dev eth0 proto 240 mtu 1400".into(),
+                "198.18.192.0/18 via 198.19.1.1 dev ovn-k8s-mp0 proto 3 [not ours: planned 198.18.192.0/18 via 169.254.0.4 dev eth0 mtu 1400 proto 240]".into(),
+            ],
+            route_conflicts: vec!["198.18.192.0/18: another writer keeps replacing our route (198.18.192.0/18 via 198.19.1.1 dev ovn-k8s-mp0 proto 3); taken back 3 times, holding off for 1s".into()],
+            route_takebacks: 3,
             nft_ruleset: "table inet noverlay {\n}\n".into(),
             last_error: None,
             repairs: 2,
@@ -343,7 +366,9 @@ mod tests {
              DPU 192.0.2.1:50051: unreachable (connection refused)\n\
              contract: revision 3, mode dpu-host/shared/no-overlay, mtu 1400, gateway interface eth0 (applied at unix time 1700000000)\n  \
              masquerade 169.254.0.0/17 (host 169.254.0.2, next hop 169.254.0.4), underlay 198.18.0.10, cluster CIDRs: 198.18.128.0/17\n\
-             routes (1):\n  198.18.128.0/17 via 169.254.0.4 dev eth0 proto 240 mtu 1400\n\
+             routes (2, 3 taken back from other writers):\n  198.18.128.0/18 via 169.254.0.4 dev eth0 proto 240 mtu 1400\n  \
+             198.18.192.0/18 via 198.19.1.1 dev ovn-k8s-mp0 proto 3 [not ours: planned 198.18.192.0/18 via 169.254.0.4 dev eth0 mtu 1400 proto 240]\n\
+             route conflict: 198.18.192.0/18: another writer keeps replacing our route (198.18.192.0/18 via 198.19.1.1 dev ovn-k8s-mp0 proto 3); taken back 3 times, holding off for 1s\n\
              nftables:\n  table inet noverlay {\n  }\n\
              last error: none\n\
              repairs 2, reconciles 7, DPU sessions ended 1\n"

@@ -80,6 +80,18 @@ impl Collector for HostCollector {
             "Reconciles that found drift and repaired it.",
             status.repairs,
         )?;
+        encode::counter(
+            &mut e,
+            "noverlay_host_route_takebacks",
+            "Routes of ours found replaced by another writer and taken back.",
+            status.route_takebacks,
+        )?;
+        encode::gauge(
+            &mut e,
+            "noverlay_host_route_conflicts",
+            "Planned routes another writer keeps replacing, left to it for now (see status).",
+            status.route_conflicts.len() as f64,
+        )?;
         encode::gauge(
             &mut e,
             "noverlay_host_error",

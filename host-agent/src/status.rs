@@ -29,8 +29,14 @@ pub struct HostStatus {
     /// The contract in place on the host.
     pub applied: Option<Contract>,
     /// Our routes as the kernel listed them after the last successful
-    /// apply or repair (`ip route` syntax).
+    /// apply or reconcile (`ip route` syntax); a planned route that is not
+    /// ours in the kernel (or missing) is listed as the kernel has it,
+    /// marked `[not ours: planned ...]` (or `[missing: ...]`).
     pub routes: Vec<String>,
+    /// Planned routes another writer keeps replacing, left to it for now.
+    pub route_conflicts: Vec<String>,
+    /// Routes of ours taken back from other writers.
+    pub route_takebacks: u64,
     /// Our nft table as the kernel had it after the last contract applied.
     pub nft_ruleset: String,
     /// Unix time (seconds) of the last contract applied; 0 if none.

@@ -848,3 +848,161 @@ fn a_masquerade_address_and_neighbour_made_by_ovnkube_are_shared_and_left() -> a
     );
     Ok(())
 }
+
+/// The status once `ready` holds; an error with the last status if it does
+/// not within `timeout`.
+async fn wait_status(
+    status: &mut tokio::sync::watch::Receiver<HostStatus>,
+    what: &str,
+    timeout: Duration,
+    ready: impl FnMut(&HostStatus) -> bool,
+) -> anyhow::Result<HostStatus> {
+    let reached = tokio::time::timeout(timeout, status.wait_for(ready))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|s| s.clone());
+    reached.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no {what} within {timeout:?}; status {:?}",
+            *status.borrow()
+        )
+    })
+}
+
+/// Packets to a remote pod that left through mp0, counted on its peer.
+fn count_through_mp0(host: &NetNs) -> anyhow::Result<u64> {
+    let listing = host.sh("nft list table netdev mp0seen")?;
+    listing
+        .split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|n| n.parse::<u64>().ok())
+        .ok_or_else(|| anyhow::anyhow!("no counter in {listing}"))
+}
+
+/// Another writer replaces one of our routes (same prefix and metric,
+/// through mp0, as `ip route replace` does): the agent takes it back at
+/// once, packets to a remote pod sent meanwhile are counted on both ends.
+/// A writer that keeps replacing it gets the key for a while: the agent
+/// holds off, status names the conflict and lists the kernel's route as
+/// not ours, and once the writer stops the agent takes the key back.
+#[test]
+#[ignore = "privileged: needs root, network namespaces and nftables; run as root with --include-ignored (CI does)"]
+fn a_route_of_ours_taken_by_another_writer_is_taken_back() -> anyhow::Result<()> {
+    netns::require_privileges()?;
+    harness::init();
+    let topo = topology()?;
+    let host = &topo.host;
+    host.sh("set -e
+        nft add table netdev mp0seen
+        nft add chain netdev mp0seen in '{ type filter hook ingress device mp0-peer priority 0; }'
+        nft add rule netdev mp0seen in ip daddr 198.18.200.1 counter")?;
+    const OVERWRITE: &str = "ip route replace 198.18.192.0/18 via 198.18.130.1 dev ovn-k8s-mp0";
+    let host_ns = host.name.clone();
+    let (took, conflict, listed, healed) = host.run(move || async move {
+        let mut agent = AgentOnKernel::start().await?;
+        let report = agent.dpu.next_report().await?;
+        anyhow::ensure!(report.applied, "initial apply failed: {}", report.error);
+
+        // One overwrite while ~1000 packets/s go to a remote pod.
+        // (A thread started here is in the host's namespace too.)
+        let sender = std::thread::spawn(|| -> std::io::Result<()> {
+            let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+            for _ in 0..1000 {
+                socket.send_to(b"to a remote pod", "198.18.200.1:9")?;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Ok(())
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = Instant::now();
+        let output = std::process::Command::new("ip")
+            .args(["netns", "exec", &host_ns, "sh", "-c", OVERWRITE])
+            .output()?;
+        anyhow::ensure!(output.status.success(), "{OVERWRITE}: {output:?}");
+        wait_status(
+            &mut agent.status,
+            "the take-back",
+            Duration::from_secs(5),
+            |s| s.route_takebacks >= 1,
+        )
+        .await?;
+        let took = started.elapsed();
+        let _ = sender.join();
+
+        // A writer that keeps replacing it, every 10 ms for 3 s.
+        let fighter = std::thread::spawn({
+            let ns = host_ns.clone();
+            move || {
+                let until = Instant::now() + Duration::from_secs(3);
+                while Instant::now() < until {
+                    let _ = std::process::Command::new("ip")
+                        .args(["netns", "exec", &ns, "sh", "-c", OVERWRITE])
+                        .output();
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        });
+        let conflict = wait_status(
+            &mut agent.status,
+            "a conflict",
+            Duration::from_secs(5),
+            |s| !s.route_conflicts.is_empty(),
+        )
+        .await?;
+        let _ = fighter.join();
+        // The writer stopped with its route in place: ours comes back once
+        // the hold-off ends.
+        wait_status(
+            &mut agent.status,
+            "ours back after the fight",
+            Duration::from_secs(20),
+            |s| s.route_conflicts.is_empty() && s.routes.iter().all(|r| !r.contains("[not ours")),
+        )
+        .await?;
+        let healed = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &host_ns,
+                "ip",
+                "route",
+                "show",
+                "198.18.192.0/18",
+            ])
+            .output()?;
+        agent.stop().await?;
+        Ok((
+            took,
+            conflict.route_conflicts,
+            conflict.routes,
+            String::from_utf8_lossy(&healed.stdout).into_owned(),
+        ))
+    })?;
+    let through_mp0 = count_through_mp0(host)?;
+    let reached = seen(&topo.dpu, "169.254.0.2")?;
+    println!(
+        "route overwritten by another writer: taken back {took:?} later (reported in status); \
+         of the packets sent meanwhile {reached} reached the DPU, {through_mp0} took mp0"
+    );
+    println!("during the fight, status said: {conflict:?}");
+    assert!(
+        conflict[0].starts_with("198.18.192.0/18: another writer keeps replacing our route")
+            && conflict[0].contains("dev ovn-k8s-mp0"),
+        "{conflict:?}"
+    );
+    assert!(
+        listed.iter().any(
+            |r| r.starts_with("198.18.192.0/18 via 198.18.130.1 dev ovn-k8s-mp0")
+                && r.contains("[not ours: planned 198.18.192.0/18 via 169.254.0.4 dev eth0")
+        ),
+        "status does not show the kernel's route: {listed:?}"
+    );
+    assert!(
+        healed.contains("via 169.254.0.4 dev eth0 proto 240"),
+        "{healed}"
+    );
+    assert!(reached > 0, "no packet reached the DPU");
+    Ok(())
+}

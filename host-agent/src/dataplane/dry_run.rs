@@ -67,6 +67,7 @@ impl Dataplane for DryRun {
         Ok(Applied {
             routes: plan.render_routes(),
             changes: plan.routes.len(),
+            ..Applied::default()
         })
     }
 

@@ -20,6 +20,13 @@ pub struct Applied {
     /// How many kernel objects this apply added, fixed or removed; 0 when
     /// everything was already in place.
     pub changes: usize,
+    /// Planned routes another writer keeps replacing, left to it for now
+    /// (one line each, for status).
+    pub conflicts: Vec<String>,
+    /// When a route held off may be taken back: reconcile again then.
+    pub retry_at: Option<tokio::time::Instant>,
+    /// Routes taken back from other writers since the agent started.
+    pub takebacks: u64,
 }
 
 /// Programs the host datapath.

@@ -29,7 +29,7 @@ pub type NlResult<T> = Result<T, rtnetlink::Error>;
 pub const MAIN_TABLE: u32 = RouteHeader::RT_TABLE_MAIN as u32;
 
 /// A route as the kernel reports it, reduced to what we compare.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelRoute {
     pub dst: IpNet,
     pub via: Option<IpAddr>,

@@ -42,6 +42,9 @@ pub struct Interest {
     pub route_protocol: u8,
     /// The cluster CIDRs: routes overlapping them matter.
     pub prefixes: Vec<IpNet>,
+    /// Our planned routes' destinations: any route written there matters,
+    /// through mp0 too (someone replacing one of ours).
+    pub route_dsts: Vec<IpNet>,
     /// The dummy next hops and their MACs: their neighbour entries matter,
     /// unless an event only re-asserts the permanent entry we want (as
     /// ovnkube's masquerade reconciler does on its timer).
@@ -80,6 +83,7 @@ impl Interest {
                             .any(|p| p.contains(&route.dst) || route.dst.contains(p))
                     };
                     route.protocol == self.route_protocol
+                        || self.route_dsts.contains(&route.dst)
                         || match self.mp0_routes {
                             Mp0Routes::Remove => through_mp0 || overlapping(),
                             Mp0Routes::Keep => !through_mp0 && overlapping(),
@@ -259,6 +263,7 @@ mod tests {
             mp0_routes: Mp0Routes::Remove,
             route_protocol: 240,
             prefixes: vec!["198.18.128.0/17".parse().expect("net")],
+            route_dsts: Vec::new(),
             neighbours: vec![(
                 "169.254.0.4".parse().expect("ip"),
                 [0x0a, 0x58, 0xa9, 0xfe, 0, 4],
@@ -335,6 +340,13 @@ mod tests {
         // Ours, and someone else's route into a cluster CIDR elsewhere, still do.
         assert!(i.matters(&route([198, 18, 128, 0], 18, 240, 2)));
         assert!(i.matters(&route([198, 18, 200, 0], 24, 4, 9)));
+        // A route through mp0 written over one of ours (a half) does.
+        let i = Interest {
+            route_dsts: vec!["198.18.128.0/18".parse().expect("net")],
+            ..i
+        };
+        assert!(i.matters(&route([198, 18, 128, 0], 18, 3, 3)));
+        assert!(!i.matters(&route([198, 18, 128, 0], 17, 3, 3)));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! again is a no-op. What is reported is read back from the kernel: our
 //! routes as listed, our table decoded from the kernel's own rules.
 
+mod contest;
 pub mod events;
 mod reconcile;
 mod teardown;
@@ -43,6 +44,10 @@ pub struct Kernel {
     masquerades: Vec<Masquerade>,
     /// ovnkube's management port was missing at the last apply (said once).
     mp0_missing: bool,
+    /// Keys of ours that other writers took.
+    contests: contest::Contests,
+    /// A take-back is logged once a minute per key.
+    takeback_log: noverlay_runtime::logging::Repeats,
 }
 
 fn kernel_error(operation: impl Into<String>, error: impl std::fmt::Display) -> DataplaneError {
@@ -94,6 +99,8 @@ impl Kernel {
             wakeups,
             masquerades,
             mp0_missing: false,
+            contests: contest::Contests::default(),
+            takeback_log: noverlay_runtime::logging::Repeats::default(),
         })
     }
 
@@ -166,30 +173,58 @@ impl Kernel {
     }
 
     async fn put_routes(
-        &self,
+        &mut self,
         plan: &HostPlan,
         actual: &[KernelRoute],
+        links: &HashMap<u32, KernelLink>,
         gateway: u32,
         mp0: Option<u32>,
         progress: &mut Progress,
     ) -> bool {
         let mut changed = false;
+        let now = tokio::time::Instant::now();
         for put in reconcile::route_puts(plan, actual, gateway, mp0) {
             let (wanted, replace) = match put {
                 RoutePut::Add(wanted) => (wanted, false),
                 RoutePut::Replace(wanted) => (wanted, true),
-                RoutePut::Refuse {
-                    wanted,
-                    their_protocol,
-                } => {
+                RoutePut::Foreign { wanted, theirs } if !self.contests.owns(&wanted.dst) => {
                     progress.errors.push(kernel_error(
                         format!("add route {}", plan::render_route(wanted)),
                         format!(
-                            "a route to {} with proto {their_protocol} that is not ours already exists; refusing to replace it",
-                            wanted.dst
+                            "a route to {} with proto {} that is not ours was there first; refusing to replace it (remove it, or leave that CIDR out of the contract)",
+                            wanted.dst, theirs.protocol
                         ),
                     ));
                     continue;
+                }
+                RoutePut::Foreign { wanted, theirs } => {
+                    let theirs = render_kernel_route(theirs, links);
+                    match self.contests.decide(wanted.dst, theirs.clone(), now) {
+                        contest::Decision::TakeBack => {
+                            let key = format!("take back {}", wanted.dst);
+                            if let Some(suppressed) = self.takeback_log.due(&key) {
+                                tracing::warn!(
+                                    theirs = %theirs,
+                                    ours = %plan::render_route(wanted),
+                                    suppressed,
+                                    "another writer replaced a route of ours; taking it back"
+                                );
+                            }
+                            (wanted, true)
+                        }
+                        contest::Decision::HoldOff(_) => {
+                            let key = format!("fought over {}", wanted.dst);
+                            if let Some(suppressed) = self.takeback_log.due(&key) {
+                                tracing::warn!(
+                                    theirs = %theirs,
+                                    ours = %plan::render_route(wanted),
+                                    suppressed,
+                                    "another writer keeps replacing a route of ours; holding off (see status)"
+                                );
+                            }
+                            continue;
+                        }
+                    }
                 }
             };
             let put = self
@@ -303,6 +338,7 @@ impl Dataplane for Kernel {
             mp0_routes: plan.mp0_routes,
             route_protocol: plan.route_protocol,
             prefixes: plan.cluster_cidrs.clone(),
+            route_dsts: plan.routes.iter().map(|r| r.dst).collect(),
             neighbours: plan.neighbours.iter().map(|n| (n.ip, n.mac)).collect(),
             addresses: plan
                 .addresses
@@ -346,7 +382,7 @@ impl Dataplane for Kernel {
         }
 
         let changed = self
-            .put_routes(plan, &routes, gateway, mp0, &mut progress)
+            .put_routes(plan, &routes, &links, gateway, mp0, &mut progress)
             .await;
         // Old routes of ours inside a planned CIDR go once the new ones are
         // in; broad mp0 routes (when the plan removes them) once ours cover
@@ -366,15 +402,38 @@ impl Dataplane for Kernel {
         if !progress.errors.is_empty() {
             return Err(DataplaneError::Many(progress.errors));
         }
-        // Report what the kernel has, not what we meant to write.
-        let ours = routes
+        // Report what the kernel has, not what we meant to write: our
+        // routes, and where a planned one is not ours (or not there) what
+        // the kernel has instead, marked.
+        let now = tokio::time::Instant::now();
+        let mut reported: Vec<String> = routes
             .iter()
             .filter(|r| r.protocol == plan.route_protocol && !broad.iter().any(|b| b.dst == r.dst))
             .map(|r| render_kernel_route(r, &links))
             .collect();
+        for wanted in &plan.routes {
+            let at_key = routes.iter().find(|r| reconcile::same_key(r, wanted));
+            match at_key {
+                Some(r) if r.protocol == plan.route_protocol => {
+                    self.contests.own(wanted.dst);
+                    self.contests.settled(&wanted.dst, now);
+                }
+                Some(r) => reported.push(format!(
+                    "{} [not ours: planned {}]",
+                    render_kernel_route(r, &links),
+                    plan::render_route(wanted)
+                )),
+                None => reported.push(format!("[missing: planned {}]", plan::render_route(wanted))),
+            }
+        }
+        let planned: Vec<_> = plan.routes.iter().map(|r| r.dst).collect();
+        self.contests.retain_planned(&planned);
         Ok(Applied {
-            routes: ours,
+            routes: reported,
             changes: progress.changes,
+            conflicts: self.contests.conflicts(now),
+            retry_at: self.contests.next_retry(),
+            takebacks: self.contests.takebacks_total(),
         })
     }
 

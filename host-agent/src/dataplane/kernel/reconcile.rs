@@ -50,10 +50,11 @@ pub enum RoutePut<'a> {
     /// Replace the route with the same key (ours that differs, or a broad
     /// mp0 route swapped for ours in one step: never a moment without).
     Replace(&'a PlannedRoute),
-    /// Someone else's route has the key; we leave it and say so.
-    Refuse {
+    /// Someone else's route has the key: ours by contract, so it is taken
+    /// back unless the key is fought over ([`super::contest`]).
+    Foreign {
         wanted: &'a PlannedRoute,
-        their_protocol: u8,
+        theirs: &'a KernelRoute,
     },
 }
 
@@ -78,33 +79,31 @@ pub fn is_broad_mp0(plan: &HostPlan, route: &KernelRoute, mp0: Option<u32>) -> b
         && plan::is_broad_cluster_route(&route.dst, &plan.cluster_cidrs)
 }
 
+/// Whether the kernel's `route` has the key (destination and metric in
+/// the main table) of our planned `wanted`.
+pub fn same_key(route: &KernelRoute, wanted: &PlannedRoute) -> bool {
+    route.dst == wanted.dst && effective_priority(route) == default_priority(wanted)
+}
+
 /// The planned routes that are missing or differ, and how to put each.
 pub fn route_puts<'a>(
     plan: &'a HostPlan,
-    actual: &[KernelRoute],
+    actual: &'a [KernelRoute],
     gateway: u32,
     mp0: Option<u32>,
 ) -> Vec<RoutePut<'a>> {
     plan.routes
         .iter()
-        .filter_map(|wanted| {
-            let same_key = actual
-                .iter()
-                .find(|r| r.dst == wanted.dst && effective_priority(r) == default_priority(wanted));
-            match same_key {
-                None => Some(RoutePut::Add(wanted)),
-                Some(r) if r.protocol == wanted.protocol => {
-                    let in_place = r.via == Some(wanted.via)
-                        && r.oif == Some(gateway)
-                        && r.mtu == Some(wanted.mtu);
-                    (!in_place).then_some(RoutePut::Replace(wanted))
-                }
-                Some(r) if is_broad_mp0(plan, r, mp0) => Some(RoutePut::Replace(wanted)),
-                Some(r) => Some(RoutePut::Refuse {
-                    wanted,
-                    their_protocol: r.protocol,
-                }),
+        .filter_map(|wanted| match actual.iter().find(|r| same_key(r, wanted)) {
+            None => Some(RoutePut::Add(wanted)),
+            Some(r) if r.protocol == wanted.protocol => {
+                let in_place = r.via == Some(wanted.via)
+                    && r.oif == Some(gateway)
+                    && r.mtu == Some(wanted.mtu);
+                (!in_place).then_some(RoutePut::Replace(wanted))
             }
+            Some(r) if is_broad_mp0(plan, r, mp0) => Some(RoutePut::Replace(wanted)),
+            Some(r) => Some(RoutePut::Foreign { wanted, theirs: r }),
         })
         .collect()
 }
@@ -209,7 +208,7 @@ mod tests {
         let puts = route_puts(&plan, &actual, GATEWAY, Some(MP0));
         assert_eq!(puts, vec![RoutePut::Replace(&plan.routes[0])]);
 
-        // Ours with a stale MTU is replaced; a foreign route elsewhere is refused.
+        // Ours with a stale MTU is replaced; a foreign route at our key is named.
         let actual = [
             kernel_route(
                 "198.19.0.0/24",
@@ -224,9 +223,9 @@ mod tests {
         assert_eq!(
             puts,
             vec![
-                RoutePut::Refuse {
+                RoutePut::Foreign {
                     wanted: &plan.routes[0],
-                    their_protocol: 16
+                    theirs: &actual[1]
                 },
                 RoutePut::Replace(&plan.routes[1]),
             ]
