@@ -96,6 +96,9 @@ async fn cli() -> anyhow::Result<()> {
 fn check_config(path: PathBuf) -> anyhow::Result<()> {
     let config = DpuConfig::load(&path)?;
     println!("{}: valid", path.display());
+    for fact in &config.facts {
+        println!("{fact}");
+    }
     println!("offer: {:#?}", config.offer);
     match config.static_ports {
         Some(ports) => {
@@ -155,28 +158,68 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
             dpu_agent::metrics::registry(handle.clone()),
         )
         .await?;
+    if let Some(file) = config.raw.ovnkube_file() {
+        tokio::spawn(follow_ovnkube_file(
+            file,
+            path.clone(),
+            handle.clone(),
+            shutdown.clone(),
+        ));
+    }
     let serving = tokio::spawn(agent.serve(shutdown));
-    daemon
-        .run_until_stopped(|| {
-            // A failed reload keeps the running state.
-            let loaded = DpuConfig::load(&path).inspect_err(|e| {
-                handle.set_source(Source::Reload, Err(e.to_string()));
-            });
-            match loaded
-                .map_err(anyhow::Error::from)
-                .and_then(|c| handle.reload(&c).map_err(anyhow::Error::from))
-            {
-                Ok(revision) => tracing::info!(revision, "config reloaded"),
-                Err(e) => {
-                    tracing::error!(error = %e, "config reload failed; keeping the running config")
-                }
-            }
-        })
-        .await;
+    daemon.run_until_stopped(|| reload(&path, &handle)).await;
     serving.await.context("server task")??;
     for task in datapath {
         // The flows stay on the bridge: restarts are hitless.
         task.await.context("datapath task")?;
     }
     Ok(())
+}
+
+/// Reloads the config (and ovnkube's file); a failed reload keeps the
+/// running state.
+fn reload(path: &std::path::Path, handle: &dpu_agent::state::AgentHandle) {
+    let loaded = DpuConfig::load(path).inspect_err(|e| {
+        handle.set_source(Source::Reload, Err(e.to_string()));
+    });
+    match loaded
+        .map_err(anyhow::Error::from)
+        .and_then(|c| handle.reload(&c).map_err(anyhow::Error::from))
+    {
+        Ok(revision) => tracing::info!(revision, "config reloaded"),
+        Err(e) => {
+            tracing::error!(error = %e, "config reload failed; keeping the running config")
+        }
+    }
+}
+
+/// How often ovnkube's file is looked at for changes.
+const OVNKUBE_FILE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reloads whenever ovnkube's file changes (its size or modification time),
+/// as SIGHUP does: the cluster's facts follow ovnkube's without a restart.
+async fn follow_ovnkube_file(
+    file: PathBuf,
+    config: PathBuf,
+    handle: dpu_agent::state::AgentHandle,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let stamp = |file: &PathBuf| {
+        std::fs::metadata(file)
+            .ok()
+            .map(|m| (m.modified().ok(), m.len()))
+    };
+    let mut last = stamp(&file);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(OVNKUBE_FILE_POLL) => {}
+        }
+        let now = stamp(&file);
+        if now != last {
+            last = now;
+            tracing::info!(file = %file.display(), "ovnkube's config changed; reloading");
+            reload(&config, &handle);
+        }
+    }
 }

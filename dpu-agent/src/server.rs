@@ -290,6 +290,7 @@ impl dpu_agent_server::DpuAgent for DpuService {
             provided_flows: installed.provided,
             flow_conflicts: installed.conflicts,
             uplink_guard: Some(handle.guard().to_pb()),
+            config_facts: handle.facts().iter().map(ToString::to_string).collect(),
         }))
     }
 }

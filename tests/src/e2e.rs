@@ -314,6 +314,71 @@ impl Testbed {
         Ok(())
     }
 
+    /// ovnkube-node's own config file (INI) in the testbed's directory.
+    pub fn ovnkube_conf_path(&self) -> PathBuf {
+        self.dir().join("ovn_k8s.conf")
+    }
+
+    /// Writes ovnkube's file as ovnkube-node reads it: these IPv4 cluster
+    /// subnets and [`CLUSTER_CIDR6`] (each with a host prefix), the MTU;
+    /// no masquerade subnets (OVN-Kubernetes' defaults apply).
+    pub fn write_ovnkube_conf(&self, cidrs: &[&str]) -> anyhow::Result<()> {
+        let subnets: Vec<String> = cidrs
+            .iter()
+            .map(|c| format!("{c}/24"))
+            .chain([format!("{CLUSTER_CIDR6}/64")])
+            .collect();
+        // Written whole and renamed into place, as a config manager does.
+        let staged = self.dir().join("ovn_k8s.conf.new");
+        std::fs::write(
+            &staged,
+            format!(
+                "[default]\nmtu=1400\ncluster-subnets=\"{}\"\nencap-port=6081\n\n[kubernetes]\nservice-cidrs=198.20.0.0/16\n\n[gateway]\nmode=shared\nnodeport=true\n",
+                subnets.join(",")
+            ),
+        )?;
+        std::fs::rename(staged, self.ovnkube_conf_path())?;
+        Ok(())
+    }
+
+    /// A dpu-agent config as written next to ovnkube-node: the listener,
+    /// the host it admits, TLS, the underlay IPs and the bridge; the
+    /// cluster CIDRs, masquerade subnets and MTU come from ovnkube's file.
+    pub fn write_dpu_config_next_to_ovnkube(&self) -> anyhow::Result<()> {
+        let tls = &self.certs.dpu;
+        let text = format!(
+            r#"listen = "{listen}"
+authorised_host = "{host}"
+
+[tls]
+cert = "{cert}"
+key = "{key}"
+ca = "{ca}"
+
+[ipv4]
+underlay_ip = "{NODE_IP}"
+
+[ipv6]
+underlay_ip = "{NODE_IP6}"
+
+[ovnkube]
+config = "{ovnkube}"
+{bridge}
+[uplink_guard]
+enabled = true
+"#,
+            listen = Self::dpu_address(),
+            host = harness::HOST_SAN,
+            cert = tls.cert.display(),
+            key = tls.key.display(),
+            ca = tls.ca.display(),
+            ovnkube = self.ovnkube_conf_path().display(),
+            bridge = self.ovs.agent_bridge_section_with(ovn::PATCH_PORT),
+        );
+        std::fs::write(self.dpu_config_path(), text)?;
+        Ok(())
+    }
+
     fn write_host_config(&self) -> anyhow::Result<()> {
         let options = HostOptions {
             ipv6: true,

@@ -91,3 +91,66 @@ fn check_config_shows_the_ovn_check() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `dpu-agent check-config` next to ovnkube-node: the facts left out of
+/// dpu-agent.toml come from ovnkube's file, each shown with its source; a
+/// fact the two files disagree on is refused naming both values.
+#[test]
+fn check_config_shows_where_each_fact_comes_from() -> anyhow::Result<()> {
+    let bins = Binaries::built()?;
+    let certs = Certs::new()?;
+    let ovnkube = certs.dir.path().join("ovn_k8s.conf");
+    std::fs::write(
+        &ovnkube,
+        "[default]\nmtu=1400\ncluster-subnets=\"198.18.128.0/17/24\"\n[gateway]\nmode=shared\n",
+    )?;
+    let full = harness::dpu_config_toml(&DpuOptions::default(), &certs.dpu);
+    let minimal: String = full
+        .lines()
+        .filter(|l| {
+            !l.starts_with("mtu =")
+                && !l.starts_with("cluster_cidrs =")
+                && !l.starts_with("masquerade_subnet =")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        + &format!(
+            "\n[ovnkube]\nconfig = {:?}\n",
+            ovnkube.display().to_string()
+        );
+    let path = certs.dir.path().join("dpu-agent.toml");
+    std::fs::write(&path, &minimal)?;
+    let output = Command::new(&bins.dpu_agent)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()?;
+    anyhow::ensure!(output.status.success(), "check-config: {output:?}");
+    let text = String::from_utf8(output.stdout)?;
+    let file = ovnkube.display();
+    for expected in [
+        format!("ipv4.cluster_cidrs = 198.18.128.0/17 (from {file})\n"),
+        format!(
+            "ipv4.masquerade_subnet = 169.254.0.0/17 (OVN-Kubernetes' default ({file} sets none))\n"
+        ),
+        "ipv4.underlay_ip = 198.18.0.10 (from dpu-agent.toml)\n".to_string(),
+        format!("mtu = 1400 (from {file})\n"),
+    ] {
+        assert!(text.contains(&expected), "no {expected:?} in\n{text}");
+    }
+    // The two files disagree: one line naming both values.
+    std::fs::write(&path, minimal.replacen("[tls]", "mtu = 1500\n\n[tls]", 1))?;
+    let output = Command::new(&bins.dpu_agent)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()?;
+    let error = String::from_utf8(output.stderr)?;
+    assert!(!output.status.success());
+    assert_eq!(error.lines().count(), 1, "{error}");
+    assert!(
+        error.contains("`mtu")
+            && error.contains("1500 here")
+            && error.contains(&format!("1400 in {file}")),
+        "{error}"
+    );
+    Ok(())
+}

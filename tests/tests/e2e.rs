@@ -283,6 +283,52 @@ fn a_cidr_added_and_removed_at_runtime_follows() -> anyhow::Result<()> {
     assert_traffic(&bed, REMOTE_POD)
 }
 
+/// Next to ovnkube-node, dpu-agent's config holds no cluster CIDR,
+/// masquerade subnet or MTU: they come from ovnkube's own file (both
+/// families), GetStatus names each fact's source, and a subnet ovnkube's
+/// file gains is followed without a signal.
+#[test]
+#[ignore = "privileged: needs root, network namespaces, Open vSwitch and OVN; run as root with --include-ignored (CI does)"]
+fn the_clusters_facts_come_from_ovnkubes_own_file() -> anyhow::Result<()> {
+    netns::require_privileges()?;
+    ovs::require()?;
+    ovn::require()?;
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut bed = Testbed::build_for_test()?;
+    bed.write_ovnkube_conf(&[CLUSTER_CIDR])?;
+    bed.write_dpu_config_next_to_ovnkube()?;
+    bed.start_dpu_agent()?;
+    bed.start_host_agent()?;
+    bed.wait_for_ping(REMOTE_POD, RECOVERY)?;
+    assert_traffic(&bed, REMOTE_POD)?;
+    bed.wait_for_ping(REMOTE_POD6, RECOVERY)?;
+    let file = bed.ovnkube_conf_path().display().to_string();
+    let facts = bed.dpu_status()?.config_facts;
+    for expected in [
+        format!("ipv4.cluster_cidrs = {CLUSTER_CIDR} (from {file})"),
+        format!("ipv6.cluster_cidrs = {CLUSTER_CIDR6} (from {file})"),
+        format!(
+            "ipv4.masquerade_subnet = {MASQUERADE_SUBNET} (OVN-Kubernetes' default ({file} sets none))"
+        ),
+        format!("mtu = 1400 (from {file})"),
+        format!("ipv4.underlay_ip = {NODE_IP} (from dpu-agent.toml)"),
+    ] {
+        assert!(facts.contains(&expected), "no {expected:?} in {facts:#?}");
+    }
+
+    // ovnkube's file gains a subnet: followed, no SIGHUP.
+    anyhow::ensure!(!bed.ping(LATE_POD), "{LATE_POD} reachable too early");
+    let started = Instant::now();
+    bed.write_ovnkube_conf(&[CLUSTER_CIDR, LATE_CIDR])?;
+    bed.wait_for_ping(LATE_POD, RECOVERY)?;
+    println!(
+        "a subnet added to ovnkube's file -> traffic to it: {:?}",
+        started.elapsed()
+    );
+    assert_traffic(&bed, LATE_POD)?;
+    Ok(())
+}
+
 /// A counter of the test's own on the uplink's egress, ahead of the guard
 /// (a lower priority runs first): every masquerade-sourced packet OVS sends
 /// towards the underlay. (OpenFlow counters cannot tell: when OVS

@@ -4,13 +4,17 @@
 //! falls back to a default) and every error names the field and the value.
 
 mod bridge;
+mod facts;
+pub mod ovnkube;
 
 pub use bridge::{BridgeConfig, StaticPorts};
+pub use facts::{Fact, FactSource};
 use ipnet::IpNet;
 use noverlay_proto::{
     contract::{self, ContractError, FamilyContract, Masquerade, Mode, Offer},
     tls::{PeerIdentity, TlsFiles},
 };
+use ovnkube::{OvnkubeFacts, OvnkubeSection};
 use serde::Deserialize;
 use std::{
     net::{IpAddr, SocketAddr},
@@ -34,8 +38,9 @@ pub struct DpuConfig {
     /// Defaults to the one mode in scope; any other mode is refused.
     #[serde(default = "in_scope_mode")]
     pub mode: Mode,
-    /// MTU of the host's cluster-CIDR routes.
-    pub mtu: u32,
+    /// MTU of the host's cluster-CIDR routes; from ovnkube's file when
+    /// absent here.
+    pub mtu: Option<u32>,
     pub ipv4: Option<FamilyConfig>,
     pub ipv6: Option<FamilyConfig>,
     pub bridge: BridgeConfig,
@@ -43,6 +48,10 @@ pub struct DpuConfig {
     pub uplink_guard: UplinkGuardConfig,
     /// Check OVN's half of the contract in the local northbound database.
     pub ovn: Option<crate::ovn::OvnConfig>,
+    /// ovnkube-node's own config file, where the cluster subnets, the MTU
+    /// and the masquerade subnets already are. Read from its default path
+    /// when this section is absent and the file exists.
+    pub ovnkube: Option<OvnkubeSection>,
 }
 
 /// The uplink guard (an nftables netdev egress chain on the uplink that
@@ -69,13 +78,15 @@ fn in_scope_mode() -> Mode {
 }
 
 /// One address family: the DPU is the authority for CIDRs and underlay IP.
+/// The masquerade subnet and the cluster CIDRs may come from ovnkube's
+/// file instead; set in both places, they must agree.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FamilyConfig {
     /// e.g. "169.254.0.0/17" or "fd69::/112"; the host must use the same.
-    pub masquerade_subnet: IpNet,
+    pub masquerade_subnet: Option<IpNet>,
     /// The cluster CIDRs routed from the host through the DPU.
-    pub cluster_cidrs: Vec<IpNet>,
+    pub cluster_cidrs: Option<Vec<IpNet>>,
     /// The node underlay IP: source of path traffic on the physical link.
     pub underlay_ip: IpAddr,
 }
@@ -92,6 +103,8 @@ pub struct ValidConfig {
     /// Revision 1; the running agent renumbers on reload.
     pub offer: Offer,
     pub static_ports: Option<crate::flows::PortMap>,
+    /// Each fact of the offer and where it came from.
+    pub facts: Vec<Fact>,
 }
 
 impl ValidConfig {
@@ -131,7 +144,23 @@ impl DpuConfig {
         if self.ovn != next.ovn {
             fields.push("ovn");
         }
+        if self.ovnkube != next.ovnkube {
+            fields.push("ovnkube");
+        }
         fields
+    }
+
+    /// ovnkube's file as this config names it: the `[ovnkube] config` path
+    /// (none if empty), else the default path if a file is there.
+    pub fn ovnkube_file(&self) -> Option<PathBuf> {
+        match &self.ovnkube {
+            Some(section) if section.config.as_os_str().is_empty() => None,
+            Some(section) => Some(section.config.clone()),
+            None => {
+                let default = PathBuf::from(ovnkube::DEFAULT_PATH);
+                default.exists().then_some(default)
+            }
+        }
     }
 
     /// Reads, parses and validates a config file.
@@ -140,9 +169,14 @@ impl DpuConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        let config = Self::parse(&text)
-            .map_err(|e| e.in_file(path))?
-            .validate()
+        let raw = Self::parse(&text).map_err(|e| e.in_file(path))?;
+        let ovnkube = raw
+            .ovnkube_file()
+            .map(|file| OvnkubeFacts::load(&file))
+            .transpose()
+            .map_err(ConfigError::Ovnkube)?;
+        let config = raw
+            .validate_with(ovnkube.as_ref())
             .map_err(|e| e.in_file(path))?;
         // The identity is checked as the host will see it, before serving.
         noverlay_proto::tls::check_identity(&config.raw.tls, noverlay_proto::tls::Role::Server)
@@ -163,8 +197,15 @@ impl DpuConfig {
         })
     }
 
-    /// Checks every field; the error names the first bad one.
+    /// Checks every field; the error names the first bad one. Every fact
+    /// must be in this file (no ovnkube file).
     pub fn validate(self) -> Result<ValidConfig, ConfigError> {
+        self.validate_with(None)
+    }
+
+    /// As [`DpuConfig::validate`], with the facts of ovnkube's file filling
+    /// in what this file leaves out (and checked against what it sets).
+    pub fn validate_with(self, ovnkube: Option<&OvnkubeFacts>) -> Result<ValidConfig, ConfigError> {
         let authorised_host =
             PeerIdentity::parse(&self.authorised_host).map_err(|_| ConfigError::Invalid {
                 field: "authorised_host".into(),
@@ -179,8 +220,16 @@ impl DpuConfig {
                 reason: ContractError::OutOfScope(self.mode).to_string(),
             });
         }
-        let families = self.families()?;
-        let offer = Offer::new(1, self.mode, families, self.mtu).map_err(|e| {
+        let mut facts = Vec::new();
+        let families = self.families(ovnkube, &mut facts)?;
+        let mtu = facts::merge(
+            "mtu",
+            self.mtu,
+            ovnkube.and_then(|o| o.mtu).map(|mtu| (mtu, true)),
+            ovnkube,
+            &mut facts,
+        )?;
+        let offer = Offer::new(1, self.mode, families, mtu).map_err(|e| {
             let field = match &e {
                 ContractError::BadMtu { .. } => "mtu",
                 ContractError::Missing("families") => "ipv4/ipv6",
@@ -204,25 +253,73 @@ impl DpuConfig {
             authorised_host,
             offer,
             static_ports,
+            facts,
         })
     }
 
-    /// The configured families as contract parts; the error names the family.
-    pub fn families(&self) -> Result<Vec<FamilyContract>, ConfigError> {
+    /// The configured families as contract parts, each fact recorded with
+    /// its source; the error names the family.
+    pub fn families(
+        &self,
+        ovnkube: Option<&OvnkubeFacts>,
+        facts: &mut Vec<Fact>,
+    ) -> Result<Vec<FamilyContract>, ConfigError> {
         let mut families = Vec::new();
         for (name, family) in [("ipv4", &self.ipv4), ("ipv6", &self.ipv6)] {
-            let Some(family) = family else { continue };
-            let masquerade = Masquerade::from_subnet(family.masquerade_subnet).map_err(|e| {
-                ConfigError::Invalid {
-                    field: format!("{name}.masquerade_subnet"),
-                    reason: e.to_string(),
-                }
-            })?;
             let expected = if name == "ipv4" {
                 contract::Family::Ipv4
             } else {
                 contract::Family::Ipv6
             };
+            let theirs_cidrs: Vec<IpNet> = ovnkube
+                .map(|o| {
+                    o.cluster_subnets
+                        .iter()
+                        .copied()
+                        .filter(|c| contract::Family::of_net(c) == expected)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let Some(family) = family else {
+                if let (Some(o), false) = (ovnkube, theirs_cidrs.is_empty()) {
+                    return Err(ConfigError::Invalid {
+                        field: name.into(),
+                        reason: format!(
+                            "{} has {name} cluster subnets ({}) but this file has no [{name}] section: add one with the node's underlay_ip",
+                            o.file.display(),
+                            facts::list(&theirs_cidrs)
+                        ),
+                    });
+                }
+                continue;
+            };
+            let theirs_masquerade = ovnkube.map(|o| {
+                let setting = if name == "ipv4" {
+                    &o.v4_masquerade
+                } else {
+                    &o.v6_masquerade
+                };
+                (setting.value, setting.explicit)
+            });
+            let subnet = facts::merge(
+                &format!("{name}.masquerade_subnet"),
+                family.masquerade_subnet,
+                theirs_masquerade,
+                ovnkube,
+                facts,
+            )?;
+            let theirs_cidrs = (!theirs_cidrs.is_empty()).then_some((theirs_cidrs, true));
+            let cluster_cidrs = facts::merge(
+                &format!("{name}.cluster_cidrs"),
+                family.cluster_cidrs.clone(),
+                theirs_cidrs,
+                ovnkube,
+                facts,
+            )?;
+            let masquerade = Masquerade::from_subnet(subnet).map_err(|e| ConfigError::Invalid {
+                field: format!("{name}.masquerade_subnet"),
+                reason: e.to_string(),
+            })?;
             for (field, is_family) in [
                 ("masquerade_subnet", masquerade.family() == expected),
                 (
@@ -237,9 +334,14 @@ impl DpuConfig {
                     });
                 }
             }
+            facts.push(Fact::new(
+                &format!("{name}.underlay_ip"),
+                family.underlay_ip.to_string(),
+                FactSource::ThisFile,
+            ));
             families.push(FamilyContract {
                 masquerade,
-                cluster_cidrs: family.cluster_cidrs.clone(),
+                cluster_cidrs,
                 underlay_ip: family.underlay_ip,
             });
         }
@@ -261,6 +363,8 @@ pub enum ConfigError {
     },
     #[error("config field `{field}`: {reason}")]
     Invalid { field: String, reason: String },
+    #[error(transparent)]
+    Ovnkube(ovnkube::OvnkubeError),
 }
 
 impl ConfigError {
@@ -509,6 +613,121 @@ bridge_mac = "02:00:c6:12:00:0a"
         assert!(
             err.to_string().contains("listen") || err.to_string().contains("nowhere"),
             "{err}"
+        );
+    }
+
+    /// What an operator next to ovnkube-node writes: no cluster CIDRs,
+    /// masquerade subnet or MTU here.
+    const MINIMAL: &str = r#"
+listen = "127.0.0.1:50051"
+authorised_host = "host-agent.node1"
+
+[tls]
+cert = "/etc/noverlay/dpu-agent.crt"
+key = "/etc/noverlay/dpu-agent.key"
+ca = "/etc/noverlay/ca.crt"
+
+[ipv4]
+underlay_ip = "198.18.0.10"
+
+[bridge]
+name = "breth0"
+host_representor = "pf0hpf"
+patch_port = "patch-breth0_node1-to-br-int"
+uplink = "p0"
+"#;
+
+    fn ovnkube(text: &str) -> OvnkubeFacts {
+        OvnkubeFacts::parse(Path::new("/etc/openvswitch/ovn_k8s.conf"), text).expect("parses")
+    }
+
+    #[test]
+    fn facts_left_out_here_come_from_ovnkubes_file_with_their_source() {
+        let facts = ovnkube("[default]\nmtu=1400\ncluster-subnets=198.18.128.0/17/24\n");
+        let config = DpuConfig::parse(MINIMAL)
+            .and_then(|c| c.validate_with(Some(&facts)))
+            .expect("valid");
+        let family = &config.offer.families[0];
+        assert_eq!(
+            family.cluster_cidrs,
+            vec!["198.18.128.0/17".parse::<IpNet>().expect("net")]
+        );
+        assert_eq!(family.masquerade.subnet.to_string(), "169.254.0.0/17");
+        assert_eq!(config.offer.mtu, 1400);
+        let shown: Vec<String> = config.facts.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "ipv4.masquerade_subnet = 169.254.0.0/17 (OVN-Kubernetes' default (/etc/openvswitch/ovn_k8s.conf sets none))",
+                "ipv4.cluster_cidrs = 198.18.128.0/17 (from /etc/openvswitch/ovn_k8s.conf)",
+                "ipv4.underlay_ip = 198.18.0.10 (from dpu-agent.toml)",
+                "mtu = 1400 (from /etc/openvswitch/ovn_k8s.conf)",
+            ]
+        );
+        // Set in both places and agreeing: both are named.
+        let both = DpuConfig::parse(&MINIMAL.replace(
+            "underlay_ip",
+            "cluster_cidrs = [\"198.18.128.0/17\"]\nunderlay_ip",
+        ))
+        .and_then(|c| c.validate_with(Some(&facts)))
+        .expect("valid");
+        assert!(both.facts.iter().any(|f| f.to_string()
+            == "ipv4.cluster_cidrs = 198.18.128.0/17 (from dpu-agent.toml and /etc/openvswitch/ovn_k8s.conf)"));
+    }
+
+    #[test]
+    fn facts_set_in_both_places_must_agree_and_missing_ones_say_where_to_set_them() {
+        let facts = ovnkube(
+            "[default]\nmtu=1400\ncluster-subnets=198.18.128.0/17\n[gateway]\nv4-masquerade-subnet=169.254.169.0/29\n",
+        );
+        for (replace, by, field, values) in [
+            (
+                "authorised_host = \"host-agent.node1\"",
+                "authorised_host = \"host-agent.node1\"\nmtu = 1500",
+                "mtu",
+                ["1500 here", "1400 in /etc/openvswitch/ovn_k8s.conf"],
+            ),
+            (
+                "underlay_ip",
+                "cluster_cidrs = [\"198.18.0.0/17\"]\nunderlay_ip",
+                "ipv4.cluster_cidrs",
+                ["198.18.0.0/17 here", "198.18.128.0/17 in"],
+            ),
+            (
+                "underlay_ip",
+                "masquerade_subnet = \"169.254.0.0/17\"\nunderlay_ip",
+                "ipv4.masquerade_subnet",
+                ["169.254.0.0/17 here", "169.254.169.0/29 in"],
+            ),
+        ] {
+            let error = DpuConfig::parse(&MINIMAL.replace(replace, by))
+                .and_then(|c| c.validate_with(Some(&facts)))
+                .expect_err(field)
+                .to_string();
+            assert!(
+                error.contains(&format!("`{field}`")) && values.iter().all(|v| error.contains(v)),
+                "{error}"
+            );
+        }
+        // No ovnkube file and nothing here.
+        let error = DpuConfig::parse(MINIMAL)
+            .and_then(DpuConfig::validate)
+            .expect_err("nothing to take the CIDRs from")
+            .to_string();
+        assert!(
+            error.contains("missing") && error.contains("[ovnkube] config"),
+            "{error}"
+        );
+        // ovnkube's file has IPv6 subnets, this file no [ipv6] to hold the underlay IP.
+        let dual =
+            ovnkube("[default]\nmtu=1400\ncluster-subnets=198.18.128.0/17,fd00:10:244::/48/64\n");
+        let error = DpuConfig::parse(MINIMAL)
+            .and_then(|c| c.validate_with(Some(&dual)))
+            .expect_err("no ipv6 section")
+            .to_string();
+        assert!(
+            error.contains("fd00:10:244::/48") && error.contains("[ipv6]"),
+            "{error}"
         );
     }
 }

@@ -47,6 +47,8 @@ pub struct TlsIdentity {
 struct AgentState {
     /// The config in force (for telling what a reload may change).
     config: Mutex<crate::config::DpuConfig>,
+    /// The offer's facts and where each came from.
+    facts: Mutex<Vec<crate::config::Fact>>,
     offer: watch::Sender<Offer>,
     ports: watch::Sender<Option<PortMap>>,
     flow_settings: FlowSettings,
@@ -80,6 +82,7 @@ impl AgentHandle {
         AgentHandle {
             state: Arc::new(AgentState {
                 config: Mutex::new(config.raw.clone()),
+                facts: Mutex::new(config.facts.clone()),
                 offer: watch::Sender::new(config.offer.clone()),
                 ports: watch::Sender::new(config.static_ports),
                 flow_settings: config.flow_settings(),
@@ -159,7 +162,13 @@ impl AgentHandle {
             authorised_host: config.authorised_host.clone(),
         };
         *lock(&self.state.config) = config.raw.clone();
+        *lock(&self.state.facts) = config.facts.clone();
         Ok(revision)
+    }
+
+    /// The offer's facts and where each came from, as of the last load.
+    pub fn facts(&self) -> Vec<crate::config::Fact> {
+        lock(&self.state.facts).clone()
     }
 
     /// The TLS acceptor for the next connection.
