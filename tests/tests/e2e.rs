@@ -329,6 +329,71 @@ fn the_clusters_facts_come_from_ovnkubes_own_file() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A gateway bridge hardened to OpenFlow 1.3 (`protocols=OpenFlow13`):
+/// the agent installs over 1.3, the path carries traffic, and an ovnkube
+/// rewrite (itself `-O OpenFlow13 --bundle replace-flows`) is restored.
+#[test]
+#[ignore = "privileged: needs root, network namespaces, Open vSwitch and OVN; run as root with --include-ignored (CI does)"]
+fn an_openflow_13_only_bridge_carries_the_path() -> anyhow::Result<()> {
+    netns::require_privileges()?;
+    ovs::require()?;
+    ovn::require()?;
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut bed = Testbed::build_for_test()?;
+    bed.ovs
+        .vsctl(&["set", "bridge", "breth0", "protocols=OpenFlow13"])?;
+    bed.start_dpu_agent()?;
+    bed.start_host_agent()?;
+    bed.wait_for_ping(REMOTE_POD, RECOVERY)?;
+    assert_traffic(&bed, REMOTE_POD)?;
+    bed.wait_for_ping(REMOTE_POD6, RECOVERY)?;
+    let logs = bed.agent_logs();
+    assert!(
+        logs.contains("OpenFlow session open") && logs.contains("version=OpenFlow13"),
+        "{logs}"
+    );
+    let repairs = bed.dpu_status()?.flow_repairs;
+    bed.ovs
+        .ovnkube_replace_flows(noverlay_tests::e2e::NODE_IP)?;
+    noverlay_test_support::eventually_blocking("the restore over 1.3", RECOVERY, || {
+        bed.dpu_status().is_ok_and(|s| s.flow_repairs > repairs)
+    })
+    .map_err(anyhow::Error::msg)?;
+    bed.wait_for_ping(REMOTE_POD, RECOVERY)?;
+    assert_traffic(&bed, REMOTE_POD)
+}
+
+/// Someone replaces one of the host's routes through mp0 (same prefix and
+/// metric): the host agent takes it back; pings at ~200/s meanwhile are
+/// counted, and the remote pod is answered through the DPU afterwards.
+#[test]
+#[ignore = "privileged: needs root, network namespaces, Open vSwitch and OVN; run as root with --include-ignored (CI does)"]
+fn a_host_route_replaced_through_mp0_is_taken_back() -> anyhow::Result<()> {
+    let (_guard, bed) = path_up()?;
+    // The half of the cluster CIDR the remote pod is in.
+    let overwrite = "ip route replace 198.18.192.0/18 via 198.18.130.1 dev ovn-k8s-mp0";
+    let lost = bed.pings_lost_during(REMOTE_POD, 400, "0.005", || {
+        std::thread::sleep(Duration::from_millis(500));
+        bed.host.sh(overwrite)?;
+        Ok(())
+    })?;
+    let route = bed.host.sh("ip route show 198.18.192.0/18")?;
+    println!(
+        "one of our routes replaced through mp0 while pinging at ~200/s: {lost} of 400 lost; now {route:?}"
+    );
+    assert!(
+        route.contains("via 169.254.0.4 dev eth0 proto 240"),
+        "not taken back: {route}"
+    );
+    assert!(lost <= 20, "{lost} of 400 pings lost");
+    let status = bed.host_status(false)?;
+    assert!(
+        status.contains("1 taken back from other writers"),
+        "{status}"
+    );
+    assert_traffic(&bed, REMOTE_POD)
+}
+
 /// A counter of the test's own on the uplink's egress, ahead of the guard
 /// (a lower priority runs first): every masquerade-sourced packet OVS sends
 /// towards the underlay. (OpenFlow counters cannot tell: when OVS
