@@ -5,9 +5,12 @@
 //! requests by xid, answers echo requests, and turns flow-monitor updates
 //! into wake-ups; every request has a deadline.
 
+mod hello;
 mod io;
 
-use super::wire::{self, FlowStats, Header};
+pub use hello::names;
+
+use super::wire::{self, FlowStats};
 use noverlay_runtime::lock;
 use std::{
     collections::HashMap,
@@ -19,7 +22,7 @@ use std::{
     time::Duration,
 };
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
     net::{TcpStream, UnixStream},
     sync::{mpsc, oneshot},
 };
@@ -103,18 +106,6 @@ pub enum SessionError {
         names(&wire::VERSIONS)
     )]
     NoCommonVersion { endpoint: String, offered: Vec<u8> },
-}
-
-/// Version numbers as the bridge's `protocols` column spells them.
-pub fn names(versions: &[u8]) -> String {
-    if versions.is_empty() {
-        return "no OpenFlow version".into();
-    }
-    versions
-        .iter()
-        .map(|v| wire::version_name(*v))
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// What a request waits for: one reply, or a multipart series.
@@ -204,9 +195,12 @@ impl Session {
             .write_all(&wire::hello(self.xid()))
             .await
             .map_err(|e| connect_error(e.to_string()))?;
-        let version = tokio::time::timeout(REQUEST_DEADLINE, self.negotiate(&mut reader))
-            .await
-            .map_err(|_| SessionError::Timeout(self.name()))??;
+        let version = tokio::time::timeout(
+            REQUEST_DEADLINE,
+            hello::negotiate(&mut reader, &self.name()),
+        )
+        .await
+        .map_err(|_| SessionError::Timeout(self.name()))??;
         let monitor_xid = self.xid();
         writer
             .write_all(&wire::flow_monitor_request(
@@ -253,35 +247,6 @@ impl Session {
             "OpenFlow session open"
         );
         Ok(connection)
-    }
-
-    /// Reads the switch's hello (it sends one as soon as it accepts) and
-    /// picks the highest version both sides offer.
-    async fn negotiate(&self, reader: &mut Reader) -> Result<u8, SessionError> {
-        let broken = |_| SessionError::Broken(self.name());
-        let mut message = vec![0u8; wire::HEADER_LEN];
-        reader.read_exact(&mut message).await.map_err(broken)?;
-        let header = Header::parse(&message)
-            .filter(|h| h.length >= wire::HEADER_LEN && h.length <= MAX_MESSAGE)
-            .ok_or(SessionError::Malformed("hello header"))?;
-        message.resize(header.length, 0);
-        reader
-            .read_exact(&mut message[wire::HEADER_LEN..])
-            .await
-            .map_err(broken)?;
-        if header.kind == wire::OFPT_ERROR {
-            let (kind, code) = wire::error_type_code(&message).unwrap_or_default();
-            return Err(SessionError::Refused {
-                what: "our hello".into(),
-                kind,
-                code,
-            });
-        }
-        let offered = wire::hello_versions(&message).ok_or(SessionError::Malformed("hello"))?;
-        wire::negotiate(&wire::VERSIONS, &offered).ok_or_else(|| SessionError::NoCommonVersion {
-            endpoint: self.name(),
-            offered,
-        })
     }
 
     /// Drops the connection (a request timed out): the next request opens
@@ -464,7 +429,8 @@ fn notify(watchers: &Mutex<Vec<mpsc::UnboundedSender<()>>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::net::UnixListener;
+    use crate::ofp::wire::Header;
+    use tokio::{io::AsyncReadExt, net::UnixListener};
 
     #[test]
     fn targets_name_their_endpoint() {

@@ -15,11 +15,12 @@
 mod contest;
 pub mod events;
 mod reconcile;
+mod routes;
 mod teardown;
 
 use super::{
     Applied, Dataplane, DataplaneError,
-    netlink_route::{self, KernelLink, KernelRoute, RouteNetlink},
+    netlink_route::{KernelLink, KernelRoute, RouteNetlink},
     nftables::rules,
 };
 use crate::plan::{self, HostAddress, HostPlan, HostSettings};
@@ -29,7 +30,6 @@ use noverlay_nft::{
     ownership::{self, TableOwner},
 };
 use noverlay_proto::contract::Masquerade;
-use reconcile::RoutePut;
 use std::collections::HashMap;
 
 pub struct Kernel {
@@ -150,92 +150,6 @@ impl Kernel {
             progress.record(set);
         }
         Ok(())
-    }
-
-    async fn main_routes(&self) -> Result<Vec<KernelRoute>, DataplaneError> {
-        self.rt
-            .main_routes()
-            .await
-            .map_err(|e| kernel_error("list routes", e))
-    }
-
-    async fn delete_routes(&self, routes: &[&KernelRoute], progress: &mut Progress) {
-        for route in routes {
-            match self.rt.del_route(route).await {
-                Ok(()) => progress.changes += 1,
-                // Already gone (e.g. removed with its link): nothing to do.
-                Err(e) if netlink_route::errno(&e) == Some(libc::ESRCH) => {}
-                Err(e) => progress
-                    .errors
-                    .push(kernel_error(format!("delete route {}", route.dst), e)),
-            }
-        }
-    }
-
-    async fn put_routes(
-        &mut self,
-        plan: &HostPlan,
-        actual: &[KernelRoute],
-        links: &HashMap<u32, KernelLink>,
-        gateway: u32,
-        mp0: Option<u32>,
-        progress: &mut Progress,
-    ) -> bool {
-        let mut changed = false;
-        let now = tokio::time::Instant::now();
-        for put in reconcile::route_puts(plan, actual, gateway, mp0) {
-            let (wanted, replace) = match put {
-                RoutePut::Add(wanted) => (wanted, false),
-                RoutePut::Replace(wanted) => (wanted, true),
-                RoutePut::Foreign { wanted, theirs } if !self.contests.owns(&wanted.dst) => {
-                    progress.errors.push(kernel_error(
-                        format!("add route {}", plan::render_route(wanted)),
-                        format!(
-                            "a route to {} with proto {} that is not ours was there first; refusing to replace it (remove it, or leave that CIDR out of the contract)",
-                            wanted.dst, theirs.protocol
-                        ),
-                    ));
-                    continue;
-                }
-                RoutePut::Foreign { wanted, theirs } => {
-                    let theirs = render_kernel_route(theirs, links);
-                    match self.contests.decide(wanted.dst, theirs.clone(), now) {
-                        contest::Decision::TakeBack => {
-                            let key = format!("take back {}", wanted.dst);
-                            if let Some(suppressed) = self.takeback_log.due(&key) {
-                                tracing::warn!(
-                                    theirs = %theirs,
-                                    ours = %plan::render_route(wanted),
-                                    suppressed,
-                                    "another writer replaced a route of ours; taking it back"
-                                );
-                            }
-                            (wanted, true)
-                        }
-                        contest::Decision::HoldOff(_) => {
-                            let key = format!("fought over {}", wanted.dst);
-                            if let Some(suppressed) = self.takeback_log.due(&key) {
-                                tracing::warn!(
-                                    theirs = %theirs,
-                                    ours = %plan::render_route(wanted),
-                                    suppressed,
-                                    "another writer keeps replacing a route of ours; holding off (see status)"
-                                );
-                            }
-                            continue;
-                        }
-                    }
-                }
-            };
-            let put = self
-                .rt
-                .put_route(wanted, gateway, replace)
-                .await
-                .map_err(|e| kernel_error(format!("add route {}", plan::render_route(wanted)), e));
-            changed |= put.is_ok();
-            progress.record(put);
-        }
-        changed
     }
 
     /// Replaces our table when it may differ from the plan. Ok(false) when
@@ -402,32 +316,9 @@ impl Dataplane for Kernel {
         if !progress.errors.is_empty() {
             return Err(DataplaneError::Many(progress.errors));
         }
-        // Report what the kernel has, not what we meant to write: our
-        // routes, and where a planned one is not ours (or not there) what
-        // the kernel has instead, marked.
+        // Report what the kernel has, not what we meant to write.
+        let reported = self.report_routes(plan, &routes, &broad, &links);
         let now = tokio::time::Instant::now();
-        let mut reported: Vec<String> = routes
-            .iter()
-            .filter(|r| r.protocol == plan.route_protocol && !broad.iter().any(|b| b.dst == r.dst))
-            .map(|r| render_kernel_route(r, &links))
-            .collect();
-        for wanted in &plan.routes {
-            let at_key = routes.iter().find(|r| reconcile::same_key(r, wanted));
-            match at_key {
-                Some(r) if r.protocol == plan.route_protocol => {
-                    self.contests.own(wanted.dst);
-                    self.contests.settled(&wanted.dst, now);
-                }
-                Some(r) => reported.push(format!(
-                    "{} [not ours: planned {}]",
-                    render_kernel_route(r, &links),
-                    plan::render_route(wanted)
-                )),
-                None => reported.push(format!("[missing: planned {}]", plan::render_route(wanted))),
-            }
-        }
-        let planned: Vec<_> = plan.routes.iter().map(|r| r.dst).collect();
-        self.contests.retain_planned(&planned);
         Ok(Applied {
             routes: reported,
             changes: progress.changes,

@@ -2,6 +2,11 @@
 //! report; reconnect with backoff when the DPU goes away, keeping the last
 //! good state in place meanwhile.
 
+mod calls;
+
+pub use calls::RPC_DEADLINE;
+use calls::{SessionEnd, deadline, end_for, record_routes, sleep_until};
+
 pub use crate::status::{ApplyLatency, HostStatus, Phase};
 use crate::{
     backoff::Backoff,
@@ -23,22 +28,6 @@ use rustls::ClientConfig;
 use std::{sync::Arc, time::Duration};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tonic::Code;
-
-/// What an apply found of our routes, into the status.
-fn record_routes(status: &mut HostStatus, applied: Applied) {
-    status.routes = applied.routes;
-    status.route_conflicts = applied.conflicts;
-    status.route_takebacks = applied.takebacks;
-}
-
-/// Sleeps until `at` (the caller polls this only when there is one).
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
 
 /// How long to gather a burst of kernel events before reconciling once.
 const DRIFT_DEBOUNCE: Duration = Duration::from_millis(2);
@@ -82,13 +71,6 @@ impl TlsReloader {
         self.0.send_replace(config);
         Ok(())
     }
-}
-
-/// Why one session with the DPU ended.
-enum SessionEnd {
-    Shutdown,
-    Lost(String),
-    Refused(String),
 }
 
 /// The outcome of waiting for something while keeping the host converged.
@@ -448,39 +430,5 @@ impl<D: Dataplane> HostAgent<D> {
                 host_name: self.config.raw.host_name.clone(),
             },
         }
-    }
-}
-
-/// How long one unary call (or the start of the watch) may take: a DPU that
-/// accepts the connection and then stalls must not stall the host.
-pub const RPC_DEADLINE: Duration = Duration::from_secs(10);
-
-/// `call` under [`RPC_DEADLINE`]; a timeout is a DEADLINE_EXCEEDED status.
-async fn deadline<T>(
-    what: &'static str,
-    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
-) -> Result<T, tonic::Status> {
-    tokio::time::timeout(RPC_DEADLINE, call)
-        .await
-        .unwrap_or_else(|_| {
-            Err(tonic::Status::deadline_exceeded(format!(
-                "{what}: no answer from the DPU within {RPC_DEADLINE:?}"
-            )))
-        })
-}
-
-/// Refusals are the DPU's answer to our config; anything else is an outage.
-fn end_for(status: tonic::Status) -> SessionEnd {
-    match status.code() {
-        Code::FailedPrecondition | Code::InvalidArgument => {
-            SessionEnd::Refused(status.message().to_string())
-        }
-        _ => SessionEnd::Lost(format!(
-            "{}: {}",
-            status.code(),
-            std::error::Error::source(&status)
-                .map(client::error_chain)
-                .unwrap_or_else(|| status.message().to_string())
-        )),
     }
 }

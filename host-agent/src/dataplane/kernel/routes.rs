@@ -1,0 +1,138 @@
+//! The kernel backend's routes: listing the main table, deleting stale
+//! routes of ours, putting planned ones (taking back a key another writer
+//! took from us, see [`super::contest`]), and reporting what the kernel has.
+
+use super::{
+    Kernel, Progress, contest, kernel_error, reconcile, reconcile::RoutePut, render_kernel_route,
+};
+use crate::{
+    dataplane::{
+        DataplaneError,
+        netlink_route::{self, KernelLink, KernelRoute},
+    },
+    plan::{self, HostPlan},
+};
+use std::collections::HashMap;
+
+impl Kernel {
+    pub(super) async fn main_routes(&self) -> Result<Vec<KernelRoute>, DataplaneError> {
+        self.rt
+            .main_routes()
+            .await
+            .map_err(|e| kernel_error("list routes", e))
+    }
+
+    pub(super) async fn delete_routes(&self, routes: &[&KernelRoute], progress: &mut Progress) {
+        for route in routes {
+            match self.rt.del_route(route).await {
+                Ok(()) => progress.changes += 1,
+                // Already gone (e.g. removed with its link): nothing to do.
+                Err(e) if netlink_route::errno(&e) == Some(libc::ESRCH) => {}
+                Err(e) => progress
+                    .errors
+                    .push(kernel_error(format!("delete route {}", route.dst), e)),
+            }
+        }
+    }
+
+    pub(super) async fn put_routes(
+        &mut self,
+        plan: &HostPlan,
+        actual: &[KernelRoute],
+        links: &HashMap<u32, KernelLink>,
+        gateway: u32,
+        mp0: Option<u32>,
+        progress: &mut Progress,
+    ) -> bool {
+        let mut changed = false;
+        let now = tokio::time::Instant::now();
+        for put in reconcile::route_puts(plan, actual, gateway, mp0) {
+            let (wanted, replace) = match put {
+                RoutePut::Add(wanted) => (wanted, false),
+                RoutePut::Replace(wanted) => (wanted, true),
+                RoutePut::Foreign { wanted, theirs } if !self.contests.owns(&wanted.dst) => {
+                    progress.errors.push(kernel_error(
+                        format!("add route {}", plan::render_route(wanted)),
+                        format!(
+                            "a route to {} with proto {} that is not ours was there first; refusing to replace it (remove it, or leave that CIDR out of the contract)",
+                            wanted.dst, theirs.protocol
+                        ),
+                    ));
+                    continue;
+                }
+                RoutePut::Foreign { wanted, theirs } => {
+                    let theirs = render_kernel_route(theirs, links);
+                    match self.contests.decide(wanted.dst, theirs.clone(), now) {
+                        contest::Decision::TakeBack => {
+                            let key = format!("take back {}", wanted.dst);
+                            if let Some(suppressed) = self.takeback_log.due(&key) {
+                                tracing::warn!(
+                                    theirs = %theirs,
+                                    ours = %plan::render_route(wanted),
+                                    suppressed,
+                                    "another writer replaced a route of ours; taking it back"
+                                );
+                            }
+                            (wanted, true)
+                        }
+                        contest::Decision::HoldOff(_) => {
+                            let key = format!("fought over {}", wanted.dst);
+                            if let Some(suppressed) = self.takeback_log.due(&key) {
+                                tracing::warn!(
+                                    theirs = %theirs,
+                                    ours = %plan::render_route(wanted),
+                                    suppressed,
+                                    "another writer keeps replacing a route of ours; holding off (see status)"
+                                );
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+            let put = self
+                .rt
+                .put_route(wanted, gateway, replace)
+                .await
+                .map_err(|e| kernel_error(format!("add route {}", plan::render_route(wanted)), e));
+            changed |= put.is_ok();
+            progress.record(put);
+        }
+        changed
+    }
+
+    /// Our routes as the kernel lists them, and where a planned one is not
+    /// ours (or not there) what the kernel has instead, marked. Keys found
+    /// holding our route become ours (see [`contest::Contests::own`]).
+    pub(super) fn report_routes(
+        &mut self,
+        plan: &HostPlan,
+        routes: &[KernelRoute],
+        broad: &[&KernelRoute],
+        links: &HashMap<u32, KernelLink>,
+    ) -> Vec<String> {
+        let now = tokio::time::Instant::now();
+        let mut reported: Vec<String> = routes
+            .iter()
+            .filter(|r| r.protocol == plan.route_protocol && !broad.iter().any(|b| b.dst == r.dst))
+            .map(|r| render_kernel_route(r, links))
+            .collect();
+        for wanted in &plan.routes {
+            match routes.iter().find(|r| reconcile::same_key(r, wanted)) {
+                Some(r) if r.protocol == plan.route_protocol => {
+                    self.contests.own(wanted.dst);
+                    self.contests.settled(&wanted.dst, now);
+                }
+                Some(r) => reported.push(format!(
+                    "{} [not ours: planned {}]",
+                    render_kernel_route(r, links),
+                    plan::render_route(wanted)
+                )),
+                None => reported.push(format!("[missing: planned {}]", plan::render_route(wanted))),
+            }
+        }
+        let planned: Vec<_> = plan.routes.iter().map(|r| r.dst).collect();
+        self.contests.retain_planned(&planned);
+        reported
+    }
+}
