@@ -99,6 +99,11 @@ fn check_config(path: PathBuf) -> anyhow::Result<()> {
     for fact in &config.facts {
         println!("{fact}");
     }
+    if config.raw.bridge.patch_port.is_none() && config.static_ports.is_none() {
+        println!(
+            "bridge.patch_port = the bridge's one patch port to the integration bridge (from OVSDB at run time)"
+        );
+    }
     println!("offer: {:#?}", config.offer);
     match config.static_ports {
         Some(ports) => {

@@ -342,8 +342,9 @@ impl Testbed {
     }
 
     /// A dpu-agent config as written next to ovnkube-node: the listener,
-    /// the host it admits, TLS, the underlay IPs and the bridge; the
-    /// cluster CIDRs, masquerade subnets and MTU come from ovnkube's file.
+    /// the host it admits, TLS, the underlay IPs and the bridge's name and
+    /// ports but its patch port; the cluster CIDRs, masquerade subnets and
+    /// MTU come from ovnkube's file, the patch port from OVSDB.
     pub fn write_dpu_config_next_to_ovnkube(&self) -> anyhow::Result<()> {
         let tls = &self.certs.dpu;
         let text = format!(
@@ -373,7 +374,11 @@ enabled = true
             key = tls.key.display(),
             ca = tls.ca.display(),
             ovnkube = self.ovnkube_conf_path().display(),
-            bridge = self.ovs.agent_bridge_section_with(ovn::PATCH_PORT),
+            // No patch port: the one ovn-controller made is found in OVSDB.
+            bridge = self
+                .ovs
+                .agent_bridge_section_with(ovn::PATCH_PORT)
+                .replace(&format!("patch_port = \"{}\"\n", ovn::PATCH_PORT), ""),
         );
         std::fs::write(self.dpu_config_path(), text)?;
         Ok(())

@@ -284,9 +284,10 @@ fn a_cidr_added_and_removed_at_runtime_follows() -> anyhow::Result<()> {
 }
 
 /// Next to ovnkube-node, dpu-agent's config holds no cluster CIDR,
-/// masquerade subnet or MTU: they come from ovnkube's own file (both
-/// families), GetStatus names each fact's source, and a subnet ovnkube's
-/// file gains is followed without a signal.
+/// masquerade subnet, MTU or patch port: they come from ovnkube's own file
+/// (both families) and OVSDB (the patch port ovn-controller made),
+/// GetStatus names each fact's source, and a subnet ovnkube's file gains
+/// is followed without a signal.
 #[test]
 #[ignore = "privileged: needs root, network namespaces, Open vSwitch and OVN; run as root with --include-ignored (CI does)"]
 fn the_clusters_facts_come_from_ovnkubes_own_file() -> anyhow::Result<()> {
@@ -312,6 +313,7 @@ fn the_clusters_facts_come_from_ovnkubes_own_file() -> anyhow::Result<()> {
         ),
         format!("mtu = 1400 (from {file})"),
         format!("ipv4.underlay_ip = {NODE_IP} (from dpu-agent.toml)"),
+        format!("bridge.patch_port = {} (from OVSDB)", ovn::PATCH_PORT),
     ] {
         assert!(facts.contains(&expected), "no {expected:?} in {facts:#?}");
     }

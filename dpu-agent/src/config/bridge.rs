@@ -15,8 +15,10 @@ pub struct BridgeConfig {
     pub name: String,
     /// The host PF representor port, e.g. "pf0hpf".
     pub host_representor: String,
-    /// The default-network patch port to br-int.
-    pub patch_port: String,
+    /// The default-network patch port to br-int. When absent, the one
+    /// patch port of the bridge whose peer is on the integration bridge
+    /// (ovn-controller makes it), found in OVSDB.
+    pub patch_port: Option<String>,
     /// The physical uplink, e.g. "p0".
     pub uplink: String,
     /// Cookie marking our flows; flows with another cookie are never touched.
@@ -106,12 +108,14 @@ impl BridgeConfig {
     /// one. Returns the hand-written port map, if any.
     pub(super) fn validate(&self) -> Result<Option<PortMap>, ConfigError> {
         for (field, name) in [
-            ("bridge.name", &self.name),
-            ("bridge.host_representor", &self.host_representor),
-            ("bridge.patch_port", &self.patch_port),
-            ("bridge.uplink", &self.uplink),
+            ("bridge.name", Some(&self.name)),
+            ("bridge.host_representor", Some(&self.host_representor)),
+            ("bridge.patch_port", self.patch_port.as_ref()),
+            ("bridge.uplink", Some(&self.uplink)),
         ] {
-            validate_port_name(field, name)?;
+            if let Some(name) = name {
+                validate_port_name(field, name)?;
+            }
         }
         let cookie = self.cookie;
         if cookie == 0 || cookie == u64::MAX {

@@ -17,6 +17,8 @@ pub enum FactSource {
     Both(String),
     /// OVN-Kubernetes' default: ovnkube's file names none.
     OvnkubeDefault(String),
+    /// Found in Open vSwitch's database at run time.
+    Ovsdb,
 }
 
 impl Display for FactSource {
@@ -28,6 +30,7 @@ impl Display for FactSource {
             FactSource::OvnkubeDefault(file) => {
                 write!(f, "OVN-Kubernetes' default ({file} sets none)")
             }
+            FactSource::Ovsdb => write!(f, "from OVSDB"),
         }
     }
 }

@@ -2,7 +2,10 @@
 //! agent's state, where the flow programmer picks it up.
 
 use super::{DiscoveryError, Monitor, PortNames};
-use crate::state::{AgentHandle, Source};
+use crate::{
+    config::{Fact, FactSource},
+    state::{AgentHandle, Source},
+};
 use noverlay_runtime::logging::Repeats;
 use std::{path::PathBuf, time::Duration};
 use tokio_util::sync::CancellationToken;
@@ -70,6 +73,11 @@ async fn follow(
                 if handle.ports() != Some(map) {
                     tracing::info!(?map, "port map from OVSDB");
                     handle.set_ports(Some(map));
+                }
+                if names.patch.is_none()
+                    && let Ok(patch) = monitor.replica.patch_name(names)
+                {
+                    handle.set_found_fact(Fact::new("bridge.patch_port", patch, FactSource::Ovsdb));
                 }
                 handle.set_source(Source::Ovsdb, Ok(()));
             }

@@ -35,6 +35,19 @@ pub enum DiscoveryError {
         /// The config key that names the port.
         key: &'static str,
     },
+    #[error(
+        "bridge {bridge:?} has no patch port to {integration:?} (ovn-controller makes it once the gateway router is bound to this chassis): wait for it, or set [bridge] patch_port"
+    )]
+    NoPatch { bridge: String, integration: String },
+    #[error(
+        "bridge {bridge:?} has several patch ports to {integration:?} ({}): set [bridge] patch_port to the default network's",
+        found.join(", ")
+    )]
+    ManyPatches {
+        bridge: String,
+        integration: String,
+        found: Vec<String>,
+    },
     #[error("interface {0:?} has no OpenFlow port number yet (ofport {1})")]
     NoOfport(String, String),
     #[error("bridge {0:?} has no MAC address (mac_in_use of its internal interface)")]
@@ -53,7 +66,8 @@ pub fn monitor_request(id: u64) -> Value {
         "params": ["Open_vSwitch", null, {
             "Bridge": {"columns": ["name", "ports"]},
             "Port": {"columns": ["name", "interfaces"]},
-            "Interface": {"columns": ["name", "ofport", "mac_in_use"]},
+            "Interface": {"columns": ["name", "ofport", "mac_in_use", "type", "options"]},
+            "Open_vSwitch": {"columns": ["external_ids"]},
         }],
     })
 }

@@ -12,9 +12,14 @@ use std::collections::HashMap;
 pub struct PortNames {
     pub bridge: String,
     pub host_representor: String,
-    pub patch: String,
+    /// None: the bridge's one patch port to the integration bridge.
+    pub patch: Option<String>,
     pub uplink: String,
 }
+
+/// The integration bridge unless Open_vSwitch's external_ids:ovn-bridge
+/// names another (as ovn-controller reads it).
+const DEFAULT_INTEGRATION_BRIDGE: &str = "br-int";
 
 /// Rows of the monitored tables, by uuid: column name -> OVSDB value.
 #[derive(Debug, Default, Clone)]
@@ -105,18 +110,94 @@ impl Replica {
             .and_then(Value::as_str)
             .and_then(parse_mac)
             .ok_or_else(|| DiscoveryError::NoMac(names.bridge.clone()))?;
+        let patch = self.patch_name(names)?;
         Ok(PortMap {
             host_representor: ofport(&names.host_representor, "host_representor")?,
-            patch: ofport(&names.patch, "patch_port")?,
+            patch: ofport(&patch, "patch_port")?,
             uplink: ofport(&names.uplink, "uplink")?,
             bridge_mac,
         })
+    }
+
+    /// The patch port: as named, or else the one patch interface of the
+    /// bridge whose peer is on the integration bridge.
+    pub fn patch_name(&self, names: &PortNames) -> Result<String, DiscoveryError> {
+        if let Some(name) = &names.patch {
+            return Ok(name.clone());
+        }
+        let bridge = names.bridge.as_str();
+        let ours = self.interfaces_of(bridge);
+        let integration = self
+            .rows("Open_vSwitch")
+            .find_map(|(_, row)| map_value(row.get("external_ids"), "ovn-bridge"))
+            .unwrap_or_else(|| DEFAULT_INTEGRATION_BRIDGE.to_string());
+        let on_integration = self.interfaces_of(&integration);
+        let by_name: HashMap<&str, &serde_json::Map<String, Value>> = self
+            .rows("Interface")
+            .filter_map(|(_, row)| Some((row.get("name")?.as_str()?, row)))
+            .collect();
+        let mut found: Vec<String> = ours
+            .iter()
+            .map(String::as_str)
+            .filter(|name| {
+                by_name.get(name).is_some_and(|row| {
+                    row.get("type").and_then(Value::as_str) == Some("patch")
+                        && map_value(row.get("options"), "peer")
+                            .is_some_and(|peer| on_integration.contains(&peer))
+                })
+            })
+            .map(str::to_string)
+            .collect();
+        found.sort();
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            0 => Err(DiscoveryError::NoPatch {
+                bridge: bridge.to_string(),
+                integration,
+            }),
+            _ => Err(DiscoveryError::ManyPatches {
+                bridge: bridge.to_string(),
+                integration,
+                found,
+            }),
+        }
+    }
+
+    /// The interface names on the ports of the bridge named `bridge`.
+    fn interfaces_of(&self, bridge: &str) -> Vec<String> {
+        let Some(ports) = self
+            .rows("Bridge")
+            .find(|(_, row)| row.get("name").and_then(Value::as_str) == Some(bridge))
+            .map(|(_, row)| uuids(row.get("ports")))
+        else {
+            return Vec::new();
+        };
+        self.rows("Port")
+            .filter(|(uuid, _)| ports.contains(uuid))
+            .flat_map(|(_, port)| uuids(port.get("interfaces")))
+            .filter_map(|uuid| self.row("Interface", &uuid))
+            .filter_map(|row| Some(row.get("name")?.as_str()?.to_string()))
+            .collect()
     }
 
     /// The row of `table` with this uuid.
     pub fn row(&self, table: &str, uuid: &str) -> Option<&serde_json::Map<String, Value>> {
         self.tables.get(table)?.get(uuid)
     }
+}
+
+/// The value of `key` in an OVSDB map column (`["map", [[k, v], ...]]`).
+pub fn map_value(value: Option<&Value>, key: &str) -> Option<String> {
+    value?
+        .as_array()
+        .filter(|a| a.first().and_then(Value::as_str) == Some("map"))?
+        .get(1)?
+        .as_array()?
+        .iter()
+        .find_map(|pair| {
+            let pair = pair.as_array()?;
+            (pair.first()?.as_str()? == key).then(|| pair.get(1)?.as_str().map(str::to_string))?
+        })
 }
 
 /// The strings in an OVSDB string or `["set", [s, ...]]` (an optional
@@ -162,9 +243,56 @@ mod tests {
         PortNames {
             bridge: "breth0".into(),
             host_representor: "pf0hpf".into(),
-            patch: "patch-breth0".into(),
+            patch: Some("patch-breth0".into()),
             uplink: "p0".into(),
         }
+    }
+
+    /// `initial()` with patch-breth0 a patch port whose peer is on br-int.
+    fn with_patch_to_br_int() -> Replica {
+        let mut replica = Replica::default();
+        replica.apply(&initial()).expect("apply");
+        replica
+            .apply(&json!({"Interface": {"i3": {"new": {
+                "type": "patch",
+                "options": ["map", [["peer", "p0-other"]]]
+            }}}}))
+            .expect("apply");
+        replica
+    }
+
+    #[test]
+    fn the_patch_port_to_the_integration_bridge_is_found_when_not_named() {
+        let unnamed = PortNames {
+            patch: None,
+            ..names()
+        };
+        let replica = with_patch_to_br_int();
+        assert_eq!(replica.port_map(&unnamed).map(|m| m.patch), Ok(2));
+        // Named elsewhere by ovn-controller's external_ids:ovn-bridge: none.
+        let mut elsewhere = replica.clone();
+        elsewhere
+            .apply(&json!({"Open_vSwitch": {"o1": {"new": {
+                "external_ids": ["map", [["ovn-bridge", "br-other"], ["system-id", "node1"]]]
+            }}}}))
+            .expect("apply");
+        let error = elsewhere
+            .port_map(&unnamed)
+            .expect_err("no patch to br-other");
+        assert!(matches!(error, DiscoveryError::NoPatch { .. }));
+        assert!(
+            error.to_string().contains("set [bridge] patch_port"),
+            "{error}"
+        );
+        // Two of them: ambiguous, both named.
+        let mut two = replica;
+        two.apply(&json!({"Interface": {"i4": {"new": {
+            "type": "patch",
+            "options": ["map", [["peer", "p0-other"]]]
+        }}}}))
+        .expect("apply");
+        let error = two.port_map(&unnamed).expect_err("ambiguous").to_string();
+        assert!(error.contains("p0, patch-breth0"), "{error}");
     }
 
     fn initial() -> Value {

@@ -162,8 +162,22 @@ impl AgentHandle {
             authorised_host: config.authorised_host.clone(),
         };
         *lock(&self.state.config) = config.raw.clone();
-        *lock(&self.state.facts) = config.facts.clone();
+        let mut facts = lock(&self.state.facts);
+        let found = facts
+            .iter()
+            .filter(|f| f.source == crate::config::FactSource::Ovsdb)
+            .cloned()
+            .collect::<Vec<_>>();
+        *facts = config.facts.clone();
+        facts.extend(found);
         Ok(revision)
+    }
+
+    /// Records a fact found at run time (it replaces one of the same key).
+    pub fn set_found_fact(&self, fact: crate::config::Fact) {
+        let mut facts = lock(&self.state.facts);
+        facts.retain(|f| f.key != fact.key);
+        facts.push(fact);
     }
 
     /// The offer's facts and where each came from, as of the last load.
