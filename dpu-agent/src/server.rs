@@ -196,7 +196,7 @@ impl dpu_agent_server::DpuAgent for DpuService {
         self.handle
             .record_negotiation(identity, contract.gateway_interface.clone());
         Ok(Response::new(pb::NegotiateResponse {
-            contract: Some(contract.to_pb()),
+            contract: Some(with_facts(contract.to_pb(), &self.handle)),
         }))
     }
 
@@ -213,12 +213,13 @@ impl dpu_agent_server::DpuAgent for DpuService {
         tracing::info!(%peer, "contract watch started");
         let gateway = proposal.gateway_interface;
         let (offers, _) = self.handle.subscribe();
+        let handle = self.handle.clone();
         let updates = WatchStream::new(offers)
             .map(move |offer| {
                 offer
                     .contract_for(&gateway)
                     .map(|c| pb::ContractUpdate {
-                        contract: Some(c.to_pb()),
+                        contract: Some(with_facts(c.to_pb(), &handle)),
                     })
                     .map_err(|e| Status::internal(e.to_string()))
             })
@@ -293,4 +294,10 @@ impl dpu_agent_server::DpuAgent for DpuService {
             config_facts: handle.facts().iter().map(ToString::to_string).collect(),
         }))
     }
+}
+
+/// A contract for the host, with where each of its facts came from.
+fn with_facts(mut contract: pb::Contract, handle: &AgentHandle) -> pb::Contract {
+    contract.facts = handle.facts().iter().map(ToString::to_string).collect();
+    contract
 }

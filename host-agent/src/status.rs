@@ -37,6 +37,9 @@ pub struct HostStatus {
     pub route_conflicts: Vec<String>,
     /// Routes of ours taken back from other writers.
     pub route_takebacks: u64,
+    /// Where the DPU took each fact of the applied contract from, as it
+    /// said (escaped, bounded): shown, never acted on.
+    pub dpu_facts: Vec<String>,
     /// Our nft table as the kernel had it after the last contract applied.
     pub nft_ruleset: String,
     /// Unix time (seconds) of the last contract applied; 0 if none.

@@ -317,6 +317,14 @@ fn the_clusters_facts_come_from_ovnkubes_own_file() -> anyhow::Result<()> {
     ] {
         assert!(facts.contains(&expected), "no {expected:?} in {facts:#?}");
     }
+    // The host shows them as the DPU sent them with the contract.
+    let host = bed.host_status(false)?;
+    assert!(
+        host.contains(&format!(
+            "  DPU fact: ipv4.cluster_cidrs = {CLUSTER_CIDR} (from {file})\n"
+        )),
+        "{host}"
+    );
 
     // ovnkube's file gains a subnet: followed, no SIGHUP.
     anyhow::ensure!(!bed.ping(LATE_POD), "{LATE_POD} reachable too early");

@@ -145,6 +145,17 @@ impl AgentHandle {
         let tls_config = tls::server_config(&config.raw.tls, &config.raw.authorised_host)
             .map_err(|e| ReloadError::Invalid(e.to_string()))?;
         let revision = revised.revision;
+        // The facts first: a contract sent for the new offer names them.
+        {
+            let mut facts = lock(&self.state.facts);
+            let found = facts
+                .iter()
+                .filter(|f| f.source == crate::config::FactSource::Ovsdb)
+                .cloned()
+                .collect::<Vec<_>>();
+            *facts = config.facts.clone();
+            facts.extend(found);
+        }
         self.state.offer.send_if_modified(|offer| {
             let changed = *offer != revised;
             *offer = revised;
@@ -162,14 +173,6 @@ impl AgentHandle {
             authorised_host: config.authorised_host.clone(),
         };
         *lock(&self.state.config) = config.raw.clone();
-        let mut facts = lock(&self.state.facts);
-        let found = facts
-            .iter()
-            .filter(|f| f.source == crate::config::FactSource::Ovsdb)
-            .cloned()
-            .collect::<Vec<_>>();
-        *facts = config.facts.clone();
-        facts.extend(found);
         Ok(revision)
     }
 

@@ -21,6 +21,19 @@ pub(super) fn record_routes(status: &mut HostStatus, applied: Applied) {
     status.route_takebacks = applied.takebacks;
 }
 
+/// At most this many of the DPU's facts are kept for status.
+const MAX_SHOWN_FACTS: usize = 32;
+
+/// The DPU's account of where its facts came from, as the host shows it:
+/// control characters escaped, each line shortened, the list bounded.
+pub(super) fn shown_facts(facts: &[String]) -> Vec<String> {
+    facts
+        .iter()
+        .take(MAX_SHOWN_FACTS)
+        .map(|f| noverlay_proto::text::loggable(f))
+        .collect()
+}
+
 /// Sleeps until `at` (the caller polls this only when there is one).
 pub(super) async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {

@@ -335,8 +335,10 @@ impl<D: Dataplane> HostAgent<D> {
                     Ok(table) => table,
                     Err(e) => format!("(cannot read the table back: {e})"),
                 };
+                let dpu_facts = calls::shown_facts(&wire.facts);
                 self.status.send_modify(|s| {
                     s.applied = Some(contract.clone());
+                    s.dpu_facts = dpu_facts;
                     record_routes(s, applied.clone());
                     s.nft_ruleset = nft_ruleset.clone();
                     s.applied_unix = noverlay_runtime::unix_now();

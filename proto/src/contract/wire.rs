@@ -29,6 +29,8 @@ impl Contract {
                 .collect(),
             mtu: self.mtu,
             gateway_interface: self.gateway_interface.clone(),
+            // Where each fact came from is the serving agent's to add.
+            facts: Vec::new(),
         }
     }
 }
