@@ -64,17 +64,7 @@ pub async fn connect(
 /// An error and its causes on one line: tonic's own Display ("transport
 /// error") hides the TLS reason an operator needs.
 pub fn error_chain(error: &dyn StdError) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+    noverlay_runtime::one_line(error)
 }
 
 /// What an operator does about a failed connection, where the cause says

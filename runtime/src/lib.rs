@@ -123,7 +123,7 @@ impl Daemon {
 
 /// An error and its causes on one line, joined by ": ", skipping a cause
 /// whose text its parent already carries (many errors print their source).
-pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
+pub fn one_line(error: &dyn std::error::Error) -> String {
     let mut line = error.to_string();
     let mut cause = error.source();
     while let Some(next) = cause {

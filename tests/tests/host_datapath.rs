@@ -689,15 +689,7 @@ fn next_to_ovnkubes_route_manager_its_routes_stay_and_ours_win() -> anyhow::Resu
     })?;
     let took = started.elapsed();
     let restores = manager.stop();
-    let through_mp0 = {
-        let listing = host.sh("nft list table netdev mp0seen")?;
-        listing
-            .split_whitespace()
-            .skip_while(|w| *w != "packets")
-            .nth(1)
-            .and_then(|n| n.parse::<u64>().ok())
-            .ok_or_else(|| anyhow::anyhow!("no counter in {listing}"))?
-    };
+    let through_mp0 = count_through_mp0(host)?;
     let reached = seen(&topo.dpu, "169.254.0.2")?;
     println!(
         "1000 packets in {took:?} next to ovnkube's churning route manager: {reached} reached the DPU, \
