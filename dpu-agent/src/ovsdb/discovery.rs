@@ -2,10 +2,7 @@
 //! agent's state, where the flow programmer picks it up.
 
 use super::{DiscoveryError, Monitor, PortNames};
-use crate::{
-    config::{Fact, FactSource},
-    state::{AgentHandle, Source},
-};
+use crate::state::{AgentHandle, Source};
 use noverlay_runtime::logging::Repeats;
 use std::{path::PathBuf, time::Duration};
 use tokio_util::sync::CancellationToken;
@@ -77,7 +74,7 @@ async fn follow(
                 if names.patch.is_none()
                     && let Ok(patch) = monitor.replica.patch_name(names)
                 {
-                    handle.set_found_fact(Fact::new("bridge.patch_port", patch, FactSource::Ovsdb));
+                    handle.set_found_in_ovsdb("bridge.patch_port", patch);
                 }
                 handle.set_source(Source::Ovsdb, Ok(()));
             }

@@ -176,8 +176,10 @@ impl AgentHandle {
         Ok(revision)
     }
 
-    /// Records a fact found at run time (it replaces one of the same key).
-    pub fn set_found_fact(&self, fact: crate::config::Fact) {
+    /// Records a fact found in OVSDB at run time (it replaces one of the
+    /// same key).
+    pub fn set_found_in_ovsdb(&self, key: &str, value: String) {
+        let fact = crate::config::Fact::new(key, value, crate::config::FactSource::Ovsdb);
         let mut facts = lock(&self.state.facts);
         facts.retain(|f| f.key != fact.key);
         facts.push(fact);
