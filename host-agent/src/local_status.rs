@@ -121,8 +121,10 @@ impl StatusReport {
     pub fn render(&self) -> String {
         let mut out = format!("host-agent {}\n", self.version);
         let _ = write!(out, "DPU {}: {}", self.dpu, self.phase);
+        // What the DPU said may hold anything: no escape sequence of its
+        // reaches the operator's terminal.
         if let Some(detail) = &self.phase_detail {
-            let _ = write!(out, " ({detail})");
+            let _ = write!(out, " ({})", escaped(detail));
         }
         out.push('\n');
         match &self.contract {
@@ -147,7 +149,7 @@ impl StatusReport {
             }
         }
         for fact in &self.dpu_facts {
-            let _ = writeln!(out, "  DPU fact: {fact}");
+            let _ = writeln!(out, "  DPU fact: {}", escaped(fact));
         }
         let _ = writeln!(
             out,
@@ -170,7 +172,7 @@ impl StatusReport {
         let _ = writeln!(
             out,
             "last error: {}",
-            self.last_error.as_deref().unwrap_or("none")
+            self.last_error.as_deref().map_or("none".into(), escaped)
         );
         let _ = writeln!(
             out,
@@ -179,6 +181,12 @@ impl StatusReport {
         );
         out
     }
+}
+
+/// Text that came from the DPU, its control characters escaped (whole).
+fn escaped(text: &str) -> String {
+    // As many characters as it has bytes: nothing is cut.
+    noverlay_proto::text::printable(text, text.len())
 }
 
 impl ContractReport {
@@ -382,6 +390,20 @@ mod tests {
              last error: none\n\
              repairs 2, reconciles 7, DPU sessions ended 1\n"
         );
+        // Whatever the DPU put in its words reaches the terminal escaped.
+        let hostile = StatusReport {
+            phase_detail: Some("refused\u{1b}[2J\u{1b}]0;owned\u{7}".into()),
+            last_error: Some("x\ny".into()),
+            dpu_facts: vec!["\u{1b}[31mred".into()],
+            ..report.clone()
+        };
+        let shown = hostile.render();
+        assert!(
+            !shown.contains('\u{1b}') && !shown.contains('\u{7}'),
+            "{shown:?}"
+        );
+        assert!(shown.contains("(refused\\u{1b}[2J"), "{shown}");
+        assert!(shown.contains("last error: x\\ny\n"), "{shown}");
         let json = serde_json::to_string(&report).expect("json");
         let back: StatusReport = serde_json::from_str(&json).expect("parse");
         assert_eq!(back, report);
