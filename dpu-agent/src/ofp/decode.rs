@@ -207,14 +207,19 @@ pub fn instructions_text(bytes: &[u8]) -> String {
 pub fn actions_text(bytes: &[u8]) -> String {
     type_length_entries(bytes, 4)
         .map(|entry| match entry {
-            Some((kind, body)) => action_text(kind, body),
+            Some((kind, body)) => action_text(kind, body, 0),
             None => "malformed_action".to_string(),
         })
         .collect::<Vec<_>>()
         .join(",")
 }
 
-fn action_text(kind: u16, body: &[u8]) -> String {
+/// How deep action lists nest inside ct(exec(...)) before the rest is
+/// not decoded: ours nest once; a switch's reply may nest anything, and
+/// decoding must not recurse without bound.
+const MAX_NESTING: usize = 4;
+
+fn action_text(kind: u16, body: &[u8], depth: usize) -> String {
     match kind {
         0 => match u32_at(body, 4) {
             Some(0xffff_fffa) => "NORMAL".into(),
@@ -244,12 +249,12 @@ fn action_text(kind: u16, body: &[u8]) -> String {
                 None => "malformed_set_field".into(),
             }
         }
-        0xffff if u32_at(body, 4) == Some(0x0000_2320) => nx_action_text(body),
+        0xffff if u32_at(body, 4) == Some(0x0000_2320) => nx_action_text(body, depth),
         other => format!("action({other})"),
     }
 }
 
-fn nx_action_text(body: &[u8]) -> String {
+fn nx_action_text(body: &[u8], depth: usize) -> String {
     let subtype = u16_at(body, 8).unwrap_or(0);
     match subtype {
         // NXAST_REG_MOVE of the whole Ethernet destination to the source.
@@ -258,13 +263,13 @@ fn nx_action_text(body: &[u8]) -> String {
         {
             "move:NXM_OF_ETH_DST[]->NXM_OF_ETH_SRC[]".into()
         }
-        35 => ct_text(body),
+        35 => ct_text(body, depth),
         36 => nat_text(body),
         other => format!("nx_action({other})"),
     }
 }
 
-fn ct_text(body: &[u8]) -> String {
+fn ct_text(body: &[u8], depth: usize) -> String {
     let (Some(flags), Some(zone_src), Some(zone)) =
         (u16_at(body, 10), u32_at(body, 12), u16_at(body, 16))
     else {
@@ -291,9 +296,13 @@ fn ct_text(body: &[u8]) -> String {
     }
     let nested = body.get(24..).unwrap_or_default();
     let mut exec = Vec::new();
-    for entry in type_length_entries(nested, 8) {
+    if depth >= MAX_NESTING && !nested.is_empty() {
+        exec.push("nested_too_deep".to_string());
+    }
+    let entries = type_length_entries(nested, 8).take_while(|_| depth < MAX_NESTING);
+    for entry in entries {
         let text = match entry {
-            Some((kind, action)) => action_text(kind, action),
+            Some((kind, action)) => action_text(kind, action, depth + 1),
             None => {
                 exec.push("malformed".to_string());
                 break;
@@ -379,6 +388,34 @@ mod tests {
                 "{actions}"
             );
         }
+    }
+
+    #[test]
+    fn nested_actions_from_the_switch_are_decoded_to_a_bound_never_overflowing() {
+        // ct(exec(ct(exec(...)))) 2,000 deep (48 KB, within one OpenFlow
+        // message), as a hostile or broken reply
+        // could carry: each ct is a 24-byte Nicira header holding the next.
+        let mut action: Vec<u8> = Vec::new();
+        for _ in 0..2000 {
+            let len = 24 + action.len();
+            let mut ct = vec![0xff, 0xff];
+            ct.extend_from_slice(&u16::try_from(len).expect("fits").to_be_bytes());
+            ct.extend_from_slice(&[0, 0, 0x23, 0x20, 0, 35, 0, 1]);
+            ct.extend_from_slice(&[0, 0, 0, 0, 0, 7, 0xff, 0, 0, 0, 0, 0]);
+            ct.extend_from_slice(&action);
+            action = ct;
+        }
+        let text = actions_text(&action);
+        assert!(
+            text.contains("nested_too_deep"),
+            "{}",
+            &text[..text.len().min(300)]
+        );
+        assert!(
+            text.starts_with("ct(commit,zone=7,exec(ct(commit,zone=7,exec("),
+            "{}",
+            &text[..200]
+        );
     }
 
     #[test]
