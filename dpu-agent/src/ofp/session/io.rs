@@ -61,13 +61,14 @@ pub(super) async fn keepalive(
 }
 
 /// Reads messages until the connection ends: replies to their requests,
-/// echo requests answered, monitor updates to the watchers.
+/// echo requests answered, monitor updates to the watchers. A switch that
+/// floods echo requests faster than it reads the replies ends it too.
 pub(super) async fn read_loop(
     reader: super::Reader,
     pending: Arc<Mutex<HashMap<u32, Pending>>>,
     alive: Arc<std::sync::atomic::AtomicBool>,
     watchers: Arc<Mutex<Vec<mpsc::UnboundedSender<()>>>>,
-    echo: mpsc::UnboundedSender<Vec<u8>>,
+    echo: mpsc::Sender<Vec<u8>>,
 ) {
     // Buffered: a header and a body are two reads, not two system calls.
     let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
@@ -91,7 +92,9 @@ pub(super) async fn read_loop(
         {
             break;
         }
-        route(&message, h, &pending, &watchers, &echo);
+        if !route(&message, h, &pending, &watchers, &echo) {
+            break;
+        }
     }
     alive.store(false, Ordering::Release);
     // Requests in flight fail at once (their senders are dropped).
@@ -104,13 +107,22 @@ fn route(
     header: Header,
     pending: &Mutex<HashMap<u32, Pending>>,
     watchers: &Mutex<Vec<mpsc::UnboundedSender<()>>>,
-    echo: &mpsc::UnboundedSender<Vec<u8>>,
-) {
+    echo: &mpsc::Sender<Vec<u8>>,
+) -> bool {
     match header.kind {
         wire::OFPT_HELLO => {}
         wire::OFPT_ECHO_REQUEST => {
             let reply = wire::echo_reply(header.xid, &message[wire::HEADER_LEN..]);
-            let _ = echo.send(wire::with_version(reply, header.version));
+            if echo
+                .try_send(wire::with_version(reply, header.version))
+                .is_err()
+            {
+                // It asks faster than it reads our replies: no queue grows.
+                tracing::warn!(
+                    "the switch floods echo requests without reading the replies; reconnecting"
+                );
+                return false;
+            }
         }
         _ if wire::is_flow_monitor_event(message) => notify(watchers),
         _ => {
@@ -136,4 +148,5 @@ fn route(
             }
         }
     }
+    true
 }

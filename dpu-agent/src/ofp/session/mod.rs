@@ -86,6 +86,13 @@ pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 pub const KEEPALIVE: Duration = Duration::from_secs(5);
 /// The largest message accepted from the switch (OpenFlow's own limit).
 const MAX_MESSAGE: usize = 65535;
+/// Echo replies waiting to be written; a switch that sends more echo
+/// requests than it reads replies loses the connection.
+const MAX_QUEUED_ECHOES: usize = 64;
+/// The most flow-stats reply bytes one read of the bridge collects (about
+/// 100,000 flows like ours; ovnkube's bridge holds hundreds): past it the
+/// read fails and the connection is dropped, the memory freed.
+pub const MAX_FLOW_STATS_BYTES: usize = 32 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -99,6 +106,10 @@ pub enum SessionError {
     Refused { what: String, kind: u16, code: u16 },
     #[error("malformed reply from the switch: {0}")]
     Malformed(&'static str),
+    #[error(
+        "the switch sent more than {MAX_FLOW_STATS_BYTES} bytes of flow stats for one request; dropped the connection"
+    )]
+    TooLarge,
     /// The switch's hello offers none of [`wire::VERSIONS`].
     #[error(
         "the switch at {endpoint} allows {} only; dpu-agent speaks {}",
@@ -212,7 +223,7 @@ impl Session {
             .map_err(|e| connect_error(e.to_string()))?;
         let pending: Arc<Mutex<HashMap<u32, Pending>>> = Arc::default();
         let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let (echo_tx, mut echo_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let (echo_tx, mut echo_rx) = mpsc::channel::<Vec<u8>>(MAX_QUEUED_ECHOES);
         let reader = tokio::spawn(io::read_loop(
             reader,
             pending.clone(),
@@ -385,11 +396,18 @@ impl Session {
             )
             .await?;
             let mut flows = Vec::new();
+            let mut received = 0usize;
             loop {
                 let reply = rx
                     .recv()
                     .await
                     .ok_or_else(|| SessionError::Broken(self.name()))?;
+                received += reply.len();
+                if received > MAX_FLOW_STATS_BYTES {
+                    lock(&connection.pending).remove(&xid);
+                    connection.alive.store(false, Ordering::Release);
+                    return Err(SessionError::TooLarge);
+                }
                 if reply.get(1) == Some(&wire::OFPT_ERROR) {
                     let (kind, code) = wire::error_type_code(&reply).unwrap_or_default();
                     return Err(SessionError::Refused {
@@ -489,6 +507,71 @@ mod tests {
         tokio::time::timeout(KEEPALIVE + REQUEST_DEADLINE * 2, changes.recv())
             .await
             .expect("the lost connection was never reported")
+            .expect("watch channel");
+    }
+
+    /// A switch that answers a flow-stats request with REPLY_MORE parts
+    /// without end: the read stops past its bound, with an error.
+    #[tokio::test]
+    async fn an_endless_flow_stats_reply_is_cut_off() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("br.mgmt");
+        let listener = UnixListener::bind(&path).expect("bind");
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            stream.write_all(&wire::hello(0)).await.expect("hello");
+            let mut buffer = vec![0u8; 4096];
+            let mut seen = Vec::new();
+            let xid = loop {
+                let n = stream.read(&mut buffer).await.expect("read");
+                seen.extend_from_slice(&buffer[..n]);
+                if let Some(xid) = stats_request_xid(&seen) {
+                    break xid;
+                }
+            };
+            // Parts of 1,100 minimal flow entries each (56 bytes: an
+            // empty match, no instructions), each saying more follows.
+            let mut entry = vec![0u8; 56];
+            entry[..2].copy_from_slice(&56u16.to_be_bytes());
+            entry[48..52].copy_from_slice(&[0, 1, 0, 4]);
+            let body: Vec<u8> = (0..1100).flat_map(|_| entry.clone()).collect();
+            let length = u16::try_from(16 + body.len()).expect("fits");
+            let mut part = vec![wire::VERSION, wire::OFPT_MULTIPART_REPLY];
+            part.extend_from_slice(&length.to_be_bytes());
+            part.extend_from_slice(&xid.to_be_bytes());
+            part.extend_from_slice(&[0, 1, 0, 1, 0, 0, 0, 0]);
+            part.extend_from_slice(&body);
+            while stream.write_all(&part).await.is_ok() {}
+        });
+        let session = Session::new(path);
+        let error = session.flows(0, 0).await.expect_err("cut off");
+        assert!(matches!(error, SessionError::TooLarge), "{error}");
+    }
+
+    /// A switch that sends echo requests without ever reading our replies
+    /// loses the connection instead of making us queue replies forever.
+    #[tokio::test]
+    async fn an_echo_flood_that_reads_nothing_drops_the_connection() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("br.mgmt");
+        let listener = UnixListener::bind(&path).expect("bind");
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            stream.write_all(&wire::hello(0)).await.expect("hello");
+            let mut flood = Vec::new();
+            for xid in 0..200_000u32 {
+                flood.extend_from_slice(&wire::echo_request(xid));
+            }
+            let _ = stream.write_all(&flood).await;
+            // Keep the socket open, reading nothing.
+            std::future::pending::<()>().await;
+        });
+        let session = Session::new(path);
+        let mut changes = session.watch();
+        session.version().await.expect("connected");
+        tokio::time::timeout(std::time::Duration::from_secs(20), changes.recv())
+            .await
+            .expect("the flood never dropped the connection")
             .expect("watch channel");
     }
 
