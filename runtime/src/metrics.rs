@@ -13,11 +13,18 @@ use tokio_util::sync::CancellationToken;
 
 /// A scrape that takes longer than this (slow client) is dropped.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection that has not sent its request headers by then is dropped:
+/// idle connections cannot pile up.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections served at once; one more is closed at once (a scraper
+/// needs one, a local flood must not take the agent's descriptors).
+pub const MAX_CONNECTIONS: usize = 32;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Serves `registry` on `listener` until `shutdown`.
 pub async fn serve(listener: TcpListener, registry: Arc<Registry>, shutdown: CancellationToken) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -31,13 +38,20 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, shutdown: Can
                 }
             },
         };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            // Full: this one is closed now (dropped), the others go on.
+            continue;
+        };
         let registry = registry.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = service_fn(move |request| {
                 let registry = registry.clone();
                 async move { Ok::<_, Infallible>(answer(&request, &registry)) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);
             let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
         });
@@ -129,5 +143,55 @@ pub mod encode {
         metric: &impl EncodeMetric,
     ) -> fmt::Result {
         metric.encode(e.encode_descriptor(name, help, None, metric.metric_type())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A local flood of idle connections: at most [`MAX_CONNECTIONS`] are
+    /// held, and they are dropped once idle past the header timeout, after
+    /// which a scrape is answered.
+    #[tokio::test]
+    async fn a_flood_of_idle_connections_is_bounded_and_does_not_stop_scrapes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve(
+            listener,
+            Arc::new(Registry::default()),
+            shutdown.clone(),
+        ));
+        let mut idle = Vec::new();
+        for _ in 0..200 {
+            idle.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Closed by the server: a read ends at once.
+        let mut held = 0;
+        for stream in &mut idle {
+            let mut byte = [0u8; 1];
+            let read =
+                tokio::time::timeout(Duration::from_millis(20), stream.read(&mut byte)).await;
+            if read.is_err() {
+                held += 1;
+            }
+        }
+        assert!(held <= MAX_CONNECTIONS, "{held} idle connections held");
+        tokio::time::sleep(HEADER_TIMEOUT + Duration::from_millis(500)).await;
+        let mut scrape = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        scrape
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("request");
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(5), scrape.read_to_string(&mut answer))
+            .await
+            .expect("answered in time")
+            .expect("read");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        shutdown.cancel();
     }
 }
