@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     let names = PortNames {
         bridge: "breth0".into(),
         host_representor: "pf0hpf".into(),
-        patch: "patch-breth0".into(),
+        patch: Some("patch-breth0".into()),
         uplink: "p0".into(),
     };
     let ovn_config = OvnConfig {
