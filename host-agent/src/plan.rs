@@ -306,8 +306,13 @@ pub enum HostCheckError {
 
 /// The host's own limits on what a DPU may route through itself: no
 /// cluster CIDR broader than the configured shortest prefix, none covering
-/// the address the host reaches the DPU agent at.
-pub fn check_limits(contract: &Contract, config: &ValidHostConfig) -> Result<(), HostCheckError> {
+/// any address the host reaches the DPU agent at (`dpu_ips`: the address
+/// itself, or every address its name resolved to).
+pub fn check_limits(
+    contract: &Contract,
+    config: &ValidHostConfig,
+    dpu_ips: &[IpAddr],
+) -> Result<(), HostCheckError> {
     for family in &contract.families {
         let kind = family.family();
         let shortest = config
@@ -337,15 +342,27 @@ pub fn check_limits(contract: &Contract, config: &ValidHostConfig) -> Result<(),
     {
         return Err(HostCheckError::CannotSplit { cidr: *cidr });
     }
-    if let Ok(dpu) = config.raw.dpu.address.parse::<std::net::SocketAddr>()
-        && let Some(cidr) = contract.cluster_cidrs().find(|c| c.contains(&dpu.ip()))
-    {
-        return Err(HostCheckError::CoversTheDpu {
-            cidr: *cidr,
-            dpu: dpu.ip(),
-        });
+    for dpu in dpu_ips {
+        if let Some(cidr) = contract.cluster_cidrs().find(|c| c.contains(dpu)) {
+            return Err(HostCheckError::CoversTheDpu {
+                cidr: *cidr,
+                dpu: *dpu,
+            });
+        }
     }
     Ok(())
+}
+
+/// The DPU agent's address as an IP, when `dpu.address` is one (a name is
+/// resolved by the agent after each connect).
+pub fn literal_dpu_ip(config: &ValidHostConfig) -> Option<IpAddr> {
+    config
+        .raw
+        .dpu
+        .address
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|a| a.ip())
 }
 
 /// Within one session, revisions only go forward, and a revision never
@@ -584,9 +601,12 @@ mod tests {
             )
             .expect("contract")
         };
-        assert_eq!(check_limits(&with(&["198.18.128.0/17"]), &config), Ok(()));
         assert_eq!(
-            check_limits(&with(&["198.0.0.0/15"]), &config),
+            check_limits(&with(&["198.18.128.0/17"]), &config, &[]),
+            Ok(())
+        );
+        assert_eq!(
+            check_limits(&with(&["198.0.0.0/15"]), &config, &[]),
             Err(HostCheckError::TooBroad {
                 cidr: net("198.0.0.0/15"),
                 shortest: 16,
@@ -598,23 +618,32 @@ mod tests {
             .expect("prefix")
             .trunc()
             .to_string();
-        let error = check_limits(&with(&[&covering]), &config).expect_err("covers the DPU");
+        let error =
+            check_limits(&with(&[&covering]), &config, &[dpu.ip()]).expect_err("covers the DPU");
         assert!(
             error.to_string().contains(&dpu.ip().to_string())
                 && error.to_string().contains(&covering),
             "{error}"
         );
+        // A name that resolved to several addresses: each is checked.
+        let resolved: [IpAddr; 2] = ["198.19.7.1".parse().expect("ip"), dpu.ip()];
+        let error = check_limits(&with(&["198.19.0.0/16"]), &config, &resolved)
+            .expect_err("covers a resolved address");
+        assert!(error.to_string().contains("198.19.7.1"), "{error}");
         // Next to mp0's routes a CIDR is routed as its halves: a single
         // address cannot be; where mp0's routes are removed it can.
         assert_eq!(
-            check_limits(&with(&["198.18.200.1/32"]), &config),
+            check_limits(&with(&["198.18.200.1/32"]), &config, &[]),
             Err(HostCheckError::CannotSplit {
                 cidr: net("198.18.200.1/32")
             })
         );
         let mut removing = config.clone();
         removing.raw.mp0_routes = Mp0Routes::Remove;
-        assert_eq!(check_limits(&with(&["198.18.200.1/32"]), &removing), Ok(()));
+        assert_eq!(
+            check_limits(&with(&["198.18.200.1/32"]), &removing, &[]),
+            Ok(())
+        );
     }
 
     #[test]

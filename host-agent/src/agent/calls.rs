@@ -21,6 +21,18 @@ pub(super) fn record_routes(status: &mut HostStatus, applied: Applied) {
     status.route_takebacks = applied.takebacks;
 }
 
+/// How long resolving the DPU's name may take.
+const RESOLVE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Every address `address` (host:port) resolves to, under a deadline.
+pub(super) async fn resolve(address: &str) -> Result<Vec<std::net::IpAddr>, String> {
+    match tokio::time::timeout(RESOLVE_DEADLINE, tokio::net::lookup_host(address)).await {
+        Ok(Ok(found)) => Ok(found.map(|a| a.ip()).collect()),
+        Ok(Err(e)) => Err(format!("{address}: {e}")),
+        Err(_) => Err(format!("{address}: no answer within {RESOLVE_DEADLINE:?}")),
+    }
+}
+
 /// At most this many of the DPU's facts are kept for status.
 const MAX_SHOWN_FACTS: usize = 32;
 
@@ -73,5 +85,21 @@ pub(super) fn end_for(status: tonic::Status) -> SessionEnd {
                 .map(client::error_chain)
                 .unwrap_or_else(|| status.message().to_string())
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn a_name_resolves_to_every_address_it_has() {
+        let ips = super::resolve("localhost:50051").await.expect("resolves");
+        assert!(
+            ips.contains(&std::net::IpAddr::from([127, 0, 0, 1])),
+            "{ips:?}"
+        );
+        let error = super::resolve("no-such-dpu.invalid:50051")
+            .await
+            .expect_err("does not resolve");
+        assert!(error.contains("no-such-dpu.invalid"), "{error}");
     }
 }

@@ -58,6 +58,9 @@ pub struct HostAgent<D> {
     /// A route held off (another writer keeps replacing it) is tried again
     /// then.
     retry_at: Option<tokio::time::Instant>,
+    /// The addresses the DPU agent is reached at (its name resolved after
+    /// each connect): no cluster CIDR may cover one.
+    dpu_ips: Vec<std::net::IpAddr>,
 }
 
 /// Swaps the host's TLS credentials at runtime.
@@ -86,6 +89,7 @@ impl<D: Dataplane> HostAgent<D> {
         periodic.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Replaced by the daemon's (with_heartbeat); unwatched otherwise.
         let heartbeat = Watchdog::with_timeout(None).heartbeat("host reconcile loop");
+        let dpu_ips = plan::literal_dpu_ip(&config).into_iter().collect();
         Ok(HostAgent {
             settings: HostSettings::from_config(&config),
             config,
@@ -99,6 +103,7 @@ impl<D: Dataplane> HostAgent<D> {
             beat: heartbeat.ticker(),
             failing: Repeats::default(),
             retry_at: None,
+            dpu_ips,
             heartbeat,
         })
     }
@@ -241,6 +246,15 @@ impl<D: Dataplane> HostAgent<D> {
             Waited::Done(Ok(client)) => client,
             Waited::Done(Err(e)) => return SessionEnd::Lost(e.to_string()),
         };
+        if plan::literal_dpu_ip(&self.config).is_none() {
+            match calls::resolve(&address).await {
+                Ok(ips) => self.dpu_ips = ips,
+                // The last addresses it resolved to are checked meanwhile.
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot resolve dpu.address to check the contract against it")
+                }
+            }
+        }
         let proposal = self.config.proposal();
         let mut negotiating = client.clone();
         let negotiated = deadline("Negotiate", negotiating.negotiate(proposal.clone()));
@@ -381,7 +395,7 @@ impl<D: Dataplane> HostAgent<D> {
         plan::check_revision(&contract, self.session_contract.as_ref())
             .map_err(|e| e.to_string())?;
         plan::check_matches_proposal(&contract, &self.config).map_err(|e| e.to_string())?;
-        plan::check_limits(&contract, &self.config).map_err(|e| e.to_string())?;
+        plan::check_limits(&contract, &self.config, &self.dpu_ips).map_err(|e| e.to_string())?;
         let addresses = self
             .dataplane
             .host_addresses()
