@@ -353,18 +353,6 @@ pub fn check_limits(
     Ok(())
 }
 
-/// The DPU agent's address as an IP, when `dpu.address` is one (a name is
-/// resolved by the agent after each connect).
-pub fn literal_dpu_ip(config: &ValidHostConfig) -> Option<IpAddr> {
-    config
-        .raw
-        .dpu
-        .address
-        .parse::<std::net::SocketAddr>()
-        .ok()
-        .map(|a| a.ip())
-}
-
 /// Within one session, revisions only go forward, and a revision never
 /// changes its content.
 pub fn check_revision(contract: &Contract, last: Option<&Contract>) -> Result<(), HostCheckError> {

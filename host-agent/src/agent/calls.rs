@@ -21,6 +21,18 @@ pub(super) fn record_routes(status: &mut HostStatus, applied: Applied) {
     status.route_takebacks = applied.takebacks;
 }
 
+/// The DPU agent's address as an IP, when `dpu.address` is one (a name is
+/// resolved by the agent after each connect).
+pub(super) fn literal_dpu_ip(config: &crate::config::ValidHostConfig) -> Option<std::net::IpAddr> {
+    config
+        .raw
+        .dpu
+        .address
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|a| a.ip())
+}
+
 /// How long resolving the DPU's name may take.
 const RESOLVE_DEADLINE: Duration = Duration::from_secs(2);
 

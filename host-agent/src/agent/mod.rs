@@ -89,7 +89,7 @@ impl<D: Dataplane> HostAgent<D> {
         periodic.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Replaced by the daemon's (with_heartbeat); unwatched otherwise.
         let heartbeat = Watchdog::with_timeout(None).heartbeat("host reconcile loop");
-        let dpu_ips = plan::literal_dpu_ip(&config).into_iter().collect();
+        let dpu_ips = calls::literal_dpu_ip(&config).into_iter().collect();
         Ok(HostAgent {
             settings: HostSettings::from_config(&config),
             config,
@@ -246,7 +246,7 @@ impl<D: Dataplane> HostAgent<D> {
             Waited::Done(Ok(client)) => client,
             Waited::Done(Err(e)) => return SessionEnd::Lost(e.to_string()),
         };
-        if plan::literal_dpu_ip(&self.config).is_none() {
+        if calls::literal_dpu_ip(&self.config).is_none() {
             match calls::resolve(&address).await {
                 Ok(ips) => self.dpu_ips = ips,
                 // The last addresses it resolved to are checked meanwhile.

@@ -473,12 +473,9 @@ mod tests {
     /// nothing (wedged): the echo keepalive notices and the watchers hear.
     #[tokio::test(start_paused = true)]
     async fn a_switch_that_stops_answering_echoes_loses_the_connection() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("br.mgmt");
-        let listener = UnixListener::bind(&path).expect("bind");
+        let (_dir, path, listener) = switch_socket();
         tokio::spawn(async move {
-            let (mut stream, _) = listener.accept().await.expect("accept");
-            stream.write_all(&wire::hello(0)).await.expect("hello");
+            let mut stream = accepted(listener).await;
             let mut buffer = vec![0u8; 4096];
             // Hello, the monitor request and the stats request may come
             // in one read or several: answer the stats request once seen.
@@ -514,12 +511,9 @@ mod tests {
     /// without end: the read stops past its bound, with an error.
     #[tokio::test]
     async fn an_endless_flow_stats_reply_is_cut_off() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("br.mgmt");
-        let listener = UnixListener::bind(&path).expect("bind");
+        let (_dir, path, listener) = switch_socket();
         tokio::spawn(async move {
-            let (mut stream, _) = listener.accept().await.expect("accept");
-            stream.write_all(&wire::hello(0)).await.expect("hello");
+            let mut stream = accepted(listener).await;
             let mut buffer = vec![0u8; 4096];
             let mut seen = Vec::new();
             let xid = loop {
@@ -552,12 +546,9 @@ mod tests {
     /// loses the connection instead of making us queue replies forever.
     #[tokio::test]
     async fn an_echo_flood_that_reads_nothing_drops_the_connection() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("br.mgmt");
-        let listener = UnixListener::bind(&path).expect("bind");
+        let (_dir, path, listener) = switch_socket();
         tokio::spawn(async move {
-            let (mut stream, _) = listener.accept().await.expect("accept");
-            stream.write_all(&wire::hello(0)).await.expect("hello");
+            let mut stream = accepted(listener).await;
             let mut flood = Vec::new();
             for xid in 0..200_000u32 {
                 flood.extend_from_slice(&wire::echo_request(xid));
@@ -573,6 +564,21 @@ mod tests {
             .await
             .expect("the flood never dropped the connection")
             .expect("watch channel");
+    }
+
+    /// A management socket a fake switch listens on.
+    fn switch_socket() -> (tempfile::TempDir, PathBuf, UnixListener) {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("br.mgmt");
+        let listener = UnixListener::bind(&path).expect("bind");
+        (dir, path, listener)
+    }
+
+    /// The fake switch's side of a new connection, its hello sent.
+    async fn accepted(listener: UnixListener) -> tokio::net::UnixStream {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        stream.write_all(&wire::hello(0)).await.expect("hello");
+        stream
     }
 
     fn stats_request_xid(mut bytes: &[u8]) -> Option<u32> {
