@@ -65,7 +65,6 @@ pub fn start_datapath(
     if config.raw.uplink_guard.enabled {
         tasks.push(tokio::spawn(guard::run::run_uplink_guard(
             handle.clone(),
-            bridge.uplink.clone(),
             Duration::from_millis(bridge.verify_interval_ms),
             watchdog.heartbeat("uplink guard"),
             guard_settled,
@@ -77,7 +76,7 @@ pub fn start_datapath(
         );
         handle.update_guard(|g| {
             g.state = state::GuardState::Off;
-            g.device = bridge.uplink.clone();
+            g.device = bridge.uplink.clone().unwrap_or_default();
         });
         handle.set_source(state::Source::Guard, Ok(()));
         drop(guard_settled);
@@ -100,9 +99,19 @@ pub fn start_datapath(
     let heartbeat = watchdog.heartbeat("flow programmer");
     let target = bridge.openflow_target();
     let bridge_name = bridge.name.clone();
+    let guarded = config.raw.uplink_guard.enabled;
     tasks.push(tokio::spawn(async move {
         // Flows go on after the guard does (or after it failed, or gave up:
-        // traffic must flow without it rather than not at all).
+        // traffic must flow without it rather than not at all). A guard
+        // waits for the uplink's name, and so do the ports (no flow is
+        // planned without them): the deadline starts once it is known.
+        if guarded {
+            let mut uplinks = handle.watch_uplink();
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = uplinks.wait_for(Option::is_some) => {}
+            }
+        }
         let _ = tokio::time::timeout(GUARD_FIRST, guard_first).await;
         match ofp::session::Endpoint::from_target(&target) {
             Some(endpoint) => {

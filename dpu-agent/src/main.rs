@@ -99,10 +99,26 @@ fn check_config(path: PathBuf) -> anyhow::Result<()> {
     for fact in &config.facts {
         println!("{fact}");
     }
-    if config.raw.bridge.patch_port.is_none() && config.static_ports.is_none() {
-        println!(
-            "bridge.patch_port = the bridge's one patch port to the integration bridge (from OVSDB at run time)"
-        );
+    if config.static_ports.is_none() {
+        let bridge = &config.raw.bridge;
+        for (unset, line) in [
+            (
+                bridge.patch_port.is_none(),
+                "bridge.patch_port = the bridge's one patch port to the integration bridge",
+            ),
+            (
+                bridge.uplink.is_none(),
+                "bridge.uplink = the bridge's one interface of type system, else its external_ids:bridge-uplink, else <nic> of br<nic>",
+            ),
+            (
+                bridge.host_representor.is_none(),
+                "bridge.host_representor = the bridge's one port that is not its own, a patch port or the uplink",
+            ),
+        ] {
+            if unset {
+                println!("{line} (from OVSDB at run time)");
+            }
+        }
     }
     println!("offer: {:#?}", config.offer);
     match config.static_ports {
@@ -116,8 +132,13 @@ fn check_config(path: PathBuf) -> anyhow::Result<()> {
         None => println!("flows: port numbers come from OVSDB at run time"),
     }
     if config.raw.uplink_guard.enabled {
-        let plan = dpu_agent::guard::GuardPlan::new(&config.offer, &config.raw.bridge.uplink);
-        print!("uplink guard:\n{}", plan.render());
+        match &config.raw.bridge.uplink {
+            Some(uplink) => {
+                let plan = dpu_agent::guard::GuardPlan::new(&config.offer, uplink);
+                print!("uplink guard:\n{}", plan.render());
+            }
+            None => println!("uplink guard: on the uplink found in OVSDB at run time"),
+        }
     } else {
         println!("uplink guard: off");
     }

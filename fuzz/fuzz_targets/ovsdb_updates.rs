@@ -1,6 +1,6 @@
-//! Any bytes from ovsdb-server: framing, replica updates, the port map and
-//! the check of OVN's gateway router (the northbound database) must never
-//! panic.
+//! Any bytes from ovsdb-server: framing, replica updates, the port map (named
+//! and derived) and the check of OVN's gateway router (the northbound
+//! database) must never panic.
 #![no_main]
 
 use dpu_agent::{
@@ -14,9 +14,16 @@ fuzz_target!(|data: &[u8]| {
     let mut replica = Replica::default();
     let names = PortNames {
         bridge: "breth0".into(),
-        host_representor: "pf0hpf".into(),
+        host_representor: Some("pf0hpf".into()),
         patch: Some("patch-breth0".into()),
-        uplink: "p0".into(),
+        uplink: Some("p0".into()),
+    };
+    // Nothing named: every port is derived from the replica.
+    let derived = PortNames {
+        bridge: "breth0".into(),
+        host_representor: None,
+        patch: None,
+        uplink: None,
     };
     let ovn_config = OvnConfig {
         nb_socket: "/var/run/ovn/ovnnb_db.sock".into(),
@@ -45,6 +52,7 @@ fuzz_target!(|data: &[u8]| {
                 .unwrap_or(value);
             let _ = replica.apply(&updates);
             let _ = replica.port_map(&names);
+            let _ = replica.port_map(&derived);
             let _ = ovn::check(&replica, &ovn_config, &expected);
         }
     }

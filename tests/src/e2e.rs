@@ -374,11 +374,9 @@ enabled = true
             key = tls.key.display(),
             ca = tls.ca.display(),
             ovnkube = self.ovnkube_conf_path().display(),
-            // No patch port: the one ovn-controller made is found in OVSDB.
-            bridge = self
-                .ovs
-                .agent_bridge_section_with(ovn::PATCH_PORT)
-                .replace(&format!("patch_port = \"{}\"\n", ovn::PATCH_PORT), ""),
+            // No port names: the patch port ovn-controller made, the uplink
+            // the bridge names and the host representor are found in OVSDB.
+            bridge = self.ovs.agent_bridge_section_by_name(),
         );
         std::fs::write(self.dpu_config_path(), text)?;
         Ok(())

@@ -120,11 +120,13 @@ impl Ovs {
     }
 
     /// `breth0` with the host representor (ofport 1) and the uplink (3),
-    /// for a patch port someone else makes (ovn-controller).
+    /// for a patch port someone else makes (ovn-controller). The bridge
+    /// names its uplink in `external_ids:bridge-uplink`, as ovnkube-node
+    /// writes it on a bridge it makes.
     pub fn bridge_without_patch(&self) -> anyhow::Result<()> {
         self.vsctl_line(
             "add-br breth0 -- set bridge breth0 datapath_type=netdev \
-             other_config:hwaddr=02:00:c6:12:00:0a \
+             other_config:hwaddr=02:00:c6:12:00:0a external_ids:bridge-uplink=p0 \
              -- add-port breth0 pf0hpf -- set Interface pf0hpf ofport_request=1 \
              -- add-port breth0 p0 -- set Interface p0 ofport_request=3",
         )?;
@@ -152,6 +154,22 @@ name = "breth0"
 host_representor = "pf0hpf"
 patch_port = "{patch_port}"
 uplink = "p0"
+ovsdb_socket = "{}"
+openflow = "{}"
+verify_interval_ms = 1000
+"#,
+            self.db_socket().display(),
+            self.openflow("breth0")
+        )
+    }
+
+    /// The dpu-agent `[bridge]` section naming the bridge only: its ports
+    /// are found in OVSDB.
+    pub fn agent_bridge_section_by_name(&self) -> String {
+        format!(
+            r#"
+[bridge]
+name = "breth0"
 ovsdb_socket = "{}"
 openflow = "{}"
 verify_interval_ms = 1000

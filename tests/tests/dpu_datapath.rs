@@ -165,6 +165,78 @@ async fn discovered_ports_and_installed_flows_match_the_plan() -> anyhow::Result
     agent.dpu.stop().await
 }
 
+/// A `[bridge]` section with the bridge's name only: the patch port, the
+/// uplink (the bridge's `external_ids:bridge-uplink`) and the host
+/// representor are found in OVSDB, status says so, and the flows are the
+/// same as with every port named. A bridge whose uplink cannot be told
+/// gets the one line that says which key to set, and no flow.
+#[tokio::test]
+#[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
+async fn ports_left_out_of_the_config_are_found_on_the_bridge() -> anyhow::Result<()> {
+    netns::require_privileges()?;
+    ovs::require()?;
+    let sw = dpu_switch()?;
+    let agent = start_agent_from(DpuOptions {
+        bridge: sw.ovs.agent_bridge_section_by_name(),
+        ..DpuOptions::default()
+    })
+    .await?;
+    let handle = agent.handle.clone();
+    wait_installed(&sw.ovs, &handle).await?;
+    let ports = handle.ports().ok_or_else(|| anyhow::anyhow!("no ports"))?;
+    assert_eq!(
+        (ports.host_representor, ports.patch, ports.uplink),
+        (1, 2, 3)
+    );
+    let facts: Vec<String> = handle.facts().iter().map(ToString::to_string).collect();
+    for fact in [
+        "bridge.patch_port = patch-breth0 (from OVSDB)",
+        "bridge.uplink = p0 (from OVSDB)",
+        "bridge.host_representor = pf0hpf (from OVSDB)",
+    ] {
+        assert!(facts.iter().any(|f| f == fact), "{fact} not in {facts:?}");
+    }
+    let installed = our_flows(&sw.ovs)?.join("\n") + "\n";
+    noverlay_test_support::assert_golden(&golden_dir(), "ovs_flows_ipv4.txt", &installed);
+    agent.shutdown.cancel();
+    agent.dpu.stop().await?;
+
+    // The uplink no longer named, on a bridge not called br<nic>.
+    let bare = dpu_switch()?;
+    bare.ovs.vsctl(&[
+        "remove",
+        "bridge",
+        "breth0",
+        "external_ids",
+        "bridge-uplink",
+    ])?;
+    let agent = start_agent_from(DpuOptions {
+        bridge: bare.ovs.agent_bridge_section_by_name(),
+        ..DpuOptions::default()
+    })
+    .await?;
+    let handle = agent.handle.clone();
+    wait_until(
+        "the uplink error in status",
+        Duration::from_secs(10),
+        || {
+            handle
+                .last_error()
+                .contains("the uplink of bridge \"breth0\" cannot be told from OVSDB")
+        },
+    )
+    .await?;
+    assert!(
+        handle.last_error().contains("set [bridge] uplink"),
+        "{}",
+        handle.last_error()
+    );
+    assert_eq!(handle.ports(), None);
+    assert!(our_flows(&bare.ovs)?.is_empty());
+    agent.shutdown.cancel();
+    agent.dpu.stop().await
+}
+
 #[tokio::test]
 #[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
 async fn cidr_change_swaps_the_flow_set_atomically() -> anyhow::Result<()> {

@@ -284,10 +284,12 @@ fn a_cidr_added_and_removed_at_runtime_follows() -> anyhow::Result<()> {
 }
 
 /// Next to ovnkube-node, dpu-agent's config holds no cluster CIDR,
-/// masquerade subnet, MTU or patch port: they come from ovnkube's own file
-/// (both families) and OVSDB (the patch port ovn-controller made),
-/// GetStatus names each fact's source, and a subnet ovnkube's file gains
-/// is followed without a signal.
+/// masquerade subnet, MTU or port name: they come from ovnkube's own file
+/// (both families) and OVSDB (the patch port ovn-controller made, the
+/// uplink the bridge names, the host representor), GetStatus names each
+/// fact's source, the uplink guard goes on the found uplink before the
+/// first flow, and a subnet ovnkube's file gains is followed without a
+/// signal.
 #[test]
 #[ignore = "privileged: needs root, network namespaces, Open vSwitch and OVN; run as root with --include-ignored (CI does)"]
 fn the_clusters_facts_come_from_ovnkubes_own_file() -> anyhow::Result<()> {
@@ -314,9 +316,23 @@ fn the_clusters_facts_come_from_ovnkubes_own_file() -> anyhow::Result<()> {
         format!("mtu = 1400 (from {file})"),
         format!("ipv4.underlay_ip = {NODE_IP} (from dpu-agent.toml)"),
         format!("bridge.patch_port = {} (from OVSDB)", ovn::PATCH_PORT),
+        "bridge.uplink = p0 (from OVSDB)".to_string(),
+        "bridge.host_representor = pf0hpf (from OVSDB)".to_string(),
     ] {
         assert!(facts.contains(&expected), "no {expected:?} in {facts:#?}");
     }
+    let status = bed.dpu_status()?;
+    let guard = status.uplink_guard.unwrap_or_default();
+    assert_eq!((guard.state.as_str(), guard.device.as_str()), ("on", "p0"));
+    let logs = bed.agent_logs();
+    let (written, flows) = (
+        logs.find("uplink guard written"),
+        logs.find("flows installed"),
+    );
+    assert!(
+        matches!((written, flows), (Some(g), Some(f)) if g < f),
+        "the uplink guard was not written before the first flows:\n{logs}"
+    );
     // The host shows them as the DPU sent them with the contract.
     let host = bed.host_status(false)?;
     assert!(

@@ -150,13 +150,13 @@ fn dual_stack(uplink_guard: bool) -> DpuOptions {
     }
 }
 
-fn start_guard(ns: &NetNs, options: &DpuOptions, device: &str) -> anyhow::Result<RunningGuard> {
+/// The guard on the config's uplink, `p0`.
+fn start_guard(ns: &NetNs, options: &DpuOptions) -> anyhow::Result<RunningGuard> {
     harness::init();
     let certs = Certs::new()?;
     let config: ValidConfig = harness::dpu_config(certs.dir.path(), options, &certs.dpu)?;
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
-    let device = device.to_string();
     let (handle_tx, handle_rx) = std::sync::mpsc::channel();
     let thread = ns.spawn(move || async move {
         let dpu = RunningDpu::start(&config).await?;
@@ -164,7 +164,6 @@ fn start_guard(ns: &NetNs, options: &DpuOptions, device: &str) -> anyhow::Result
         let (settled, _) = tokio::sync::oneshot::channel();
         run_uplink_guard(
             dpu.handle.clone(),
-            device,
             Duration::from_millis(100),
             Watchdog::with_timeout(None).heartbeat("uplink guard"),
             settled,
@@ -210,7 +209,7 @@ fn privileged() -> anyhow::Result<()> {
 fn masquerade_sources_never_leave_the_uplink_and_nothing_else_is_touched() -> anyhow::Result<()> {
     privileged()?;
     let link = uplink()?;
-    let guard = start_guard(&link.dpu, &dual_stack(true), "p0")?;
+    let guard = start_guard(&link.dpu, &dual_stack(true))?;
     guard.wait_on()?;
 
     // Host traffic that lost its SNAT: both families, stopped at the uplink.
@@ -285,7 +284,7 @@ fn masquerade_sources_never_leave_the_uplink_and_nothing_else_is_touched() -> an
 fn a_deleted_flushed_or_altered_guard_is_restored() -> anyhow::Result<()> {
     privileged()?;
     let link = uplink()?;
-    let guard = start_guard(&link.dpu, &dual_stack(true), "p0")?;
+    let guard = start_guard(&link.dpu, &dual_stack(true))?;
     guard.wait_on()?;
     let planned = guard::GuardPlan {
         uplink: "p0".into(),
@@ -331,7 +330,7 @@ fn without_handles(listing: &str) -> Vec<String> {
 fn a_restart_keeps_the_guard_and_a_new_config_rewrites_it() -> anyhow::Result<()> {
     privileged()?;
     let link = uplink()?;
-    let guard = start_guard(&link.dpu, &dual_stack(true), "p0")?;
+    let guard = start_guard(&link.dpu, &dual_stack(true))?;
     guard.wait_on()?;
     link.leak("198.18.0.20")?;
     eventually_blocking("the drops counted", WAIT, || {
@@ -345,7 +344,7 @@ fn a_restart_keeps_the_guard_and_a_new_config_rewrites_it() -> anyhow::Result<()
 
     // Restarted with the same config: adopted as is, not rewritten (the
     // counter keeps everything it counted, including while we were down).
-    let guard = start_guard(&link.dpu, &dual_stack(true), "p0")?;
+    let guard = start_guard(&link.dpu, &dual_stack(true))?;
     guard.wait_on()?;
     assert_eq!(guard.handle.guard().dropped_packets, 2 * PINGS);
     assert_eq!(guard.handle.guard().repairs, 0);
@@ -360,7 +359,7 @@ fn a_restart_keeps_the_guard_and_a_new_config_rewrites_it() -> anyhow::Result<()
         ipv6_cidrs: Vec::new(),
         ..options
     };
-    let guard = start_guard(&link.dpu, &options, "p0")?;
+    let guard = start_guard(&link.dpu, &options)?;
     guard.wait_on()?;
     let listing = link.guard_listing()?;
     assert!(
@@ -386,7 +385,7 @@ table netdev noverlay_guard {
 }
 EOF"#)?;
     let theirs = link.guard_listing()?;
-    let guard = start_guard(&link.dpu, &dual_stack(true), "p0")?;
+    let guard = start_guard(&link.dpu, &dual_stack(true))?;
     eventually_blocking("the guard to report the foreign table", WAIT, || {
         guard.handle.guard().state == GuardState::Failed
     })
@@ -417,7 +416,7 @@ EOF"#)?;
 fn cleanup_removes_the_guard_and_a_disabled_guard_is_never_written() -> anyhow::Result<()> {
     privileged()?;
     let link = uplink()?;
-    let guard = start_guard(&link.dpu, &dual_stack(true), "p0")?;
+    let guard = start_guard(&link.dpu, &dual_stack(true))?;
     guard.wait_on()?;
     guard.stop()?;
     link.dpu
@@ -468,7 +467,7 @@ fn cleanup_removes_the_guard_and_a_disabled_guard_is_never_written() -> anyhow::
 /// loses the table.
 mod decisions {
     use super::*;
-    use dpu_agent::guard::run::{GuardTable, Settings, keep_converged};
+    use dpu_agent::guard::run::{GuardTable, keep_converged};
     use noverlay_nft::{NftError, TableDump, Transaction, describe};
     use std::sync::{Arc, Mutex};
     use tokio::sync::Notify;
@@ -534,10 +533,7 @@ mod decisions {
             dpu.handle.clone(),
             table.clone(),
             wake.clone(),
-            Settings {
-                uplink: "p0".into(),
-                check_interval: Duration::from_secs(3600),
-            },
+            Duration::from_secs(3600),
             Watchdog::with_timeout(None).heartbeat("uplink guard"),
             settled_tx,
             shutdown.clone(),

@@ -13,14 +13,18 @@ use std::{net::SocketAddr, path::PathBuf};
 pub struct BridgeConfig {
     /// e.g. "breth0".
     pub name: String,
-    /// The host PF representor port, e.g. "pf0hpf".
-    pub host_representor: String,
+    /// The host PF representor port, e.g. "pf0hpf". When absent, the one
+    /// port of the bridge that is not its own, a patch port or the uplink,
+    /// found in OVSDB.
+    pub host_representor: Option<String>,
     /// The default-network patch port to br-int. When absent, the one
     /// patch port of the bridge whose peer is on the integration bridge
     /// (ovn-controller makes it), found in OVSDB.
     pub patch_port: Option<String>,
-    /// The physical uplink, e.g. "p0".
-    pub uplink: String,
+    /// The physical uplink, e.g. "p0". When absent, found in OVSDB as
+    /// ovnkube-node finds it: the bridge's one interface of type `system`,
+    /// else its `external_ids:bridge-uplink`, else `<nic>` of `br<nic>`.
+    pub uplink: Option<String>,
     /// Cookie marking our flows; flows with another cookie are never touched.
     #[serde(default = "default_cookie")]
     pub cookie: u64,
@@ -109,9 +113,9 @@ impl BridgeConfig {
     pub(super) fn validate(&self) -> Result<Option<PortMap>, ConfigError> {
         for (field, name) in [
             ("bridge.name", Some(&self.name)),
-            ("bridge.host_representor", Some(&self.host_representor)),
+            ("bridge.host_representor", self.host_representor.as_ref()),
             ("bridge.patch_port", self.patch_port.as_ref()),
-            ("bridge.uplink", Some(&self.uplink)),
+            ("bridge.uplink", self.uplink.as_ref()),
         ] {
             if let Some(name) = name {
                 validate_port_name(field, name)?;

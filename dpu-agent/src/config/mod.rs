@@ -248,6 +248,12 @@ impl DpuConfig {
                 })?;
         }
         let static_ports = self.bridge.validate()?;
+        if static_ports.is_some() && self.uplink_guard.enabled && self.bridge.uplink.is_none() {
+            return Err(ConfigError::Invalid {
+                field: "bridge.uplink".into(),
+                reason: "the uplink guard needs the uplink's device name, and with static_ports nothing looks it up in OVSDB: set [bridge] uplink".into(),
+            });
+        }
         Ok(ValidConfig {
             raw: self,
             authorised_host,
@@ -582,6 +588,13 @@ bridge_mac = "02:00:c6:12:00:0a"
                 "02:00",
             ),
             ("uplink = 3", "uplink = 0", "static_ports.uplink", "0"),
+            // Nothing would look the uplink up for the guard.
+            (
+                "uplink = \"p0\"\n",
+                "",
+                "bridge.uplink",
+                "with static_ports nothing looks it up",
+            ),
             (
                 "masquerade_subnet = \"169.254.0.0/17\"",
                 "masquerade_subnet = \"169.254.0.0/30\"",

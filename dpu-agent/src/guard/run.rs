@@ -28,12 +28,12 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 /// What the operator needs to know when the kernel cannot run the guard.
 pub const UNSUPPORTED: &str = "the kernel refused a netdev egress chain: the uplink guard needs Linux >= 5.16 built with CONFIG_NETFILTER_EGRESS; running without it";
 
-/// Runs until `shutdown`. `settled` is told once the first attempt is over
-/// (guard written, unsupported or failed), so that flows go on only after
-/// the guard does.
+/// Runs until `shutdown`, on the uplink the agent's state names (from the
+/// config, or found in OVSDB). `settled` is told once the first attempt is
+/// over (guard written, unsupported or failed), so that flows go on only
+/// after the guard does.
 pub async fn run_uplink_guard(
     handle: AgentHandle,
-    uplink: String,
     check_interval: Duration,
     heartbeat: Heartbeat,
     settled: oneshot::Sender<()>,
@@ -57,17 +57,16 @@ pub async fn run_uplink_guard(
     }
     let _stop_watching = changes.close_on_drop();
     let wake = changes.notify.clone();
-    let settings = Settings {
-        uplink,
+    keep_converged(
+        handle,
+        nft,
+        wake,
         check_interval,
-    };
-    keep_converged(handle, nft, wake, settings, heartbeat, settled, shutdown).await
-}
-
-/// The uplink and how often the guard is checked besides nftables events.
-pub struct Settings {
-    pub uplink: String,
-    pub check_interval: Duration,
+        heartbeat,
+        settled,
+        shutdown,
+    )
+    .await
 }
 
 /// The guard's table in the kernel: read (None when absent) and written.
@@ -88,21 +87,25 @@ impl GuardTable for Nftables {
     }
 }
 
-/// The loop: converges, then waits for an offer change, a wake-up (someone
-/// else's nftables change) or the periodic check.
+/// The loop: once the uplink is known, converges, then waits for an offer
+/// or uplink change, a wake-up (someone else's nftables change) or the
+/// periodic check (every `check_interval`).
 pub async fn keep_converged<T: GuardTable>(
     handle: AgentHandle,
     table: T,
     wake: Arc<Notify>,
-    settings: Settings,
+    check_interval: Duration,
     heartbeat: Heartbeat,
     settled: oneshot::Sender<()>,
     shutdown: CancellationToken,
 ) {
-    let Settings {
-        uplink,
-        check_interval,
-    } = settings;
+    let mut uplinks = handle.watch_uplink();
+    // Configured, or found in OVSDB (with the ports, before any flow).
+    let uplink = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        found = uplinks.wait_for(Option::is_some) => found.ok().and_then(|name| name.clone()),
+    };
+    let Some(uplink) = uplink else { return };
     let mut guard = Guard::new(handle.clone(), table, uplink);
     let mut offers = handle.subscribe().0;
     let mut settled = Some(settled);
@@ -110,6 +113,9 @@ pub async fn keep_converged<T: GuardTable>(
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut beat = heartbeat.ticker();
     loop {
+        if let Some(uplink) = uplinks.borrow_and_update().clone() {
+            guard.follow_uplink(uplink);
+        }
         guard.converge().await;
         if let Some(settled) = settled.take() {
             let _ = settled.send(());
@@ -117,6 +123,7 @@ pub async fn keep_converged<T: GuardTable>(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             changed = offers.changed() => if changed.is_err() { return },
+            changed = uplinks.changed() => if changed.is_err() { return },
             _ = wake.notified() => {}
             _ = check.tick() => {}
             _ = beat.tick() => heartbeat.beat(),
@@ -152,6 +159,16 @@ impl<T: GuardTable> Guard<T> {
             last_counter: 0,
             unwarned_drops: 0,
             last_warning: None,
+        }
+    }
+
+    /// Guards `uplink` from the next round on (the plan names the device, so
+    /// a changed one is rewritten).
+    fn follow_uplink(&mut self, uplink: String) {
+        if uplink != self.uplink {
+            tracing::info!(from = %self.uplink, to = %uplink, "the uplink changed; moving the guard");
+            self.handle.update_guard(|g| g.device = uplink.clone());
+            self.uplink = uplink;
         }
     }
 

@@ -65,16 +65,30 @@ async fn follow(
             ))
         })??;
     loop {
+        // The uplink as soon as it is known: the guard goes on before the flows.
+        if let Ok(uplink) = monitor.replica.uplink(names) {
+            handle.set_uplink(uplink);
+        }
         match monitor.replica.port_map(names) {
             Ok(map) => {
+                if let Ok(found) = monitor.replica.resolve(names) {
+                    for (key, named, value) in [
+                        ("bridge.patch_port", &names.patch, found.patch),
+                        ("bridge.uplink", &names.uplink, found.uplink),
+                        (
+                            "bridge.host_representor",
+                            &names.host_representor,
+                            found.host_representor,
+                        ),
+                    ] {
+                        if named.is_none() {
+                            handle.set_found_in_ovsdb(key, value);
+                        }
+                    }
+                }
                 if handle.ports() != Some(map) {
                     tracing::info!(?map, "port map from OVSDB");
                     handle.set_ports(Some(map));
-                }
-                if names.patch.is_none()
-                    && let Ok(patch) = monitor.replica.patch_name(names)
-                {
-                    handle.set_found_in_ovsdb("bridge.patch_port", patch);
                 }
                 handle.set_source(Source::Ovsdb, Ok(()));
             }

@@ -8,6 +8,7 @@
 //! need is one monitor of five columns. The replica logic is pure and unit
 //! tested; the socket part is a loop around it.
 
+pub mod derive;
 pub mod discovery;
 pub mod replica;
 
@@ -48,6 +49,27 @@ pub enum DiscoveryError {
         integration: String,
         found: Vec<String>,
     },
+    #[error(
+        "the uplink of bridge {bridge:?} cannot be told from OVSDB ({system_interfaces} interfaces of type system, no external_ids:bridge-uplink, no port named after the bridge's br<nic> name): set [bridge] uplink"
+    )]
+    NoUplink {
+        bridge: String,
+        system_interfaces: usize,
+    },
+    #[error(
+        "bridge {bridge:?}'s external_ids:bridge-uplink names {named:?}, which is not one of its ports: fix the external id or set [bridge] uplink"
+    )]
+    UplinkNotOnBridge { bridge: String, named: String },
+    #[error(
+        "bridge {bridge:?} has {} ports besides its own, the patch ports and the uplink {uplink:?} ({}); the host representor must be the only one: set [bridge] host_representor",
+        left.len(),
+        if left.is_empty() { "none".to_string() } else { left.join(", ") }
+    )]
+    HostRepresentor {
+        bridge: String,
+        uplink: String,
+        left: Vec<String>,
+    },
     #[error("interface {0:?} has no OpenFlow port number yet (ofport {1})")]
     NoOfport(String, String),
     #[error("bridge {0:?} has no MAC address (mac_in_use of its internal interface)")]
@@ -64,7 +86,7 @@ pub fn monitor_request(id: u64) -> Value {
         "method": "monitor",
         "id": id,
         "params": ["Open_vSwitch", null, {
-            "Bridge": {"columns": ["name", "ports"]},
+            "Bridge": {"columns": ["name", "ports", "external_ids"]},
             "Port": {"columns": ["name", "interfaces"]},
             "Interface": {"columns": ["name", "ofport", "mac_in_use", "type", "options"]},
             "Open_vSwitch": {"columns": ["external_ids"]},

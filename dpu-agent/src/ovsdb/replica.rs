@@ -11,15 +11,11 @@ use std::collections::HashMap;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortNames {
     pub bridge: String,
-    pub host_representor: String,
-    /// None: the bridge's one patch port to the integration bridge.
+    /// None: each of these is derived from the bridge (`derive.rs`).
+    pub host_representor: Option<String>,
     pub patch: Option<String>,
-    pub uplink: String,
+    pub uplink: Option<String>,
 }
-
-/// The integration bridge unless Open_vSwitch's external_ids:ovn-bridge
-/// names another (as ovn-controller reads it).
-const DEFAULT_INTEGRATION_BRIDGE: &str = "br-int";
 
 /// Rows of the monitored tables, by uuid: column name -> OVSDB value.
 #[derive(Debug, Default, Clone)]
@@ -110,74 +106,13 @@ impl Replica {
             .and_then(Value::as_str)
             .and_then(parse_mac)
             .ok_or_else(|| DiscoveryError::NoMac(names.bridge.clone()))?;
-        let patch = self.patch_name(names)?;
+        let resolved = self.resolve(names)?;
         Ok(PortMap {
-            host_representor: ofport(&names.host_representor, "host_representor")?,
-            patch: ofport(&patch, "patch_port")?,
-            uplink: ofport(&names.uplink, "uplink")?,
+            host_representor: ofport(&resolved.host_representor, "host_representor")?,
+            patch: ofport(&resolved.patch, "patch_port")?,
+            uplink: ofport(&resolved.uplink, "uplink")?,
             bridge_mac,
         })
-    }
-
-    /// The patch port: as named, or else the one patch interface of the
-    /// bridge whose peer is on the integration bridge.
-    pub fn patch_name(&self, names: &PortNames) -> Result<String, DiscoveryError> {
-        if let Some(name) = &names.patch {
-            return Ok(name.clone());
-        }
-        let bridge = names.bridge.as_str();
-        let ours = self.interfaces_of(bridge);
-        let integration = self
-            .rows("Open_vSwitch")
-            .find_map(|(_, row)| map_value(row.get("external_ids"), "ovn-bridge"))
-            .unwrap_or_else(|| DEFAULT_INTEGRATION_BRIDGE.to_string());
-        let on_integration = self.interfaces_of(&integration);
-        let by_name: HashMap<&str, &serde_json::Map<String, Value>> = self
-            .rows("Interface")
-            .filter_map(|(_, row)| Some((row.get("name")?.as_str()?, row)))
-            .collect();
-        let mut found: Vec<String> = ours
-            .iter()
-            .map(String::as_str)
-            .filter(|name| {
-                by_name.get(name).is_some_and(|row| {
-                    row.get("type").and_then(Value::as_str) == Some("patch")
-                        && map_value(row.get("options"), "peer")
-                            .is_some_and(|peer| on_integration.contains(&peer))
-                })
-            })
-            .map(str::to_string)
-            .collect();
-        found.sort();
-        match found.len() {
-            1 => Ok(found.remove(0)),
-            0 => Err(DiscoveryError::NoPatch {
-                bridge: bridge.to_string(),
-                integration,
-            }),
-            _ => Err(DiscoveryError::ManyPatches {
-                bridge: bridge.to_string(),
-                integration,
-                found,
-            }),
-        }
-    }
-
-    /// The interface names on the ports of the bridge named `bridge`.
-    fn interfaces_of(&self, bridge: &str) -> Vec<String> {
-        let Some(ports) = self
-            .rows("Bridge")
-            .find(|(_, row)| row.get("name").and_then(Value::as_str) == Some(bridge))
-            .map(|(_, row)| uuids(row.get("ports")))
-        else {
-            return Vec::new();
-        };
-        self.rows("Port")
-            .filter(|(uuid, _)| ports.contains(uuid))
-            .flat_map(|(_, port)| uuids(port.get("interfaces")))
-            .filter_map(|uuid| self.row("Interface", &uuid))
-            .filter_map(|row| Some(row.get("name")?.as_str()?.to_string()))
-            .collect()
     }
 
     /// The row of `table` with this uuid.
@@ -242,9 +177,9 @@ mod tests {
     fn names() -> PortNames {
         PortNames {
             bridge: "breth0".into(),
-            host_representor: "pf0hpf".into(),
+            host_representor: Some("pf0hpf".into()),
             patch: Some("patch-breth0".into()),
-            uplink: "p0".into(),
+            uplink: Some("p0".into()),
         }
     }
 
@@ -330,7 +265,7 @@ mod tests {
             })
         );
         let other = PortNames {
-            uplink: "p0-other".into(),
+            uplink: Some("p0-other".into()),
             ..names()
         };
         assert!(matches!(

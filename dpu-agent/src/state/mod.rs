@@ -51,6 +51,8 @@ struct AgentState {
     facts: Mutex<Vec<crate::config::Fact>>,
     offer: watch::Sender<Offer>,
     ports: watch::Sender<Option<PortMap>>,
+    /// The uplink's device name: configured, or found in OVSDB (None until then).
+    uplink: watch::Sender<Option<String>>,
     flow_settings: FlowSettings,
     tls: Mutex<TlsIdentity>,
     record: Mutex<Record>,
@@ -85,6 +87,7 @@ impl AgentHandle {
                 facts: Mutex::new(config.facts.clone()),
                 offer: watch::Sender::new(config.offer.clone()),
                 ports: watch::Sender::new(config.static_ports),
+                uplink: watch::Sender::new(config.raw.bridge.uplink.clone()),
                 flow_settings: config.flow_settings(),
                 tls: Mutex::new(tls),
                 record: Mutex::default(),
@@ -183,6 +186,20 @@ impl AgentHandle {
         let mut facts = lock(&self.state.facts);
         facts.retain(|f| f.key != fact.key);
         facts.push(fact);
+    }
+
+    /// Records the uplink found in OVSDB (the guard follows it).
+    pub fn set_uplink(&self, uplink: String) {
+        self.state.uplink.send_if_modified(|known| {
+            let changed = known.as_deref() != Some(uplink.as_str());
+            *known = Some(uplink);
+            changed
+        });
+    }
+
+    /// The uplink's device name, once known.
+    pub fn watch_uplink(&self) -> watch::Receiver<Option<String>> {
+        self.state.uplink.subscribe()
     }
 
     /// The offer's facts and where each came from, as of the last load.
