@@ -163,8 +163,10 @@ fn check_config(path: PathBuf) -> anyhow::Result<()> {
 }
 
 async fn run(path: PathBuf) -> anyhow::Result<()> {
-    let daemon = Daemon::new()?;
-    let config = DpuConfig::load(&path)?;
+    let mut daemon = Daemon::new()?;
+    let Some(config) = load_once_northbound_answers(&path, &mut daemon).await? else {
+        return Ok(());
+    };
     let agent = DpuAgent::bind(&config)
         .await?
         .with_heartbeat(daemon.watchdog.heartbeat("grpc server"));
@@ -200,6 +202,36 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         task.await.context("datapath task")?;
     }
     Ok(())
+}
+
+/// How often a config whose underlay IP is left to OVN's northbound
+/// database is retried while that database cannot be read.
+const NORTHBOUND_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Loads the config; while only OVN's northbound database is missing (it
+/// may start after us), says so once a minute and retries. None: stopped
+/// while waiting.
+async fn load_once_northbound_answers(
+    path: &std::path::Path,
+    daemon: &mut Daemon,
+) -> anyhow::Result<Option<dpu_agent::config::ValidConfig>> {
+    let mut waiting = noverlay_runtime::logging::Repeats::default();
+    loop {
+        match DpuConfig::load(path) {
+            Err(dpu_agent::config::ConfigError::Northbound(e)) => {
+                if let Some(suppressed) = waiting.due(&e) {
+                    tracing::warn!(error = %e, suppressed, "waiting for OVN's northbound database for the underlay IP");
+                }
+                noverlay_runtime::systemd::status(
+                    "waiting for OVN's northbound database for the underlay IP",
+                );
+            }
+            loaded => return Ok(Some(loaded?)),
+        }
+        if daemon.pause_unless_stopped(NORTHBOUND_RETRY).await {
+            return Ok(None);
+        }
+    }
 }
 
 /// Reloads the config (and ovnkube's file); a failed reload keeps the

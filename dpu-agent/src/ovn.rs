@@ -9,6 +9,7 @@
 //! in status and metrics, naming both values.
 
 use crate::{
+    config::GatewayPort,
     ovsdb::{
         DiscoveryError, Monitor,
         discovery::{MONITOR_TIMEOUT, RECONNECT_DELAY},
@@ -20,7 +21,7 @@ use ipnet::IpNet;
 use noverlay_proto::contract::{Offer, format_mac, parse_mac};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::{fmt, net::IpAddr, path::PathBuf};
+use std::{fmt, net::IpAddr, path::PathBuf, time::Duration};
 use tokio_util::sync::CancellationToken;
 
 /// The `[ovn]` config section.
@@ -200,21 +201,87 @@ impl fmt::Display for Mismatch {
     }
 }
 
-/// Everything in the northbound replica that would blackhole the path.
-pub fn check(replica: &Replica, config: &OvnConfig, expected: &Expected) -> Vec<Mismatch> {
+type Row = serde_json::Map<String, Value>;
+
+/// The gateway router's row and its external port's row.
+fn router_and_port<'r>(
+    replica: &'r Replica,
+    config: &OvnConfig,
+) -> Result<(&'r Row, Option<&'r Row>), Mismatch> {
     let router_name = &config.gateway_router;
     let port_name = config.external_port();
-    let Some((_, router)) = replica
+    let (_, router) = replica
         .rows("Logical_Router")
         .find(|(_, row)| row.get("name").and_then(Value::as_str) == Some(router_name.as_str()))
-    else {
-        return vec![Mismatch::NoRouter(router_name.clone())];
-    };
-    let mut mismatches = Vec::new();
+        .ok_or_else(|| Mismatch::NoRouter(router_name.clone()))?;
     let port = uuids(router.get("ports"))
         .iter()
         .filter_map(|uuid| replica.row("Logical_Router_Port", uuid))
         .find(|row| row.get("name").and_then(Value::as_str) == Some(port_name.as_str()));
+    Ok((router, port))
+}
+
+/// The external port's name and networks, for the underlay IPs the config
+/// leaves out.
+pub fn gateway_port(replica: &Replica, config: &OvnConfig) -> Result<GatewayPort, Mismatch> {
+    let name = config.external_port();
+    let Some(port) = router_and_port(replica, config)?.1 else {
+        return Err(Mismatch::NoPort {
+            router: config.gateway_router.clone(),
+            port: name,
+        });
+    };
+    let networks = strings(port.get("networks"))
+        .iter()
+        .filter_map(|n| n.parse::<IpNet>().ok())
+        .collect();
+    Ok(GatewayPort { name, networks })
+}
+
+/// How long reading the gateway port at load may take (a local socket
+/// answers in milliseconds).
+pub const READ_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Reads the gateway router's external port once, within `deadline`: a
+/// monitor's initial state, on a thread of its own (the config is loaded
+/// outside and inside the runtime).
+pub fn read_gateway_port(config: &OvnConfig, deadline: Duration) -> Result<GatewayPort, String> {
+    let socket = config.nb_socket.clone();
+    let read = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("runtime: {e}"))?;
+        runtime.block_on(async {
+            match tokio::time::timeout(deadline, Monitor::start(&socket, &monitor_request(1))).await
+            {
+                Ok(Ok(monitor)) => Ok(monitor.replica),
+                Ok(Err(DiscoveryError::Connect(reason))) => Err(format!(
+                    "cannot connect to {reason} (config [ovn] nb_socket): is OVN's northbound ovsdb-server running?"
+                )),
+                Ok(Err(other)) => Err(format!("{}: {other}", socket.display())),
+                Err(_) => Err(format!(
+                    "{}: no monitor reply within {deadline:?}",
+                    socket.display()
+                )),
+            }
+        })
+    });
+    let replica = read
+        .join()
+        .map_err(|_| "the northbound read failed".to_string())??;
+    gateway_port(&replica, config).map_err(|e| e.to_string())
+}
+
+/// Everything in the northbound replica that would blackhole the path.
+pub fn check(replica: &Replica, config: &OvnConfig, expected: &Expected) -> Vec<Mismatch> {
+    let router_name = &config.gateway_router;
+    let port_name = config.external_port();
+    let (router, port) = match router_and_port(replica, config) {
+        Ok(found) => found,
+        Err(missing) => return vec![missing],
+    };
+    let mut mismatches = Vec::new();
     match port {
         None => mismatches.push(Mismatch::NoPort {
             router: router_name.clone(),
@@ -433,6 +500,34 @@ mod tests {
             "169.254.0.4",
         );
         assert_eq!(check(&nb, &config(), &expected()), vec![]);
+    }
+
+    #[test]
+    fn the_gateway_port_gives_its_networks_and_a_missing_one_is_named() {
+        let nb = northbound(
+            "02:00:c6:12:00:0a",
+            json!(["set", ["198.18.0.10/24", "2001:db8::2/64"]]),
+            "169.254.0.4",
+            "169.254.0.4",
+        );
+        let port = gateway_port(&nb, &config()).expect("port");
+        assert_eq!(port.name, "rtoe-GR_node1");
+        assert_eq!(
+            port.networks,
+            vec![
+                "198.18.0.10/24".parse::<IpNet>().expect("net"),
+                "2001:db8::2/64".parse().expect("net")
+            ]
+        );
+        let other = OvnConfig {
+            external_port: Some("rtoe-other".into()),
+            ..config()
+        };
+        let error = gateway_port(&nb, &other).expect_err("no such port");
+        assert!(
+            error.to_string().contains("\"rtoe-other\" not found"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -105,6 +105,15 @@ impl Daemon {
         Ok(())
     }
 
+    /// Sleeps `pause` unless SIGTERM or SIGINT comes first (then true): for
+    /// waiting on a dependency before serving. A SIGHUP only ends the pause.
+    pub async fn pause_unless_stopped(&mut self, pause: std::time::Duration) -> bool {
+        tokio::select! {
+            signal = self.signals.next() => signal == signals::Signal::Stop,
+            _ = tokio::time::sleep(pause) => false,
+        }
+    }
+
     /// Tells systemd the agent is ready, runs the watchdog and calls
     /// `reload` on every SIGHUP until SIGTERM or SIGINT; then says STOPPING
     /// and cancels the shutdown token.

@@ -24,6 +24,11 @@ pub fn ready() {
     notify(NotifyState::Ready, "ready");
 }
 
+/// Tells systemd what the service is doing (`systemctl status` shows it).
+pub fn status(text: &str) {
+    notify(NotifyState::Status(text), "status");
+}
+
 /// Tells systemd the service is stopping.
 pub fn stopping() {
     notify(NotifyState::Stopping, "stopping");

@@ -356,24 +356,22 @@ cert = "{cert}"
 key = "{key}"
 ca = "{ca}"
 
-[ipv4]
-underlay_ip = "{NODE_IP}"
-
-[ipv6]
-underlay_ip = "{NODE_IP6}"
-
 [ovnkube]
 config = "{ovnkube}"
-{bridge}
-[uplink_guard]
-enabled = true
-"#,
+
+[ovn]
+nb_socket = {nb:?}
+gateway_router = {router:?}
+{bridge}"#,
             listen = Self::dpu_address(),
             host = harness::HOST_SAN,
             cert = tls.cert.display(),
             key = tls.key.display(),
             ca = tls.ca.display(),
             ovnkube = self.ovnkube_conf_path().display(),
+            // No underlay IP: the gateway router's port has it.
+            nb = self.ovn.nb_socket(),
+            router = ovn::GATEWAY_ROUTER,
             // No port names: the patch port ovn-controller made, the uplink
             // the bridge names and the host representor are found in OVSDB.
             bridge = self.ovs.agent_bridge_section_by_name(),

@@ -283,10 +283,13 @@ fn a_cidr_added_and_removed_at_runtime_follows() -> anyhow::Result<()> {
     assert_traffic(&bed, REMOTE_POD)
 }
 
-/// Next to ovnkube-node, dpu-agent's config holds no cluster CIDR,
-/// masquerade subnet, MTU or port name: they come from ovnkube's own file
-/// (both families) and OVSDB (the patch port ovn-controller made, the
-/// uplink the bridge names, the host representor), GetStatus names each
+/// Next to ovnkube-node, dpu-agent's config holds only listen, the
+/// authorised host, TLS, the bridge's name and where ovnkube's file and
+/// OVN's northbound database are: the cluster CIDRs, masquerade subnets and
+/// MTU come from ovnkube's own file (both families), the underlay IPs from
+/// the gateway router's port in OVN NB, the ports from OVSDB (the patch port
+/// ovn-controller made, the uplink the bridge names, the host
+/// representor), GetStatus names each
 /// fact's source, the uplink guard goes on the found uplink before the
 /// first flow, and a subnet ovnkube's file gains is followed without a
 /// signal.
@@ -314,7 +317,14 @@ fn the_clusters_facts_come_from_ovnkubes_own_file() -> anyhow::Result<()> {
             "ipv4.masquerade_subnet = {MASQUERADE_SUBNET} (OVN-Kubernetes' default ({file} sets none))"
         ),
         format!("mtu = 1400 (from {file})"),
-        format!("ipv4.underlay_ip = {NODE_IP} (from dpu-agent.toml)"),
+        format!(
+            "ipv4.underlay_ip = {NODE_IP} (from OVN NB, port rtoe-{})",
+            ovn::GATEWAY_ROUTER
+        ),
+        format!(
+            "ipv6.underlay_ip = {NODE_IP6} (from OVN NB, port rtoe-{})",
+            ovn::GATEWAY_ROUTER
+        ),
         format!("bridge.patch_port = {} (from OVSDB)", ovn::PATCH_PORT),
         "bridge.uplink = p0 (from OVSDB)".to_string(),
         "bridge.host_representor = pf0hpf (from OVSDB)".to_string(),

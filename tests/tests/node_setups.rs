@@ -215,6 +215,42 @@ fn setups() -> Vec<Setup> {
             outcome: Says(&["pf9hpf", "breth0", "host_representor"]),
         },
         Setup {
+            name: "uplink left out on a bridge that names none",
+            agent: Dpu,
+            prepare: |n| {
+                if let Some(sw) = &n.switch {
+                    sw.ovs.vsctl(&[
+                        "remove",
+                        "bridge",
+                        "breth0",
+                        "external_ids",
+                        "bridge-uplink",
+                    ])?;
+                }
+                n.edit("uplink = \"p0\"\n", "")
+            },
+            outcome: Says(&[
+                "the uplink of bridge \"breth0\" cannot be told from OVSDB",
+                "set [bridge] uplink",
+            ]),
+        },
+        Setup {
+            name: "underlay IP left to an OVN northbound database not running",
+            agent: Dpu,
+            prepare: |n| {
+                n.edit("underlay_ip = \"198.18.0.10\"\n", "")?;
+                n.config.push_str(
+                    "\n[ovn]\nnb_socket = \"/run/nowhere/ovnnb_db.sock\"\ngateway_router = \"GR_node1\"\n",
+                );
+                Ok(())
+            },
+            outcome: Says(&[
+                "waiting for OVN's northbound database",
+                "/run/nowhere/ovnnb_db.sock",
+                "nb_socket",
+            ]),
+        },
+        Setup {
             name: "OpenFlow socket missing",
             agent: Dpu,
             prepare: |n| {

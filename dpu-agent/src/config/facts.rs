@@ -19,6 +19,8 @@ pub enum FactSource {
     OvnkubeDefault(String),
     /// Found in Open vSwitch's database at run time.
     Ovsdb,
+    /// Read from OVN's northbound database (the gateway router's port).
+    OvnNorthbound(String),
 }
 
 impl Display for FactSource {
@@ -31,6 +33,7 @@ impl Display for FactSource {
                 write!(f, "OVN-Kubernetes' default ({file} sets none)")
             }
             FactSource::Ovsdb => write!(f, "from OVSDB"),
+            FactSource::OvnNorthbound(port) => write!(f, "from OVN NB, port {port}"),
         }
     }
 }

@@ -5,19 +5,20 @@
 
 mod bridge;
 mod facts;
+mod family;
 pub mod ovnkube;
 
 pub use bridge::{BridgeConfig, StaticPorts};
 pub use facts::{Fact, FactSource};
-use ipnet::IpNet;
+pub use family::{FamilyConfig, GatewayPort};
 use noverlay_proto::{
-    contract::{self, ContractError, FamilyContract, Masquerade, Mode, Offer},
+    contract::{self, ContractError, Mode, Offer},
     tls::{PeerIdentity, TlsFiles},
 };
 use ovnkube::{OvnkubeFacts, OvnkubeSection};
 use serde::Deserialize;
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     path::{Path, PathBuf},
 };
 
@@ -75,20 +76,6 @@ impl Default for UplinkGuardConfig {
 
 fn in_scope_mode() -> Mode {
     Mode::IN_SCOPE
-}
-
-/// One address family: the DPU is the authority for CIDRs and underlay IP.
-/// The masquerade subnet and the cluster CIDRs may come from ovnkube's
-/// file instead; set in both places, they must agree.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FamilyConfig {
-    /// e.g. "169.254.0.0/17" or "fd69::/112"; the host must use the same.
-    pub masquerade_subnet: Option<IpNet>,
-    /// The cluster CIDRs routed from the host through the DPU.
-    pub cluster_cidrs: Option<Vec<IpNet>>,
-    /// The node underlay IP: source of path traffic on the physical link.
-    pub underlay_ip: IpAddr,
 }
 
 fn default_true() -> bool {
@@ -175,8 +162,15 @@ impl DpuConfig {
             .map(|file| OvnkubeFacts::load(&file))
             .transpose()
             .map_err(ConfigError::Ovnkube)?;
+        let gateway_port = match &raw.ovn {
+            Some(ovn) if raw.wants_underlay_from_ovn(ovnkube.as_ref()) => Some(
+                crate::ovn::read_gateway_port(ovn, crate::ovn::READ_DEADLINE)
+                    .map_err(ConfigError::Northbound)?,
+            ),
+            _ => None,
+        };
         let config = raw
-            .validate_with(ovnkube.as_ref())
+            .validate_from(ovnkube.as_ref(), gateway_port.as_ref())
             .map_err(|e| e.in_file(path))?;
         // The identity is checked as the host will see it, before serving.
         noverlay_proto::tls::check_identity(&config.raw.tls, noverlay_proto::tls::Role::Server)
@@ -206,6 +200,35 @@ impl DpuConfig {
     /// As [`DpuConfig::validate`], with the facts of ovnkube's file filling
     /// in what this file leaves out (and checked against what it sets).
     pub fn validate_with(self, ovnkube: Option<&OvnkubeFacts>) -> Result<ValidConfig, ConfigError> {
+        self.validate_from(ovnkube, None)
+    }
+
+    /// Whether a family's underlay IP is left to OVN's northbound database
+    /// (the family is configured here, or implied by ovnkube's file).
+    pub fn wants_underlay_from_ovn(&self, ovnkube: Option<&OvnkubeFacts>) -> bool {
+        [
+            (&self.ipv4, contract::Family::Ipv4),
+            (&self.ipv6, contract::Family::Ipv6),
+        ]
+        .iter()
+        .any(|(family, kind)| match family {
+            Some(family) => family.underlay_ip.is_none(),
+            None => ovnkube.is_some_and(|o| {
+                o.cluster_subnets
+                    .iter()
+                    .any(|c| contract::Family::of_net(c) == *kind)
+            }),
+        })
+    }
+
+    /// As [`DpuConfig::validate_with`], with the gateway router's port as
+    /// read from OVN's northbound database giving the underlay IPs this
+    /// file leaves out.
+    pub fn validate_from(
+        self,
+        ovnkube: Option<&OvnkubeFacts>,
+        gateway_port: Option<&GatewayPort>,
+    ) -> Result<ValidConfig, ConfigError> {
         let authorised_host =
             PeerIdentity::parse(&self.authorised_host).map_err(|_| ConfigError::Invalid {
                 field: "authorised_host".into(),
@@ -221,7 +244,7 @@ impl DpuConfig {
             });
         }
         let mut facts = Vec::new();
-        let families = self.families(ovnkube, &mut facts)?;
+        let families = self.families(ovnkube, gateway_port, &mut facts)?;
         let mtu = facts::merge(
             "mtu",
             self.mtu,
@@ -262,97 +285,6 @@ impl DpuConfig {
             facts,
         })
     }
-
-    /// The configured families as contract parts, each fact recorded with
-    /// its source; the error names the family.
-    pub fn families(
-        &self,
-        ovnkube: Option<&OvnkubeFacts>,
-        facts: &mut Vec<Fact>,
-    ) -> Result<Vec<FamilyContract>, ConfigError> {
-        let mut families = Vec::new();
-        for (name, family) in [("ipv4", &self.ipv4), ("ipv6", &self.ipv6)] {
-            let expected = if name == "ipv4" {
-                contract::Family::Ipv4
-            } else {
-                contract::Family::Ipv6
-            };
-            let theirs_cidrs: Vec<IpNet> = ovnkube
-                .map(|o| {
-                    o.cluster_subnets
-                        .iter()
-                        .copied()
-                        .filter(|c| contract::Family::of_net(c) == expected)
-                        .collect()
-                })
-                .unwrap_or_default();
-            let Some(family) = family else {
-                if let (Some(o), false) = (ovnkube, theirs_cidrs.is_empty()) {
-                    return Err(ConfigError::Invalid {
-                        field: name.into(),
-                        reason: format!(
-                            "{} has {name} cluster subnets ({}) but this file has no [{name}] section: add one with the node's underlay_ip",
-                            o.file.display(),
-                            facts::list(&theirs_cidrs)
-                        ),
-                    });
-                }
-                continue;
-            };
-            let theirs_masquerade = ovnkube.map(|o| {
-                let setting = if name == "ipv4" {
-                    &o.v4_masquerade
-                } else {
-                    &o.v6_masquerade
-                };
-                (setting.value, setting.explicit)
-            });
-            let subnet = facts::merge(
-                &format!("{name}.masquerade_subnet"),
-                family.masquerade_subnet,
-                theirs_masquerade,
-                ovnkube,
-                facts,
-            )?;
-            let theirs_cidrs = (!theirs_cidrs.is_empty()).then_some((theirs_cidrs, true));
-            let cluster_cidrs = facts::merge(
-                &format!("{name}.cluster_cidrs"),
-                family.cluster_cidrs.clone(),
-                theirs_cidrs,
-                ovnkube,
-                facts,
-            )?;
-            let masquerade = Masquerade::from_subnet(subnet).map_err(|e| ConfigError::Invalid {
-                field: format!("{name}.masquerade_subnet"),
-                reason: e.to_string(),
-            })?;
-            for (field, is_family) in [
-                ("masquerade_subnet", masquerade.family() == expected),
-                (
-                    "underlay_ip",
-                    contract::Family::of_addr(&family.underlay_ip) == expected,
-                ),
-            ] {
-                if !is_family {
-                    return Err(ConfigError::Invalid {
-                        field: format!("{name}.{field}"),
-                        reason: format!("not an {name} value"),
-                    });
-                }
-            }
-            facts.push(Fact::new(
-                &format!("{name}.underlay_ip"),
-                family.underlay_ip.to_string(),
-                FactSource::ThisFile,
-            ));
-            families.push(FamilyContract {
-                masquerade,
-                cluster_cidrs,
-                underlay_ip: family.underlay_ip,
-            });
-        }
-        Ok(families)
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -371,6 +303,12 @@ pub enum ConfigError {
     Invalid { field: String, reason: String },
     #[error(transparent)]
     Ovnkube(ovnkube::OvnkubeError),
+    /// The underlay IP is left to OVN's northbound database, which cannot
+    /// be read (yet): worth waiting for at start.
+    #[error(
+        "the underlay IP is not in the config and OVN's northbound database cannot tell it: {0} (set [ipv4]/[ipv6] underlay_ip, or see [ovn])"
+    )]
+    Northbound(String),
 }
 
 impl ConfigError {
@@ -663,7 +601,7 @@ uplink = "p0"
         let family = &config.offer.families[0];
         assert_eq!(
             family.cluster_cidrs,
-            vec!["198.18.128.0/17".parse::<IpNet>().expect("net")]
+            vec!["198.18.128.0/17".parse::<ipnet::IpNet>().expect("net")]
         );
         assert_eq!(family.masquerade.subnet.to_string(), "169.254.0.0/17");
         assert_eq!(config.offer.mtu, 1400);
