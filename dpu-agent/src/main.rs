@@ -69,7 +69,7 @@ async fn cli() -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => run(config).await,
         Command::Cleanup { config } => {
-            let config = DpuConfig::load(&config)?;
+            let config = DpuConfig::load(&config, &dpu_agent::ovn::Northbound)?;
             if let Err(errors) = dpu_agent::cleanup(&config).await {
                 let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
                 anyhow::bail!("cleanup incomplete: {}", all.join("; "));
@@ -94,7 +94,7 @@ async fn cli() -> anyhow::Result<()> {
 }
 
 fn check_config(path: PathBuf) -> anyhow::Result<()> {
-    let config = DpuConfig::load(&path)?;
+    let config = DpuConfig::load(&path, &dpu_agent::ovn::Northbound)?;
     println!("{}: valid", path.display());
     for fact in &config.facts {
         println!("{fact}");
@@ -217,7 +217,7 @@ async fn load_once_northbound_answers(
 ) -> anyhow::Result<Option<dpu_agent::config::ValidConfig>> {
     let mut waiting = noverlay_runtime::logging::Repeats::default();
     loop {
-        match DpuConfig::load(path) {
+        match DpuConfig::load(path, &dpu_agent::ovn::Northbound) {
             Err(dpu_agent::config::ConfigError::Northbound(e)) => {
                 if let Some(suppressed) = waiting.due(&e) {
                     tracing::warn!(error = %e, suppressed, "waiting for OVN's northbound database for the underlay IP");
@@ -237,7 +237,7 @@ async fn load_once_northbound_answers(
 /// Reloads the config (and ovnkube's file); a failed reload keeps the
 /// running state.
 fn reload(path: &std::path::Path, handle: &dpu_agent::state::AgentHandle) {
-    let loaded = DpuConfig::load(path).inspect_err(|e| {
+    let loaded = DpuConfig::load(path, &dpu_agent::ovn::Northbound).inspect_err(|e| {
         handle.set_source(Source::Reload, Err(e.to_string()));
     });
     match loaded

@@ -8,8 +8,9 @@
 //! (an OVSDB monitor, so a change is seen at once) and reports a mismatch
 //! in status and metrics, naming both values.
 
+pub use crate::config::OvnConfig;
 use crate::{
-    config::GatewayPort,
+    config::{GatewayPort, GatewayPortSource},
     ovsdb::{
         DiscoveryError, Monitor,
         discovery::{MONITOR_TIMEOUT, RECONNECT_DELAY},
@@ -19,55 +20,9 @@ use crate::{
 };
 use ipnet::IpNet;
 use noverlay_proto::contract::{Offer, format_mac, parse_mac};
-use serde::Deserialize;
 use serde_json::{Value, json};
-use std::{fmt, net::IpAddr, path::PathBuf, time::Duration};
+use std::{fmt, net::IpAddr, time::Duration};
 use tokio_util::sync::CancellationToken;
-
-/// The `[ovn]` config section.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OvnConfig {
-    /// The local northbound database's unix socket, e.g.
-    /// "/var/run/ovn/ovnnb_db.sock".
-    pub nb_socket: PathBuf,
-    /// The node's gateway router, e.g. "GR_node1".
-    pub gateway_router: String,
-    /// Its port towards breth0; OVN-Kubernetes names it "rtoe-<router>".
-    pub external_port: Option<String>,
-}
-
-impl OvnConfig {
-    pub fn external_port(&self) -> String {
-        self.external_port
-            .clone()
-            .unwrap_or_else(|| format!("rtoe-{}", self.gateway_router))
-    }
-
-    /// The first bad field and why.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if !self.nb_socket.is_absolute() {
-            return Err((
-                "ovn.nb_socket",
-                format!("{:?} is not an absolute path", self.nb_socket),
-            ));
-        }
-        for (field, name) in [
-            ("ovn.gateway_router", Some(&self.gateway_router)),
-            ("ovn.external_port", self.external_port.as_ref()),
-        ] {
-            if let Some(name) = name
-                && (name.is_empty() || name.len() > 256 || name.chars().any(char::is_control))
-            {
-                return Err((
-                    field,
-                    format!("{name:?} is not an OVN name (1 to 256 printable characters)"),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
 
 /// The northbound rows the check reads.
 pub fn monitor_request(id: u64) -> Value {
@@ -271,6 +226,15 @@ pub fn read_gateway_port(config: &OvnConfig, deadline: Duration) -> Result<Gatew
         .join()
         .map_err(|_| "the northbound read failed".to_string())??;
     gateway_port(&replica, config).map_err(|e| e.to_string())
+}
+
+/// The gateway router's port as the northbound database has it now.
+pub struct Northbound;
+
+impl GatewayPortSource for Northbound {
+    fn gateway_port(&self, config: &OvnConfig) -> Result<GatewayPort, String> {
+        read_gateway_port(config, READ_DEADLINE)
+    }
 }
 
 /// Everything in the northbound replica that would blackhole the path.

@@ -175,7 +175,7 @@ underlay_ip = "2001:db8::10"
 pub fn dpu_config(dir: &Path, options: &DpuOptions, tls: &TlsFiles) -> anyhow::Result<ValidConfig> {
     let path = dir.join("dpu-agent.toml");
     std::fs::write(&path, dpu_config_toml(options, tls))?;
-    Ok(DpuConfig::load(&path)?)
+    Ok(DpuConfig::load(&path, &dpu_agent::ovn::Northbound)?)
 }
 
 /// A dpu-agent config whose TLS identity is not checked at load: for a DPU

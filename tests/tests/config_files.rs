@@ -27,7 +27,7 @@ fn load_both(dir: &std::path::Path, tls: &TlsFiles) -> (String, String) {
         harness::dpu_config_toml(&DpuOptions::default(), tls),
     )
     .expect("write");
-    let dpu = DpuConfig::load(&dpu_path)
+    let dpu = DpuConfig::load(&dpu_path, &dpu_agent::ovn::Northbound)
         .map(drop)
         .map_err(|e| e.to_string());
     (

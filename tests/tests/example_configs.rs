@@ -34,7 +34,7 @@ fn installed(file: &str, agent: &str, tls: &TlsFiles, dir: &Path) -> anyhow::Res
 fn example_dpu_config_is_valid() -> anyhow::Result<()> {
     let certs = Certs::new()?;
     let path = installed("dpu-agent.toml", "dpu-agent", &certs.dpu, certs.dir.path())?;
-    dpu_agent::config::DpuConfig::load(&path)?;
+    dpu_agent::config::DpuConfig::load(&path, &dpu_agent::ovn::Northbound)?;
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! One address family's section, and the rule that makes the offer's
 //! families from it, ovnkube's file and OVN's northbound database.
 
-use super::{ConfigError, DpuConfig, Fact, FactSource, facts, ovnkube::OvnkubeFacts};
+use super::{ConfigError, DpuConfig, Fact, FactSource, GatewayPort, facts, ovnkube::OvnkubeFacts};
 use ipnet::IpNet;
 use noverlay_proto::contract::{self, FamilyContract, Masquerade};
 use serde::Deserialize;
@@ -126,16 +126,6 @@ impl DpuConfig {
         }
         Ok(families)
     }
-}
-
-/// The gateway router's external port as OVN's northbound database had it
-/// when the config was loaded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GatewayPort {
-    /// e.g. "rtoe-GR_node1".
-    pub name: String,
-    /// Its `networks`, e.g. 198.18.1.2/24 and 2001:db8::2/64.
-    pub networks: Vec<IpNet>,
 }
 
 /// The family's underlay IP from the gateway router's external port: its

@@ -6,11 +6,13 @@
 mod bridge;
 mod facts;
 mod family;
+mod northbound;
 pub mod ovnkube;
 
 pub use bridge::{BridgeConfig, StaticPorts};
 pub use facts::{Fact, FactSource};
-pub use family::{FamilyConfig, GatewayPort};
+pub use family::FamilyConfig;
+pub use northbound::{GatewayPort, GatewayPortSource, OvnConfig};
 use noverlay_proto::{
     contract::{self, ContractError, Mode, Offer},
     tls::{PeerIdentity, TlsFiles},
@@ -48,7 +50,7 @@ pub struct DpuConfig {
     #[serde(default)]
     pub uplink_guard: UplinkGuardConfig,
     /// Check OVN's half of the contract in the local northbound database.
-    pub ovn: Option<crate::ovn::OvnConfig>,
+    pub ovn: Option<OvnConfig>,
     /// ovnkube-node's own config file, where the cluster subnets, the MTU
     /// and the masquerade subnets already are. Read from its default path
     /// when this section is absent and the file exists.
@@ -150,8 +152,12 @@ impl DpuConfig {
         }
     }
 
-    /// Reads, parses and validates a config file.
-    pub fn load(path: &Path) -> Result<ValidConfig, ConfigError> {
+    /// Reads, parses and validates a config file; an underlay IP it leaves
+    /// out is asked of `northbound` (only then, and only with `[ovn]`).
+    pub fn load(
+        path: &Path,
+        northbound: &dyn GatewayPortSource,
+    ) -> Result<ValidConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
@@ -164,7 +170,8 @@ impl DpuConfig {
             .map_err(ConfigError::Ovnkube)?;
         let gateway_port = match &raw.ovn {
             Some(ovn) if raw.wants_underlay_from_ovn(ovnkube.as_ref()) => Some(
-                crate::ovn::read_gateway_port(ovn, crate::ovn::READ_DEADLINE)
+                northbound
+                    .gateway_port(ovn)
                     .map_err(ConfigError::Northbound)?,
             ),
             _ => None,
