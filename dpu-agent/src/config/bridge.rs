@@ -43,6 +43,12 @@ pub struct BridgeConfig {
     /// native session), or `ssl:IP:PORT` (through ovs-ofctl, which holds
     /// OVS's TLS settings); default "unix:/var/run/openvswitch/<name>.mgmt".
     pub openflow: Option<String>,
+    /// Allow a `tcp:` OpenFlow target that is not a loopback address. Off
+    /// by default: plain TCP is unauthenticated, so anyone who can reach or
+    /// answer that address can pose as the switch (or as us to it). Prefer
+    /// `ssl:`; turn this on only on a network nothing else can reach.
+    #[serde(default)]
+    pub allow_remote_tcp: bool,
     /// Safety-net verification of our flows, on top of the flow monitor.
     #[serde(default = "default_verify_interval_ms")]
     pub verify_interval_ms: u64,
@@ -145,6 +151,21 @@ impl BridgeConfig {
             });
         }
         let socket_address = |address: &str| address.parse::<SocketAddr>().is_ok();
+        if let Some(address) = self
+            .openflow
+            .as_deref()
+            .and_then(|t| t.strip_prefix("tcp:"))
+            && let Ok(address) = address.parse::<SocketAddr>()
+            && !address.ip().is_loopback()
+            && !self.allow_remote_tcp
+        {
+            return Err(ConfigError::Invalid {
+                field: "bridge.openflow".into(),
+                reason: format!(
+                    "tcp:{address} is plain, unauthenticated TCP to a non-loopback address: anyone who can reach it can pose as the switch; use ssl:{address} (Open vSwitch's certificates), a unix: socket, or set [bridge] allow_remote_tcp = true on a network nothing else can reach"
+                ),
+            });
+        }
         if let Some(target) = &self.openflow
             && !(target.starts_with("unix:")
                 || target.strip_prefix("tcp:").is_some_and(socket_address)

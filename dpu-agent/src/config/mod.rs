@@ -442,6 +442,17 @@ bridge_mac = "02:00:c6:12:00:0a"
         "\n[ovn]\nnb_socket = \"/var/run/ovn/ovnnb_db.sock\"\ngateway_router = \"GR_node1\"\n";
 
     #[test]
+    fn plain_tcp_to_the_switch_stays_on_loopback_unless_allowed() {
+        for target in ["tcp:127.0.0.1:6653", "tcp:[::1]:6653", "ssl:192.0.2.1:6653"] {
+            let line = format!("uplink = \"p0\"\nopenflow = \"{target}\"\n");
+            with("uplink = \"p0\"\n", &line).unwrap_or_else(|e| panic!("{target}: {e}"));
+        }
+        let allowed =
+            "uplink = \"p0\"\nopenflow = \"tcp:192.0.2.1:6653\"\nallow_remote_tcp = true\n";
+        with("uplink = \"p0\"\n", allowed).expect("opted in");
+    }
+
+    #[test]
     fn the_ovn_section_is_optional_and_checked() {
         assert_eq!(with("", "").expect("valid").raw.ovn, None);
         let ovn = DpuConfig::parse(&format!("{EXAMPLE}{OVN}"))
@@ -533,6 +544,13 @@ bridge_mac = "02:00:c6:12:00:0a"
                 "02:00",
             ),
             ("uplink = 3", "uplink = 0", "static_ports.uplink", "0"),
+            // Plain TCP off the machine: anyone there could pose as the switch.
+            (
+                "uplink = \"p0\"\n",
+                "uplink = \"p0\"\nopenflow = \"tcp:192.0.2.1:6653\"\n",
+                "bridge.openflow",
+                "use ssl:192.0.2.1:6653",
+            ),
             // Nothing would look the uplink up for the guard.
             (
                 "uplink = \"p0\"\n",
