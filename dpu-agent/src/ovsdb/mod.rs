@@ -10,15 +10,12 @@
 
 pub mod derive;
 pub mod discovery;
+mod monitor;
 pub mod replica;
 
+pub use monitor::Monitor;
 pub use replica::{PortNames, Replica};
 use serde_json::{Value, json};
-use std::path::Path;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::UnixStream,
-};
 
 /// Why the port map cannot be derived (yet).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -108,8 +105,10 @@ pub struct JsonFramer {
     escaped: bool,
 }
 
-/// OVSDB messages are small; a peer sending more without closing a value is broken.
-const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
+/// One OVSDB message at most (a monitor's initial reply is the largest: our
+/// columns of a big cluster's northbound database are a few MiB). The unit's
+/// MemoryMax is 256 MiB, and the parsed value takes a few times the text.
+pub const MAX_PENDING_BYTES: usize = 16 * 1024 * 1024;
 
 impl JsonFramer {
     pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Value>, DiscoveryError> {
@@ -156,111 +155,6 @@ impl JsonFramer {
             return Err(DiscoveryError::Protocol("oversized message".into()));
         }
         Ok(values)
-    }
-}
-
-/// A live monitor on an OVSDB unix socket.
-pub struct Monitor {
-    stream: UnixStream,
-    framer: JsonFramer,
-    pub replica: Replica,
-}
-
-impl Monitor {
-    /// Connects and installs `request` (a monitor request with id 1); the
-    /// replica holds the initial state.
-    pub async fn start(socket: &Path, request: &Value) -> Result<Self, DiscoveryError> {
-        let stream = UnixStream::connect(socket)
-            .await
-            .map_err(|e| DiscoveryError::Connect(format!("{}: {e}", socket.display())))?;
-        let mut monitor = Monitor {
-            stream,
-            framer: JsonFramer::default(),
-            replica: Replica::default(),
-        };
-        monitor.send(request).await?;
-        loop {
-            for message in monitor.read().await? {
-                if message.get("id") == Some(&json!(1)) {
-                    if let Some(error) = message.get("error").filter(|e| !e.is_null()) {
-                        return Err(DiscoveryError::Protocol(format!(
-                            "monitor refused: {error}"
-                        )));
-                    }
-                    let result = message.get("result").cloned().unwrap_or(Value::Null);
-                    monitor.replica.apply(&result)?;
-                    return Ok(monitor);
-                }
-                monitor.handle(message).await?;
-            }
-        }
-    }
-
-    /// Waits for the next change to the replica.
-    pub async fn changed(&mut self) -> Result<(), DiscoveryError> {
-        loop {
-            let mut changed = false;
-            for message in self.read().await? {
-                changed |= self.handle(message).await?;
-            }
-            if changed {
-                return Ok(());
-            }
-        }
-    }
-
-    /// Applies an update or answers an echo; true when the replica changed.
-    async fn handle(&mut self, message: Value) -> Result<bool, DiscoveryError> {
-        match message.get("method").and_then(Value::as_str) {
-            Some("update") => {
-                let updates = message
-                    .get("params")
-                    .and_then(|p| p.get(1))
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                self.replica.apply(&updates)?;
-                Ok(true)
-            }
-            Some("echo") => {
-                let reply = json!({
-                    "id": message.get("id").cloned().unwrap_or(Value::Null),
-                    "result": message.get("params").cloned().unwrap_or(json!([])),
-                    "error": null,
-                });
-                self.send(&reply).await?;
-                Ok(false)
-            }
-            _ => Ok(false),
-        }
-    }
-
-    async fn send(&mut self, value: &Value) -> Result<(), DiscoveryError> {
-        let bytes =
-            serde_json::to_vec(value).map_err(|e| DiscoveryError::Protocol(e.to_string()))?;
-        self.stream
-            .write_all(&bytes)
-            .await
-            .map_err(|e| DiscoveryError::Protocol(format!("write: {e}")))
-    }
-
-    async fn read(&mut self) -> Result<Vec<Value>, DiscoveryError> {
-        let mut buffer = [0u8; 16 * 1024];
-        loop {
-            let n = self
-                .stream
-                .read(&mut buffer)
-                .await
-                .map_err(|e| DiscoveryError::Protocol(format!("read: {e}")))?;
-            if n == 0 {
-                return Err(DiscoveryError::Protocol(
-                    "ovsdb-server closed the connection".into(),
-                ));
-            }
-            let values = self.framer.push(&buffer[..n])?;
-            if !values.is_empty() {
-                return Ok(values);
-            }
-        }
     }
 }
 
