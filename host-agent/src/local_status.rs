@@ -59,6 +59,12 @@ pub struct StatusReport {
     /// Routes of ours taken back from other writers.
     #[serde(default)]
     pub route_takebacks: u64,
+    /// Why the nftables event watcher hears nothing (empty: it hears); our
+    /// table is rewritten on every reconcile meanwhile.
+    #[serde(default)]
+    pub nft_watch_lost: String,
+    #[serde(default)]
+    pub nft_watch_restarts: u64,
     /// Our nft table as the kernel has it.
     pub nft_ruleset: String,
     /// The last contract or apply error, if the last attempt failed.
@@ -108,6 +114,8 @@ impl StatusReport {
             routes: status.routes.clone(),
             route_conflicts: status.route_conflicts.clone(),
             route_takebacks: status.route_takebacks,
+            nft_watch_lost: status.nft_watch_lost.clone(),
+            nft_watch_restarts: status.nft_watch_restarts,
             nft_ruleset: status.nft_ruleset.clone(),
             last_error: status.last_error.clone(),
             repairs: status.repairs,
@@ -162,6 +170,13 @@ impl StatusReport {
         }
         for conflict in &self.route_conflicts {
             let _ = writeln!(out, "route conflict: {conflict}");
+        }
+        if !self.nft_watch_lost.is_empty() {
+            let _ = writeln!(
+                out,
+                "nftables watcher deaf ({}): our table is rewritten on every reconcile until it is back",
+                escaped(&self.nft_watch_lost)
+            );
         }
         if !self.nft_ruleset.is_empty() {
             out.push_str("nftables:\n");
@@ -369,6 +384,8 @@ mod tests {
             ],
             route_conflicts: vec!["198.18.192.0/18: another writer keeps replacing our route (198.18.192.0/18 via 198.19.1.1 dev ovn-k8s-mp0 proto 3); taken back 3 times, holding off for 1s".into()],
             route_takebacks: 3,
+            nft_watch_lost: String::new(),
+            nft_watch_restarts: 0,
             nft_ruleset: "table inet noverlay {\n}\n".into(),
             last_error: None,
             repairs: 2,
@@ -390,6 +407,16 @@ mod tests {
              last error: none\n\
              repairs 2, reconciles 7, DPU sessions ended 1\n"
         );
+        // A deaf nftables watcher is one line, above the table.
+        let deaf = StatusReport {
+            nft_watch_lost: "Connection reset by peer".into(),
+            ..report.clone()
+        };
+        assert!(deaf.render().contains(
+            "route conflict: 198.18.192.0/18: another writer keeps replacing our route (198.18.192.0/18 via 198.19.1.1 dev ovn-k8s-mp0 proto 3); taken back 3 times, holding off for 1s\n\
+             nftables watcher deaf (Connection reset by peer): our table is rewritten on every reconcile until it is back\n\
+             nftables:"
+        ));
         // Whatever the DPU put in its words reaches the terminal escaped.
         let hostile = StatusReport {
             phase_detail: Some("refused\u{1b}[2J\u{1b}]0;owned\u{7}".into()),

@@ -88,6 +88,18 @@ impl Collector for HostCollector {
         )?;
         encode::gauge(
             &mut e,
+            "noverlay_host_nft_watch_up",
+            "1 while the nftables event watcher hears changes, 0 while it reopens its socket.",
+            f64::from(u8::from(status.nft_watch_lost.is_empty())),
+        )?;
+        encode::counter(
+            &mut e,
+            "noverlay_host_nft_watch_restarts",
+            "Times the nftables event watcher lost its socket and got it back.",
+            status.nft_watch_restarts,
+        )?;
+        encode::gauge(
+            &mut e,
             "noverlay_host_route_conflicts",
             "Planned routes another writer keeps replacing, left to it for now (see status).",
             status.route_conflicts.len() as f64,

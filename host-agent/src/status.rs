@@ -37,6 +37,10 @@ pub struct HostStatus {
     pub route_conflicts: Vec<String>,
     /// Routes of ours taken back from other writers.
     pub route_takebacks: u64,
+    /// Why the nftables event watcher is deaf (empty: it hears).
+    pub nft_watch_lost: String,
+    /// Times the nftables event watcher got its socket back.
+    pub nft_watch_restarts: u64,
     /// Where the DPU took each fact of the applied contract from, as it
     /// said (escaped, bounded): shown, never acted on.
     pub dpu_facts: Vec<String>,

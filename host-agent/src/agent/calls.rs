@@ -19,6 +19,8 @@ pub(super) fn record_routes(status: &mut HostStatus, applied: Applied) {
     status.routes = applied.routes;
     status.route_conflicts = applied.conflicts;
     status.route_takebacks = applied.takebacks;
+    status.nft_watch_lost = applied.nft_watch_lost.unwrap_or_default();
+    status.nft_watch_restarts = applied.nft_watch_restarts;
 }
 
 /// The DPU agent's address as an IP, when `dpu.address` is one (a name is

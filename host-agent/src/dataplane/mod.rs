@@ -27,6 +27,11 @@ pub struct Applied {
     pub retry_at: Option<tokio::time::Instant>,
     /// Routes taken back from other writers since the agent started.
     pub takebacks: u64,
+    /// Why the nftables event watcher is deaf, while it is (the table is
+    /// then rewritten on every reconcile).
+    pub nft_watch_lost: Option<String>,
+    /// Times the watcher got its event socket back.
+    pub nft_watch_restarts: u64,
 }
 
 /// Programs the host datapath.

@@ -118,6 +118,10 @@ pub struct Wakeups {
     interest: Arc<Mutex<Interest>>,
     /// Someone else changed nftables since our last write.
     nft_changed: Arc<AtomicBool>,
+    /// Why the nftables watcher is deaf, while it is.
+    nft_watch_lost: Arc<Mutex<Option<String>>>,
+    /// Times the nftables watcher got its socket back.
+    nft_watch_restarts: Arc<std::sync::atomic::AtomicU64>,
     /// The dataplane is gone: watchers stop.
     closed: Arc<AtomicBool>,
 }
@@ -135,6 +139,15 @@ impl Wakeups {
     pub fn nft_changed(&self) {
         self.nft_changed.store(true, Ordering::Release);
         self.wake();
+    }
+
+    /// Why the nftables watcher hears nothing now (None: it hears).
+    pub fn nft_watch_lost(&self) -> Option<String> {
+        lock(&self.nft_watch_lost).clone()
+    }
+
+    pub fn nft_watch_restarts(&self) -> u64 {
+        self.nft_watch_restarts.load(Ordering::Acquire)
     }
 
     /// Takes the "nftables changed" flag.
@@ -175,6 +188,17 @@ impl noverlay_nft::ChangeListener for Wakeups {
 
     fn is_closed(&self) -> bool {
         Wakeups::is_closed(self)
+    }
+
+    fn watching(&self, lost: Option<&str>) {
+        let mut state = lock(&self.nft_watch_lost);
+        if lost.is_none() && state.is_some() {
+            self.nft_watch_restarts.fetch_add(1, Ordering::AcqRel);
+        }
+        *state = lost.map(str::to_string);
+        drop(state);
+        // The status says so at once.
+        self.wake();
     }
 }
 

@@ -155,7 +155,9 @@ impl Kernel {
     /// Replaces our table when it may differ from the plan. Ok(false) when
     /// nothing needed writing.
     async fn reconcile_nft(&mut self, plan: &HostPlan) -> Result<bool, DataplaneError> {
-        if self.wakeups.take_nft_changed() {
+        // While the watcher is deaf nothing tells us of a flushed table:
+        // every reconcile (the periodic one too) rewrites it.
+        if self.wakeups.take_nft_changed() || self.wakeups.nft_watch_lost().is_some() {
             self.nft_dirty = true;
         }
         if !self.nft_dirty && self.last_nft.as_ref() == Some(&plan.nft) {
@@ -325,6 +327,8 @@ impl Dataplane for Kernel {
             conflicts: self.contests.conflicts(now),
             retry_at: self.contests.next_retry(),
             takebacks: self.contests.takebacks_total(),
+            nft_watch_lost: self.wakeups.nft_watch_lost(),
+            nft_watch_restarts: self.wakeups.nft_watch_restarts(),
         })
     }
 
