@@ -25,6 +25,20 @@ pub struct FamilyConfig {
 }
 
 impl DpuConfig {
+    /// Whether a family's underlay IP is left to OVN's northbound database
+    /// (the family is configured here, or implied by ovnkube's file).
+    pub fn wants_underlay_from_ovn(&self, ovnkube: Option<&OvnkubeFacts>) -> bool {
+        [
+            (&self.ipv4, contract::Family::Ipv4),
+            (&self.ipv6, contract::Family::Ipv6),
+        ]
+        .iter()
+        .any(|(family, kind)| match family {
+            Some(family) => family.underlay_ip.is_none(),
+            None => !ovnkube_cidrs(ovnkube, *kind).is_empty(),
+        })
+    }
+
     /// The configured families as contract parts, each fact recorded with
     /// its source; the error names the family.
     pub fn families(
@@ -40,15 +54,7 @@ impl DpuConfig {
             } else {
                 contract::Family::Ipv6
             };
-            let theirs_cidrs: Vec<IpNet> = ovnkube
-                .map(|o| {
-                    o.cluster_subnets
-                        .iter()
-                        .copied()
-                        .filter(|c| contract::Family::of_net(c) == expected)
-                        .collect()
-                })
-                .unwrap_or_default();
+            let theirs_cidrs = ovnkube_cidrs(ovnkube, expected);
             let implied = FamilyConfig::default();
             let family = match (family, ovnkube) {
                 (Some(family), _) => family,
@@ -126,6 +132,19 @@ impl DpuConfig {
         }
         Ok(families)
     }
+}
+
+/// The cluster subnets of `family` in ovnkube's file (none without it).
+fn ovnkube_cidrs(ovnkube: Option<&OvnkubeFacts>, family: contract::Family) -> Vec<IpNet> {
+    ovnkube
+        .map(|o| {
+            o.cluster_subnets
+                .iter()
+                .copied()
+                .filter(|c| contract::Family::of_net(c) == family)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The family's underlay IP from the gateway router's external port: its

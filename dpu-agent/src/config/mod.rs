@@ -14,7 +14,7 @@ pub use facts::{Fact, FactSource};
 pub use family::FamilyConfig;
 pub use northbound::{GatewayPort, GatewayPortSource, OvnConfig};
 use noverlay_proto::{
-    contract::{self, ContractError, Mode, Offer},
+    contract::{ContractError, Mode, Offer},
     tls::{PeerIdentity, TlsFiles},
 };
 use ovnkube::{OvnkubeFacts, OvnkubeSection};
@@ -208,24 +208,6 @@ impl DpuConfig {
     /// in what this file leaves out (and checked against what it sets).
     pub fn validate_with(self, ovnkube: Option<&OvnkubeFacts>) -> Result<ValidConfig, ConfigError> {
         self.validate_from(ovnkube, None)
-    }
-
-    /// Whether a family's underlay IP is left to OVN's northbound database
-    /// (the family is configured here, or implied by ovnkube's file).
-    pub fn wants_underlay_from_ovn(&self, ovnkube: Option<&OvnkubeFacts>) -> bool {
-        [
-            (&self.ipv4, contract::Family::Ipv4),
-            (&self.ipv6, contract::Family::Ipv6),
-        ]
-        .iter()
-        .any(|(family, kind)| match family {
-            Some(family) => family.underlay_ip.is_none(),
-            None => ovnkube.is_some_and(|o| {
-                o.cluster_subnets
-                    .iter()
-                    .any(|c| contract::Family::of_net(c) == *kind)
-            }),
-        })
     }
 
     /// As [`DpuConfig::validate_with`], with the gateway router's port as

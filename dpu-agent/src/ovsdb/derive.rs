@@ -1,14 +1,17 @@
 //! Which of the bridge's ports is which, where the config leaves a name
-//! out. The uplink is found the way ovnkube-node finds it (so both agree on
+//! out, and their port numbers. The uplink is found the way ovnkube-node finds it (so both agree on
 //! the port its flows use); the patch port and the host representor by
 //! elimination. Each rule answers only where the answer is unambiguous, and
 //! otherwise says which `[bridge]` key settles it. Pure code, unit tested.
 
 use super::{
     DiscoveryError,
-    replica::{PortNames, Replica, map_value},
+    replica::{PortNames, Replica, Row, map_value},
 };
+use crate::flows::PortMap;
+use noverlay_proto::contract::parse_mac;
 use serde_json::Value;
+use std::collections::HashMap;
 
 /// The integration bridge unless Open_vSwitch's external_ids:ovn-bridge
 /// names another (as ovn-controller reads it).
@@ -31,8 +34,53 @@ struct BridgeInterface {
 }
 
 impl Replica {
+    /// The port numbers and bridge MAC for `names`.
+    pub fn port_map(&self, names: &PortNames) -> Result<PortMap, DiscoveryError> {
+        let resolved = self.resolve(names)?;
+        self.ports_of(&names.bridge, &resolved)
+    }
+
+    /// The port numbers and MAC of `bridge`, whose ports are `resolved`.
+    pub fn ports_of(
+        &self,
+        bridge: &str,
+        resolved: &ResolvedNames,
+    ) -> Result<PortMap, DiscoveryError> {
+        if self.bridge_row(bridge).is_none() {
+            return Err(DiscoveryError::NoBridge(bridge.to_string()));
+        }
+        let interfaces: HashMap<&str, &Row> = self.interfaces_of(bridge).into_iter().collect();
+        let ofport = |port: &str, key: &'static str| -> Result<u32, DiscoveryError> {
+            let interface = interfaces.get(port).ok_or_else(|| DiscoveryError::NoPort {
+                bridge: bridge.to_string(),
+                port: port.to_string(),
+                key,
+            })?;
+            let raw = interface.get("ofport").cloned().unwrap_or(Value::Null);
+            raw.as_i64()
+                .filter(|n| (1..=0xfeff).contains(n))
+                .map(|n| n as u32)
+                .ok_or_else(|| DiscoveryError::NoOfport(port.to_string(), raw.to_string()))
+        };
+        let bridge_mac = interfaces
+            .get(bridge)
+            .and_then(|i| i.get("mac_in_use"))
+            .and_then(Value::as_str)
+            .and_then(parse_mac)
+            .ok_or_else(|| DiscoveryError::NoMac(bridge.to_string()))?;
+        Ok(PortMap {
+            host_representor: ofport(&resolved.host_representor, "host_representor")?,
+            patch: ofport(&resolved.patch, "patch_port")?,
+            uplink: ofport(&resolved.uplink, "uplink")?,
+            bridge_mac,
+        })
+    }
+
     /// The three port names: each as named in `names`, else derived.
     pub fn resolve(&self, names: &PortNames) -> Result<ResolvedNames, DiscoveryError> {
+        if self.bridge_row(&names.bridge).is_none() {
+            return Err(DiscoveryError::NoBridge(names.bridge.clone()));
+        }
         let patch = self.patch_name(names)?;
         let uplink = self.uplink(names)?;
         let host_representor = match &names.host_representor {
@@ -66,12 +114,12 @@ impl Replica {
             .find_map(|(_, row)| map_value(row.get("external_ids"), "ovn-bridge"))
             .unwrap_or_else(|| DEFAULT_INTEGRATION_BRIDGE.to_string());
         let on_integration: Vec<String> = self
-            .interfaces_of(&integration)
+            .bridge_interfaces(&integration)
             .into_iter()
             .map(|i| i.name)
             .collect();
         let mut found: Vec<String> = self
-            .interfaces_of(bridge)
+            .bridge_interfaces(bridge)
             .into_iter()
             .filter(|i| {
                 i.kind == "patch"
@@ -101,7 +149,7 @@ impl Replica {
     /// ovnkube writes when it makes the bridge); else, for a bridge named
     /// `br<nic>`, its port `<nic>`.
     fn uplink_name(&self, bridge: &str) -> Result<String, DiscoveryError> {
-        let interfaces = self.interfaces_of(bridge);
+        let interfaces = self.bridge_interfaces(bridge);
         let on_bridge = |name: &str| interfaces.iter().any(|i| i.name == name);
         let system: Vec<&BridgeInterface> =
             interfaces.iter().filter(|i| i.kind == "system").collect();
@@ -141,7 +189,7 @@ impl Replica {
         uplink: &str,
     ) -> Result<String, DiscoveryError> {
         let mut left: Vec<String> = self
-            .interfaces_of(bridge)
+            .bridge_interfaces(bridge)
             .into_iter()
             .filter(|i| {
                 i.kind != "internal" && i.kind != "patch" && i.name != patch && i.name != uplink
@@ -159,34 +207,18 @@ impl Replica {
         }
     }
 
-    fn bridge_row(&self, bridge: &str) -> Option<&serde_json::Map<String, Value>> {
-        self.rows("Bridge")
-            .find(|(_, row)| row.get("name").and_then(Value::as_str) == Some(bridge))
-            .map(|(_, row)| row)
-    }
-
     /// The interfaces on the ports of the bridge named `bridge`.
-    fn interfaces_of(&self, bridge: &str) -> Vec<BridgeInterface> {
-        let Some(ports) = self
-            .bridge_row(bridge)
-            .map(|row| super::replica::uuids(row.get("ports")))
-        else {
-            return Vec::new();
-        };
-        self.rows("Port")
-            .filter(|(uuid, _)| ports.contains(uuid))
-            .flat_map(|(_, port)| super::replica::uuids(port.get("interfaces")))
-            .filter_map(|uuid| self.row("Interface", &uuid))
-            .filter_map(|row| {
-                Some(BridgeInterface {
-                    name: row.get("name")?.as_str()?.to_string(),
-                    kind: row
-                        .get("type")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
-                    peer: map_value(row.get("options"), "peer"),
-                })
+    fn bridge_interfaces(&self, bridge: &str) -> Vec<BridgeInterface> {
+        self.interfaces_of(bridge)
+            .into_iter()
+            .map(|(name, row)| BridgeInterface {
+                name: name.to_string(),
+                kind: row
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                peer: map_value(row.get("options"), "peer"),
             })
             .collect()
     }

@@ -69,21 +69,23 @@ async fn follow(
         if let Ok(uplink) = monitor.replica.uplink(names) {
             handle.set_uplink(uplink);
         }
-        match monitor.replica.port_map(names) {
-            Ok(map) => {
-                if let Ok(found) = monitor.replica.resolve(names) {
-                    for (key, named, value) in [
-                        ("bridge.patch_port", &names.patch, found.patch),
-                        ("bridge.uplink", &names.uplink, found.uplink),
-                        (
-                            "bridge.host_representor",
-                            &names.host_representor,
-                            found.host_representor,
-                        ),
-                    ] {
-                        if named.is_none() {
-                            handle.set_found_in_ovsdb(key, value);
-                        }
+        let replica = &monitor.replica;
+        let found = replica
+            .resolve(names)
+            .and_then(|found| Ok((replica.ports_of(&names.bridge, &found)?, found)));
+        match found {
+            Ok((map, found)) => {
+                for (key, named, value) in [
+                    ("bridge.patch_port", &names.patch, found.patch),
+                    ("bridge.uplink", &names.uplink, found.uplink),
+                    (
+                        "bridge.host_representor",
+                        &names.host_representor,
+                        found.host_representor,
+                    ),
+                ] {
+                    if named.is_none() {
+                        handle.set_found_in_ovsdb(key, value);
                     }
                 }
                 if handle.ports() != Some(map) {

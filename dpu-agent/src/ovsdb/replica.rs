@@ -1,9 +1,8 @@
-//! The port names to resolve, the local replica of the monitored OVSDB rows
-//! and the port map derived from it. Pure code, unit tested.
+//! The port names to resolve and the local replica of the monitored OVSDB
+//! rows (the port map is derived from it in `derive.rs`). Pure code, unit
+//! tested.
 
 use super::DiscoveryError;
-use crate::flows::PortMap;
-use noverlay_proto::contract::parse_mac;
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -16,6 +15,9 @@ pub struct PortNames {
     pub patch: Option<String>,
     pub uplink: Option<String>,
 }
+
+/// One row: column name -> OVSDB value.
+pub type Row = serde_json::Map<String, Value>;
 
 /// Rows of the monitored tables, by uuid: column name -> OVSDB value.
 #[derive(Debug, Default, Clone)]
@@ -63,56 +65,25 @@ impl Replica {
             .flat_map(|rows| rows.iter())
     }
 
-    /// The port numbers and bridge MAC for `names`.
-    pub fn port_map(&self, names: &PortNames) -> Result<PortMap, DiscoveryError> {
-        let bridge = self
-            .rows("Bridge")
-            .find(|(_, row)| row.get("name").and_then(Value::as_str) == Some(&names.bridge))
+    /// The row of the bridge named `bridge`.
+    pub fn bridge_row(&self, bridge: &str) -> Option<&Row> {
+        self.rows("Bridge")
+            .find(|(_, row)| row.get("name").and_then(Value::as_str) == Some(bridge))
             .map(|(_, row)| row)
-            .ok_or_else(|| DiscoveryError::NoBridge(names.bridge.clone()))?;
-        let port_uuids = uuids(bridge.get("ports"));
-        // Interfaces of the bridge's ports, by name.
-        let mut interfaces: HashMap<&str, &serde_json::Map<String, Value>> = HashMap::new();
-        for (uuid, port) in self.rows("Port") {
-            if !port_uuids.contains(uuid) {
-                continue;
-            }
-            for interface_uuid in uuids(port.get("interfaces")) {
-                if let Some(interface) = self
-                    .tables
-                    .get("Interface")
-                    .and_then(|rows| rows.get(&interface_uuid))
-                    && let Some(name) = interface.get("name").and_then(Value::as_str)
-                {
-                    interfaces.insert(name, interface);
-                }
-            }
-        }
-        let ofport = |port: &str, key: &'static str| -> Result<u32, DiscoveryError> {
-            let interface = interfaces.get(port).ok_or_else(|| DiscoveryError::NoPort {
-                bridge: names.bridge.clone(),
-                port: port.to_string(),
-                key,
-            })?;
-            let raw = interface.get("ofport").cloned().unwrap_or(Value::Null);
-            raw.as_i64()
-                .filter(|n| (1..=0xfeff).contains(n))
-                .map(|n| n as u32)
-                .ok_or_else(|| DiscoveryError::NoOfport(port.to_string(), raw.to_string()))
+    }
+
+    /// The interface rows on the ports of the bridge named `bridge`, with
+    /// their names (none when there is no such bridge).
+    pub fn interfaces_of(&self, bridge: &str) -> Vec<(&str, &Row)> {
+        let Some(ports) = self.bridge_row(bridge).map(|row| uuids(row.get("ports"))) else {
+            return Vec::new();
         };
-        let bridge_mac = interfaces
-            .get(names.bridge.as_str())
-            .and_then(|i| i.get("mac_in_use"))
-            .and_then(Value::as_str)
-            .and_then(parse_mac)
-            .ok_or_else(|| DiscoveryError::NoMac(names.bridge.clone()))?;
-        let resolved = self.resolve(names)?;
-        Ok(PortMap {
-            host_representor: ofport(&resolved.host_representor, "host_representor")?,
-            patch: ofport(&resolved.patch, "patch_port")?,
-            uplink: ofport(&resolved.uplink, "uplink")?,
-            bridge_mac,
-        })
+        self.rows("Port")
+            .filter(|(uuid, _)| ports.contains(uuid))
+            .flat_map(|(_, port)| uuids(port.get("interfaces")))
+            .filter_map(|uuid| self.row("Interface", &uuid))
+            .filter_map(|row| Some((row.get("name")?.as_str()?, row)))
+            .collect()
     }
 
     /// The row of `table` with this uuid.
@@ -172,6 +143,7 @@ pub fn uuids(value: Option<&Value>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flows::PortMap;
     use serde_json::json;
 
     fn names() -> PortNames {
