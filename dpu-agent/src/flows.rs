@@ -137,6 +137,11 @@ pub struct MatchKey {
 }
 
 impl MatchKey {
+    /// The match fields, sorted (`name=value`, or a keyword like `ip`).
+    pub fn fields(&self) -> &[String] {
+        &self.fields
+    }
+
     /// Same table and match fields, whatever the priority.
     pub fn same_match(&self, other: &MatchKey) -> bool {
         self.table == other.table && self.fields == other.fields

@@ -26,6 +26,7 @@ pub mod programmer;
 pub mod server;
 pub mod state;
 pub mod tls_listener;
+pub mod twins;
 
 use noverlay_runtime::systemd::Watchdog;
 use std::time::Duration;
@@ -151,12 +152,12 @@ pub async fn cleanup(config: &config::ValidConfig) -> Result<(), Vec<CleanupErro
     let removed = match ofp::session::Endpoint::from_target(&target) {
         Some(endpoint) => {
             ofp::NativeSwitch::on(endpoint, &bridge.name)
-                .replace(&[], bridge.cookie)
+                .replace(&[], bridge.cookie, &twins::TwinChecks::default())
                 .await
         }
         None => {
             openflow::OvsOfctl { target }
-                .replace(&[], bridge.cookie)
+                .replace(&[], bridge.cookie, &twins::TwinChecks::default())
                 .await
         }
     };

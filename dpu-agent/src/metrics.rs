@@ -85,6 +85,12 @@ impl Collector for DpuCollector {
         )?;
         encode::counter(
             &mut e,
+            "noverlay_dpu_flow_installs_contested",
+            "Installs refused (nothing written) because another controller's flow overlapping one of ours appeared between our read of the bridge and our commit; the bridge is read again and the install placed around it.",
+            flows.contested_installs,
+        )?;
+        encode::counter(
+            &mut e,
             "noverlay_dpu_flow_repairs",
             "Times our flows were found wiped or altered and restored.",
             flows.repairs,
@@ -215,7 +221,7 @@ mod tests {
                 "output:2",
             )
             .expect("spec");
-            let flow_mod = crate::ofp::wire::flow_add(1, &spec);
+            let flow_mod = crate::ofp::wire::flow_add(1, &spec, 0);
             let (match_fields, instructions) =
                 crate::ofp::reply::flow_mod_match_and_instructions(&flow_mod).expect("flow mod");
             ReadFlow::Native(crate::ofp::reply::FlowStats {

@@ -11,6 +11,7 @@
 
 use crate::flows::{Flow, MatchKey};
 use crate::ofp::{decode, reply::FlowStats};
+use crate::twins::{self, TwinChecks};
 use std::{future::Future, process::Stdio, time::Duration};
 use tokio::{io::AsyncBufReadExt, io::AsyncWriteExt, process::Command, sync::mpsc};
 
@@ -26,6 +27,17 @@ pub enum SwitchError {
     },
     #[error("{operation} did not finish within {OVS_CALL_TIMEOUT:?} (ovs-vswitchd stuck?)")]
     Timeout { operation: &'static str },
+    /// A probe of the install was refused: another controller wrote a flow
+    /// overlapping ours (its twin, usually) after the bridge was read.
+    /// Nothing was installed.
+    #[error(
+        "another controller wrote a flow overlapping ours at their table and priority after we read the bridge; nothing installed, the bridge is read again ({})",
+        found.describe(*cookie)
+    )]
+    Contested {
+        found: twins::Contested,
+        cookie: u64,
+    },
 }
 
 /// Deadline of one ovs-ofctl call; the process is killed after it.
@@ -122,10 +134,13 @@ impl ReadFlow {
 pub trait FlowSwitch: Send + Sync + 'static {
     /// Replaces every flow of `cookie` with `flows` in one OpenFlow bundle
     /// (a cookie-scoped delete, then the adds): all of it or none of it.
+    /// The flows `checks` probes are never added over a twin written since
+    /// the bridge was read ([`SwitchError::Contested`], see [`crate::twins`]).
     fn replace(
         &self,
         flows: &[Flow],
         cookie: u64,
+        checks: &TwinChecks,
     ) -> impl Future<Output = Result<(), SwitchError>> + Send;
 
     /// Every flow of the bridge, whatever its cookie, counters included.
@@ -147,9 +162,31 @@ pub struct OvsOfctl {
 const OPENFLOW_VERSION: &str = "OpenFlow13,OpenFlow14";
 
 impl FlowSwitch for OvsOfctl {
-    async fn replace(&self, flows: &[Flow], cookie: u64) -> Result<(), SwitchError> {
-        let bundle = crate::flows::render_bundle(flows, cookie);
-        with_deadline("ovs-ofctl add-flows --bundle", self.replace_now(&bundle)).await
+    async fn replace(
+        &self,
+        flows: &[Flow],
+        cookie: u64,
+        checks: &TwinChecks,
+    ) -> Result<(), SwitchError> {
+        let probes = checks.plan(flows);
+        let (probe_adds, delete_probes) = twins::probe_lines(flows, cookie, &probes);
+        let plain = crate::flows::render_bundle(flows, cookie);
+        // Our delete first, then the probes, our adds, the probes' delete.
+        let (delete_ours, adds) = plain.split_once('\n').unwrap_or((&plain, ""));
+        let bundle = format!("{delete_ours}\n{probe_adds}{adds}{delete_probes}");
+        let refused =
+            with_deadline("ovs-ofctl add-flows --bundle", self.replace_now(&bundle)).await;
+        match refused {
+            Err(SwitchError::Failed { reason, .. })
+                if let Some(index) = twins::contested_in_ofctl_error(&reason)
+                    && let Some(found) = probes
+                        .get(index)
+                        .and_then(|p| twins::Contested::of(*p, flows)) =>
+            {
+                Err(SwitchError::Contested { found, cookie })
+            }
+            other => other,
+        }
     }
 
     async fn dump(&self) -> Result<Vec<ReadFlow>, SwitchError> {

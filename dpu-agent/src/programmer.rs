@@ -9,9 +9,10 @@
 
 use crate::{
     coexist::{self, ForeignFlow, Placement},
-    flows::Flow,
-    openflow::{FlowIdentity, FlowSwitch, ReadFlow},
+    flows::{Flow, MatchKey},
+    openflow::{FlowIdentity, FlowSwitch, ReadFlow, SwitchError},
     state::{AgentHandle, Source},
+    twins::{Contested, TwinChecks},
 };
 use noverlay_runtime::{logging::Repeats, systemd::Heartbeat};
 use std::time::Duration;
@@ -66,6 +67,12 @@ pub async fn run_flow_programmer<S: FlowSwitch>(
     let mut retry = false;
     // A switch that keeps failing the same way is logged once a minute.
     let mut failing = Repeats::default();
+    // Which planned flows each install probes for a twin written meanwhile;
+    // the flow whose probe was refused, until the bridge is read again.
+    let mut checks = TwinChecks::default();
+    let mut contested: Option<MatchKey> = None;
+    // Go round again at once (the bridge is read afresh), without waiting.
+    let mut again = false;
     loop {
         if let Some(plan) = handle.desired_flows() {
             if foreign.is_none() {
@@ -80,6 +87,13 @@ pub async fn run_flow_programmer<S: FlowSwitch>(
             if let Some(others) = &foreign {
                 let placement = coexist::place(&plan, others, settings.base_pipeline, cookie);
                 handle.set_sharing(&placement);
+                checks.read(others);
+                if checks.settle(contested.take().as_ref(), &placement.install) {
+                    tracing::warn!(
+                        unprobed = checks.unprobed(),
+                        "the flow that refused our probe is no twin (it overlaps ours at the same priority); ours goes on without a probe"
+                    );
+                }
                 let want = &placement.install;
                 let stale = installed.as_ref().is_none_or(|have| &have.plan != want);
                 if stale || restore || retry {
@@ -87,10 +101,23 @@ pub async fn run_flow_programmer<S: FlowSwitch>(
                         pending: &mut restore,
                         wiped_at: &mut wiped_at,
                     };
-                    let attempt = install(&handle, &switch, &placement, cookie, restoring);
+                    let attempt = install(&handle, &switch, &placement, cookie, &checks, restoring);
                     match attempt.await {
+                        Err(SwitchError::Contested { found, .. }) => {
+                            tracing::warn!(
+                                found = %found.describe(cookie),
+                                "another controller wrote a flow overlapping ours after the bridge was read; nothing installed, reading again"
+                            );
+                            handle.count_contested_install();
+                            if let Contested::Flow(flow) = found {
+                                contested = Some(flow.match_key());
+                            }
+                            foreign = None;
+                            again = true;
+                            retry = true;
+                        }
                         Err(e) => {
-                            if let Some(suppressed) = failing.due(&e) {
+                            if let Some(suppressed) = failing.due(&e.to_string()) {
                                 tracing::error!(error = %e, suppressed, "installing flows failed; will retry");
                             }
                             retry = true;
@@ -107,6 +134,9 @@ pub async fn run_flow_programmer<S: FlowSwitch>(
                     }
                 }
             }
+        }
+        if std::mem::take(&mut again) {
+            continue;
         }
         let check = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -181,15 +211,16 @@ async fn install<S: FlowSwitch>(
     switch: &S,
     placement: &Placement,
     cookie: u64,
+    checks: &TwinChecks,
     restoring: Restoring<'_>,
-) -> Result<Option<(Installed, Vec<ForeignFlow>)>, String> {
+) -> Result<Option<(Installed, Vec<ForeignFlow>)>, SwitchError> {
     let want = &placement.install;
     let mut planned_shape: Vec<(u8, u16)> = want.iter().map(|f| (f.table, f.priority)).collect();
     planned_shape.sort_unstable();
     for attempt in 1..=INSTALL_ATTEMPTS {
-        if let Err(e) = switch.replace(want, cookie).await {
+        if let Err(e) = switch.replace(want, cookie, checks).await {
             handle.set_source(Source::Flows, Err(e.to_string()));
-            return Err(e.to_string());
+            return Err(e);
         }
         if std::mem::take(restoring.pending) {
             let took = restoring.wiped_at.take().map(|at| at.elapsed());

@@ -286,6 +286,7 @@ impl dpu_agent_server::DpuAgent for DpuService {
                 bridge_mac: noverlay_proto::contract::format_mac(&p.bridge_mac),
             }),
             flow_repairs: installed.repairs,
+            contested_installs: installed.contested_installs,
             last_flow_repair_unix: installed.last_repair_unix,
             sources: sources.to_pb(),
             provided_flows: installed.provided,

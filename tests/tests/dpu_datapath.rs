@@ -607,3 +607,39 @@ async fn a_bridge_limited_to_openflow_13_gets_its_flows() -> anyhow::Result<()> 
     agent.shutdown.cancel();
     agent.dpu.stop().await
 }
+
+/// A neighbour with a broad flow at our path flows' table and priority
+/// (it overlaps each of them without being a twin), there before the
+/// agent starts: our flows go on beside it at the first install (no probe
+/// the neighbour would refuse, no refused install), and a wipe of ours is
+/// restored the same way. Its flow stays exactly as it was.
+#[tokio::test]
+#[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
+async fn a_neighbour_overlapping_our_flows_costs_no_refused_install() -> anyhow::Result<()> {
+    netns::require_privileges()?;
+    ovs::require()?;
+    let sw = dpu_switch()?;
+    let cookie = u64::from_str_radix(COOKIE.trim_start_matches("0x"), 16)?;
+    sw.ovs.ofctl(
+        "add-flow",
+        "breth0",
+        &["cookie=0x5,table=0,priority=510,ip,actions=drop"],
+    )?;
+    let theirs = sw.ovs.flows_not_of("breth0", cookie)?;
+    let agent = start_agent(&sw.ovs).await?;
+    let handle = agent.handle.clone();
+    let expected = wait_installed(&sw.ovs, &handle).await?;
+    assert_eq!(handle.flow_record().contested_installs, 0);
+    sw.ovs
+        .ofctl("del-flows", "breth0", &[&format!("cookie={COOKIE}/-1")])?;
+    wait_until(
+        "restore beside the neighbour",
+        Duration::from_secs(10),
+        || our_flows(&sw.ovs).is_ok_and(|f| f.len() == expected) && handle.flow_repairs() == 1,
+    )
+    .await?;
+    assert_eq!(handle.flow_record().contested_installs, 0);
+    assert_eq!(sw.ovs.flows_not_of("breth0", cookie)?, theirs);
+    agent.shutdown.cancel();
+    agent.dpu.stop().await
+}

@@ -7,6 +7,7 @@ use dpu_agent::{
     openflow::{FlowSwitch, ReadFlow, SwitchError},
     programmer::run_flow_programmer,
     state::AgentHandle,
+    twins::{Contested, Probe},
 };
 use noverlay_runtime::systemd::{Heartbeat, Watchdog};
 use noverlay_tests::harness::{self, Certs, DpuOptions, RunningDpu};
@@ -39,6 +40,13 @@ struct SwitchState {
     fail_read_back: bool,
     /// An install happened since the last read.
     installed: bool,
+    /// Another controller's flow (a dump line) that appears while the next
+    /// install that probes its twin is in flight: that install is refused.
+    late_twin: Option<String>,
+    /// A planned flow's match that someone else's flow (in `foreign`, at
+    /// the same place) overlaps without being its twin: every install
+    /// probing it is refused.
+    overlapped: Option<dpu_agent::flows::MatchKey>,
 }
 
 impl RecordingSwitch {
@@ -55,8 +63,42 @@ impl RecordingSwitch {
 }
 
 impl FlowSwitch for RecordingSwitch {
-    async fn replace(&self, flows: &[Flow], cookie: u64) -> Result<(), SwitchError> {
+    async fn replace(
+        &self,
+        flows: &[Flow],
+        cookie: u64,
+        checks: &dpu_agent::twins::TwinChecks,
+    ) -> Result<(), SwitchError> {
         let bundle = dpu_agent::flows::render_bundle(flows, cookie);
+        let probes = checks.plan(flows);
+        let contested = self.with(|s| {
+            // The probe (if any) that a flow at `key`'s place refuses.
+            let refused = |key: &dpu_agent::flows::MatchKey| {
+                probes.iter().find_map(|probe| match *probe {
+                    Probe::Place { table, priority }
+                        if (table, priority) == (key.table, key.priority) =>
+                    {
+                        Some(Contested::Place { table, priority })
+                    }
+                    Probe::Flow(i) if flows[i].match_key() == *key => {
+                        Some(Contested::Flow(flows[i].clone()))
+                    }
+                    _ => None,
+                })
+            };
+            if let Some(line) = s.late_twin.clone() {
+                let key = dpu_agent::openflow::dumped_match_and_packets(&line).0;
+                if let Some(found) = refused(&key) {
+                    s.foreign.push(line);
+                    s.late_twin = None;
+                    return Some(found);
+                }
+            }
+            refused(&s.overlapped.clone()?)
+        });
+        if let Some(found) = contested {
+            return Err(SwitchError::Contested { found, cookie });
+        }
         if self.with(|s| s.hang) {
             std::future::pending::<()>().await;
         }
@@ -324,6 +366,78 @@ async fn another_controllers_twin_is_never_overwritten_and_a_conflict_is_named()
     })
     .await?;
     assert!(handle.flow_record().provided.is_empty());
+    shutdown.cancel();
+    dpu.stop().await
+}
+
+/// A twin another controller writes while our install is in flight: the
+/// install is refused (nothing replaced), counted, and the next one, after
+/// a fresh read, is placed around the twin (a conflict: other actions).
+#[tokio::test]
+async fn an_install_refused_for_a_late_twin_is_placed_around_it() -> anyhow::Result<()> {
+    let (dpu, handle, _certs) = agent().await?;
+    let switch = RecordingSwitch::default();
+    let planned = handle.desired_flows().unwrap_or_default();
+    let path = planned
+        .iter()
+        .find(|f| f.priority == dpu_agent::flows::PATH_PRIORITY)
+        .ok_or_else(|| anyhow::anyhow!("no path flow"))?;
+    let twin = format!(
+        "cookie=0x7777, duration=1s, table=0, n_packets=0, n_bytes=0, priority={},{} actions=drop",
+        path.priority, path.matches
+    );
+    switch.with(|s| s.late_twin = Some(twin));
+    let shutdown = spawn_programmer(&handle, &switch, Duration::from_secs(3600), unwatched());
+    eventually("install placed around the twin", || {
+        handle.installed_flows().len() == planned.len() - 1
+    })
+    .await?;
+    let record = handle.flow_record();
+    assert_eq!(record.contested_installs, 1);
+    assert_eq!(record.conflicts.len(), 1, "{:#?}", record.conflicts);
+    assert!(
+        record.conflicts[0].contains("cookie 0x7777"),
+        "{:#?}",
+        record.conflicts
+    );
+    let bundles = switch.with(|s| s.bundles.clone());
+    assert_eq!(bundles.len(), 1, "only the placed install was committed");
+    assert!(!bundles[0].contains(&path.matches), "{}", bundles[0]);
+    shutdown.cancel();
+    dpu.stop().await
+}
+
+/// A probe refused with no twin on the fresh read (a neighbour whose
+/// overlap with ours the agent's reading of its fields missed): ours goes
+/// on unprobed (adding it replaces nothing), and later restores do not
+/// contest it again. One refused install, not a loop.
+#[tokio::test]
+async fn a_probe_refused_without_a_twin_costs_one_install_not_a_loop() -> anyhow::Result<()> {
+    let (dpu, handle, _certs) = agent().await?;
+    let switch = RecordingSwitch::default();
+    let planned = handle.desired_flows().unwrap_or_default();
+    let path = planned
+        .iter()
+        .find(|f| f.priority == dpu_agent::flows::PATH_PRIORITY)
+        .ok_or_else(|| anyhow::anyhow!("no path flow"))?;
+    switch.with(|s| {
+        s.foreign.push(format!(
+            "cookie=0x5, duration=1s, table=0, n_packets=0, n_bytes=0, priority={},ip,in_port=7 actions=drop",
+            path.priority
+        ));
+        s.overlapped = Some(path.match_key());
+    });
+    let shutdown = spawn_programmer(&handle, &switch, Duration::from_secs(3600), unwatched());
+    eventually("install", || {
+        handle.installed_flows().len() == planned.len()
+    })
+    .await?;
+    assert_eq!(handle.flow_record().contested_installs, 1);
+    switch.with(|s| s.flows.clear());
+    switch.notify();
+    eventually("restore after a wipe", || handle.flow_repairs() == 1).await?;
+    assert_eq!(handle.installed_flows().len(), planned.len());
+    assert_eq!(handle.flow_record().contested_installs, 1);
     shutdown.cancel();
     dpu.stop().await
 }

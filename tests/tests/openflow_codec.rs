@@ -8,6 +8,7 @@
 use dpu_agent::{
     flows::{self, BasePipeline, FlowSettings, PortMap},
     ofp::{self, spec::FlowSpec, wire},
+    twins::TwinChecks,
 };
 use noverlay_proto::contract::{FamilyContract, Masquerade, Mode, Offer};
 use noverlay_tests::{
@@ -70,7 +71,7 @@ fn assert_flow_mods_read_as_ovs_parses(version: u8) -> anyhow::Result<()> {
         )?;
         let ours = ofctl(&[
             "ofp-print",
-            &hex(&wire::with_version(wire::flow_add(1, &spec), version)),
+            &hex(&wire::with_version(wire::flow_add(1, &spec, 0), version)),
         ])?;
         let theirs = ofctl(&["-O", &name, "parse-flow", &text])?;
         let theirs = theirs
@@ -338,7 +339,7 @@ fn a_bundle_over_the_management_socket_installs_what_ovs_ofctl_would() -> anyhow
             &flow.matches,
             &flow.actions,
         )?;
-        let encoded = wire::flow_add(0, &spec);
+        let encoded = wire::flow_add(0, &spec, 0);
         let (fields, instructions) = wire::flow_mod_match_and_instructions(&encoded)
             .ok_or_else(|| anyhow::anyhow!("our own flow mod does not parse"))?;
         let found = read_back.iter().find(|s| {
@@ -470,7 +471,7 @@ fn the_native_switch_speaks_tcp_too() -> anyhow::Result<()> {
         // The listener comes up with the controller setting: retry briefly.
         let mut attempt = 0;
         loop {
-            match switch.replace(&flows, COOKIE).await {
+            match switch.replace(&flows, COOKIE, &TwinChecks::default()).await {
                 Ok(()) => break,
                 Err(_) if attempt < 50 => {
                     attempt += 1;
@@ -528,7 +529,9 @@ fn the_native_switch_on_an_openflow_13_only_bridge() -> anyhow::Result<()> {
     let (version, read, woken) = sw.ns.run(move || async move {
         let switch = NativeSwitch::on(endpoint, "breth0");
         let mut changes = switch.watch();
-        switch.replace(&flows, COOKIE).await?;
+        switch
+            .replace(&flows, COOKIE, &TwinChecks::default())
+            .await?;
         let version = switch.version().await?;
         let read = switch
             .dump()
@@ -564,10 +567,15 @@ fn the_native_switch_on_an_openflow_13_only_bridge() -> anyhow::Result<()> {
     let endpoint = Endpoint::from_target(&target).ok_or_else(|| anyhow::anyhow!("{target}"))?;
     let error = sw.ns.run(move || async move {
         let switch = NativeSwitch::on(endpoint, "breth0");
-        Ok(match switch.replace(&planned(false), COOKIE).await {
-            Ok(()) => String::new(),
-            Err(e) => e.to_string(),
-        })
+        Ok(
+            match switch
+                .replace(&planned(false), COOKIE, &TwinChecks::default())
+                .await
+            {
+                Ok(()) => String::new(),
+                Err(e) => e.to_string(),
+            },
+        )
     })?;
     assert_eq!(
         error,
@@ -575,4 +583,178 @@ fn the_native_switch_on_an_openflow_13_only_bridge() -> anyhow::Result<()> {
     );
     assert!(!error.contains("ovs-ofctl"), "{error}");
     Ok(())
+}
+
+/// Another controller writes the twin of one of our planned flows after
+/// our read of the bridge (here: after our first install; its add replaces
+/// ours, which is its right). Our next install must not take it back:
+/// every backend's bundle probes for it, is refused as a whole, says what
+/// it found, and leaves the bridge as it was, with no probe behind. Where
+/// the read showed nobody else at our (table, priority), one probe guards
+/// the place; where it showed a neighbour there, the flow's own probe
+/// does. With that probe turned off (what the programmer does once a fresh
+/// read shows no twin), the same install replaces the twin: the probe is
+/// what stops it.
+#[test]
+#[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
+fn a_twin_written_after_our_read_is_never_replaced() -> anyhow::Result<()> {
+    use dpu_agent::{
+        ofp::{NativeSwitch, session::Endpoint},
+        openflow::OvsOfctl,
+    };
+    netns::require_privileges()?;
+    ovs::require()?;
+    let sw = Switch::start("twin")?;
+    let ovs = &sw.ovs;
+    let target = ovs.openflow("breth0");
+    for backend in ["native OpenFlow 1.4", "native OpenFlow 1.3", "ovs-ofctl"] {
+        if backend == "native OpenFlow 1.3" {
+            ovs.vsctl(&["set", "bridge", "breth0", "protocols=OpenFlow13"])?;
+        }
+        let endpoint = Endpoint::from_target(&target).ok_or_else(|| anyhow::anyhow!("{target}"))?;
+        let (target, backend_name) = (target.clone(), backend.to_string());
+        let LateTwin {
+            refusals,
+            before,
+            after_refusals,
+            after_unprobed,
+        } = sw.ns.run(move || async move {
+            if backend_name == "ovs-ofctl" {
+                late_twin(
+                    OvsOfctl {
+                        target: target.clone(),
+                    },
+                    &target,
+                )
+                .await
+            } else {
+                late_twin(NativeSwitch::on(endpoint, "breth0"), &target).await
+            }
+        })?;
+        let [place, own] = &refusals;
+        assert!(
+            place.contains("another controller wrote a flow")
+                && place.contains("a new flow at table 0, priority 510, where ours are"),
+            "{backend}: {place}"
+        );
+        assert!(
+            own.contains("another controller wrote a flow")
+                && own.contains(
+                    "ours: cookie=0x6e6f7672,table=0,priority=510,in_port=1,ip,nw_src=169.254.0.2"
+                ),
+            "{backend}: {own}"
+        );
+        assert!(
+            before
+                .iter()
+                .any(|f| f.contains("cookie=0x7777") && f.contains("actions=drop")),
+            "{backend}: the twin is not on the bridge: {before:#?}"
+        );
+        for after in &after_refusals {
+            assert_eq!(
+                after, &before,
+                "{backend}: a refused bundle changed the bridge"
+            );
+        }
+        assert!(
+            !after_unprobed.iter().any(|f| f.contains("cookie=0x7777")),
+            "{backend}: without its probe, the install should have replaced the twin: {after_unprobed:#?}"
+        );
+        assert!(
+            after_unprobed.iter().any(|f| f.contains("cookie=0x8888")),
+            "{backend}: the neighbour went: {after_unprobed:#?}"
+        );
+        assert!(
+            !after_unprobed.iter().any(|f| f.contains("metadata=")),
+            "{backend}: a probe was left behind: {after_unprobed:#?}"
+        );
+    }
+    Ok(())
+}
+
+struct LateTwin {
+    /// The refusal where the place was unshared, then shared.
+    refusals: [String; 2],
+    /// The bridge (no counters) before the installs, after each refusal
+    /// and after the unprobed install.
+    before: Vec<String>,
+    after_refusals: [Vec<String>; 2],
+    after_unprobed: Vec<String>,
+}
+
+async fn late_twin<S: dpu_agent::openflow::FlowSwitch>(
+    switch: S,
+    target: &str,
+) -> anyhow::Result<LateTwin> {
+    let flows = planned(false);
+    switch
+        .replace(&flows, COOKIE, &TwinChecks::default())
+        .await?;
+    let path = flows
+        .iter()
+        .find(|f| f.priority == flows::PATH_PRIORITY && f.matches.contains("in_port=1"))
+        .ok_or_else(|| anyhow::anyhow!("no host-to-OVN flow planned"))?;
+    let twin = format!(
+        "cookie=0x7777,table={},priority={},{},actions=drop",
+        path.table, path.priority, path.matches
+    );
+    // A neighbour at the same place that overlaps none of ours.
+    let neighbour = format!(
+        "cookie=0x8888,table=0,priority={},ip,in_port=9,actions=drop",
+        path.priority
+    );
+    let bridge = || -> anyhow::Result<Vec<String>> {
+        let out = Command::new("ovs-ofctl")
+            .args(["-O", "OpenFlow13", "dump-flows", "--no-stats", target])
+            .output()?;
+        anyhow::ensure!(out.status.success(), "dump-flows failed");
+        let mut flows: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with(' '))
+            .map(|l| l.trim().to_string())
+            .collect();
+        flows.sort();
+        Ok(flows)
+    };
+    let refusal = |result: Result<(), dpu_agent::openflow::SwitchError>| match result {
+        Ok(()) => String::from("(installed)"),
+        Err(e) => e.to_string(),
+    };
+    for flow in [&twin, &neighbour] {
+        let added = Command::new("ovs-ofctl")
+            .args(["-O", "OpenFlow13", "add-flow", target, flow])
+            .status()?;
+        anyhow::ensure!(added.success(), "add-flow {flow} failed");
+    }
+    let before = bridge()?;
+    // Read before the two were written: nobody at our places.
+    let unshared = refusal(switch.replace(&flows, COOKIE, &TwinChecks::default()).await);
+    let after_unshared = bridge()?;
+    // Read with the neighbour there, before the twin.
+    let neighbours: Vec<dpu_agent::coexist::ForeignFlow> = before
+        .iter()
+        .filter(|f| f.contains("cookie=0x8888"))
+        .filter_map(|f| dpu_agent::coexist::ForeignFlow::parse(f))
+        .collect();
+    anyhow::ensure!(neighbours.len() == 1, "neighbour not read: {before:#?}");
+    let mut shared = TwinChecks::default();
+    shared.read(&neighbours);
+    let own = refusal(switch.replace(&flows, COOKIE, &shared).await);
+    let after_own = bridge()?;
+    shared.settle(Some(&path.match_key()), &flows);
+    switch.replace(&flows, COOKIE, &shared).await?;
+    let after_unprobed = bridge()?;
+    // Leave the bridge as the next backend expects it: neither ours nor
+    // the neighbour.
+    switch.replace(&[], COOKIE, &TwinChecks::default()).await?;
+    let removed = Command::new("ovs-ofctl")
+        .args(["-O", "OpenFlow13", "del-flows", target, "cookie=0x8888/-1"])
+        .status()?;
+    anyhow::ensure!(removed.success(), "del-flows of the neighbour failed");
+    Ok(LateTwin {
+        refusals: [unshared, own],
+        before,
+        after_refusals: [after_unshared, after_own],
+        after_unprobed,
+    })
 }

@@ -55,3 +55,9 @@ pub const OFPBCT_COMMIT_REPLY: u16 = 5;
 pub const OFPBCT_DISCARD_REQUEST: u16 = 6;
 /// All or nothing, in order.
 pub const OFPBF_ATOMIC_ORDERED: u16 = 0b11;
+
+/// Flow mod flag: refuse the add if a flow of the same priority overlaps.
+pub const OFPFF_CHECK_OVERLAP: u16 = 1 << 1;
+/// Error type and code of a refused `OFPFF_CHECK_OVERLAP` add.
+pub const OFPET_FLOW_MOD_FAILED: u16 = 5;
+pub const OFPFMFC_OVERLAP: u16 = 3;

@@ -377,7 +377,7 @@ mod tests {
             ),
         ] {
             let spec = FlowSpec::parse(1, 0, 10, matches, actions).expect("spec");
-            let encoded = wire::flow_add(1, &spec);
+            let encoded = wire::flow_add(1, &spec, 0);
             let (fields, instructions) =
                 wire::flow_mod_match_and_instructions(&encoded).expect("parts");
             let key = |text: &str| crate::flows::MatchKey::new(0, 10, text);

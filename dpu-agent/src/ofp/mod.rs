@@ -11,6 +11,7 @@
 
 mod consts;
 pub mod decode;
+mod message;
 pub mod reply;
 pub mod session;
 pub mod spec;
@@ -19,6 +20,7 @@ pub mod wire;
 use crate::{
     flows::Flow,
     openflow::{FlowSwitch, ReadFlow, SwitchError},
+    twins::TwinChecks,
 };
 use noverlay_runtime::lock;
 use spec::{FlowSpec, SpecError};
@@ -122,19 +124,34 @@ fn flow_specs(flows: &[Flow], cookie: u64) -> Result<Vec<FlowSpec>, SpecError> {
 }
 
 impl FlowSwitch for NativeSwitch {
-    async fn replace(&self, flows: &[Flow], cookie: u64) -> Result<(), SwitchError> {
+    async fn replace(
+        &self,
+        flows: &[Flow],
+        cookie: u64,
+        checks: &TwinChecks,
+    ) -> Result<(), SwitchError> {
         let specs = self.specs(flows, cookie)?;
-        let mut inner = Vec::with_capacity(specs.len() + 1);
-        let xid = self.session.xid();
-        inner.push((xid, wire::delete_cookie(xid, cookie)));
-        for spec in specs.iter() {
-            let xid = self.session.xid();
-            inner.push((xid, wire::flow_add(xid, spec)));
-        }
+        let install = install_messages(&specs, flows, cookie, checks, || self.session.xid());
         self.session
-            .commit_bundle(BUNDLE, inner)
+            .commit_bundle(BUNDLE, install.messages)
             .await
-            .map_err(|e| self.session_error("OpenFlow bundle", e))
+            .map_err(|e| match e {
+                session::SessionError::Refused {
+                    message: Some(xid),
+                    kind: wire::OFPET_FLOW_MOD_FAILED,
+                    code: wire::OFPFMFC_OVERLAP,
+                    ..
+                } => match install
+                    .probes
+                    .iter()
+                    .find(|(probe, _)| *probe == xid)
+                    .and_then(|(_, probe)| crate::twins::Contested::of(*probe, flows))
+                {
+                    Some(found) => SwitchError::Contested { found, cookie },
+                    None => self.session_error("OpenFlow bundle", e),
+                },
+                e => self.session_error("OpenFlow bundle", e),
+            })
     }
 
     async fn dump(&self) -> Result<Vec<ReadFlow>, SwitchError> {
@@ -151,8 +168,75 @@ impl FlowSwitch for NativeSwitch {
     }
 }
 
-/// The messages of one atomic install: open a bundle, delete every flow of
-/// our cookie, add `flows`, commit. `next_xid` numbers them.
+/// The flow mods of one install, each with its xid, and the xid of each
+/// probe with what it guards.
+struct InstallMessages {
+    messages: Vec<(u32, Vec<u8>)>,
+    probes: Vec<(u32, crate::twins::Probe)>,
+}
+
+/// Delete every flow of our cookie, add the probes `checks` plans against
+/// a twin written since the bridge was read (see [`crate::twins`]), add
+/// `specs` (the encoded `flows`), delete the probes.
+fn install_messages(
+    specs: &[FlowSpec],
+    flows: &[Flow],
+    cookie: u64,
+    checks: &TwinChecks,
+    mut next_xid: impl FnMut() -> u32,
+) -> InstallMessages {
+    use crate::twins::{self, Probe};
+    let planned = checks.plan(flows);
+    let mut messages = Vec::with_capacity(specs.len() + planned.len() + 2);
+    let mut probes = Vec::with_capacity(planned.len());
+    let xid = next_xid();
+    messages.push((xid, wire::delete_cookie(xid, cookie)));
+    for (index, probe) in planned.into_iter().enumerate() {
+        let metadata = spec::Field::Metadata {
+            value: twins::probe_metadata(index),
+            mask: u64::MAX,
+        };
+        let mut spec = match probe {
+            Probe::Place { table, priority } => FlowSpec {
+                cookie,
+                table,
+                priority,
+                fields: Vec::new(),
+                instructions: Vec::new(),
+            },
+            Probe::Flow(i) => match specs.get(i) {
+                Some(spec) => spec.clone(),
+                None => continue,
+            },
+        };
+        spec.cookie = twins::probe_cookie(cookie);
+        spec.instructions.clear();
+        spec.fields.push(metadata);
+        let xid = next_xid();
+        messages.push((xid, wire::flow_add(xid, &spec, wire::OFPFF_CHECK_OVERLAP)));
+        probes.push((xid, probe));
+    }
+    for spec in specs {
+        let xid = next_xid();
+        messages.push((xid, wire::flow_add(xid, spec, 0)));
+    }
+    if !probes.is_empty() {
+        let tag = spec::Field::Metadata {
+            value: twins::PROBE_TAG,
+            mask: twins::PROBE_MASK,
+        };
+        let xid = next_xid();
+        messages.push((
+            xid,
+            wire::delete_matching(xid, twins::probe_cookie(cookie), &[tag]),
+        ));
+    }
+    InstallMessages { messages, probes }
+}
+
+/// The messages of one atomic install as the agent sends them (on a
+/// bridge read as holding no other flows): open a bundle, [`install_messages`] in it, commit.
+/// `next_xid` numbers them.
 pub fn install_bundle(
     flows: &[Flow],
     cookie: u64,
@@ -160,33 +244,19 @@ pub fn install_bundle(
     mut next_xid: impl FnMut() -> u32,
 ) -> Result<Vec<Vec<u8>>, SpecError> {
     use wire::*;
-    let mut messages = vec![bundle_control(
-        VERSION,
-        next_xid(),
-        bundle,
-        OFPBCT_OPEN_REQUEST,
-        OFPBF_ATOMIC_ORDERED,
-    )];
-    let mut add = |inner: &dyn Fn(u32) -> Vec<u8>| {
-        let xid = next_xid();
+    let specs = flow_specs(flows, cookie)?;
+    let control = |xid, kind| bundle_control(VERSION, xid, bundle, kind, OFPBF_ATOMIC_ORDERED);
+    let mut messages = vec![control(next_xid(), OFPBCT_OPEN_REQUEST)];
+    let install = install_messages(&specs, flows, cookie, &TwinChecks::default(), &mut next_xid);
+    for (xid, inner) in install.messages {
         messages.push(bundle_add(
             VERSION,
             xid,
             bundle,
             OFPBF_ATOMIC_ORDERED,
-            &inner(xid),
+            &inner,
         ));
-    };
-    add(&|xid| delete_cookie(xid, cookie));
-    for spec in flow_specs(flows, cookie)? {
-        add(&|xid| flow_add(xid, &spec));
     }
-    messages.push(bundle_control(
-        VERSION,
-        next_xid(),
-        bundle,
-        OFPBCT_COMMIT_REQUEST,
-        OFPBF_ATOMIC_ORDERED,
-    ));
+    messages.push(control(next_xid(), OFPBCT_COMMIT_REQUEST));
     Ok(messages)
 }

@@ -20,6 +20,11 @@ pub enum Field {
         mask: u32,
     },
     CtMark(u32),
+    /// Only in the probes of an install (see [`crate::twins`]).
+    Metadata {
+        value: u64,
+        mask: u64,
+    },
 }
 
 /// OFPP_NORMAL.
@@ -137,6 +142,7 @@ fn field_rank(field: &Field) -> u8 {
         Field::IpDst(_) => 5,
         Field::CtState { .. } => 6,
         Field::CtMark(_) => 7,
+        Field::Metadata { .. } => 8,
     }
 }
 

@@ -24,6 +24,7 @@ use ipnet::IpNet;
 use std::net::IpAddr;
 
 pub use super::consts::*;
+use super::message::Message;
 
 const OFPFC_ADD: u8 = 0;
 const OFPFC_DELETE: u8 = 3;
@@ -59,6 +60,7 @@ const fn oxm_header(class: u16, field: u8, masked: bool, len: u8) -> u32 {
 }
 
 const OXM_IN_PORT: (u16, u8) = (OXM_BASIC, 0);
+const OXM_METADATA: (u16, u8) = (OXM_BASIC, 2);
 const OXM_ETH_DST: (u16, u8) = (OXM_BASIC, 3);
 const OXM_ETH_SRC: (u16, u8) = (OXM_BASIC, 4);
 const OXM_ETH_TYPE: (u16, u8) = (OXM_BASIC, 5);
@@ -70,50 +72,6 @@ const NXM_CT_STATE: (u16, u8) = (NXM_1, 105);
 const NXM_CT_MARK: (u16, u8) = (NXM_1, 107);
 const NXM_OF_ETH_DST: (u16, u8) = (NXM_0, 1);
 const NXM_OF_ETH_SRC: (u16, u8) = (NXM_0, 2);
-
-/// A message being built: header first, its length fixed at the end.
-pub struct Message(Vec<u8>);
-
-impl Message {
-    pub fn new(kind: u8, xid: u32) -> Self {
-        let mut bytes = Vec::with_capacity(64);
-        bytes.extend_from_slice(&[VERSION, kind, 0, 0]);
-        bytes.extend_from_slice(&xid.to_be_bytes());
-        Message(bytes)
-    }
-
-    fn u8(&mut self, v: u8) -> &mut Self {
-        self.0.push(v);
-        self
-    }
-    fn u16(&mut self, v: u16) -> &mut Self {
-        self.0.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-    fn u32(&mut self, v: u32) -> &mut Self {
-        self.0.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-    fn u64(&mut self, v: u64) -> &mut Self {
-        self.0.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-    fn bytes(&mut self, v: &[u8]) -> &mut Self {
-        self.0.extend_from_slice(v);
-        self
-    }
-    fn zeros(&mut self, n: usize) -> &mut Self {
-        self.0.resize(self.0.len() + n, 0);
-        self
-    }
-
-    /// The finished message, its length in the header.
-    pub fn finish(mut self) -> Vec<u8> {
-        let len = u16::try_from(self.0.len()).unwrap_or(u16::MAX);
-        self.0[2..4].copy_from_slice(&len.to_be_bytes());
-        self.0
-    }
-}
 
 /// A hello offering exactly [`VERSIONS`] (a version bitmap), so that the
 /// switch picks the highest one its bridge allows.
@@ -156,8 +114,8 @@ pub fn barrier_request(xid: u32) -> Vec<u8> {
     Message::new(OFPT_BARRIER_REQUEST, xid).finish()
 }
 
-/// OFPFC_ADD of one flow.
-pub fn flow_add(xid: u32, flow: &FlowSpec) -> Vec<u8> {
+/// OFPFC_ADD of one flow, with `flags` (OFPFF_*).
+pub fn flow_add(xid: u32, flow: &FlowSpec, flags: u16) -> Vec<u8> {
     let mut m = Message::new(OFPT_FLOW_MOD, xid);
     m.u64(flow.cookie)
         .u64(0)
@@ -169,7 +127,7 @@ pub fn flow_add(xid: u32, flow: &FlowSpec) -> Vec<u8> {
         .u32(NO_BUFFER)
         .u32(OFPP_ANY)
         .u32(OFPG_ANY)
-        .u16(0)
+        .u16(flags)
         .u16(0);
     push_match(&mut m, &flow.fields);
     for instruction in &flow.instructions {
@@ -180,6 +138,11 @@ pub fn flow_add(xid: u32, flow: &FlowSpec) -> Vec<u8> {
 
 /// OFPFC_DELETE of every flow with `cookie`, in every table.
 pub fn delete_cookie(xid: u32, cookie: u64) -> Vec<u8> {
+    delete_matching(xid, cookie, &[])
+}
+
+/// OFPFC_DELETE of every flow with `cookie` whose match is within `fields`.
+pub fn delete_matching(xid: u32, cookie: u64, fields: &[Field]) -> Vec<u8> {
     let mut m = Message::new(OFPT_FLOW_MOD, xid);
     m.u64(cookie)
         .u64(u64::MAX)
@@ -194,7 +157,7 @@ pub fn delete_cookie(xid: u32, cookie: u64) -> Vec<u8> {
         .u32(OFPG_ANY)
         .u16(0)
         .u16(0);
-    push_match(&mut m, &[]);
+    push_match(&mut m, fields);
     m.finish()
 }
 
@@ -322,6 +285,15 @@ fn push_field(m: &mut Message, field: &Field) {
             Some(&mask.to_be_bytes()),
         ),
         Field::CtMark(mark) => push_oxm(m, NXM_CT_MARK, &mark.to_be_bytes(), None),
+        Field::Metadata { value, mask } => {
+            let mask = (*mask != u64::MAX).then(|| mask.to_be_bytes());
+            push_oxm(
+                m,
+                OXM_METADATA,
+                &value.to_be_bytes(),
+                mask.as_ref().map(|m| &m[..]),
+            )
+        }
     }
 }
 
@@ -455,7 +427,7 @@ mod tests {
             "goto_table:2",
         )
         .expect("flow");
-        let bytes = flow_add(9, &flow);
+        let bytes = flow_add(9, &flow, 0);
         let header = Header::parse(&bytes).expect("header");
         assert_eq!(
             (header.version, header.kind, header.length, header.xid),

@@ -334,6 +334,12 @@ impl AgentHandle {
         self.state.flow_updates.send_modify(|n| *n += 1);
     }
 
+    /// Counts one install refused because a flow overlapping ours
+    /// appeared after the bridge was read (see [`crate::twins`]).
+    pub fn count_contested_install(&self) {
+        lock(&self.state.record).flows.contested_installs += 1;
+    }
+
     /// How long one restore took, from the check that found the flows
     /// wiped to the flows back.
     pub fn observe_restore(&self, took: std::time::Duration) {

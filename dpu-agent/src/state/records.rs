@@ -31,6 +31,9 @@ pub struct FlowRecord {
     pub provided: Vec<String>,
     /// Planned flows left out for a conflicting foreign twin (rendered).
     pub conflicts: Vec<String>,
+    /// Installs refused because another controller's flow overlapping one
+    /// of ours appeared between our read and our commit.
+    pub contested_installs: u64,
 }
 
 /// Where the uplink guard stands.

@@ -24,6 +24,7 @@ pub(super) async fn negotiate(reader: &mut Reader, name: &str) -> Result<u8, Ses
         let (kind, code) = wire::error_type_code(&message).unwrap_or_default();
         return Err(SessionError::Refused {
             what: "our hello".into(),
+            message: None,
             kind,
             code,
         });

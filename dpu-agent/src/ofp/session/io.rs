@@ -1,7 +1,10 @@
 //! The session's background tasks: the reader that routes what the switch
 //! sends, and the echo keepalive.
 
-use super::{Connection, KEEPALIVE, MAX_MESSAGE, Pending, REQUEST_DEADLINE, notify, register};
+use super::{
+    Connection, KEEPALIVE, MAX_MESSAGE, REQUEST_DEADLINE, notify,
+    pending::{self, InFlight, Pending},
+};
 use crate::ofp::wire::{self, Header};
 use noverlay_runtime::lock;
 use std::{
@@ -35,7 +38,7 @@ pub(super) async fn keepalive(
             return;
         }
         let xid = next_xid.fetch_add(1, Ordering::Relaxed);
-        let reply = register(&live, xid);
+        let mut reply = pending::one(&live.pending, xid);
         let sent = live
             .writer
             .lock()
@@ -45,7 +48,7 @@ pub(super) async fn keepalive(
             .is_ok();
         drop(live);
         let answered = sent
-            && tokio::time::timeout(REQUEST_DEADLINE, reply)
+            && tokio::time::timeout(REQUEST_DEADLINE, &mut reply.replies)
                 .await
                 .is_ok_and(|r| r.is_ok());
         if !answered {
@@ -65,7 +68,7 @@ pub(super) async fn keepalive(
 /// floods echo requests faster than it reads the replies ends it too.
 pub(super) async fn read_loop(
     reader: super::Reader,
-    pending: Arc<Mutex<HashMap<u32, Pending>>>,
+    pending: InFlight,
     alive: Arc<std::sync::atomic::AtomicBool>,
     watchers: Arc<Mutex<Vec<mpsc::UnboundedSender<()>>>>,
     echo: mpsc::Sender<Vec<u8>>,

@@ -5,15 +5,16 @@
 //! requests by xid, answers echo requests, and turns flow-monitor updates
 //! into wake-ups; every request has a deadline.
 
+mod bundle;
 mod hello;
 mod io;
+mod pending;
 
 pub use hello::names;
 
 use super::wire::{self, FlowStats};
 use noverlay_runtime::lock;
 use std::{
-    collections::HashMap,
     path::PathBuf,
     sync::{
         Arc, Mutex,
@@ -24,7 +25,7 @@ use std::{
 use tokio::{
     io::{AsyncRead, AsyncWrite, AsyncWriteExt},
     net::{TcpStream, UnixStream},
-    sync::{mpsc, oneshot},
+    sync::mpsc,
 };
 
 /// Where the switch listens.
@@ -103,7 +104,13 @@ pub enum SessionError {
     #[error("no answer from {0} within {REQUEST_DEADLINE:?} (ovs-vswitchd stuck?)")]
     Timeout(String),
     #[error("the switch refused {what}: OpenFlow error type {kind}, code {code}")]
-    Refused { what: String, kind: u16, code: u16 },
+    Refused {
+        what: String,
+        /// The xid of the refused message inside a bundle.
+        message: Option<u32>,
+        kind: u16,
+        code: u16,
+    },
     #[error("malformed reply from the switch: {0}")]
     Malformed(&'static str),
     #[error(
@@ -119,17 +126,11 @@ pub enum SessionError {
     NoCommonVersion { endpoint: String, offered: Vec<u8> },
 }
 
-/// What a request waits for: one reply, or a multipart series.
-enum Pending {
-    One(oneshot::Sender<Vec<u8>>),
-    Many(mpsc::UnboundedSender<Vec<u8>>),
-}
-
 /// A live connection: its version, its writer and its requests in flight.
 struct Connection {
     version: u8,
     writer: tokio::sync::Mutex<Writer>,
-    pending: Arc<Mutex<HashMap<u32, Pending>>>,
+    pending: pending::InFlight,
     alive: Arc<std::sync::atomic::AtomicBool>,
     reader: tokio::task::JoinHandle<()>,
 }
@@ -150,6 +151,15 @@ pub struct Session {
 }
 
 impl Session {
+    /// Requests in flight on the live connection.
+    #[cfg(test)]
+    async fn in_flight(&self) -> usize {
+        match self.connection.lock().await.as_ref() {
+            Some(connection) => lock(&connection.pending).len(),
+            None => 0,
+        }
+    }
+
     /// A session on the unix socket at `path`; nothing is opened yet.
     pub fn new(path: PathBuf) -> Self {
         Self::on(Endpoint::Unix(path))
@@ -221,7 +231,7 @@ impl Session {
             ))
             .await
             .map_err(|e| connect_error(e.to_string()))?;
-        let pending: Arc<Mutex<HashMap<u32, Pending>>> = Arc::default();
+        let pending = pending::InFlight::default();
         let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let (echo_tx, mut echo_rx) = mpsc::channel::<Vec<u8>>(MAX_QUEUED_ECHOES);
         let reader = tokio::spawn(io::read_loop(
@@ -298,97 +308,12 @@ impl Session {
         }
     }
 
-    /// Sends a bundle (open, the `inner` messages, each with its xid, in
-    /// the connection's version, commit) and waits for its commit: all of
-    /// it or none of it. The adds are checked before the commit (a barrier
-    /// after them): a refused add discards the whole bundle.
-    pub async fn commit_bundle(
-        &self,
-        bundle: u32,
-        inner: Vec<(u32, Vec<u8>)>,
-    ) -> Result<(), SessionError> {
-        self.deadline(async {
-            let connection = self.connection().await?;
-            let version = connection.version;
-            let control = |xid, kind| {
-                wire::bundle_control(version, xid, bundle, kind, wire::OFPBF_ATOMIC_ORDERED)
-            };
-            let open_xid = self.xid();
-            let barrier_xid = self.xid();
-            let mut replies = Vec::with_capacity(inner.len() + 1);
-            let mut messages = vec![control(open_xid, wire::OFPBCT_OPEN_REQUEST)];
-            replies.push((open_xid, register(&connection, open_xid)));
-            for (xid, message) in inner {
-                replies.push((xid, register(&connection, xid)));
-                messages.push(wire::bundle_add(
-                    version,
-                    xid,
-                    bundle,
-                    wire::OFPBF_ATOMIC_ORDERED,
-                    &message,
-                ));
-            }
-            let barrier = register(&connection, barrier_xid);
-            messages.push(wire::with_version(
-                wire::barrier_request(barrier_xid),
-                version,
-            ));
-            self.send(&connection, &messages).await?;
-            barrier
-                .await
-                .map_err(|_| SessionError::Broken(self.name()))?;
-            // Replies (and errors) come in order: all are in by the barrier's.
-            let mut refused = None;
-            for (xid, mut reply) in replies {
-                lock(&connection.pending).remove(&xid);
-                if let Ok(message) = reply.try_recv()
-                    && message.get(1) == Some(&wire::OFPT_ERROR)
-                    && refused.is_none()
-                {
-                    let (kind, code) = wire::error_type_code(&message).unwrap_or_default();
-                    let what = if xid == open_xid {
-                        "bundle open".to_string()
-                    } else {
-                        format!("bundle message {xid}")
-                    };
-                    refused = Some(SessionError::Refused { what, kind, code });
-                }
-            }
-            if let Some(error) = refused {
-                let discard = control(self.xid(), wire::OFPBCT_DISCARD_REQUEST);
-                self.send(&connection, &[discard]).await?;
-                return Err(error);
-            }
-            let commit_xid = self.xid();
-            let committed = register(&connection, commit_xid);
-            self.send(
-                &connection,
-                &[control(commit_xid, wire::OFPBCT_COMMIT_REQUEST)],
-            )
-            .await?;
-            let reply = committed
-                .await
-                .map_err(|_| SessionError::Broken(self.name()))?;
-            if reply.get(1) == Some(&wire::OFPT_ERROR) {
-                let (kind, code) = wire::error_type_code(&reply).unwrap_or_default();
-                return Err(SessionError::Refused {
-                    what: "bundle commit".into(),
-                    kind,
-                    code,
-                });
-            }
-            Ok(())
-        })
-        .await
-    }
-
     /// Every flow whose cookie matches `cookie` under `mask` (0: all).
     pub async fn flows(&self, cookie: u64, mask: u64) -> Result<Vec<FlowStats>, SessionError> {
         self.deadline(async {
             let connection = self.connection().await?;
             let xid = self.xid();
-            let (tx, mut rx) = mpsc::unbounded_channel();
-            lock(&connection.pending).insert(xid, Pending::Many(tx));
+            let mut parts = pending::many(&connection.pending, xid);
             let request = wire::flow_stats_request(xid, cookie, mask);
             self.send(
                 &connection,
@@ -398,13 +323,13 @@ impl Session {
             let mut flows = Vec::new();
             let mut received = 0usize;
             loop {
-                let reply = rx
+                let reply = parts
+                    .replies
                     .recv()
                     .await
                     .ok_or_else(|| SessionError::Broken(self.name()))?;
                 received += reply.len();
                 if received > MAX_FLOW_STATS_BYTES {
-                    lock(&connection.pending).remove(&xid);
                     connection.alive.store(false, Ordering::Release);
                     return Err(SessionError::TooLarge);
                 }
@@ -412,6 +337,7 @@ impl Session {
                     let (kind, code) = wire::error_type_code(&reply).unwrap_or_default();
                     return Err(SessionError::Refused {
                         what: "flow stats request".into(),
+                        message: None,
                         kind,
                         code,
                     });
@@ -425,19 +351,12 @@ impl Session {
                     wire::parse_flow_stats(body).ok_or(SessionError::Malformed("flow stats"))?,
                 );
                 if flags & wire::OFPMPF_REPLY_MORE == 0 {
-                    lock(&connection.pending).remove(&xid);
                     return Ok(flows);
                 }
             }
         })
         .await
     }
-}
-
-fn register(connection: &Connection, xid: u32) -> oneshot::Receiver<Vec<u8>> {
-    let (tx, rx) = oneshot::channel();
-    lock(&connection.pending).insert(xid, Pending::One(tx));
-    rx
 }
 
 fn notify(watchers: &Mutex<Vec<mpsc::UnboundedSender<()>>>) {
@@ -564,6 +483,49 @@ mod tests {
             .await
             .expect("the flood never dropped the connection")
             .expect("watch channel");
+    }
+
+    /// A request the switch refuses (and one it answers) leaves nothing
+    /// in flight on the connection that lives on.
+    #[tokio::test]
+    async fn a_refused_request_leaves_nothing_in_flight() {
+        let (_dir, path, listener) = switch_socket();
+        tokio::spawn(async move {
+            let mut stream = accepted(listener).await;
+            let mut buffer = vec![0u8; 4096];
+            let mut seen = Vec::new();
+            let mut answered = 0;
+            loop {
+                let n = stream.read(&mut buffer).await.expect("read");
+                if n == 0 {
+                    return;
+                }
+                seen.extend_from_slice(&buffer[..n]);
+                if let Some(xid) = stats_request_xid(&seen) {
+                    seen.clear();
+                    // The first is refused (type 1, code 2), the next answered.
+                    let mut reply = if answered == 0 {
+                        vec![wire::VERSION, wire::OFPT_ERROR, 0, 12]
+                    } else {
+                        vec![wire::VERSION, wire::OFPT_MULTIPART_REPLY, 0, 16]
+                    };
+                    reply.extend_from_slice(&xid.to_be_bytes());
+                    reply.extend_from_slice(if answered == 0 {
+                        &[0, 1, 0, 2][..]
+                    } else {
+                        &[0, 1, 0, 0, 0, 0, 0, 0][..]
+                    });
+                    stream.write_all(&reply).await.expect("reply");
+                    answered += 1;
+                }
+            }
+        });
+        let session = Session::new(path);
+        let error = session.flows(0, 0).await.expect_err("refused");
+        assert!(matches!(error, SessionError::Refused { .. }), "{error}");
+        assert_eq!(session.in_flight().await, 0);
+        assert_eq!(session.flows(0, 0).await.expect("answered"), Vec::new());
+        assert_eq!(session.in_flight().await, 0);
     }
 
     /// A management socket a fake switch listens on.
