@@ -3,15 +3,16 @@
 //! reason, and never reaches a gRPC handler.
 
 use crate::{
-    handshakes::{LogLimiter, PendingHandshakes},
+    handshakes::{LogLimiter, PendingHandshakes, Refusal, RefusalTally},
     state::{AgentHandle, TlsIdentity},
 };
 use noverlay_runtime::systemd::Heartbeat;
-use std::sync::Arc;
 use std::{
     io,
     net::SocketAddr,
+    os::fd::AsRawFd,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -29,8 +30,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Refusal and accept-error log lines: at most this many per window (the
 /// rest are counted in metrics and summed up in the next line).
-const LOG_BURST: u32 = 20;
+const LOG_BURST: u32 = 5;
 const LOG_WINDOW: Duration = Duration::from_secs(60);
+/// Refusals are also summed up as a rate, one line per window that had any:
+/// a flood reads as its rate within seconds, not as a line per connection.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
 
 /// Who is on the other end of an authenticated connection. Available to
 /// handlers as a request extension.
@@ -130,12 +134,19 @@ pub async fn accept_loop(
     let mut beat = heartbeat.ticker();
     let pending = PendingHandshakes::default();
     let refusals = Arc::new(LogLimiter::new(LOG_BURST, LOG_WINDOW));
+    let tally = Arc::new(RefusalTally::default());
+    let mut summary =
+        tokio::time::interval_at(tokio::time::Instant::now() + RATE_WINDOW, RATE_WINDOW);
     let accept_errors = LogLimiter::new(LOG_BURST, LOG_WINDOW);
     loop {
         let (tcp, remote) = tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = beat.tick() => {
                 heartbeat.beat();
+                continue;
+            }
+            _ = summary.tick() => {
+                log_refusal_rate(tally.take());
                 continue;
             }
             res = listener.accept() => match res {
@@ -158,15 +169,23 @@ pub async fn accept_loop(
         let (tls, identity) = admission.acceptor();
         let accepted = accepted.clone();
         let admission = admission.clone();
-        let slot = pending.admit(remote.ip());
+        let slot = pending.admit(remote.ip(), Some(tcp.as_raw_fd()));
         let refusals = refusals.clone();
+        let tally = tally.clone();
         tokio::spawn(async move {
+            let handshake = async {
+                // A client that has spoken is evicted after every silent one.
+                tcp.peek(&mut [0u8; 1]).await?;
+                slot.spoke();
+                tls.accept(tcp).await
+            };
             let handshake = tokio::select! {
-                done = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)) => done,
+                done = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake) => done,
                 _ = slot.cancelled.cancelled() => {
-                    // Evicted by a newer connection: counted, not logged
-                    // (a flood would fill the log).
+                    // Evicted by a newer connection: counted, summed up in
+                    // the rate line (a flood would fill the log).
                     admission.refused();
+                    tally.count(Refusal::Evicted);
                     return;
                 }
             };
@@ -183,17 +202,36 @@ pub async fn accept_loop(
                 }
                 Ok(Err(e)) => {
                     admission.refused();
+                    tally.count(Refusal::Failed);
                     if let Some(held_back) = refusals.admit() {
                         tracing::warn!(%remote, error = %e, not_logged_before = held_back, "refused connection: mTLS handshake failed");
                     }
                 }
                 Err(_) => {
                     admission.refused();
+                    tally.count(Refusal::TimedOut);
                     if let Some(held_back) = refusals.admit() {
                         tracing::warn!(%remote, timeout = ?HANDSHAKE_TIMEOUT, not_logged_before = held_back, "refused connection: mTLS handshake timed out");
                     }
                 }
             }
         });
+    }
+}
+
+/// One line for a window's refusals, with the rate: what a flood looks like
+/// in the log.
+fn log_refusal_rate([evicted, failed, timed_out]: [u64; 3]) {
+    let total = evicted + failed + timed_out;
+    if total > 0 {
+        tracing::warn!(
+            total,
+            per_second = format!("{:.1}", total as f64 / RATE_WINDOW.as_secs_f64()),
+            evicted,
+            failed,
+            timed_out,
+            window = ?RATE_WINDOW,
+            "unauthenticated connections refused in the last window (evicted: a newer connection took the slot before a handshake finished)"
+        );
     }
 }
