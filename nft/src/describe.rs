@@ -12,7 +12,7 @@
 
 use super::{
     TableId,
-    netlink::{NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, NetlinkMessages, nft_type},
+    netlink::{NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, NetlinkMessages, nft_message, nft_type},
 };
 use nftnl::{
     ProtoFamily,
@@ -97,8 +97,9 @@ pub fn parse(buffer: &[u8]) -> Vec<Item> {
 const TEXT_CAPACITY: usize = 4096;
 
 fn parse_rule(message: &[u8]) -> Option<Item> {
-    // SAFETY: `message` is one whole netlink message (the walker checked its
-    // length); libnftnl reads only within the length in its header. Strings
+    let message = nft_message(message)?;
+    // SAFETY: `message` is one whole nftables message (nft_message checked
+    // its length); libnftnl reads only within the length in its header. Strings
     // and data are copied before the rule is freed, on every path.
     unsafe {
         let rule = sys::nftnl_rule_alloc();
@@ -120,6 +121,7 @@ fn parse_rule(message: &[u8]) -> Option<Item> {
 }
 
 fn print_rule(message: &[u8]) -> Option<String> {
+    let message = nft_message(message)?;
     // SAFETY: as in parse_rule.
     unsafe {
         let rule = sys::nftnl_rule_alloc();
@@ -138,6 +140,7 @@ fn print_rule(message: &[u8]) -> Option<String> {
 }
 
 fn print_chain(message: &[u8]) -> Option<String> {
+    let message = nft_message(message)?;
     // SAFETY: as in parse_rule.
     unsafe {
         let chain = sys::nftnl_chain_alloc();
@@ -226,6 +229,7 @@ unsafe fn expression(expr: *mut sys::nftnl_expr) -> Expr {
 }
 
 fn parse_chain(message: &[u8]) -> Option<Item> {
+    let message = nft_message(message)?;
     // SAFETY: as for rules.
     unsafe {
         let chain = sys::nftnl_chain_alloc();

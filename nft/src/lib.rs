@@ -10,7 +10,7 @@
 //! the kernel.
 
 pub mod describe;
-mod netlink;
+pub mod netlink;
 pub mod ownership;
 mod watch;
 
@@ -22,7 +22,7 @@ use nftnl::{
     Batch, ProtoFamily,
     nftnl_sys::{self as sys, libc},
 };
-use rtnetlink::sys::{Socket, protocols::NETLINK_NETFILTER};
+use rtnetlink::sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 use std::{
     ffi::CString,
     fmt,
@@ -30,7 +30,7 @@ use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
-pub use watch::{ChangeListener, watch_foreign_changes};
+pub use watch::{ChangeListener, is_foreign_commit, watch_foreign_changes};
 
 /// How long the kernel may take to answer one exchange (the socket's own
 /// receive timeout; the async deadline adds a margin over it).
@@ -155,6 +155,7 @@ impl Nftables {
     pub fn open() -> Result<Self, NftError> {
         let mut socket = Socket::new(NETLINK_NETFILTER).map_err(NftError::Socket)?;
         let address = socket.bind_auto().map_err(NftError::Socket)?;
+        kernel_only(&mut socket).map_err(NftError::Socket)?;
         set_receive_timeout(&socket, KERNEL_TIMEOUT).map_err(NftError::Socket)?;
         // One ack per message of a batch (a rule per CIDR): acks without the
         // echoed request, and room for a thousand of them.
@@ -349,6 +350,14 @@ pub fn cstring(name: &str) -> Result<CString, NftError> {
     CString::new(name).map_err(|_| NftError::Name(name.to_string()))
 }
 
+/// Connects the socket to the kernel: the kernel then refuses unicast to it
+/// from any other process (ECONNREFUSED), so what libnftnl parses comes from
+/// nf_tables itself. (libnftnl ends the process on a message that breaks the
+/// kernel's ABI, by its design; it is never handed another sender's bytes.)
+pub(crate) fn kernel_only(socket: &mut Socket) -> std::io::Result<()> {
+    socket.connect(&SocketAddr::new(0, 0))
+}
+
 fn set_receive_timeout(socket: &Socket, timeout: Duration) -> std::io::Result<()> {
     let tv = libc::timeval {
         tv_sec: timeout.as_secs() as libc::time_t,
@@ -416,4 +425,24 @@ fn drain(socket: &Socket) {
         .recv(&mut &mut buffer[..], libc::MSG_DONTWAIT)
         .is_ok_and(|n| n > 0)
     {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_process_cannot_write_to_our_nftables_socket() {
+        let ours = Nftables::open().expect("nftables socket");
+        let mut stranger = Socket::new(NETLINK_NETFILTER).expect("socket");
+        stranger.bind_auto().expect("bind");
+        // 16 bytes: a netlink header of its own length, nothing more.
+        let message = [16u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let sent = stranger.send_to(&message, &SocketAddr::new(ours.port(), 0), 0);
+        assert_eq!(
+            sent.map_err(|e| e.raw_os_error()),
+            Err(Some(libc::ECONNREFUSED)),
+            "a stranger's message reached our socket"
+        );
+    }
 }

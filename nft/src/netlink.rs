@@ -4,6 +4,8 @@
 pub const NLMSG_ERROR: u16 = 2;
 pub const NLMSG_DONE: u16 = 3;
 const NLMSG_HDRLEN: usize = 16;
+/// struct nfgenmsg, which follows the header of every nftables message.
+const NFGENMSG_LEN: usize = 4;
 pub const NFNL_SUBSYS_NFTABLES: u16 = 10;
 pub const NFT_MSG_NEWTABLE: u16 = 0;
 pub const NFT_MSG_NEWCHAIN: u16 = 3;
@@ -37,6 +39,16 @@ impl NetlinkMessage<'_> {
             .map(i32::from_ne_bytes)
             .unwrap_or(0)
     }
+}
+
+/// `bytes` as one whole nftables message that libnftnl may parse: its
+/// header's length lies within `bytes` and covers the nfgenmsg (libnftnl
+/// trusts that length and reads the nfgenmsg without checking it).
+pub fn nft_message(bytes: &[u8]) -> Option<&[u8]> {
+    let len = u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    (NLMSG_HDRLEN + NFGENMSG_LEN..=bytes.len())
+        .contains(&len)
+        .then(|| &bytes[..len])
 }
 
 /// Iterates over the netlink messages in a buffer; stops at the first
@@ -97,5 +109,36 @@ mod tests {
         assert_eq!(messages[0].kind, NLMSG_ERROR);
         assert_eq!(messages[0].error_code(), 0);
         assert!(NetlinkMessages::new(&[1, 2, 3]).next().is_none());
+    }
+
+    /// Found by the nft_messages fuzz target: a 16-byte NEWTABLE header
+    /// made libnftnl read its nfgenmsg past the end of the buffer.
+    #[test]
+    fn only_messages_that_cover_their_nfgenmsg_reach_libnftnl() {
+        let message = |kind: u16, len: u32| {
+            let mut bytes = len.to_ne_bytes().to_vec();
+            bytes.extend_from_slice(&nft_type(kind).to_ne_bytes());
+            bytes.extend_from_slice(&[0; 10]);
+            bytes
+        };
+        let header = |len| message(NFT_MSG_NEWTABLE, len);
+        assert!(nft_message(&header(16)).is_none(), "no nfgenmsg");
+        let mut whole = header(20);
+        whole.extend_from_slice(&[2, 0, 0, 0]);
+        assert_eq!(nft_message(&whole).map(<[u8]>::len), Some(20));
+        assert!(nft_message(&whole[..19]).is_none(), "length past the end");
+        whole.extend_from_slice(&[9; 8]);
+        assert_eq!(
+            nft_message(&whole).map(<[u8]>::len),
+            Some(20),
+            "cut to its length"
+        );
+        assert!(nft_message(&[20, 0]).is_none());
+        let found_by_fuzzing = b"NNNNNN[\x00\x01\x00NN\xff\xff\xff\xffN[\x00\x01\x00\x01\x01\x00";
+        assert_eq!(crate::ownership::table_comment(&header(16)), None);
+        assert_eq!(crate::ownership::table_comment(found_by_fuzzing), None);
+        for kind in [NFT_MSG_NEWRULE, NFT_MSG_NEWCHAIN] {
+            assert!(crate::describe::parse(&message(kind, 16)).is_empty());
+        }
     }
 }

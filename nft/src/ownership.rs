@@ -5,6 +5,7 @@
 use super::{
     NftError, TableDump, TableId,
     describe::{Item, ItemKind},
+    netlink::nft_message,
 };
 use nftnl::{
     MsgType, NlMsg,
@@ -154,7 +155,8 @@ pub fn get_table_request(family: u16, name: &CString, seq: u32) -> Vec<u8> {
 
 /// The comment of a NEWTABLE reply message, if it has one.
 pub fn table_comment(message: &[u8]) -> Option<String> {
-    // SAFETY: one whole netlink message; data is copied before the table is
+    let message = nft_message(message)?;
+    // SAFETY: one whole nftables message (nft_message checked it); data is copied before the table is
     // freed.
     unsafe {
         let table = sys::nftnl_table_alloc();

@@ -55,6 +55,7 @@ impl EventSocket {
     fn open() -> Result<Self, NftError> {
         let mut socket = Socket::new(NETLINK_NETFILTER).map_err(NftError::Socket)?;
         socket.bind_auto().map_err(NftError::Socket)?;
+        crate::kernel_only(&mut socket).map_err(NftError::Socket)?;
         socket
             .add_membership(NFNLGRP_NFTABLES)
             .map_err(NftError::Socket)?;
@@ -109,6 +110,12 @@ pub fn follow<S: EventSource>(
     }
 }
 
+/// Whether a read of events holds a commit (a new generation) that
+/// another socket than ours made.
+pub fn is_foreign_commit(events: &[u8], own_port: u32) -> bool {
+    NetlinkMessages::new(events).any(|m| m.kind == nft_type(NFT_MSG_NEWGEN) && m.port != own_port)
+}
+
 /// Hears events until the listener closes (None) or the source fails
 /// (the reason).
 fn hear(
@@ -123,9 +130,7 @@ fn hear(
         }
         match source.recv(buffer) {
             Ok(n) => {
-                let foreign = NetlinkMessages::new(&buffer[..n])
-                    .any(|m| m.kind == nft_type(NFT_MSG_NEWGEN) && m.port != own_port);
-                if foreign {
+                if is_foreign_commit(&buffer[..n], own_port) {
                     listener.foreign_change();
                 }
             }
