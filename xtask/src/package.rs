@@ -87,7 +87,11 @@ pub fn check(debs: &[PathBuf]) -> Result<(), String> {
     let mut install = vec!["-i"];
     install.extend(debs.iter().filter_map(|d| d.to_str()));
     run("dpkg", &install)?;
-    let result = inspect(&packages);
+    let result = inspect(&packages).and_then(|files| {
+        upgrade_with_a_running_agent(debs)?;
+        enable_units()?;
+        Ok(files)
+    });
     // Purged even when a check failed: the machine is left as it was.
     let mut purge = vec!["--purge"];
     purge.extend(packages.iter().map(String::as_str));
@@ -102,6 +106,13 @@ pub fn check(debs: &[PathBuf]) -> Result<(), String> {
     let left: Vec<&PathBuf> = files.iter().filter(|f| f.exists()).collect();
     if !left.is_empty() {
         return Err(format!("left behind after the purge: {left:?}"));
+    }
+    let links: Vec<PathBuf> = AGENTS.iter().map(|a| wants_link(a)).collect();
+    if let Some(link) = links.iter().find(|l| l.symlink_metadata().is_ok()) {
+        return Err(format!(
+            "{} left behind after the purge (the maintainer scripts did not clean up the unit's links)",
+            link.display()
+        ));
     }
     if !etc_existed && Path::new("/etc/noverlay").exists() {
         return Err("/etc/noverlay left behind after the purge".into());
@@ -168,9 +179,7 @@ fn inspect(packages: &[String]) -> Result<Vec<PathBuf>, String> {
             ));
         }
         // Installing neither enables nor starts it: its config needs editing.
-        let wants = Path::new("/etc/systemd/system/multi-user.target.wants")
-            .join(format!("{agent}.service"));
-        if wants.exists() {
+        if wants_link(agent).symlink_metadata().is_ok() {
             return Err(format!("installing enabled {agent}.service"));
         }
         if Command::new("pgrep")
@@ -207,4 +216,67 @@ fn output(program: &str, args: &[&str]) -> Result<String, String> {
             String::from_utf8_lossy(&out.stderr)
         ))
     }
+}
+
+/// The link `systemctl enable` makes for an agent's unit.
+fn wants_link(agent: &str) -> PathBuf {
+    Path::new("/etc/systemd/system/multi-user.target.wants").join(format!("{agent}.service"))
+}
+
+/// An operator enables both units (systemctl works on the files without a
+/// running systemd); the purge must then remove the links.
+fn enable_units() -> Result<(), String> {
+    for agent in AGENTS {
+        run("systemctl", &["enable", &format!("{agent}.service")])?;
+        if wants_link(agent).symlink_metadata().is_err() {
+            return Err(format!("systemctl enable {agent}.service made no link"));
+        }
+    }
+    println!("xtask: both units enabled (the purge must remove their links)");
+    Ok(())
+}
+
+/// Installs the packages again over themselves (dpkg's upgrade path) while
+/// a host-agent process runs the installed binary: the postinst must say
+/// that this process still runs the replaced binary. The process is
+/// `host-agent status` waiting on a socket that never answers.
+fn upgrade_with_a_running_agent(debs: &[PathBuf]) -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("noverlay-upgrade-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let socket = dir.join("status.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket)
+        .map_err(|e| format!("{}: {e}", socket.display()))?;
+    let mut running = Command::new("/usr/bin/host-agent")
+        .arg("status")
+        .arg("--socket")
+        .arg(&socket)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start host-agent status: {e}"))?;
+    let mut install = vec!["-i".to_string()];
+    install.extend(debs.iter().map(|d| d.display().to_string()));
+    let upgraded = Command::new("dpkg").args(&install).output();
+    let _ = running.kill();
+    let _ = running.wait();
+    drop(listener);
+    let _ = std::fs::remove_dir_all(&dir);
+    let upgraded = upgraded.map_err(|e| format!("cannot run dpkg: {e}"))?;
+    let said = String::from_utf8_lossy(&upgraded.stdout).to_string();
+    if !upgraded.status.success() {
+        return Err(format!(
+            "the upgrade failed: {said}{}",
+            String::from_utf8_lossy(&upgraded.stderr)
+        ));
+    }
+    let expected = format!(
+        "host-agent (pid {}) still runs the replaced binary",
+        running.id()
+    );
+    if !said.contains(&expected) {
+        return Err(format!("the upgrade did not say {expected:?}:\n{said}"));
+    }
+    println!("xtask: upgraded over a running host-agent; the package said: {expected}");
+    Ok(())
 }
