@@ -1,6 +1,8 @@
 //! The Prometheus endpoint: `GET /metrics` over HTTP/1.1 (hyper), the
-//! registry encoded in the OpenMetrics text format (prometheus-client).
-//! Anything else is a 404. Opt-in, plain HTTP: bind it to a trusted address.
+//! registry encoded in the OpenMetrics text format (prometheus-client) for
+//! a scraper that asks for it (Prometheus does), else in Prometheus' own
+//! text format 0.0.4 (curl, `promtool check metrics`). Anything else is a
+//! 404. Opt-in, plain HTTP: bind it to a trusted address.
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -21,6 +23,7 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 pub const MAX_CONNECTIONS: usize = 32;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Serves `registry` on `listener` until `shutdown`.
 pub async fn serve(listener: TcpListener, registry: Arc<Registry>, shutdown: CancellationToken) {
@@ -62,15 +65,56 @@ fn answer(request: &Request<Incoming>, registry: &Registry) -> Response<Full<Byt
     if request.method() != Method::GET || request.uri().path() != "/metrics" {
         return respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into());
     }
+    let openmetrics = request
+        .headers()
+        .get_all(hyper::header::ACCEPT)
+        .iter()
+        .any(|accept| {
+            String::from_utf8_lossy(accept.as_bytes()).contains("application/openmetrics-text")
+        });
     let mut text = String::new();
     match prometheus_client::encoding::text::encode(&mut text, registry) {
-        Ok(()) => respond(StatusCode::OK, OPENMETRICS, text),
+        Ok(()) if openmetrics => respond(StatusCode::OK, OPENMETRICS, text),
+        Ok(()) => respond(StatusCode::OK, PROMETHEUS_TEXT, prometheus_text(&text)),
         Err(e) => respond(
             StatusCode::INTERNAL_SERVER_ERROR,
             "text/plain",
             format!("encoding metrics failed: {e}\n"),
         ),
     }
+}
+
+/// OpenMetrics text as Prometheus' text format 0.0.4: a counter family's
+/// HELP and TYPE name its `_total` sample (OpenMetrics names the family
+/// without it), and there is no `# EOF` or `# UNIT`.
+fn prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|tag| Some((tag, line.strip_prefix(tag)?)));
+        match meta {
+            Some((tag, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if counters.contains(name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                text.push_str(&format!("{tag}{name}{suffix} {tail}"));
+            }
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    text
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
@@ -148,6 +192,17 @@ pub mod encode {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn counters_are_named_by_their_samples_in_the_prometheus_text_format() {
+        let openmetrics = "# HELP a_repairs Repairs.\n# TYPE a_repairs counter\na_repairs_total 3\n\
+            # HELP a_up Up.\n# TYPE a_up gauge\na_up 1\n# UNIT a_up seconds\n# EOF\n";
+        assert_eq!(
+            prometheus_text(openmetrics),
+            "# HELP a_repairs_total Repairs.\n# TYPE a_repairs_total counter\na_repairs_total 3\n\
+             # HELP a_up Up.\n# TYPE a_up gauge\na_up 1\n"
+        );
+    }
+
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

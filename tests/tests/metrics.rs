@@ -8,11 +8,25 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+/// What Prometheus asks for.
+const OPENMETRICS: &str =
+    "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+
+/// One scrape as Prometheus makes it (OpenMetrics).
+async fn scrape(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<String> {
+    scrape_accepting(addr, path, OPENMETRICS).await
+}
+
 /// One scrape; the request is written in two pieces with a pause between
 /// them, as a slow client or a split TCP segment delivers it.
-async fn scrape(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<String> {
+async fn scrape_accepting(
+    addr: std::net::SocketAddr,
+    path: &str,
+    accept: &str,
+) -> anyhow::Result<String> {
     let mut stream = TcpStream::connect(addr).await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\nConnection: close\r\n\r\n");
     let (first, second) = request.split_at(7);
     stream.write_all(first.as_bytes()).await?;
     stream.flush().await?;
@@ -91,6 +105,7 @@ async fn both_agents_expose_their_state() -> anyhow::Result<()> {
     .map_err(anyhow::Error::msg)?;
     let text = scrape(dpu_addr, "/metrics").await?;
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    let dpu_text = text.clone();
     assert_eq!(
         value(&text, "noverlay_dpu_contract_revision"),
         Some(1.0),
@@ -134,9 +149,135 @@ async fn both_agents_expose_their_state() -> anyhow::Result<()> {
         "{text}"
     );
     assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    // As curl asks (Prometheus' text format), for promtool.
+    let plain = [
+        scrape_accepting(dpu_addr, "/metrics", "*/*").await?,
+        scrape_accepting(host_addr, "/metrics", "*/*").await?,
+    ];
+    assert!(
+        plain[1].contains("text/plain; version=0.0.4") && !plain[1].contains("# EOF"),
+        "{}",
+        plain[1]
+    );
+    shipped_rules_and_dashboard_fit(&[&dpu_text, &text], &[&plain[0], &plain[1]])?;
 
     assert!(scrape(host_addr, "/").await?.starts_with("HTTP/1.1 404"));
     shutdown.cancel();
     host.stop().await?;
     dpu.stop().await
+}
+
+/// The body of an HTTP response.
+fn body(response: &str) -> &str {
+    response
+        .split_once("\r\n\r\n")
+        .map_or(response, |(_, body)| body)
+}
+
+/// promtool: fetched into target/tools by `cargo xtask setup`, or on PATH.
+fn promtool() -> Option<std::path::PathBuf> {
+    let fetched = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools/promtool");
+    if fetched.exists() {
+        return Some(fetched);
+    }
+    std::process::Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+        .then(|| "promtool".into())
+}
+
+/// Every metric name the shipped alert rules and Grafana dashboard use.
+fn names_used(text: &str) -> std::collections::BTreeSet<String> {
+    text.match_indices("noverlay_")
+        .map(|(at, _)| {
+            text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect()
+        })
+        .collect()
+}
+
+/// The alert rules and the dashboard in deploy/ use only metric names the
+/// agents really export (as scraped above); `promtool check metrics` finds
+/// nothing wrong with either endpoint; the rules pass their unit tests.
+fn shipped_rules_and_dashboard_fit(scraped: &[&str], plain: &[&str]) -> anyhow::Result<()> {
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    // The names of the samples, and those a family without samples yet
+    // (a labelled one) will have, from its TYPE line.
+    let mut exported = std::collections::BTreeSet::new();
+    for line in scraped.iter().flat_map(|text| body(text).lines()) {
+        if let Some(family) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = family.split_once(' ').unwrap_or((family, ""));
+            let suffixes: &[&str] = match kind {
+                "counter" => &["_total"],
+                "histogram" => &["_bucket", "_sum", "_count"],
+                _ => &[""],
+            };
+            exported.extend(suffixes.iter().map(|s| format!("{name}{s}")));
+        } else if !line.starts_with('#') {
+            exported.extend(line.split(['{', ' ']).next().map(str::to_string));
+        }
+    }
+    for file in ["prometheus/noverlay-alerts.yml", "grafana/noverlay.json"] {
+        let text = std::fs::read_to_string(deploy.join(file))?;
+        let used = names_used(&text);
+        assert!(used.len() >= 10, "{file} uses only {used:?}");
+        let unknown: Vec<&String> = used.difference(&exported).collect();
+        assert!(
+            unknown.is_empty(),
+            "{file} uses metrics the agents do not export: {unknown:?}\nexported: {exported:?}"
+        );
+    }
+    let Some(promtool) = promtool() else {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        // As root (CI, `cargo xtask test`), setup has fetched it: a missing
+        // promtool is a failure there, not a skip.
+        anyhow::ensure!(
+            !root,
+            "promtool missing: run `cargo xtask setup` (it fetches promtool into target/tools)"
+        );
+        println!(
+            "SKIPPED the promtool checks: no promtool (`cargo xtask setup` as root fetches it)"
+        );
+        return Ok(());
+    };
+    for text in plain {
+        let mut check = std::process::Command::new(&promtool)
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        std::io::Write::write_all(
+            check
+                .stdin
+                .as_mut()
+                .ok_or_else(|| anyhow::anyhow!("stdin"))?,
+            body(text).as_bytes(),
+        )?;
+        let out = check.wait_with_output()?;
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && said.trim().is_empty(),
+            "promtool check metrics: {said}"
+        );
+    }
+    let tested = std::process::Command::new(&promtool)
+        .args(["test", "rules", "noverlay-alerts.test.yml"])
+        .current_dir(deploy.join("prometheus"))
+        .output()?;
+    assert!(
+        tested.status.success(),
+        "promtool test rules: {}{}",
+        String::from_utf8_lossy(&tested.stdout),
+        String::from_utf8_lossy(&tested.stderr)
+    );
+    Ok(())
 }

@@ -107,6 +107,46 @@ fn install_commands(packages: &[&str], grpcurl: bool) -> Vec<String> {
 }
 
 fn setup() -> Result<(), String> {
+    install_packages()?;
+    fetch_promtool()
+}
+
+/// Where the alert-rule tests find promtool.
+const PROMTOOL: &str = "target/tools/promtool";
+
+/// promtool (for `promtool test rules` and `check metrics`), taken out of
+/// Debian's prometheus package into target/tools: the package itself would
+/// install and start a Prometheus server, which a test run has no business
+/// leaving on a machine.
+fn fetch_promtool() -> Result<(), String> {
+    let root = workspace_root();
+    if root.join(PROMTOOL).exists() {
+        return Ok(());
+    }
+    let tools = root.join("target/tools");
+    std::fs::create_dir_all(&tools).map_err(|e| format!("{}: {e}", tools.display()))?;
+    let script = "set -e; rm -f prometheus_*.deb; apt-get download -q prometheus; \
+        dpkg-deb --fsys-tarfile prometheus_*.deb | tar -xO ./usr/bin/promtool > promtool.part; \
+        chmod 755 promtool.part; mv promtool.part promtool; rm -f prometheus_*.deb";
+    println!(
+        "xtask: promtool from Debian's prometheus package into {}",
+        tools.display()
+    );
+    let status = Command::new("sh")
+        .args(["-c", script])
+        .current_dir(&tools)
+        .status()
+        .map_err(|e| format!("cannot run sh: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "fetching promtool failed ({status}); run `apt-get update` and retry"
+        ))
+    }
+}
+
+fn install_packages() -> Result<(), String> {
     let packages = missing_packages();
     let grpcurl = !has_grpcurl();
     let commands = install_commands(&packages, grpcurl);

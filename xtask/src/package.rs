@@ -143,6 +143,9 @@ fn inspect(packages: &[String]) -> Result<Vec<PathBuf>, String> {
             format!("/etc/noverlay/{agent}.toml"),
             format!("/usr/share/doc/{package}/README.md"),
             format!("/usr/share/doc/{package}/design.md"),
+            format!("/usr/share/doc/{package}/alerts.md"),
+            format!("/usr/share/doc/{package}/examples/prometheus/noverlay-alerts.yml"),
+            format!("/usr/share/doc/{package}/examples/grafana/noverlay.json"),
         ] {
             if !has(&expected) {
                 return Err(format!("{package} installed no {expected}: {owned:?}"));
