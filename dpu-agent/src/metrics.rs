@@ -58,6 +58,12 @@ impl Collector for DpuCollector {
         )?;
         encode::gauge(
             &mut e,
+            "noverlay_dpu_certificate_expiry_unix",
+            "Unix time at which the certificate dpu-agent presents (as loaded at start or the last reload) expires.",
+            handle.tls().expiry_unix as f64,
+        )?;
+        encode::gauge(
+            &mut e,
             "noverlay_dpu_host_applied_revision",
             "Revision the host last reported as applied (0: none).",
             peer.last_report

@@ -60,6 +60,7 @@ impl DpuAgent {
     /// serving anything if either is wrong.
     pub async fn bind(config: &ValidConfig) -> Result<Self, ServeError> {
         let tls_config = tls::server_config(&config.raw.tls, &config.raw.authorised_host)?;
+        let expiry_unix = tls::certificate_expiry_unix(&config.raw.tls.cert)?;
         let addr = config.raw.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -69,6 +70,7 @@ impl DpuAgent {
             TlsIdentity {
                 acceptor: TlsAcceptor::from(tls_config),
                 authorised_host: config.authorised_host.clone(),
+                expiry_unix,
             },
         );
         Ok(DpuAgent {

@@ -111,6 +111,7 @@ impl Admission for AgentHandle {
         let TlsIdentity {
             acceptor,
             authorised_host,
+            ..
         } = self.tls();
         (acceptor, authorised_host.to_string())
     }

@@ -106,6 +106,12 @@ impl Collector for HostCollector {
         )?;
         encode::gauge(
             &mut e,
+            "noverlay_host_certificate_expiry_unix",
+            "Unix time at which the certificate host-agent presents (as loaded at start or the last reload) expires.",
+            status.certificate_expiry_unix as f64,
+        )?;
+        encode::gauge(
+            &mut e,
             "noverlay_host_error",
             "1 while the last contract or apply failed.",
             f64::from(u8::from(status.last_error.is_some())),

@@ -48,6 +48,9 @@ pub struct HostStatus {
     pub nft_ruleset: String,
     /// Unix time (seconds) of the last contract applied; 0 if none.
     pub applied_unix: i64,
+    /// When the certificate host-agent presents expires (Unix seconds), as
+    /// loaded at start or by the last TLS reload.
+    pub certificate_expiry_unix: i64,
     /// The last contract or apply error, if the last attempt failed.
     pub last_error: Option<String>,
     /// How many sessions with the DPU ended (connect failures included).

@@ -310,6 +310,23 @@ fn read_pem(path: &Path, what: &'static str, secret: bool) -> Result<Vec<u8>, Tl
     Ok(bytes)
 }
 
+/// When the certificate an agent presents (the first of its chain at
+/// `path`) expires, in Unix seconds: what the expiry metric and alert read.
+pub fn certificate_expiry_unix(path: &Path) -> Result<i64, TlsError> {
+    let chain = load_certs(path)?;
+    let unreadable = |reason: String| TlsError::Pem {
+        path: path.to_path_buf(),
+        what: "certificate",
+        reason,
+    };
+    let leaf = chain
+        .first()
+        .ok_or_else(|| unreadable("no CERTIFICATE block found".into()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| unreadable(e.to_string()))?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = read_pem(path, "certificate", false)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)

@@ -106,6 +106,18 @@ async fn both_agents_expose_their_state() -> anyhow::Result<()> {
     let text = scrape(dpu_addr, "/metrics").await?;
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
     let dpu_text = text.clone();
+    // The test PKI issues certificates valid for 90 days from now.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs_f64();
+    let in_90_days = |sample: &str, text: &str| {
+        let expiry = value(text, sample).unwrap_or_default();
+        assert!(
+            (expiry - now - 90.0 * 86400.0).abs() < 86400.0,
+            "{sample} is {expiry}, not about 90 days from {now}"
+        );
+    };
+    in_90_days("noverlay_dpu_certificate_expiry_unix", &text);
     assert_eq!(
         value(&text, "noverlay_dpu_contract_revision"),
         Some(1.0),
@@ -149,6 +161,7 @@ async fn both_agents_expose_their_state() -> anyhow::Result<()> {
         "{text}"
     );
     assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    in_90_days("noverlay_host_certificate_expiry_unix", &text);
     // As curl asks (Prometheus' text format), for promtool.
     let plain = [
         scrape_accepting(dpu_addr, "/metrics", "*/*").await?,

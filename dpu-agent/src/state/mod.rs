@@ -42,6 +42,8 @@ struct Record {
 pub struct TlsIdentity {
     pub acceptor: TlsAcceptor,
     pub authorised_host: PeerIdentity,
+    /// When the certificate the acceptor presents expires (Unix seconds).
+    pub expiry_unix: i64,
 }
 
 struct AgentState {
@@ -147,6 +149,8 @@ impl AgentHandle {
         // reload leaves the running state whole.
         let tls_config = tls::server_config(&config.raw.tls, &config.raw.authorised_host)
             .map_err(|e| ReloadError::Invalid(e.to_string()))?;
+        let expiry_unix = tls::certificate_expiry_unix(&config.raw.tls.cert)
+            .map_err(|e| ReloadError::Invalid(e.to_string()))?;
         let revision = revised.revision;
         // The facts first: a contract sent for the new offer names them.
         {
@@ -174,6 +178,7 @@ impl AgentHandle {
         *lock(&self.state.tls) = TlsIdentity {
             acceptor: TlsAcceptor::from(tls_config),
             authorised_host: config.authorised_host.clone(),
+            expiry_unix,
         };
         *lock(&self.state.config) = config.raw.clone();
         Ok(revision)

@@ -65,13 +65,20 @@ pub struct HostAgent<D> {
 
 /// Swaps the host's TLS credentials at runtime.
 #[derive(Clone)]
-pub struct TlsReloader(watch::Sender<Arc<ClientConfig>>);
+pub struct TlsReloader {
+    configs: watch::Sender<Arc<ClientConfig>>,
+    /// Where the new certificate's expiry is shown.
+    status: watch::Sender<HostStatus>,
+}
 
 impl TlsReloader {
     /// Loads the files; on any error the credentials in use stay.
     pub fn reload(&self, files: &tls::TlsFiles) -> Result<(), TlsError> {
         let config = tls::client_config(files)?;
-        self.0.send_replace(config);
+        let expiry_unix = tls::certificate_expiry_unix(&files.cert)?;
+        self.configs.send_replace(config);
+        self.status
+            .send_modify(|s| s.certificate_expiry_unix = expiry_unix);
         Ok(())
     }
 }
@@ -85,6 +92,7 @@ enum Waited<T> {
 impl<D: Dataplane> HostAgent<D> {
     pub fn new(config: ValidHostConfig, dataplane: D) -> Result<Self, TlsError> {
         let (tls_updates, tls) = watch::channel(tls::client_config(&config.raw.tls)?);
+        let certificate_expiry_unix = tls::certificate_expiry_unix(&config.raw.tls.cert)?;
         let mut periodic = tokio::time::interval(PERIODIC_RECONCILE);
         periodic.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Replaced by the daemon's (with_heartbeat); unwatched otherwise.
@@ -96,7 +104,10 @@ impl<D: Dataplane> HostAgent<D> {
             tls,
             tls_updates,
             dataplane,
-            status: watch::Sender::new(HostStatus::default()),
+            status: watch::Sender::new(HostStatus {
+                certificate_expiry_unix,
+                ..HostStatus::default()
+            }),
             desired: None,
             periodic,
             session_contract: None,
@@ -122,7 +133,10 @@ impl<D: Dataplane> HostAgent<D> {
     /// Where rotated TLS credentials go (SIGHUP): the next connection to the
     /// DPU uses them; the current one is not interrupted.
     pub fn tls_reloader(&self) -> TlsReloader {
-        TlsReloader(self.tls_updates.clone())
+        TlsReloader {
+            configs: self.tls_updates.clone(),
+            status: self.status.clone(),
+        }
     }
 
     /// Runs until `shutdown`. Never gives up on the DPU: refusals and
