@@ -125,7 +125,9 @@ fn fetch_promtool() -> Result<(), String> {
     }
     let tools = root.join("target/tools");
     std::fs::create_dir_all(&tools).map_err(|e| format!("{}: {e}", tools.display()))?;
-    let script = "set -e; rm -f prometheus_*.deb; apt-get download -q prometheus; \
+    // Package lists may be missing or stale where nothing was installed.
+    let script = "set -e; rm -f prometheus_*.deb; \
+        apt-get download -q prometheus || { apt-get update -q && apt-get download -q prometheus; }; \
         dpkg-deb --fsys-tarfile prometheus_*.deb | tar -xO ./usr/bin/promtool > promtool.part; \
         chmod 755 promtool.part; mv promtool.part promtool; rm -f prometheus_*.deb";
     println!(
