@@ -40,14 +40,21 @@ fn raise_own_fd_limit() -> anyhow::Result<u64> {
     Ok(limit.rlim_cur)
 }
 
-#[test]
-#[ignore = "opens 1,500 connections: needs prlimit and a hard RLIMIT_NOFILE of at least 2048; run with --include-ignored (CI does)"]
-fn a_handshake_flood_leaves_the_authorised_host_served() -> anyhow::Result<()> {
-    let limit = raise_own_fd_limit()?;
-    anyhow::ensure!(
-        limit >= 2048,
-        "the hard descriptor limit is {limit}; the flood needs 2048"
-    );
+/// dpu-agent started under `prlimit --nofile=<fd_limit>` on a loopback
+/// port, listening.
+struct LimitedAgent {
+    addr: SocketAddr,
+    certs: Certs,
+    pid: u32,
+}
+
+/// Runs `body` against a dpu-agent held to `fd_limit` descriptors, then
+/// stops it; returns what `body` returned and the agent's log (in the
+/// error too, when `body` or the agent failed).
+fn with_limited_agent<T>(
+    fd_limit: u64,
+    body: impl FnOnce(&LimitedAgent) -> anyhow::Result<T>,
+) -> anyhow::Result<(T, String)> {
     harness::init();
     let bins = Binaries::built()?;
     let certs = Certs::new()?;
@@ -59,8 +66,8 @@ fn a_handshake_flood_leaves_the_authorised_host_served() -> anyhow::Result<()> {
     };
     harness::dpu_config(certs.dir.path(), &options, &certs.dpu)?;
     let log_path = certs.dir.path().join("dpu-agent.log");
-    let mut agent = Command::new("prlimit")
-        .arg("--nofile=1024:1024")
+    let mut process = Command::new("prlimit")
+        .arg(format!("--nofile={fd_limit}:{fd_limit}"))
         .arg("--")
         .arg(&bins.dpu_agent)
         .args(["run", "--config"])
@@ -68,18 +75,68 @@ fn a_handshake_flood_leaves_the_authorised_host_served() -> anyhow::Result<()> {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_path)?)
         .spawn()?;
-    let result = (|| -> anyhow::Result<()> {
-        noverlay_test_support::eventually_blocking(
-            "dpu-agent listening",
-            Duration::from_secs(10),
-            || TcpStream::connect(addr).is_ok(),
+    let agent = LimitedAgent {
+        addr,
+        certs,
+        pid: process.id(),
+    };
+    let result = noverlay_test_support::eventually_blocking(
+        "dpu-agent listening",
+        Duration::from_secs(10),
+        || TcpStream::connect(addr).is_ok(),
+    )
+    .map_err(anyhow::Error::msg)
+    .and_then(|_| body(&agent))
+    .and_then(|value| {
+        anyhow::ensure!(
+            process.try_wait()?.is_none(),
+            "dpu-agent died under the flood"
+        );
+        Ok(value)
+    });
+    let _ = process.kill();
+    let _ = process.wait();
+    let log = std::fs::read_to_string(&log_path)?;
+    let value = result.map_err(|e| anyhow::anyhow!("{e}\n--- dpu-agent log ---\n{log}"))?;
+    Ok((value, log))
+}
+
+/// A fresh mTLS connection as the authorised host and one GetStatus call,
+/// all within `deadline`.
+async fn authorised_status(
+    agent: &LimitedAgent,
+    deadline: Duration,
+) -> anyhow::Result<noverlay_proto::pb::AgentStatus> {
+    tokio::time::timeout(deadline, async {
+        let mut client = host_agent::client::connect(
+            &agent.addr.to_string(),
+            &noverlay_proto::tls::PeerIdentity::parse(DPU_SAN)?,
+            noverlay_proto::tls::client_config(&agent.certs.host)?,
         )
-        .map_err(anyhow::Error::msg)?;
+        .await?;
+        let status = client
+            .get_status(noverlay_proto::pb::GetStatusRequest {})
+            .await?;
+        anyhow::Ok(status.into_inner())
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("no answer within {deadline:?}"))?
+}
+
+#[test]
+#[ignore = "opens 1,500 connections: needs prlimit and a hard RLIMIT_NOFILE of at least 2048; run with --include-ignored (CI does)"]
+fn a_handshake_flood_leaves_the_authorised_host_served() -> anyhow::Result<()> {
+    let limit = raise_own_fd_limit()?;
+    anyhow::ensure!(
+        limit >= 2048,
+        "the hard descriptor limit is {limit}; the flood needs 2048"
+    );
+    let ((), log) = with_limited_agent(1024, |agent| {
         // The flood: connections that never send a byte, all kept open.
         let mut flood = Vec::new();
         let started = std::time::Instant::now();
         for _ in 0..FLOOD {
-            if let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+            if let Ok(stream) = TcpStream::connect_timeout(&agent.addr, Duration::from_secs(1)) {
                 flood.push(stream);
             }
         }
@@ -89,40 +146,16 @@ fn a_handshake_flood_leaves_the_authorised_host_served() -> anyhow::Result<()> {
             flood.len()
         );
         // The authorised host still gets answers while the flood is held.
-        let runtime = tokio::runtime::Runtime::new()?;
-        let status = runtime.block_on(async {
-            let mut client = tokio::time::timeout(
-                Duration::from_secs(10),
-                host_agent::client::connect(
-                    &addr.to_string(),
-                    &noverlay_proto::tls::PeerIdentity::parse(DPU_SAN)?,
-                    noverlay_proto::tls::client_config(&certs.host)?,
-                ),
-            )
-            .await??;
-            let status = tokio::time::timeout(
-                Duration::from_secs(10),
-                client.get_status(noverlay_proto::pb::GetStatusRequest {}),
-            )
-            .await??;
-            anyhow::Ok(status.into_inner())
-        })?;
+        let status = tokio::runtime::Runtime::new()?
+            .block_on(authorised_status(agent, Duration::from_secs(20)))?;
         anyhow::ensure!(status.contract.is_some(), "no contract in {status:?}");
         println!(
             "authorised GetStatus answered {:?} after the flood started",
             started.elapsed()
         );
         drop(flood);
-        anyhow::ensure!(
-            agent.try_wait()?.is_none(),
-            "dpu-agent died under the flood"
-        );
         Ok(())
-    })();
-    let _ = agent.kill();
-    let _ = agent.wait();
-    let log = std::fs::read_to_string(&log_path)?;
-    result.map_err(|e| anyhow::anyhow!("{e}\n--- dpu-agent log ---\n{log}"))?;
+    })?;
     let refusal_lines = log
         .lines()
         .filter(|l| l.contains("refused connection"))
@@ -149,34 +182,8 @@ struct FloodOutcome {
 /// GetStatus call (1 s deadline, as an impatient client) every 200 ms from
 /// the flood's first connection on.
 fn held_flood(fd_limit: u64, hold: Duration) -> anyhow::Result<FloodOutcome> {
-    harness::init();
-    let bins = Binaries::built()?;
-    let certs = Certs::new()?;
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let options = DpuOptions {
-        listen: addr,
-        ..DpuOptions::default()
-    };
-    harness::dpu_config(certs.dir.path(), &options, &certs.dpu)?;
-    let log_path = certs.dir.path().join("dpu-agent.log");
-    let mut agent = Command::new("prlimit")
-        .arg(format!("--nofile={fd_limit}:{fd_limit}"))
-        .arg("--")
-        .arg(&bins.dpu_agent)
-        .args(["run", "--config"])
-        .arg(certs.dir.path().join("dpu-agent.toml"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path)?)
-        .spawn()?;
-    let pid = agent.id();
-    let result = (|| -> anyhow::Result<(usize, Vec<String>, usize)> {
-        noverlay_test_support::eventually_blocking(
-            "dpu-agent listening",
-            Duration::from_secs(10),
-            || TcpStream::connect(addr).is_ok(),
-        )
-        .map_err(anyhow::Error::msg)?;
+    let ((calls, failed, max_fds), log) = with_limited_agent(fd_limit, |agent| {
+        let addr = agent.addr;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         // FLOOD connections held by FLOODERS threads, each replacing its
         // oldest by a new one as fast as the kernel takes them: the agent
@@ -202,29 +209,14 @@ fn held_flood(fd_limit: u64, hold: Duration) -> anyhow::Result<FloodOutcome> {
                 })
             })
             .collect();
-        let fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+        let fds = || std::fs::read_dir(format!("/proc/{}/fd", agent.pid)).map_or(0, |d| d.count());
         let runtime = tokio::runtime::Runtime::new()?;
         let started = std::time::Instant::now();
         let (mut calls, mut failed, mut max_fds) = (0, Vec::new(), 0);
         while started.elapsed() < hold {
             calls += 1;
             let at = started.elapsed();
-            let call = runtime.block_on(async {
-                tokio::time::timeout(Duration::from_secs(1), async {
-                    let mut client = host_agent::client::connect(
-                        &addr.to_string(),
-                        &noverlay_proto::tls::PeerIdentity::parse(DPU_SAN)?,
-                        noverlay_proto::tls::client_config(&certs.host)?,
-                    )
-                    .await?;
-                    client
-                        .get_status(noverlay_proto::pb::GetStatusRequest {})
-                        .await?;
-                    anyhow::Ok(())
-                })
-                .await
-                .map_err(|_| anyhow::anyhow!("no answer within 1 s"))?
-            });
+            let call = runtime.block_on(authorised_status(agent, Duration::from_secs(1)));
             if let Err(e) = call {
                 failed.push(format!("call at {at:?}: {e}"));
             }
@@ -240,17 +232,8 @@ fn held_flood(fd_limit: u64, hold: Duration) -> anyhow::Result<FloodOutcome> {
         }
         anyhow::ensure!(opened > 1024, "only {opened} flood connections opened");
         println!("nofile {fd_limit}: {opened} flood connections opened in {hold:?}");
-        anyhow::ensure!(
-            agent.try_wait()?.is_none(),
-            "dpu-agent died under the flood"
-        );
         Ok((calls, failed, max_fds))
-    })();
-    let _ = agent.kill();
-    let _ = agent.wait();
-    let log = std::fs::read_to_string(&log_path)?;
-    let (calls, failed, max_fds) =
-        result.map_err(|e| anyhow::anyhow!("{e}\n--- dpu-agent log ---\n{log}"))?;
+    })?;
     Ok(FloodOutcome {
         calls,
         failed,
@@ -288,11 +271,12 @@ fn a_held_flood_never_fails_an_authorised_call() -> anyhow::Result<()> {
             outcome.failed,
             outcome.log
         );
-        // The two classes' bounds, plus the agent's own descriptors (and a
-        // closed connection's until its task has seen the close).
-        let bound = MAX_SILENT + MAX_PENDING + 64;
+        // The two classes' bounds (640), the agent's own descriptors, and
+        // sockets closed whose tasks have not run yet (a loaded machine
+        // runs them late): below the systemd default limit even at 4096.
+        let bound = 960;
         assert!(
-            outcome.max_fds < bound && bound < 1024,
+            MAX_SILENT + MAX_PENDING < bound && outcome.max_fds < bound,
             "nofile {fd_limit}: {} descriptors (bound {bound})",
             outcome.max_fds
         );
