@@ -12,13 +12,9 @@ use crate::{
     flows::{self, FlowSettings, PortMap},
     openflow::ReadFlow,
 };
-use noverlay_proto::{
-    contract::Offer,
-    pb,
-    tls::{self, PeerIdentity},
-};
+use noverlay_proto::{contract::Offer, pb, tls};
 use noverlay_runtime::lock;
-pub use records::{FlowRecord, GuardRecord, GuardState, PeerRecord};
+pub use records::{FlowRecord, GuardRecord, GuardState, PeerRecord, TlsIdentity};
 pub use sources::{Source, SourceStatus, Sources};
 use std::sync::{
     Arc, Mutex,
@@ -35,15 +31,6 @@ struct Record {
     sources: Sources,
     /// Ways OVN's half of the contract does not hold, as last checked.
     ovn_mismatches: usize,
-}
-
-/// The TLS acceptor and the host identity it admits, swapped on reload.
-#[derive(Clone)]
-pub struct TlsIdentity {
-    pub acceptor: TlsAcceptor,
-    pub authorised_host: PeerIdentity,
-    /// When the certificate the acceptor presents expires (Unix seconds).
-    pub expiry_unix: i64,
 }
 
 struct AgentState {

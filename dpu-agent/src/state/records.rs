@@ -1,8 +1,18 @@
-//! What the state hub records of the peer, our flows and the uplink guard,
-//! as status and metrics read them.
+//! What the state hub records of the peer, our flows, the uplink guard and
+//! the TLS identity it serves with, as status and metrics read them.
 
 use crate::openflow::ReadFlow;
-use noverlay_proto::pb;
+use noverlay_proto::{pb, tls::PeerIdentity};
+use tokio_rustls::TlsAcceptor;
+
+/// The TLS acceptor and the host identity it admits, swapped on reload.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    pub acceptor: TlsAcceptor,
+    pub authorised_host: PeerIdentity,
+    /// When the certificate the acceptor presents expires (Unix seconds).
+    pub expiry_unix: i64,
+}
 
 /// The host on the other end, as last seen.
 #[derive(Debug, Clone, Default)]

@@ -3,9 +3,11 @@
 //! good state in place meanwhile.
 
 mod calls;
+mod tls_reload;
 
 pub use calls::RPC_DEADLINE;
 use calls::{SessionEnd, deadline, end_for, record_routes, sleep_until};
+pub use tls_reload::TlsReloader;
 
 pub use crate::status::{ApplyLatency, HostStatus, Phase};
 use crate::{
@@ -61,26 +63,6 @@ pub struct HostAgent<D> {
     /// The addresses the DPU agent is reached at (its name resolved after
     /// each connect): no cluster CIDR may cover one.
     dpu_ips: Vec<std::net::IpAddr>,
-}
-
-/// Swaps the host's TLS credentials at runtime.
-#[derive(Clone)]
-pub struct TlsReloader {
-    configs: watch::Sender<Arc<ClientConfig>>,
-    /// Where the new certificate's expiry is shown.
-    status: watch::Sender<HostStatus>,
-}
-
-impl TlsReloader {
-    /// Loads the files; on any error the credentials in use stay.
-    pub fn reload(&self, files: &tls::TlsFiles) -> Result<(), TlsError> {
-        let config = tls::client_config(files)?;
-        let expiry_unix = tls::certificate_expiry_unix(&files.cert)?;
-        self.configs.send_replace(config);
-        self.status
-            .send_modify(|s| s.certificate_expiry_unix = expiry_unix);
-        Ok(())
-    }
 }
 
 /// The outcome of waiting for something while keeping the host converged.
