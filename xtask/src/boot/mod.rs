@@ -1,0 +1,491 @@
+//! Both packages under a real systemd: a Debian 12 tree booted with
+//! systemd-nspawn, the .debs installed by dpkg inside it, a small node
+//! (Open vSwitch on the userspace datapath, the gateway and mp0 interfaces),
+//! both units started as an operator would, then checked: notify readiness,
+//! a fed watchdog, no sandbox refusal while the path is installed, repaired
+//! and reloaded, restart after SIGKILL with the path intact, clean stop,
+//! `host-agent status`, the units' exposure.
+
+mod container;
+
+use container::{Container, tail};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+/// What the tree has beside the agents' own dependencies.
+const TREE_PACKAGES: &[&str] = &[
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "openvswitch-switch",
+    "nftables",
+    "iproute2",
+    "procps",
+];
+
+const UNITS: [&str; 2] = ["dpu-agent", "host-agent"];
+
+/// The units' RestartSec, and what a restart after a kill may take on top.
+const RESTART_SEC: Duration = Duration::from_secs(2);
+const RESTART_SLACK: Duration = Duration::from_millis(1500);
+const STOP_LIMIT: Duration = Duration::from_secs(2);
+/// The watchdog the check gives both units, and how long it watches them.
+const WATCHDOG_SEC: u64 = 3;
+const WATCHED: Duration = Duration::from_secs(20);
+/// The goal for `systemd-analyze security`.
+const EXPOSURE_LIMIT: f64 = 2.0;
+
+const COOKIE: &str = "0x6e6f7672";
+const CLUSTER_CIDR: &str = "198.18.128.0/17";
+const CLUSTER_CIDR6: &str = "fd00:10:244::/48";
+
+pub fn check(debs: &[PathBuf], workspace: &Path) -> Result<(), String> {
+    let cache = workspace
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", workspace.display()))?
+        .join("target/boot");
+    let base = container::debian_tree(&cache, TREE_PACKAGES)?;
+    let root = cache.join("run");
+    let _ = std::fs::remove_dir_all(&root);
+    copy_tree(&base, &root)?;
+    prepare(&root, debs)?;
+    let console = cache.join("console.log");
+    let started = Instant::now();
+    let node = Container::boot(&root, &console)?;
+    println!(
+        "xtask: boot: Debian 12 booted under systemd {} in {:.1?} (console: {})",
+        node.sh("systemctl --version | head -1 | cut -d' ' -f2")?
+            .trim(),
+        started.elapsed(),
+        console.display()
+    );
+    let result = checks(&node, &root);
+    if result.is_err() {
+        let (_, journal) = node.try_sh("journalctl -b --no-pager -o short-monotonic -n 80");
+        eprintln!("xtask: boot: the container's journal, last 80 lines:\n{journal}");
+    }
+    drop(node);
+    result?;
+    let _ = std::fs::remove_dir_all(&root);
+    println!(
+        "xtask: boot: both units checked under a real systemd in {:.0?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+/// Copies the kept tree (reflinks where the file system has them).
+fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
+    let status = Command::new("cp")
+        .args(["-a", "--reflink=auto"])
+        .arg(from)
+        .arg(to)
+        .status()
+        .map_err(|e| format!("cannot run cp: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("copying {} failed ({status})", from.display()))
+    }
+}
+
+/// Before the boot: the packages to install, certificates, and the drop-ins
+/// that make this tree a test node.
+fn prepare(root: &Path, debs: &[PathBuf]) -> Result<(), String> {
+    let write = |path: &str, text: &str| -> Result<(), String> {
+        let path = root.join(path.trim_start_matches('/'));
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    for deb in debs {
+        let name = deb.file_name().ok_or("a package path without a name")?;
+        let target = root.join("root").join(name);
+        std::fs::copy(deb, &target).map_err(|e| format!("{}: {e}", target.display()))?;
+    }
+    // Debian's unit loads the openvswitch kernel module first; the
+    // userspace datapath needs none (and a container may load none).
+    write(
+        "/etc/systemd/system/ovs-vswitchd.service.d/userspace.conf",
+        "[Service]\nExecStart=\nExecStart=/usr/sbin/ovs-vswitchd unix:/run/openvswitch/db.sock \
+         --pidfile=/run/openvswitch/ovs-vswitchd.pid --detach --no-chdir \
+         --log-file=/var/log/openvswitch/ovs-vswitchd.log -vconsole:off\n\
+         PIDFile=/run/openvswitch/ovs-vswitchd.pid\n",
+    )?;
+    for unit in UNITS {
+        // The shipped units answer a filtered system call with EPERM; here
+        // one kills the agent (SIGSYS), so that even a refusal the agent
+        // would handle quietly shows. A 3 s watchdog proves it is fed.
+        write(
+            &format!("/etc/systemd/system/{unit}.service.d/ci.conf"),
+            &format!("[Service]\nWatchdogSec={WATCHDOG_SEC}s\nSystemCallErrorNumber=\n"),
+        )?;
+    }
+    pki(&root.join("root/pki"))
+}
+
+/// A CA and one certificate per agent (openssl, ECDSA P-256).
+fn pki(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let script = r#"set -e
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+    -subj /CN=noverlay-ci-CA -keyout ca.key -out ca.crt 2>/dev/null
+for agent in dpu-agent host-agent; do
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -subj /CN=$agent.node1.example -keyout $agent.key -out $agent.csr 2>/dev/null
+    printf 'subjectAltName=DNS:%s.node1.example\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=digitalSignature\n' \
+        $agent > $agent.ext
+    openssl x509 -req -in $agent.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 \
+        -extfile $agent.ext -out $agent.crt 2>/dev/null
+done
+chmod 600 *.key"#;
+    let out = Command::new("sh")
+        .args(["-c", script])
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("cannot run sh: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "making the test certificates failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// The node inside: OVS bridges as ovn-controller and ovnkube-node leave
+/// them (breth0 with the host representor, the uplink and the patch port to
+/// br-int), the host's gateway interface and ovn-k8s-mp0 (veths: kernels
+/// without the dummy driver have them too).
+const TOPOLOGY: &str = r#"set -e
+ip link add hostgw type veth peer name pf0hpf
+ip link add p0 type veth peer name p0-wire
+ip link add ovn-k8s-mp0 type veth peer name mp0-peer
+ip addr add 198.18.0.10/24 dev hostgw
+ip addr add 2001:db8::10/64 dev hostgw nodad
+for l in hostgw pf0hpf p0 p0-wire ovn-k8s-mp0 mp0-peer; do ip link set $l up; done
+ovs-vsctl --timeout=10 add-br br-int -- set bridge br-int datapath_type=netdev fail-mode=secure
+ovs-vsctl --timeout=10 add-br breth0 -- set bridge breth0 datapath_type=netdev \
+    -- add-port breth0 pf0hpf -- add-port breth0 p0 \
+    -- add-port breth0 patch-breth0_node1-to-br-int \
+    -- set interface patch-breth0_node1-to-br-int type=patch options:peer=patch-br-int-to-breth0_node1 \
+    -- add-port br-int patch-br-int-to-breth0_node1 \
+    -- set interface patch-br-int-to-breth0_node1 type=patch options:peer=patch-breth0_node1-to-br-int
+install -m 0600 /root/pki/*.key /etc/noverlay/
+install -m 0644 /root/pki/*.crt /etc/noverlay/
+"#;
+
+fn dpu_config() -> String {
+    format!(
+        r#"listen = "127.0.0.1:50051"
+authorised_host = "host-agent.node1.example"
+mtu = 1400
+metrics_listen = "127.0.0.1:9101"
+
+[tls]
+cert = "/etc/noverlay/dpu-agent.crt"
+key = "/etc/noverlay/dpu-agent.key"
+ca = "/etc/noverlay/ca.crt"
+
+[ovnkube]
+config = ""
+
+[ipv4]
+masquerade_subnet = "169.254.0.0/17"
+cluster_cidrs = ["{CLUSTER_CIDR}"]
+underlay_ip = "198.18.0.10"
+
+[ipv6]
+masquerade_subnet = "fd69::/112"
+cluster_cidrs = ["{CLUSTER_CIDR6}"]
+underlay_ip = "2001:db8::10"
+
+[bridge]
+name = "breth0"
+host_representor = "pf0hpf"
+patch_port = "patch-breth0_node1-to-br-int"
+uplink = "p0"
+"#
+    )
+}
+
+const HOST_CONFIG: &str = r#"host_name = "node1"
+gateway_interface = "hostgw"
+mp0_interface = "ovn-k8s-mp0"
+
+[dpu]
+address = "127.0.0.1:50051"
+identity = "dpu-agent.node1.example"
+
+[tls]
+cert = "/etc/noverlay/host-agent.crt"
+key = "/etc/noverlay/host-agent.key"
+ca = "/etc/noverlay/ca.crt"
+
+[ipv4]
+masquerade_subnet = "169.254.0.0/17"
+
+[ipv6]
+masquerade_subnet = "fd69::/112"
+"#;
+
+/// The path as the kernel and the switch hold it: our host routes, the SNAT
+/// table, our flows. Succeeds only when all three are there.
+fn path_installed() -> String {
+    format!(
+        "ip -4 route show proto 240 | grep -q 'dev hostgw' \
+         && ip -6 route show proto 240 | grep -q 'dev hostgw' \
+         && nft list table inet noverlay | grep -q snat \
+         && test \"$(ovs-ofctl dump-flows breth0 cookie={COOKIE}/-1 | grep -c cookie=)\" -gt 0"
+    )
+}
+
+fn checks(node: &Container, root: &Path) -> Result<(), String> {
+    let installed = node.sh("dpkg -i /root/*.deb 2>&1")?;
+    println!("xtask: boot: dpkg -i inside:\n{}", tail(&installed, 4));
+    for unit in UNITS {
+        let state = node.property(unit, "UnitFileState")?;
+        if state != "disabled" {
+            return Err(format!(
+                "{unit}.service is {state} after install, not disabled"
+            ));
+        }
+    }
+    node.sh(TOPOLOGY)?;
+    // What an operator edits after installing: the shipped configs.
+    for (name, text) in [
+        ("dpu-agent.toml", dpu_config()),
+        ("host-agent.toml", HOST_CONFIG.into()),
+    ] {
+        let path = root.join("etc/noverlay").join(name);
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+
+    for unit in UNITS {
+        start(node, unit)?;
+    }
+    let took = node.wait_for(
+        "the path installed",
+        &path_installed(),
+        Duration::from_secs(20),
+    )?;
+    println!("xtask: boot: path installed (routes, nft SNAT, flows) {took:.1?} after both started");
+    let status = node.sh("host-agent status")?;
+    println!(
+        "xtask: boot: `host-agent status` inside:\n{}",
+        indent(&status)
+    );
+
+    watchdog(node)?;
+    repair_and_reload(node)?;
+    refusals(node)?;
+    for unit in UNITS {
+        killed(node, unit)?;
+    }
+    for unit in UNITS {
+        stop(node, unit)?;
+    }
+    node.sh(&path_installed())
+        .map_err(|e| format!("stopping the agents removed the path: {e}"))?;
+    println!("xtask: boot: both stopped; routes, nft and flows stay (restarts are hitless)");
+    exposure(node)
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Starts a unit (systemctl waits for READY=1 of a Type=notify unit) and
+/// prints the time from exec to ready as systemd measured it.
+fn start(node: &Container, unit: &str) -> Result<(), String> {
+    node.sh(&format!("systemctl start {unit}"))?;
+    let active = node.property(unit, "ActiveState")?;
+    let sub = node.property(unit, "SubState")?;
+    let kind = node.property(unit, "Type")?;
+    if (active.as_str(), sub.as_str(), kind.as_str()) != ("active", "running", "notify") {
+        return Err(format!("{unit}: {active} ({sub}), type {kind}"));
+    }
+    let exec = node.micros(unit, "ExecMainStartTimestampMonotonic")?;
+    let ready = node.micros(unit, "ActiveEnterTimestampMonotonic")?;
+    println!(
+        "xtask: boot: {unit} active (running) through Type=notify, ready {:.1} ms after exec",
+        ready.saturating_sub(exec) as f64 / 1000.0
+    );
+    Ok(())
+}
+
+fn main_pid(node: &Container, unit: &str) -> Result<String, String> {
+    node.property(unit, "MainPID")
+}
+
+/// Neither unit is killed by its 3 s watchdog in 20 s.
+fn watchdog(node: &Container) -> Result<(), String> {
+    let before: Vec<String> = UNITS
+        .iter()
+        .map(|u| main_pid(node, u))
+        .collect::<Result<_, _>>()?;
+    std::thread::sleep(WATCHED);
+    for (unit, pid) in UNITS.iter().zip(&before) {
+        let watchdog = node.property(unit, "WatchdogUSec")?;
+        let now = main_pid(node, unit)?;
+        let restarts = node.property(unit, "NRestarts")?;
+        if &now != pid || restarts != "0" || watchdog != format!("{WATCHDOG_SEC}s") {
+            return Err(format!(
+                "{unit}: watchdog {watchdog}, pid {pid} -> {now}, restarts {restarts}"
+            ));
+        }
+    }
+    println!(
+        "xtask: boot: WatchdogSec={WATCHDOG_SEC}s: neither unit killed in {WATCHED:?} (same pids, 0 restarts)"
+    );
+    Ok(())
+}
+
+/// Someone deletes a route of ours and wipes the bridge's flows; both come
+/// back. Then both units are reloaded and stay up.
+fn repair_and_reload(node: &Container) -> Result<(), String> {
+    let route = node.sh("ip -4 route show proto 240 dev hostgw | head -1")?;
+    let route = route.trim();
+    node.sh(&format!("ip route del {route}"))?;
+    let took = node.wait_for(
+        "the deleted route back",
+        &format!(
+            "ip -4 route show proto 240 | grep -q '^{}'",
+            route.split(' ').next().unwrap_or(route)
+        ),
+        Duration::from_secs(10),
+    )?;
+    println!("xtask: boot: route `{route}` deleted; back in {took:.1?}");
+    node.sh("ovs-ofctl del-flows breth0")?;
+    let took = node.wait_for("the flows back", &path_installed(), Duration::from_secs(10))?;
+    println!("xtask: boot: breth0's flows wiped; ours back in {took:.1?}");
+    for unit in UNITS {
+        let pid = main_pid(node, unit)?;
+        node.sh(&format!("systemctl reload {unit}"))?;
+        std::thread::sleep(Duration::from_millis(500));
+        let now = main_pid(node, unit)?;
+        let active = node.property(unit, "ActiveState")?;
+        if now != pid || active != "active" {
+            return Err(format!("{unit} after reload: {active}, pid {pid} -> {now}"));
+        }
+    }
+    node.sh(&path_installed())?;
+    println!("xtask: boot: both reloaded (SIGHUP): same pids, path installed");
+    Ok(())
+}
+
+/// Nothing in the agents' journal says the sandbox refused them.
+fn refusals(node: &Container) -> Result<(), String> {
+    let journal = node.sh("journalctl -b --no-pager -o cat -u dpu-agent -u host-agent")?;
+    let refused: Vec<&str> = journal
+        .lines()
+        .filter(|l| {
+            [
+                "SIGSYS",
+                "status=31",
+                "Operation not permitted",
+                "Permission denied",
+                "os error 1)",
+                "os error 13)",
+            ]
+            .iter()
+            .any(|needle| l.contains(needle))
+        })
+        .collect();
+    if !refused.is_empty() {
+        return Err(format!(
+            "the sandbox refused something:\n{}",
+            refused.join("\n")
+        ));
+    }
+    for unit in UNITS {
+        let restarts = node.property(unit, "NRestarts")?;
+        if restarts != "0" {
+            return Err(format!("{unit} restarted {restarts} times on its own"));
+        }
+    }
+    println!(
+        "xtask: boot: no SIGSYS, EPERM or EACCES in {} journal lines of install, repair and reload",
+        journal.lines().count()
+    );
+    Ok(())
+}
+
+/// SIGKILL: the path stays while the agent is down; systemd restarts it
+/// after RestartSec; the path is still installed after.
+fn killed(node: &Container, unit: &str) -> Result<(), String> {
+    let pid = main_pid(node, unit)?;
+    let killed_at = Instant::now();
+    node.sh(&format!("systemctl kill --signal=SIGKILL {unit}"))?;
+    node.sh(&path_installed())
+        .map_err(|e| format!("the path went with {unit}'s process: {e}"))?;
+    let limit = RESTART_SEC + RESTART_SLACK;
+    loop {
+        let now = main_pid(node, unit)?;
+        if now != pid && now != "0" && node.property(unit, "ActiveState")? == "active" {
+            break;
+        }
+        if killed_at.elapsed() > limit {
+            return Err(format!(
+                "{unit} not active again {limit:?} after SIGKILL (RestartSec {RESTART_SEC:?})"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let back = killed_at.elapsed();
+    let took = node.wait_for(
+        "the path after the restart",
+        &path_installed(),
+        Duration::from_secs(10),
+    )?;
+    println!(
+        "xtask: boot: {unit} SIGKILLed: path kept while down, active again in {back:.1?} (RestartSec {RESTART_SEC:?}), path checked {took:.1?} after"
+    );
+    Ok(())
+}
+
+fn stop(node: &Container, unit: &str) -> Result<(), String> {
+    let started = Instant::now();
+    node.sh(&format!("systemctl stop {unit}"))?;
+    let took = started.elapsed();
+    let result = node.property(unit, "Result")?;
+    if took > STOP_LIMIT || result != "success" {
+        return Err(format!("{unit}: stop took {took:.1?}, result {result}"));
+    }
+    println!("xtask: boot: {unit} stopped in {took:.1?}, result {result}");
+    Ok(())
+}
+
+/// `systemd-analyze security` of both units, against the goal.
+fn exposure(node: &Container) -> Result<(), String> {
+    for unit in UNITS {
+        let report = node.sh(&format!(
+            "systemd-analyze security --no-pager {unit}.service"
+        ))?;
+        let line = report
+            .lines()
+            .find(|l| l.contains("Overall exposure level"))
+            .ok_or_else(|| format!("systemd-analyze security {unit}: no overall level"))?;
+        let level: f64 = line
+            .split(':')
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| format!("systemd-analyze security {unit}: {line}"))?;
+        println!("xtask: boot: {}", line.trim_start_matches(['→', ' ']));
+        if level >= EXPOSURE_LIMIT {
+            return Err(format!(
+                "{unit}: exposure {level} is not below {EXPOSURE_LIMIT}"
+            ));
+        }
+    }
+    Ok(())
+}
