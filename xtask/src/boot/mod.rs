@@ -346,6 +346,47 @@ fn watchdog(node: &Container) -> Result<(), String> {
     println!(
         "xtask: boot: WatchdogSec={WATCHDOG_SEC}s: neither unit killed in {WATCHED:?} (same pids, 0 restarts)"
     );
+    for unit in UNITS {
+        bounds(node, unit)?;
+    }
+    Ok(())
+}
+
+/// The unit's MemoryMax and TasksMax against what the process uses. Read
+/// from /proc: a container on a cgroup v1 host gets no memory or pids
+/// accounting from its systemd ("[not set]"), so the limits are checked for
+/// headroom rather than seen to bite.
+fn bounds(node: &Container, unit: &str) -> Result<(), String> {
+    let pid = main_pid(node, unit)?;
+    let status = node.sh(&format!("cat /proc/{pid}/status"))?;
+    let field = |name: &str| -> Result<u64, String> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| format!("{unit}: no {name} in /proc/{pid}/status"))
+    };
+    let rss = field("VmRSS:")? * 1024;
+    let threads = field("Threads:")?;
+    let memory_max: u64 = node
+        .property(unit, "MemoryMax")?
+        .parse()
+        .map_err(|_| format!("{unit}: MemoryMax is not a byte count"))?;
+    let tasks_max: u64 = node
+        .property(unit, "TasksMax")?
+        .parse()
+        .map_err(|_| format!("{unit}: TasksMax is not a count"))?;
+    println!(
+        "xtask: boot: {unit}: RSS {:.1} MiB of MemoryMax {} MiB, {threads} threads of TasksMax {tasks_max}",
+        rss as f64 / 1048576.0,
+        memory_max / 1048576
+    );
+    if rss * 4 > memory_max || threads * 2 > tasks_max {
+        return Err(format!(
+            "{unit} uses more than a quarter of MemoryMax or half of TasksMax at rest"
+        ));
+    }
     Ok(())
 }
 
