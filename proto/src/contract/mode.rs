@@ -79,6 +79,7 @@ pub enum Transport {
 
 /// The three settings that together decide whether the path exists at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Mode {
     pub node_mode: NodeMode,
     pub gateway_mode: GatewayMode,
