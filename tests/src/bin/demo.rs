@@ -11,6 +11,7 @@
 use host_agent::{
     client,
     dataplane::dry_run::DryRunEvent,
+    local_status::StatusReport,
     plan::{self, HostSettings},
 };
 use noverlay_proto::{
@@ -96,8 +97,9 @@ fn real_datapath_demo() -> anyhow::Result<()> {
 
     // Ask the DPU agent over mTLS from the host, as an operator would.
     let status = bed.dpu_status()?;
-    section("negotiated contract (GetStatus from the host, over mTLS)");
-    println!("{:#?}", status.contract);
+    section("the negotiated contract as the host applied it   $ host-agent status");
+    print!("{}", bed.host_status(false)?);
+    section("the DPU's view (GetStatus from the host, over mTLS)");
     println!("peer identity: {}", status.peer_identity);
     if let Some(guard) = &status.uplink_guard {
         println!(
@@ -210,12 +212,19 @@ async fn loopback_demo() -> anyhow::Result<()> {
     let status = host
         .wait_for("the contract to be applied", |s| s.applied.is_some())
         .await?;
+    section("the negotiated contract as the host holds it (what `host-agent status` shows)");
+    print!(
+        "{}",
+        StatusReport::new(
+            &status,
+            &dpu.addr.to_string(),
+            "(in-process, loopback demo)"
+        )
+        .render()
+    );
     let contract = status
         .applied
         .ok_or_else(|| anyhow::anyhow!("no contract"))?;
-
-    section("negotiated contract (as the DPU serves it)");
-    println!("{:#?}", contract.to_pb());
 
     let host_config = host_agent::config::HostConfig::load(&dir.join("host-agent.toml"))?;
     let settings = HostSettings::from_config(&host_config);
