@@ -142,8 +142,10 @@ fn inspect(packages: &[String]) -> Result<Vec<PathBuf>, String> {
             format!("/man8/{agent}-run.8.gz"),
             format!("/etc/noverlay/{agent}.toml"),
             format!("/usr/share/doc/{package}/README.md"),
-            format!("/usr/share/doc/{package}/design.md"),
-            format!("/usr/share/doc/{package}/alerts.md"),
+            format!("/usr/share/doc/{package}/docs/design.md"),
+            format!("/usr/share/doc/{package}/docs/alerts.md"),
+            format!("/usr/share/doc/{package}/docs/operator-guide.md"),
+            format!("/usr/share/doc/{package}/docs/configuration.md"),
             format!("/usr/share/doc/{package}/examples/prometheus/noverlay-alerts.yml"),
             format!("/usr/share/doc/{package}/examples/grafana/noverlay.json"),
         ] {
