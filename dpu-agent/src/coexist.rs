@@ -10,8 +10,9 @@
 //! job ("provided"); when they differ, that is a conflict, reported with
 //! both flows.
 
+use crate::dumped::{dumped_cookie, dumped_match_and_packets, without_counters};
 use crate::flows::{BasePipeline, Flow, MatchKey};
-use crate::openflow::{ReadFlow, dumped_cookie, dumped_match_and_packets};
+use crate::openflow::ReadFlow;
 
 /// A flow on the bridge that carries another cookie.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +40,7 @@ impl ForeignFlow {
             cookie,
             key,
             actions: normalize_actions(actions),
-            text: crate::openflow::without_counters(dumped),
+            text: without_counters(dumped),
         })
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod coexist;
 pub mod config;
+pub mod dumped;
 pub mod flows;
 pub mod guard;
 pub mod handshakes;
@@ -114,16 +115,14 @@ pub fn start_datapath(
             }
         }
         let _ = tokio::time::timeout(GUARD_FIRST, guard_first).await;
-        match ofp::session::Endpoint::from_target(&target) {
-            Some(endpoint) => {
-                let switch = ofp::NativeSwitch::on(endpoint, &bridge_name);
-                programmer::run_flow_programmer(handle, switch, verify, heartbeat, shutdown).await
-            }
-            None => {
-                let switch = openflow::OvsOfctl { target };
-                programmer::run_flow_programmer(handle, switch, verify, heartbeat, shutdown).await
-            }
-        }
+        // The target was checked at load; one that is not an endpoint
+        // cannot reach here.
+        let Some(endpoint) = ofp::session::Endpoint::from_target(&target) else {
+            tracing::error!(target = %target, "not an OpenFlow endpoint; no flows are programmed");
+            return;
+        };
+        let switch = ofp::NativeSwitch::on(endpoint, &bridge_name);
+        programmer::run_flow_programmer(handle, switch, verify, heartbeat, shutdown).await
     }));
     tasks
 }
@@ -155,11 +154,10 @@ pub async fn cleanup(config: &config::ValidConfig) -> Result<(), Vec<CleanupErro
                 .replace(&[], bridge.cookie, &twins::TwinChecks::default())
                 .await
         }
-        None => {
-            openflow::OvsOfctl { target }
-                .replace(&[], bridge.cookie, &twins::TwinChecks::default())
-                .await
-        }
+        None => Err(openflow::SwitchError::Failed {
+            operation: "OpenFlow connection",
+            reason: format!("{target:?} is not a unix: or tcp: target"),
+        }),
     };
     let mut errors = Vec::new();
     if let Err(source) = removed {

@@ -216,34 +216,23 @@ mod tests {
             ct_zone: 64000,
         };
         let desired = plan_flows(&offer, &ports, &settings);
-        // As ovs-ofctl dump-flows prints them (field order differs), and
-        // one as the native session reads it (the match as encoded).
-        let native = {
-            let spec = crate::ofp::spec::FlowSpec::parse(
-                0x6e6f7672,
-                1,
-                100,
-                "ip,ct_state=+trk+est,ct_mark=0x1",
-                "output:2",
-            )
-            .expect("spec");
-            let flow_mod = crate::ofp::wire::flow_add(1, &spec, 0);
-            let (match_fields, instructions) =
-                crate::ofp::reply::flow_mod_match_and_instructions(&flow_mod).expect("flow mod");
-            ReadFlow::Native(crate::ofp::reply::FlowStats {
-                table: 1,
-                priority: 100,
-                cookie: 0x6e6f7672,
-                packets: 5,
-                bytes: 490,
-                match_fields,
-                instructions,
-            })
+        // As the switch reports them (field order differs from the plan's).
+        let read = |table, priority, matches: &str, actions: &str, packets| {
+            let spec =
+                crate::ofp::spec::FlowSpec::parse(0x6e6f7672, table, priority, matches, actions)
+                    .expect("spec");
+            ReadFlow(crate::ofp::flow_stats_of(&spec, packets, 0).expect("encoded"))
         };
         let installed = [
-            ReadFlow::Dumped("cookie=0x6e6f7672, duration=2.0s, table=0, n_packets=12, n_bytes=1176, priority=510,ip,in_port=1,nw_src=169.254.0.2,nw_dst=198.18.128.0/17 actions=goto_table:2".to_string()),
-            native,
-            ReadFlow::Dumped("cookie=0x6e6f7672, duration=2.0s, table=4, n_packets=1, n_bytes=98, priority=7,ip actions=drop".to_string()),
+            read(
+                0,
+                510,
+                "ip,in_port=1,nw_src=169.254.0.2,nw_dst=198.18.128.0/17",
+                "goto_table:2",
+                12,
+            ),
+            read(1, 100, "ip,ct_state=+trk+est,ct_mark=0x1", "output:2", 5),
+            read(4, 7, "ip", "drop", 1),
         ];
         let samples = flow_packets(&desired, &installed);
         let label = |labels: &Labels, key: &str| {

@@ -28,9 +28,8 @@ struct Bridge {
 /// flows are turned into text (to be placed next to); ours stay as read.
 async fn read_bridge<S: FlowSwitch>(switch: &S, cookie: u64) -> Result<Bridge, String> {
     let read = switch.dump().await.map_err(|e| e.to_string())?;
-    let (ours, others): (Vec<ReadFlow>, Vec<ReadFlow>) = read
-        .into_iter()
-        .partition(|flow| flow.cookie() == Some(cookie));
+    let (ours, others): (Vec<ReadFlow>, Vec<ReadFlow>) =
+        read.into_iter().partition(|flow| flow.cookie() == cookie);
     Ok(Bridge {
         ours,
         foreign: others.iter().filter_map(ForeignFlow::read).collect(),
@@ -330,7 +329,7 @@ mod tests {
     use crate::ofp::reply::FlowStats;
 
     fn native(packets: u64, priority: u16, instructions: &[u8]) -> ReadFlow {
-        ReadFlow::Native(FlowStats {
+        ReadFlow(FlowStats {
             table: 0,
             priority,
             cookie: 7,

@@ -247,49 +247,6 @@ fn prefix(value: &str) -> Option<ipnet::IpNet> {
     })
 }
 
-/// The probe lines of an install as `ovs-ofctl --bundle add-flows` reads
-/// them: the adds (after the delete of our cookie) and the delete that
-/// removes them (after our adds).
-pub fn probe_lines(flows: &[Flow], cookie: u64, probes: &[Probe]) -> (String, String) {
-    let probe_cookie = probe_cookie(cookie);
-    let mut adds = String::new();
-    for (index, probe) in probes.iter().enumerate() {
-        let (table, priority, matches) = match *probe {
-            Probe::Place { table, priority } => (table, priority, ""),
-            Probe::Flow(i) => match flows.get(i) {
-                Some(f) => (f.table, f.priority, f.matches.as_str()),
-                None => continue,
-            },
-        };
-        adds.push_str(&format!(
-            "add check_overlap,cookie={probe_cookie:#x},table={table},priority={priority},"
-        ));
-        if !matches.is_empty() {
-            adds.push_str(matches);
-            adds.push(',');
-        }
-        adds.push_str(&format!(
-            "metadata={:#x},actions=drop\n",
-            probe_metadata(index)
-        ));
-    }
-    let delete = if adds.is_empty() {
-        String::new()
-    } else {
-        format!("delete cookie={probe_cookie:#x}/-1,metadata={PROBE_TAG:#x}/{PROBE_MASK:#x}\n")
-    };
-    (adds, delete)
-}
-
-/// The probe a refused `ovs-ofctl` bundle names as overlapping (its
-/// index): the error quotes the probe, `metadata=0x...` included.
-pub fn contested_in_ofctl_error(stderr: &str) -> Option<usize> {
-    let line = stderr.lines().find(|l| l.contains("OFPFMFC_OVERLAP"))?;
-    let value = line.split("metadata=0x").nth(1)?;
-    let hex: String = value.chars().take_while(char::is_ascii_hexdigit).collect();
-    probed_index(u64::from_str_radix(&hex, 16).ok()?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,40 +366,5 @@ mod tests {
         // A plan without `a` forgets it.
         checks.settle(None, std::slice::from_ref(&b));
         assert_eq!(checks.unprobed(), 0);
-    }
-
-    #[test]
-    fn ofctl_probe_lines_carry_their_index_and_are_removed_by_tag() {
-        let flows = [flow(0, 510, "ip,in_port=1"), flow(1, 100, "ip,in_port=2")];
-        let probes = [
-            Probe::Place {
-                table: 0,
-                priority: 510,
-            },
-            Probe::Flow(1),
-        ];
-        let (adds, delete) = probe_lines(&flows, 0x6e6f_7672, &probes);
-        assert_eq!(
-            adds,
-            "add check_overlap,cookie=0x70726f626e6f7672,table=0,priority=510,metadata=0x70726f6200000000,actions=drop\n\
-             add check_overlap,cookie=0x70726f626e6f7672,table=1,priority=100,ip,in_port=2,metadata=0x70726f6200000001,actions=drop\n"
-        );
-        assert_eq!(
-            delete,
-            "delete cookie=0x70726f626e6f7672/-1,metadata=0x70726f6200000000/0xffffffff00000000\n"
-        );
-        let (adds, delete) = probe_lines(&[], 1, &[]);
-        assert!(adds.is_empty() && delete.is_empty());
-    }
-
-    #[test]
-    fn the_overlapping_probe_is_found_in_ovs_ofctl_s_error() {
-        let stderr = "Error OFPFMFC_OVERLAP for: OFPT_FLOW_MOD (OF1.4) (xid=0x8): ADD table:1 priority=100,ct_state=+est+trk,ct_mark=0x1,ip,metadata=0x70726f6200000002 cookie:0x99 check_overlap actions=drop\nError OFPBFC_MSG_FAILED for: OFPT_BUNDLE_CONTROL";
-        assert_eq!(contested_in_ofctl_error(stderr), Some(2));
-        assert_eq!(contested_in_ofctl_error("Error OFPBFC_MSG_FAILED"), None);
-        assert_eq!(
-            contested_in_ofctl_error("Error OFPFMFC_OVERLAP for: ADD metadata=0x5"),
-            None
-        );
     }
 }

@@ -58,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = decode::match_text(&entry.match_fields);
             let _ = decode::instructions_text(&entry.instructions);
             let line = decode::dump_line(&entry);
-            let read = ReadFlow::Native(entry);
+            let read = ReadFlow(entry);
             let _ = (read.identity(), read.match_and_packets(), read.cookie());
             if let Some(flow) = ForeignFlow::read(&read) {
                 foreign.push(flow);

@@ -3,7 +3,9 @@
 //! against real Open vSwitch in dpu_datapath.rs.)
 
 use dpu_agent::{
+    dumped::{dumped_cookie, dumped_match_and_packets, table_and_priority},
     flows::Flow,
+    ofp::{flow_stats_of, spec::FlowSpec},
     openflow::{FlowSwitch, ReadFlow, SwitchError},
     programmer::run_flow_programmer,
     state::AgentHandle,
@@ -18,8 +20,10 @@ use std::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// A switch that keeps the flows it was given, as ovs-ofctl would list them
-/// (here: the add lines verbatim), and can be told to fail.
+/// A switch that keeps the flows it was given and reports them as Open
+/// vSwitch would (flow-stats entries encoded by the agent's own encoder),
+/// and can be told to fail. Its bundles and flows are also kept as
+/// ovs-ofctl text, for the assertions.
 #[derive(Clone, Default)]
 struct RecordingSwitch {
     state: Arc<Mutex<SwitchState>>,
@@ -28,6 +32,7 @@ struct RecordingSwitch {
 
 #[derive(Default)]
 struct SwitchState {
+    /// On the bridge under our cookie, as `ovs-ofctl add-flow` lines.
     flows: Vec<String>,
     bundles: Vec<String>,
     refuse: Option<String>,
@@ -87,7 +92,7 @@ impl FlowSwitch for RecordingSwitch {
                 })
             };
             if let Some(line) = s.late_twin.clone() {
-                let key = dpu_agent::openflow::dumped_match_and_packets(&line).0;
+                let key = dumped_match_and_packets(&line).0;
                 if let Some(found) = refused(&key) {
                     s.foreign.push(line);
                     s.late_twin = None;
@@ -129,12 +134,9 @@ impl FlowSwitch for RecordingSwitch {
             });
         }
         Ok(self.with(|s| {
-            s.flows
-                .iter()
-                .chain(&s.foreign)
-                .cloned()
-                .map(ReadFlow::Dumped)
-                .collect()
+            let ours = s.flows.iter().map(|line| reported_add_line(line));
+            let theirs = s.foreign.iter().map(|line| reported_dump_line(line));
+            ours.chain(theirs).collect()
         }))
     }
 
@@ -143,6 +145,44 @@ impl FlowSwitch for RecordingSwitch {
         *self.events.lock().expect("events") = Some(tx);
         rx
     }
+}
+
+/// A flow as the switch reports it once added.
+fn reported(cookie: u64, table: u8, priority: u16, matches: &str, actions: &str) -> ReadFlow {
+    let spec = FlowSpec::parse(cookie, table, priority, matches, actions)
+        .unwrap_or_else(|e| panic!("the double cannot encode {matches} {actions}: {e}"));
+    ReadFlow(flow_stats_of(&spec, 0, 0).expect("an encoded flow mod parses"))
+}
+
+/// A flow given as an `ovs-ofctl add-flow` line:
+/// `cookie=C,table=T,priority=P[,match...],actions=A`.
+fn reported_add_line(line: &str) -> ReadFlow {
+    let (head, actions) = line.split_once(",actions=").expect("an add line");
+    let mut parts = head.splitn(4, ',');
+    let mut value = |key: &str| {
+        parts
+            .next()
+            .and_then(|p| p.strip_prefix(key))
+            .unwrap_or_else(|| panic!("{line}: no {key}"))
+            .to_string()
+    };
+    let cookie = value("cookie=");
+    let table = value("table=").parse().expect("a table");
+    let priority = value("priority=").parse().expect("a priority");
+    let matches = parts.next().unwrap_or("");
+    let cookie = u64::from_str_radix(cookie.trim_start_matches("0x"), 16).expect("a cookie");
+    reported(cookie, table, priority, matches, actions)
+}
+
+/// Another controller's flow, given as `ovs-ofctl dump-flows` prints it.
+fn reported_dump_line(line: &str) -> ReadFlow {
+    let (head, actions) = line.split_once(" actions=").expect("a dump line");
+    let cookie = dumped_cookie(line).expect("a cookie");
+    let (table, priority) = table_and_priority(head);
+    // The match follows `priority=N,` in the last comma-and-space part.
+    let last = head.rsplit(", ").next().unwrap_or(head);
+    let matches = last.split_once(',').map_or("", |(_, m)| m);
+    reported(cookie, table, priority, matches, actions)
 }
 
 async fn agent() -> anyhow::Result<(RunningDpu, AgentHandle, Certs)> {

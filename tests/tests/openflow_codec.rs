@@ -484,7 +484,7 @@ fn the_native_switch_speaks_tcp_too() -> anyhow::Result<()> {
             .dump()
             .await?
             .iter()
-            .filter(|f| f.cookie() == Some(COOKIE))
+            .filter(|f| f.cookie() == COOKIE)
             .map(|f| f.match_and_packets().0)
             .collect())
     })?;
@@ -494,7 +494,7 @@ fn the_native_switch_speaks_tcp_too() -> anyhow::Result<()> {
         .ofctl("dump-flows", "breth0", &["cookie=0x6e6f7672/-1"])?
         .lines()
         .filter(|l| l.starts_with(' '))
-        .map(|l| dpu_agent::openflow::dumped_match_and_packets(l.trim()).0)
+        .map(|l| dpu_agent::dumped::dumped_match_and_packets(l.trim()).0)
         .collect();
     dumped.sort();
     let mut read = read;
@@ -537,7 +537,7 @@ fn the_native_switch_on_an_openflow_13_only_bridge() -> anyhow::Result<()> {
             .dump()
             .await?
             .iter()
-            .filter(|f| f.cookie() == Some(COOKIE))
+            .filter(|f| f.cookie() == COOKIE)
             .count();
         while changes.try_recv().is_ok() {}
         // Another connection wipes our flows, as ovnkube's replace-flows does.
@@ -588,7 +588,7 @@ fn the_native_switch_on_an_openflow_13_only_bridge() -> anyhow::Result<()> {
 /// Another controller writes the twin of one of our planned flows after
 /// our read of the bridge (here: after our first install; its add replaces
 /// ours, which is its right). Our next install must not take it back:
-/// every backend's bundle probes for it, is refused as a whole, says what
+/// its bundle probes for it (OpenFlow 1.4 and 1.3), is refused as a whole, says what
 /// it found, and leaves the bridge as it was, with no probe behind. Where
 /// the read showed nobody else at our (table, priority), one probe guards
 /// the place; where it showed a neighbour there, the flow's own probe
@@ -598,38 +598,25 @@ fn the_native_switch_on_an_openflow_13_only_bridge() -> anyhow::Result<()> {
 #[test]
 #[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
 fn a_twin_written_after_our_read_is_never_replaced() -> anyhow::Result<()> {
-    use dpu_agent::{
-        ofp::{NativeSwitch, session::Endpoint},
-        openflow::OvsOfctl,
-    };
+    use dpu_agent::ofp::{NativeSwitch, session::Endpoint};
     netns::require_privileges()?;
     ovs::require()?;
     let sw = Switch::start("twin")?;
     let ovs = &sw.ovs;
     let target = ovs.openflow("breth0");
-    for backend in ["native OpenFlow 1.4", "native OpenFlow 1.3", "ovs-ofctl"] {
+    for backend in ["native OpenFlow 1.4", "native OpenFlow 1.3"] {
         if backend == "native OpenFlow 1.3" {
             ovs.vsctl(&["set", "bridge", "breth0", "protocols=OpenFlow13"])?;
         }
         let endpoint = Endpoint::from_target(&target).ok_or_else(|| anyhow::anyhow!("{target}"))?;
-        let (target, backend_name) = (target.clone(), backend.to_string());
+        let target = target.clone();
         let LateTwin {
             refusals,
             before,
             after_refusals,
             after_unprobed,
         } = sw.ns.run(move || async move {
-            if backend_name == "ovs-ofctl" {
-                late_twin(
-                    OvsOfctl {
-                        target: target.clone(),
-                    },
-                    &target,
-                )
-                .await
-            } else {
-                late_twin(NativeSwitch::on(endpoint, "breth0"), &target).await
-            }
+            late_twin(NativeSwitch::on(endpoint, "breth0"), &target).await
         })?;
         let [place, own] = &refusals;
         assert!(

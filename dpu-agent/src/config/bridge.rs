@@ -39,14 +39,13 @@ pub struct BridgeConfig {
     /// The OVSDB unix socket, for port discovery.
     #[serde(default = "default_ovsdb_socket")]
     pub ovsdb_socket: PathBuf,
-    /// The bridge's OpenFlow target: `unix:PATH` or `tcp:IP:PORT` (a
-    /// native session), or `ssl:IP:PORT` (through ovs-ofctl, which holds
-    /// OVS's TLS settings); default "unix:/var/run/openvswitch/<name>.mgmt".
+    /// The bridge's OpenFlow target: `unix:PATH` or `tcp:IP:PORT`; default
+    /// "unix:/var/run/openvswitch/<name>.mgmt".
     pub openflow: Option<String>,
     /// Allow a `tcp:` OpenFlow target that is not a loopback address. Off
     /// by default: plain TCP is unauthenticated, so anyone who can reach or
-    /// answer that address can pose as the switch (or as us to it). Prefer
-    /// `ssl:`; turn this on only on a network nothing else can reach.
+    /// answer that address can pose as the switch (or as us to it). Turn
+    /// this on only on a network nothing else can reach.
     #[serde(default)]
     pub allow_remote_tcp: bool,
     /// Safety-net verification of our flows, on top of the flow monitor.
@@ -162,20 +161,28 @@ impl BridgeConfig {
             return Err(ConfigError::Invalid {
                 field: "bridge.openflow".into(),
                 reason: format!(
-                    "tcp:{address} is plain, unauthenticated TCP to a non-loopback address: anyone who can reach it can pose as the switch; use ssl:{address} (Open vSwitch's certificates), a unix: socket, or set [bridge] allow_remote_tcp = true on a network nothing else can reach"
+                    "tcp:{address} is plain, unauthenticated TCP to a non-loopback address: anyone who can reach it can pose as the switch; use the bridge's unix: management socket (the agent runs beside Open vSwitch), or set [bridge] allow_remote_tcp = true on a network nothing else can reach"
+                ),
+            });
+        }
+        if let Some(target) = &self.openflow
+            && target.starts_with("ssl:")
+        {
+            return Err(ConfigError::Invalid {
+                field: "bridge.openflow".into(),
+                reason: format!(
+                    "{target:?}: ssl: targets are not supported (the agent speaks OpenFlow itself, over unix: or tcp:); use the bridge's management socket, unix:/var/run/openvswitch/{}.mgmt",
+                    self.name
                 ),
             });
         }
         if let Some(target) = &self.openflow
             && !(target.starts_with("unix:")
-                || target.strip_prefix("tcp:").is_some_and(socket_address)
-                || target.strip_prefix("ssl:").is_some_and(socket_address))
+                || target.strip_prefix("tcp:").is_some_and(socket_address))
         {
             return Err(ConfigError::Invalid {
                 field: "bridge.openflow".into(),
-                reason: format!(
-                    "{target:?} is not an OpenFlow target (unix:PATH, tcp:IP:PORT or ssl:IP:PORT)"
-                ),
+                reason: format!("{target:?} is not an OpenFlow target (unix:PATH or tcp:IP:PORT)"),
             });
         }
         self.static_ports

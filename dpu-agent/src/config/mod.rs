@@ -425,7 +425,11 @@ bridge_mac = "02:00:c6:12:00:0a"
 
     #[test]
     fn plain_tcp_to_the_switch_stays_on_loopback_unless_allowed() {
-        for target in ["tcp:127.0.0.1:6653", "tcp:[::1]:6653", "ssl:192.0.2.1:6653"] {
+        for target in [
+            "tcp:127.0.0.1:6653",
+            "tcp:[::1]:6653",
+            "unix:/run/ovs/breth0.mgmt",
+        ] {
             let line = format!("uplink = \"p0\"\nopenflow = \"{target}\"\n");
             with("uplink = \"p0\"\n", &line).unwrap_or_else(|e| panic!("{target}: {e}"));
         }
@@ -531,7 +535,14 @@ bridge_mac = "02:00:c6:12:00:0a"
                 "uplink = \"p0\"\n",
                 "uplink = \"p0\"\nopenflow = \"tcp:192.0.2.1:6653\"\n",
                 "bridge.openflow",
-                "use ssl:192.0.2.1:6653",
+                "use the bridge's unix: management socket",
+            ),
+            // OVS's TLS is for remote controllers; the agent runs beside it.
+            (
+                "uplink = \"p0\"\n",
+                "uplink = \"p0\"\nopenflow = \"ssl:192.0.2.1:6653\"\n",
+                "bridge.openflow",
+                "ssl: targets are not supported",
             ),
             // Nothing would look the uplink up for the guard.
             (

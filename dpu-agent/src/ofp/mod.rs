@@ -160,7 +160,7 @@ impl FlowSwitch for NativeSwitch {
             .flows(0, 0)
             .await
             .map_err(|e| self.session_error("OpenFlow flow stats", e))?;
-        Ok(flows.into_iter().map(ReadFlow::Native).collect())
+        Ok(flows.into_iter().map(ReadFlow).collect())
     }
 
     fn watch(&self) -> mpsc::UnboundedReceiver<()> {
@@ -232,6 +232,23 @@ fn install_messages(
         ));
     }
     InstallMessages { messages, probes }
+}
+
+/// The flow-stats entry a switch reports for `spec` once it is added, with
+/// these counters: the match and instructions encoded by the code that
+/// encodes our adds. What a switch double answers.
+pub fn flow_stats_of(spec: &spec::FlowSpec, packets: u64, bytes: u64) -> Option<reply::FlowStats> {
+    let (match_fields, instructions) =
+        reply::flow_mod_match_and_instructions(&wire::flow_add(0, spec, 0))?;
+    Some(reply::FlowStats {
+        table: spec.table,
+        priority: spec.priority,
+        cookie: spec.cookie,
+        packets,
+        bytes,
+        match_fields,
+        instructions,
+    })
 }
 
 /// The messages of one atomic install as the agent sends them (on a

@@ -111,6 +111,10 @@ impl FlowSpec {
         let mut instructions = Vec::new();
         let mut apply = Vec::new();
         for token in split_top_level(actions) {
+            if token == "drop" {
+                // No actions at all: what OpenFlow means by drop.
+                continue;
+            }
             if let Some(table) = token.strip_prefix("goto_table:") {
                 let table = table.parse().map_err(|_| error(token, "not a table"))?;
                 instructions.push(Instruction::GotoTable(table));

@@ -383,7 +383,7 @@ mod tests {
             Endpoint::from_target("tcp:[fd00::1]:6653").map(|e| e.to_string()),
             Some("tcp:[fd00::1]:6653".into())
         );
-        // ssl: stays with ovs-ofctl; a port is required.
+        // ssl: is not ours to speak (the config refuses it); a port is required.
         assert_eq!(Endpoint::from_target("ssl:127.0.0.1:6653"), None);
         assert_eq!(Endpoint::from_target("tcp:127.0.0.1"), None);
     }
