@@ -12,7 +12,6 @@
 
 use crate::dumped::{dumped_cookie, dumped_match_and_packets, without_counters};
 use crate::flows::{BasePipeline, Flow, MatchKey};
-use crate::openflow::ReadFlow;
 
 /// A flow on the bridge that carries another cookie.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,11 +25,6 @@ pub struct ForeignFlow {
 }
 
 impl ForeignFlow {
-    /// From a flow as read; None for unparsable dump lines.
-    pub fn read(flow: &ReadFlow) -> Option<Self> {
-        Self::parse(&flow.text())
-    }
-
     /// From a dump line; None for unparsable lines.
     pub fn parse(dumped: &str) -> Option<Self> {
         let cookie = dumped_cookie(dumped)?;

@@ -9,6 +9,7 @@
 //! looks (status, metrics, another controller's flows for
 //! [`crate::coexist`]).
 
+use crate::coexist::ForeignFlow;
 use crate::flows::{Flow, MatchKey};
 use crate::ofp::{decode, reply::FlowStats};
 use crate::twins::{self, TwinChecks};
@@ -75,6 +76,12 @@ impl ReadFlow {
     /// controllers' fields and actions generically where we do not use them).
     pub fn text(&self) -> String {
         decode::dump_line(&self.0)
+    }
+
+    /// The flow as another controller's, for the coexistence rules; None
+    /// where its text does not parse.
+    pub fn as_foreign(&self) -> Option<ForeignFlow> {
+        ForeignFlow::parse(&self.text())
     }
 
     /// Its match key and packet counter (for per-flow metrics).

@@ -32,7 +32,7 @@ async fn read_bridge<S: FlowSwitch>(switch: &S, cookie: u64) -> Result<Bridge, S
         read.into_iter().partition(|flow| flow.cookie() == cookie);
     Ok(Bridge {
         ours,
-        foreign: others.iter().filter_map(ForeignFlow::read).collect(),
+        foreign: others.iter().filter_map(ReadFlow::as_foreign).collect(),
     })
 }
 
