@@ -22,7 +22,7 @@ pub mod negotiation;
 pub mod ofp;
 pub mod openflow;
 pub mod ovn;
-pub mod ovsdb;
+pub mod ports;
 pub mod programmer;
 pub mod server;
 pub mod state;
@@ -84,13 +84,13 @@ pub fn start_datapath(
         drop(guard_settled);
     }
     if config.static_ports.is_none() {
-        let names = ovsdb::PortNames {
+        let names = ports::PortNames {
             bridge: bridge.name.clone(),
             host_representor: bridge.host_representor.clone(),
             patch: bridge.patch_port.clone(),
             uplink: bridge.uplink.clone(),
         };
-        tasks.push(tokio::spawn(ovsdb::discovery::run_port_discovery(
+        tasks.push(tokio::spawn(ports::discovery::run_port_discovery(
             handle.clone(),
             bridge.ovsdb_socket.clone(),
             names,

@@ -11,24 +11,23 @@
 pub use crate::config::OvnConfig;
 use crate::{
     config::{GatewayPort, GatewayPortSource},
-    ovsdb::{
-        DiscoveryError, Monitor,
-        discovery::{MONITOR_TIMEOUT, RECONNECT_DELAY},
-        replica::{Replica, strings, uuids},
-    },
     state::{AgentHandle, Source},
 };
 use ipnet::IpNet;
+use noverlay_ovsdb::{
+    Error as OvsdbError, Monitor, RECONNECT_DELAY,
+    replica::{Replica, strings, uuids},
+};
 use noverlay_proto::contract::{Offer, format_mac, parse_mac};
 use serde_json::{Value, json};
 use std::{fmt, net::IpAddr, time::Duration};
 use tokio_util::sync::CancellationToken;
 
 /// The northbound rows the check reads.
-pub fn monitor_request(id: u64) -> Value {
+pub fn monitor_request() -> Value {
     json!({
         "method": "monitor",
-        "id": id,
+        "id": noverlay_ovsdb::session::MONITOR_ID,
         "params": ["OVN_Northbound", null, {
             "Logical_Router": {"columns": ["name", "ports", "static_routes"]},
             "Logical_Router_Port": {"columns": ["name", "mac", "networks"]},
@@ -208,10 +207,10 @@ pub fn read_gateway_port(config: &OvnConfig, deadline: Duration) -> Result<Gatew
             .build()
             .map_err(|e| format!("runtime: {e}"))?;
         runtime.block_on(async {
-            match tokio::time::timeout(deadline, Monitor::start(&socket, &monitor_request(1))).await
+            match tokio::time::timeout(deadline, Monitor::start(&socket, &monitor_request())).await
             {
-                Ok(Ok(monitor)) => Ok(monitor.replica),
-                Ok(Err(DiscoveryError::Connect(reason))) => Err(format!(
+                Ok(Ok(monitor)) => Ok(monitor.into_replica()),
+                Ok(Err(OvsdbError::Connect(reason))) => Err(format!(
                     "cannot connect to {reason} (config [ovn] nb_socket): is OVN's northbound ovsdb-server running?"
                 )),
                 Ok(Err(other)) => Err(format!("{}: {other}", socket.display())),
@@ -346,7 +345,7 @@ pub async fn run_ovn_check(handle: AgentHandle, config: OvnConfig, shutdown: Can
             _ = shutdown.cancelled() => return,
             Err(e) = follow(&handle, &config) => {
                 let e = match e {
-                    DiscoveryError::Connect(reason) => format!(
+                    OvsdbError::Connect(reason) => format!(
                         "cannot connect to the northbound database at {reason} (config [ovn] nb_socket); is OVN's ovsdb-server running, and is this its socket?"
                     ),
                     other => format!("northbound database {}: {other}", config.nb_socket.display()),
@@ -364,19 +363,13 @@ pub async fn run_ovn_check(handle: AgentHandle, config: OvnConfig, shutdown: Can
     }
 }
 
-async fn follow(handle: &AgentHandle, config: &OvnConfig) -> Result<(), DiscoveryError> {
-    let request = monitor_request(1);
-    let mut monitor =
-        tokio::time::timeout(MONITOR_TIMEOUT, Monitor::start(&config.nb_socket, &request))
-            .await
-            .map_err(|_| {
-                DiscoveryError::Protocol(format!("no monitor reply within {MONITOR_TIMEOUT:?}"))
-            })??;
+async fn follow(handle: &AgentHandle, config: &OvnConfig) -> Result<(), OvsdbError> {
+    let mut monitor = Monitor::start(&config.nb_socket, &monitor_request()).await?;
     let (mut offers, mut ports) = handle.subscribe();
     let mut last: Option<Vec<Mismatch>> = None;
     loop {
         let expected = Expected::new(&handle.offer(), handle.ports().map(|p| p.bridge_mac));
-        let mismatches = check(&monitor.replica, config, &expected);
+        let mismatches = check(monitor.replica(), config, &expected);
         if last.as_ref() != Some(&mismatches) {
             if mismatches.is_empty() {
                 tracing::info!(router = %config.gateway_router, "OVN's gateway router agrees with the contract");

@@ -6,7 +6,7 @@
 #![no_main]
 
 use dpu_agent::{
-    coexist::{self, ForeignFlow},
+    coexist,
     flows::{self, BasePipeline, FlowSettings, PortMap},
     ofp::{decode, wire},
     openflow::ReadFlow,
@@ -60,7 +60,7 @@ fuzz_target!(|data: &[u8]| {
             let line = decode::dump_line(&entry);
             let read = ReadFlow(entry);
             let _ = (read.identity(), read.match_and_packets(), read.cookie());
-            if let Some(flow) = ForeignFlow::read(&read) {
+            if let Some(flow) = read.as_foreign() {
                 foreign.push(flow);
             } else {
                 // Our own decoder's text must read as a dump line.

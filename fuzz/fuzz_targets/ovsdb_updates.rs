@@ -1,16 +1,21 @@
-//! Any bytes from ovsdb-server: framing, replica updates, the port map (named
-//! and derived) and the check of OVN's gateway router (the northbound
-//! database) must never panic.
+//! Any bytes from ovsdb-server: framing, the monitor session (replies,
+//! updates, echoes), replica updates, the port map (named and derived) and
+//! the check of OVN's gateway router (the northbound database) must never
+//! panic.
 #![no_main]
 
 use dpu_agent::{
     ovn::{self, Expected, ExpectedFamily, OvnConfig},
-    ovsdb::{JsonFramer, PortNames, Replica},
+    ports::{PortNames, SwitchDb},
 };
+use noverlay_ovsdb::{JsonFramer, Replica, session::MonitorSession};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let mut framer = JsonFramer::default();
+    let Ok(mut session) = MonitorSession::new(&ovn::monitor_request()) else {
+        return;
+    };
     let mut replica = Replica::default();
     let names = PortNames {
         bridge: "breth0".into(),
@@ -41,6 +46,10 @@ fuzz_target!(|data: &[u8]| {
     // Split the input in two to exercise partial frames.
     let (first, second) = data.split_at(data.len() / 2);
     for chunk in [first, second] {
+        if session.receive(chunk).is_ok() {
+            let _ = SwitchDb(&session.replica).port_map(&derived);
+            let _ = ovn::check(&session.replica, &ovn_config, &expected);
+        }
         let Ok(values) = framer.push(chunk) else {
             return;
         };
@@ -51,8 +60,8 @@ fuzz_target!(|data: &[u8]| {
                 .cloned()
                 .unwrap_or(value);
             let _ = replica.apply(&updates);
-            let _ = replica.port_map(&names);
-            let _ = replica.port_map(&derived);
+            let _ = SwitchDb(&replica).port_map(&names);
+            let _ = SwitchDb(&replica).port_map(&derived);
             let _ = ovn::check(&replica, &ovn_config, &expected);
         }
     }

@@ -1,17 +1,12 @@
 //! Port discovery: follows OVSDB and publishes the bridge's port map to the
 //! agent's state, where the flow programmer picks it up.
 
-use super::{DiscoveryError, Monitor, PortNames};
+use super::{DiscoveryError, PortNames, SwitchDb};
 use crate::state::{AgentHandle, Source};
+use noverlay_ovsdb::{Monitor, RECONNECT_DELAY};
 use noverlay_runtime::logging::Repeats;
-use std::{path::PathBuf, time::Duration};
+use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
-
-/// How long to wait before reconnecting to a lost ovsdb-server.
-pub(crate) const RECONNECT_DELAY: Duration = Duration::from_millis(500);
-
-/// ovsdb-server answers a monitor request in milliseconds; a silent one is broken.
-pub(crate) const MONITOR_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Follows OVSDB and publishes the port map. Keeps the last good map (and
 /// so the installed flows) when a port vanishes, and says why in status.
@@ -29,7 +24,7 @@ pub async fn run_port_discovery(
             _ = shutdown.cancelled() => return,
             Err(e) = session => {
                 let e = match e {
-                    DiscoveryError::Connect(reason) => format!(
+                    DiscoveryError::Ovsdb(noverlay_ovsdb::Error::Connect(reason)) => format!(
                         "cannot connect to OVSDB at {reason} (config [bridge] ovsdb_socket); is ovsdb-server running, and is this its socket?"
                     ),
                     other => other.to_string(),
@@ -55,21 +50,13 @@ async fn follow(
     names: &PortNames,
     failing: &mut Repeats,
 ) -> Result<(), DiscoveryError> {
-    let request = super::monitor_request(1);
-    let mut monitor = tokio::time::timeout(MONITOR_TIMEOUT, Monitor::start(socket, &request))
-        .await
-        .map_err(|_| {
-            DiscoveryError::Protocol(format!(
-                "no monitor reply from {} within {MONITOR_TIMEOUT:?}",
-                socket.display()
-            ))
-        })??;
+    let mut monitor = Monitor::start(socket, &super::monitor_request()).await?;
     loop {
+        let replica = SwitchDb(monitor.replica());
         // The uplink as soon as it is known: the guard goes on before the flows.
-        if let Ok(uplink) = monitor.replica.uplink(names) {
+        if let Ok(uplink) = replica.uplink(names) {
             handle.set_uplink(uplink);
         }
-        let replica = &monitor.replica;
         let found = replica
             .resolve(names)
             .and_then(|found| Ok((replica.ports_of(&names.bridge, &found)?, found)));

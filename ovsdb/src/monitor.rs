@@ -1,54 +1,39 @@
-//! A live monitor on an OVSDB unix socket: the replica follows the
-//! server's updates, the server's echo requests are answered, and an echo
-//! probe of ours finds a server that went silent.
-//!
-//! Callers wait for [`Monitor::changed`] inside `select!` next to other
-//! events, so it is cancel-safe: every framed message is kept until it is
-//! handled (several often arrive in one read), replies owed to the server
-//! go out from a buffer that remembers how much was written, and a change
-//! is reported exactly once.
+//! The thin async session: a [`MonitorSession`] driven over a unix socket
+//! with tokio. Callers wait for [`Monitor::changed`] inside `select!` next
+//! to other events, so it is cancel-safe: every framed message is handled
+//! as it is read (several often arrive in one read), replies owed to the
+//! server go out from the session's outbox, which remembers how much was
+//! written, and a change is reported exactly once. An echo probe of ours
+//! finds a server that went silent.
 
-use super::{DiscoveryError, JsonFramer, Replica};
-use serde_json::{Value, json};
-use std::{collections::VecDeque, path::Path, time::Duration};
+use crate::{Error, Replica, START_DEADLINE, session::MonitorSession};
+use serde_json::Value;
+use std::{path::Path, time::Duration};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::UnixStream,
     time::Instant,
 };
 
-/// After this long without a message from the server we send an echo...
+/// Silence from the server after which we send an echo probe.
 const PROBE_AFTER: Duration = Duration::from_secs(5);
-/// ...and a server that has not answered it (or sent anything) this long
-/// after is dead.
+
+/// How long the probe may go unanswered before the server counts as gone.
 const PROBE_DEADLINE: Duration = Duration::from_secs(5);
-
-/// Replies owed to a server that does not read them.
-const MAX_OUTBOX_BYTES: usize = 1024 * 1024;
-
-/// The id of our echo probes (the monitor request is id 1).
-const PROBE_ID: &str = "noverlay-probe";
 
 pub struct Monitor {
     stream: UnixStream,
-    framer: JsonFramer,
-    /// Framed messages not handled yet.
-    pending: VecDeque<Value>,
-    /// Bytes owed to the server (echo replies, probes), front first.
-    outbox: Vec<u8>,
-    /// The replica changed since the caller last heard.
-    unreported: bool,
-    /// When the server last sent anything, and whether a probe is out.
+    session: MonitorSession,
+    /// When the server last sent anything.
     heard: Instant,
-    probing: bool,
     probe_after: Duration,
-    pub replica: Replica,
 }
 
 impl Monitor {
-    /// Connects and installs `request` (a monitor request with id 1); the
-    /// replica holds the initial state.
-    pub async fn start(socket: &Path, request: &Value) -> Result<Self, DiscoveryError> {
+    /// Connects and installs `request` (a monitor request with id
+    /// [`crate::session::MONITOR_ID`]); the replica holds the initial state.
+    /// Connecting and the initial reply together have [`START_DEADLINE`].
+    pub async fn start(socket: &Path, request: &Value) -> Result<Self, Error> {
         Self::start_probing(socket, request, PROBE_AFTER).await
     }
 
@@ -57,61 +42,58 @@ impl Monitor {
         socket: &Path,
         request: &Value,
         probe_after: Duration,
-    ) -> Result<Self, DiscoveryError> {
+    ) -> Result<Self, Error> {
+        tokio::time::timeout(START_DEADLINE, Self::connect(socket, request, probe_after))
+            .await
+            .map_err(|_| {
+                Error::Protocol(format!(
+                    "no monitor reply from {} within {START_DEADLINE:?}",
+                    socket.display()
+                ))
+            })?
+    }
+
+    async fn connect(socket: &Path, request: &Value, probe_after: Duration) -> Result<Self, Error> {
         let stream = UnixStream::connect(socket)
             .await
-            .map_err(|e| DiscoveryError::Connect(format!("{}: {e}", socket.display())))?;
+            .map_err(|e| Error::Connect(format!("{}: {e}", socket.display())))?;
         let mut monitor = Monitor {
             stream,
-            framer: JsonFramer::default(),
-            pending: VecDeque::new(),
-            outbox: Vec::new(),
-            unreported: false,
+            session: MonitorSession::new(request)?,
             heard: Instant::now(),
-            probing: false,
             probe_after,
-            replica: Replica::default(),
         };
-        monitor.queue(request)?;
-        loop {
-            while let Some(message) = monitor.pending.pop_front() {
-                if message.get("id") == Some(&json!(1)) {
-                    if let Some(error) = message.get("error").filter(|e| !e.is_null()) {
-                        return Err(DiscoveryError::Protocol(format!(
-                            "monitor refused: {error}"
-                        )));
-                    }
-                    let result = message.get("result").cloned().unwrap_or(Value::Null);
-                    monitor.replica.apply(&result)?;
-                    // Updates framed with the reply stay pending.
-                    return Ok(monitor);
-                }
-                monitor.handle(message)?;
-            }
+        while !monitor.session.started() {
             monitor.flush().await?;
             monitor.fill().await?;
         }
+        Ok(monitor)
+    }
+
+    /// The monitored rows as the server last reported them.
+    pub fn replica(&self) -> &Replica {
+        &self.session.replica
+    }
+
+    /// The replica, for a caller done with the session.
+    pub fn into_replica(self) -> Replica {
+        self.session.replica
     }
 
     /// Waits for the next change to the replica (cancel-safe).
-    pub async fn changed(&mut self) -> Result<(), DiscoveryError> {
+    pub async fn changed(&mut self) -> Result<(), Error> {
         loop {
-            while let Some(message) = self.pending.pop_front() {
-                self.handle(message)?;
-            }
             self.flush().await?;
-            if std::mem::take(&mut self.unreported) {
+            if self.session.take_changed() {
                 return Ok(());
             }
             let quiet_until = self.heard + self.probe_after;
+            let probing = self.session.probing();
             tokio::select! {
                 filled = self.fill() => filled?,
-                _ = tokio::time::sleep_until(quiet_until), if !self.probing => {
-                    self.probing = true;
-                    self.queue(&json!({"id": PROBE_ID, "method": "echo", "params": []}))?;
-                }
-                _ = tokio::time::sleep_until(quiet_until + PROBE_DEADLINE), if self.probing => {
-                    return Err(DiscoveryError::Protocol(format!(
+                _ = tokio::time::sleep_until(quiet_until), if !probing => self.session.probe()?,
+                _ = tokio::time::sleep_until(quiet_until + PROBE_DEADLINE), if probing => {
+                    return Err(Error::Protocol(format!(
                         "no answer to an echo within {PROBE_DEADLINE:?} after {:?} of silence: the server is gone",
                         self.probe_after
                     )));
@@ -120,78 +102,41 @@ impl Monitor {
         }
     }
 
-    /// Applies an update, answers an echo, notes the answer to our probe.
-    fn handle(&mut self, message: Value) -> Result<(), DiscoveryError> {
-        match message.get("method").and_then(Value::as_str) {
-            Some("update") => {
-                let updates = message
-                    .get("params")
-                    .and_then(|p| p.get(1))
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                self.replica.apply(&updates)?;
-                self.unreported = true;
-            }
-            Some("echo") => self.queue(&json!({
-                "id": message.get("id").cloned().unwrap_or(Value::Null),
-                "result": message.get("params").cloned().unwrap_or(json!([])),
-                "error": null,
-            }))?,
-            _ => {}
-        }
-        Ok(())
-    }
-
-    fn queue(&mut self, value: &Value) -> Result<(), DiscoveryError> {
-        let bytes =
-            serde_json::to_vec(value).map_err(|e| DiscoveryError::Protocol(e.to_string()))?;
-        if self.outbox.len() + bytes.len() > MAX_OUTBOX_BYTES {
-            return Err(DiscoveryError::Protocol(format!(
-                "the server does not read our replies ({} bytes owed)",
-                self.outbox.len()
-            )));
-        }
-        self.outbox.extend_from_slice(&bytes);
-        Ok(())
-    }
-
     /// Writes what is owed; a cancelled flush resumes where it stopped.
-    async fn flush(&mut self) -> Result<(), DiscoveryError> {
-        while !self.outbox.is_empty() {
+    async fn flush(&mut self) -> Result<(), Error> {
+        while !self.session.outbox().is_empty() {
             let written = self
                 .stream
-                .write(&self.outbox)
+                .write(self.session.outbox())
                 .await
-                .map_err(|e| DiscoveryError::Protocol(format!("write: {e}")))?;
-            self.outbox.drain(..written);
+                .map_err(|e| Error::Protocol(format!("write: {e}")))?;
+            self.session.written(written);
         }
         Ok(())
     }
 
-    /// Reads once and frames what came; cancel-safe (a read either
-    /// happened, and is framed, or did not).
-    async fn fill(&mut self) -> Result<(), DiscoveryError> {
+    /// Reads once and hands what came to the session; cancel-safe (a read
+    /// either happened, and is handled, or did not).
+    async fn fill(&mut self) -> Result<(), Error> {
         let mut buffer = [0u8; 16 * 1024];
         let n = self
             .stream
             .read(&mut buffer)
             .await
-            .map_err(|e| DiscoveryError::Protocol(format!("read: {e}")))?;
+            .map_err(|e| Error::Protocol(format!("read: {e}")))?;
         if n == 0 {
-            return Err(DiscoveryError::Protocol(
-                "ovsdb-server closed the connection".into(),
-            ));
+            return Err(Error::Protocol("ovsdb-server closed the connection".into()));
         }
         self.heard = Instant::now();
-        self.probing = false;
-        self.pending.extend(self.framer.push(&buffer[..n])?);
-        Ok(())
+        self.session.receive(&buffer[..n])
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::JsonFramer;
+    use serde_json::json;
     use tokio::net::UnixListener;
 
     /// A fake ovsdb-server on a socket of the test's: answers the monitor
@@ -282,7 +227,7 @@ mod tests {
             .await
             .expect("the update framed with the echo was lost")
             .expect("changed");
-        assert_eq!(bridge_names(&monitor.replica), ["breth0"]);
+        assert_eq!(bridge_names(monitor.replica()), ["breth0"]);
         let reply = tokio::time::timeout(Duration::from_secs(5), reading)
             .await
             .expect("the reply never arrived whole")
@@ -360,7 +305,7 @@ mod tests {
             .await
             .expect("no update")
             .expect("alive");
-        assert_eq!(bridge_names(&monitor.replica), ["br-int"]);
+        assert_eq!(bridge_names(monitor.replica()), ["br-int"]);
         drop(serving);
     }
 }

@@ -1,100 +1,12 @@
-//! A small OVSDB client (RFC 7047, JSON-RPC over the unix socket): a
-//! `monitor` of the columns we need, kept as a local [`replica`]. Port
-//! [`discovery`] derives the port map from the Open_vSwitch database's
-//! Bridge, Port and Interface tables; [`crate::ovn`] checks the gateway
-//! router in OVN's northbound database with the same client.
-//!
-//! Why our own: the Rust OVSDB crates are thin or unmaintained, and all we
-//! need is one monitor of five columns. The replica logic is pure and unit
-//! tested; the socket part is a loop around it.
+//! Framing: a byte stream from ovsdb-server cut into JSON messages.
 
-pub mod derive;
-pub mod discovery;
-mod monitor;
-pub mod replica;
-
-pub use monitor::Monitor;
-pub use replica::{PortNames, Replica};
-use serde_json::{Value, json};
-
-/// Why the port map cannot be derived (yet).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DiscoveryError {
-    #[error(
-        "bridge {0:?} (config [bridge] name) not found in OVSDB: `ovs-vsctl list-br` lists the bridges"
-    )]
-    NoBridge(String),
-    #[error(
-        "port {port:?} (config [bridge] {key}) not found on bridge {bridge:?}: `ovs-vsctl list-ports {bridge}` lists its ports"
-    )]
-    NoPort {
-        bridge: String,
-        port: String,
-        /// The config key that names the port.
-        key: &'static str,
-    },
-    #[error(
-        "bridge {bridge:?} has no patch port to {integration:?} (ovn-controller makes it once the gateway router is bound to this chassis): wait for it, or set [bridge] patch_port"
-    )]
-    NoPatch { bridge: String, integration: String },
-    #[error(
-        "bridge {bridge:?} has several patch ports to {integration:?} ({}): set [bridge] patch_port to the default network's",
-        found.join(", ")
-    )]
-    ManyPatches {
-        bridge: String,
-        integration: String,
-        found: Vec<String>,
-    },
-    #[error(
-        "the uplink of bridge {bridge:?} cannot be told from OVSDB ({system_interfaces} interfaces of type system, no external_ids:bridge-uplink, no port named after the bridge's br<nic> name): set [bridge] uplink"
-    )]
-    NoUplink {
-        bridge: String,
-        system_interfaces: usize,
-    },
-    #[error(
-        "bridge {bridge:?}'s external_ids:bridge-uplink names {named:?}, which is not one of its ports: fix the external id or set [bridge] uplink"
-    )]
-    UplinkNotOnBridge { bridge: String, named: String },
-    #[error(
-        "bridge {bridge:?} has {} ports besides its own, the patch ports and the uplink {uplink:?} ({}); the host representor must be the only one: set [bridge] host_representor",
-        left.len(),
-        if left.is_empty() { "none".to_string() } else { left.join(", ") }
-    )]
-    HostRepresentor {
-        bridge: String,
-        uplink: String,
-        left: Vec<String>,
-    },
-    #[error("interface {0:?} has no OpenFlow port number yet (ofport {1})")]
-    NoOfport(String, String),
-    #[error("bridge {0:?} has no MAC address (mac_in_use of its internal interface)")]
-    NoMac(String),
-    /// The socket cannot be opened (the caller knows which setting names it).
-    #[error("OVSDB: connect: {0}")]
-    Connect(String),
-    #[error("OVSDB: {0}")]
-    Protocol(String),
-}
-
-pub fn monitor_request(id: u64) -> Value {
-    json!({
-        "method": "monitor",
-        "id": id,
-        "params": ["Open_vSwitch", null, {
-            "Bridge": {"columns": ["name", "ports", "external_ids"]},
-            "Port": {"columns": ["name", "interfaces"]},
-            "Interface": {"columns": ["name", "ofport", "mac_in_use", "type", "options"]},
-            "Open_vSwitch": {"columns": ["external_ids"]},
-        }],
-    })
-}
+use crate::Error;
+use serde_json::Value;
 
 /// Splits a byte stream into complete JSON values (OVSDB messages are
 /// objects), keeping a partial tail. Incremental: each byte is scanned once
 /// however many reads a large reply takes, and each value is parsed once.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct JsonFramer {
     buffer: Vec<u8>,
     /// How much of `buffer` is already scanned.
@@ -111,7 +23,7 @@ pub struct JsonFramer {
 pub const MAX_PENDING_BYTES: usize = 16 * 1024 * 1024;
 
 impl JsonFramer {
-    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Value>, DiscoveryError> {
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Value>, Error> {
         self.buffer.extend_from_slice(bytes);
         let mut values = Vec::new();
         // Where the value being scanned starts; all before it is consumed.
@@ -134,7 +46,7 @@ impl JsonFramer {
                     self.depth -= 1;
                     if self.depth == 0 {
                         let value = serde_json::from_slice(&self.buffer[start..=i])
-                            .map_err(|e| DiscoveryError::Protocol(e.to_string()))?;
+                            .map_err(|e| Error::Protocol(e.to_string()))?;
                         values.push(value);
                         start = i + 1;
                     }
@@ -142,7 +54,7 @@ impl JsonFramer {
                 _ if self.depth > 0 => {}
                 b' ' | b'\t' | b'\r' | b'\n' => start = i + 1,
                 other => {
-                    return Err(DiscoveryError::Protocol(format!(
+                    return Err(Error::Protocol(format!(
                         "unexpected byte {:?} between messages",
                         char::from(other)
                     )));
@@ -152,7 +64,7 @@ impl JsonFramer {
         self.buffer.drain(..start);
         self.scanned = self.buffer.len();
         if self.buffer.len() > MAX_PENDING_BYTES {
-            return Err(DiscoveryError::Protocol("oversized message".into()));
+            return Err(Error::Protocol("oversized message".into()));
         }
         Ok(values)
     }
@@ -161,6 +73,7 @@ impl JsonFramer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn framer_splits_concatenated_and_partial_values() {

@@ -4,11 +4,9 @@
 //! elimination. Each rule answers only where the answer is unambiguous, and
 //! otherwise says which `[bridge]` key settles it. Pure code, unit tested.
 
-use super::{
-    DiscoveryError,
-    replica::{PortNames, Replica, Row, map_value},
-};
+use super::{DiscoveryError, PortNames};
 use crate::flows::PortMap;
+use noverlay_ovsdb::replica::{Replica, Row, map_value, uuids};
 use noverlay_proto::contract::parse_mac;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -33,7 +31,36 @@ struct BridgeInterface {
     peer: Option<String>,
 }
 
-impl Replica {
+/// The Open_vSwitch database's Bridge, Port and Interface tables, as a
+/// monitor's replica holds them.
+#[derive(Debug, Clone, Copy)]
+pub struct SwitchDb<'a>(pub &'a Replica);
+
+impl<'a> SwitchDb<'a> {
+    /// The row of the bridge named `bridge`.
+    pub fn bridge_row(&self, bridge: &str) -> Option<&'a Row> {
+        self.0
+            .rows("Bridge")
+            .find(|(_, row)| row.get("name").and_then(Value::as_str) == Some(bridge))
+            .map(|(_, row)| row)
+    }
+
+    /// The interface rows on the ports of the bridge named `bridge`, with
+    /// their names (none when there is no such bridge).
+    pub fn interfaces_of(&self, bridge: &str) -> Vec<(&'a str, &'a Row)> {
+        let Some(ports) = self.bridge_row(bridge).map(|row| uuids(row.get("ports"))) else {
+            return Vec::new();
+        };
+        let replica = self.0;
+        replica
+            .rows("Port")
+            .filter(|(uuid, _)| ports.contains(uuid))
+            .flat_map(|(_, port)| uuids(port.get("interfaces")))
+            .filter_map(|uuid| replica.row("Interface", &uuid))
+            .filter_map(|row| Some((row.get("name")?.as_str()?, row)))
+            .collect()
+    }
+
     /// The port numbers and bridge MAC for `names`.
     pub fn port_map(&self, names: &PortNames) -> Result<PortMap, DiscoveryError> {
         let resolved = self.resolve(names)?;
@@ -110,6 +137,7 @@ impl Replica {
         }
         let bridge = names.bridge.as_str();
         let integration = self
+            .0
             .rows("Open_vSwitch")
             .find_map(|(_, row)| map_value(row.get("external_ids"), "ovn-bridge"))
             .unwrap_or_else(|| DEFAULT_INTEGRATION_BRIDGE.to_string());
@@ -281,7 +309,7 @@ mod tests {
     fn every_port_is_found_on_a_bridge_ovnkube_made() {
         let replica = dpu_bridge(json!(["map", [["bridge-uplink", "p0"]]]));
         assert_eq!(
-            replica.resolve(&unnamed()),
+            SwitchDb(&replica).resolve(&unnamed()),
             Ok(ResolvedNames {
                 host_representor: "pf0hpf".into(),
                 patch: "patch-breth0_n1-to-br-int".into(),
@@ -295,10 +323,13 @@ mod tests {
         // One interface of type system wins over bridge-uplink, as in ovnkube.
         let mut replica = dpu_bridge(json!(["map", [["bridge-uplink", "pf0hpf"]]]));
         set_type(&mut replica, "i4", "system");
-        assert_eq!(replica.uplink_name("breth0"), Ok("p0".into()));
+        assert_eq!(SwitchDb(&replica).uplink_name("breth0"), Ok("p0".into()));
         // Two of them: that rule is skipped, bridge-uplink decides.
         set_type(&mut replica, "i2", "system");
-        assert_eq!(replica.uplink_name("breth0"), Ok("pf0hpf".into()));
+        assert_eq!(
+            SwitchDb(&replica).uplink_name("breth0"),
+            Ok("pf0hpf".into())
+        );
         // No external id: a bridge named br<nic> has the uplink <nic>.
         let mut renamed = Replica::default();
         renamed
@@ -308,17 +339,21 @@ mod tests {
                 "Interface": {"i4": {"new": {"name": "p0", "type": ""}}}
             }))
             .expect("apply");
-        assert_eq!(renamed.uplink_name("brp0"), Ok("p0".into()));
+        assert_eq!(SwitchDb(&renamed).uplink_name("brp0"), Ok("p0".into()));
     }
 
     #[test]
     fn an_uplink_that_cannot_be_told_says_which_key_to_set() {
         let none = dpu_bridge(json!(["map", []]));
-        let error = none.resolve(&unnamed()).expect_err("no rule applies");
+        let error = SwitchDb(&none)
+            .resolve(&unnamed())
+            .expect_err("no rule applies");
         assert!(matches!(error, DiscoveryError::NoUplink { .. }), "{error}");
         assert!(error.to_string().contains("set [bridge] uplink"), "{error}");
         let elsewhere = dpu_bridge(json!(["map", [["bridge-uplink", "eth9"]]]));
-        let error = elsewhere.resolve(&unnamed()).expect_err("eth9 not here");
+        let error = SwitchDb(&elsewhere)
+            .resolve(&unnamed())
+            .expect_err("eth9 not here");
         assert!(
             error.to_string().contains("\"eth9\"") && error.to_string().contains("[bridge] uplink"),
             "{error}"
@@ -335,7 +370,9 @@ mod tests {
                 "Interface": {"i5": {"new": {"name": "pf1hpf", "type": ""}}}
             }))
             .expect("apply");
-        let error = replica.resolve(&unnamed()).expect_err("two candidates");
+        let error = SwitchDb(&replica)
+            .resolve(&unnamed())
+            .expect_err("two candidates");
         assert!(
             error.to_string().contains("pf0hpf, pf1hpf")
                 && error.to_string().contains("set [bridge] host_representor"),
@@ -347,8 +384,148 @@ mod tests {
             ..unnamed()
         };
         assert_eq!(
-            replica.resolve(&named).map(|r| r.host_representor),
+            SwitchDb(&replica)
+                .resolve(&named)
+                .map(|r| r.host_representor),
             Ok("pf0hpf".into())
         );
+    }
+}
+
+#[cfg(test)]
+mod port_map_tests {
+    use super::*;
+    use crate::flows::PortMap;
+    use noverlay_ovsdb::Replica;
+    use serde_json::json;
+
+    fn names() -> PortNames {
+        PortNames {
+            bridge: "breth0".into(),
+            host_representor: Some("pf0hpf".into()),
+            patch: Some("patch-breth0".into()),
+            uplink: Some("p0".into()),
+        }
+    }
+
+    /// `initial()` with patch-breth0 a patch port whose peer is on br-int.
+    fn with_patch_to_br_int() -> Replica {
+        let mut replica = Replica::default();
+        replica.apply(&initial()).expect("apply");
+        replica
+            .apply(&json!({"Interface": {"i3": {"new": {
+                "type": "patch",
+                "options": ["map", [["peer", "p0-other"]]]
+            }}}}))
+            .expect("apply");
+        replica
+    }
+
+    #[test]
+    fn the_patch_port_to_the_integration_bridge_is_found_when_not_named() {
+        let unnamed = PortNames {
+            patch: None,
+            ..names()
+        };
+        let replica = with_patch_to_br_int();
+        assert_eq!(
+            SwitchDb(&replica).port_map(&unnamed).map(|m| m.patch),
+            Ok(2)
+        );
+        // Named elsewhere by ovn-controller's external_ids:ovn-bridge: none.
+        let mut elsewhere = replica.clone();
+        elsewhere
+            .apply(&json!({"Open_vSwitch": {"o1": {"new": {
+                "external_ids": ["map", [["ovn-bridge", "br-other"], ["system-id", "node1"]]]
+            }}}}))
+            .expect("apply");
+        let error = SwitchDb(&elsewhere)
+            .port_map(&unnamed)
+            .expect_err("no patch to br-other");
+        assert!(matches!(error, DiscoveryError::NoPatch { .. }));
+        assert!(
+            error.to_string().contains("set [bridge] patch_port"),
+            "{error}"
+        );
+        // Two of them: ambiguous, both named.
+        let mut two = replica;
+        two.apply(&json!({"Interface": {"i4": {"new": {
+            "type": "patch",
+            "options": ["map", [["peer", "p0-other"]]]
+        }}}}))
+        .expect("apply");
+        let error = SwitchDb(&two)
+            .port_map(&unnamed)
+            .expect_err("ambiguous")
+            .to_string();
+        assert!(error.contains("p0, patch-breth0"), "{error}");
+    }
+
+    fn initial() -> Value {
+        json!({
+            "Bridge": {"b1": {"new": {"name": "breth0", "ports": ["set", [["uuid", "p1"], ["uuid", "p2"], ["uuid", "p3"], ["uuid", "p4"]]]}},
+                       "b2": {"new": {"name": "br-int", "ports": ["uuid", "p9"]}}},
+            "Port": {
+                "p1": {"new": {"name": "breth0", "interfaces": ["uuid", "i1"]}},
+                "p2": {"new": {"name": "pf0hpf", "interfaces": ["uuid", "i2"]}},
+                "p3": {"new": {"name": "patch-breth0", "interfaces": ["uuid", "i3"]}},
+                "p4": {"new": {"name": "p0", "interfaces": ["uuid", "i4"]}},
+                "p9": {"new": {"name": "p0-other", "interfaces": ["uuid", "i9"]}}
+            },
+            "Interface": {
+                "i1": {"new": {"name": "breth0", "ofport": 65534, "mac_in_use": "02:00:c6:12:00:0a"}},
+                "i2": {"new": {"name": "pf0hpf", "ofport": 1, "mac_in_use": "aa:00:00:00:00:01"}},
+                "i3": {"new": {"name": "patch-breth0", "ofport": 2, "mac_in_use": ["set", []]}},
+                "i4": {"new": {"name": "p0", "ofport": 3, "mac_in_use": "aa:00:00:00:00:03"}},
+                "i9": {"new": {"name": "p0-other", "ofport": 7, "mac_in_use": "aa:00:00:00:00:09"}}
+            }
+        })
+    }
+
+    #[test]
+    fn port_map_comes_from_the_bridges_own_ports() {
+        let mut replica = Replica::default();
+        replica.apply(&initial()).expect("apply");
+        assert_eq!(
+            SwitchDb(&replica).port_map(&names()),
+            Ok(PortMap {
+                host_representor: 1,
+                patch: 2,
+                uplink: 3,
+                bridge_mac: [0x02, 0x00, 0xc6, 0x12, 0x00, 0x0a],
+            })
+        );
+        let other = PortNames {
+            uplink: Some("p0-other".into()),
+            ..names()
+        };
+        assert!(matches!(
+            SwitchDb(&replica).port_map(&other),
+            Err(DiscoveryError::NoPort { .. })
+        ));
+    }
+
+    #[test]
+    fn a_readded_port_gets_its_new_ofport_and_a_removed_one_is_reported() {
+        let mut replica = Replica::default();
+        replica.apply(&initial()).expect("apply");
+        replica
+            .apply(&json!({"Interface": {"i4": {"old": {"ofport": 3}, "new": {"name": "p0", "ofport": 9, "mac_in_use": "aa:00:00:00:00:03"}}}}))
+            .expect("modify");
+        assert_eq!(
+            SwitchDb(&replica).port_map(&names()).map(|p| p.uplink),
+            Ok(9)
+        );
+        replica
+            .apply(&json!({"Interface": {"i2": {"old": {"name": "pf0hpf"}}}}))
+            .expect("delete");
+        assert!(SwitchDb(&replica).port_map(&names()).is_err());
+        replica
+            .apply(&json!({"Interface": {"i2": {"new": {"name": "pf0hpf", "ofport": -1, "mac_in_use": ["set", []]}}}}))
+            .expect("re-add failed");
+        assert!(matches!(
+            SwitchDb(&replica).port_map(&names()),
+            Err(DiscoveryError::NoOfport(..))
+        ));
     }
 }
