@@ -156,6 +156,7 @@ pub fn place(plan: &[Flow], foreign: &[ForeignFlow], mode: BasePipeline, cookie:
 mod tests {
     use super::*;
     use crate::flows::{FlowSettings, PortMap, plan_flows, test_offer};
+    use noverlay_openflow::decode;
 
     const COOKIE: u64 = 0x6e6f7672;
     /// Port numbers and MAC of the ovnkube flow set below.
@@ -279,5 +280,45 @@ mod tests {
             dumped_cookie("cookie=0xdeff105, duration=1s, table=0"),
             Some(0xdeff105)
         );
+    }
+
+    /// Our own flows survive encode + decode as the planner wrote them
+    /// (up to field order, which comparisons ignore).
+    #[test]
+    fn our_flows_decode_to_their_own_text() {
+        for (matches, actions) in [
+            (
+                "in_port=2,dl_src=02:00:c6:12:00:0a,ip,nw_src=169.254.0.2,nw_dst=198.18.128.0/17",
+                "ct(commit,zone=64000,nat(src=198.18.0.10),exec(set_field:0x1->ct_mark)),output:3",
+            ),
+            (
+                "in_port=2,ipv6,ipv6_src=fd00:10:244::/48,ipv6_dst=fd69::2",
+                "goto_table:3",
+            ),
+            ("ip,dl_dst=02:00:c6:12:00:0a", "ct(zone=64000,nat,table=1)"),
+            ("ip,ct_state=+trk+est,ct_mark=0x1", "output:2"),
+            ("", "NORMAL"),
+            (
+                "",
+                "move:NXM_OF_ETH_DST[]->NXM_OF_ETH_SRC[],set_field:02:00:c6:12:00:0a->eth_dst,output:1",
+            ),
+            (
+                "in_port=2,dl_src=02:00:c6:12:00:0a,ipv6,ipv6_src=fd69::2,ipv6_dst=fd00:10:244::/48",
+                "ct(commit,zone=64000,nat(src=[2001:db8::10]),exec(set_field:0x1->ct_mark)),output:3",
+            ),
+        ] {
+            let spec =
+                noverlay_openflow::spec::FlowSpec::parse(1, 0, 10, matches, actions).expect("spec");
+            let encoded = noverlay_openflow::wire::flow_add(1, &spec, 0);
+            let (fields, instructions) =
+                noverlay_openflow::wire::flow_mod_match_and_instructions(&encoded).expect("parts");
+            let key = |text: &str| MatchKey::new(0, 10, text);
+            assert_eq!(key(&decode::match_text(&fields)), key(matches), "{matches}");
+            assert_eq!(
+                normalize_actions(&decode::instructions_text(&instructions)),
+                normalize_actions(actions),
+                "{actions}"
+            );
+        }
     }
 }

@@ -19,13 +19,13 @@ pub mod guard;
 pub mod handshakes;
 pub mod metrics;
 pub mod negotiation;
-pub mod ofp;
 pub mod openflow;
 pub mod ovn;
 pub mod ports;
 pub mod programmer;
 pub mod server;
 pub mod state;
+pub mod switch;
 pub mod tls_listener;
 pub mod twins;
 
@@ -117,11 +117,11 @@ pub fn start_datapath(
         let _ = tokio::time::timeout(GUARD_FIRST, guard_first).await;
         // The target was checked at load; one that is not an endpoint
         // cannot reach here.
-        let Some(endpoint) = ofp::session::Endpoint::from_target(&target) else {
+        let Some(endpoint) = noverlay_openflow::session::Endpoint::from_target(&target) else {
             tracing::error!(target = %target, "not an OpenFlow endpoint; no flows are programmed");
             return;
         };
-        let switch = ofp::NativeSwitch::on(endpoint, &bridge_name);
+        let switch = switch::NativeSwitch::on(endpoint, &bridge_name);
         programmer::run_flow_programmer(handle, switch, verify, heartbeat, shutdown).await
     }));
     tasks
@@ -148,9 +148,9 @@ pub async fn cleanup(config: &config::ValidConfig) -> Result<(), Vec<CleanupErro
     use openflow::FlowSwitch;
     let bridge = &config.raw.bridge;
     let target = bridge.openflow_target();
-    let removed = match ofp::session::Endpoint::from_target(&target) {
+    let removed = match noverlay_openflow::session::Endpoint::from_target(&target) {
         Some(endpoint) => {
-            ofp::NativeSwitch::on(endpoint, &bridge.name)
+            switch::NativeSwitch::on(endpoint, &bridge.name)
                 .replace(&[], bridge.cookie, &twins::TwinChecks::default())
                 .await
         }

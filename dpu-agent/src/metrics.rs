@@ -218,10 +218,11 @@ mod tests {
         let desired = plan_flows(&offer, &ports, &settings);
         // As the switch reports them (field order differs from the plan's).
         let read = |table, priority, matches: &str, actions: &str, packets| {
-            let spec =
-                crate::ofp::spec::FlowSpec::parse(0x6e6f7672, table, priority, matches, actions)
-                    .expect("spec");
-            ReadFlow(crate::ofp::flow_stats_of(&spec, packets, 0).expect("encoded"))
+            let spec = noverlay_openflow::spec::FlowSpec::parse(
+                0x6e6f7672, table, priority, matches, actions,
+            )
+            .expect("spec");
+            ReadFlow(noverlay_openflow::reply::FlowStats::of(&spec, packets, 0).expect("encoded"))
         };
         let installed = [
             read(

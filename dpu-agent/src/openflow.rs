@@ -1,6 +1,6 @@
 //! The OpenFlow edge: install a cookie-scoped flow set atomically, read the
 //! bridge's flows back, and hear about flow changes. One trait, implemented
-//! by the native session in [`crate::ofp`], so that the programmer loop can
+//! by the native session in [`crate::switch`], so that the programmer loop can
 //! also be tested with a double.
 //!
 //! Reads come back as [`ReadFlow`]s: flow-stats entries kept binary and
@@ -11,8 +11,8 @@
 
 use crate::coexist::ForeignFlow;
 use crate::flows::{Flow, MatchKey};
-use crate::ofp::{decode, reply::FlowStats};
 use crate::twins::{self, TwinChecks};
+use noverlay_openflow::{decode, reply::FlowStats};
 use std::future::Future;
 use tokio::sync::mpsc;
 

@@ -326,7 +326,7 @@ fn drifted(handle: &AgentHandle, ours: Vec<ReadFlow>, expected: &Installed) -> b
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ofp::reply::FlowStats;
+    use noverlay_openflow::reply::FlowStats;
 
     fn native(packets: u64, priority: u16, instructions: &[u8]) -> ReadFlow {
         ReadFlow(FlowStats {

@@ -8,11 +8,11 @@
 use dpu_agent::{
     coexist,
     flows::{self, BasePipeline, FlowSettings, PortMap},
-    ofp::{decode, wire},
     openflow::ReadFlow,
     twins::TwinChecks,
 };
 use libfuzzer_sys::fuzz_target;
+use noverlay_openflow::{decode, wire};
 use noverlay_proto::contract::{FamilyContract, Masquerade, Mode, Offer};
 use std::sync::OnceLock;
 

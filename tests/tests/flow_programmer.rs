@@ -5,12 +5,12 @@
 use dpu_agent::{
     dumped::{dumped_cookie, dumped_match_and_packets, table_and_priority},
     flows::Flow,
-    ofp::{flow_stats_of, spec::FlowSpec},
     openflow::{FlowSwitch, ReadFlow, SwitchError},
     programmer::run_flow_programmer,
     state::AgentHandle,
     twins::{Contested, Probe},
 };
+use noverlay_openflow::{reply::FlowStats, spec::FlowSpec};
 use noverlay_runtime::systemd::{Heartbeat, Watchdog};
 use noverlay_tests::harness::{self, Certs, DpuOptions, RunningDpu};
 use std::{
@@ -151,7 +151,7 @@ impl FlowSwitch for RecordingSwitch {
 fn reported(cookie: u64, table: u8, priority: u16, matches: &str, actions: &str) -> ReadFlow {
     let spec = FlowSpec::parse(cookie, table, priority, matches, actions)
         .unwrap_or_else(|e| panic!("the double cannot encode {matches} {actions}: {e}"));
-    ReadFlow(flow_stats_of(&spec, 0, 0).expect("an encoded flow mod parses"))
+    ReadFlow(FlowStats::of(&spec, 0, 0).expect("an encoded flow mod parses"))
 }
 
 /// A flow given as an `ovs-ofctl add-flow` line:

@@ -1,4 +1,4 @@
-//! The OpenFlow 1.4 codec (dpu-agent's `ofp`) against Open vSwitch itself:
+//! The OpenFlow 1.4 codec (the noverlay-openflow crate, as dpu-agent uses it) against Open vSwitch itself:
 //! every planned flow, encoded by us, decodes with `ovs-ofctl ofp-print`
 //! to exactly what ovs-ofctl makes of the same flow text; and a bundle
 //! sent over a real connection to the bridge's management socket installs
@@ -7,9 +7,10 @@
 
 use dpu_agent::{
     flows::{self, BasePipeline, FlowSettings, PortMap},
-    ofp::{self, spec::FlowSpec, wire},
+    switch,
     twins::TwinChecks,
 };
+use noverlay_openflow::{session::Endpoint, spec::FlowSpec, wire};
 use noverlay_proto::contract::{FamilyContract, Masquerade, Mode, Offer};
 use noverlay_tests::{
     netns,
@@ -242,7 +243,7 @@ impl Connection {
 
     /// Sends a bundle and waits for its commit reply.
     fn install(&mut self, flows: &[flows::Flow]) -> anyhow::Result<()> {
-        let messages = ofp::install_bundle(flows, COOKIE, 1, || {
+        let messages = switch::install_bundle(flows, COOKIE, 1, || {
             self.xid += 1;
             self.xid
         })?;
@@ -385,7 +386,8 @@ fn a_bundle_over_the_management_socket_installs_what_ovs_ofctl_would() -> anyhow
 #[test]
 #[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
 fn a_native_dump_places_our_flows_as_ovs_ofctls_does() -> anyhow::Result<()> {
-    use dpu_agent::{coexist, ofp::decode};
+    use dpu_agent::coexist;
+    use noverlay_openflow::decode;
     netns::require_privileges()?;
     ovs::require()?;
     let sw = Switch::start("ofq")?;
@@ -452,10 +454,7 @@ fn a_native_dump_places_our_flows_as_ovs_ofctls_does() -> anyhow::Result<()> {
 #[test]
 #[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
 fn the_native_switch_speaks_tcp_too() -> anyhow::Result<()> {
-    use dpu_agent::{
-        ofp::{NativeSwitch, session::Endpoint},
-        openflow::FlowSwitch,
-    };
+    use dpu_agent::{openflow::FlowSwitch, switch::NativeSwitch};
     netns::require_privileges()?;
     ovs::require()?;
     let sw = Switch::start("oft")?;
@@ -512,10 +511,7 @@ fn the_native_switch_speaks_tcp_too() -> anyhow::Result<()> {
 #[test]
 #[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
 fn the_native_switch_on_an_openflow_13_only_bridge() -> anyhow::Result<()> {
-    use dpu_agent::{
-        ofp::{NativeSwitch, session::Endpoint},
-        openflow::FlowSwitch,
-    };
+    use dpu_agent::{openflow::FlowSwitch, switch::NativeSwitch};
     netns::require_privileges()?;
     ovs::require()?;
     let sw = Switch::start("of13")?;
@@ -598,7 +594,7 @@ fn the_native_switch_on_an_openflow_13_only_bridge() -> anyhow::Result<()> {
 #[test]
 #[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
 fn a_twin_written_after_our_read_is_never_replaced() -> anyhow::Result<()> {
-    use dpu_agent::ofp::{NativeSwitch, session::Endpoint};
+    use dpu_agent::switch::NativeSwitch;
     netns::require_privileges()?;
     ovs::require()?;
     let sw = Switch::start("twin")?;

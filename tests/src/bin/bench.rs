@@ -296,7 +296,7 @@ fn dpu_flows() -> anyhow::Result<()> {
         // the bench's own; timed from the commit's reply to the agent's
         // restore bundle committed (its flows back on the bridge).
         let socket = ovs.openflow("breth0");
-        let wiper = dpu_agent::ofp::session::Session::new(socket.trim_start_matches("unix:").into());
+        let wiper = noverlay_openflow::session::Session::new(socket.trim_start_matches("unix:").into());
         for size in [16, 1024] {
         let options = DpuOptions {
             ipv4_cidrs: cidrs(size),
@@ -309,7 +309,7 @@ fn dpu_flows() -> anyhow::Result<()> {
         for _ in 0..WIPES {
             let before = handle.flow_repairs();
             let xid = wiper.xid();
-            let wipe = dpu_agent::ofp::wire::delete_cookie(xid, 0x6e6f_7672);
+            let wipe = noverlay_openflow::wire::delete_cookie(xid, 0x6e6f_7672);
             wiper.commit_bundle(1, vec![(xid, wipe)]).await?;
             let wiped = Instant::now();
             // Woken by the agent's own notification, not polled: the

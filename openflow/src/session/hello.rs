@@ -3,7 +3,7 @@
 //! one).
 
 use super::{MAX_MESSAGE, Reader, SessionError};
-use crate::ofp::wire::{self, Header};
+use crate::wire::{self, Header};
 use tokio::io::AsyncReadExt;
 
 /// Reads the switch's hello (it sends one as soon as it accepts) and

@@ -5,8 +5,8 @@ use super::{
     Connection, KEEPALIVE, MAX_MESSAGE, REQUEST_DEADLINE, notify,
     pending::{self, InFlight, Pending},
 };
-use crate::ofp::wire::{self, Header};
-use noverlay_runtime::lock;
+use crate::lock;
+use crate::wire::{self, Header};
 use std::{
     collections::HashMap,
     sync::{

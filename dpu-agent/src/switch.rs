@@ -1,29 +1,22 @@
-//! OpenFlow 1.4 (or 1.3, where the bridge allows no later version) without
-//! ovs-ofctl: our flows as structures ([`spec`]) and
-//! as messages on the wire ([`wire`]), for a long-lived session on the
-//! bridge's management socket.
-//!
-//! [`NativeSwitch`] is the agent's [`FlowSwitch`] on a unix management
-//! socket or a TCP listener (`unix:` and `tcp:` targets): installs are one bundle over the open [`session`], reads are a
-//! flow-stats request whose entries stay binary (compared as bytes;
-//! [`decode`] turns them into dump text for people), and changes come from
-//! a flow monitor on the same connection.
-
-mod consts;
-pub mod decode;
-mod message;
-pub mod reply;
-pub mod session;
-pub mod spec;
-pub mod wire;
+//! [`NativeSwitch`]: the agent's [`FlowSwitch`] over an OpenFlow session
+//! (the `noverlay-openflow` crate) on the bridge's unix management socket
+//! or a TCP listener. Installs are one bundle over the open session, with
+//! the probes that keep another controller's twin from being replaced
+//! ([`crate::twins`]); reads are a flow-stats request whose entries stay
+//! binary (compared as bytes; decoded into dump text only for people);
+//! changes come from a flow monitor on the same connection.
 
 use crate::{
     flows::Flow,
     openflow::{FlowSwitch, ReadFlow, SwitchError},
     twins::TwinChecks,
 };
+use noverlay_openflow::{
+    session,
+    spec::{self, FlowSpec, SpecError},
+    wire,
+};
 use noverlay_runtime::lock;
-use spec::{FlowSpec, SpecError};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
@@ -232,23 +225,6 @@ fn install_messages(
         ));
     }
     InstallMessages { messages, probes }
-}
-
-/// The flow-stats entry a switch reports for `spec` once it is added, with
-/// these counters: the match and instructions encoded by the code that
-/// encodes our adds. What a switch double answers.
-pub fn flow_stats_of(spec: &spec::FlowSpec, packets: u64, bytes: u64) -> Option<reply::FlowStats> {
-    let (match_fields, instructions) =
-        reply::flow_mod_match_and_instructions(&wire::flow_add(0, spec, 0))?;
-    Some(reply::FlowStats {
-        table: spec.table,
-        priority: spec.priority,
-        cookie: spec.cookie,
-        packets,
-        bytes,
-        match_fields,
-        instructions,
-    })
 }
 
 /// The messages of one atomic install as the agent sends them (on a

@@ -6,7 +6,7 @@
 //! `nx_action(40)`): never equal to a flow of ours, and still shown.
 
 use super::{spec::CT_FLAGS, wire::FlowStats};
-use noverlay_proto::contract::format_mac;
+use crate::format_mac;
 use std::{
     fmt::Write as _,
     net::{Ipv4Addr, Ipv6Addr},
@@ -88,7 +88,7 @@ fn prefix(value: &[u8], mask: Option<&[u8]>) -> String {
     };
     match mask {
         None => address,
-        Some(mask) => match noverlay_nft::describe::prefix_len(mask) {
+        Some(mask) => match crate::prefix_len(mask) {
             Some(ones) => format!("{address}/{ones}"),
             None => format!("{address}/0x{}", hex(mask)),
         },
@@ -349,46 +349,6 @@ fn nat_text(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ofp::{spec::FlowSpec, wire};
-
-    /// Our own flows survive encode + decode as the planner wrote them
-    /// (up to field order, which comparisons ignore).
-    #[test]
-    fn our_flows_decode_to_their_own_text() {
-        for (matches, actions) in [
-            (
-                "in_port=2,dl_src=02:00:c6:12:00:0a,ip,nw_src=169.254.0.2,nw_dst=198.18.128.0/17",
-                "ct(commit,zone=64000,nat(src=198.18.0.10),exec(set_field:0x1->ct_mark)),output:3",
-            ),
-            (
-                "in_port=2,ipv6,ipv6_src=fd00:10:244::/48,ipv6_dst=fd69::2",
-                "goto_table:3",
-            ),
-            ("ip,dl_dst=02:00:c6:12:00:0a", "ct(zone=64000,nat,table=1)"),
-            ("ip,ct_state=+trk+est,ct_mark=0x1", "output:2"),
-            ("", "NORMAL"),
-            (
-                "",
-                "move:NXM_OF_ETH_DST[]->NXM_OF_ETH_SRC[],set_field:02:00:c6:12:00:0a->eth_dst,output:1",
-            ),
-            (
-                "in_port=2,dl_src=02:00:c6:12:00:0a,ipv6,ipv6_src=fd69::2,ipv6_dst=fd00:10:244::/48",
-                "ct(commit,zone=64000,nat(src=[2001:db8::10]),exec(set_field:0x1->ct_mark)),output:3",
-            ),
-        ] {
-            let spec = FlowSpec::parse(1, 0, 10, matches, actions).expect("spec");
-            let encoded = wire::flow_add(1, &spec, 0);
-            let (fields, instructions) =
-                wire::flow_mod_match_and_instructions(&encoded).expect("parts");
-            let key = |text: &str| crate::flows::MatchKey::new(0, 10, text);
-            assert_eq!(key(&match_text(&fields)), key(matches), "{matches}");
-            assert_eq!(
-                crate::coexist::normalize_actions(&instructions_text(&instructions)),
-                crate::coexist::normalize_actions(actions),
-                "{actions}"
-            );
-        }
-    }
 
     #[test]
     fn nested_actions_from_the_switch_are_decoded_to_a_bound_never_overflowing() {

@@ -2,7 +2,7 @@
 //! refusal names the message the switch refused.
 
 use super::{Session, SessionError, pending};
-use crate::ofp::wire;
+use crate::wire;
 use tokio::sync::oneshot;
 
 impl Session {

@@ -3,7 +3,7 @@
 //! that fails, times out or is cancelled leaves nothing behind on a
 //! connection that lives on.
 
-use noverlay_runtime::lock;
+use crate::lock;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},

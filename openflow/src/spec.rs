@@ -20,7 +20,8 @@ pub enum Field {
         mask: u32,
     },
     CtMark(u32),
-    /// Only in the probes of an install (see [`crate::twins`]).
+    /// Only in probes: flows a controller adds to be refused where another
+    /// flow overlaps them.
     Metadata {
         value: u64,
         mask: u64,
@@ -94,7 +95,7 @@ const ETH_TYPE_IPV6: u16 = 0x86dd;
 
 impl FlowSpec {
     /// From a planned flow's parts: its match fields and actions in
-    /// ovs-ofctl syntax (as [`crate::flows::Flow`] holds them).
+    /// ovs-ofctl syntax.
     pub fn parse(
         cookie: u64,
         table: u8,
@@ -281,7 +282,7 @@ fn split_top_level(text: &str) -> Vec<&str> {
 }
 
 fn mac(text: &str) -> Option<[u8; 6]> {
-    noverlay_proto::contract::parse_mac(text)
+    crate::parse_mac(text)
 }
 
 fn hex_u32(text: &str) -> Option<u32> {

@@ -13,7 +13,7 @@ mod pending;
 pub use hello::names;
 
 use super::wire::{self, FlowStats};
-use noverlay_runtime::lock;
+use crate::lock;
 use std::{
     path::PathBuf,
     sync::{
@@ -366,7 +366,7 @@ fn notify(watchers: &Mutex<Vec<mpsc::UnboundedSender<()>>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ofp::wire::Header;
+    use crate::wire::Header;
     use tokio::{io::AsyncReadExt, net::UnixListener};
 
     #[test]

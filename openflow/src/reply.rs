@@ -41,6 +41,25 @@ pub struct FlowStats {
     pub instructions: Vec<u8>,
 }
 
+impl FlowStats {
+    /// The entry a switch reports for `spec` once it is added, with these
+    /// counters: the match and instructions encoded as [`crate::wire`]
+    /// encodes the add. What a switch double answers.
+    pub fn of(spec: &crate::spec::FlowSpec, packets: u64, bytes: u64) -> Option<FlowStats> {
+        let (match_fields, instructions) =
+            flow_mod_match_and_instructions(&crate::wire::flow_add(0, spec, 0))?;
+        Some(FlowStats {
+            table: spec.table,
+            priority: spec.priority,
+            cookie: spec.cookie,
+            packets,
+            bytes,
+            match_fields,
+            instructions,
+        })
+    }
+}
+
 /// A multipart reply's type, flags and body (after the 16-byte prefix).
 pub fn multipart_reply(message: &[u8]) -> Option<(u16, u16, &[u8])> {
     let kind = u16::from_be_bytes([*message.get(8)?, *message.get(9)?]);
