@@ -6,8 +6,9 @@
 //! - Sharing the bridge with other controllers: [`coexist`] (pure).
 //! - The state hub every task shares: [`state`].
 //! - The edges, one module each: the gRPC service ([`server`], over the
-//!   mTLS listener [`tls_listener`]), OVSDB port discovery ([`ovsdb`]), the
-//!   OpenFlow switch ([`openflow`]) driven by the [`programmer`] loop, the
+//!   `noverlay-tls-gate` mTLS listener), the bridge's ports from OVSDB
+//!   ([`ports`], over `noverlay-ovsdb`), the OpenFlow switch ([`openflow`],
+//!   [`switch`], over `noverlay-openflow`) driven by the [`programmer`] loop, the
 //!   uplink guard in nftables ([`guard`]), and the Prometheus collector
 //!   ([`metrics`]).
 
@@ -16,7 +17,6 @@ pub mod config;
 pub mod dumped;
 pub mod flows;
 pub mod guard;
-pub mod handshakes;
 pub mod metrics;
 pub mod negotiation;
 pub mod openflow;
@@ -26,7 +26,6 @@ pub mod programmer;
 pub mod server;
 pub mod state;
 pub mod switch;
-pub mod tls_listener;
 pub mod twins;
 
 use noverlay_runtime::systemd::Watchdog;

@@ -8,7 +8,6 @@ use crate::{
     negotiation::{self, NegotiationError},
     openflow::ReadFlow,
     state::{AgentHandle, TlsIdentity},
-    tls_listener::{self, PeerInfo},
 };
 use futures::{Stream, StreamExt};
 use noverlay_proto::{
@@ -19,6 +18,7 @@ use noverlay_proto::{
     tls::{self, TlsError},
 };
 use noverlay_runtime::systemd::{Heartbeat, Watchdog};
+use noverlay_tls_gate::{self as tls_listener, Admission, PeerInfo};
 use std::{net::SocketAddr, pin::Pin};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -303,4 +303,21 @@ impl dpu_agent_server::DpuAgent for DpuService {
 fn with_facts(mut contract: pb::Contract, handle: &AgentHandle) -> pb::Contract {
     contract.facts = handle.facts().iter().map(ToString::to_string).collect();
     contract
+}
+
+/// Who may connect: the host identity in the config in force, with the
+/// acceptor of the certificates last loaded.
+impl Admission for AgentHandle {
+    fn acceptor(&self) -> (TlsAcceptor, String) {
+        let TlsIdentity {
+            acceptor,
+            authorised_host,
+            ..
+        } = self.tls();
+        (acceptor, authorised_host.to_string())
+    }
+
+    fn refused(&self) {
+        self.count_refused_connection();
+    }
 }

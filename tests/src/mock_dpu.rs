@@ -3,13 +3,13 @@
 //! the host's reports back to the test. Served over the same mTLS listener
 //! as the real dpu-agent.
 
-use dpu_agent::tls_listener;
 use futures::StreamExt;
 use noverlay_proto::{
     pb::{self, dpu_agent_server},
     tls::{self, TlsFiles},
 };
 use noverlay_runtime::systemd::Watchdog;
+use noverlay_tls_gate as tls_gate;
 use std::{
     net::SocketAddr,
     pin::Pin,
@@ -30,7 +30,7 @@ struct MockAdmission {
     identity: String,
 }
 
-impl tls_listener::Admission for MockAdmission {
+impl tls_gate::Admission for MockAdmission {
     fn acceptor(&self) -> (tokio_rustls::TlsAcceptor, String) {
         (self.acceptor.clone(), self.identity.clone())
     }
@@ -146,7 +146,7 @@ impl MockDpu {
         });
         let shutdown = CancellationToken::new();
         let (conn_tx, conn_rx) = mpsc::channel(8);
-        tokio::spawn(tls_listener::accept_loop(
+        tokio::spawn(tls_gate::accept_loop(
             listener,
             MockAdmission {
                 acceptor: tokio_rustls::TlsAcceptor::from(server_config),

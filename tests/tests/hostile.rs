@@ -3,11 +3,11 @@
 //! that never finish a handshake must not lock the authorised host out or
 //! fill the log.
 
-use dpu_agent::handshakes::{MAX_PENDING, MAX_SILENT};
 use noverlay_tests::{
     e2e::Binaries,
     harness::{self, Certs, DPU_SAN, DpuOptions},
 };
+use noverlay_tls_gate::handshakes::{MAX_PENDING, MAX_SILENT};
 use std::{
     net::{SocketAddr, TcpListener, TcpStream},
     process::{Command, Stdio},

@@ -1,11 +1,16 @@
 //! Accepts TCP connections and completes the mTLS handshake before tonic
 //! sees them, so that a refused peer is logged with its address and the
-//! reason, and never reaches a gRPC handler.
+//! reason, and never reaches a gRPC handler. Connections that have not
+//! authenticated yet are bounded ([`handshakes`]): a flood of them closes
+//! only idle ones, and the authorised peer still gets in.
+//!
+//! The server decides who may connect through [`Admission`]: the TLS
+//! acceptor for the next connection (so a certificate reload takes effect
+//! from the next handshake) and where refusals are counted.
 
-use crate::{
-    handshakes::{LogLimiter, PendingHandshakes, Refusal, RefusalTally},
-    state::{AgentHandle, TlsIdentity},
-};
+pub mod handshakes;
+
+use handshakes::{LogLimiter, PendingHandshakes, Refusal, RefusalTally};
 use noverlay_runtime::systemd::Heartbeat;
 use std::{
     io,
@@ -104,21 +109,6 @@ impl AsyncWrite for AuthenticatedConn {
 pub trait Admission: Send + Sync + 'static {
     fn acceptor(&self) -> (TlsAcceptor, String);
     fn refused(&self);
-}
-
-impl Admission for AgentHandle {
-    fn acceptor(&self) -> (TlsAcceptor, String) {
-        let TlsIdentity {
-            acceptor,
-            authorised_host,
-            ..
-        } = self.tls();
-        (acceptor, authorised_host.to_string())
-    }
-
-    fn refused(&self) {
-        self.count_refused_connection();
-    }
 }
 
 /// Runs the accept loop until `shutdown`, handing authenticated connections
