@@ -9,14 +9,14 @@
 //!   `noverlay-tls-gate` mTLS listener), the bridge's ports from OVSDB
 //!   ([`ports`], over `noverlay-ovsdb`), the OpenFlow switch ([`openflow`],
 //!   [`switch`], over `noverlay-openflow`) driven by the [`programmer`] loop, the
-//!   uplink guard in nftables ([`guard`]), and the Prometheus collector
+//!   uplink guard in nftables (`noverlay-uplink-guard`, reporting to the state
+//!   hub as its `GuardHub`), and the Prometheus collector
 //!   ([`metrics`]).
 
 pub mod coexist;
 pub mod config;
 pub mod dumped;
 pub mod flows;
-pub mod guard;
 pub mod metrics;
 pub mod negotiation;
 pub mod openflow;
@@ -64,7 +64,7 @@ pub fn start_datapath(
     }
     let (guard_settled, guard_first) = tokio::sync::oneshot::channel();
     if config.raw.uplink_guard.enabled {
-        tasks.push(tokio::spawn(guard::run::run_uplink_guard(
+        tasks.push(tokio::spawn(noverlay_uplink_guard::run::run_uplink_guard(
             handle.clone(),
             Duration::from_millis(bridge.verify_interval_ms),
             watchdog.heartbeat("uplink guard"),
@@ -166,12 +166,38 @@ pub async fn cleanup(config: &config::ValidConfig) -> Result<(), Vec<CleanupErro
             source,
         });
     }
-    if let Err(e) = guard::run::remove().await {
+    if let Err(e) = noverlay_uplink_guard::run::remove().await {
         errors.push(CleanupError::Guard(e));
     }
     if errors.is_empty() {
         Ok(())
     } else {
         Err(errors)
+    }
+}
+
+/// The uplink guard reads the offer and the uplink from the state hub and
+/// records what it did there, as the `guard` source.
+impl noverlay_uplink_guard::GuardHub for state::AgentHandle {
+    fn offers(&self) -> tokio::sync::watch::Receiver<noverlay_proto::contract::Offer> {
+        self.subscribe().0
+    }
+
+    fn uplinks(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.watch_uplink()
+    }
+
+    fn update(&self, change: impl FnOnce(&mut state::GuardRecord)) {
+        self.update_guard(change);
+    }
+
+    fn report(&self, outcome: Result<(), String>) {
+        self.set_source(state::Source::Guard, outcome);
+    }
+
+    fn reported_error(&self) -> Option<String> {
+        self.source(state::Source::Guard)
+            .error()
+            .map(str::to_string)
     }
 }

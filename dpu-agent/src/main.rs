@@ -78,7 +78,7 @@ async fn cli() -> anyhow::Result<()> {
                 "removed every flow with cookie {:#x} from bridge {} and the uplink guard (nft table {})",
                 config.raw.bridge.cookie,
                 config.raw.bridge.name,
-                dpu_agent::guard::table_id()
+                noverlay_uplink_guard::table_id()
             );
             Ok(())
         }
@@ -134,7 +134,7 @@ fn check_config(path: PathBuf) -> anyhow::Result<()> {
     if config.raw.uplink_guard.enabled {
         match &config.raw.bridge.uplink {
             Some(uplink) => {
-                let plan = dpu_agent::guard::GuardPlan::new(&config.offer, uplink);
+                let plan = noverlay_uplink_guard::GuardPlan::new(&config.offer, uplink);
                 print!("uplink guard:\n{}", plan.render());
             }
             None => println!("uplink guard: on the uplink found in OVSDB at run time"),

@@ -10,7 +10,6 @@
 
 use dpu_agent::{
     config::ValidConfig,
-    guard::{self, run::run_uplink_guard},
     state::{AgentHandle, GuardState, Source},
 };
 use noverlay_runtime::systemd::Watchdog;
@@ -19,6 +18,7 @@ use noverlay_tests::{
     harness::{self, Certs, DpuOptions, RunningDpu},
     netns::{self, NetNs},
 };
+use noverlay_uplink_guard::run::run_uplink_guard;
 use std::{
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -286,7 +286,7 @@ fn a_deleted_flushed_or_altered_guard_is_restored() -> anyhow::Result<()> {
     let link = uplink()?;
     let guard = start_guard(&link.dpu, &dual_stack(true))?;
     guard.wait_on()?;
-    let planned = guard::GuardPlan {
+    let planned = noverlay_uplink_guard::GuardPlan {
         uplink: "p0".into(),
         subnets: vec!["169.254.0.0/17".parse()?, "fd69::/112".parse()?],
     };
@@ -404,7 +404,7 @@ EOF"#)?;
     // Cleanup refuses it too.
     let refused = link
         .dpu
-        .run(|| async { Ok(guard::run::remove().await) })?
+        .run(|| async { Ok(noverlay_uplink_guard::run::remove().await) })?
         .expect_err("a foreign table is not removed");
     assert!(refused.contains("not ours"), "{refused}");
     assert_eq!(link.guard_listing()?, theirs, "their table was changed");
@@ -419,13 +419,19 @@ fn cleanup_removes_the_guard_and_a_disabled_guard_is_never_written() -> anyhow::
     let guard = start_guard(&link.dpu, &dual_stack(true))?;
     guard.wait_on()?;
     guard.stop()?;
-    link.dpu
-        .run(|| async { guard::run::remove().await.map_err(anyhow::Error::msg) })?;
+    link.dpu.run(|| async {
+        noverlay_uplink_guard::run::remove()
+            .await
+            .map_err(anyhow::Error::msg)
+    })?;
     let tables = link.dpu.sh("nft list tables")?;
     assert!(!tables.contains("noverlay_guard"), "{tables}");
     // Removing what is absent is fine.
-    link.dpu
-        .run(|| async { guard::run::remove().await.map_err(anyhow::Error::msg) })?;
+    link.dpu.run(|| async {
+        noverlay_uplink_guard::run::remove()
+            .await
+            .map_err(anyhow::Error::msg)
+    })?;
 
     // Disabled in the config: the agent's datapath starts without it.
     harness::init();
@@ -467,8 +473,8 @@ fn cleanup_removes_the_guard_and_a_disabled_guard_is_never_written() -> anyhow::
 /// loses the table.
 mod decisions {
     use super::*;
-    use dpu_agent::guard::run::{GuardTable, keep_converged};
     use noverlay_nft::{NftError, TableDump, Transaction, describe};
+    use noverlay_uplink_guard::run::{GuardTable, keep_converged};
     use std::sync::{Arc, Mutex};
     use tokio::sync::Notify;
 
@@ -494,7 +500,7 @@ mod decisions {
         async fn read(&self) -> Result<Option<TableDump>, NftError> {
             Ok(self.with(|t| {
                 t.written.as_ref().map(|bytes| TableDump {
-                    comment: Some(guard::GUARD_MARK.into()),
+                    comment: Some(noverlay_uplink_guard::GUARD_MARK.into()),
                     items: describe::parse(bytes),
                 })
             }))

@@ -14,7 +14,8 @@ use crate::{
 };
 use noverlay_proto::{contract::Offer, pb, tls};
 use noverlay_runtime::lock;
-pub use records::{FlowRecord, GuardRecord, GuardState, PeerRecord, TlsIdentity};
+pub use noverlay_uplink_guard::{GuardRecord, GuardState};
+pub use records::{FlowRecord, PeerRecord, TlsIdentity};
 pub use sources::{Source, SourceStatus, Sources};
 use std::sync::{
     Arc, Mutex,

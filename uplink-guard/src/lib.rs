@@ -11,7 +11,8 @@
 //!   -> the table, rendered in nft syntax; what the kernel has is decoded
 //!   back into the same syntax and compared ([`GuardPlan::is_met_by`]).
 //! - The transaction that writes it: [`rules`].
-//! - The loop that keeps it converged: [`run`].
+//! - The loop that keeps it converged: [`run`], reporting to the agent's
+//!   state through [`GuardHub`].
 //!
 //! Needs the netdev egress hook (Linux >= 5.16 with
 //! CONFIG_NETFILTER_EGRESS). Flows offloaded to NIC hardware never reach
@@ -26,8 +27,87 @@ use noverlay_nft::{
     describe::{self, Expr, ItemKind},
     nftnl::{ProtoFamily, nftnl_sys::libc},
 };
-use noverlay_proto::contract::Offer;
+use noverlay_proto::{contract::Offer, pb};
 use std::{ffi::CStr, fmt::Write as _};
+use tokio::sync::watch;
+
+/// Where the guard's loop reads what to guard and reports what it did: the
+/// agent's state hub.
+pub trait GuardHub: Clone + Send + Sync + 'static {
+    /// The offer in force (its masquerade subnets), followed.
+    fn offers(&self) -> watch::Receiver<Offer>;
+    /// The uplink's name once known (configured, or found in OVSDB).
+    fn uplinks(&self) -> watch::Receiver<Option<String>>;
+    /// Changes the guard's record (status and metrics read it).
+    fn update(&self, change: impl FnOnce(&mut GuardRecord));
+    /// The guard's outcome: its source in status.
+    fn report(&self, outcome: Result<(), String>);
+    /// The error last reported, if the last outcome was one.
+    fn reported_error(&self) -> Option<String>;
+}
+
+/// Where the uplink guard stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GuardState {
+    #[default]
+    Pending,
+    On,
+    /// Disabled in the config.
+    Off,
+    /// The kernel has no netdev egress hook.
+    Unsupported,
+    Failed,
+}
+
+impl GuardState {
+    pub fn name(self) -> &'static str {
+        match self {
+            GuardState::Pending => "pending",
+            GuardState::On => "on",
+            GuardState::Off => "off",
+            GuardState::Unsupported => "unsupported",
+            GuardState::Failed => "failed",
+        }
+    }
+}
+
+/// The uplink guard as last read from the kernel.
+#[derive(Debug, Clone, Default)]
+pub struct GuardRecord {
+    pub state: GuardState,
+    pub device: String,
+    pub subnets: Vec<String>,
+    /// In `nft list table` syntax, counters included.
+    pub ruleset: String,
+    /// The guard's counters as last read.
+    pub dropped_packets: u64,
+    pub dropped_bytes: u64,
+    /// Every drop seen since start, across rewrites (for metrics).
+    pub dropped_packets_total: u64,
+    pub repairs: u64,
+    pub last_repair_unix: i64,
+}
+
+impl GuardRecord {
+    pub fn to_pb(&self) -> pb::UplinkGuard {
+        pb::UplinkGuard {
+            state: self.state.name().into(),
+            device: self.device.clone(),
+            subnets: self.subnets.clone(),
+            dropped_packets: self.dropped_packets,
+            dropped_bytes: self.dropped_bytes,
+            repairs: self.repairs,
+            last_repair_unix: self.last_repair_unix,
+            ruleset: self.ruleset.clone(),
+        }
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
 
 /// Our table (family netdev), its chain and the comment that marks it ours.
 pub const GUARD_TABLE: &str = "noverlay_guard";
@@ -209,7 +289,22 @@ pub(crate) fn errno_text(errno: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flows::test_offer;
+    use noverlay_proto::contract::{FamilyContract, Masquerade, Mode};
+
+    fn test_offer(cidrs: &[&str], underlay_ip: &str) -> Offer {
+        Offer::new(
+            1,
+            Mode::IN_SCOPE,
+            vec![FamilyContract {
+                masquerade: Masquerade::from_subnet("169.254.0.0/17".parse().expect("net"))
+                    .expect("masq"),
+                cluster_cidrs: cidrs.iter().map(|c| c.parse().expect("cidr")).collect(),
+                underlay_ip: underlay_ip.parse().expect("ip"),
+            }],
+            1400,
+        )
+        .expect("offer")
+    }
 
     fn dual_plan() -> GuardPlan {
         GuardPlan {

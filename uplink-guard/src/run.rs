@@ -4,8 +4,10 @@
 //! missing or altered, left in place on exit (restarts are hitless), never
 //! written over a same-named table that is not ours.
 
-use super::{GUARD_CHAIN, GUARD_MARK, GuardPlan, errno_text, observe, rules, table_id};
-use crate::state::{AgentHandle, GuardState, Source, unix_now};
+use crate::{
+    GUARD_CHAIN, GUARD_MARK, GuardHub, GuardPlan, GuardState, errno_text, observe, rules, table_id,
+    unix_now,
+};
 use noverlay_nft::{
     ChangeListener, Depth, NftError, Nftables, TableDump, Transaction, ownership,
     ownership::TableOwner,
@@ -33,7 +35,7 @@ pub const UNSUPPORTED: &str = "the kernel refused a netdev egress chain: the upl
 /// over (guard written, unsupported or failed), so that flows go on only
 /// after the guard does.
 pub async fn run_uplink_guard(
-    handle: AgentHandle,
+    handle: impl GuardHub,
     check_interval: Duration,
     heartbeat: Heartbeat,
     settled: oneshot::Sender<()>,
@@ -45,8 +47,8 @@ pub async fn run_uplink_guard(
             // Without a netlink socket there is nothing to retry with.
             let error = format!("cannot open nftables: {e}; running without the uplink guard");
             tracing::error!("{error}");
-            handle.update_guard(|g| g.state = GuardState::Failed);
-            handle.set_source(Source::Guard, Err(error));
+            handle.update(|g| g.state = GuardState::Failed);
+            handle.report(Err(error));
             let _ = settled.send(());
             return;
         }
@@ -90,8 +92,8 @@ impl GuardTable for Nftables {
 /// The loop: once the uplink is known, converges, then waits for an offer
 /// or uplink change, a wake-up (someone else's nftables change) or the
 /// periodic check (every `check_interval`).
-pub async fn keep_converged<T: GuardTable>(
-    handle: AgentHandle,
+pub async fn keep_converged<T: GuardTable, H: GuardHub>(
+    handle: H,
     table: T,
     wake: Arc<Notify>,
     check_interval: Duration,
@@ -99,7 +101,7 @@ pub async fn keep_converged<T: GuardTable>(
     settled: oneshot::Sender<()>,
     shutdown: CancellationToken,
 ) {
-    let mut uplinks = handle.watch_uplink();
+    let mut uplinks = handle.uplinks();
     // Configured, or found in OVSDB (with the ports, before any flow).
     let uplink = tokio::select! {
         _ = shutdown.cancelled() => return,
@@ -107,7 +109,7 @@ pub async fn keep_converged<T: GuardTable>(
     };
     let Some(uplink) = uplink else { return };
     let mut guard = Guard::new(handle.clone(), table, uplink);
-    let mut offers = handle.subscribe().0;
+    let mut offers = handle.offers();
     let mut settled = Some(settled);
     let mut check = tokio::time::interval(check_interval);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -133,8 +135,8 @@ pub async fn keep_converged<T: GuardTable>(
 
 /// The guard's keeper: the table, what was last written, and the drop
 /// accounting.
-struct Guard<T> {
-    handle: AgentHandle,
+struct Guard<T, H> {
+    handle: H,
     table: T,
     uplink: String,
     /// The plan last written or found in place; None until then.
@@ -147,9 +149,9 @@ struct Guard<T> {
     last_warning: Option<Instant>,
 }
 
-impl<T: GuardTable> Guard<T> {
-    fn new(handle: AgentHandle, table: T, uplink: String) -> Self {
-        handle.update_guard(|g| g.device = uplink.clone());
+impl<T: GuardTable, H: GuardHub> Guard<T, H> {
+    fn new(handle: H, table: T, uplink: String) -> Self {
+        handle.update(|g| g.device = uplink.clone());
         Guard {
             handle,
             table,
@@ -167,7 +169,7 @@ impl<T: GuardTable> Guard<T> {
     fn follow_uplink(&mut self, uplink: String) {
         if uplink != self.uplink {
             tracing::info!(from = %self.uplink, to = %uplink, "the uplink changed; moving the guard");
-            self.handle.update_guard(|g| g.device = uplink.clone());
+            self.handle.update(|g| g.device = uplink.clone());
             self.uplink = uplink;
         }
     }
@@ -179,7 +181,7 @@ impl<T: GuardTable> Guard<T> {
         if self.unsupported {
             return;
         }
-        let plan = GuardPlan::new(&self.handle.offer(), &self.uplink);
+        let plan = GuardPlan::new(&self.handle.offers().borrow().clone(), &self.uplink);
         let id = table_id();
         let dump = match self.table.read().await {
             Ok(dump) => dump,
@@ -209,12 +211,11 @@ impl<T: GuardTable> Guard<T> {
             Err(e) if e.refused_with() == Some(libc_eopnotsupp()) => {
                 self.unsupported = true;
                 tracing::error!(device = %plan.uplink, "{UNSUPPORTED}");
-                self.handle
-                    .update_guard(|g| g.state = GuardState::Unsupported);
-                self.handle.set_source(
-                    Source::Guard,
-                    Err(format!("{UNSUPPORTED} ({})", errno_text(libc_eopnotsupp()))),
-                );
+                self.handle.update(|g| g.state = GuardState::Unsupported);
+                self.handle.report(Err(format!(
+                    "{UNSUPPORTED} ({})",
+                    errno_text(libc_eopnotsupp())
+                )));
                 return;
             }
             Err(e) => {
@@ -227,7 +228,7 @@ impl<T: GuardTable> Guard<T> {
         self.last_counter = 0;
         if repair {
             tracing::warn!(device = %plan.uplink, "uplink guard was missing or altered; restored");
-            self.handle.update_guard(|g| {
+            self.handle.update(|g| {
                 g.repairs += 1;
                 g.last_repair_unix = unix_now();
             });
@@ -253,7 +254,7 @@ impl<T: GuardTable> Guard<T> {
         if new == 0 {
             return;
         }
-        self.handle.update_guard(|g| g.dropped_packets_total += new);
+        self.handle.update(|g| g.dropped_packets_total += new);
         self.unwarned_drops += new;
         if self
             .last_warning
@@ -270,23 +271,23 @@ impl<T: GuardTable> Guard<T> {
     }
 
     fn record(&self, plan: &GuardPlan, observed: super::Observed) {
-        self.handle.update_guard(|g| {
+        self.handle.update(|g| {
             g.state = GuardState::On;
             g.subnets = plan.subnets.iter().map(ToString::to_string).collect();
             g.ruleset = observed.text;
             g.dropped_packets = observed.dropped_packets;
             g.dropped_bytes = observed.dropped_bytes;
         });
-        self.handle.set_source(Source::Guard, Ok(()));
+        self.handle.report(Ok(()));
     }
 
     fn fail(&self, error: String) {
         // Retried every round: logged when it begins or changes.
-        if self.handle.source(Source::Guard).error() != Some(error.as_str()) {
+        if self.handle.reported_error().as_deref() != Some(error.as_str()) {
             tracing::error!(error = %error, "uplink guard");
         }
-        self.handle.update_guard(|g| g.state = GuardState::Failed);
-        self.handle.set_source(Source::Guard, Err(error));
+        self.handle.update(|g| g.state = GuardState::Failed);
+        self.handle.report(Err(error));
     }
 }
 
