@@ -1,8 +1,8 @@
 //! dpu-agent: the DPU side of DPU host no-overlay routing.
 //!
-//! - The plan: [`flows`] (offer + port map -> the bridge's flows, pure) and
-//!   [`negotiation`] (a host's proposal + our offer -> the contract, pure),
-//!   from the config ([`config`]).
+//! - The plan: [`flows`] (offer + port map -> the bridge's flows, pure),
+//!   from the config ([`config`]); a host's proposal + our offer -> the
+//!   contract is `noverlay_proto::negotiation` (pure).
 //! - Sharing the bridge with other controllers: [`coexist`] (pure).
 //! - The state hub every task shares: [`state`].
 //! - The edges, one module each: the gRPC service ([`server`], over the
@@ -18,7 +18,6 @@ pub mod config;
 pub mod dumped;
 pub mod flows;
 pub mod metrics;
-pub mod negotiation;
 pub mod openflow;
 pub mod ovn;
 pub mod ports;

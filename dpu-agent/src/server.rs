@@ -5,7 +5,6 @@
 use crate::{
     config::ValidConfig,
     flows,
-    negotiation::{self, NegotiationError},
     openflow::ReadFlow,
     state::{AgentHandle, TlsIdentity},
 };
@@ -13,6 +12,7 @@ use futures::{Stream, StreamExt};
 use noverlay_proto::{
     MAX_MESSAGE_BYTES, MAX_RESPONSE_BYTES,
     contract::Contract,
+    negotiation::{self, NegotiationError},
     pb::{self, dpu_agent_server},
     text::loggable,
     tls::{self, TlsError},

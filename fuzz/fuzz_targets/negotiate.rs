@@ -2,7 +2,7 @@
 //! an accepted proposal must produce a contract that round-trips.
 #![no_main]
 
-use dpu_agent::negotiation::negotiate;
+use noverlay_proto::negotiation::negotiate;
 use libfuzzer_sys::fuzz_target;
 use noverlay_proto::{
     contract::{Contract, FamilyContract, Masquerade, Mode, Offer},

@@ -3,7 +3,8 @@
 //! config (agreeing, filling in or refused) without a panic either.
 #![no_main]
 
-use dpu_agent::config::{DpuConfig, ovnkube::OvnkubeFacts};
+use dpu_agent::config::DpuConfig;
+use noverlay_ovnkube_facts::OvnkubeFacts;
 use libfuzzer_sys::fuzz_target;
 
 const MINIMAL: &str = r#"

@@ -8,6 +8,7 @@
 //!   pinned to a certificate SAN).
 
 pub mod contract;
+pub mod negotiation;
 pub mod text;
 pub mod tls;
 

@@ -3,7 +3,8 @@
 //! must agree (else an error naming both values); set in one, that one;
 //! set in neither, an error saying where to set it.
 
-use super::{ConfigError, ovnkube::OvnkubeFacts};
+use super::ConfigError;
+use noverlay_ovnkube_facts::OvnkubeFacts;
 use std::fmt::Display;
 
 /// Where a fact came from.
@@ -144,7 +145,7 @@ pub fn merge<T: FactValue>(
                 Some(o) => format!("set it here ({} has none)", o.file.display()),
                 None => format!(
                     "set it here, or point [ovnkube] config at ovnkube-node's file (default {})",
-                    super::ovnkube::DEFAULT_PATH
+                    noverlay_ovnkube_facts::DEFAULT_PATH
                 ),
             };
             return Err(ConfigError::Invalid {

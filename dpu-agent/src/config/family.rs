@@ -1,8 +1,9 @@
 //! One address family's section, and the rule that makes the offer's
 //! families from it, ovnkube's file and OVN's northbound database.
 
-use super::{ConfigError, DpuConfig, Fact, FactSource, GatewayPort, facts, ovnkube::OvnkubeFacts};
+use super::{ConfigError, DpuConfig, Fact, FactSource, GatewayPort, facts};
 use ipnet::IpNet;
+use noverlay_ovnkube_facts::OvnkubeFacts;
 use noverlay_proto::contract::{self, FamilyContract, Masquerade};
 use serde::Deserialize;
 use std::net::IpAddr;

@@ -7,17 +7,16 @@ mod bridge;
 mod facts;
 mod family;
 mod northbound;
-pub mod ovnkube;
 
 pub use bridge::{BridgeConfig, StaticPorts};
 pub use facts::{Fact, FactSource};
 pub use family::FamilyConfig;
 pub use northbound::{GatewayPort, GatewayPortSource, OvnConfig};
+use noverlay_ovnkube_facts::{self as ovnkube, OvnkubeFacts};
 use noverlay_proto::{
     contract::{ContractError, Mode, Offer},
     tls::{PeerIdentity, TlsFiles},
 };
-use ovnkube::{OvnkubeFacts, OvnkubeSection};
 use serde::Deserialize;
 use std::{
     net::SocketAddr,
@@ -55,6 +54,14 @@ pub struct DpuConfig {
     /// and the masquerade subnets already are. Read from its default path
     /// when this section is absent and the file exists.
     pub ovnkube: Option<OvnkubeSection>,
+}
+
+/// The `[ovnkube]` section of dpu-agent.toml.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OvnkubeSection {
+    /// ovnkube's INI file; an empty string reads none.
+    pub config: PathBuf,
 }
 
 /// The uplink guard (an nftables netdev egress chain on the uplink that

@@ -4,12 +4,12 @@
 //! they must share is compared and every difference is reported with both
 //! values; only a full match yields a contract.
 
-use ipnet::IpNet;
-use noverlay_proto::{
+use crate::{
     PROTOCOL_VERSION,
     contract::{Contract, ContractError, Family, Mode, Offer},
     pb,
 };
+use ipnet::IpNet;
 use std::{fmt, str::FromStr};
 
 /// One value on which host and DPU disagree.
@@ -121,7 +121,7 @@ fn list(families: &[Family]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use noverlay_proto::contract::{FamilyContract, Masquerade, Transport};
+    use crate::contract::{FamilyContract, Masquerade, Transport};
 
     fn offer() -> Offer {
         Offer::new(

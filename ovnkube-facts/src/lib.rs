@@ -3,6 +3,8 @@
 //! MTU and the masquerade subnets. dpu-agent takes them from there so that
 //! an operator never copies them by hand (a typo there is a silent
 //! blackhole). Reading is pure: text in, facts out; errors name the line.
+//! (Rust types of the file's content only; where the agent looks for the
+//! file is its own config's `[ovnkube]` section.)
 
 use ipnet::IpNet;
 use std::path::{Path, PathBuf};
@@ -14,14 +16,6 @@ pub const DEFAULT_V4_MASQUERADE: &str = "169.254.0.0/17";
 pub const DEFAULT_V6_MASQUERADE: &str = "fd69::/112";
 /// The largest file read (ovnkube's is a few KiB).
 const MAX_BYTES: u64 = 1024 * 1024;
-
-/// The `[ovnkube]` section of dpu-agent.toml.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OvnkubeSection {
-    /// ovnkube's INI file; an empty string reads none.
-    pub config: PathBuf,
-}
 
 /// A value and whether ovnkube's file set it (or it is OVN-Kubernetes'
 /// default because the file does not).
