@@ -10,8 +10,8 @@
 //! job ("provided"); when they differ, that is a conflict, reported with
 //! both flows.
 
-use crate::dumped::{dumped_cookie, dumped_match_and_packets, without_counters};
 use crate::flows::{BasePipeline, Flow, MatchKey};
+use noverlay_openflow::dump::{dumped_cookie, without_counters};
 
 /// A flow on the bridge that carries another cookie.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +28,7 @@ impl ForeignFlow {
     /// From a dump line; None for unparsable lines.
     pub fn parse(dumped: &str) -> Option<Self> {
         let cookie = dumped_cookie(dumped)?;
-        let (key, _) = dumped_match_and_packets(dumped);
+        let (key, _) = MatchKey::dumped(dumped);
         let actions = dumped.split_once(" actions=")?.1;
         Some(ForeignFlow {
             cookie,

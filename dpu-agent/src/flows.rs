@@ -147,6 +147,13 @@ impl MatchKey {
         self.table == other.table && self.fields == other.fields
     }
 
+    /// A flow's key and packet counter from its `ovs-ofctl dump-flows` line.
+    pub fn dumped(line: &str) -> (Self, u64) {
+        let (table, priority, matches, packets) =
+            noverlay_openflow::dump::dumped_match_and_packets(line);
+        (MatchKey::new(table, priority, &matches), packets)
+    }
+
     /// From the match fields (comma-separated, without table and priority).
     pub fn new(table: u8, priority: u16, matches: &str) -> Self {
         let mut fields: Vec<String> = matches
@@ -378,6 +385,15 @@ pub fn render_bundle(flows: &[Flow], cookie: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dumped_flow_has_the_match_key_of_its_plan() {
+        let dumped = "cookie=0x6e6f7672, duration=3.1s, table=1, n_packets=42, n_bytes=4116, idle_age=0, priority=100,ct_state=+est+trk,ct_mark=0x1,ip actions=output:2";
+        let planned = MatchKey::new(1, 100, "ip,ct_state=+trk+est,ct_mark=0x1");
+        assert_eq!(MatchKey::dumped(dumped), (planned, 42));
+        let catch_all = "cookie=0x6e6f7672, duration=3.1s, table=1, n_packets=7, n_bytes=0, priority=0 actions=NORMAL";
+        assert_eq!(MatchKey::dumped(catch_all), (MatchKey::new(1, 0, ""), 7));
+    }
     use noverlay_proto::contract::{FamilyContract, Masquerade, Mode};
     use std::path::PathBuf;
 

@@ -15,7 +15,6 @@
 
 pub mod coexist;
 pub mod config;
-pub mod dumped;
 pub mod flows;
 pub mod metrics;
 pub mod openflow;

@@ -8,13 +8,14 @@
 //! requests); [`reply`] decodes what the switch sends (headers, errors,
 //! flow-stats entries kept binary, monitor events, hello versions);
 //! [`decode`] turns match fields and instructions into ovs-ofctl's dump
-//! text, for people. [`session`] is the thin tokio session on a unix
+//! text, for people, and [`dump`] reads that text back. [`session`] is the thin tokio session on a unix
 //! management socket or a TCP listener: one long-lived connection, version
 //! negotiation, requests with deadlines, echoes answered, bundles, a flow
 //! monitor.
 
 mod consts;
 pub mod decode;
+pub mod dump;
 mod message;
 pub mod reply;
 pub mod session;

@@ -3,14 +3,17 @@
 //! against real Open vSwitch in dpu_datapath.rs.)
 
 use dpu_agent::{
-    dumped::{dumped_cookie, dumped_match_and_packets, table_and_priority},
-    flows::Flow,
+    flows::{Flow, MatchKey},
     openflow::{FlowSwitch, ReadFlow, SwitchError},
     programmer::run_flow_programmer,
     state::AgentHandle,
     twins::{Contested, Probe},
 };
-use noverlay_openflow::{reply::FlowStats, spec::FlowSpec};
+use noverlay_openflow::{
+    dump::{dumped_cookie, table_and_priority},
+    reply::FlowStats,
+    spec::FlowSpec,
+};
 use noverlay_runtime::systemd::{Heartbeat, Watchdog};
 use noverlay_tests::harness::{self, Certs, DpuOptions, RunningDpu};
 use std::{
@@ -92,7 +95,7 @@ impl FlowSwitch for RecordingSwitch {
                 })
             };
             if let Some(line) = s.late_twin.clone() {
-                let key = dumped_match_and_packets(&line).0;
+                let key = MatchKey::dumped(&line).0;
                 if let Some(found) = refused(&key) {
                     s.foreign.push(line);
                     s.late_twin = None;

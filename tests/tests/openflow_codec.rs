@@ -493,7 +493,7 @@ fn the_native_switch_speaks_tcp_too() -> anyhow::Result<()> {
         .ofctl("dump-flows", "breth0", &["cookie=0x6e6f7672/-1"])?
         .lines()
         .filter(|l| l.starts_with(' '))
-        .map(|l| dpu_agent::dumped::dumped_match_and_packets(l.trim()).0)
+        .map(|l| dpu_agent::flows::MatchKey::dumped(l.trim()).0)
         .collect();
     dumped.sort();
     let mut read = read;
