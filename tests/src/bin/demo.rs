@@ -73,7 +73,7 @@ fn real_datapath_demo() -> anyhow::Result<()> {
     print!("{}", std::fs::read_to_string(bed.dpu_config_path())?);
     print!("\n{}", std::fs::read_to_string(bed.host_config_path())?);
     section(&format!(
-        "OVN's part (up in {:?}): the gateway router on breth0's MAC and the node IP   $ ovn-nbctl show; lr-route-list GR_node1",
+        "OVN's part (up in {:.1?}): the gateway router on breth0's MAC and the node IP   $ ovn-nbctl show; lr-route-list GR_node1",
         bed.ovn_ready
     ));
     print!("{}", bed.ovn.nbctl(&["show"])?);
@@ -92,7 +92,7 @@ fn real_datapath_demo() -> anyhow::Result<()> {
     bed.start_host_agent()?;
     let took = bed.wait_for_ping(e2e::REMOTE_POD, Duration::from_secs(20))?;
     section(&format!(
-        "both agents running; the path was up {took:?} after start"
+        "both agents running; the path was up {took:.1?} after start"
     ));
 
     // Ask the DPU agent over mTLS from the host, as an operator would.
@@ -103,8 +103,10 @@ fn real_datapath_demo() -> anyhow::Result<()> {
     println!("peer identity: {}", status.peer_identity);
     if let Some(guard) = &status.uplink_guard {
         println!(
-            "uplink guard: state {}, device {}, subnets {:?}",
-            guard.state, guard.device, guard.subnets
+            "uplink guard: state {}, device {}, subnets {}",
+            guard.state,
+            guard.device,
+            guard.subnets.join(", ")
         );
     }
 
