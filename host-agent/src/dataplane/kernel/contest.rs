@@ -114,6 +114,7 @@ impl Contests {
 
     /// Keys no longer planned are forgotten.
     pub fn retain_planned(&mut self, planned: &[IpNet]) {
+        let planned: std::collections::HashSet<&IpNet> = planned.iter().collect();
         self.keys.retain(|dst, _| planned.contains(dst));
         self.owned.retain(|dst| planned.contains(dst));
     }

@@ -117,8 +117,9 @@ impl Kernel {
             .filter(|r| r.protocol == plan.route_protocol && !broad.iter().any(|b| b.dst == r.dst))
             .map(|r| render_kernel_route(r, links))
             .collect();
+        let by_key = reconcile::RoutesByKey::new(routes);
         for wanted in &plan.routes {
-            match routes.iter().find(|r| reconcile::same_key(r, wanted)) {
+            match by_key.get(wanted) {
                 Some(r) if r.protocol == plan.route_protocol => {
                     self.contests.own(wanted.dst);
                     self.contests.settled(&wanted.dst, now);
