@@ -167,6 +167,11 @@ mod tests {
         bridge_mac: [0x02, 0x00, 0xc6, 0x12, 0x01, 0x02],
     };
 
+    /// Our flows for the one CIDR below, base pipeline aside: a lookup and
+    /// a path flow per direction in table 0, the CIDR's flow and the miss
+    /// in our CIDR table.
+    const PATH_FLOWS: usize = 8;
+
     fn plan(mode: BasePipeline) -> Vec<Flow> {
         plan_flows(
             &test_offer(&["198.18.128.0/17"], "198.18.1.2"),
@@ -204,7 +209,12 @@ mod tests {
             COOKIE,
         );
         assert!(placement.conflicts.is_empty(), "{:?}", placement.conflicts);
-        assert_eq!(placement.install.len(), 3, "{:?}", placement.install);
+        assert_eq!(
+            placement.install.len(),
+            PATH_FLOWS,
+            "{:?}",
+            placement.install
+        );
         assert!(placement.install.iter().all(|f| !f.role.is_base()));
         // All six base flows are provided by ovnkube (table 3 at another priority).
         assert_eq!(placement.provided.len(), 6);
@@ -227,7 +237,7 @@ mod tests {
         let placement = place(&plan(BasePipeline::On), &foreign, BasePipeline::On, COOKIE);
         let installed: Vec<&Flow> = placement.install.iter().collect();
         // Path flows plus table 3 (theirs is at another priority: no twin).
-        assert_eq!(installed.len(), 4, "{installed:?}");
+        assert_eq!(installed.len(), PATH_FLOWS + 1, "{installed:?}");
         assert_eq!(placement.provided.len(), 4);
         assert_eq!(placement.conflicts.len(), 1);
         let conflict = placement.conflicts[0].to_string();
@@ -246,7 +256,7 @@ mod tests {
             let placement = place(&plan, &[], mode, COOKIE);
             assert_eq!(placement.install, plan);
         }
-        assert_eq!(plan(BasePipeline::Off).len(), 3);
+        assert_eq!(plan(BasePipeline::Off).len(), PATH_FLOWS);
     }
 
     #[test]

@@ -6,15 +6,35 @@
 //! reports. IPv4 and IPv6 share one renderer through [`FamilyMatch`].
 
 use ipnet::IpNet;
+use noverlay_openflow::nxm::{NxmField, Subfield, format_reg_match};
 use noverlay_proto::contract::{Family, Offer, format_mac};
 use std::net::IpAddr;
 
-/// Priority of the path flows, as OVN-Kubernetes rendered them.
+/// Priority of the path flows in table 0 (free in OVN-Kubernetes' set).
 pub const PATH_PRIORITY: u16 = 510;
+/// Our table of cluster CIDRs: one flow per CIDR, reached by `resubmit`
+/// from the path flows (OVN-Kubernetes uses tables 0-7 and 11).
+pub const CIDR_TABLE: u8 = 100;
+/// Priority of the per-CIDR flows in [`CIDR_TABLE`] (its miss flow: 0).
+pub const CIDR_PRIORITY: u16 = 100;
 /// Conntrack zone of the shared gateway bridge (OVN-Kubernetes default).
 pub const DEFAULT_CT_ZONE: u16 = 64000;
 /// ct_mark of connections that belong to OVN.
 pub const OVN_CT_MARK: u32 = 0x1;
+/// The register holding where a packet is in our CIDR lookup (one of
+/// the `LOOKUP_*` values). Registers start at 0 for every packet on the
+/// bridge and are cleared when it crosses a patch port; OVN-Kubernetes'
+/// breth0 flows use only reg0.
+pub const LOOKUP_STATE_REG: u8 = 11;
+/// The first register of the address looked up: reg12 for IPv4,
+/// reg12-reg15 for IPv6 (most significant word first).
+pub const LOOKUP_ADDRESS_REG: u8 = 12;
+/// Not looked up yet: the entry flows match.
+pub const LOOKUP_NOT_YET: u32 = 0;
+/// Looked up; the address is in no cluster CIDR.
+pub const LOOKUP_MISS: u32 = 1;
+/// Looked up; the address is in a cluster CIDR: the path flows match.
+pub const LOOKUP_CLUSTER: u32 = 2;
 
 /// The bridge ports the flows refer to, by OpenFlow port number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,12 +75,23 @@ pub struct FlowSettings {
 /// numbers change (metrics name flows by it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum FlowRole {
-    /// Host -> OVN (priority 510, from the host representor).
+    /// Host -> OVN (table 0, once the destination is a cluster address).
     HostToOvn,
-    /// OVN -> host (priority 510, replies to the masquerade address).
+    /// OVN -> host (table 0, once the source is a cluster address).
     OvnToHost,
-    /// OVN -> underlay with the SNAT to the node IP (priority 510).
+    /// OVN -> underlay with the SNAT to the node IP (table 0, once the
+    /// destination is a cluster address).
     OvnToUplink,
+    /// Table 0: looks the destination of a host -> OVN candidate up.
+    HostToOvnLookup,
+    /// Table 0: looks the source of an OVN -> host candidate up.
+    OvnToHostLookup,
+    /// Table 0: looks the destination of an OVN -> underlay candidate up.
+    OvnToUplinkLookup,
+    /// Our CIDR table: one cluster CIDR.
+    ClusterCidr,
+    /// Our CIDR table: anything else (no action: the lookup misses).
+    CidrMiss,
     /// Underlay ingress into conntrack (base pipeline, priority 50).
     UplinkIngress,
     /// Table 1: OVN's connections back to the patch port.
@@ -76,9 +107,13 @@ pub enum FlowRole {
 impl FlowRole {
     /// Part of the base pipeline (not a path flow of ours).
     pub fn is_base(self) -> bool {
-        !matches!(
+        matches!(
             self,
-            FlowRole::HostToOvn | FlowRole::OvnToHost | FlowRole::OvnToUplink
+            FlowRole::UplinkIngress
+                | FlowRole::ReturnToOvn
+                | FlowRole::ReturnNormal
+                | FlowRole::ToPatch
+                | FlowRole::ToHost
         )
     }
 
@@ -87,6 +122,11 @@ impl FlowRole {
             FlowRole::HostToOvn => "host_to_ovn",
             FlowRole::OvnToHost => "ovn_to_host",
             FlowRole::OvnToUplink => "ovn_to_uplink",
+            FlowRole::HostToOvnLookup => "host_to_ovn_lookup",
+            FlowRole::OvnToHostLookup => "ovn_to_host_lookup",
+            FlowRole::OvnToUplinkLookup => "ovn_to_uplink_lookup",
+            FlowRole::ClusterCidr => "cluster_cidr",
+            FlowRole::CidrMiss => "cidr_miss",
             FlowRole::UplinkIngress => "uplink_ingress",
             FlowRole::ReturnToOvn => "return_to_ovn",
             FlowRole::ReturnNormal => "return_normal",
@@ -198,6 +238,9 @@ struct FamilyMatch {
     proto: &'static str,
     src: &'static str,
     dst: &'static str,
+    /// The address fields as a `move` names them.
+    move_src: NxmField,
+    move_dst: NxmField,
 }
 
 impl FamilyMatch {
@@ -207,14 +250,54 @@ impl FamilyMatch {
                 proto: "ip",
                 src: "nw_src",
                 dst: "nw_dst",
+                move_src: NxmField::Ipv4Src,
+                move_dst: NxmField::Ipv4Dst,
             },
             Family::Ipv6 => FamilyMatch {
                 proto: "ipv6",
                 src: "ipv6_src",
                 dst: "ipv6_dst",
+                move_src: NxmField::Ipv6Src,
+                move_dst: NxmField::Ipv6Dst,
             },
         }
     }
+}
+
+/// The 32-bit words of a prefix as register matches from
+/// [`LOOKUP_ADDRESS_REG`] on, most significant first; words the prefix
+/// does not reach are not matched.
+fn cidr_register_matches(net: &IpNet) -> Vec<String> {
+    let (address, mask): (Vec<u8>, Vec<u8>) = match net {
+        IpNet::V4(n) => (n.network().octets().to_vec(), n.netmask().octets().to_vec()),
+        IpNet::V6(n) => (n.network().octets().to_vec(), n.netmask().octets().to_vec()),
+    };
+    let word = |bytes: &[u8]| bytes.iter().fold(0u32, |w, b| w << 8 | u32::from(*b));
+    address
+        .chunks(4)
+        .zip(mask.chunks(4))
+        .zip(LOOKUP_ADDRESS_REG..)
+        .filter(|((_, mask), _)| word(mask) != 0)
+        .map(|((value, mask), reg)| format_reg_match(reg, word(value), word(mask)))
+        .collect()
+}
+
+/// Copies the packet's source or destination address into the address
+/// registers, most significant word first.
+fn address_moves(from: NxmField) -> Vec<String> {
+    let words = from.bits() / 32;
+    (0..words)
+        .zip(LOOKUP_ADDRESS_REG..)
+        .map(|(i, reg)| {
+            let src = Subfield {
+                field: from,
+                offset: (words - 1 - i) * 32,
+                bits: 32,
+            };
+            let dst = Subfield::whole(NxmField::Reg(reg));
+            format!("move:{src}->{dst}")
+        })
+        .collect()
 }
 
 /// An address as the nat() action takes it: IPv6 in brackets.
@@ -222,15 +305,6 @@ fn nat_address(addr: &IpAddr) -> String {
     match addr {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => format!("[{v6}]"),
-    }
-}
-
-/// A prefix as a flow match value; a host prefix as the bare address.
-fn match_prefix(net: &IpNet) -> String {
-    if net.prefix_len() == net.max_prefix_len() {
-        net.addr().to_string()
-    } else {
-        net.to_string()
     }
 }
 
@@ -242,47 +316,90 @@ pub fn plan_flows(offer: &Offer, ports: &PortMap, settings: &FlowSettings) -> Ve
     for family in &offer.families {
         let fm = FamilyMatch::of(family.family());
         let masq = family.masquerade.host_ip;
-        for net in &family.cluster_cidrs {
-            let cidr = match_prefix(net);
-            // Host -> OVN: the host already SNATed to its masquerade IP.
-            flows.push(Flow {
-                table: 0,
-                priority: PATH_PRIORITY,
-                role: FlowRole::HostToOvn,
-                cidr: Some(*net),
-                matches: format!(
-                    "in_port={},{},{}={masq},{}={cidr}",
-                    ports.host_representor, fm.proto, fm.src, fm.dst
+        // One direction of the path: the packets it may carry (from a
+        // port, to or from the masquerade IP), which of their addresses
+        // must be in a cluster CIDR, and what to do with them then.
+        let directions = [
+            (
+                FlowRole::HostToOvnLookup,
+                FlowRole::HostToOvn,
+                // Host -> OVN: the host already SNATed to its masquerade IP.
+                format!(
+                    "in_port={},{},{}={masq}",
+                    ports.host_representor, fm.proto, fm.src
                 ),
-                actions: "goto_table:2".into(),
-            });
-            // OVN -> host: replies routed back to the masquerade subnet.
-            flows.push(Flow {
-                table: 0,
-                priority: PATH_PRIORITY,
-                role: FlowRole::OvnToHost,
-                cidr: Some(*net),
-                matches: format!(
-                    "in_port={},{},{}={cidr},{}={masq}",
-                    ports.patch, fm.proto, fm.src, fm.dst
+                fm.move_dst,
+                "goto_table:2".to_string(),
+            ),
+            (
+                FlowRole::OvnToHostLookup,
+                FlowRole::OvnToHost,
+                // OVN -> host: replies routed back to the masquerade subnet.
+                format!("in_port={},{},{}={masq}", ports.patch, fm.proto, fm.dst),
+                fm.move_src,
+                "goto_table:3".to_string(),
+            ),
+            (
+                FlowRole::OvnToUplinkLookup,
+                FlowRole::OvnToUplink,
+                // OVN -> underlay: the second (and last) SNAT, to the node IP.
+                format!(
+                    "in_port={},dl_src={mac},{},{}={masq}",
+                    ports.patch, fm.proto, fm.src
                 ),
-                actions: "goto_table:3".into(),
-            });
-            // OVN -> underlay: the second (and last) SNAT, to the node IP.
-            flows.push(Flow {
-                table: 0,
-                priority: PATH_PRIORITY,
-                role: FlowRole::OvnToUplink,
-                cidr: Some(*net),
-                matches: format!(
-                    "in_port={},dl_src={mac},{},{}={masq},{}={cidr}",
-                    ports.patch, fm.proto, fm.src, fm.dst
-                ),
-                actions: format!(
+                fm.move_dst,
+                format!(
                     "ct(commit,zone={zone},nat(src={}),exec(set_field:{OVN_CT_MARK:#x}->ct_mark)),output:{}",
                     nat_address(&family.underlay_ip),
                     ports.uplink
                 ),
+            ),
+        ];
+        for (lookup_role, role, matches, address, actions) in directions {
+            // First pass: copy the address, look it up in our CIDR table,
+            // then run table 0 again, where this flow no longer matches.
+            // On a miss nothing of ours matches then either, and the
+            // packet goes on to the other controllers' lower-priority
+            // flows as if ours were not there.
+            let mut lookup = address_moves(address);
+            lookup.push(format!("set_field:{LOOKUP_MISS:#x}->reg{LOOKUP_STATE_REG}"));
+            lookup.push(format!("resubmit(,{CIDR_TABLE})"));
+            lookup.push("resubmit(,0)".into());
+            flows.push(Flow {
+                table: 0,
+                priority: PATH_PRIORITY,
+                role: lookup_role,
+                cidr: None,
+                matches: format!(
+                    "{matches},{}",
+                    format_reg_match(LOOKUP_STATE_REG, LOOKUP_NOT_YET, u32::MAX)
+                ),
+                actions: lookup.join(","),
+            });
+            // Second pass, for a cluster address: the path itself.
+            flows.push(Flow {
+                table: 0,
+                priority: PATH_PRIORITY,
+                role,
+                cidr: None,
+                matches: format!(
+                    "{matches},{}",
+                    format_reg_match(LOOKUP_STATE_REG, LOOKUP_CLUSTER, u32::MAX)
+                ),
+                actions,
+            });
+        }
+        for net in &family.cluster_cidrs {
+            flows.push(Flow {
+                table: CIDR_TABLE,
+                priority: CIDR_PRIORITY,
+                role: FlowRole::ClusterCidr,
+                cidr: Some(*net),
+                matches: std::iter::once(fm.proto.to_string())
+                    .chain(cidr_register_matches(net))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                actions: format!("set_field:{LOOKUP_CLUSTER:#x}->reg{LOOKUP_STATE_REG}"),
             });
         }
         if settings.base_pipeline != BasePipeline::Off {
@@ -306,6 +423,16 @@ pub fn plan_flows(offer: &Offer, ports: &PortMap, settings: &FlowSettings) -> Ve
                 });
             }
         }
+    }
+    if !offer.families.is_empty() {
+        flows.push(Flow {
+            table: CIDR_TABLE,
+            priority: 0,
+            role: FlowRole::CidrMiss,
+            cidr: None,
+            matches: String::new(),
+            actions: "drop".into(),
+        });
     }
     if settings.base_pipeline != BasePipeline::Off {
         flows.push(Flow {
@@ -479,8 +606,29 @@ mod tests {
             &PORTS,
             &settings,
         );
-        assert_eq!(flows.len(), 9, "three path flows per CIDR, nothing else");
-        assert!(flows.iter().all(|f| f.priority == PATH_PRIORITY));
+        let per_cidr: Vec<_> = flows.iter().filter(|f| f.cidr.is_some()).collect();
+        assert_eq!(per_cidr.len(), 3, "one flow per CIDR");
+        assert!(per_cidr.iter().all(|f| f.table == CIDR_TABLE));
+        assert_eq!(
+            flows.len(),
+            3 + 6 + 1,
+            "and a constant: the lookup and path flows of three directions, the miss"
+        );
+        assert!(flows.iter().all(|f| !f.role.is_base()));
+        let more = plan_flows(
+            &offer(
+                false,
+                &[
+                    "198.18.128.0/17",
+                    "198.19.0.0/24",
+                    "198.19.1.0/24",
+                    "198.19.2.0/24",
+                ],
+            ),
+            &PORTS,
+            &settings,
+        );
+        assert_eq!(more.len(), flows.len() + 1);
     }
 
     #[test]

@@ -226,11 +226,18 @@ mod tests {
         };
         let installed = [
             read(
+                100,
+                100,
+                "ip,reg12=0xc6128000/0xffff8000",
+                "set_field:0x2->reg11",
+                12,
+            ),
+            read(
                 0,
                 510,
-                "ip,in_port=1,nw_src=169.254.0.2,nw_dst=198.18.128.0/17",
+                "ip,in_port=1,nw_src=169.254.0.2,reg11=0x2",
                 "goto_table:2",
-                12,
+                9,
             ),
             read(1, 100, "ip,ct_state=+trk+est,ct_mark=0x1", "output:2", 5),
             read(4, 7, "ip", "drop", 1),
@@ -267,7 +274,8 @@ mod tests {
         assert_eq!(
             seen,
             vec![
-                row("0", "510", "host_to_ovn", "198.18.128.0/17", 12),
+                row("100", "100", "cluster_cidr", "198.18.128.0/17", 12),
+                row("0", "510", "host_to_ovn", "", 9),
                 row("1", "100", "return_to_ovn", "", 5),
                 row("4", "7", "unplanned", "", 1),
             ]

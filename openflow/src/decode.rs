@@ -5,7 +5,11 @@
 //! anything else is written generically (`oxm(0x8000:13)=...`,
 //! `nx_action(40)`): never equal to a flow of ours, and still shown.
 
-use super::{spec::CT_FLAGS, wire::FlowStats};
+use super::{
+    nxm::{self, NxmField, Subfield},
+    spec::CT_FLAGS,
+    wire::FlowStats,
+};
 use crate::format_mac;
 use std::{
     fmt::Write as _,
@@ -133,6 +137,10 @@ pub fn match_text(bytes: &[u8]) -> String {
             (0x8000, 27, m) => format!("ipv6_dst={}", prefix(e.value, m)),
             (0x0001, 105, m) => format!("ct_state={}", ct_state(e.value, m)),
             (0x0001, 107, None) => format!("ct_mark={:#x}", be(e.value)),
+            (0x0001, index, mask) if index < nxm::REGISTERS && e.value.len() == 4 => {
+                let mask = mask.map_or(u32::MAX, |m| be(m) as u32);
+                nxm::format_reg_match(index, be(e.value) as u32, mask)
+            }
             (class, field, mask) => {
                 let mut generic = format!("oxm({class:#06x}:{field})=0x{}", hex(e.value));
                 if let Some(mask) = mask {
@@ -240,6 +248,9 @@ fn action_text(kind: u16, body: &[u8], depth: usize) -> String {
                 Some(e) if (e.class, e.field) == (0x0001, 107) => {
                     format!("set_field:{:#x}->ct_mark", be(e.value))
                 }
+                Some(e) if e.class == 0x0001 && e.field < nxm::REGISTERS && e.value.len() == 4 => {
+                    format!("set_field:{:#x}->reg{}", be(e.value), e.field)
+                }
                 Some(e) => format!(
                     "set_field:0x{}->oxm({:#06x}:{})",
                     hex(e.value),
@@ -257,16 +268,38 @@ fn action_text(kind: u16, body: &[u8], depth: usize) -> String {
 fn nx_action_text(body: &[u8], depth: usize) -> String {
     let subtype = u16_at(body, 8).unwrap_or(0);
     match subtype {
-        // NXAST_REG_MOVE of the whole Ethernet destination to the source.
-        6 if body.get(10..24)
-            == Some(&[0, 48, 0, 0, 0, 0, 0, 0, 0x02, 0x06, 0, 0, 0x04, 0x06][..]) =>
-        {
-            "move:NXM_OF_ETH_DST[]->NXM_OF_ETH_SRC[]".into()
-        }
+        6 => move_text(body).unwrap_or_else(|| "nx_action(6)".into()),
+        14 => match (u16_at(body, 10), body.get(12)) {
+            (Some(0xfff8), Some(table)) => format!("resubmit(,{table})"),
+            _ => "nx_action(14)".into(),
+        },
         35 => ct_text(body, depth),
         36 => nat_text(body),
         other => format!("nx_action({other})"),
     }
+}
+
+/// NXAST_REG_MOVE between fields our flows name: n_bits, src_ofs,
+/// dst_ofs, then the two NXM headers.
+fn move_text(body: &[u8]) -> Option<String> {
+    let (bits, src_ofs, dst_ofs) = (u16_at(body, 10)?, u16_at(body, 12)?, u16_at(body, 14)?);
+    let src = NxmField::of_header(u32_at(body, 16)?)?;
+    let dst = NxmField::of_header(u32_at(body, 20)?)?;
+    let within = |field: NxmField, offset: u16| offset.checked_add(bits) <= Some(field.bits());
+    if bits == 0 || !within(src, src_ofs) || !within(dst, dst_ofs) {
+        return None;
+    }
+    let src = Subfield {
+        field: src,
+        offset: src_ofs,
+        bits,
+    };
+    let dst = Subfield {
+        field: dst,
+        offset: dst_ofs,
+        bits,
+    };
+    Some(format!("move:{src}->{dst}"))
 }
 
 fn ct_text(body: &[u8], depth: usize) -> String {

@@ -17,6 +17,7 @@ mod consts;
 pub mod decode;
 pub mod dump;
 mod message;
+pub mod nxm;
 pub mod reply;
 pub mod session;
 pub mod spec;

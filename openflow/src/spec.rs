@@ -2,6 +2,7 @@
 //! planner writes, parsed strictly (anything else is an error naming it),
 //! and rendered back the way ovs-ofctl prints it. What the codec encodes.
 
+use crate::nxm::{self, Subfield};
 use ipnet::IpNet;
 use std::net::IpAddr;
 
@@ -20,6 +21,12 @@ pub enum Field {
         mask: u32,
     },
     CtMark(u32),
+    /// A register (reg0 .. reg15) under a mask (all ones: exact).
+    Reg {
+        index: u8,
+        value: u32,
+        mask: u32,
+    },
     /// Only in probes: flows a controller adds to be refused where another
     /// flow overlaps them.
     Metadata {
@@ -35,8 +42,20 @@ pub const PORT_NORMAL: u32 = 0xffff_fffa;
 pub enum Action {
     Output(u32),
     SetEthDst([u8; 6]),
-    /// move:NXM_OF_ETH_DST[]->NXM_OF_ETH_SRC[]
-    MoveEthDstToEthSrc,
+    /// move:<src>->NXM_...[]: copies bits between fields (as many as the
+    /// destination has).
+    Move {
+        src: Subfield,
+        dst: Subfield,
+    },
+    /// set_field:<value>->reg<index>: a whole register.
+    SetReg {
+        index: u8,
+        value: u32,
+    },
+    /// resubmit(,<table>): looks the packet up in `table` and runs that
+    /// flow's actions, then carries on with the actions after this one.
+    Resubmit(u8),
     Ct(Ct),
 }
 
@@ -147,7 +166,8 @@ fn field_rank(field: &Field) -> u8 {
         Field::IpDst(_) => 5,
         Field::CtState { .. } => 6,
         Field::CtMark(_) => 7,
-        Field::Metadata { .. } => 8,
+        Field::Reg { .. } => 8,
+        Field::Metadata { .. } => 9,
     }
 }
 
@@ -158,6 +178,16 @@ fn parse_field(token: &str) -> Result<Field, SpecError> {
             .or_else(|_| v.parse::<IpAddr>().map(IpNet::from))
             .map_err(|_| error(token, "not an address or prefix"))
     };
+    if let Some(index) = register(key) {
+        let (value, mask) = match value.split_once('/') {
+            Some((value, mask)) => (hex_u32(value), hex_u32(mask)),
+            None => (hex_u32(value), Some(u32::MAX)),
+        };
+        return match (value, mask) {
+            (Some(value), Some(mask)) => Ok(Field::Reg { index, value, mask }),
+            _ => Err(error(token, "not a register value")),
+        };
+    }
     Ok(match key {
         "ip" => Field::EthType(ETH_TYPE_IPV4),
         "ipv6" => Field::EthType(ETH_TYPE_IPV6),
@@ -210,8 +240,33 @@ fn parse_action(token: &str) -> Result<Action, SpecError> {
     if token == "NORMAL" {
         return Ok(Action::Output(PORT_NORMAL));
     }
-    if token == "move:NXM_OF_ETH_DST[]->NXM_OF_ETH_SRC[]" {
-        return Ok(Action::MoveEthDstToEthSrc);
+    if let Some(args) = token.strip_prefix("move:") {
+        let parsed = args
+            .split_once("->")
+            .and_then(|(src, dst)| Some((Subfield::parse(src)?, Subfield::parse(dst)?)));
+        return match parsed {
+            Some((src, dst)) if src.bits == dst.bits => Ok(Action::Move { src, dst }),
+            Some(_) => Err(error(token, "source and destination differ in width")),
+            None => Err(error(token, "not a move between fields our flows use")),
+        };
+    }
+    if let Some(table) = token
+        .strip_prefix("resubmit(,")
+        .and_then(|t| t.strip_suffix(')'))
+    {
+        return Ok(Action::Resubmit(
+            table.parse().map_err(|_| error(token, "not a table"))?,
+        ));
+    }
+    if let Some((value, index)) = token
+        .strip_prefix("set_field:")
+        .and_then(|v| v.split_once("->"))
+        .and_then(|(value, reg)| Some((value, register(reg)?)))
+    {
+        return Ok(Action::SetReg {
+            index,
+            value: hex_u32(value).ok_or_else(|| error(token, "not a register value"))?,
+        });
     }
     if let Some(port) = token.strip_prefix("output:") {
         return Ok(Action::Output(
@@ -279,6 +334,12 @@ fn split_top_level(text: &str) -> Vec<&str> {
     parts.push(text[start..].trim());
     parts.retain(|p| !p.is_empty());
     parts
+}
+
+/// `reg<N>` with N below 16.
+fn register(name: &str) -> Option<u8> {
+    let index: u8 = name.strip_prefix("reg")?.parse().ok()?;
+    (index < nxm::REGISTERS).then_some(index)
 }
 
 fn mac(text: &str) -> Option<[u8; 6]> {

@@ -41,6 +41,9 @@ const OFPAT_SET_FIELD: u16 = 25;
 const OFPAT_EXPERIMENTER: u16 = 0xffff;
 const NX_VENDOR_ID: u32 = 0x0000_2320;
 const NXAST_REG_MOVE: u16 = 6;
+const NXAST_RESUBMIT_TABLE: u16 = 14;
+/// OpenFlow 1.0's OFPP_IN_PORT: a resubmit that keeps the packet's in_port.
+const OFPP10_IN_PORT: u16 = 0xfff8;
 const NXAST_CT: u16 = 35;
 const NXAST_NAT: u16 = 36;
 const NX_CT_F_COMMIT: u16 = 1;
@@ -52,7 +55,6 @@ const NX_NAT_RANGE_IPV6_MIN: u16 = 4;
 // OXM classes and fields.
 const OXM_BASIC: u16 = 0x8000;
 const NXM_1: u16 = 0x0001;
-const NXM_0: u16 = 0x0000;
 
 /// An OXM (or NXM) header: class, field, has-mask, payload length.
 const fn oxm_header(class: u16, field: u8, masked: bool, len: u8) -> u32 {
@@ -70,8 +72,6 @@ const OXM_IPV6_SRC: (u16, u8) = (OXM_BASIC, 26);
 const OXM_IPV6_DST: (u16, u8) = (OXM_BASIC, 27);
 const NXM_CT_STATE: (u16, u8) = (NXM_1, 105);
 const NXM_CT_MARK: (u16, u8) = (NXM_1, 107);
-const NXM_OF_ETH_DST: (u16, u8) = (NXM_0, 1);
-const NXM_OF_ETH_SRC: (u16, u8) = (NXM_0, 2);
 
 /// A hello offering exactly [`VERSIONS`] (a version bitmap), so that the
 /// switch picks the highest one its bridge allows.
@@ -285,6 +285,15 @@ fn push_field(m: &mut Message, field: &Field) {
             Some(&mask.to_be_bytes()),
         ),
         Field::CtMark(mark) => push_oxm(m, NXM_CT_MARK, &mark.to_be_bytes(), None),
+        Field::Reg { index, value, mask } => {
+            let mask = (*mask != u32::MAX).then(|| mask.to_be_bytes());
+            push_oxm(
+                m,
+                (NXM_1, *index),
+                &value.to_be_bytes(),
+                mask.as_ref().map(|m| &m[..]),
+            )
+        }
         Field::Metadata { value, mask } => {
             let mask = (*mask != u64::MAX).then(|| mask.to_be_bytes());
             push_oxm(
@@ -360,12 +369,18 @@ fn push_action(m: &mut Message, a: &Action) {
         Action::SetEthDst(mac) => action(m, OFPAT_SET_FIELD, |m| {
             push_oxm(m, OXM_ETH_DST, mac, None);
         }),
-        Action::MoveEthDstToEthSrc => nx_action(m, NXAST_REG_MOVE, |m| {
-            m.u16(48)
-                .u16(0)
-                .u16(0)
-                .u32(oxm_header(NXM_OF_ETH_DST.0, NXM_OF_ETH_DST.1, false, 6))
-                .u32(oxm_header(NXM_OF_ETH_SRC.0, NXM_OF_ETH_SRC.1, false, 6));
+        Action::Move { src, dst } => nx_action(m, NXAST_REG_MOVE, |m| {
+            m.u16(dst.bits)
+                .u16(src.offset)
+                .u16(dst.offset)
+                .u32(src.field.header())
+                .u32(dst.field.header());
+        }),
+        Action::SetReg { index, value } => action(m, OFPAT_SET_FIELD, |m| {
+            push_oxm(m, (NXM_1, *index), &value.to_be_bytes(), None);
+        }),
+        Action::Resubmit(table) => nx_action(m, NXAST_RESUBMIT_TABLE, |m| {
+            m.u16(OFPP10_IN_PORT).u8(*table).zeros(3);
         }),
         Action::Ct(ct) => push_ct(m, ct),
     }

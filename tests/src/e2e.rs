@@ -652,14 +652,15 @@ gateway_router = {router:?}
             .map_err(|_| anyhow::anyhow!("TCP server in the underlay did not start"))
     }
 
-    /// Packets counted by our priority-510 path flows on breth0.
+    /// Packets counted by our path flows on breth0 (priority 510, after a
+    /// lookup found a cluster address).
     pub fn path_flow_packets(&self) -> anyhow::Result<u64> {
         let dump = self
             .ovs
             .ofctl("dump-flows", "breth0", &["cookie=0x6e6f7672/-1"])?;
         Ok(dump
             .lines()
-            .filter(|l| l.contains("priority=510"))
+            .filter(|l| l.contains("priority=510") && l.contains("reg11=0x2"))
             .filter_map(|l| {
                 l.split(", ")
                     .find_map(|p| p.strip_prefix("n_packets="))

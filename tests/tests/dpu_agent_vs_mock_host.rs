@@ -74,14 +74,18 @@ async fn negotiation_returns_the_contract_and_status_shows_the_peer() -> anyhow:
         .last_host_report
         .ok_or_else(|| anyhow::anyhow!("no report"))?;
     assert!(report.applied);
-    assert!(
-        status
-            .desired_flows
-            .iter()
-            .any(|f| f.contains("nw_dst=198.18.128.0/17") && f.contains("nat(src=198.18.0.10)")),
-        "{:#?}",
-        status.desired_flows
-    );
+    // The cluster CIDR 198.18.128.0/17 as our CIDR table holds it, and the
+    // SNAT to the underlay IP.
+    for wanted in [
+        "table=100,priority=100,ip,reg12=0xc6128000/0xffff8000,",
+        "nat(src=198.18.0.10)",
+    ] {
+        assert!(
+            status.desired_flows.iter().any(|f| f.contains(wanted)),
+            "{wanted}: {:#?}",
+            status.desired_flows
+        );
+    }
     dpu.stop().await
 }
 

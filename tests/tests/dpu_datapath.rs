@@ -254,7 +254,8 @@ async fn cidr_change_swaps_the_flow_set_atomically() -> anyhow::Result<()> {
 
     // Watch the flow count from another thread while swapping sets: it
     // must only ever be the old or the new size, never anything between.
-    let three = one + 6;
+    // One flow per CIDR: two more CIDRs, two more flows.
+    let three = one + 2;
     let stop = Arc::new(AtomicBool::new(false));
     let target = sw.ovs.openflow("breth0");
     let watcher = {
@@ -447,12 +448,19 @@ async fn ovnkubes_flows_are_never_seized() -> anyhow::Result<()> {
         );
         Ok(())
     };
-    // Only our three path flows go on: ovnkube provides the whole base
-    // pipeline ("auto", the default), so none of ours is added over theirs.
+    // Only our path flows go on (for one CIDR: the lookup and the path flow
+    // of each direction at priority 510, the CIDR and the miss in table
+    // 100): ovnkube provides the whole base pipeline ("auto", the default),
+    // so none of ours is added over theirs.
+    const PATH_FLOWS: usize = 8;
     let agent = start_agent(&sw.ovs).await?;
     let handle = agent.handle.clone();
-    let path_only =
-        |ours: &[String]| ours.len() == 3 && ours.iter().all(|f| f.contains("priority=510"));
+    let path_only = |ours: &[String]| {
+        ours.len() == PATH_FLOWS
+            && ours
+                .iter()
+                .all(|f| f.contains("priority=510") || f.contains("table=100"))
+    };
     wait_until("the path flows installed", Duration::from_secs(10), || {
         our_flows(&sw.ovs).is_ok_and(|f| path_only(&f)) && handle.last_error().is_empty()
     })
@@ -476,7 +484,7 @@ async fn ovnkubes_flows_are_never_seized() -> anyhow::Result<()> {
     agent.dpu.stop().await?;
 
     // Reconfigured (restarted) with the base pipeline forced on, then off.
-    for (setting, expected) in [("true", 4), ("false", 3)] {
+    for (setting, expected) in [("true", PATH_FLOWS + 1), ("false", PATH_FLOWS)] {
         let agent = start_agent_with(&sw.ovs, &format!("base_pipeline = {setting}")).await?;
         let handle = agent.handle.clone();
         wait_until(
@@ -529,8 +537,10 @@ async fn the_cidr_limit_installs_and_status_answers() -> anyhow::Result<()> {
     })
     .await?;
     let handle = agent.handle.clone();
-    let expected = 3 * 1024 + 6;
-    wait_until("3,078 flows installed", Duration::from_secs(60), || {
+    // One flow per CIDR; the lookup and the path flow of three directions
+    // and the miss; the base pipeline (six flows, standalone).
+    let expected = 1024 + 6 + 1 + 6;
+    wait_until("1,037 flows installed", Duration::from_secs(60), || {
         handle.installed_flows().len() == expected && handle.last_error().is_empty()
     })
     .await?;

@@ -8,7 +8,7 @@
 use noverlay_tests::{
     e2e::{
         BRIDGE_MAC, CLUSTER_CIDR, CLUSTER_CIDR6, DUMMY_NEXT_HOP, LATE_CIDR, LATE_POD,
-        MASQUERADE_SUBNET, NODE_IP, NODE_IP6, REMOTE_POD, REMOTE_POD6, Testbed,
+        MASQUERADE_SUBNET, NODE_IP, NODE_IP6, REMOTE_NODE_IP, REMOTE_POD, REMOTE_POD6, Testbed,
     },
     netns, ovn, ovnkube, ovs,
 };
@@ -812,4 +812,92 @@ fn an_ovnkube_rewrite_burst_is_survived() -> anyhow::Result<()> {
     );
     anyhow::ensure!(repairs > 0, "the burst never hit our flows");
     assert_traffic(&bed, REMOTE_POD)
+}
+
+/// At the contract's limit, 1024 cluster CIDRs (1022 /27s of 198.19.0.0/17,
+/// the testbed's /17 and its IPv6 /48), with both agents and real OVN:
+/// traffic reaches pods sampled across the range (16 /27s, first and last
+/// included, and both of the testbed's pods), the bridge holds one flow per
+/// CIDR, the host two routes per CIDR; after an ovnkube rewrite of the
+/// bridge every sampled pod is reachable again.
+#[test]
+#[ignore = "privileged: needs root, network namespaces, Open vSwitch and OVN; run as root with --include-ignored (CI does)"]
+fn the_path_at_1024_cidrs_and_a_wipe_healed() -> anyhow::Result<()> {
+    const SMALL: usize = noverlay_proto::contract::MAX_CLUSTER_CIDRS - 2;
+    let (_guard, bed) = path_up()?;
+    let small: Vec<String> = (0..SMALL)
+        .map(|i| format!("198.19.{}.{}/27", i / 8, i % 8 * 32))
+        .collect();
+    // 16 of them, spread from the first to the last; a pod at .1 of each.
+    let sampled: Vec<String> = (0..16)
+        .map(|k| k * (SMALL - 1) / 15)
+        .map(|i| format!("198.19.{}.{}", i / 8, i % 8 * 32 + 1))
+        .collect();
+    for pod in &sampled {
+        bed.underlay.sh(&format!("ip addr add {pod}/32 dev lo"))?;
+    }
+    bed.ovn
+        .nbctl(&["lr-route-add", "GR_node1", "198.19.0.0/17", REMOTE_NODE_IP])?;
+    let mut cidrs: Vec<&str> = vec![CLUSTER_CIDR];
+    cidrs.extend(small.iter().map(String::as_str));
+    bed.write_dpu_config(&cidrs)?;
+    let started = Instant::now();
+    bed.reload_dpu_agent()?;
+    let pods: Vec<&str> = sampled
+        .iter()
+        .map(String::as_str)
+        .chain([REMOTE_POD, REMOTE_POD6])
+        .collect();
+    for pod in &pods {
+        bed.wait_for_ping(pod, RECOVERY)?;
+    }
+    println!(
+        "1024 CIDRs (SIGHUP) -> all {} sampled pods answer: {:?}",
+        pods.len(),
+        started.elapsed()
+    );
+
+    let cidr_flows = |bed: &Testbed| -> anyhow::Result<usize> {
+        let dump = bed.ovs.ofctl(
+            "dump-flows",
+            "breth0",
+            &["cookie=0x6e6f7672/-1,table=100"],
+        )?;
+        Ok(dump.lines().filter(|l| l.contains("reg12=")).count())
+    };
+    let flows = cidr_flows(&bed)?;
+    anyhow::ensure!(
+        flows == noverlay_proto::contract::MAX_CLUSTER_CIDRS,
+        "{flows} CIDR flows on the bridge"
+    );
+    let routes = bed
+        .host
+        .sh("ip route show proto 240; ip -6 route show proto 240")?;
+    anyhow::ensure!(
+        routes.lines().count() == 2 * noverlay_proto::contract::MAX_CLUSTER_CIDRS,
+        "{} host routes of ours, expected two per CIDR",
+        routes.lines().count()
+    );
+    for pod in [sampled[0].as_str(), &sampled[15], REMOTE_POD6] {
+        assert_traffic(&bed, pod)?;
+    }
+
+    // ovnkube rewrites the bridge: every flow of ours is gone until the
+    // agent restores them all.
+    let ovnkube_flows = bed.ovs.ovnkube_flows_file(NODE_IP)?;
+    let started = Instant::now();
+    ovnkube::replace_flows(&bed.ovs.openflow("breth0"), &ovnkube_flows)?;
+    for pod in &pods {
+        bed.wait_for_ping(pod, RECOVERY)?;
+    }
+    println!(
+        "ovnkube rewrite -> all sampled pods answer again: {:?}",
+        started.elapsed()
+    );
+    let flows = cidr_flows(&bed)?;
+    anyhow::ensure!(
+        flows == noverlay_proto::contract::MAX_CLUSTER_CIDRS,
+        "{flows} CIDR flows on the bridge after the rewrite"
+    );
+    assert_traffic(&bed, &sampled[7])
 }

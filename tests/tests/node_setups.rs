@@ -295,7 +295,8 @@ fn setups() -> Vec<Setup> {
                     || {
                         sw.ovs
                             .ofctl("dump-flows", "breth0", &["cookie=0x6e6f7672/-1"])
-                            .is_ok_and(|d| d.lines().filter(|l| l.starts_with(' ')).count() == 9)
+                            // The golden IPv4 set: 8 path flows for one CIDR, 6 base.
+                            .is_ok_and(|d| d.lines().filter(|l| l.starts_with(' ')).count() == 14)
                     },
                 )
                 .map(drop)
