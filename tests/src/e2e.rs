@@ -63,6 +63,20 @@ pub const DUMMY_NEXT_HOP6: &str = "fd69::4";
 const DPU_MGMT_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 19, 254, 2);
 const GRPC_PORT: u16 = 50051;
 
+/// The IPv4 cluster CIDRs that, with [`CLUSTER_CIDR6`], make the contract's
+/// limit of 1024: [`CLUSTER_CIDR`] and the first 1022 /27s of
+/// 198.19.0.0/17 ([`LIMIT_SUPERNET`]).
+pub fn cidrs_at_the_limit() -> Vec<String> {
+    let small = noverlay_proto::contract::MAX_CLUSTER_CIDRS - 2;
+    std::iter::once(CLUSTER_CIDR.to_string())
+        .chain((0..small).map(|i| format!("198.19.{}.{}/27", i / 8, i % 8 * 32)))
+        .collect()
+}
+
+/// Holds every /27 of [`cidrs_at_the_limit`]; the gateway router needs a
+/// route for it before those pods answer.
+pub const LIMIT_SUPERNET: &str = "198.19.0.0/17";
+
 /// The agent binaries built by `cargo build --workspace`.
 pub struct Binaries {
     pub dpu_agent: PathBuf,

@@ -8,7 +8,8 @@
 use noverlay_tests::{
     e2e::{
         BRIDGE_MAC, CLUSTER_CIDR, CLUSTER_CIDR6, DUMMY_NEXT_HOP, LATE_CIDR, LATE_POD,
-        MASQUERADE_SUBNET, NODE_IP, NODE_IP6, REMOTE_NODE_IP, REMOTE_POD, REMOTE_POD6, Testbed,
+        LIMIT_SUPERNET, MASQUERADE_SUBNET, NODE_IP, NODE_IP6, REMOTE_NODE_IP, REMOTE_POD,
+        REMOTE_POD6, Testbed, cidrs_at_the_limit,
     },
     netns, ovn, ovnkube, ovs,
 };
@@ -823,24 +824,23 @@ fn an_ovnkube_rewrite_burst_is_survived() -> anyhow::Result<()> {
 #[test]
 #[ignore = "privileged: needs root, network namespaces, Open vSwitch and OVN; run as root with --include-ignored (CI does)"]
 fn the_path_at_1024_cidrs_and_a_wipe_healed() -> anyhow::Result<()> {
-    const SMALL: usize = noverlay_proto::contract::MAX_CLUSTER_CIDRS - 2;
     let (_guard, bed) = path_up()?;
-    let small: Vec<String> = (0..SMALL)
-        .map(|i| format!("198.19.{}.{}/27", i / 8, i % 8 * 32))
-        .collect();
-    // 16 of them, spread from the first to the last; a pod at .1 of each.
+    let cidrs = cidrs_at_the_limit();
+    // 16 of the /27s, spread from the first to the last; a pod at .1 of each.
+    let small = &cidrs[1..];
     let sampled: Vec<String> = (0..16)
-        .map(|k| k * (SMALL - 1) / 15)
-        .map(|i| format!("198.19.{}.{}", i / 8, i % 8 * 32 + 1))
-        .collect();
+        .map(|k| &small[k * (small.len() - 1) / 15])
+        .map(|cidr| {
+            let net: ipnet::Ipv4Net = cidr.parse()?;
+            Ok(std::net::Ipv4Addr::from(u32::from(net.network()) + 1).to_string())
+        })
+        .collect::<anyhow::Result<_>>()?;
     for pod in &sampled {
         bed.underlay.sh(&format!("ip addr add {pod}/32 dev lo"))?;
     }
     bed.ovn
-        .nbctl(&["lr-route-add", "GR_node1", "198.19.0.0/17", REMOTE_NODE_IP])?;
-    let mut cidrs: Vec<&str> = vec![CLUSTER_CIDR];
-    cidrs.extend(small.iter().map(String::as_str));
-    bed.write_dpu_config(&cidrs)?;
+        .nbctl(&["lr-route-add", "GR_node1", LIMIT_SUPERNET, REMOTE_NODE_IP])?;
+    bed.write_dpu_config(&cidrs.iter().map(String::as_str).collect::<Vec<_>>())?;
     let started = Instant::now();
     bed.reload_dpu_agent()?;
     let pods: Vec<&str> = sampled
@@ -858,11 +858,9 @@ fn the_path_at_1024_cidrs_and_a_wipe_healed() -> anyhow::Result<()> {
     );
 
     let cidr_flows = |bed: &Testbed| -> anyhow::Result<usize> {
-        let dump = bed.ovs.ofctl(
-            "dump-flows",
-            "breth0",
-            &["cookie=0x6e6f7672/-1,table=100"],
-        )?;
+        let dump = bed
+            .ovs
+            .ofctl("dump-flows", "breth0", &["cookie=0x6e6f7672/-1,table=100"])?;
         Ok(dump.lines().filter(|l| l.contains("reg12=")).count())
     };
     let flows = cidr_flows(&bed)?;

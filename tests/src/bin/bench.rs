@@ -8,14 +8,15 @@
 //! unrelated kernel churn; for the DPU agent:
 //! contract change -> flows installed for the same sizes, restore time
 //! after 100 wipes (median and p99), and the same install by one ovs-ofctl
-//! process; for both agents as processes: idle CPU and RSS.
+//! process; for both agents as processes: idle CPU and RSS, with one CIDR
+//! and at the limit of 1024 (with the flow and route counts).
 
 use dpu_agent::state::AgentHandle;
 use host_agent::{agent::HostAgent, config::HostConfig, dataplane::kernel::Kernel};
 use noverlay_proto::contract::{Contract, FamilyContract, Masquerade, Mode};
 use noverlay_runtime::systemd::Watchdog;
 use noverlay_tests::{
-    e2e::{REMOTE_POD, Testbed},
+    e2e::{REMOTE_POD, Testbed, cidrs_at_the_limit},
     harness::{self, Certs, DpuOptions, HOST_SAN, HostOptions, RunningDpu},
     mock_dpu::MockDpu,
     netns::{NetNs, privileged_or_skip},
@@ -383,7 +384,10 @@ async fn wait(handle: &AgentHandle, timeout: Duration) -> anyhow::Result<()> {
     }
 }
 
-/// Both agents as processes on the end-to-end testbed, idle for 10 s.
+/// Both agents as processes on the end-to-end testbed, idle for 10 s: with
+/// the testbed's contract, then at the limit of 1024 cluster CIDRs (flows on
+/// the bridge and routes on the host counted, as the kernel and the switch
+/// hold them).
 fn idle_cost() -> anyhow::Result<()> {
     let mut bed = Testbed::build()?;
     bed.start_dpu_agent()?;
@@ -394,6 +398,41 @@ fn idle_cost() -> anyhow::Result<()> {
         ("dpu-agent", pid_of("dpu-agent run")?),
         ("host-agent", pid_of("host-agent run")?),
     ];
+    idle_window(&pids, "path up, nothing changing")?;
+
+    let cidrs = cidrs_at_the_limit();
+    bed.write_dpu_config(&cidrs.iter().map(String::as_str).collect::<Vec<_>>())?;
+    bed.reload_dpu_agent()?;
+    let routes = || {
+        bed.host
+            .sh("ip route show proto 240; ip -6 route show proto 240")
+            .map(|r| r.lines().count())
+            .unwrap_or(0)
+    };
+    let want = 2 * noverlay_proto::contract::MAX_CLUSTER_CIDRS;
+    noverlay_test_support::eventually_blocking(
+        "2,048 host routes",
+        Duration::from_secs(20),
+        || routes() == want,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let flows = bed
+        .ovs
+        .ofctl("dump-flows", "breth0", &["cookie=0x6e6f7672/-1"])?
+        .lines()
+        .filter(|l| l.starts_with(' '))
+        .count();
+    std::thread::sleep(Duration::from_secs(1));
+    idle_window(
+        &pids,
+        &format!(
+            "1024 cluster CIDRs: {flows} flows of ours on the bridge, {} routes of ours on the host",
+            routes()
+        ),
+    )
+}
+
+fn idle_window(pids: &[(&str, u32)], what: &str) -> anyhow::Result<()> {
     let ticks = |pid: u32| -> anyhow::Result<u64> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
         let fields: Vec<&str> = stat
@@ -419,7 +458,7 @@ fn idle_cost() -> anyhow::Result<()> {
     std::thread::sleep(window);
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    println!("idle cost over {window:?} (path up, nothing changing):");
+    println!("idle cost over {window:?} ({what}):");
     for ((name, pid), before) in pids.iter().zip(before) {
         let cpu = (ticks(*pid)? - before) as f64 / hz / window.as_secs_f64() * 100.0;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
