@@ -12,8 +12,8 @@ use rtnetlink::{
         link::{LinkAttribute, LinkFlags, LinkMessage},
         neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
         route::{
-            RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
-            RouteType,
+            RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteMetric,
+            RouteProtocol, RouteType,
         },
     },
     sys::AsyncSocket,
@@ -224,6 +224,24 @@ impl RouteNetlink {
             }
         }
         Ok(out)
+    }
+
+    /// The table entry the kernel uses for `dst`'s own address, read with
+    /// one lookup (RTM_F_FIB_MATCH: the matched route as listed, not a
+    /// computed next hop), instead of listing every route. None when there
+    /// is no route; the caller compares the entry's prefix with `dst`.
+    pub async fn route_for(&self, dst: IpNet) -> NlResult<Option<KernelRoute>> {
+        let mut message = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(dst.network(), dst.max_prefix_len())
+            .map_err(invalid)?
+            .build();
+        message.header.flags |= RouteFlags::FibMatch;
+        let mut stream = self.handle.route().get(message).execute();
+        match stream.try_next().await {
+            Ok(reply) => Ok(reply.and_then(parse_route)),
+            Err(e) if matches!(errno(&e), Some(libc::ENETUNREACH | libc::EHOSTUNREACH)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Adds or replaces (same destination, table and metric) one planned route.

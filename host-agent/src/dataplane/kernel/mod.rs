@@ -297,15 +297,17 @@ impl Dataplane for Kernel {
             }
         }
 
-        let changed = self
+        let put = self
             .put_routes(plan, &routes, &links, gateway, mp0, &mut progress)
             .await;
         // Old routes of ours inside a planned CIDR go once the new ones are
         // in; broad mp0 routes (when the plan removes them) once ours cover
         // their CIDRs.
         self.delete_routes(&stale.covered, &mut progress).await;
-        let routes = if changed || !stale.uncovered.is_empty() || !stale.covered.is_empty() {
+        let routes = if !stale.uncovered.is_empty() || !stale.covered.is_empty() {
             self.main_routes().await?
+        } else if !put.is_empty() {
+            self.routes_after_puts(plan, routes, &put).await?
         } else {
             routes
         };

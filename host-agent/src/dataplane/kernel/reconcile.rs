@@ -104,6 +104,32 @@ impl<'a> RoutesByKey<'a> {
     }
 }
 
+/// What the kernel holds after a few puts, without listing every route
+/// again: `read` has, for each put, the table entry the kernel looked up
+/// for the route's own address. None when an entry is not the planned
+/// route (another prefix matched, or another metric or writer won): then
+/// only a listing says what is there.
+pub fn with_read_back(
+    plan: &HostPlan,
+    mut listed: Vec<KernelRoute>,
+    read: Vec<(&PlannedRoute, Option<KernelRoute>)>,
+) -> Option<Vec<KernelRoute>> {
+    let mut keys = HashSet::new();
+    let mut found = Vec::with_capacity(read.len());
+    for (wanted, entry) in read {
+        let entry = entry.filter(|e| {
+            e.dst == wanted.dst
+                && effective_priority(e) == default_priority(wanted)
+                && e.protocol == plan.route_protocol
+        })?;
+        keys.insert((entry.dst, effective_priority(&entry)));
+        found.push(entry);
+    }
+    listed.retain(|r| !keys.contains(&(r.dst, effective_priority(r))));
+    listed.extend(found);
+    Some(listed)
+}
+
 /// The planned routes that are missing or differ, and how to put each.
 pub fn route_puts<'a>(
     plan: &'a HostPlan,
@@ -206,6 +232,56 @@ mod tests {
             priority: None,
             table: 254,
             message: RouteMessage::default(),
+        }
+    }
+
+    #[test]
+    fn a_read_back_replaces_the_listed_route_or_asks_for_a_listing() {
+        let plan = host_plan();
+        let wanted = &plan.routes[0];
+        let ours = |mtu| {
+            kernel_route(
+                &wanted.dst.to_string(),
+                Some("169.254.0.4"),
+                GATEWAY,
+                240,
+                mtu,
+            )
+        };
+        let other = kernel_route(
+            "198.19.0.0/24",
+            Some("169.254.0.4"),
+            GATEWAY,
+            240,
+            Some(1400),
+        );
+        // A foreign route had our key; the read-back shows ours now.
+        let listed = vec![
+            kernel_route(&wanted.dst.to_string(), Some("10.0.0.1"), 9, 16, None),
+            other.clone(),
+        ];
+        let merged = with_read_back(
+            &plan,
+            listed.clone(),
+            vec![(wanted, Some(ours(Some(1400))))],
+        )
+        .expect("ours read back");
+        assert_eq!(merged.len(), 2);
+        assert!(
+            merged
+                .iter()
+                .any(|r| r.dst == wanted.dst && r.protocol == 240)
+        );
+        assert!(merged.iter().all(|r| r.protocol == 240));
+        // Another prefix matched the address, or another writer's route
+        // was found, or none: only a listing can say.
+        let wider = kernel_route("198.18.0.0/15", None, MP0, 3, None);
+        let foreign = kernel_route(&wanted.dst.to_string(), Some("10.0.0.1"), 9, 16, None);
+        for entry in [Some(wider), Some(foreign), None] {
+            assert_eq!(
+                with_read_back(&plan, listed.clone(), vec![(wanted, entry)]),
+                None
+            );
         }
     }
 

@@ -14,6 +14,10 @@ use crate::{
 };
 use std::collections::HashMap;
 
+/// Up to this many routes put by one reconcile are read back one lookup
+/// each (a repair); more, and listing them all is cheaper.
+const READ_BACK_AT_MOST: usize = 16;
+
 impl Kernel {
     pub(super) async fn main_routes(&self) -> Result<Vec<KernelRoute>, DataplaneError> {
         self.rt
@@ -43,8 +47,8 @@ impl Kernel {
         gateway: u32,
         mp0: Option<u32>,
         progress: &mut Progress,
-    ) -> bool {
-        let mut changed = false;
+    ) -> Vec<plan::PlannedRoute> {
+        let mut put_ok = Vec::new();
         let now = tokio::time::Instant::now();
         for put in reconcile::route_puts(plan, actual, gateway, mp0) {
             let (wanted, replace) = match put {
@@ -95,10 +99,38 @@ impl Kernel {
                 .put_route(wanted, gateway, replace)
                 .await
                 .map_err(|e| kernel_error(format!("add route {}", plan::render_route(wanted)), e));
-            changed |= put.is_ok();
+            if put.is_ok() {
+                put_ok.push(wanted.clone());
+            }
             progress.record(put);
         }
-        changed
+        put_ok
+    }
+
+    /// Our routes after `put` went in: for a few, the listing with each
+    /// read back by one lookup; otherwise (or where a lookup does not show
+    /// the planned route) the kernel's whole listing again.
+    pub(super) async fn routes_after_puts(
+        &self,
+        plan: &HostPlan,
+        listed: Vec<KernelRoute>,
+        put: &[plan::PlannedRoute],
+    ) -> Result<Vec<KernelRoute>, DataplaneError> {
+        if put.len() <= READ_BACK_AT_MOST {
+            let mut read = Vec::with_capacity(put.len());
+            for wanted in put {
+                let entry = self
+                    .rt
+                    .route_for(wanted.dst)
+                    .await
+                    .map_err(|e| kernel_error(format!("read route {}", wanted.dst), e))?;
+                read.push((wanted, entry));
+            }
+            if let Some(routes) = reconcile::with_read_back(plan, listed, read) {
+                return Ok(routes);
+            }
+        }
+        self.main_routes().await
     }
 
     /// Our routes as the kernel lists them, and where a planned one is not
