@@ -108,8 +108,8 @@ impl Kernel {
     }
 
     /// Our routes after `put` went in: for a few, the listing with each
-    /// read back by one lookup; otherwise (or where a lookup does not show
-    /// the planned route) the kernel's whole listing again.
+    /// read back by one lookup; otherwise (or where a lookup fails or does
+    /// not show the planned route) the kernel's whole listing again.
     pub(super) async fn routes_after_puts(
         &self,
         plan: &HostPlan,
@@ -119,11 +119,11 @@ impl Kernel {
         if put.len() <= READ_BACK_AT_MOST {
             let mut read = Vec::with_capacity(put.len());
             for wanted in put {
-                let entry = self
-                    .rt
-                    .route_for(wanted.dst)
-                    .await
-                    .map_err(|e| kernel_error(format!("read route {}", wanted.dst), e))?;
+                // A lookup that fails is answered by the listing below.
+                let entry = self.rt.route_for(wanted.dst).await.unwrap_or_else(|e| {
+                    tracing::debug!(route = %wanted.dst, error = %e, "route lookup failed; listing instead");
+                    None
+                });
                 read.push((wanted, entry));
             }
             if let Some(routes) = reconcile::with_read_back(plan, listed, read) {
