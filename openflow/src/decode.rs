@@ -249,7 +249,7 @@ fn action_text(kind: u16, body: &[u8], depth: usize) -> String {
                     format!("set_field:{:#x}->ct_mark", be(e.value))
                 }
                 Some(e) if e.class == 0x0001 && e.field < nxm::REGISTERS && e.value.len() == 4 => {
-                    format!("set_field:{:#x}->reg{}", be(e.value), e.field)
+                    nxm::format_reg_set(e.field, be(e.value) as u32)
                 }
                 Some(e) => format!(
                     "set_field:0x{}->oxm({:#06x}:{})",
@@ -283,22 +283,8 @@ fn nx_action_text(body: &[u8], depth: usize) -> String {
 /// dst_ofs, then the two NXM headers.
 fn move_text(body: &[u8]) -> Option<String> {
     let (bits, src_ofs, dst_ofs) = (u16_at(body, 10)?, u16_at(body, 12)?, u16_at(body, 14)?);
-    let src = NxmField::of_header(u32_at(body, 16)?)?;
-    let dst = NxmField::of_header(u32_at(body, 20)?)?;
-    let within = |field: NxmField, offset: u16| offset.checked_add(bits) <= Some(field.bits());
-    if bits == 0 || !within(src, src_ofs) || !within(dst, dst_ofs) {
-        return None;
-    }
-    let src = Subfield {
-        field: src,
-        offset: src_ofs,
-        bits,
-    };
-    let dst = Subfield {
-        field: dst,
-        offset: dst_ofs,
-        bits,
-    };
+    let src = Subfield::new(NxmField::of_header(u32_at(body, 16)?)?, src_ofs, bits)?;
+    let dst = Subfield::new(NxmField::of_header(u32_at(body, 20)?)?, dst_ofs, bits)?;
     Some(format!("move:{src}->{dst}"))
 }
 

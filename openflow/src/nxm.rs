@@ -109,6 +109,16 @@ impl Subfield {
         }
     }
 
+    /// Bits `offset .. offset + bits` of `field`; None when empty or past
+    /// the field's end.
+    pub fn new(field: NxmField, offset: u16, bits: u16) -> Option<Self> {
+        (bits > 0 && offset.checked_add(bits)? <= field.bits()).then_some(Subfield {
+            field,
+            offset,
+            bits,
+        })
+    }
+
     /// `NAME[]`, `NAME[lo..hi]` or `NAME[bit]`; None for anything else or
     /// bits past the field's end.
     pub fn parse(text: &str) -> Option<Self> {
@@ -122,11 +132,7 @@ impl Subfield {
             }
             None => (range.parse().ok()?, 1),
         };
-        (offset.checked_add(bits)? <= field.bits()).then_some(Subfield {
-            field,
-            offset,
-            bits,
-        })
+        Subfield::new(field, offset, bits)
     }
 }
 
@@ -163,6 +169,11 @@ pub fn format_reg_match(index: u8, value: u32, mask: u32) -> String {
     } else {
         format!("reg{index}={}/{}", hex(value), hex(mask))
     }
+}
+
+/// Setting a whole register as ovs-ofctl writes it: `set_field:0x2->reg11`.
+pub fn format_reg_set(index: u8, value: u32) -> String {
+    format!("set_field:{value:#x}->reg{index}")
 }
 
 #[cfg(test)]
@@ -205,5 +216,6 @@ mod tests {
             "reg12=0xc6128000/0xffff8000"
         );
         assert_eq!(format_reg_match(12, 0, 0x8000_0000), "reg12=0/0x80000000");
+        assert_eq!(format_reg_set(11, 2), "set_field:0x2->reg11");
     }
 }

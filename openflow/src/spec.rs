@@ -42,8 +42,8 @@ pub const PORT_NORMAL: u32 = 0xffff_fffa;
 pub enum Action {
     Output(u32),
     SetEthDst([u8; 6]),
-    /// move:<src>->NXM_...[]: copies bits between fields (as many as the
-    /// destination has).
+    /// move:<src>->NXM_...[]: copies `src`'s bits into `dst` (the same
+    /// width).
     Move {
         src: Subfield,
         dst: Subfield,

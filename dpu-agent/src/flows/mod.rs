@@ -5,11 +5,12 @@
 //! order, so plans can be diffed, golden-tested and compared with what OVS
 //! reports. IPv4 and IPv6 share one renderer through [`FamilyMatch`].
 
-use ipnet::IpNet;
 mod match_key;
 
 pub use match_key::MatchKey;
-use noverlay_openflow::nxm::{NxmField, Subfield, format_reg_match};
+
+use ipnet::IpNet;
+use noverlay_openflow::nxm::{NxmField, Subfield, format_reg_match, format_reg_set};
 use noverlay_proto::contract::{Family, Offer, format_mac};
 use std::net::IpAddr;
 
@@ -145,7 +146,8 @@ pub struct Flow {
     pub table: u8,
     pub priority: u16,
     pub role: FlowRole,
-    /// The cluster CIDR the flow is for (path flows only).
+    /// The cluster CIDR the flow is for (a CIDR's own flow in our CIDR
+    /// table only).
     pub cidr: Option<IpNet>,
     /// Match fields after table and priority, comma-separated.
     pub matches: String,
@@ -167,9 +169,7 @@ impl Flow {
         line.push_str(&self.actions);
         line
     }
-}
 
-impl Flow {
     pub fn match_key(&self) -> MatchKey {
         MatchKey::new(self.table, self.priority, &self.matches)
     }
@@ -304,7 +304,7 @@ pub fn plan_flows(offer: &Offer, ports: &PortMap, settings: &FlowSettings) -> Ve
             // packet goes on to the other controllers' lower-priority
             // flows as if ours were not there.
             let mut lookup = address_moves(address);
-            lookup.push(format!("set_field:{LOOKUP_MISS:#x}->reg{LOOKUP_STATE_REG}"));
+            lookup.push(format_reg_set(LOOKUP_STATE_REG, LOOKUP_MISS));
             lookup.push(format!("resubmit(,{CIDR_TABLE})"));
             lookup.push("resubmit(,0)".into());
             flows.push(Flow {
@@ -341,7 +341,7 @@ pub fn plan_flows(offer: &Offer, ports: &PortMap, settings: &FlowSettings) -> Ve
                     .chain(cidr_register_matches(net))
                     .collect::<Vec<_>>()
                     .join(","),
-                actions: format!("set_field:{LOOKUP_CLUSTER:#x}->reg{LOOKUP_STATE_REG}"),
+                actions: format_reg_set(LOOKUP_STATE_REG, LOOKUP_CLUSTER),
             });
         }
         if settings.base_pipeline != BasePipeline::Off {
