@@ -8,6 +8,7 @@ pub mod dry_run;
 pub mod kernel;
 mod netlink_route;
 mod nftables;
+mod route_batch;
 
 use crate::plan::{HostAddress, HostPlan, HostSettings};
 use std::future::Future;

@@ -1,6 +1,7 @@
 //! rtnetlink: links, addresses, neighbours and routes, as small typed reads
 //! and writes. No policy here; the kernel backend decides what to change.
 
+use super::route_batch::{RouteBatches, RouteWrite, WriteResult};
 use crate::plan::PlannedRoute;
 use futures::TryStreamExt;
 use ipnet::IpNet;
@@ -12,8 +13,8 @@ use rtnetlink::{
         link::{LinkAttribute, LinkFlags, LinkMessage},
         neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
         route::{
-            RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteMetric,
-            RouteProtocol, RouteType,
+            RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
+            RouteType,
         },
     },
     sys::AsyncSocket,
@@ -75,6 +76,7 @@ pub struct KernelLink {
 pub struct RouteNetlink {
     handle: Handle,
     port: u32,
+    batches: RouteBatches,
 }
 
 impl RouteNetlink {
@@ -88,13 +90,14 @@ impl RouteNetlink {
         Ok(RouteNetlink {
             handle,
             port: address.port_number(),
+            batches: RouteBatches::open()?,
         })
     }
 
-    /// The netlink port of our socket: the kernel names it as the origin of
-    /// the events our own writes cause.
-    pub fn port(&self) -> u32 {
-        self.port
+    /// The netlink ports of our sockets: the kernel names one of them as
+    /// the origin of the events our own writes cause.
+    pub fn ports(&self) -> [u32; 2] {
+        [self.port, self.batches.port()]
     }
 
     pub async fn links(&self) -> NlResult<HashMap<u32, KernelLink>> {
@@ -226,33 +229,25 @@ impl RouteNetlink {
         Ok(out)
     }
 
-    /// The table entry the kernel uses for `dst`'s own address, read with
-    /// one lookup (RTM_F_FIB_MATCH: the matched route as listed, not a
-    /// computed next hop), instead of listing every route. None when there
-    /// is no route; the caller compares the entry's prefix with `dst`.
-    pub async fn route_for(&self, dst: IpNet) -> NlResult<Option<KernelRoute>> {
-        let mut message = RouteMessageBuilder::<IpAddr>::new()
-            .destination_prefix(dst.network(), dst.max_prefix_len())
-            .map_err(invalid)?
-            .build();
-        message.header.flags |= RouteFlags::FibMatch;
-        let mut stream = self.handle.route().get(message).execute();
-        match stream.try_next().await {
-            Ok(reply) => Ok(reply.and_then(parse_route)),
-            Err(e) if matches!(errno(&e), Some(libc::ENETUNREACH | libc::EHOSTUNREACH)) => Ok(None),
-            Err(e) => Err(e),
+    /// Adds or replaces (same destination, table and metric) every planned
+    /// route through `oif`, in batches ([`super::route_batch`]); the
+    /// kernel's answer to each, in order, with its echo if `echo`. Err when
+    /// the batch itself failed.
+    pub async fn put_routes(
+        &self,
+        routes: &[(&PlannedRoute, bool)],
+        oif: u32,
+        echo: bool,
+    ) -> std::io::Result<Vec<WriteResult>> {
+        let mut writes = Vec::with_capacity(routes.len());
+        for (route, replace) in routes {
+            let message = route_message(route, oif).map_err(std::io::Error::other)?;
+            writes.push(RouteWrite {
+                message,
+                replace: *replace,
+            });
         }
-    }
-
-    /// Adds or replaces (same destination, table and metric) one planned route.
-    pub async fn put_route(&self, route: &PlannedRoute, oif: u32, replace: bool) -> NlResult<()> {
-        let message = route_message(route, oif)?;
-        let request = self.handle.route().add(message);
-        if replace {
-            request.replace().execute().await
-        } else {
-            request.execute().await
-        }
+        self.batches.write(&writes, echo).await
     }
 
     pub async fn del_route(&self, route: &KernelRoute) -> NlResult<()> {

@@ -29,9 +29,9 @@ use tokio::sync::Notify;
 /// What our state depends on, as the last apply saw it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Interest {
-    /// The netlink port of our own rtnetlink socket: events our writes
-    /// cause carry it and wake nothing.
-    pub own_port: u32,
+    /// The netlink ports of our own rtnetlink sockets: events our writes
+    /// cause carry one of them and wake nothing.
+    pub own_ports: Vec<u32>,
     pub gateway_name: String,
     pub gateway_index: Option<u32>,
     pub mp0_name: String,
@@ -177,7 +177,7 @@ impl Wakeups {
 
     fn matters(&self, origin: u32, message: &RouteNetlinkMessage) -> bool {
         let interest = lock(&self.interest);
-        (interest.own_port == 0 || origin != interest.own_port) && interest.matters(message)
+        !interest.own_ports.contains(&origin) && interest.matters(message)
     }
 }
 
@@ -279,7 +279,7 @@ mod tests {
 
     fn interest() -> Interest {
         Interest {
-            own_port: 0,
+            own_ports: Vec::new(),
             gateway_name: "eth0".into(),
             gateway_index: Some(2),
             mp0_name: "ovn-k8s-mp0".into(),
@@ -420,7 +420,7 @@ mod tests {
     fn our_own_writes_wake_nothing() {
         let wakeups = Wakeups::default();
         wakeups.set_interest(Interest {
-            own_port: 4242,
+            own_ports: vec![4242],
             ..interest()
         });
         let ours = route([198, 18, 128, 0], 17, 240, 2);

@@ -246,7 +246,7 @@ impl Dataplane for Kernel {
         let gateway_index = link_index(&links, &plan.nft.gateway_interface);
         // Kernel events are weighed against this from now on.
         self.wakeups.set_interest(Interest {
-            own_port: self.rt.port(),
+            own_ports: self.rt.ports().to_vec(),
             gateway_name: plan.nft.gateway_interface.clone(),
             gateway_index,
             mp0_name: plan.mp0_interface.clone(),
@@ -307,7 +307,7 @@ impl Dataplane for Kernel {
         let routes = if !stale.uncovered.is_empty() || !stale.covered.is_empty() {
             self.main_routes().await?
         } else if !put.is_empty() {
-            self.routes_after_puts(plan, routes, &put).await?
+            self.routes_after_puts(plan, routes, put).await?
         } else {
             routes
         };

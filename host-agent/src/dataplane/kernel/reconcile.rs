@@ -104,11 +104,10 @@ impl<'a> RoutesByKey<'a> {
     }
 }
 
-/// What the kernel holds after a few puts, without listing every route
-/// again: `read` has, for each put, the table entry the kernel looked up
-/// for the route's own address. None when an entry is not the planned
-/// route (another prefix matched, or another metric or writer won): then
-/// only a listing says what is there.
+/// What the kernel holds after puts, without listing every route again:
+/// `read` has, for each put, the route as the kernel echoed it. None when
+/// an echo is missing or is not the planned route (another metric or
+/// protocol): then only a listing says what is there.
 pub fn with_read_back(
     plan: &HostPlan,
     mut listed: Vec<KernelRoute>,
@@ -255,7 +254,7 @@ mod tests {
             240,
             Some(1400),
         );
-        // A foreign route had our key; the read-back shows ours now.
+        // A foreign route had our key; the echo shows ours now.
         let listed = vec![
             kernel_route(&wanted.dst.to_string(), Some("10.0.0.1"), 9, 16, None),
             other.clone(),
@@ -273,8 +272,8 @@ mod tests {
                 .any(|r| r.dst == wanted.dst && r.protocol == 240)
         );
         assert!(merged.iter().all(|r| r.protocol == 240));
-        // Another prefix matched the address, or another writer's route
-        // was found, or none: only a listing can say.
+        // An echo that is not the planned route, or none: only a listing
+        // can say what is there.
         let wider = kernel_route("198.18.0.0/15", None, MP0, 3, None);
         let foreign = kernel_route(&wanted.dst.to_string(), Some("10.0.0.1"), 9, 16, None);
         for entry in [Some(wider), Some(foreign), None] {

@@ -14,9 +14,10 @@ use crate::{
 };
 use std::collections::HashMap;
 
-/// Up to this many routes put by one reconcile are read back one lookup
-/// each (a repair); more, and listing them all is cheaper.
-const READ_BACK_AT_MOST: usize = 16;
+/// Up to this many routes put by one reconcile (a repair) are read back
+/// from the kernel's echoes; more, and one listing of every route is
+/// cheaper than their echoes.
+const ECHO_AT_MOST: usize = 16;
 
 impl Kernel {
     pub(super) async fn main_routes(&self) -> Result<Vec<KernelRoute>, DataplaneError> {
@@ -39,6 +40,8 @@ impl Kernel {
         }
     }
 
+    /// Puts the planned routes that are missing or differ, in one batch;
+    /// those the kernel took, each with its echo.
     pub(super) async fn put_routes(
         &mut self,
         plan: &HostPlan,
@@ -47,8 +50,8 @@ impl Kernel {
         gateway: u32,
         mp0: Option<u32>,
         progress: &mut Progress,
-    ) -> Vec<plan::PlannedRoute> {
-        let mut put_ok = Vec::new();
+    ) -> Vec<(plan::PlannedRoute, Option<KernelRoute>)> {
+        let mut writes = Vec::new();
         let now = tokio::time::Instant::now();
         for put in reconcile::route_puts(plan, actual, gateway, mp0) {
             let (wanted, replace) = match put {
@@ -94,43 +97,53 @@ impl Kernel {
                     }
                 }
             };
-            let put = self
-                .rt
-                .put_route(wanted, gateway, replace)
-                .await
-                .map_err(|e| kernel_error(format!("add route {}", plan::render_route(wanted)), e));
-            if put.is_ok() {
-                put_ok.push(wanted.clone());
-            }
-            progress.record(put);
+            writes.push((wanted, replace));
         }
-        put_ok
+        if writes.is_empty() {
+            return Vec::new();
+        }
+        // A repair's few routes are read back from their echoes; a listing
+        // reads many for less.
+        let echo = writes.len() <= ECHO_AT_MOST;
+        let answers = match self.rt.put_routes(&writes, gateway, echo).await {
+            Ok(answers) => answers,
+            Err(e) => {
+                progress
+                    .errors
+                    .push(kernel_error(format!("add {} routes", writes.len()), e));
+                return Vec::new();
+            }
+        };
+        let mut put = Vec::with_capacity(writes.len());
+        for ((wanted, _), answer) in writes.into_iter().zip(answers) {
+            match answer {
+                Ok(echo) => {
+                    progress.changes += 1;
+                    put.push((wanted.clone(), echo));
+                }
+                Err(e) => progress.errors.push(kernel_error(
+                    format!("add route {}", plan::render_route(wanted)),
+                    e,
+                )),
+            }
+        }
+        put
     }
 
-    /// Our routes after `put` went in: for a few, the listing with each
-    /// read back by one lookup; otherwise (or where a lookup fails or does
-    /// not show the planned route) the kernel's whole listing again.
+    /// Our routes after `put` went in: the listing with each put route as
+    /// the kernel echoed it; the kernel's whole listing again where there
+    /// is no echo or it does not show the planned route.
     pub(super) async fn routes_after_puts(
         &self,
         plan: &HostPlan,
         listed: Vec<KernelRoute>,
-        put: &[plan::PlannedRoute],
+        put: Vec<(plan::PlannedRoute, Option<KernelRoute>)>,
     ) -> Result<Vec<KernelRoute>, DataplaneError> {
-        if put.len() <= READ_BACK_AT_MOST {
-            let mut read = Vec::with_capacity(put.len());
-            for wanted in put {
-                // A lookup that fails is answered by the listing below.
-                let entry = self.rt.route_for(wanted.dst).await.unwrap_or_else(|e| {
-                    tracing::debug!(route = %wanted.dst, error = %e, "route lookup failed; listing instead");
-                    None
-                });
-                read.push((wanted, entry));
-            }
-            if let Some(routes) = reconcile::with_read_back(plan, listed, read) {
-                return Ok(routes);
-            }
+        let (wanted, echoes): (Vec<_>, Vec<_>) = put.into_iter().unzip();
+        match reconcile::with_read_back(plan, listed, wanted.iter().zip(echoes).collect()) {
+            Some(routes) => Ok(routes),
+            None => self.main_routes().await,
         }
-        self.main_routes().await
     }
 
     /// Our routes as the kernel lists them, and where a planned one is not
