@@ -13,8 +13,8 @@ use rtnetlink::{
         link::{LinkAttribute, LinkFlags, LinkMessage},
         neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
         route::{
-            RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
-            RouteType,
+            RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteMetric,
+            RouteProtocol, RouteType,
         },
     },
     sys::AsyncSocket,
@@ -229,6 +229,24 @@ impl RouteNetlink {
         Ok(out)
     }
 
+    /// The table entry the kernel uses for `dst`'s own address, read with
+    /// one lookup (RTM_F_FIB_MATCH: the matched route as listed, not a
+    /// computed next hop), instead of listing every route. None when there
+    /// is no route; the caller compares the entry's prefix with `dst`.
+    pub async fn route_for(&self, dst: IpNet) -> NlResult<Option<KernelRoute>> {
+        let mut message = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(dst.network(), dst.max_prefix_len())
+            .map_err(invalid)?
+            .build();
+        message.header.flags |= RouteFlags::FibMatch;
+        let mut stream = self.handle.route().get(message).execute();
+        match stream.try_next().await {
+            Ok(reply) => Ok(reply.and_then(parse_route)),
+            Err(e) if matches!(errno(&e), Some(libc::ENETUNREACH | libc::EHOSTUNREACH)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Adds or replaces (same destination, table and metric) every planned
     /// route through `oif`, in batches ([`super::route_batch`]); the
     /// kernel's answer to each, in order, with its echo if `echo`. Err when
@@ -339,25 +357,20 @@ pub fn parse_route(message: RouteMessage) -> Option<KernelRoute> {
         return None;
     }
     let mut dst = None;
-    let mut route = KernelRoute {
-        dst: IpNet::default(),
-        via: None,
-        oif: None,
-        mtu: None,
-        protocol: u8::from(message.header.protocol),
-        priority: None,
-        table: u32::from(message.header.table),
-        message: message.clone(),
-    };
+    let mut via = None;
+    let mut oif = None;
+    let mut mtu = None;
+    let mut priority = None;
+    let mut table = u32::from(message.header.table);
     for attribute in &message.attributes {
         match attribute {
             RouteAttribute::Destination(a) => dst = route_address(a),
-            RouteAttribute::Gateway(a) => route.via = route_address(a),
-            RouteAttribute::Oif(index) => route.oif = Some(*index),
-            RouteAttribute::Priority(p) => route.priority = Some(*p),
-            RouteAttribute::Table(t) => route.table = *t,
+            RouteAttribute::Gateway(a) => via = route_address(a),
+            RouteAttribute::Oif(index) => oif = Some(*index),
+            RouteAttribute::Priority(p) => priority = Some(*p),
+            RouteAttribute::Table(t) => table = *t,
             RouteAttribute::Metrics(metrics) => {
-                route.mtu = metrics.iter().find_map(|m| match m {
+                mtu = metrics.iter().find_map(|m| match m {
                     RouteMetric::Mtu(mtu) => Some(*mtu),
                     _ => None,
                 });
@@ -370,8 +383,17 @@ pub fn parse_route(message: RouteMessage) -> Option<KernelRoute> {
         AddressFamily::Inet6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     });
-    route.dst = IpNet::new(dst, message.header.destination_prefix_length).ok()?;
-    Some(route)
+    Some(KernelRoute {
+        dst: IpNet::new(dst, message.header.destination_prefix_length).ok()?,
+        via,
+        oif,
+        mtu,
+        protocol: u8::from(message.header.protocol),
+        priority,
+        table,
+        // Kept whole (not copied): deleting a route sends it back as listed.
+        message,
+    })
 }
 
 /// The errno of a kernel refusal, if that is what the error is.

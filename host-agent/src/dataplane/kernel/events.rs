@@ -18,6 +18,7 @@ use rtnetlink::{
     packet_route::{RouteNetlinkMessage, neighbour::NeighbourState},
 };
 use std::{
+    collections::HashSet,
     net::IpAddr,
     sync::{
         Arc, Mutex,
@@ -124,6 +125,16 @@ pub struct Wakeups {
     nft_watch_restarts: Arc<std::sync::atomic::AtomicU64>,
     /// The dataplane is gone: watchers stop.
     closed: Arc<AtomicBool>,
+    /// What events that matter touched since the reconcile last took it.
+    touched: Arc<Mutex<Touched>>,
+}
+
+/// What kernel events that matter touched: route destinations, or
+/// anything else (a link, an address, a neighbour, lost events).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Touched {
+    pub route_dsts: HashSet<IpNet>,
+    pub other: bool,
 }
 
 impl Wakeups {
@@ -175,9 +186,37 @@ impl Wakeups {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// Whether `message` matters; if so, what it touched is recorded.
     fn matters(&self, origin: u32, message: &RouteNetlinkMessage) -> bool {
         let interest = lock(&self.interest);
-        !interest.own_ports.contains(&origin) && interest.matters(message)
+        let matters = !interest.own_ports.contains(&origin) && interest.matters(message);
+        drop(interest);
+        if matters {
+            let mut touched = lock(&self.touched);
+            match message {
+                RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r) => {
+                    match parse_route(r.clone()) {
+                        Some(route) => {
+                            touched.route_dsts.insert(route.dst);
+                        }
+                        None => touched.other = true,
+                    }
+                }
+                _ => touched.other = true,
+            }
+        }
+        matters
+    }
+
+    /// Events were lost, or may have been: nothing is known of what they
+    /// touched.
+    fn touched_anything(&self) {
+        lock(&self.touched).other = true;
+    }
+
+    /// Takes what events touched since the last take.
+    pub fn take_touched(&self) -> Touched {
+        std::mem::take(&mut *lock(&self.touched))
     }
 }
 
@@ -225,6 +264,7 @@ pub fn watch_route_events(wakeups: Wakeups) -> std::io::Result<()> {
                 }
             }
             tracing::warn!("rtnetlink event stream ended (overrun?); resyncing and resubscribing");
+            wakeups.touched_anything();
             wakeups.wake();
             loop {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -235,6 +275,7 @@ pub fn watch_route_events(wakeups: Wakeups) -> std::io::Result<()> {
                     Ok(fresh) => {
                         messages = fresh;
                         // Anything missed while unsubscribed is caught by this.
+                        wakeups.touched_anything();
                         wakeups.wake();
                         break;
                     }

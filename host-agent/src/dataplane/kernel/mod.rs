@@ -15,6 +15,7 @@
 mod contest;
 pub mod events;
 mod reconcile;
+mod rendered;
 mod routes;
 mod teardown;
 
@@ -48,6 +49,9 @@ pub struct Kernel {
     contests: contest::Contests,
     /// A take-back is logged once a minute per key.
     takeback_log: noverlay_runtime::logging::Repeats,
+    rendered: rendered::RenderedRoutes,
+    /// The main table's routes as the last apply left them.
+    known_routes: Option<routes::KnownRoutes>,
 }
 
 fn kernel_error(operation: impl Into<String>, error: impl std::fmt::Display) -> DataplaneError {
@@ -101,6 +105,8 @@ impl Kernel {
             mp0_missing: false,
             contests: contest::Contests::default(),
             takeback_log: noverlay_runtime::logging::Repeats::default(),
+            rendered: rendered::RenderedRoutes::default(),
+            known_routes: None,
         })
     }
 
@@ -212,18 +218,6 @@ impl Kernel {
     }
 }
 
-/// A route of ours as `ip route` prints it, for the report to the DPU.
-fn render_kernel_route(route: &KernelRoute, links: &HashMap<u32, KernelLink>) -> String {
-    let dev = route
-        .oif
-        .and_then(|i| links.get(&i))
-        .map(|l| l.name.as_str())
-        .unwrap_or("?");
-    let via = route.via.map(|v| format!(" via {v}")).unwrap_or_default();
-    let mtu = route.mtu.map(|m| format!(" mtu {m}")).unwrap_or_default();
-    format!("{}{via} dev {dev} proto {}{mtu}", route.dst, route.protocol)
-}
-
 impl Dataplane for Kernel {
     async fn apply(&mut self, plan: &HostPlan) -> Result<Applied, DataplaneError> {
         let links = self
@@ -282,7 +276,7 @@ impl Dataplane for Kernel {
             .await?;
 
         // Routes of ours the plan dropped go before their SNAT rules do.
-        let routes = self.main_routes().await?;
+        let routes = self.routes_now(plan).await?;
         let stale = reconcile::stale_routes(plan, &routes);
         self.delete_routes(&stale.uncovered, &mut progress).await;
 
@@ -322,6 +316,8 @@ impl Dataplane for Kernel {
         }
         // Report what the kernel has, not what we meant to write.
         let reported = self.report_routes(plan, &routes, &broad, &links);
+        let left = broad.is_empty().then_some(routes);
+        self.remember_routes(plan, left);
         let now = tokio::time::Instant::now();
         Ok(Applied {
             routes: reported,

@@ -2,7 +2,7 @@
 //! the kernel reports. Pure functions; the kernel backend reads, calls
 //! these, and writes only what they return.
 
-use super::super::netlink_route::{KernelAddress, KernelNeighbour, KernelRoute};
+use super::super::netlink_route::{KernelAddress, KernelNeighbour, KernelRoute, MAIN_TABLE};
 use crate::{
     config::Mp0Routes,
     plan::{self, HostPlan, PlannedAddress, PlannedNeighbour, PlannedRoute},
@@ -127,6 +127,41 @@ pub fn with_read_back(
     listed.retain(|r| !keys.contains(&(r.dst, effective_priority(r))));
     listed.extend(found);
     Some(listed)
+}
+
+/// The main table's routes now, from `known` (a listing or an apply's
+/// result) and one lookup for each destination events touched since
+/// (`looked_up`: the entry the kernel matched for the destination's own
+/// address, None for no route). A lookup shows all that is at its
+/// destination only when it matched that destination, or a shorter prefix
+/// covering it, in the main table; for anything else (another table, a
+/// more specific route, several routes known at the destination) None:
+/// only a listing can say.
+pub fn with_lookups(
+    mut known: Vec<KernelRoute>,
+    looked_up: Vec<(IpNet, Option<KernelRoute>)>,
+) -> Option<Vec<KernelRoute>> {
+    let mut found = Vec::new();
+    let mut touched = HashSet::new();
+    for (dst, entry) in looked_up {
+        touched.insert(dst);
+        match entry {
+            None => {}
+            Some(e) if e.table != MAIN_TABLE => return None,
+            Some(e) if e.dst == dst => found.push(e),
+            Some(e) if e.dst.prefix_len() < dst.prefix_len() && e.dst.contains(&dst) => {}
+            Some(_) => return None,
+        }
+    }
+    let mut at_touched = HashSet::new();
+    for route in known.iter().filter(|r| touched.contains(&r.dst)) {
+        if !at_touched.insert(route.dst) {
+            return None;
+        }
+    }
+    known.retain(|r| !touched.contains(&r.dst));
+    known.extend(found);
+    Some(known)
 }
 
 /// The planned routes that are missing or differ, and how to put each.
@@ -282,6 +317,34 @@ mod tests {
                 None
             );
         }
+    }
+
+    #[test]
+    fn lookups_of_touched_destinations_update_the_known_routes_or_ask_for_a_listing() {
+        let half = "198.18.128.0/25".parse::<IpNet>().expect("net");
+        let ours = |dst: &str| kernel_route(dst, Some("169.254.0.4"), GATEWAY, 240, Some(1400));
+        let known = vec![ours("198.18.128.0/25"), ours("198.18.128.128/25")];
+        let mp0_route = kernel_route("198.18.128.0/17", None, MP0, 3, None);
+        // Deleted: the lookup matched mp0's covering route, or nothing.
+        for entry in [Some(mp0_route.clone()), None] {
+            let now = with_lookups(known.clone(), vec![(half, entry)]).expect("known");
+            assert_eq!(now, vec![ours("198.18.128.128/25")]);
+        }
+        // Replaced by another writer: what the lookup found is there.
+        let theirs = kernel_route("198.18.128.0/25", None, MP0, 3, None);
+        let now = with_lookups(known.clone(), vec![(half, Some(theirs.clone()))]).expect("known");
+        assert!(now.contains(&theirs) && now.len() == 2);
+        // A more specific route, another table, or several routes known at
+        // the destination: only a listing says.
+        let narrower = ours("198.18.128.0/26");
+        let mut elsewhere = ours("198.18.128.0/25");
+        elsewhere.table = 100;
+        for entry in [narrower, elsewhere] {
+            assert_eq!(with_lookups(known.clone(), vec![(half, Some(entry))]), None);
+        }
+        let mut twice = known.clone();
+        twice.push(kernel_route("198.18.128.0/25", None, MP0, 3, None));
+        assert_eq!(with_lookups(twice, vec![(half, None)]), None);
     }
 
     #[test]

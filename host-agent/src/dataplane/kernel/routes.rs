@@ -3,7 +3,8 @@
 //! took from us, see [`super::contest`]), and reporting what the kernel has.
 
 use super::{
-    Kernel, Progress, contest, kernel_error, reconcile, reconcile::RoutePut, render_kernel_route,
+    Kernel, Progress, contest, kernel_error, reconcile, reconcile::RoutePut,
+    rendered::render_kernel_route,
 };
 use crate::{
     dataplane::{
@@ -19,7 +20,64 @@ use std::collections::HashMap;
 /// cheaper than their echoes.
 const ECHO_AT_MOST: usize = 16;
 
+/// Up to this many destinations touched by events are looked up one by one
+/// (a repair); more, and one listing is cheaper.
+const LOOK_UP_AT_MOST: usize = 16;
+
+/// Known routes are trusted this long at most: the periodic reconcile
+/// (every 60 s) always lists.
+const KNOWN_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The main table's routes as the last apply left them, for `plan`.
+pub(super) struct KnownRoutes {
+    plan: HostPlan,
+    routes: Vec<KernelRoute>,
+    at: tokio::time::Instant,
+}
+
 impl Kernel {
+    /// The main table's routes now. After an apply of the same plan, with
+    /// only route events since (a repair), the last apply's routes with
+    /// each touched destination looked up; otherwise a listing.
+    pub(super) async fn routes_now(
+        &mut self,
+        plan: &HostPlan,
+    ) -> Result<Vec<KernelRoute>, DataplaneError> {
+        let touched = self.wakeups.take_touched();
+        if let Some(known) = self.known_routes.take()
+            && known.plan == *plan
+            && known.at.elapsed() < KNOWN_FOR
+            && !touched.other
+            && touched.route_dsts.len() <= LOOK_UP_AT_MOST
+        {
+            let mut looked_up = Vec::with_capacity(touched.route_dsts.len());
+            for dst in touched.route_dsts {
+                match self.rt.route_for(dst).await {
+                    Ok(entry) => looked_up.push((dst, entry)),
+                    Err(e) => {
+                        tracing::debug!(route = %dst, error = %e, "route lookup failed; listing instead");
+                        return self.main_routes().await;
+                    }
+                }
+            }
+            if let Some(routes) = reconcile::with_lookups(known.routes, looked_up) {
+                return Ok(routes);
+            }
+        }
+        self.main_routes().await
+    }
+
+    /// What this apply left in the main table (`routes`), for the next
+    /// apply of the same plan; None when it is not known (an error, routes
+    /// deleted after the listing).
+    pub(super) fn remember_routes(&mut self, plan: &HostPlan, routes: Option<Vec<KernelRoute>>) {
+        self.known_routes = routes.map(|routes| KnownRoutes {
+            plan: plan.clone(),
+            routes,
+            at: tokio::time::Instant::now(),
+        });
+    }
+
     pub(super) async fn main_routes(&self) -> Result<Vec<KernelRoute>, DataplaneError> {
         self.rt
             .main_routes()
@@ -157,11 +215,10 @@ impl Kernel {
         links: &HashMap<u32, KernelLink>,
     ) -> Vec<String> {
         let now = tokio::time::Instant::now();
-        let mut reported: Vec<String> = routes
+        let ours = routes
             .iter()
-            .filter(|r| r.protocol == plan.route_protocol && !broad.iter().any(|b| b.dst == r.dst))
-            .map(|r| render_kernel_route(r, links))
-            .collect();
+            .filter(|r| r.protocol == plan.route_protocol && !broad.iter().any(|b| b.dst == r.dst));
+        let mut reported = self.rendered.render(ours, links);
         let by_key = reconcile::RoutesByKey::new(routes);
         for wanted in &plan.routes {
             match by_key.get(wanted) {
