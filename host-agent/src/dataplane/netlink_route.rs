@@ -1,7 +1,7 @@
 //! rtnetlink: links, addresses, neighbours and routes, as small typed reads
 //! and writes. No policy here; the kernel backend decides what to change.
 
-use super::route_batch::{RouteBatches, RouteWrite, WriteResult};
+use super::route_batch::{RouteBatches, RouteWrite};
 use crate::plan::PlannedRoute;
 use futures::TryStreamExt;
 use ipnet::IpNet;
@@ -256,7 +256,7 @@ impl RouteNetlink {
         routes: &[(&PlannedRoute, bool)],
         oif: u32,
         echo: bool,
-    ) -> std::io::Result<Vec<WriteResult>> {
+    ) -> std::io::Result<Vec<NlResult<Option<KernelRoute>>>> {
         let mut writes = Vec::with_capacity(routes.len());
         for (route, replace) in routes {
             let message = route_message(route, oif).map_err(std::io::Error::other)?;
@@ -265,7 +265,11 @@ impl RouteNetlink {
                 replace: *replace,
             });
         }
-        self.batches.write(&writes, echo).await
+        let answers = self.batches.write(&writes, echo).await?;
+        Ok(answers
+            .into_iter()
+            .map(|answer| answer.map(|echo| echo.and_then(parse_route)))
+            .collect())
     }
 
     pub async fn del_route(&self, route: &KernelRoute) -> NlResult<()> {

@@ -13,7 +13,6 @@
 //! route as the kernel inserted it, in the form a listing shows it, read
 //! back without listing every route again.
 
-use super::netlink_route::{KernelRoute, NlResult, parse_route};
 use rtnetlink::{
     packet_core::{
         NLM_F_ACK, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
@@ -42,7 +41,7 @@ pub struct RouteWrite {
 
 /// The kernel's answer to one write: the route as it was inserted (None if
 /// no echo was asked for or none came), or the kernel's refusal.
-pub type WriteResult = NlResult<Option<KernelRoute>>;
+pub type WriteResult = Result<Option<RouteMessage>, rtnetlink::Error>;
 
 /// A netlink socket of its own for batches, so that the replies to a batch
 /// are all it reads.
@@ -117,7 +116,7 @@ impl Batcher {
     /// Reads the answers to the `count` requests from `first` on, up to the
     /// last one's acknowledgement: before it come every refusal and echo.
     async fn answers(&mut self, first: u32, count: usize) -> io::Result<Vec<WriteResult>> {
-        let mut echoed: HashMap<usize, KernelRoute> = HashMap::new();
+        let mut echoed: HashMap<usize, RouteMessage> = HashMap::new();
         let mut refused: HashMap<usize, rtnetlink::Error> = HashMap::new();
         let mut answered = 0;
         let mut complete = false;
@@ -149,9 +148,7 @@ impl Batcher {
                 }
                 match message.payload {
                     NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(route)) => {
-                        if let Some(route) = parse_route(route) {
-                            echoed.insert(index, route);
-                        }
+                        echoed.insert(index, route);
                     }
                     NetlinkPayload::Error(answer) => {
                         answered = index + 1;
