@@ -192,3 +192,100 @@ fn append_request(buffer: &mut Vec<u8>, write: &RouteWrite, sequence: u32, flags
     buffer.resize(start + message.buffer_len(), 0);
     message.serialize(&mut buffer[start..]);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtnetlink::RouteMessageBuilder;
+    use std::{net::Ipv4Addr, process::Command};
+
+    fn ip(args: &str) {
+        let status = Command::new("ip")
+            .args(args.split_whitespace())
+            .status()
+            .expect("run ip");
+        assert!(status.success(), "ip {args}");
+    }
+
+    fn route(dst: [u8; 4], via: [u8; 4], oif: u32) -> RouteWrite {
+        let message = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(Ipv4Addr::from(dst), 25)
+            .gateway(Ipv4Addr::from(via))
+            .output_interface(oif)
+            .build();
+        RouteWrite {
+            message,
+            replace: false,
+        }
+    }
+
+    /// Each answer belongs to its own write, though only each send's last
+    /// request is acknowledged: a refusal in the middle of a batch is that
+    /// write's, the writes around it are in, echoed when asked.
+    #[test]
+    #[ignore = "privileged: needs root and a network namespace; run as root with --include-ignored (CI does)"]
+    fn each_write_gets_its_own_answer() {
+        // A thread of its own in a network namespace of its own: the
+        // namespace goes with the thread.
+        std::thread::spawn(|| {
+            // SAFETY: unshare affects only this thread.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
+            ip("link add d0 type veth peer name d1");
+            ip("link set d0 up");
+            ip("link set d1 up");
+            ip("addr add 169.254.0.2/17 dev d0");
+            let oif = link_index("d0");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let batches = RouteBatches::open().expect("open");
+                let gateway = [169, 254, 0, 4];
+                for echo in [false, true] {
+                    let third = if echo { 2 } else { 1 };
+                    let writes = [
+                        route([198, 18, third, 0], gateway, oif),
+                        // Not on any link: refused.
+                        route([198, 18, third, 128], [10, 9, 9, 9], oif),
+                        route([198, 19, third, 0], gateway, oif),
+                    ];
+                    let answers = batches.write(&writes, echo).await.expect("batch");
+                    assert_eq!(answers.len(), 3);
+                    assert!(answers[1].is_err(), "{:?}", answers[1]);
+                    for answer in [&answers[0], &answers[2]] {
+                        let echoed = answer.as_ref().expect("written");
+                        assert_eq!(echoed.is_some(), echo);
+                    }
+                    // The same again: each added route is refused as there.
+                    let again = batches.write(&writes, false).await.expect("batch");
+                    assert!(again.iter().all(Result::is_err));
+                }
+            });
+            let listed = Command::new("ip")
+                .args(["-4", "route", "show", "dev", "d0"])
+                .output()
+                .expect("ip route");
+            let listed = String::from_utf8_lossy(&listed.stdout);
+            for dst in [
+                "198.18.1.0/25",
+                "198.19.1.0/25",
+                "198.18.2.0/25",
+                "198.19.2.0/25",
+            ] {
+                assert!(listed.contains(dst), "{dst} missing from:\n{listed}");
+            }
+            assert!(!listed.contains(".128/25"), "{listed}");
+        })
+        .join()
+        .expect("test thread");
+    }
+
+    fn link_index(name: &str) -> u32 {
+        let name = std::ffi::CString::new(name).expect("name");
+        // SAFETY: a valid C string.
+        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        assert_ne!(index, 0, "no link {name:?}");
+        index
+    }
+}
