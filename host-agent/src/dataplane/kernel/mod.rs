@@ -276,7 +276,7 @@ impl Dataplane for Kernel {
             .await?;
 
         // Routes of ours the plan dropped go before their SNAT rules do.
-        let routes = self.routes_now(plan).await?;
+        let (routes, listed_at) = self.routes_now(plan).await?;
         let stale = reconcile::stale_routes(plan, &routes);
         self.delete_routes(&stale.uncovered, &mut progress).await;
 
@@ -317,7 +317,7 @@ impl Dataplane for Kernel {
         // Report what the kernel has, not what we meant to write.
         let reported = self.report_routes(plan, &routes, &broad, &links);
         let left = broad.is_empty().then_some(routes);
-        self.remember_routes(plan, left);
+        self.remember_routes(plan, left, listed_at);
         let now = tokio::time::Instant::now();
         Ok(Applied {
             routes: reported,

@@ -14,6 +14,7 @@ use crate::{
     plan::{self, HostPlan},
 };
 use std::collections::HashMap;
+use tokio::time::Instant;
 
 /// Up to this many routes put by one reconcile (a repair) are read back
 /// from the kernel's echoes; more, and one listing of every route is
@@ -24,57 +25,68 @@ const ECHO_AT_MOST: usize = 16;
 /// (a repair); more, and one listing is cheaper.
 const LOOK_UP_AT_MOST: usize = 16;
 
-/// Known routes are trusted this long at most: the periodic reconcile
-/// (every 60 s) always lists.
+/// Known routes are trusted this long after the listing they grew from:
+/// the periodic reconcile (every 60 s) always lists.
 const KNOWN_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The main table's routes as the last apply left them, for `plan`.
 pub(super) struct KnownRoutes {
     plan: HostPlan,
     routes: Vec<KernelRoute>,
-    at: tokio::time::Instant,
+    /// When every route was last listed (lookups since do not count).
+    listed_at: Instant,
 }
 
 impl Kernel {
-    /// The main table's routes now. After an apply of the same plan, with
-    /// only route events since (a repair), the last apply's routes with
-    /// each touched destination looked up; otherwise a listing.
+    /// The main table's routes now, and when they were last listed whole.
+    /// After an apply of the same plan, with only route events since (a
+    /// repair), the last apply's routes with each touched destination looked
+    /// up; otherwise a listing.
     pub(super) async fn routes_now(
         &mut self,
         plan: &HostPlan,
-    ) -> Result<Vec<KernelRoute>, DataplaneError> {
+    ) -> Result<(Vec<KernelRoute>, Instant), DataplaneError> {
         let touched = self.wakeups.take_touched();
         if let Some(known) = self.known_routes.take()
             && known.plan == *plan
-            && known.at.elapsed() < KNOWN_FOR
+            && known.listed_at.elapsed() < KNOWN_FOR
             && !touched.other
             && touched.route_dsts.len() <= LOOK_UP_AT_MOST
         {
-            let mut looked_up = Vec::with_capacity(touched.route_dsts.len());
+            let touched_count = touched.route_dsts.len();
+            let mut looked_up = Vec::with_capacity(touched_count);
             for dst in touched.route_dsts {
                 match self.rt.route_for(dst).await {
                     Ok(entry) => looked_up.push((dst, entry)),
                     Err(e) => {
                         tracing::debug!(route = %dst, error = %e, "route lookup failed; listing instead");
-                        return self.main_routes().await;
+                        break;
                     }
                 }
             }
-            if let Some(routes) = reconcile::with_lookups(known.routes, looked_up) {
-                return Ok(routes);
+            if looked_up.len() == touched_count
+                && let Some(routes) = reconcile::with_lookups(known.routes, looked_up)
+            {
+                return Ok((routes, known.listed_at));
             }
         }
-        self.main_routes().await
+        let listed_at = Instant::now();
+        Ok((self.main_routes().await?, listed_at))
     }
 
-    /// What this apply left in the main table (`routes`), for the next
-    /// apply of the same plan; None when it is not known (an error, routes
-    /// deleted after the listing).
-    pub(super) fn remember_routes(&mut self, plan: &HostPlan, routes: Option<Vec<KernelRoute>>) {
+    /// What this apply left in the main table (`routes`, grown from the
+    /// listing at `listed_at`), for the next apply of the same plan; None
+    /// when it is not known (an error, routes deleted after the listing).
+    pub(super) fn remember_routes(
+        &mut self,
+        plan: &HostPlan,
+        routes: Option<Vec<KernelRoute>>,
+        listed_at: Instant,
+    ) {
         self.known_routes = routes.map(|routes| KnownRoutes {
             plan: plan.clone(),
             routes,
-            at: tokio::time::Instant::now(),
+            listed_at,
         });
     }
 
