@@ -473,6 +473,36 @@ mod tests {
         );
     }
 
+    #[test]
+    fn what_events_touched_is_recorded_for_the_repair() {
+        let wakeups = Wakeups::default();
+        wakeups.set_interest(Interest {
+            own_ports: vec![4242],
+            ..interest()
+        });
+        let ours = route([198, 18, 128, 0], 17, 240, 2);
+        assert!(!wakeups.matters(4242, &ours));
+        assert!(!wakeups.matters(0, &route([10, 0, 0, 0], 8, 3, 9)));
+        assert_eq!(wakeups.take_touched(), Touched::default());
+        // Someone else's route events: their destinations, nothing else.
+        assert!(wakeups.matters(0, &ours));
+        assert!(wakeups.matters(777, &route([198, 18, 192, 0], 18, 240, 2)));
+        let touched = wakeups.take_touched();
+        assert_eq!(
+            touched.route_dsts,
+            HashSet::from([
+                "198.18.128.0/17".parse().expect("net"),
+                "198.18.192.0/18".parse().expect("net"),
+            ])
+        );
+        assert!(!touched.other);
+        // Taken: nothing is left to take.
+        assert_eq!(wakeups.take_touched(), Touched::default());
+        // A link event touches something other than routes.
+        assert!(wakeups.matters(0, &link("eth0", 2)));
+        assert!(wakeups.take_touched().other);
+    }
+
     #[tokio::test]
     async fn a_burst_of_wakeups_is_one_reconcile() {
         let wakeups = Wakeups::default();
