@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     };
     for mp0_routes in [Mp0Routes::Keep, Mp0Routes::Remove] {
         let interest = Interest {
-            own_port: 4242,
+            own_ports: vec![4242, 4243],
             gateway_name: "pf0vf0".into(),
             gateway_index: Some(7),
             mp0_name: "ovn-k8s-mp0".into(),
