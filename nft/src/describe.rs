@@ -12,7 +12,11 @@
 
 use super::{
     TableId,
-    netlink::{NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, NetlinkMessages, nft_message, nft_type},
+    netlink::{
+        NFT_MSG_NEWCHAIN, NFT_MSG_NEWRULE, NFT_MSG_NEWSET, NFT_MSG_NEWSETELEM, NetlinkMessages,
+        nft_message, nft_type,
+    },
+    sets::{SetElement, parse_set_elements, render_intervals},
 };
 use nftnl::{
     ProtoFamily,
@@ -24,13 +28,13 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-/// Every chain and rule message in `buffer`, as libnftnl prints it (what
-/// golden tests of programmed rules compare).
+/// Every chain, rule, set and set elements message in `buffer`, as
+/// libnftnl prints it (what golden tests of programmed rules compare).
 pub fn expressions(buffer: &[u8]) -> Vec<String> {
     parse(buffer).iter().map(Item::printed).collect()
 }
 
-/// A chain or rule message, parsed.
+/// A chain, rule, set or set elements message, parsed.
 pub struct Item {
     pub table: String,
     pub kind: ItemKind,
@@ -42,9 +46,13 @@ pub struct Item {
 impl Item {
     /// libnftnl's own rendering (expression by expression for a rule).
     pub fn printed(&self) -> String {
-        let printed = match self.kind {
+        let printed = match &self.kind {
             ItemKind::Chain { .. } => print_chain(&self.message),
             ItemKind::Rule { .. } => print_rule(&self.message),
+            ItemKind::Set { .. } => print_set(&self.message),
+            ItemKind::SetElements { set, elements } => {
+                Some(print_elements(&self.table, set, elements))
+            }
         };
         printed.unwrap_or_default()
     }
@@ -65,6 +73,18 @@ pub enum ItemKind {
         chain: String,
         expressions: Vec<Expr>,
     },
+    Set {
+        name: String,
+        /// nft's data type of the key (7 ipv4_addr, 8 ipv6_addr).
+        key_type: u32,
+        /// NFT_SET_* flags (interval, constant...).
+        flags: u32,
+    },
+    /// Some of a set's elements (a set's elements span several messages).
+    SetElements {
+        set: String,
+        elements: Vec<SetElement>,
+    },
 }
 
 /// The parts of an expression we recognise ours by.
@@ -78,16 +98,19 @@ pub enum Expr {
     Data(Vec<u8>),
     Verdict(i32),
     Nat { kind: u32, family: u32 },
+    Lookup { set: String, inverted: bool },
     Other(String),
 }
 
-/// Parses every chain and rule message in `buffer`; other messages (batch
-/// markers, tables, acks) are skipped.
+/// Parses every chain, rule, set and set elements message in `buffer`;
+/// other messages (batch markers, tables, acks) are skipped.
 pub fn parse(buffer: &[u8]) -> Vec<Item> {
     NetlinkMessages::new(buffer)
         .filter_map(|message| match message.kind {
             k if k == nft_type(NFT_MSG_NEWCHAIN) => parse_chain(message.bytes),
             k if k == nft_type(NFT_MSG_NEWRULE) => parse_rule(message.bytes),
+            k if k == nft_type(NFT_MSG_NEWSET) => parse_set(message.bytes),
+            k if k == nft_type(NFT_MSG_NEWSETELEM) => parse_elements(message.bytes),
             _ => None,
         })
         .collect()
@@ -219,6 +242,13 @@ unsafe fn expression(expr: *mut sys::nftnl_expr) -> Expr {
                 Expr::Verdict(u32_of(sys::NFTNL_EXPR_IMM_VERDICT) as i32)
             }
             "immediate" => Expr::Data(data_of(sys::NFTNL_EXPR_IMM_DATA)),
+            "lookup" => Expr::Lookup {
+                set: string(sys::nftnl_expr_get_str(
+                    expr,
+                    sys::NFTNL_EXPR_LOOKUP_SET as u16,
+                )),
+                inverted: u32_of(sys::NFTNL_EXPR_LOOKUP_FLAGS) & libc::NFT_LOOKUP_F_INV as u32 != 0,
+            },
             "nat" => Expr::Nat {
                 kind: u32_of(sys::NFTNL_EXPR_NAT_TYPE),
                 family: u32_of(sys::NFTNL_EXPR_NAT_FAMILY),
@@ -265,6 +295,84 @@ fn parse_chain(message: &[u8]) -> Option<Item> {
     }
 }
 
+/// A set, parsed.
+fn parse_set(message: &[u8]) -> Option<Item> {
+    let message = nft_message(message)?;
+    // SAFETY: as for rules.
+    unsafe {
+        let set = sys::nftnl_set_alloc();
+        if set.is_null() {
+            return None;
+        }
+        let item = (sys::nftnl_set_nlmsg_parse(message.as_ptr().cast(), set) >= 0).then(|| {
+            let attr = |a: u32| a as u16;
+            Item {
+                table: string(sys::nftnl_set_get_str(set, attr(sys::NFTNL_SET_TABLE))),
+                message: message.to_vec(),
+                kind: ItemKind::Set {
+                    name: string(sys::nftnl_set_get_str(set, attr(sys::NFTNL_SET_NAME))),
+                    key_type: sys::nftnl_set_get_u32(set, attr(sys::NFTNL_SET_KEY_TYPE)),
+                    flags: sys::nftnl_set_get_u32(set, attr(sys::NFTNL_SET_FLAGS)),
+                },
+            }
+        });
+        sys::nftnl_set_free(set);
+        item
+    }
+}
+
+fn parse_elements(message: &[u8]) -> Option<Item> {
+    let parsed = parse_set_elements(message)?;
+    Some(Item {
+        table: parsed.table,
+        message: message.to_vec(),
+        kind: ItemKind::SetElements {
+            set: parsed.set,
+            elements: parsed.elements,
+        },
+    })
+}
+
+fn print_set(message: &[u8]) -> Option<String> {
+    let message = nft_message(message)?;
+    // SAFETY: as in parse_set.
+    unsafe {
+        let set = sys::nftnl_set_alloc();
+        if set.is_null() {
+            return None;
+        }
+        let printed = (sys::nftnl_set_nlmsg_parse(message.as_ptr().cast(), set) >= 0).then(|| {
+            print(|buffer, size| {
+                sys::nftnl_set_snprintf(buffer, size, set, sys::NFTNL_OUTPUT_DEFAULT, 0)
+            })
+        });
+        sys::nftnl_set_free(set);
+        printed
+    }
+}
+
+/// Elements in the manner of libnftnl's printing: each key's 32-bit words
+/// as it prints registers, and the flags of an end.
+fn print_elements(table: &str, set: &str, elements: &[SetElement]) -> String {
+    let mut out = format!("{table} {set}");
+    for element in elements {
+        let words: Vec<String> = element
+            .key
+            .chunks(4)
+            .map(|word| {
+                let mut bytes = [0u8; 4];
+                bytes[..word.len()].copy_from_slice(word);
+                format!("0x{:08x}", u32::from_ne_bytes(bytes))
+            })
+            .collect();
+        let _ = write!(out, "\n  element {}", words.join(" "));
+        if element.interval_end {
+            out.push_str(" interval-end");
+        }
+    }
+    out
+}
+
 /// A C string from libnftnl, copied; empty for null.
 ///
 /// # Safety
@@ -306,6 +414,16 @@ pub fn render_table(
         let _ = writeln!(out, "\tcomment \"{comment}\"");
     }
     let ours = || items.iter().filter(|i| i.table == table.name);
+    for item in ours() {
+        if let ItemKind::Set {
+            name,
+            key_type,
+            flags,
+        } = &item.kind
+        {
+            render_set(&mut out, name, *key_type, *flags, ours());
+        }
+    }
     for item in ours() {
         let ItemKind::Chain {
             name,
@@ -357,6 +475,65 @@ pub fn render_table(
     }
     out.push_str("}\n");
     out
+}
+
+/// Where an element continues on its own line: under the first one.
+const ELEMENT_INDENT: &str = "\t\t\t     ";
+
+/// A set as `nft list table` shows it, but with one element per line.
+fn render_set<'a>(
+    out: &mut String,
+    name: &str,
+    key_type: u32,
+    flags: u32,
+    items: impl Iterator<Item = &'a Item>,
+) {
+    let _ = writeln!(out, "\tset {name} {{");
+    let _ = writeln!(out, "\t\ttype {}", key_type_name(key_type));
+    let flag_names: Vec<&str> = [
+        (libc::NFT_SET_CONSTANT, "constant"),
+        (libc::NFT_SET_INTERVAL, "interval"),
+        (libc::NFT_SET_TIMEOUT, "timeout"),
+    ]
+    .into_iter()
+    .filter(|(flag, _)| flags & *flag as u32 != 0)
+    .map(|(_, flag_name)| flag_name)
+    .collect();
+    if !flag_names.is_empty() {
+        let _ = writeln!(out, "\t\tflags {}", flag_names.join(","));
+    }
+    let elements: Vec<SetElement> = items
+        .filter_map(|item| match &item.kind {
+            ItemKind::SetElements { set, elements } if set == name => Some(elements.iter()),
+            _ => None,
+        })
+        .flatten()
+        .cloned()
+        .collect();
+    let shown = if flags & libc::NFT_SET_INTERVAL as u32 != 0 {
+        render_intervals(&elements)
+    } else {
+        elements
+            .iter()
+            .map(|element| match address(&element.key) {
+                Some(address) => address.to_string(),
+                None => format!("{:02x?}", element.key),
+            })
+            .collect()
+    };
+    if !shown.is_empty() {
+        let separator = format!(",\n{ELEMENT_INDENT}");
+        let _ = writeln!(out, "\t\telements = {{ {} }}", shown.join(&separator));
+    }
+    out.push_str("\t}\n");
+}
+
+fn key_type_name(key_type: u32) -> String {
+    match key_type {
+        7 => "ipv4_addr".into(),
+        8 => "ipv6_addr".into(),
+        other => format!("type {other}"),
+    }
 }
 
 const HOOK_POSTROUTING: u32 = libc::NF_INET_POST_ROUTING as u32;

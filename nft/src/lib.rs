@@ -12,10 +12,12 @@
 pub mod describe;
 pub mod netlink;
 pub mod ownership;
+pub mod sets;
 mod watch;
 
 use netlink::{
-    NFT_MSG_GETCHAIN, NFT_MSG_GETRULE, NLMSG_DONE, NLMSG_ERROR, NetlinkMessages, nft_type,
+    NFT_MSG_GETCHAIN, NFT_MSG_GETRULE, NFT_MSG_GETSET, NFT_MSG_GETSETELEM, NLMSG_DONE, NLMSG_ERROR,
+    NetlinkMessages, nft_type,
 };
 pub use nftnl;
 use nftnl::{
@@ -45,6 +47,8 @@ pub enum NftError {
     Socket(std::io::Error),
     #[error("nftables refused the batch: {0}")]
     Refused(std::io::Error),
+    #[error("nftables set: {0}")]
+    Set(String),
     #[error("nftables did not answer within {EXCHANGE_DEADLINE:?}")]
     Timeout,
 }
@@ -134,7 +138,7 @@ impl Transaction {
 pub struct TableDump {
     /// The table's comment, if it has one.
     pub comment: Option<String>,
-    /// Its chains, then (when asked for) its rules.
+    /// Its chains, then (when asked for) its rules, sets' elements and sets.
     pub items: Vec<describe::Item>,
 }
 
@@ -183,7 +187,8 @@ impl Nftables {
     }
 
     /// The table as the kernel has it (None when absent): its comment and
-    /// chains, and its rules (counters included) at [`Depth::ChainsAndRules`].
+    /// chains, and its rules (counters included) and sets (elements
+    /// included) at [`Depth::ChainsAndRules`].
     pub async fn read(&self, table: &TableId, depth: Depth) -> Result<Option<TableDump>, NftError> {
         let family = table.family as u16;
         let name = table.c_name()?;
@@ -191,9 +196,17 @@ impl Nftables {
             let Some(comment) = get_table(socket, family, &name)? else {
                 return Ok(None);
             };
-            let mut items = dump(socket, family, nft_type(NFT_MSG_GETCHAIN), &name)?;
+            let mut items = dump(socket, family, Dump::Chains, &name)?;
             if depth == Depth::ChainsAndRules {
-                items.extend(dump(socket, family, nft_type(NFT_MSG_GETRULE), &name)?);
+                items.extend(dump(socket, family, Dump::Rules, &name)?);
+                let sets = dump(socket, family, Dump::Sets, &name)?;
+                for set in &sets {
+                    if let describe::ItemKind::Set { name: set_name, .. } = &set.kind {
+                        let set_name = cstring(set_name)?;
+                        items.extend(dump(socket, family, Dump::SetElements(&set_name), &name)?);
+                    }
+                }
+                items.extend(sets);
             }
             Ok(Some(TableDump { comment, items }))
         })
@@ -283,14 +296,25 @@ fn get_table(
 /// Sequence number of our dump requests (acks are matched by type, not seq).
 const DUMP_SEQ: u32 = 1;
 
-/// Dumps the chains or rules (`kind`) of the table `table`, parsed.
+/// What of a table to dump.
+#[derive(Clone, Copy)]
+enum Dump<'a> {
+    Chains,
+    Rules,
+    Sets,
+    /// The elements of the named set.
+    SetElements(&'a CString),
+}
+
+/// Dumps the chains, rules, sets or a set's elements of the table `table`,
+/// parsed.
 fn dump(
     socket: &Socket,
     family: u16,
-    kind: u16,
+    what: Dump<'_>,
     table: &CString,
 ) -> Result<Vec<describe::Item>, NftError> {
-    let request = dump_request(family, kind, table);
+    let request = dump_request(family, what, table)?;
     socket.send(&request, 0).map_err(NftError::Socket)?;
     let mut lines = Vec::new();
     let mut buffer = vec![0u8; 256 * 1024];
@@ -303,7 +327,7 @@ fn dump(
                 NLMSG_DONE => return Ok(lines),
                 NLMSG_ERROR => match message.error_code() {
                     0 => {}
-                    // No such table: nothing of ours.
+                    // No such table (or set): nothing of ours.
                     code if -code == libc::ENOENT => return Ok(lines),
                     code => {
                         return Err(NftError::Refused(std::io::Error::from_raw_os_error(-code)));
@@ -315,35 +339,62 @@ fn dump(
     }
 }
 
-/// A dump request for the chains or rules of one table.
-fn dump_request(family: u16, kind: u16, table: &CString) -> Vec<u8> {
-    let mut buffer = vec![0u8; 512];
+/// A dump request for the chains, rules, sets or a set's elements of one
+/// table.
+fn dump_request(family: u16, what: Dump<'_>, table: &CString) -> Result<Vec<u8>, NftError> {
+    let kind = nft_type(match what {
+        Dump::Chains => NFT_MSG_GETCHAIN,
+        Dump::Rules => NFT_MSG_GETRULE,
+        Dump::Sets => NFT_MSG_GETSET,
+        Dump::SetElements(_) => NFT_MSG_GETSETELEM,
+    });
+    let mut buffer = vec![0u8; 1024];
     let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP | libc::NLM_F_ACK) as u16;
-    // SAFETY: the buffer is larger than a header plus one table name
-    // attribute (names are at most 256 bytes, checked by the kernel's
+    let out_of_memory = || NftError::Socket(std::io::ErrorKind::OutOfMemory.into());
+    // SAFETY: the buffer is larger than a header plus a table and a set
+    // name attribute (names are at most 256 bytes, checked by the kernel's
     // limits on what we created); the filter objects are freed here.
     unsafe {
         let header =
             sys::nftnl_nlmsg_build_hdr(buffer.as_mut_ptr().cast(), kind, family, flags, DUMP_SEQ);
-        if kind == nft_type(NFT_MSG_GETRULE) {
-            let rule = sys::nftnl_rule_alloc();
-            if !rule.is_null() {
+        match what {
+            Dump::Chains => {
+                let chain = sys::nftnl_chain_alloc();
+                if chain.is_null() {
+                    return Err(out_of_memory());
+                }
+                sys::nftnl_chain_set_str(chain, sys::NFTNL_CHAIN_TABLE as u16, table.as_ptr());
+                sys::nftnl_chain_nlmsg_build_payload(header, chain);
+                sys::nftnl_chain_free(chain);
+            }
+            Dump::Rules => {
+                let rule = sys::nftnl_rule_alloc();
+                if rule.is_null() {
+                    return Err(out_of_memory());
+                }
                 sys::nftnl_rule_set_str(rule, sys::NFTNL_RULE_TABLE as u16, table.as_ptr());
                 sys::nftnl_rule_nlmsg_build_payload(header, rule);
                 sys::nftnl_rule_free(rule);
             }
-        } else {
-            let chain = sys::nftnl_chain_alloc();
-            if !chain.is_null() {
-                sys::nftnl_chain_set_str(chain, sys::NFTNL_CHAIN_TABLE as u16, table.as_ptr());
-                sys::nftnl_chain_nlmsg_build_payload(header, chain);
-                sys::nftnl_chain_free(chain);
+            Dump::Sets | Dump::SetElements(_) => {
+                let set = sys::nftnl_set_alloc();
+                if set.is_null() {
+                    return Err(out_of_memory());
+                }
+                sys::nftnl_set_set_str(set, sys::NFTNL_SET_TABLE as u16, table.as_ptr());
+                if let Dump::SetElements(name) = what {
+                    sys::nftnl_set_set_str(set, sys::NFTNL_SET_NAME as u16, name.as_ptr());
+                    sys::nftnl_set_elems_nlmsg_build_payload(header, set);
+                } else {
+                    sys::nftnl_set_nlmsg_build_payload(header, set);
+                }
+                sys::nftnl_set_free(set);
             }
         }
         let len = (*header).nlmsg_len as usize;
         buffer.truncate(len);
     }
-    buffer
+    Ok(buffer)
 }
 
 pub fn cstring(name: &str) -> Result<CString, NftError> {

@@ -12,6 +12,10 @@ pub const NFT_MSG_NEWCHAIN: u16 = 3;
 pub const NFT_MSG_GETCHAIN: u16 = 4;
 pub const NFT_MSG_NEWRULE: u16 = 6;
 pub const NFT_MSG_GETRULE: u16 = 7;
+pub const NFT_MSG_NEWSET: u16 = 9;
+pub const NFT_MSG_GETSET: u16 = 10;
+pub const NFT_MSG_NEWSETELEM: u16 = 12;
+pub const NFT_MSG_GETSETELEM: u16 = 13;
 pub const NFT_MSG_NEWGEN: u16 = 15;
 
 /// The netlink message type of an nftables message.
@@ -83,6 +87,40 @@ impl<'a> Iterator for NetlinkMessages<'a> {
         let aligned = ((len + 3) & !3).min(self.rest.len());
         self.rest = &self.rest[aligned..];
         Some(message)
+    }
+}
+
+/// The payload after the nfgenmsg of an nftables message (its attributes).
+pub fn nft_attributes(message: &[u8]) -> Option<&[u8]> {
+    nft_message(message).map(|message| &message[NLMSG_HDRLEN + NFGENMSG_LEN..])
+}
+
+/// Iterates over netlink attributes as (type, payload), the nested and
+/// byte-order flags cleared from the type; stops at the first malformed one.
+pub struct Attributes<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Attributes<'a> {
+    pub fn new(buffer: &'a [u8]) -> Self {
+        Attributes { rest: buffer }
+    }
+}
+
+impl<'a> Iterator for Attributes<'a> {
+    type Item = (u16, &'a [u8]);
+
+    fn next(&mut self) -> Option<(u16, &'a [u8])> {
+        let header = self.rest.get(..4)?;
+        let len = usize::from(u16::from_ne_bytes([header[0], header[1]]));
+        let kind = u16::from_ne_bytes([header[2], header[3]]) & 0x3fff;
+        let Some(payload) = self.rest.get(4..len) else {
+            self.rest = &[];
+            return None;
+        };
+        let aligned = ((len + 3) & !3).min(self.rest.len());
+        self.rest = &self.rest[aligned..];
+        Some((kind, payload))
     }
 }
 

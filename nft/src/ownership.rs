@@ -40,7 +40,7 @@ fn owner_of(comment: Option<&str>, chains: &[Item], mark: &str, our_chain: &str)
         .iter()
         .filter_map(|item| match &item.kind {
             ItemKind::Chain { name, .. } => Some(name.as_str()),
-            ItemKind::Rule { .. } => None,
+            _ => None,
         })
         .collect();
     match comment {
