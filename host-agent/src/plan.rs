@@ -57,20 +57,40 @@ pub struct PlannedRoute {
     pub protocol: u8,
 }
 
-/// One SNAT rule: traffic to `cidr` leaves with source `to`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct SnatRule {
-    pub cidr: IpNet,
+/// One family's SNAT: traffic to any of `cidrs` leaves with source `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnatFamily {
     pub to: IpAddr,
+    pub cidrs: Vec<IpNet>,
 }
 
-/// Our nftables table: inet family, one nat postrouting chain.
+impl SnatFamily {
+    /// The family's address set in our table, which its one rule looks the
+    /// destination up in.
+    pub fn set_name(&self) -> &'static str {
+        match self.to {
+            IpAddr::V4(_) => "cluster_cidrs_v4",
+            IpAddr::V6(_) => "cluster_cidrs_v6",
+        }
+    }
+
+    /// "ip" or "ip6", as nft names the family in rules.
+    pub fn nft_family(&self) -> &'static str {
+        match self.to {
+            IpAddr::V4(_) => "ip",
+            IpAddr::V6(_) => "ip6",
+        }
+    }
+}
+
+/// Our nftables table: inet family, one nat postrouting chain, and per
+/// family an interval set of the cluster CIDRs and one SNAT rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NftPlan {
     pub table: String,
     pub chain: &'static str,
     pub gateway_interface: String,
-    pub rules: Vec<SnatRule>,
+    pub families: Vec<SnatFamily>,
 }
 
 /// The comment that marks our nft table as ours: a table of the same name
@@ -128,7 +148,7 @@ pub fn plan(contract: &Contract, settings: &HostSettings) -> HostPlan {
             table: settings.nft_table.clone(),
             chain: NFT_CHAIN,
             gateway_interface: dev.clone(),
-            rules: Vec::new(),
+            families: Vec::new(),
         },
         mp0_interface: settings.mp0_interface.clone(),
         mp0_routes: settings.mp0_routes,
@@ -155,11 +175,11 @@ pub fn plan(contract: &Contract, settings: &HostSettings) -> HostPlan {
                     protocol: settings.route_protocol,
                 });
             }
-            plan.nft.rules.push(SnatRule {
-                cidr: *cidr,
-                to: masq.host_ip,
-            });
         }
+        plan.nft.families.push(SnatFamily {
+            to: masq.host_ip,
+            cidrs: family.cluster_cidrs.clone(),
+        });
     }
     plan
 }
@@ -174,13 +194,6 @@ pub fn is_broad_cluster_route(dst: &IpNet, cluster_cidrs: &[IpNet]) -> bool {
 }
 
 /// nft's keyword for an address family's payload.
-fn nft_family(family: Family) -> &'static str {
-    match family {
-        Family::Ipv4 => "ip",
-        Family::Ipv6 => "ip6",
-    }
-}
-
 impl HostPlan {
     /// Routes as `ip route` prints them.
     pub fn render_routes(&self) -> Vec<String> {
@@ -237,18 +250,41 @@ pub fn render_route(r: &PlannedRoute) -> String {
 
 impl NftPlan {
     /// The table as `nft list table inet <table>` prints it, freshly
-    /// created (counters at zero).
+    /// created (counters at zero), but with one set element per line.
     pub fn render(&self) -> String {
         let mut out = format!(
-            "table inet {} {{\n\tcomment \"{NFT_TABLE_MARK}\"\n\tchain {} {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\toifname != \"{}\" return\n",
-            self.table, self.chain, self.gateway_interface
+            "table inet {} {{\n\tcomment \"{NFT_TABLE_MARK}\"\n",
+            self.table
         );
-        for rule in &self.rules {
-            let fam = nft_family(Family::of_net(&rule.cidr));
+        for family in &self.families {
+            let mut cidrs = family.cidrs.clone();
+            cidrs.sort();
+            let elements = cidrs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",\n\t\t\t     ");
+            let key = match family.to {
+                IpAddr::V4(_) => "ipv4_addr",
+                IpAddr::V6(_) => "ipv6_addr",
+            };
+            let _ = write!(
+                out,
+                "\tset {} {{\n\t\ttype {key}\n\t\tflags interval\n\t\telements = {{ {elements} }}\n\t}}\n",
+                family.set_name()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\tchain {} {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\toifname != \"{}\" return",
+            self.chain, self.gateway_interface
+        );
+        for family in &self.families {
+            let (fam, to) = (family.nft_family(), family.to);
             let _ = writeln!(
                 out,
-                "\t\t{fam} daddr {} {fam} saddr != {} counter packets 0 bytes 0 snat {fam} to {}",
-                rule.cidr, rule.to, rule.to
+                "\t\t{fam} daddr @{} {fam} saddr != {to} counter packets 0 bytes 0 snat {fam} to {to}",
+                family.set_name()
             );
         }
         out.push_str("\t}\n}\n");
@@ -500,23 +536,24 @@ mod tests {
     }
 
     #[test]
-    fn one_route_and_one_rule_per_cidr_no_src() {
+    fn one_route_per_cidr_and_one_set_element_no_src() {
         let removing = HostSettings {
             mp0_routes: Mp0Routes::Remove,
             ..settings()
         };
         let p = plan(&contract(true), &removing);
         assert_eq!(p.routes.len(), 3);
-        assert_eq!(p.nft.rules.len(), 3);
+        let cidrs_per_family: Vec<usize> = p.nft.families.iter().map(|f| f.cidrs.len()).collect();
+        assert_eq!(cidrs_per_family, [2, 1]);
         assert_eq!(
             render_route(&p.routes[0]),
             "198.18.128.0/17 via 169.254.0.4 dev eth0 proto 240 mtu 1400"
         );
         // Next to kept mp0 routes: two routes (the halves) per CIDR, still
-        // one SNAT rule per CIDR.
+        // one set element per CIDR.
         let p = plan(&contract(true), &settings());
         assert_eq!(p.routes.len(), 6);
-        assert_eq!(p.nft.rules.len(), 3);
+        assert_eq!(p.nft.families[0].cidrs.len(), 2);
         assert_eq!(p.addresses[1].addr, net("fd69::2/112"));
     }
 

@@ -46,10 +46,11 @@ async fn host_follows_cidr_changes_and_dpu_sees_the_reports() -> anyhow::Result<
     let Some(DryRunEvent::Applied(plan)) = host.log.events().last().cloned() else {
         anyhow::bail!("nothing applied")
     };
-    // Two halves per CIDR next to mp0's routes (the default), one SNAT
-    // rule per CIDR.
+    // Two halves per CIDR next to mp0's routes (the default), both CIDRs
+    // in the IPv4 SNAT set.
     assert_eq!(plan.routes.len(), 4);
-    assert_eq!(plan.nft.rules.len(), 2);
+    assert_eq!(plan.nft.families.len(), 1);
+    assert_eq!(plan.nft.families[0].cidrs.len(), 2);
 
     // The DPU learns what the host applied.
     noverlay_test_support::eventually(

@@ -70,7 +70,12 @@ async fn applies_the_negotiated_contract_and_reports_it() -> anyhow::Result<()> 
     assert!(
         report
             .nft_ruleset
-            .contains("ip daddr 198.18.128.0/17 ip saddr != 169.254.0.2 counter packets 0 bytes 0 snat ip to 169.254.0.2")
+            .contains("ip daddr @cluster_cidrs_v4 ip saddr != 169.254.0.2 counter packets 0 bytes 0 snat ip to 169.254.0.2")
+    );
+    assert!(
+        report
+            .nft_ruleset
+            .contains("elements = { 198.18.128.0/17 }")
     );
     // The watch repeats the current contract first: no second apply.
     dpu.contracts.send(good_contract(1))?;

@@ -54,6 +54,7 @@ fn topology() -> anyhow::Result<Topology> {
         nft add chain netdev seen p0 '{ type filter hook ingress device p0 priority 0; }'
         nft add rule netdev seen p0 ip saddr 169.254.0.2 ip daddr 198.18.200.1 counter
         nft add rule netdev seen p0 ip saddr 198.18.0.10 ip daddr 198.18.200.1 counter
+        nft add rule netdev seen p0 ip saddr 198.18.0.10 ip daddr 203.0.113.1 counter
         nft add rule netdev seen p0 ip6 saddr fd69::2 ip6 daddr fd00:10:244::1 counter")?;
     Ok(Topology { host, dpu })
 }
@@ -171,8 +172,10 @@ fn apply_programs_the_host_and_traffic_leaves_with_the_masquerade_source() -> an
     for line in [
         "type nat hook postrouting priority srcnat; policy accept;",
         "oifname != \"eth0\" return",
-        "ip daddr 198.18.128.0/17 ip saddr != 169.254.0.2 counter packets 0 bytes 0 snat ip to 169.254.0.2",
-        "ip6 daddr fd00:10:244::/48 ip6 saddr != fd69::2 counter packets 0 bytes 0 snat ip6 to fd69::2",
+        "elements = { 198.18.128.0/17 }",
+        "elements = { fd00:10:244::/48 }",
+        "ip daddr @cluster_cidrs_v4 ip saddr != 169.254.0.2 counter packets 0 bytes 0 snat ip to 169.254.0.2",
+        "ip6 daddr @cluster_cidrs_v6 ip6 saddr != fd69::2 counter packets 0 bytes 0 snat ip6 to fd69::2",
     ] {
         assert!(table.contains(line), "missing {line:?} in\n{table}");
     }
@@ -213,6 +216,14 @@ fn apply_programs_the_host_and_traffic_leaves_with_the_masquerade_source() -> an
     assert!(
         seen(&topo.dpu, "ip6 saddr fd69::2")? >= 2,
         "no SNATed IPv6 packets on the DPU side"
+    );
+    // Traffic to anything outside the cluster CIDRs keeps its source (the
+    // static route's next hop gets a neighbour so that packets leave).
+    host.sh("ip neigh replace 198.18.0.1 lladdr 02:00:00:00:00:01 dev eth0")?;
+    let _ = host.sh_unchecked("ping -I 198.18.0.10 -c 2 -i 0.2 -W 1 203.0.113.1")?;
+    assert!(
+        seen(&topo.dpu, "ip saddr 198.18.0.10 ip daddr 203.0.113.1")? >= 2,
+        "traffic outside the cluster CIDRs was SNATed or lost"
     );
 
     // What the host reports is read back from the kernel: the chain with
@@ -464,8 +475,11 @@ fn the_cidr_limit_applies_whole() -> anyhow::Result<()> {
     assert_eq!(second.changes, 0, "a second apply must change nothing");
     let routes = topo.host.sh("ip route show proto 240")?;
     assert_eq!(routes.lines().count(), 1024);
+    // One rule; the set holds every CIDR (nft prints them comma-separated).
     let table = topo.host.sh("nft list table inet noverlay")?;
-    assert_eq!(table.matches("snat ip to 169.254.0.2").count(), 1024);
+    assert_eq!(table.matches("snat ip to 169.254.0.2").count(), 1);
+    let listed_cidrs = table.matches("/24").count();
+    assert_eq!(listed_cidrs, 1024, "{table}");
     Ok(())
 }
 
@@ -508,7 +522,7 @@ fn a_failed_apply_leaves_the_last_good_state() -> anyhow::Result<()> {
     assert_eq!(foreign.matches("proto static").count(), 2, "{foreign}");
     let table = host.sh("nft list table inet noverlay")?;
     assert!(
-        table.contains("ip daddr 198.18.128.0/17") && !table.contains("203.0.113.0/24"),
+        table.contains("elements = { 198.18.128.0/17 }") && !table.contains("203.0.113.0/24"),
         "revision 1's SNAT rules were not put back:\n{table}"
     );
     Ok(())

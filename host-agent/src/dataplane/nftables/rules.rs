@@ -1,20 +1,21 @@
 //! Our SNAT table in nftables, both ways: the plan as a netlink transaction
-//! (built with nftnl, one rule per CIDR since nftnl has no interval sets,
-//! committed by the kernel as one unit), and our rules' expressions decoded
-//! back into nft syntax ([`render_rule`]) for what the host reports.
+//! (built with nftnl: per family an interval set of the cluster CIDRs and
+//! one rule that looks the destination up in it, committed by the kernel as
+//! one unit), and our rules' expressions decoded back into nft syntax
+//! ([`render_rule`]) for what the host reports.
 
-use crate::plan::{NFT_TABLE_MARK, NftPlan, SnatRule};
-use ipnet::IpNet;
+use crate::plan::{NFT_TABLE_MARK, NftPlan, SnatFamily};
 use noverlay_nft::{
     NftError, TableId, Transaction, cstring,
-    describe::{Expr, address, prefix_len},
+    describe::{Expr, address},
     nftnl::{
         Batch, Chain, ChainType, Hook, MsgType, Policy, ProtoFamily, Rule, Table,
-        expr::{self, CmpOp, InterfaceName},
+        expr::{self, CmpOp, InterfaceName, Lookup},
         nft_expr,
         nftnl_sys::libc,
     },
     ownership::MarkedTable,
+    sets::add_prefix_set,
 };
 use std::{ffi::CStr, net::IpAddr};
 
@@ -28,7 +29,7 @@ pub fn table_id(name: &str) -> TableId {
 
 /// Replaces our table with `plan` in one transaction: add (so that the
 /// delete cannot fail), delete, then create table (marked as ours), chain
-/// and rules. The caller checks first that the table is ours.
+/// sets and rules. The caller checks first that the table is ours.
 /// Packets see either the old table or the new one, never neither.
 pub fn replace(plan: &NftPlan) -> Result<Transaction, NftError> {
     let id = table_id(&plan.table);
@@ -58,9 +59,11 @@ pub fn replace(plan: &NftPlan) -> Result<Transaction, NftError> {
     other_interfaces.add_expr(&nft_expr!(verdict return));
     batch.add(&other_interfaces, MsgType::Add);
 
-    for snat in &plan.rules {
+    for (id, family) in (1..).zip(&plan.families) {
+        let set_name = cstring(family.set_name())?;
+        let lookup = add_prefix_set(&mut batch, &table, &set_name, id, &family.cidrs)?;
         let mut rule = Rule::new(&chain);
-        add_snat_exprs(&mut rule, snat);
+        add_snat_exprs(&mut rule, family, &lookup);
         batch.add(&rule, MsgType::Add);
     }
     Ok(Transaction::new(batch))
@@ -71,31 +74,26 @@ pub fn delete(table_name: &str) -> Result<Transaction, NftError> {
     Transaction::delete_table(&table_id(table_name), NFT_TABLE_MARK)
 }
 
-/// `meta nfproto <family> <fam> daddr <cidr> <fam> saddr != <to> counter snat <fam> to <to>`
-fn add_snat_exprs(rule: &mut Rule, snat: &SnatRule) {
-    let (nfproto, proto_family) = match snat.cidr {
-        IpNet::V4(_) => (libc::NFPROTO_IPV4 as u8, ProtoFamily::Ipv4),
-        IpNet::V6(_) => (libc::NFPROTO_IPV6 as u8, ProtoFamily::Ipv6),
+/// `meta nfproto <family> <fam> daddr @<set> <fam> saddr != <to> counter snat <fam> to <to>`
+fn add_snat_exprs(rule: &mut Rule, family: &SnatFamily, lookup: &Lookup) {
+    let (nfproto, proto_family) = match family.to {
+        IpAddr::V4(_) => (libc::NFPROTO_IPV4 as u8, ProtoFamily::Ipv4),
+        IpAddr::V6(_) => (libc::NFPROTO_IPV6 as u8, ProtoFamily::Ipv6),
     };
     rule.add_expr(&nft_expr!(meta nfproto));
     rule.add_expr(&nft_expr!(cmp == nfproto));
-    match snat.cidr {
-        IpNet::V4(_) => rule.add_expr(&nft_expr!(payload ipv4 daddr)),
-        IpNet::V6(_) => rule.add_expr(&nft_expr!(payload ipv6 daddr)),
+    match family.to {
+        IpAddr::V4(_) => rule.add_expr(&nft_expr!(payload ipv4 daddr)),
+        IpAddr::V6(_) => rule.add_expr(&nft_expr!(payload ipv6 daddr)),
     }
-    let zero = match snat.cidr {
-        IpNet::V4(_) => IpAddr::from([0u8; 4]),
-        IpNet::V6(_) => IpAddr::from([0u8; 16]),
-    };
-    rule.add_expr(&expr::Bitwise::new(snat.cidr.netmask(), zero));
-    rule.add_expr(&expr::Cmp::new(CmpOp::Eq, snat.cidr.network()));
-    match snat.cidr {
-        IpNet::V4(_) => rule.add_expr(&nft_expr!(payload ipv4 saddr)),
-        IpNet::V6(_) => rule.add_expr(&nft_expr!(payload ipv6 saddr)),
+    rule.add_expr(lookup);
+    match family.to {
+        IpAddr::V4(_) => rule.add_expr(&nft_expr!(payload ipv4 saddr)),
+        IpAddr::V6(_) => rule.add_expr(&nft_expr!(payload ipv6 saddr)),
     }
-    rule.add_expr(&expr::Cmp::new(CmpOp::Neq, snat.to));
+    rule.add_expr(&expr::Cmp::new(CmpOp::Neq, family.to));
     rule.add_expr(&nft_expr!(counter));
-    match snat.to {
+    match family.to {
         IpAddr::V4(v4) => rule.add_expr(&expr::Immediate::new(v4.octets(), expr::Register::Reg1)),
         IpAddr::V6(v6) => rule.add_expr(&expr::Immediate::new(v6.octets(), expr::Register::Reg1)),
     }
@@ -136,10 +134,9 @@ pub fn render_rule(expressions: &[Expr]) -> Option<String> {
                 offset: dst_offset,
                 len,
             },
-            Bitwise { mask, xor },
-            Cmp {
-                op: EQ,
-                data: network,
+            Expr::Lookup {
+                set,
+                inverted: false,
             },
             Payload {
                 base: NETWORK,
@@ -163,18 +160,13 @@ pub fn render_rule(expressions: &[Expr]) -> Option<String> {
                 }
                 _ => return None,
             };
-            if (*dst_offset, *src_offset, *len) != expected
-                || src_len != len
-                || xor.iter().any(|b| *b != 0)
-            {
+            if (*dst_offset, *src_offset, *len) != expected || src_len != len {
                 return None;
             }
-            let prefix = prefix_len(mask)?;
-            let network = address(network)?;
             let not_from = address(not_from)?;
             let to = address(to)?;
             Some(format!(
-                "{name} daddr {network}/{prefix} {name} saddr != {not_from} counter packets {packets} bytes {bytes} snat {name} to {to}"
+                "{name} daddr @{set} {name} saddr != {not_from} counter packets {packets} bytes {bytes} snat {name} to {to}"
             ))
         }
         _ => None,
@@ -193,14 +185,17 @@ mod tests {
             table: "noverlay".into(),
             chain: NFT_CHAIN,
             gateway_interface: "eth0".into(),
-            rules: vec![
-                SnatRule {
-                    cidr: "198.18.128.0/17".parse().expect("net"),
+            families: vec![
+                SnatFamily {
                     to: "169.254.0.2".parse().expect("ip"),
+                    cidrs: vec![
+                        "198.19.0.0/24".parse().expect("net"),
+                        "198.18.128.0/17".parse().expect("net"),
+                    ],
                 },
-                SnatRule {
-                    cidr: "fd00:10:244::/48".parse().expect("net"),
+                SnatFamily {
                     to: "fd69::2".parse().expect("ip"),
+                    cidrs: vec!["fd00:10:244::/48".parse().expect("net")],
                 },
             ],
         }
