@@ -1,7 +1,8 @@
 //! Any bytes as a read from an nftables netlink socket: the decoders we own
 //! (the message walk, the bound that lets a message reach libnftnl, the
 //! error code of an ack, the watcher's test for another writer's commit,
-//! the table comment's records, addresses and netmasks) must never panic,
+//! the table comment's records, set element lists and their rendering as
+//! intervals, addresses and netmasks) must never panic,
 //! and a message handed on must lie within the bytes read.
 //!
 //! libnftnl's own parse is not fed these bytes: it ends the process on a
@@ -14,7 +15,7 @@ use libfuzzer_sys::fuzz_target;
 use noverlay_nft::{
     describe, is_foreign_commit,
     netlink::{NetlinkMessages, nft_message},
-    ownership,
+    ownership, sets,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -30,5 +31,8 @@ fuzz_target!(|data: &[u8]| {
         let _ = ownership::comment(message.payload);
         let _ = describe::address(message.payload);
         let _ = describe::prefix_len(message.payload);
+        if let Some(parsed) = sets::parse_set_elements(message.bytes) {
+            let _ = sets::render_intervals(&parsed.elements);
+        }
     }
 });

@@ -1,7 +1,8 @@
 //! nftables through nftnl, shared by both agents: a table of ours is
 //! marked by a comment and replaced atomically in one netlink batch
-//! ([`Transaction`]), read back from the kernel ([`Nftables::read`]) and
-//! decoded into nft syntax ([`describe`]); [`ownership`] tells ours from a
+//! ([`Transaction`]), may hold interval sets of prefixes ([`sets`]), is
+//! read back from the kernel ([`Nftables::read`]) and decoded into nft
+//! syntax ([`describe`]); [`ownership`] tells ours from a
 //! same-named table of someone else's, and [`watch_foreign_changes`]
 //! reports ruleset changes made by anyone else.
 //!
@@ -161,8 +162,9 @@ impl Nftables {
         let address = socket.bind_auto().map_err(NftError::Socket)?;
         kernel_only(&mut socket).map_err(NftError::Socket)?;
         set_receive_timeout(&socket, KERNEL_TIMEOUT).map_err(NftError::Socket)?;
-        // One ack per message of a batch (a rule per CIDR): acks without the
-        // echoed request, and room for a thousand of them.
+        // One ack per message of a batch (a rule, or a message's worth of a
+        // set's elements): acks without the echoed request, and room for a
+        // thousand of them.
         socket.set_cap_ack(true).map_err(NftError::Socket)?;
         socket.set_ext_ack(true).map_err(NftError::Socket)?;
         socket
