@@ -385,6 +385,10 @@ fn agent_repairs_route_deletion_ruleset_flush_and_link_flap() -> anyhow::Result<
             ("ruleset flushed", "nft flush ruleset"),
             ("link down/up", "ip link set eth0 down; ip link set eth0 up"),
             ("neighbour deleted", "ip neigh del 169.254.0.4 dev eth0"),
+            (
+                "a CIDR deleted from our SNAT set",
+                "nft delete element inet noverlay cluster_cidrs_v4 '{ 198.18.128.0/17 }'",
+            ),
         ] {
             let before = agent.status.borrow().repairs;
             let started = Instant::now();
@@ -416,9 +420,11 @@ fn agent_repairs_route_deletion_ruleset_flush_and_link_flap() -> anyhow::Result<
         host.sh("ip neigh show dev eth0")?
             .contains("169.254.0.4 lladdr 0a:58:a9:fe:00:04 PERMANENT")
     );
+    let table = host.sh("nft list table inet noverlay")?;
     assert!(
-        host.sh("nft list table inet noverlay")?
-            .contains("snat ip to 169.254.0.2")
+        table.contains("snat ip to 169.254.0.2")
+            && table.contains("elements = { 198.18.128.0/17 }"),
+        "{table}"
     );
     // Stopping the agent left the state in place (hitless restart).
     let _ = host.sh_unchecked("ping -c 1 -W 1 198.18.200.1")?;
