@@ -62,54 +62,71 @@ impl Interest {
 
     /// Whether `message` can change anything we own or depend on.
     pub fn matters(&self, message: &RouteNetlinkMessage) -> bool {
+        self.touches(message).is_some()
+    }
+
+    /// What `message` touches of what we own or depend on; None when it
+    /// cannot change any of it.
+    pub fn touches(&self, message: &RouteNetlinkMessage) -> Option<Touch> {
+        let other = |matters: bool| matters.then_some(Touch::Other);
         match message {
-            RouteNetlinkMessage::NewLink(link) | RouteNetlinkMessage::DelLink(link) => {
+            RouteNetlinkMessage::NewLink(link) | RouteNetlinkMessage::DelLink(link) => other(
                 self.is_ours(link.header.index)
                     || netlink_route::link_name(link)
-                        .is_some_and(|n| n == self.gateway_name || n == self.mp0_name)
-            }
-            RouteNetlinkMessage::NewAddress(a) => {
+                        .is_some_and(|n| n == self.gateway_name || n == self.mp0_name),
+            ),
+            RouteNetlinkMessage::NewAddress(a) => other(
                 self.is_ours(a.header.index)
                     && !(self.gateway_index == Some(a.header.index)
                         && netlink_route::address_net(a)
-                            .is_some_and(|n| self.addresses.contains(&n)))
-            }
-            RouteNetlinkMessage::DelAddress(a) => self.is_ours(a.header.index),
+                            .is_some_and(|n| self.addresses.contains(&n))),
+            ),
+            RouteNetlinkMessage::DelAddress(a) => other(self.is_ours(a.header.index)),
             RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r) => {
-                parse_route(r.clone()).is_some_and(|route| {
-                    let through_mp0 = route.oif.is_some() && route.oif == self.mp0_index;
-                    let overlapping = || {
-                        self.prefixes
-                            .iter()
-                            .any(|p| p.contains(&route.dst) || route.dst.contains(p))
+                let route = parse_route(r.clone())?;
+                let through_mp0 = route.oif.is_some() && route.oif == self.mp0_index;
+                let overlapping = || {
+                    self.prefixes
+                        .iter()
+                        .any(|p| p.contains(&route.dst) || route.dst.contains(p))
+                };
+                let matters = route.protocol == self.route_protocol
+                    || self.route_dsts.contains(&route.dst)
+                    || match self.mp0_routes {
+                        Mp0Routes::Remove => through_mp0 || overlapping(),
+                        Mp0Routes::Keep => !through_mp0 && overlapping(),
                     };
-                    route.protocol == self.route_protocol
-                        || self.route_dsts.contains(&route.dst)
-                        || match self.mp0_routes {
-                            Mp0Routes::Remove => through_mp0 || overlapping(),
-                            Mp0Routes::Keep => !through_mp0 && overlapping(),
-                        }
-                })
+                matters.then_some(Touch::Route(route.dst))
             }
             RouteNetlinkMessage::NewNeighbour(n) => {
                 let wanted = self
                     .neighbours
                     .iter()
                     .find(|(ip, _)| netlink_route::neighbour_ip(n) == Some(*ip));
-                self.gateway_index == Some(n.header.ifindex)
-                    && wanted.is_some_and(|(_, mac)| {
-                        n.header.state != NeighbourState::Permanent
-                            || netlink_route::neighbour_mac(n) != Some(mac.as_slice())
-                    })
+                other(
+                    self.gateway_index == Some(n.header.ifindex)
+                        && wanted.is_some_and(|(_, mac)| {
+                            n.header.state != NeighbourState::Permanent
+                                || netlink_route::neighbour_mac(n) != Some(mac.as_slice())
+                        }),
+                )
             }
-            RouteNetlinkMessage::DelNeighbour(n) => {
+            RouteNetlinkMessage::DelNeighbour(n) => other(
                 self.gateway_index == Some(n.header.ifindex)
                     && netlink_route::neighbour_ip(n)
-                        .is_some_and(|ip| self.neighbours.iter().any(|(ours, _)| *ours == ip))
-            }
-            _ => false,
+                        .is_some_and(|ip| self.neighbours.iter().any(|(ours, _)| *ours == ip)),
+            ),
+            _ => None,
         }
     }
+}
+
+/// What an event that matters touched: a route's destination (the repair
+/// looks it up alone) or something else (a link, an address, a neighbour).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Touch {
+    Route(IpNet),
+    Other,
 }
 
 /// The coalesced wake-ups of the reconcile and what set them off.
@@ -189,23 +206,20 @@ impl Wakeups {
     /// Whether `message` matters; if so, what it touched is recorded.
     fn matters(&self, origin: u32, message: &RouteNetlinkMessage) -> bool {
         let interest = lock(&self.interest);
-        let matters = !interest.own_ports.contains(&origin) && interest.matters(message);
+        let touch = if interest.own_ports.contains(&origin) {
+            None
+        } else {
+            interest.touches(message)
+        };
         drop(interest);
-        if matters {
-            let mut touched = lock(&self.touched);
-            match message {
-                RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r) => {
-                    match parse_route(r.clone()) {
-                        Some(route) => {
-                            touched.route_dsts.insert(route.dst);
-                        }
-                        None => touched.other = true,
-                    }
-                }
-                _ => touched.other = true,
+        match touch {
+            Some(Touch::Route(dst)) => {
+                lock(&self.touched).route_dsts.insert(dst);
             }
+            Some(Touch::Other) => lock(&self.touched).other = true,
+            None => {}
         }
-        matters
+        touch.is_some()
     }
 
     /// Events were lost, or may have been: nothing is known of what they
