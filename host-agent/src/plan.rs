@@ -7,6 +7,7 @@
 
 use crate::config::{Mp0Routes, ValidHostConfig};
 use ipnet::IpNet;
+use noverlay_nft::describe::write_set;
 use noverlay_proto::contract::{Contract, Family, format_mac, overlaps};
 use std::{fmt::Write as _, net::IpAddr};
 
@@ -259,20 +260,12 @@ impl NftPlan {
         for family in &self.families {
             let mut cidrs = family.cidrs.clone();
             cidrs.sort();
-            let elements = cidrs
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(",\n\t\t\t     ");
+            let elements: Vec<String> = cidrs.iter().map(ToString::to_string).collect();
             let key = match family.to {
                 IpAddr::V4(_) => "ipv4_addr",
                 IpAddr::V6(_) => "ipv6_addr",
             };
-            let _ = write!(
-                out,
-                "\tset {} {{\n\t\ttype {key}\n\t\tflags interval\n\t\telements = {{ {elements} }}\n\t}}\n",
-                family.set_name()
-            );
+            write_set(&mut out, family.set_name(), key, &["interval"], &elements);
         }
         let _ = writeln!(
             out,

@@ -488,8 +488,6 @@ fn render_set<'a>(
     flags: u32,
     items: impl Iterator<Item = &'a Item>,
 ) {
-    let _ = writeln!(out, "\tset {name} {{");
-    let _ = writeln!(out, "\t\ttype {}", key_type_name(key_type));
     let flag_names: Vec<&str> = [
         (libc::NFT_SET_CONSTANT, "constant"),
         (libc::NFT_SET_INTERVAL, "interval"),
@@ -499,9 +497,6 @@ fn render_set<'a>(
     .filter(|(flag, _)| flags & *flag as u32 != 0)
     .map(|(_, flag_name)| flag_name)
     .collect();
-    if !flag_names.is_empty() {
-        let _ = writeln!(out, "\t\tflags {}", flag_names.join(","));
-    }
     let elements: Vec<SetElement> = items
         .filter_map(|item| match &item.kind {
             ItemKind::SetElements { set, elements } if set == name => Some(elements.iter()),
@@ -521,9 +516,27 @@ fn render_set<'a>(
             })
             .collect()
     };
-    if !shown.is_empty() {
+    write_set(out, name, &key_type_name(key_type), &flag_names, &shown);
+}
+
+/// A set in `nft list table` syntax from its parts (the key type and flags
+/// as nft names them, the elements as text), one element per line: what
+/// both the reader and a planner that renders its own table write.
+pub fn write_set(
+    out: &mut String,
+    name: &str,
+    key_type: &str,
+    flags: &[&str],
+    elements: &[String],
+) {
+    let _ = writeln!(out, "\tset {name} {{");
+    let _ = writeln!(out, "\t\ttype {key_type}");
+    if !flags.is_empty() {
+        let _ = writeln!(out, "\t\tflags {}", flags.join(","));
+    }
+    if !elements.is_empty() {
         let separator = format!(",\n{ELEMENT_INDENT}");
-        let _ = writeln!(out, "\t\telements = {{ {} }}", shown.join(&separator));
+        let _ = writeln!(out, "\t\telements = {{ {} }}", elements.join(&separator));
     }
     out.push_str("\t}\n");
 }
