@@ -135,6 +135,13 @@ pub fn match_text(bytes: &[u8]) -> String {
             (0x8000, 12, m) => format!("nw_dst={}", prefix(e.value, m)),
             (0x8000, 26, m) => format!("ipv6_src={}", prefix(e.value, m)),
             (0x8000, 27, m) => format!("ipv6_dst={}", prefix(e.value, m)),
+            (0x8000, 19 | 29, None) => format!("icmp_type={}", be(e.value)),
+            (0x0001, 26, m) => fragment(e.value, m),
+            (0x0001, 120 | 122, None) => format!(
+                "ct_{}_src={}",
+                if e.field == 120 { "nw" } else { "ipv6" },
+                prefix(e.value, None)
+            ),
             (0x0001, 105, m) => format!("ct_state={}", ct_state(e.value, m)),
             (0x0001, 107, None) => format!("ct_mark={:#x}", be(e.value)),
             (0x0001, index, mask) if index < nxm::REGISTERS && e.value.len() == 4 => {
@@ -151,7 +158,47 @@ pub fn match_text(bytes: &[u8]) -> String {
         };
         parts.push(part);
     }
+    fold_protocol(&mut parts);
     parts.join(",")
+}
+
+/// `ip,nw_proto=1` as ovs-ofctl writes it: `icmp` (and `icmp6`, `tcp`,
+/// `udp` and their IPv6 forms alike).
+fn fold_protocol(parts: &mut Vec<String>) {
+    let Some(at) = parts.iter().position(|p| p == "ip" || p == "ipv6") else {
+        return;
+    };
+    let ipv6 = parts[at] == "ipv6";
+    let Some(proto_at) = parts.iter().position(|p| p.starts_with("nw_proto=")) else {
+        return;
+    };
+    let name = match (parts[proto_at].as_str(), ipv6) {
+        ("nw_proto=1", false) => "icmp",
+        ("nw_proto=58", true) => "icmp6",
+        ("nw_proto=6", false) => "tcp",
+        ("nw_proto=6", true) => "tcp6",
+        ("nw_proto=17", false) => "udp",
+        ("nw_proto=17", true) => "udp6",
+        _ => return,
+    };
+    parts[at] = name.to_string();
+    parts.remove(proto_at);
+}
+
+/// nw_frag as ovs-ofctl writes it (its bits: 1 a fragment, 2 not the
+/// first one).
+fn fragment(value: &[u8], mask: Option<&[u8]>) -> String {
+    let (value, mask) = (be(value), mask.map_or(3, be));
+    let name = match (value & mask, mask) {
+        (0, 1) => "no",
+        (1, 1) => "yes",
+        (0, 3) => "no",
+        (1, 3) => "first",
+        (3, 3) => "later",
+        (0, 2) => "not_later",
+        _ => return format!("nw_frag={value:#x}/{mask:#x}"),
+    };
+    format!("nw_frag={name}")
 }
 
 fn u16_at(b: &[u8], i: usize) -> Option<u16> {
@@ -275,6 +322,7 @@ fn nx_action_text(body: &[u8], depth: usize) -> String {
         },
         35 => ct_text(body, depth),
         36 => nat_text(body),
+        43 => "ct_clear".into(),
         other => format!("nx_action({other})"),
     }
 }

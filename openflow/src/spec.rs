@@ -21,6 +21,16 @@ pub enum Field {
         mask: u32,
     },
     CtMark(u32),
+    /// ct_nw_src / ct_ipv6_src: the source address of the original
+    /// direction of the connection a tracked packet belongs to (for an
+    /// ICMP error: of the connection it is about).
+    CtIpSrc(IpAddr),
+    /// The IP protocol (`icmp` and `icmp6` are `ip`/`ipv6` with this).
+    IpProto(u8),
+    /// icmp_type (ICMPv4 or ICMPv6, by the flow's Ethernet type).
+    IcmpType(u8),
+    /// nw_frag: `no` (not a fragment) or `yes` (any fragment).
+    Fragment(bool),
     /// A register (reg0 .. reg15) under a mask (all ones: exact).
     Reg {
         index: u8,
@@ -57,6 +67,10 @@ pub enum Action {
     /// flow's actions, then carries on with the actions after this one.
     Resubmit(u8),
     Ct(Ct),
+    /// ct_clear: forgets what conntrack said of the packet, so the flows
+    /// after see it as if no ct() had run.
+    CtClear,
+    SetEthSrc([u8; 6]),
 }
 
 /// ct(...) as our flows use it.
@@ -109,8 +123,10 @@ fn error(part: &str, reason: &'static str) -> SpecError {
     }
 }
 
-const ETH_TYPE_IPV4: u16 = 0x0800;
-const ETH_TYPE_IPV6: u16 = 0x86dd;
+pub const ETH_TYPE_IPV4: u16 = 0x0800;
+pub const ETH_TYPE_IPV6: u16 = 0x86dd;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
 
 impl FlowSpec {
     /// From a planned flow's parts: its match fields and actions in
@@ -124,7 +140,7 @@ impl FlowSpec {
     ) -> Result<Self, SpecError> {
         let mut fields = Vec::new();
         for token in matches.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            fields.push(parse_field(token)?);
+            fields.extend(parse_field(token)?);
         }
         // Canonical order (prerequisites first), as OVS lists them.
         fields.sort_by_key(field_rank);
@@ -164,14 +180,18 @@ fn field_rank(field: &Field) -> u8 {
         Field::EthType(_) => 3,
         Field::IpSrc(_) => 4,
         Field::IpDst(_) => 5,
-        Field::CtState { .. } => 6,
-        Field::CtMark(_) => 7,
-        Field::Reg { .. } => 8,
-        Field::Metadata { .. } => 9,
+        Field::Fragment(_) => 6,
+        Field::IpProto(_) => 7,
+        Field::IcmpType(_) => 8,
+        Field::CtState { .. } => 9,
+        Field::CtMark(_) => 10,
+        Field::CtIpSrc(_) => 11,
+        Field::Reg { .. } => 12,
+        Field::Metadata { .. } => 13,
     }
 }
 
-fn parse_field(token: &str) -> Result<Field, SpecError> {
+fn parse_field(token: &str) -> Result<Vec<Field>, SpecError> {
     let (key, value) = token.split_once('=').unwrap_or((token, ""));
     let net = |v: &str| -> Result<IpNet, SpecError> {
         v.parse::<IpNet>()
@@ -184,11 +204,23 @@ fn parse_field(token: &str) -> Result<Field, SpecError> {
             None => (hex_u32(value), Some(u32::MAX)),
         };
         return match (value, mask) {
-            (Some(value), Some(mask)) => Ok(Field::Reg { index, value, mask }),
+            (Some(value), Some(mask)) => Ok(vec![Field::Reg { index, value, mask }]),
             _ => Err(error(token, "not a register value")),
         };
     }
-    Ok(match key {
+    Ok(vec![match key {
+        "icmp" => {
+            return Ok(vec![
+                Field::EthType(ETH_TYPE_IPV4),
+                Field::IpProto(IPPROTO_ICMP),
+            ]);
+        }
+        "icmp6" => {
+            return Ok(vec![
+                Field::EthType(ETH_TYPE_IPV6),
+                Field::IpProto(IPPROTO_ICMPV6),
+            ]);
+        }
         "ip" => Field::EthType(ETH_TYPE_IPV4),
         "ipv6" => Field::EthType(ETH_TYPE_IPV6),
         "in_port" => Field::InPort(value.parse().map_err(|_| error(token, "not a port"))?),
@@ -198,8 +230,17 @@ fn parse_field(token: &str) -> Result<Field, SpecError> {
         "nw_dst" | "ipv6_dst" => Field::IpDst(net(value)?),
         "ct_state" => ct_state(value).ok_or_else(|| error(token, "not ct_state flags"))?,
         "ct_mark" => Field::CtMark(hex_u32(value).ok_or_else(|| error(token, "not a mark"))?),
+        "ct_nw_src" | "ct_ipv6_src" => {
+            Field::CtIpSrc(value.parse().map_err(|_| error(token, "not an address"))?)
+        }
+        "icmp_type" => Field::IcmpType(value.parse().map_err(|_| error(token, "not a type"))?),
+        "nw_frag" => Field::Fragment(match value {
+            "yes" => true,
+            "no" => false,
+            _ => return Err(error(token, "not a fragment match our flows use")),
+        }),
         _ => return Err(error(token, "not a match field our flows use")),
-    })
+    }])
 }
 
 /// The ct_state flags, in the kernel's bit order (also how the decoder
@@ -240,6 +281,9 @@ fn parse_action(token: &str) -> Result<Action, SpecError> {
     if token == "NORMAL" {
         return Ok(Action::Output(PORT_NORMAL));
     }
+    if token == "ct_clear" {
+        return Ok(Action::CtClear);
+    }
     if let Some(args) = token.strip_prefix("move:") {
         let parsed = args
             .split_once("->")
@@ -278,6 +322,14 @@ fn parse_action(token: &str) -> Result<Action, SpecError> {
         .and_then(|v| v.strip_suffix("->eth_dst"))
     {
         return Ok(Action::SetEthDst(
+            mac(value).ok_or_else(|| error(token, "not a MAC"))?,
+        ));
+    }
+    if let Some(value) = token
+        .strip_prefix("set_field:")
+        .and_then(|v| v.strip_suffix("->eth_src"))
+    {
+        return Ok(Action::SetEthSrc(
             mac(value).ok_or_else(|| error(token, "not a MAC"))?,
         ));
     }

@@ -19,7 +19,7 @@
 //! `ovs-ofctl ofp-print` and compare it with ovs-ofctl's own parse of the
 //! same flow text.
 
-use super::spec::{Action, Ct, Field, FlowSpec, Instruction, Nat};
+use super::spec::{Action, Ct, ETH_TYPE_IPV6, Field, FlowSpec, Instruction, Nat};
 use ipnet::IpNet;
 use std::net::IpAddr;
 
@@ -46,6 +46,7 @@ const NXAST_RESUBMIT_TABLE: u16 = 14;
 const OFPP10_IN_PORT: u16 = 0xfff8;
 const NXAST_CT: u16 = 35;
 const NXAST_NAT: u16 = 36;
+const NXAST_CT_CLEAR: u16 = 43;
 const NX_CT_F_COMMIT: u16 = 1;
 const NX_CT_RECIRC_NONE: u8 = 0xff;
 const NX_NAT_F_SRC: u16 = 1;
@@ -72,6 +73,14 @@ const OXM_IPV6_SRC: (u16, u8) = (OXM_BASIC, 26);
 const OXM_IPV6_DST: (u16, u8) = (OXM_BASIC, 27);
 const NXM_CT_STATE: (u16, u8) = (NXM_1, 105);
 const NXM_CT_MARK: (u16, u8) = (NXM_1, 107);
+const OXM_IP_PROTO: (u16, u8) = (OXM_BASIC, 10);
+const OXM_ICMPV4_TYPE: (u16, u8) = (OXM_BASIC, 19);
+const OXM_ICMPV6_TYPE: (u16, u8) = (OXM_BASIC, 29);
+const NXM_IP_FRAG: (u16, u8) = (NXM_1, 26);
+const NXM_CT_NW_SRC: (u16, u8) = (NXM_1, 120);
+const NXM_CT_IPV6_SRC: (u16, u8) = (NXM_1, 122);
+/// nw_frag's "is a fragment" bit (FLOW_NW_FRAG_ANY).
+const FRAG_ANY: u8 = 1;
 
 /// A hello offering exactly [`VERSIONS`] (a version bitmap), so that the
 /// switch picks the highest one its bridge allows.
@@ -253,8 +262,10 @@ pub fn flow_monitor_request(version: u8, xid: u32, monitor: u32) -> Vec<u8> {
 fn push_match(m: &mut Message, fields: &[Field]) {
     let start = m.0.len();
     m.u16(1).u16(0);
+    // icmp_type is ICMPv4's or ICMPv6's by the flow's Ethernet type.
+    let ipv6 = fields.contains(&Field::EthType(ETH_TYPE_IPV6));
     for field in fields {
-        push_field(m, field);
+        push_field(m, field, ipv6);
     }
     let len = m.0.len() - start;
     m.0[start + 2..start + 4].copy_from_slice(&(len as u16).to_be_bytes());
@@ -270,8 +281,25 @@ fn push_oxm(m: &mut Message, (class, field): (u16, u8), value: &[u8], mask: Opti
     }
 }
 
-fn push_field(m: &mut Message, field: &Field) {
+fn push_field(m: &mut Message, field: &Field, ipv6: bool) {
     match field {
+        Field::IpProto(proto) => push_oxm(m, OXM_IP_PROTO, &[*proto], None),
+        Field::IcmpType(kind) => {
+            let field = if ipv6 {
+                OXM_ICMPV6_TYPE
+            } else {
+                OXM_ICMPV4_TYPE
+            };
+            push_oxm(m, field, &[*kind], None)
+        }
+        Field::Fragment(yes) => push_oxm(
+            m,
+            NXM_IP_FRAG,
+            &[if *yes { FRAG_ANY } else { 0 }],
+            Some(&[FRAG_ANY]),
+        ),
+        Field::CtIpSrc(IpAddr::V4(ip)) => push_oxm(m, NXM_CT_NW_SRC, &ip.octets(), None),
+        Field::CtIpSrc(IpAddr::V6(ip)) => push_oxm(m, NXM_CT_IPV6_SRC, &ip.octets(), None),
         Field::InPort(port) => push_oxm(m, OXM_IN_PORT, &port.to_be_bytes(), None),
         Field::EthDst(mac) => push_oxm(m, OXM_ETH_DST, mac, None),
         Field::EthSrc(mac) => push_oxm(m, OXM_ETH_SRC, mac, None),
@@ -369,6 +397,10 @@ fn push_action(m: &mut Message, a: &Action) {
         Action::SetEthDst(mac) => action(m, OFPAT_SET_FIELD, |m| {
             push_oxm(m, OXM_ETH_DST, mac, None);
         }),
+        Action::SetEthSrc(mac) => action(m, OFPAT_SET_FIELD, |m| {
+            push_oxm(m, OXM_ETH_SRC, mac, None);
+        }),
+        Action::CtClear => nx_action(m, NXAST_CT_CLEAR, |_| {}),
         Action::Move { src, dst } => nx_action(m, NXAST_REG_MOVE, |m| {
             m.u16(dst.bits)
                 .u16(src.offset)

@@ -323,10 +323,11 @@ fn a_bundle_over_the_management_socket_installs_what_ovs_ofctl_would() -> anyhow
         .map(|l| l.trim().to_string())
         .collect();
     dumped.sort();
-    let golden = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/ovs_flows_ipv4.txt"),
-    )?;
-    assert_eq!(dumped.join("\n") + "\n", golden);
+    noverlay_test_support::assert_golden(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("golden"),
+        "ovs_flows_ipv4.txt",
+        &(dumped.join("\n") + "\n"),
+    );
     let theirs = ovs.ofctl("dump-flows", "breth0", &["cookie=0xdeff105/-1"])?;
     assert!(theirs.contains("priority=5,arp actions=NORMAL"), "{theirs}");
 

@@ -21,6 +21,17 @@ pub const PATH_PRIORITY: u16 = 510;
 pub const CIDR_TABLE: u8 = 100;
 /// Priority of the per-CIDR flows in [`CIDR_TABLE`] (its miss flow: 0).
 pub const CIDR_PRIORITY: u16 = 100;
+/// Our table that sorts what comes from the underlay and may belong to
+/// one of our connections (ICMP errors, fragments): conntrack has run on
+/// the packet (without NAT) before it gets here.
+pub const RELATED_TABLE: u8 = 101;
+/// ICMPv4 errors that quote the packet they are about: destination
+/// unreachable (fragmentation needed among them), time exceeded,
+/// parameter problem.
+pub const ICMPV4_ERRORS: [u8; 3] = [3, 11, 12];
+/// ICMPv6 errors: destination unreachable, packet too big, time exceeded,
+/// parameter problem.
+pub const ICMPV6_ERRORS: [u8; 4] = [1, 2, 3, 4];
 /// Conntrack zone of the shared gateway bridge (OVN-Kubernetes default).
 pub const DEFAULT_CT_ZONE: u16 = 64000;
 /// ct_mark of connections that belong to OVN.
@@ -96,6 +107,19 @@ pub enum FlowRole {
     ClusterCidr,
     /// Our CIDR table: anything else (no action: the lookup misses).
     CidrMiss,
+    /// Table 0: an ICMP error from the underlay to the node IP, to
+    /// conntrack (no NAT) and our related table.
+    UplinkIcmpError,
+    /// Table 0: a fragment from the underlay to the node IP, likewise.
+    UplinkFragment,
+    /// Related table: an ICMP error about one of our connections, un-NATed
+    /// and handed straight to the host.
+    IcmpErrorToHost,
+    /// Related table: a fragment of a reply on one of our connections,
+    /// un-NATed and sent on as the ingress flow would (table 1).
+    FragmentToOvn,
+    /// Related table: anything else, back to table 0 as it came.
+    RelatedMiss,
     /// Underlay ingress into conntrack (base pipeline, priority 50).
     UplinkIngress,
     /// Table 1: OVN's connections back to the patch port.
@@ -131,6 +155,11 @@ impl FlowRole {
             FlowRole::OvnToUplinkLookup => "ovn_to_uplink_lookup",
             FlowRole::ClusterCidr => "cluster_cidr",
             FlowRole::CidrMiss => "cidr_miss",
+            FlowRole::UplinkIcmpError => "uplink_icmp_error",
+            FlowRole::UplinkFragment => "uplink_fragment",
+            FlowRole::IcmpErrorToHost => "icmp_error_to_host",
+            FlowRole::FragmentToOvn => "fragment_to_ovn",
+            FlowRole::RelatedMiss => "related_miss",
             FlowRole::UplinkIngress => "uplink_ingress",
             FlowRole::ReturnToOvn => "return_to_ovn",
             FlowRole::ReturnNormal => "return_normal",
@@ -178,8 +207,12 @@ impl Flow {
 /// Match keywords of one address family in ovs-ofctl syntax.
 struct FamilyMatch {
     proto: &'static str,
+    icmp: &'static str,
+    icmp_errors: &'static [u8],
     src: &'static str,
     dst: &'static str,
+    /// The original direction's source of a tracked packet's connection.
+    ct_src: &'static str,
     /// The address fields as a `move` names them.
     move_src: NxmField,
     move_dst: NxmField,
@@ -190,15 +223,21 @@ impl FamilyMatch {
         match family {
             Family::Ipv4 => FamilyMatch {
                 proto: "ip",
+                icmp: "icmp",
+                icmp_errors: &ICMPV4_ERRORS,
                 src: "nw_src",
                 dst: "nw_dst",
+                ct_src: "ct_nw_src",
                 move_src: NxmField::Ipv4Src,
                 move_dst: NxmField::Ipv4Dst,
             },
             Family::Ipv6 => FamilyMatch {
                 proto: "ipv6",
+                icmp: "icmp6",
+                icmp_errors: &ICMPV6_ERRORS,
                 src: "ipv6_src",
                 dst: "ipv6_dst",
+                ct_src: "ct_ipv6_src",
                 move_src: NxmField::Ipv6Src,
                 move_dst: NxmField::Ipv6Dst,
             },
@@ -331,6 +370,7 @@ pub fn plan_flows(offer: &Offer, ports: &PortMap, settings: &FlowSettings) -> Ve
                 actions,
             });
         }
+        related_flows(&mut flows, family, &fm, ports, settings);
         for net in &family.cluster_cidrs {
             flows.push(Flow {
                 table: CIDR_TABLE,
@@ -367,6 +407,19 @@ pub fn plan_flows(offer: &Offer, ports: &PortMap, settings: &FlowSettings) -> Ve
         }
     }
     if !offer.families.is_empty() {
+        flows.push(Flow {
+            table: RELATED_TABLE,
+            priority: 0,
+            role: FlowRole::RelatedMiss,
+            cidr: None,
+            matches: String::new(),
+            // As it came: conntrack's verdict forgotten, marked as seen so
+            // that our table-0 flows let it pass to the others' flows.
+            actions: format!(
+                "ct_clear,{},resubmit(,0)",
+                format_reg_set(LOOKUP_STATE_REG, LOOKUP_MISS)
+            ),
+        });
         flows.push(Flow {
             table: CIDR_TABLE,
             priority: 0,
@@ -413,6 +466,84 @@ pub fn plan_flows(offer: &Offer, ports: &PortMap, settings: &FlowSettings) -> Ve
         ))
     });
     flows
+}
+
+/// What comes back from the underlay that is not a reply our path already
+/// carries: ICMP errors about our connections (path MTU discovery,
+/// traceroute, unreachables from routers on the way) and fragments of our
+/// replies. Both are sorted by conntrack in our zone, without NAT, so that
+/// what is not ours goes back to table 0 unchanged: an error whose
+/// connection we committed (ct_mark 0x1, original source the host
+/// masquerade IP) is un-NATed and handed straight to the host (through
+/// OVN it would come back with a source that is no cluster address, which
+/// no return flow of ours carries); a fragment of one of our replies is
+/// un-NATed and sent on to table 1 as the ingress flow does (next to
+/// OVN-Kubernetes, whose reassembly flow loops fragments in the userspace
+/// datapath, this is the only way they reach OVN).
+fn related_flows(
+    flows: &mut Vec<Flow>,
+    family: &noverlay_proto::contract::FamilyContract,
+    fm: &FamilyMatch,
+    ports: &PortMap,
+    settings: &FlowSettings,
+) {
+    let mac = format_mac(&ports.bridge_mac);
+    let zone = settings.ct_zone;
+    let not_yet = format_reg_match(LOOKUP_STATE_REG, LOOKUP_NOT_YET, u32::MAX);
+    let from_underlay = |proto: &str| {
+        format!(
+            "in_port={},dl_dst={mac},{proto},{}={}",
+            ports.uplink, fm.dst, family.underlay_ip
+        )
+    };
+    let classify = format!("ct(zone={zone},table={RELATED_TABLE})");
+    for kind in fm.icmp_errors {
+        flows.push(Flow {
+            table: 0,
+            priority: PATH_PRIORITY,
+            role: FlowRole::UplinkIcmpError,
+            cidr: None,
+            matches: format!(
+                "{},icmp_type={kind},nw_frag=no,{not_yet}",
+                from_underlay(fm.icmp)
+            ),
+            actions: classify.clone(),
+        });
+    }
+    flows.push(Flow {
+        table: 0,
+        priority: PATH_PRIORITY,
+        role: FlowRole::UplinkFragment,
+        cidr: None,
+        matches: format!("{},nw_frag=yes,{not_yet}", from_underlay(fm.proto)),
+        actions: classify,
+    });
+    let ours = format!(
+        "ct_mark={OVN_CT_MARK:#x},{}={}",
+        fm.ct_src, family.masquerade.host_ip
+    );
+    flows.push(Flow {
+        table: RELATED_TABLE,
+        priority: CIDR_PRIORITY,
+        role: FlowRole::IcmpErrorToHost,
+        cidr: None,
+        matches: format!("{},ct_state=+trk+rel,{ours}", fm.proto),
+        // Sent as table 3 sends OVN's packets to the host: from the dummy
+        // next hop's MAC to the bridge MAC (the host's).
+        actions: format!(
+            "ct(zone={zone},nat),set_field:{}->eth_src,set_field:{mac}->eth_dst,output:{}",
+            format_mac(&family.masquerade.dummy_next_hop_mac()),
+            ports.host_representor
+        ),
+    });
+    flows.push(Flow {
+        table: RELATED_TABLE,
+        priority: CIDR_PRIORITY,
+        role: FlowRole::FragmentToOvn,
+        cidr: None,
+        matches: format!("{},ct_state=+trk+est,{ours}", fm.proto),
+        actions: format!("ct(zone={zone},nat,table=1)"),
+    });
 }
 
 /// An IPv4 offer for unit tests: masquerade 169.254.0.0/17, MTU 1400.
@@ -528,8 +659,9 @@ mod tests {
         assert!(per_cidr.iter().all(|f| f.table == CIDR_TABLE));
         assert_eq!(
             flows.len(),
-            3 + 6 + 1,
-            "and a constant: the lookup and path flows of three directions, the miss"
+            3 + 6 + 1 + 4 + 3,
+            "and a constant: the lookup and path flows of three directions, the miss, \
+             the ICMP error types and fragments from the underlay, the related table"
         );
         assert!(flows.iter().all(|f| !f.role.is_base()));
         let more = plan_flows(
