@@ -9,3 +9,4 @@ pub mod ovn;
 pub mod ovnkube;
 pub mod ovs;
 pub mod pki;
+pub mod routed;

@@ -16,8 +16,9 @@ use std::{
 
 /// Debian packages: real OVS and OVN for the DPU tests and the testbed
 /// (userspace datapath, started by the tests in temporary directories),
-/// nftables and the libraries nftnl links against, the topology tools,
-/// systemd-analyze for the unit checks.
+/// nftables and the libraries nftnl links against, the topology tools
+/// (traceroute and tracepath for the ICMP tests and the demo, scapy to craft
+/// an ICMP error on the underlay), systemd-analyze for the unit checks.
 const PACKAGES: &[&str] = &[
     "openvswitch-switch",
     "ovn-central",
@@ -28,6 +29,9 @@ const PACKAGES: &[&str] = &[
     "pkg-config",
     "iproute2",
     "iputils-ping",
+    "iputils-tracepath",
+    "traceroute",
+    "python3-scapy",
     "tcpdump",
     "ethtool",
     "systemd",

@@ -1,0 +1,253 @@
+//! The network's own signals on the real datapath: ICMP errors from the
+//! underlay reach the host's sockets (path MTU discovery, traceroute), and
+//! fragmented datagrams cross both SNATs, with the base pipeline and next to
+//! OVN-Kubernetes' flow set. The testbed gains two routers with a link
+//! narrower than the contract's MTU (1400) between them
+//! ([`noverlay_tests::routed`]). Privileged: ignored unless run as root
+//! with `--include-ignored`.
+
+use noverlay_tests::{
+    e2e::{BRIDGE_MAC, NODE_IP, REMOTE_POD, Testbed},
+    netns, ovn, ovnkube, ovs,
+    routed::{
+        FAR_POD, FAR_POD6, HOP2, HOP2_6, HOP3, HOP3_6, RoutedUnderlay, tcp_upload,
+        udp_echo_from_host,
+    },
+};
+use std::{
+    sync::{Mutex, MutexGuard},
+    time::Duration,
+};
+
+const RECOVERY: Duration = Duration::from_secs(20);
+/// The link between the two routers: narrower than the contract's 1400,
+/// wide enough for IPv6 (1280) and for OVS conntrack's smallest fragment
+/// (1200 bytes for IPv4 by default; see docs/design.md).
+const NARROW_MTU: u32 = 1300;
+const MEGABYTE: usize = 1 << 20;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+struct Bed {
+    bed: Testbed,
+    routed: RoutedUnderlay,
+    _guard: MutexGuard<'static, ()>,
+}
+
+/// The testbed with both agents running, the narrow hop behind the
+/// underlay, and (`next_to_ovnkube`) OVN-Kubernetes' flow set written over
+/// the bridge as ovnkube-node writes it, ours restored beside it.
+fn routed_path_up(next_to_ovnkube: bool) -> anyhow::Result<Bed> {
+    netns::require_privileges()?;
+    ovs::require()?;
+    ovn::require()?;
+    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut bed = Testbed::build_for_test()?;
+    bed.start_dpu_agent()?;
+    bed.start_host_agent()?;
+    bed.wait_for_ping(REMOTE_POD, RECOVERY)?;
+    let routed = RoutedUnderlay::attach(&bed, NARROW_MTU)?;
+    if next_to_ovnkube {
+        let flows = bed.ovs.ovnkube_flows_file(NODE_IP)?;
+        ovnkube::replace_flows(&bed.ovs.openflow("breth0"), &flows)?;
+    }
+    for pod in [FAR_POD, FAR_POD6] {
+        bed.wait_for_ping(pod, RECOVERY)?;
+    }
+    if next_to_ovnkube {
+        let theirs = bed.ovs.flows_not_of("breth0", 0x6e6f7672)?;
+        anyhow::ensure!(
+            theirs.iter().any(|f| f.contains("nw_frag=yes")),
+            "ovnkube's reassembly flow is not on the bridge: {theirs:#?}"
+        );
+    }
+    Ok(Bed {
+        bed,
+        routed,
+        _guard: guard,
+    })
+}
+
+/// A 1 MB upload to the far pod completes, and the host's route cache has
+/// learned the narrow hop's MTU from the router's ICMP error.
+fn assert_path_mtu_discovery(bed: &Testbed, pod: &str) -> anyhow::Result<()> {
+    let (counted, took) = tcp_upload(bed, pod, MEGABYTE)
+        .map_err(|e| anyhow::anyhow!("1 MB upload to {pod}: {e}\n{}", bed.agent_logs()))?;
+    anyhow::ensure!(counted == MEGABYTE, "the far pod counted {counted} bytes");
+    let cached = bed.host.sh(&format!("ip route get {pod}"))?;
+    println!("1 MB to {pod} in {took:?}; ip route get: {}", cached.trim());
+    anyhow::ensure!(
+        cached.contains(&format!("mtu {NARROW_MTU}")),
+        "the host did not learn the path MTU {NARROW_MTU}: {cached}"
+    );
+    Ok(())
+}
+
+/// Each hop of a traceroute from the host (UDP probes; traceroute reads the
+/// errors through IP_RECVERR), by its address: hop 1 is OVN's gateway
+/// router, the rest are the routers and the pod.
+fn traceroute(bed: &Testbed, pod: &str) -> anyhow::Result<Vec<String>> {
+    let out = bed
+        .host
+        .sh(&format!("traceroute -n -q 1 -w 1 -m 4 {pod}"))?;
+    println!("traceroute {pod}:\n{out}");
+    Ok(out
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string())
+        .collect())
+}
+
+fn assert_traceroute(bed: &Testbed, pod: &str, hop2: &str, hop3: &str) -> anyhow::Result<()> {
+    let hops = traceroute(bed, pod)?;
+    anyhow::ensure!(
+        hops.get(1).map(String::as_str) == Some(hop2)
+            && hops.get(2).map(String::as_str) == Some(hop3)
+            && hops.get(3).map(String::as_str) == Some(pod),
+        "traceroute to {pod}: hops {hops:?}, expected {hop2}, {hop3}, {pod} at 2-4"
+    );
+    Ok(())
+}
+
+/// UDP datagrams of 4000 and 9000 bytes to the far pod and their echo back
+/// (fragments each way, through both SNATs and the narrow hop).
+fn assert_large_datagrams(bed: &Testbed, pod: &str) -> anyhow::Result<()> {
+    for size in [4000, 9000] {
+        let got = udp_echo_from_host(bed, pod, size, 5)?;
+        println!("UDP {size} bytes to {pod} and back: echo on try {got:?}");
+        anyhow::ensure!(
+            got.is_some(),
+            "no echo of {size} bytes from {pod} in 5 tries\n{}",
+            bed.ovs
+                .ofctl("dump-flows", "breth0", &["cookie=0x6e6f7672/-1"])
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+#[test]
+#[ignore = "privileged: needs root, network namespaces, Open vSwitch and OVN; run as root with --include-ignored (CI does)"]
+fn path_mtu_discovery_traceroute_and_fragments_through_both_snats() -> anyhow::Result<()> {
+    let up = routed_path_up(false)?;
+    let bed = &up.bed;
+    assert_path_mtu_discovery(bed, FAR_POD)?;
+    assert_path_mtu_discovery(bed, FAR_POD6)?;
+    assert_traceroute(bed, FAR_POD, HOP2, HOP3)?;
+    assert_traceroute(bed, FAR_POD6, HOP2_6, HOP3_6)?;
+    assert_large_datagrams(bed, FAR_POD)?;
+    assert_large_datagrams(bed, FAR_POD6)
+}
+
+#[test]
+#[ignore = "privileged: needs root, network namespaces, Open vSwitch and OVN; run as root with --include-ignored (CI does)"]
+fn the_same_next_to_ovnkubes_flow_set() -> anyhow::Result<()> {
+    let up = routed_path_up(true)?;
+    let bed = &up.bed;
+    assert_path_mtu_discovery(bed, FAR_POD)?;
+    assert_path_mtu_discovery(bed, FAR_POD6)?;
+    assert_traceroute(bed, FAR_POD, HOP2, HOP3)?;
+    assert_traceroute(bed, FAR_POD6, HOP2_6, HOP3_6)?;
+    assert_large_datagrams(bed, FAR_POD)?;
+    assert_large_datagrams(bed, FAR_POD6)
+}
+
+/// Packets our flows of `role` counted (n_packets of a megaflow-hit flow
+/// moves at revalidation: callers wait first).
+fn role_packets(bed: &Testbed, table: &str, needle: &str) -> anyhow::Result<u64> {
+    let dump = bed
+        .ovs
+        .ofctl("dump-flows", "breth0", &["cookie=0x6e6f7672/-1"])?;
+    Ok(dump
+        .lines()
+        .filter(|l| l.contains(&format!("table={table},")) && l.contains(needle))
+        .filter_map(|l| {
+            l.split(", ")
+                .find_map(|p| p.strip_prefix("n_packets="))
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .sum())
+}
+
+/// An ICMP error crafted on the underlay about a connection that never
+/// existed is not handed to the host by our flows: conntrack relates it to
+/// nothing of ours, and it goes back to table 0 as it came.
+#[test]
+#[ignore = "privileged: needs root, network namespaces, Open vSwitch and OVN; run as root with --include-ignored (CI does)"]
+fn an_icmp_error_about_no_connection_of_ours_is_not_handed_to_the_host() -> anyhow::Result<()> {
+    let up = routed_path_up(false)?;
+    let bed = &up.bed;
+    // A real one first, so the counters are known to move.
+    assert_traceroute(bed, FAR_POD, HOP2, HOP3)?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let to_host = || role_packets(bed, "101", "ct_state=+rel+trk");
+    let missed = || role_packets(bed, "101", "priority=0");
+    let (to_host_before, missed_before) = (to_host()?, missed()?);
+    anyhow::ensure!(
+        to_host_before > 0,
+        "the traceroute's errors were not counted"
+    );
+    let capture = bed.host.spawn(|| async {
+        let out = std::process::Command::new("timeout")
+            .args([
+                "4",
+                "tcpdump",
+                "-n",
+                "-l",
+                "-i",
+                "eth0",
+                "icmp and dst host 169.254.0.2",
+            ])
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    // Fragmentation needed, from router 1 to the node IP, quoting a UDP
+    // packet the node never sent.
+    bed.underlay.sh(&format!(
+        "/usr/bin/python3 -c '
+from scapy.all import Ether, IP, ICMP, UDP, sendp
+inner = IP(src=\"{NODE_IP}\", dst=\"{FAR_POD}\") / UDP(sport=40000, dport=9)
+error = Ether(dst=\"{BRIDGE_MAC}\") / IP(src=\"{HOP2}\", dst=\"{NODE_IP}\") / ICMP(type=3, code=4, nexthopmtu=1200) / inner
+sendp(error, iface=\"eth0\", count=3, verbose=False)
+'"
+    ))?;
+    let seen = capture
+        .join()
+        .map_err(|_| anyhow::anyhow!("capture thread panicked"))??;
+    std::thread::sleep(Duration::from_millis(1500));
+    let (to_host_after, missed_after) = (to_host()?, missed()?);
+    println!(
+        "crafted errors: handed to the host {} (before {to_host_before}), sent back to table 0 {}; host capture: {seen:?}",
+        to_host_after - to_host_before,
+        missed_after - missed_before
+    );
+    anyhow::ensure!(to_host_after == to_host_before, "our flows took it");
+    anyhow::ensure!(
+        missed_after >= missed_before + 3,
+        "it did not reach our related table"
+    );
+    anyhow::ensure!(
+        !seen.contains("169.254.0.2"),
+        "the host saw an error to its masquerade IP: {seen}"
+    );
+    Ok(())
+}
+
+#[test]
+#[ignore = "manual"]
+fn hold_for_debugging() -> anyhow::Result<()> {
+    let up = routed_path_up(std::env::var("OVNK").is_ok())?;
+    let (bed, routed) = (&up.bed, &up.routed);
+    println!(
+        "HOST={} DPU={} UNDERLAY={} R2={} FAR={} OVS={}",
+        bed.host.name,
+        bed.dpu.name,
+        bed.underlay.name,
+        routed.r2.name,
+        routed.far.name,
+        bed.ovs.openflow("breth0")
+    );
+    std::thread::sleep(Duration::from_secs(600));
+    Ok(())
+}
