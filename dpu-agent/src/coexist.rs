@@ -170,8 +170,9 @@ mod tests {
     /// Our flows for the one CIDR below, base pipeline aside: a lookup and
     /// a path flow per direction in table 0, the CIDR's flow and the miss
     /// in our CIDR table; from the underlay, one flow per ICMPv4 error type
-    /// and one for fragments, and our related table's three.
-    const PATH_FLOWS: usize = 8 + 4 + 3;
+    /// and one for fragments, the first hop's two, and our related table's
+    /// three.
+    const PATH_FLOWS: usize = 8 + 4 + 3 + 2;
 
     fn plan(mode: BasePipeline) -> Vec<Flow> {
         plan_flows(

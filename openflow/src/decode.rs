@@ -137,6 +137,7 @@ pub fn match_text(bytes: &[u8]) -> String {
             (0x8000, 27, m) => format!("ipv6_dst={}", prefix(e.value, m)),
             (0x8000, 19 | 29, None) => format!("icmp_type={}", be(e.value)),
             (0x0001, 26, m) => fragment(e.value, m),
+            (0x0001, 29, None) => format!("nw_ttl={}", be(e.value)),
             (0x0001, 120 | 122, None) => format!(
                 "ct_{}_src={}",
                 if e.field == 120 { "nw" } else { "ipv6" },
@@ -291,6 +292,12 @@ fn action_text(kind: u16, body: &[u8], depth: usize) -> String {
                 }
                 Some(e) if (e.class, e.field) == (0x8000, 4) => {
                     format!("set_field:{}->eth_src", mac(e.value))
+                }
+                Some(e) if (e.class, e.field) == (0x8000, 11) => {
+                    format!("set_field:{}->ip_src", prefix(e.value, None))
+                }
+                Some(e) if (e.class, e.field) == (0x8000, 26) => {
+                    format!("set_field:{}->ipv6_src", prefix(e.value, None))
                 }
                 Some(e) if (e.class, e.field) == (0x0001, 107) => {
                     format!("set_field:{:#x}->ct_mark", be(e.value))

@@ -31,6 +31,8 @@ pub enum Field {
     IcmpType(u8),
     /// nw_frag: `no` (not a fragment) or `yes` (any fragment).
     Fragment(bool),
+    /// nw_ttl: the IPv4 TTL or the IPv6 hop limit.
+    IpTtl(u8),
     /// A register (reg0 .. reg15) under a mask (all ones: exact).
     Reg {
         index: u8,
@@ -71,6 +73,8 @@ pub enum Action {
     /// after see it as if no ct() had run.
     CtClear,
     SetEthSrc([u8; 6]),
+    /// set_field:<address>->ip_src (or ->ipv6_src).
+    SetIpSrc(IpAddr),
 }
 
 /// ct(...) as our flows use it.
@@ -181,13 +185,14 @@ fn field_rank(field: &Field) -> u8 {
         Field::IpSrc(_) => 4,
         Field::IpDst(_) => 5,
         Field::Fragment(_) => 6,
-        Field::IpProto(_) => 7,
-        Field::IcmpType(_) => 8,
-        Field::CtState { .. } => 9,
-        Field::CtMark(_) => 10,
-        Field::CtIpSrc(_) => 11,
-        Field::Reg { .. } => 12,
-        Field::Metadata { .. } => 13,
+        Field::IpTtl(_) => 7,
+        Field::IpProto(_) => 8,
+        Field::IcmpType(_) => 9,
+        Field::CtState { .. } => 10,
+        Field::CtMark(_) => 11,
+        Field::CtIpSrc(_) => 12,
+        Field::Reg { .. } => 13,
+        Field::Metadata { .. } => 14,
     }
 }
 
@@ -234,6 +239,7 @@ fn parse_field(token: &str) -> Result<Vec<Field>, SpecError> {
             Field::CtIpSrc(value.parse().map_err(|_| error(token, "not an address"))?)
         }
         "icmp_type" => Field::IcmpType(value.parse().map_err(|_| error(token, "not a type"))?),
+        "nw_ttl" => Field::IpTtl(value.parse().map_err(|_| error(token, "not a TTL"))?),
         "nw_frag" => Field::Fragment(match value {
             "yes" => true,
             "no" => false,
@@ -323,6 +329,14 @@ fn parse_action(token: &str) -> Result<Action, SpecError> {
     {
         return Ok(Action::SetEthDst(
             mac(value).ok_or_else(|| error(token, "not a MAC"))?,
+        ));
+    }
+    if let Some(value) = token.strip_prefix("set_field:").and_then(|v| {
+        v.strip_suffix("->ip_src")
+            .or_else(|| v.strip_suffix("->ipv6_src"))
+    }) {
+        return Ok(Action::SetIpSrc(
+            value.parse().map_err(|_| error(token, "not an address"))?,
         ));
     }
     if let Some(value) = token

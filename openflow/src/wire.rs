@@ -77,6 +77,7 @@ const OXM_IP_PROTO: (u16, u8) = (OXM_BASIC, 10);
 const OXM_ICMPV4_TYPE: (u16, u8) = (OXM_BASIC, 19);
 const OXM_ICMPV6_TYPE: (u16, u8) = (OXM_BASIC, 29);
 const NXM_IP_FRAG: (u16, u8) = (NXM_1, 26);
+const NXM_IP_TTL: (u16, u8) = (NXM_1, 29);
 const NXM_CT_NW_SRC: (u16, u8) = (NXM_1, 120);
 const NXM_CT_IPV6_SRC: (u16, u8) = (NXM_1, 122);
 /// nw_frag's "is a fragment" bit (FLOW_NW_FRAG_ANY).
@@ -298,6 +299,7 @@ fn push_field(m: &mut Message, field: &Field, ipv6: bool) {
             &[if *yes { FRAG_ANY } else { 0 }],
             Some(&[FRAG_ANY]),
         ),
+        Field::IpTtl(ttl) => push_oxm(m, NXM_IP_TTL, &[*ttl], None),
         Field::CtIpSrc(IpAddr::V4(ip)) => push_oxm(m, NXM_CT_NW_SRC, &ip.octets(), None),
         Field::CtIpSrc(IpAddr::V6(ip)) => push_oxm(m, NXM_CT_IPV6_SRC, &ip.octets(), None),
         Field::InPort(port) => push_oxm(m, OXM_IN_PORT, &port.to_be_bytes(), None),
@@ -401,6 +403,12 @@ fn push_action(m: &mut Message, a: &Action) {
             push_oxm(m, OXM_ETH_SRC, mac, None);
         }),
         Action::CtClear => nx_action(m, NXAST_CT_CLEAR, |_| {}),
+        Action::SetIpSrc(IpAddr::V4(ip)) => action(m, OFPAT_SET_FIELD, |m| {
+            push_oxm(m, OXM_IPV4_SRC, &ip.octets(), None);
+        }),
+        Action::SetIpSrc(IpAddr::V6(ip)) => action(m, OFPAT_SET_FIELD, |m| {
+            push_oxm(m, OXM_IPV6_SRC, &ip.octets(), None);
+        }),
         Action::Move { src, dst } => nx_action(m, NXAST_REG_MOVE, |m| {
             m.u16(dst.bits)
                 .u16(src.offset)

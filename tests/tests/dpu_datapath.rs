@@ -451,10 +451,11 @@ async fn ovnkubes_flows_are_never_seized() -> anyhow::Result<()> {
     // Only our path flows go on (for one CIDR: the lookup and the path flow
     // of each direction at priority 510, the CIDR and the miss in table
     // 100, the three ICMP error types and fragments from the underlay at
-    // 510 and the three flows of table 101): ovnkube provides the whole
+    // 510, the first hop's two at 511 and the three flows of table 101):
+    // ovnkube provides the whole
     // base pipeline ("auto", the default), so none of ours is added over
     // theirs.
-    const PATH_FLOWS: usize = 8 + 4 + 3;
+    const PATH_FLOWS: usize = 8 + 4 + 3 + 2;
     let agent = start_agent(&sw.ovs).await?;
     let handle = agent.handle.clone();
     let path_only = |ours: &[String]| {

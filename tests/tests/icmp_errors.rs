@@ -25,12 +25,16 @@ const RECOVERY: Duration = Duration::from_secs(20);
 /// (1200 bytes for IPv4 by default; see docs/design.md).
 const NARROW_MTU: u32 = 1300;
 const MEGABYTE: usize = 1 << 20;
+/// Hop 1 as the host sees it: OVN's gateway router answers from the node
+/// IP, which the host owns (and would drop as a martian); our flow hands
+/// the answer over from OVN's masquerade IP instead.
+const OVN_MASQUERADE_IP: &str = "169.254.0.1";
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 struct Bed {
     bed: Testbed,
-    routed: RoutedUnderlay,
+    _routed: RoutedUnderlay,
     _guard: MutexGuard<'static, ()>,
 }
 
@@ -63,7 +67,7 @@ fn routed_path_up(next_to_ovnkube: bool) -> anyhow::Result<Bed> {
     }
     Ok(Bed {
         bed,
-        routed,
+        _routed: routed,
         _guard: guard,
     })
 }
@@ -98,13 +102,25 @@ fn traceroute(bed: &Testbed, pod: &str) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-fn assert_traceroute(bed: &Testbed, pod: &str, hop2: &str, hop3: &str) -> anyhow::Result<()> {
+/// Hops 2-4 (the routers and the pod) answer; hop 1, OVN's gateway router,
+/// where `hop1` names its address (IPv4: OVN 23.03 answers TTL 1; IPv6:
+/// only for sources in its port's network, which the masquerade IP is not,
+/// so it stays silent).
+fn assert_traceroute(
+    bed: &Testbed,
+    pod: &str,
+    hop1: Option<&str>,
+    hop2: &str,
+    hop3: &str,
+) -> anyhow::Result<()> {
     let hops = traceroute(bed, pod)?;
+    let at = |i: usize| hops.get(i).map(String::as_str);
     anyhow::ensure!(
-        hops.get(1).map(String::as_str) == Some(hop2)
-            && hops.get(2).map(String::as_str) == Some(hop3)
-            && hops.get(3).map(String::as_str) == Some(pod),
-        "traceroute to {pod}: hops {hops:?}, expected {hop2}, {hop3}, {pod} at 2-4"
+        hop1.is_none_or(|hop1| at(0) == Some(hop1))
+            && at(1) == Some(hop2)
+            && at(2) == Some(hop3)
+            && at(3) == Some(pod),
+        "traceroute to {pod}: hops {hops:?}, expected {hop1:?}, {hop2}, {hop3}, {pod} at 1-4"
     );
     Ok(())
 }
@@ -133,8 +149,8 @@ fn path_mtu_discovery_traceroute_and_fragments_through_both_snats() -> anyhow::R
     let bed = &up.bed;
     assert_path_mtu_discovery(bed, FAR_POD)?;
     assert_path_mtu_discovery(bed, FAR_POD6)?;
-    assert_traceroute(bed, FAR_POD, HOP2, HOP3)?;
-    assert_traceroute(bed, FAR_POD6, HOP2_6, HOP3_6)?;
+    assert_traceroute(bed, FAR_POD, Some(OVN_MASQUERADE_IP), HOP2, HOP3)?;
+    assert_traceroute(bed, FAR_POD6, None, HOP2_6, HOP3_6)?;
     assert_large_datagrams(bed, FAR_POD)?;
     assert_large_datagrams(bed, FAR_POD6)
 }
@@ -146,8 +162,8 @@ fn the_same_next_to_ovnkubes_flow_set() -> anyhow::Result<()> {
     let bed = &up.bed;
     assert_path_mtu_discovery(bed, FAR_POD)?;
     assert_path_mtu_discovery(bed, FAR_POD6)?;
-    assert_traceroute(bed, FAR_POD, HOP2, HOP3)?;
-    assert_traceroute(bed, FAR_POD6, HOP2_6, HOP3_6)?;
+    assert_traceroute(bed, FAR_POD, Some(OVN_MASQUERADE_IP), HOP2, HOP3)?;
+    assert_traceroute(bed, FAR_POD6, None, HOP2_6, HOP3_6)?;
     assert_large_datagrams(bed, FAR_POD)?;
     assert_large_datagrams(bed, FAR_POD6)
 }
@@ -178,7 +194,7 @@ fn an_icmp_error_about_no_connection_of_ours_is_not_handed_to_the_host() -> anyh
     let up = routed_path_up(false)?;
     let bed = &up.bed;
     // A real one first, so the counters are known to move.
-    assert_traceroute(bed, FAR_POD, HOP2, HOP3)?;
+    assert_traceroute(bed, FAR_POD, Some(OVN_MASQUERADE_IP), HOP2, HOP3)?;
     std::thread::sleep(Duration::from_millis(1500));
     let to_host = || role_packets(bed, "101", "ct_state=+rel+trk");
     let missed = || role_packets(bed, "101", "priority=0");
@@ -231,23 +247,5 @@ sendp(error, iface=\"eth0\", count=3, verbose=False)
         !seen.contains("169.254.0.2"),
         "the host saw an error to its masquerade IP: {seen}"
     );
-    Ok(())
-}
-
-#[test]
-#[ignore = "manual"]
-fn hold_for_debugging() -> anyhow::Result<()> {
-    let up = routed_path_up(std::env::var("OVNK").is_ok())?;
-    let (bed, routed) = (&up.bed, &up.routed);
-    println!(
-        "HOST={} DPU={} UNDERLAY={} R2={} FAR={} OVS={}",
-        bed.host.name,
-        bed.dpu.name,
-        bed.underlay.name,
-        routed.r2.name,
-        routed.far.name,
-        bed.ovs.openflow("breth0")
-    );
-    std::thread::sleep(Duration::from_secs(600));
     Ok(())
 }

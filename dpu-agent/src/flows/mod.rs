@@ -34,6 +34,8 @@ pub const ICMPV4_ERRORS: [u8; 3] = [3, 11, 12];
 pub const ICMPV6_ERRORS: [u8; 4] = [1, 2, 3, 4];
 /// Conntrack zone of the shared gateway bridge (OVN-Kubernetes default).
 pub const DEFAULT_CT_ZONE: u16 = 64000;
+/// Priority of the first-hop flows: above the path flows they refine.
+pub const FIRST_HOP_PRIORITY: u16 = PATH_PRIORITY + 1;
 /// ct_mark of connections that belong to OVN.
 pub const OVN_CT_MARK: u32 = 0x1;
 /// The register holding where a packet is in our CIDR lookup (one of
@@ -120,6 +122,12 @@ pub enum FlowRole {
     FragmentToOvn,
     /// Related table: anything else, back to table 0 as it came.
     RelatedMiss,
+    /// Table 0: a host -> OVN packet with TTL 1, sent from the dummy next
+    /// hop's MAC so that OVN's answer leaves OVN and can be told apart.
+    HostToOvnFirstHop,
+    /// Table 0: OVN's gateway router's time exceeded to such a packet,
+    /// straight to the host from OVN's masquerade IP.
+    FirstHopAnswerToHost,
     /// Underlay ingress into conntrack (base pipeline, priority 50).
     UplinkIngress,
     /// Table 1: OVN's connections back to the patch port.
@@ -160,6 +168,8 @@ impl FlowRole {
             FlowRole::IcmpErrorToHost => "icmp_error_to_host",
             FlowRole::FragmentToOvn => "fragment_to_ovn",
             FlowRole::RelatedMiss => "related_miss",
+            FlowRole::HostToOvnFirstHop => "host_to_ovn_first_hop",
+            FlowRole::FirstHopAnswerToHost => "first_hop_answer_to_host",
             FlowRole::UplinkIngress => "uplink_ingress",
             FlowRole::ReturnToOvn => "return_to_ovn",
             FlowRole::ReturnNormal => "return_normal",
@@ -209,10 +219,14 @@ struct FamilyMatch {
     proto: &'static str,
     icmp: &'static str,
     icmp_errors: &'static [u8],
+    /// Time exceeded (in transit), the error a router answers TTL 1 with.
+    time_exceeded: u8,
     src: &'static str,
     dst: &'static str,
     /// The original direction's source of a tracked packet's connection.
     ct_src: &'static str,
+    /// The source address as set_field names it.
+    src_field: &'static str,
     /// The address fields as a `move` names them.
     move_src: NxmField,
     move_dst: NxmField,
@@ -225,9 +239,11 @@ impl FamilyMatch {
                 proto: "ip",
                 icmp: "icmp",
                 icmp_errors: &ICMPV4_ERRORS,
+                time_exceeded: 11,
                 src: "nw_src",
                 dst: "nw_dst",
                 ct_src: "ct_nw_src",
+                src_field: "ip_src",
                 move_src: NxmField::Ipv4Src,
                 move_dst: NxmField::Ipv4Dst,
             },
@@ -235,9 +251,11 @@ impl FamilyMatch {
                 proto: "ipv6",
                 icmp: "icmp6",
                 icmp_errors: &ICMPV6_ERRORS,
+                time_exceeded: 3,
                 src: "ipv6_src",
                 dst: "ipv6_dst",
                 ct_src: "ct_ipv6_src",
+                src_field: "ipv6_src",
                 move_src: NxmField::Ipv6Src,
                 move_dst: NxmField::Ipv6Dst,
             },
@@ -544,6 +562,60 @@ fn related_flows(
         matches: format!("{},ct_state=+trk+est,{ours}", fm.proto),
         actions: format!("ct(zone={zone},nat,table=1)"),
     });
+    first_hop_flows(flows, family, fm, ports);
+}
+
+/// OVN's gateway router answers a packet that arrives with TTL 1 (the
+/// first hop of a traceroute) itself: a time exceeded from its own address
+/// (the node IP), sent back to the packet's Ethernet source. Two things
+/// keep that answer from the host: the host's frames carry the host's MAC,
+/// which is also the router's, so OVN hands the answer back to the router
+/// (which drops it); and the node IP is the host's own address, so the host
+/// would drop an error from it as a martian. So the host's packets with
+/// TTL 1 leave for OVN from the dummy next hop's MAC (which no one else
+/// sends from), and a time exceeded from the router's address to that MAC
+/// can only be an answer to one of them: it goes straight to the host, its
+/// source rewritten to OVN's masquerade IP (how the router appears on the
+/// host's side). No conntrack, and no other packet pays anything.
+fn first_hop_flows(
+    flows: &mut Vec<Flow>,
+    family: &noverlay_proto::contract::FamilyContract,
+    fm: &FamilyMatch,
+    ports: &PortMap,
+) {
+    let mac = format_mac(&ports.bridge_mac);
+    let masq = family.masquerade.host_ip;
+    let dummy_mac = format_mac(&family.masquerade.dummy_next_hop_mac());
+    flows.push(Flow {
+        table: 0,
+        priority: FIRST_HOP_PRIORITY,
+        role: FlowRole::HostToOvnFirstHop,
+        cidr: None,
+        matches: format!(
+            "in_port={},{},{}={masq},nw_ttl=1,{}",
+            ports.host_representor,
+            fm.proto,
+            fm.src,
+            format_reg_match(LOOKUP_STATE_REG, LOOKUP_CLUSTER, u32::MAX)
+        ),
+        actions: format!("set_field:{dummy_mac}->eth_src,goto_table:2"),
+    });
+    flows.push(Flow {
+        table: 0,
+        priority: FIRST_HOP_PRIORITY,
+        role: FlowRole::FirstHopAnswerToHost,
+        cidr: None,
+        matches: format!(
+            "in_port={},dl_dst={dummy_mac},{},{}={},{}={masq},icmp_type={}",
+            ports.patch, fm.icmp, fm.src, family.underlay_ip, fm.dst, fm.time_exceeded,
+        ),
+        actions: format!(
+            "set_field:{}->{},set_field:{dummy_mac}->eth_src,set_field:{mac}->eth_dst,output:{}",
+            family.masquerade.ovn_ip(),
+            fm.src_field,
+            ports.host_representor
+        ),
+    });
 }
 
 /// An IPv4 offer for unit tests: masquerade 169.254.0.0/17, MTU 1400.
@@ -659,9 +731,10 @@ mod tests {
         assert!(per_cidr.iter().all(|f| f.table == CIDR_TABLE));
         assert_eq!(
             flows.len(),
-            3 + 6 + 1 + 4 + 3,
+            3 + 6 + 1 + 4 + 3 + 2,
             "and a constant: the lookup and path flows of three directions, the miss, \
-             the ICMP error types and fragments from the underlay, the related table"
+             the ICMP error types and fragments from the underlay, the related table, \
+             the first hop's two"
         );
         assert!(flows.iter().all(|f| !f.role.is_base()));
         let more = plan_flows(

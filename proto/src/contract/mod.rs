@@ -33,6 +33,9 @@ pub const MAX_MTU: u32 = 9216;
 
 /// Offset of the host masquerade IP in the masquerade subnet (OVN-Kubernetes: .2).
 pub const HOST_MASQUERADE_OFFSET: u128 = 2;
+/// Offset of OVN's masquerade IP (OVN-Kubernetes: .1, the gateway router's
+/// address as the host's side sees it).
+pub const OVN_MASQUERADE_OFFSET: u128 = 1;
 /// Offset of the dummy next hop in the masquerade subnet (OVN-Kubernetes: .4).
 pub const DUMMY_NEXT_HOP_OFFSET: u128 = 4;
 /// Highest offset OVN-Kubernetes uses (.5, service hairpin): the subnet must hold it.
@@ -77,6 +80,11 @@ impl Masquerade {
     pub fn host_address(&self) -> IpNet {
         // The prefix length comes from a valid IpNet of the same family.
         IpNet::new(self.host_ip, self.subnet.prefix_len()).unwrap_or(self.subnet)
+    }
+
+    /// OVN's masquerade IP (.1): how the gateway router appears to the host.
+    pub fn ovn_ip(&self) -> IpAddr {
+        offset(self.subnet.network(), OVN_MASQUERADE_OFFSET)
     }
 
     /// MAC of the dummy next hop's permanent neighbour entry: 0a:58 followed by
