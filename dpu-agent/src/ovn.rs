@@ -16,7 +16,7 @@ use crate::{
 use ipnet::IpNet;
 use noverlay_ovsdb::{
     Error as OvsdbError, Monitor, RECONNECT_DELAY,
-    replica::{Replica, strings, uuids},
+    replica::{Replica, map_value, strings, uuids},
 };
 use noverlay_proto::contract::{Offer, format_mac, parse_mac};
 use serde_json::{Value, json};
@@ -30,7 +30,7 @@ pub fn monitor_request() -> Value {
         "id": noverlay_ovsdb::session::MONITOR_ID,
         "params": ["OVN_Northbound", null, {
             "Logical_Router": {"columns": ["name", "ports", "static_routes"]},
-            "Logical_Router_Port": {"columns": ["name", "mac", "networks"]},
+            "Logical_Router_Port": {"columns": ["name", "mac", "networks", "options"]},
             "Logical_Router_Static_Route": {"columns": ["ip_prefix", "nexthop"]},
             "Static_MAC_Binding": {"columns": ["logical_port", "ip", "mac"]},
         }],
@@ -43,6 +43,8 @@ pub struct Expected {
     /// breth0's MAC; None while unknown (no check of the port's MAC yet).
     pub bridge_mac: Option<[u8; 6]>,
     pub families: Vec<ExpectedFamily>,
+    /// The contract's MTU: the largest packet the host sends.
+    pub mtu: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +67,7 @@ impl Expected {
                     dummy_next_hop: f.masquerade.dummy_next_hop,
                 })
                 .collect(),
+            mtu: offer.mtu,
         }
     }
 }
@@ -101,6 +104,13 @@ pub enum Mismatch {
     NoMacBinding {
         port: String,
         ip: IpAddr,
+    },
+    /// The port's `options:gateway_mtu` is below the host's MTU: OVN would
+    /// answer the larger packets with an ICMP error from the node IP.
+    GatewayMtu {
+        port: String,
+        gateway_mtu: u32,
+        mtu: u32,
     },
 }
 
@@ -150,6 +160,14 @@ impl fmt::Display for Mismatch {
             Mismatch::NoMacBinding { port, ip } => write!(
                 f,
                 "no static MAC binding for the dummy next hop {ip} on port {port:?}: the router would ask for its MAC and nobody answers"
+            ),
+            Mismatch::GatewayMtu {
+                port,
+                gateway_mtu,
+                mtu,
+            } => write!(
+                f,
+                "gateway router port {port:?} has options:gateway_mtu={gateway_mtu}, below the contract's MTU {mtu}: OVN answers the host's larger packets with \"fragmentation needed\" from the node IP, which the host owns and drops, so path MTU discovery fails; set the MTU (ovnkube's mtu) to at most {gateway_mtu}"
             ),
         }
     }
@@ -259,6 +277,16 @@ pub fn check(replica: &Replica, config: &OvnConfig, expected: &Expected) -> Vec<
                     port: port_name.clone(),
                     found: mac.to_string(),
                     bridge_mac: format_mac(&bridge_mac),
+                });
+            }
+            if let Some(gateway_mtu) = map_value(port.get("options"), "gateway_mtu")
+                .and_then(|mtu| mtu.parse::<u32>().ok())
+                .filter(|gateway_mtu| *gateway_mtu < expected.mtu)
+            {
+                mismatches.push(Mismatch::GatewayMtu {
+                    port: port_name.clone(),
+                    gateway_mtu,
+                    mtu: expected.mtu,
                 });
             }
             let networks = strings(port.get("networks"));
@@ -418,6 +446,7 @@ mod tests {
                 masquerade_subnet: "169.254.0.0/17".parse().expect("net"),
                 dummy_next_hop: "169.254.0.4".parse().expect("ip"),
             }],
+            mtu: 1400,
         }
     }
 
@@ -540,6 +569,40 @@ mod tests {
         assert!(
             text.contains("no route for the masquerade subnet 169.254.128.0/17")
                 && text.contains("169.254.0.0/17 via 169.254.0.4"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_gateway_mtu_below_the_hosts_is_named_and_one_at_it_is_not() {
+        let mut nb = northbound(
+            "02:00:c6:12:00:0a",
+            json!("198.18.0.10/24"),
+            "169.254.0.4",
+            "169.254.0.4",
+        );
+        let options = |mtu: &str| {
+            json!({"Logical_Router_Port": {"p1": {"new": {
+                "name": "rtoe-GR_node1", "mac": "02:00:c6:12:00:0a",
+                "networks": "198.18.0.10/24",
+                "options": ["map", [["gateway_mtu", mtu]]],
+            }}}})
+        };
+        nb.apply(&options("1400")).expect("update");
+        assert_eq!(check(&nb, &config(), &expected()), vec![]);
+        nb.apply(&options("1300")).expect("update");
+        let found = check(&nb, &config(), &expected());
+        assert_eq!(
+            found,
+            vec![Mismatch::GatewayMtu {
+                port: "rtoe-GR_node1".into(),
+                gateway_mtu: 1300,
+                mtu: 1400
+            }]
+        );
+        let text = found[0].to_string();
+        assert!(
+            text.contains("gateway_mtu=1300") && text.contains("MTU 1400"),
             "{text}"
         );
     }

@@ -189,14 +189,20 @@ fn udp_echo(
 }
 
 /// From the host: sends `bytes` over TCP to the far pod's sink and returns
-/// how many it counted and how long the upload took (deadline 30 s).
-pub fn tcp_upload(bed: &Testbed, dst: &str, bytes: usize) -> anyhow::Result<(usize, Duration)> {
+/// how many it counted and how long the upload took (each write and the
+/// answer within `deadline`).
+pub fn tcp_upload(
+    bed: &Testbed,
+    dst: &str,
+    bytes: usize,
+    deadline: Duration,
+) -> anyhow::Result<(usize, Duration)> {
     let target = SocketAddr::new(dst.parse()?, SINK_PORT);
     bed.host.run(move || async move {
         let started = Instant::now();
         let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
-        stream.set_write_timeout(Some(Duration::from_secs(30)))?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        stream.set_write_timeout(Some(deadline))?;
+        stream.set_read_timeout(Some(deadline))?;
         stream.write_all(&vec![0x5a; bytes])?;
         stream.shutdown(Shutdown::Write)?;
         let mut reply = String::new();

@@ -8,7 +8,9 @@
 
 use noverlay_tests::{
     e2e::{BRIDGE_MAC, NODE_IP, REMOTE_POD, Testbed},
-    netns, ovn, ovnkube, ovs,
+    netns,
+    ovn::{self, EXTERNAL_PORT},
+    ovnkube, ovs,
     routed::{
         FAR_POD, FAR_POD6, HOP2, HOP2_6, HOP3, HOP3_6, RoutedUnderlay, tcp_upload,
         udp_echo_from_host,
@@ -75,7 +77,7 @@ fn routed_path_up(next_to_ovnkube: bool) -> anyhow::Result<Bed> {
 /// A 1 MB upload to the far pod completes, and the host's route cache has
 /// learned the narrow hop's MTU from the router's ICMP error.
 fn assert_path_mtu_discovery(bed: &Testbed, pod: &str) -> anyhow::Result<()> {
-    let (counted, took) = tcp_upload(bed, pod, MEGABYTE)
+    let (counted, took) = tcp_upload(bed, pod, MEGABYTE, Duration::from_secs(30))
         .map_err(|e| anyhow::anyhow!("1 MB upload to {pod}: {e}\n{}", bed.agent_logs()))?;
     anyhow::ensure!(counted == MEGABYTE, "the far pod counted {counted} bytes");
     let cached = bed.host.sh(&format!("ip route get {pod}"))?;
@@ -248,4 +250,60 @@ sendp(error, iface=\"eth0\", count=3, verbose=False)
         "the host saw an error to its masquerade IP: {seen}"
     );
     Ok(())
+}
+
+/// OVN's own `gateway_mtu` below the contract's MTU is a path MTU black
+/// hole no flow can mend (the router's "fragmentation needed" comes from
+/// the node IP, which the host owns and drops): dpu-agent names it in its
+/// OVN check, and it is no false alarm.
+#[test]
+#[ignore = "privileged: needs root, network namespaces, Open vSwitch and OVN; run as root with --include-ignored (CI does)"]
+fn a_gateway_mtu_below_the_contracts_is_named() -> anyhow::Result<()> {
+    let up = routed_path_up(false)?;
+    let bed = &up.bed;
+    let ovn_source = |wanted: &str| -> anyhow::Result<String> {
+        let started = std::time::Instant::now();
+        loop {
+            let (state, error) = bed.dpu_ovn_source()?;
+            if state == wanted {
+                return Ok(error);
+            }
+            anyhow::ensure!(
+                started.elapsed() < RECOVERY,
+                "the ovn source stayed {state} {error:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    ovn_source("ok")?;
+    bed.ovn.nbctl(&[
+        "set",
+        "Logical_Router_Port",
+        EXTERNAL_PORT,
+        "options:gateway_mtu=1300",
+    ])?;
+    let error = ovn_source("failed")?;
+    println!("named: {error}");
+    anyhow::ensure!(
+        error.contains("gateway_mtu=1300") && error.contains("MTU 1400"),
+        "{error}"
+    );
+    let stuck = tcp_upload(bed, FAR_POD, MEGABYTE, Duration::from_secs(3));
+    println!(
+        "1 MB upload with gateway_mtu 1300: {:?}",
+        stuck.as_ref().map_err(ToString::to_string)
+    );
+    anyhow::ensure!(
+        stuck.is_err(),
+        "the upload passed: the check is a false alarm"
+    );
+    bed.ovn.nbctl(&[
+        "remove",
+        "Logical_Router_Port",
+        EXTERNAL_PORT,
+        "options",
+        "gateway_mtu",
+    ])?;
+    ovn_source("ok")?;
+    assert_path_mtu_discovery(bed, FAR_POD)
 }
