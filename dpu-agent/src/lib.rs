@@ -16,6 +16,7 @@
 pub mod coexist;
 pub mod config;
 pub mod flows;
+pub mod fragments;
 pub mod metrics;
 pub mod openflow;
 pub mod ovn;
@@ -60,6 +61,12 @@ pub fn start_datapath(
     if !bridge.program {
         return tasks;
     }
+    tasks.push(tokio::spawn(fragments::run_fragment_watch(
+        handle.clone(),
+        bridge.vswitchd_control.clone(),
+        bridge.ovsdb_socket.clone(),
+        shutdown.clone(),
+    )));
     let (guard_settled, guard_first) = tokio::sync::oneshot::channel();
     if config.raw.uplink_guard.enabled {
         tasks.push(tokio::spawn(noverlay_uplink_guard::run::run_uplink_guard(

@@ -138,6 +138,36 @@ impl Collector for DpuCollector {
             "Ways OVN's gateway router, as the northbound database has it, would blackhole the path (0 when it agrees, or no [ovn] section); the ovn source's error names them.",
             handle.ovn_mismatches() as f64,
         )?;
+        if let Some(fragments) = handle.fragments() {
+            let per_family = |value: fn(&crate::fragments::FamilyFragments) -> u64| {
+                [("ipv4", fragments.ipv4), ("ipv6", fragments.ipv6)]
+                    .iter()
+                    .map(|(family, f)| (vec![("family", family.to_string())], value(f)))
+                    .collect::<Vec<(Labels, u64)>>()
+            };
+            encode::labelled_counters(
+                &mut e,
+                "noverlay_dpu_fragments_too_small",
+                "Fragments Open vSwitch's conntrack dropped for being smaller than its minimum (all bridges of this ovs-vswitchd): a datagram cut again by a router on the way is lost on the DPU (userspace datapath).",
+                &per_family(|f| f.too_small),
+            )?;
+            encode::labelled_counters(
+                &mut e,
+                "noverlay_dpu_fragments_reassembled",
+                "Datagrams Open vSwitch's conntrack reassembled from fragments (all bridges of this ovs-vswitchd).",
+                &per_family(|f| f.completed),
+            )?;
+            let min_sizes: Vec<(Labels, f64)> = per_family(|f| f.min_size)
+                .into_iter()
+                .map(|(labels, size)| (labels, size as f64))
+                .collect();
+            encode::labelled_gauges(
+                &mut e,
+                "noverlay_dpu_fragment_min_bytes",
+                "Open vSwitch's smallest fragment (but the last) that conntrack takes; set with ovs-appctl dpctl/ipf-set-min-frag.",
+                &min_sizes,
+            )?;
+        }
         let sources = handle.sources();
         let errors: Vec<(Labels, f64)> = Source::ALL
             .iter()

@@ -8,6 +8,9 @@
 //! probe) with bytes in and bytes out. [`Monitor`] is the thin tokio session
 //! on a unix socket that drives it, with deadlines.
 //!
+//! [`unixctl`] makes one call to a daemon's control socket (what ovs-appctl
+//! does), in the same framing.
+//!
 //! Why our own: the Rust OVSDB crates are thin or unmaintained, and all we
 //! need is a monitor of a few columns.
 
@@ -15,6 +18,7 @@ pub mod framer;
 mod monitor;
 pub mod replica;
 pub mod session;
+pub mod unixctl;
 
 pub use framer::JsonFramer;
 pub use monitor::Monitor;
@@ -28,6 +32,9 @@ pub enum Error {
     Connect(String),
     #[error("OVSDB: {0}")]
     Protocol(String),
+    /// A daemon's control socket (unixctl) answered wrongly or not at all.
+    #[error("control socket: {0}")]
+    Control(String),
 }
 
 /// ovsdb-server answers a monitor request in milliseconds; one silent for

@@ -1,5 +1,6 @@
 //! What both agents share at run time, apart from the contract itself:
 //!
+//! - [`files`]: small files other programs write, read without letting them hold us.
 //! - [`logging`]: human or JSON log lines on stderr.
 //! - [`metrics`]: the opt-in Prometheus endpoint (prometheus-client over hyper).
 //! - [`systemd`]: readiness, stopping and a watchdog fed by the agent's own loops.
@@ -8,6 +9,7 @@
 //! [`start`] and [`Daemon::run_until_stopped`] are the start-up and the main
 //! loop that both `main.rs` files would otherwise each repeat.
 
+pub mod files;
 pub mod logging;
 pub mod man;
 pub mod metrics;

@@ -62,6 +62,8 @@ pub const MASQUERADE_SUBNET6: &str = "fd69::/112";
 pub const DUMMY_NEXT_HOP6: &str = "fd69::4";
 const DPU_MGMT_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 19, 254, 2);
 const GRPC_PORT: u16 = 50051;
+/// The dpu-agent's metrics endpoint, on loopback in the DPU's namespace.
+const DPU_METRICS: &str = "127.0.0.1:9108";
 
 /// The IPv4 cluster CIDRs that, with [`CLUSTER_CIDR6`], make the contract's
 /// limit of 1024: [`CLUSTER_CIDR`] and the first 1022 /27s of
@@ -323,9 +325,28 @@ impl Testbed {
         };
         std::fs::write(
             self.dpu_config_path(),
-            harness::dpu_config_toml(&options, &self.certs.dpu),
+            format!(
+                "metrics_listen = \"{DPU_METRICS}\"\n{}",
+                harness::dpu_config_toml(&options, &self.certs.dpu)
+            ),
         )?;
         Ok(())
+    }
+
+    /// The dpu-agent's metrics, as Prometheus scrapes them (inside the
+    /// DPU's namespace).
+    pub fn dpu_metrics(&self) -> anyhow::Result<String> {
+        self.dpu.run(|| async {
+            let mut stream = TcpStream::connect_timeout(
+                &DPU_METRICS.parse::<SocketAddr>()?,
+                Duration::from_secs(2),
+            )?;
+            stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+            stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: dpu\r\n\r\n")?;
+            let mut text = String::new();
+            stream.read_to_string(&mut text)?;
+            Ok(text)
+        })
     }
 
     /// ovnkube-node's own config file (INI) in the testbed's directory.
@@ -364,6 +385,7 @@ impl Testbed {
         let text = format!(
             r#"listen = "{listen}"
 authorised_host = "{host}"
+metrics_listen = "{DPU_METRICS}"
 
 [tls]
 cert = "{cert}"

@@ -89,8 +89,10 @@ impl Ovs {
             &format!("OVS_RUNDIR={d}"),
             "ovs-vswitchd",
             &format!("unix:{d}/db.sock"),
-            &format!("--pidfile={d}/vswitchd.pid"),
-            &format!("--unixctl={d}/vswitchd.ctl"),
+            // Open vSwitch's own names: the pidfile, and the control
+            // socket ovs-vswitchd.<pid>.ctl next to it (the agent finds it
+            // from the OVSDB socket's directory, as on a node).
+            &format!("--pidfile={d}/ovs-vswitchd.pid"),
             &format!("--log-file={d}/vswitchd.log"),
             "--detach",
         ])?;
@@ -99,7 +101,7 @@ impl Ovs {
 
     /// kill -9 of ovs-vswitchd: flows are lost, the database stays.
     pub fn kill_vswitchd(&self) -> anyhow::Result<()> {
-        kill_daemon(&self.dir.path().join("vswitchd.pid"))
+        kill_daemon(&self.dir.path().join("ovs-vswitchd.pid"))
     }
 
     /// The DPU's shared gateway bridge as the tests build it: `breth0`
@@ -309,7 +311,13 @@ pub fn kill_daemon(pidfile: &std::path::Path) -> anyhow::Result<()> {
 impl Drop for Ovs {
     fn drop(&mut self) {
         let d = self.path();
-        for (ctl, pidfile) in [("vswitchd.ctl", "vswitchd.pid"), ("ovsdb.ctl", "ovsdb.pid")] {
+        let vswitchd_ctl = std::fs::read_to_string(format!("{d}/ovs-vswitchd.pid"))
+            .map(|pid| format!("ovs-vswitchd.{}.ctl", pid.trim()))
+            .unwrap_or_default();
+        for (ctl, pidfile) in [
+            (vswitchd_ctl.as_str(), "ovs-vswitchd.pid"),
+            ("ovsdb.ctl", "ovsdb.pid"),
+        ] {
             let stopped = Command::new("ovs-appctl")
                 .args(["-t", &format!("{d}/{ctl}"), "exit"])
                 .output()

@@ -48,6 +48,10 @@ pub struct BridgeConfig {
     /// this on only on a network nothing else can reach.
     #[serde(default)]
     pub allow_remote_tcp: bool,
+    /// ovs-vswitchd's control socket, where its fragment reassembly counters
+    /// are read (metrics). Default: `ovs-vswitchd.<pid>.ctl` in the OVSDB
+    /// socket's directory, the pid from `ovs-vswitchd.pid` there.
+    pub vswitchd_control: Option<PathBuf>,
     /// Safety-net verification of our flows, on top of the flow monitor.
     #[serde(default = "default_verify_interval_ms")]
     pub verify_interval_ms: u64,

@@ -32,6 +32,9 @@ struct Record {
     sources: Sources,
     /// Ways OVN's half of the contract does not hold, as last checked.
     ovn_mismatches: usize,
+    /// Open vSwitch's fragment reassembly counters, as last read (None:
+    /// not read, or the read failed).
+    fragments: Option<crate::fragments::FragmentStatus>,
 }
 
 struct AgentState {
@@ -354,6 +357,14 @@ impl AgentHandle {
 
     pub fn guard(&self) -> GuardRecord {
         lock(&self.state.record).guard.clone()
+    }
+
+    pub fn set_fragments(&self, status: Option<crate::fragments::FragmentStatus>) {
+        lock(&self.state.record).fragments = status;
+    }
+
+    pub fn fragments(&self) -> Option<crate::fragments::FragmentStatus> {
+        lock(&self.state.record).fragments
     }
 
     /// A successful negotiation by the authorised `identity`.
