@@ -541,9 +541,10 @@ async fn the_cidr_limit_installs_and_status_answers() -> anyhow::Result<()> {
     .await?;
     let handle = agent.handle.clone();
     // One flow per CIDR; the lookup and the path flow of three directions
-    // and the miss; the base pipeline (six flows, standalone).
-    let expected = 1024 + 6 + 1 + 6;
-    wait_until("1,037 flows installed", Duration::from_secs(60), || {
+    // and the miss; ICMP errors, fragments and the first hop (nine); the
+    // base pipeline (six flows, standalone).
+    let expected = 1024 + 6 + 1 + 9 + 6;
+    wait_until("1,046 flows installed", Duration::from_secs(60), || {
         handle.installed_flows().len() == expected && handle.last_error().is_empty()
     })
     .await?;
