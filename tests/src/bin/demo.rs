@@ -2,7 +2,8 @@
 //! builds the end-to-end testbed (network namespaces, OVS userspace
 //! datapath, real OVN, nftables), runs both agents as real processes, shows the
 //! negotiated contract, the host routes and nft rule, the DPU flows with
-//! their counters and traffic going through, then tears everything down.
+//! their counters and traffic going through (a traceroute and a transfer
+//! across a narrower hop among it), then tears everything down.
 //!
 //! Without root it runs both agents in-process on loopback with the dry-run
 //! host dataplane instead: same negotiation and plans, nothing changed on
@@ -22,7 +23,7 @@ use noverlay_tests::{
     e2e::{self, Testbed},
     harness::{self, Certs, DPU_SAN, DpuOptions, HostOptions, RunningDpu, RunningHost},
     netns::NetNs,
-    ovs,
+    ovs, routed,
 };
 use std::time::Duration;
 
@@ -153,6 +154,7 @@ fn real_datapath_demo() -> anyhow::Result<()> {
         e2e::REMOTE_POD6,
         e2e::TCP_PORT
     );
+    path_mtu_and_traceroute(&bed)?;
     std::thread::sleep(Duration::from_secs(1));
     section(
         "DPU flows on breth0 with counters   $ ovs-ofctl dump-flows breth0 cookie=0x6e6f7672/-1",
@@ -170,6 +172,45 @@ fn real_datapath_demo() -> anyhow::Result<()> {
 
     section("tearing down: agents stopped, OVN and OVS stopped, namespaces deleted");
     drop(bed);
+    Ok(())
+}
+
+/// Two routers behind the underlay with a 1300-byte link between them: the
+/// network's own answers (ICMP errors) reach the host through both SNATs.
+fn path_mtu_and_traceroute(bed: &Testbed) -> anyhow::Result<()> {
+    section(
+        "two routers behind the underlay, a 1300-byte link between them, a far pod behind (its MSS says 1460)",
+    );
+    let routed = routed::RoutedUnderlay::attach(bed, 1300)?;
+    bed.wait_for_ping(routed::FAR_POD, Duration::from_secs(20))?;
+    show(
+        "traceroute from the host: hop 1 is OVN's gateway router (as OVN's masquerade IP), then the routers and the pod",
+        &bed.host,
+        &format!("traceroute -n -q 1 -w 1 -m 4 {}", routed::FAR_POD),
+    )?;
+    section("a 1 MB upload from the host to the far pod (TCP, MTU 1400 on the host's route)");
+    let (counted, took) =
+        routed::tcp_upload(bed, routed::FAR_POD, 1 << 20, Duration::from_secs(30))?;
+    println!("the far pod counted {counted} bytes in {took:?}");
+    show(
+        "the router's \"fragmentation needed\" reached the host: its route cache learned the narrow hop",
+        &bed.host,
+        &format!("ip route get {}", routed::FAR_POD),
+    )?;
+    section(
+        "UDP datagrams of 4000 and 9000 bytes to the far pod and back (fragments through both SNATs)",
+    );
+    for size in [4000, 9000] {
+        let echo = routed::udp_echo_from_host(bed, routed::FAR_POD, size, 5)?;
+        println!(
+            "{size} bytes: {}",
+            match echo {
+                Some(attempt) => format!("echoed back (try {attempt})"),
+                None => "no echo in 5 tries".to_string(),
+            }
+        );
+    }
+    drop(routed);
     Ok(())
 }
 
