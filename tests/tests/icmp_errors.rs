@@ -358,3 +358,86 @@ fn fragments_cut_again_on_the_way_are_lost_on_the_dpu_and_counted() -> anyhow::R
     anyhow::ensure!(after > before, "the dropped fragments were not counted");
     Ok(())
 }
+
+/// An ICMP error about a host -> service connection still takes
+/// ovnkube-node's path: the gateway router load-balances a service VIP (of
+/// the fixture's service CIDR) to the far pod and SNATs it to the node IP
+/// as ovnkube's routers do (`lb_force_snat_ip=router_ip`), the host routes
+/// the service CIDR via the dummy next hop, ovnkube's flow set is on the
+/// bridge. A TCP traceroute to the VIP gets its routers' errors back through
+/// ovnkube's zone-64001 flow; ours sort them and hand them back untouched.
+#[test]
+#[ignore = "privileged: needs root, network namespaces, Open vSwitch and OVN; run as root with --include-ignored (CI does)"]
+fn an_icmp_error_about_a_service_connection_takes_ovnkubes_path() -> anyhow::Result<()> {
+    const VIP: &str = "198.20.0.10";
+    let up = routed_path_up(true)?;
+    let bed = &up.bed;
+    bed.ovn.nbctl(&[
+        "lb-add",
+        "svc",
+        &format!("{VIP}:80"),
+        &format!("{FAR_POD}:{}", noverlay_tests::routed::SINK_PORT),
+        "tcp",
+    ])?;
+    bed.ovn.nbctl(&["lr-lb-add", ovn::GATEWAY_ROUTER, "svc"])?;
+    bed.ovn.nbctl(&[
+        "set",
+        "Logical_Router",
+        ovn::GATEWAY_ROUTER,
+        "options:lb_force_snat_ip=router_ip",
+    ])?;
+    bed.host
+        .sh("ip route add 198.20.0.0/16 via 169.254.0.4 dev eth0 mtu 1400")?;
+    let theirs = || -> anyhow::Result<u64> {
+        let dump = bed
+            .ovs
+            .ofctl("dump-flows", "breth0", &["cookie=0xdeff105/-1"])?;
+        Ok(dump
+            .lines()
+            .filter(|l| l.contains("nw_src=198.20.0.0/16") && l.contains("zone=64001"))
+            .filter_map(|l| {
+                l.split(", ")
+                    .find_map(|p| p.strip_prefix("n_packets="))
+                    .and_then(|n| n.parse::<u64>().ok())
+            })
+            .sum())
+    };
+    let to_host = || role_packets(bed, "101", "ct_state=+rel+trk");
+    let missed = || role_packets(bed, "101", "priority=0");
+    // The service answers first (OVN's load balancer is up).
+    noverlay_test_support::eventually_blocking("the service answering", RECOVERY, || {
+        bed.host
+            .sh_unchecked(&format!("traceroute -n -q 1 -w 1 -m 4 -T -p 80 {VIP}"))
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!(" 4  {VIP}")))
+    })
+    .map_err(anyhow::Error::msg)?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = (to_host()?, missed()?, theirs()?);
+    let out = bed
+        .host
+        .sh(&format!("traceroute -n -q 1 -w 1 -m 3 -T -p 80 {VIP}"))?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = (to_host()?, missed()?, theirs()?);
+    println!(
+        "TCP traceroute to the service:\n{out}counters (ours to the host, sent back to table 0, ovnkube's zone-64001 return flow): {before:?} -> {after:?}"
+    );
+    let hops: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().nth(1).unwrap_or(""))
+        .collect();
+    anyhow::ensure!(
+        hops.get(1).is_some_and(|h| *h != "*") && hops.get(2).is_some_and(|h| *h != "*"),
+        "the routers' errors about the service connection did not reach the host: {hops:?}"
+    );
+    anyhow::ensure!(after.0 == before.0, "our flows handed them to the host");
+    anyhow::ensure!(
+        after.1 >= before.1 + 2,
+        "they did not pass our related table"
+    );
+    anyhow::ensure!(
+        after.2 >= before.2 + 2,
+        "they did not take ovnkube's zone-64001 flow"
+    );
+    Ok(())
+}
