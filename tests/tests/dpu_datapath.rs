@@ -452,16 +452,18 @@ async fn ovnkubes_flows_are_never_seized() -> anyhow::Result<()> {
     // of each direction at priority 510, the CIDR and the miss in table
     // 100, the three ICMP error types and fragments from the underlay at
     // 510, the first hop's two at 511 and the three flows of table 101):
-    // ovnkube provides the whole
-    // base pipeline ("auto", the default), so none of ours is added over
-    // theirs.
+    // ovnkube provides the whole base pipeline ("auto", the default), so
+    // none of ours is added over theirs.
     const PATH_FLOWS: usize = 8 + 4 + 3 + 2;
     let agent = start_agent(&sw.ovs).await?;
     let handle = agent.handle.clone();
     let path_only = |ours: &[String]| {
         ours.len() == PATH_FLOWS
             && ours.iter().all(|f| {
-                f.contains("priority=510") || f.contains("table=100") || f.contains("table=101")
+                f.contains("priority=510")
+                    || f.contains("priority=511")
+                    || f.contains("table=100")
+                    || f.contains("table=101")
             })
     };
     wait_until("the path flows installed", Duration::from_secs(10), || {
