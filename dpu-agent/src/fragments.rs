@@ -105,19 +105,35 @@ pub async fn run_fragment_watch(
             let socket = control_socket(configured.as_deref(), &ovsdb_socket)?;
             let text = unixctl::call(&socket, "dpctl/ipf-get-status", DEADLINE)
                 .await
-                .map_err(|e| e.to_string())?;
-            parse_status(&text)
+                .map_err(|e| match e {
+                    // ovs-vswitchd without it (a kernel datapath has no such
+                    // module; several datapaths need one named): nothing is
+                    // wrong with the node.
+                    noverlay_ovsdb::Error::Refused(why) => Unread::NotHere(why),
+                    other => Unread::Failed(other.to_string()),
+                })?;
+            parse_status(&text).map_err(Unread::Failed)
         };
         match read.await {
             Ok(status) => {
                 handle.set_fragments(Some(status));
                 last_error.clear();
             }
-            Err(e) => {
+            Err(unread) => {
                 handle.set_fragments(None);
-                if e != last_error {
-                    tracing::warn!(error = %e, "cannot read Open vSwitch's fragment counters");
-                    last_error = e;
+                let text = unread.to_string();
+                if text != last_error {
+                    match unread {
+                        Unread::NotHere(_) => tracing::info!(
+                            reason = %text,
+                            "no fragment counters from Open vSwitch here; the fragment metrics stay absent"
+                        ),
+                        Unread::Failed(_) => tracing::warn!(
+                            error = %text,
+                            "cannot read Open vSwitch's fragment counters"
+                        ),
+                    }
+                    last_error = text;
                 }
             }
         }
@@ -125,6 +141,28 @@ pub async fn run_fragment_watch(
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(POLL) => {}
         }
+    }
+}
+
+/// Why the counters were not read.
+enum Unread {
+    /// ovs-vswitchd has no such counters (answered with an error).
+    NotHere(String),
+    /// It could not be asked, or its answer made no sense.
+    Failed(String),
+}
+
+impl std::fmt::Display for Unread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unread::NotHere(why) | Unread::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+impl From<String> for Unread {
+    fn from(why: String) -> Self {
+        Unread::Failed(why)
     }
 }
 

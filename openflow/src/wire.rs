@@ -293,12 +293,10 @@ fn push_field(m: &mut Message, field: &Field, ipv6: bool) {
             };
             push_oxm(m, field, &[*kind], None)
         }
-        Field::Fragment(yes) => push_oxm(
-            m,
-            NXM_IP_FRAG,
-            &[if *yes { FRAG_ANY } else { 0 }],
-            Some(&[FRAG_ANY]),
-        ),
+        // As ovs-ofctl encodes them (so a twin written with it is the same
+        // rule): "yes" is the fragment bit under a mask, "no" an exact 0.
+        Field::Fragment(true) => push_oxm(m, NXM_IP_FRAG, &[FRAG_ANY], Some(&[FRAG_ANY])),
+        Field::Fragment(false) => push_oxm(m, NXM_IP_FRAG, &[0], None),
         Field::IpTtl(ttl) => push_oxm(m, NXM_IP_TTL, &[*ttl], None),
         Field::CtIpSrc(IpAddr::V4(ip)) => push_oxm(m, NXM_CT_NW_SRC, &ip.octets(), None),
         Field::CtIpSrc(IpAddr::V6(ip)) => push_oxm(m, NXM_CT_IPV6_SRC, &ip.octets(), None),

@@ -35,6 +35,10 @@ pub enum Error {
     /// A daemon's control socket (unixctl) answered wrongly or not at all.
     #[error("control socket: {0}")]
     Control(String),
+    /// The daemon answered the command with an error of its own (one it
+    /// does not have, say).
+    #[error("control socket: {0}")]
+    Refused(String),
 }
 
 /// ovsdb-server answers a monitor request in milliseconds; one silent for

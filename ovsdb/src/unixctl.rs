@@ -28,14 +28,15 @@ pub async fn call(socket: &Path, command: &str, deadline: Duration) -> Result<St
 }
 
 async fn exchange(socket: &Path, command: &str) -> Result<String, Error> {
+    let at = socket.display();
     let mut stream = UnixStream::connect(socket)
         .await
-        .map_err(|e| Error::Connect(format!("{}: {e}", socket.display())))?;
+        .map_err(|e| Error::Control(format!("{command}: connect {at}: {e}")))?;
     let request = json!({"id": 0, "method": command, "params": []});
     stream
         .write_all(request.to_string().as_bytes())
         .await
-        .map_err(|e| Error::Control(format!("{command}: write: {e}")))?;
+        .map_err(|e| Error::Control(format!("{command}: write to {at}: {e}")))?;
     let mut framer = JsonFramer::default();
     let mut buf = vec![0u8; 16 * 1024];
     let mut read = 0usize;
@@ -43,22 +44,21 @@ async fn exchange(socket: &Path, command: &str) -> Result<String, Error> {
         let n = stream
             .read(&mut buf)
             .await
-            .map_err(|e| Error::Control(format!("{command}: read: {e}")))?;
+            .map_err(|e| Error::Control(format!("{command}: read from {at}: {e}")))?;
         if n == 0 {
             return Err(Error::Control(format!(
-                "{command}: {} closed without an answer",
-                socket.display()
+                "{command}: {at} closed without an answer"
             )));
         }
         read += n;
         if read > MAX_REPLY_BYTES {
             return Err(Error::Control(format!(
-                "{command}: answer over {MAX_REPLY_BYTES} bytes"
+                "{command}: {at} answered over {MAX_REPLY_BYTES} bytes"
             )));
         }
         if let Some(reply) = framer
             .push(&buf[..n])
-            .map_err(|e| Error::Control(format!("{command}: {e}")))?
+            .map_err(|e| Error::Control(format!("{command}: {at}: {e}")))?
             .into_iter()
             .find(|m| m.get("id") == Some(&json!(0)))
         {
@@ -70,7 +70,7 @@ async fn exchange(socket: &Path, command: &str) -> Result<String, Error> {
 /// The text of a reply: `result` when `error` is null, else the error.
 fn answer(command: &str, reply: &Value) -> Result<String, Error> {
     match (reply.get("result"), reply.get("error")) {
-        (_, Some(error)) if !error.is_null() => Err(Error::Control(format!(
+        (_, Some(error)) if !error.is_null() => Err(Error::Refused(format!(
             "{command}: {}",
             error
                 .as_str()
@@ -119,7 +119,7 @@ mod tests {
         let error = call(&path, "nope", Duration::from_secs(2))
             .await
             .expect_err("error");
-        assert_eq!(error.to_string(), "control socket: nope: unknown command");
+        assert_eq!(error, Error::Refused("nope: unknown command".into()));
     }
 
     #[tokio::test]
@@ -136,6 +136,11 @@ mod tests {
         )
         .await
         .expect_err("missing");
-        assert!(matches!(error, Error::Connect(_)), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("connect /nonexistent/ovs-vswitchd.ctl"),
+            "{error}"
+        );
     }
 }

@@ -697,11 +697,7 @@ gateway_router = {router:?}
         Ok(dump
             .lines()
             .filter(|l| l.contains("priority=510") && l.contains("reg11=0x2"))
-            .filter_map(|l| {
-                l.split(", ")
-                    .find_map(|p| p.strip_prefix("n_packets="))
-                    .and_then(|n| n.parse::<u64>().ok())
-            })
+            .filter_map(crate::ovs::n_packets)
             .sum())
     }
 }

@@ -40,6 +40,14 @@ pub fn available_or_skip(what: &str) -> bool {
     }
 }
 
+/// The packet counter of a flow as `ovs-ofctl dump-flows` prints it.
+pub fn n_packets(dump_line: &str) -> Option<u64> {
+    dump_line
+        .split(", ")
+        .find_map(|p| p.strip_prefix("n_packets="))
+        .and_then(|n| n.parse().ok())
+}
+
 pub struct Ovs {
     pub dir: TempDir,
     netns: String,

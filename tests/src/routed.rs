@@ -10,8 +10,8 @@
 //!                                           lo 198.18.201.1, fd00:10:244:201::1 (pod)
 //! ```
 //!
-//! The far node's own link is 1500 bytes and it advertises the MSS of
-//! 1500, so the host learns of the narrow hop only from the routers' ICMP
+//! The far node's own link is 1500 bytes and it advertises the MSS that
+//! gives (1460), so the host learns of the narrow hop only from the routers' ICMP
 //! errors. Its IPv4 route knows the narrow MTU (not its MSS): Linux sends
 //! the fragments of a large UDP datagram without DF, and router 2 would cut
 //! 1500-byte fragments into pieces smaller than Open vSwitch's conntrack
@@ -155,7 +155,8 @@ fn tcp_sink(stop: &AtomicBool, ready: &std::sync::mpsc::Sender<()>) -> anyhow::R
     let _ = ready.send(());
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
-            Ok((mut stream, _)) => {
+            // A thread each: a stuck upload never holds up the next one.
+            Ok((mut stream, _)) => drop(std::thread::spawn(move || {
                 let _ = stream.set_nonblocking(false);
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
                 let mut total = 0usize;
@@ -164,7 +165,7 @@ fn tcp_sink(stop: &AtomicBool, ready: &std::sync::mpsc::Sender<()>) -> anyhow::R
                     total += n;
                 }
                 let _ = stream.write_all(total.to_string().as_bytes());
-            }
+            })),
             Err(_) => std::thread::sleep(Duration::from_millis(10)),
         }
     }

@@ -295,8 +295,9 @@ fn setups() -> Vec<Setup> {
                     || {
                         sw.ovs
                             .ofctl("dump-flows", "breth0", &["cookie=0x6e6f7672/-1"])
-                            // The golden IPv4 set: 8 path flows for one CIDR, 6 base.
-                            .is_ok_and(|d| d.lines().filter(|l| l.starts_with(' ')).count() == 14)
+                            // The golden IPv4 set: 8 path flows for one CIDR, 9 for
+                            // ICMP errors, fragments and the first hop, 6 base.
+                            .is_ok_and(|d| d.lines().filter(|l| l.starts_with(' ')).count() == 23)
                     },
                 )
                 .map(drop)

@@ -17,7 +17,7 @@ use std::{
 /// Debian packages: real OVS and OVN for the DPU tests and the testbed
 /// (userspace datapath, started by the tests in temporary directories),
 /// nftables and the libraries nftnl links against, the topology tools
-/// (traceroute and tracepath for the ICMP tests and the demo, scapy to craft
+/// (traceroute for the ICMP tests and the demo, scapy to craft
 /// an ICMP error on the underlay), systemd-analyze for the unit checks.
 const PACKAGES: &[&str] = &[
     "openvswitch-switch",
@@ -29,7 +29,6 @@ const PACKAGES: &[&str] = &[
     "pkg-config",
     "iproute2",
     "iputils-ping",
-    "iputils-tracepath",
     "traceroute",
     "python3-scapy",
     "tcpdump",

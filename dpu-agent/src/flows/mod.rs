@@ -25,6 +25,15 @@ pub const CIDR_PRIORITY: u16 = 100;
 /// one of our connections (ICMP errors, fragments): conntrack has run on
 /// the packet (without NAT) before it gets here.
 pub const RELATED_TABLE: u8 = 101;
+/// Priority of the flows in [`RELATED_TABLE`] that take a packet as ours
+/// (its miss flow: 0).
+pub const RELATED_PRIORITY: u16 = 100;
+/// The Ethernet source of the host's packets with TTL 1 on their way into
+/// OVN: a locally administered address no one else sends from (its middle
+/// bytes spell "novr", as our cookie does), so that OVN's gateway router,
+/// which answers TTL 1 to the packet's Ethernet source, answers to it and
+/// the answer can be told from every other packet OVN sends to the host.
+pub const FIRST_HOP_MAC: [u8; 6] = [0x02, 0x6e, 0x6f, 0x76, 0x72, 0x01];
 /// ICMPv4 errors that quote the packet they are about: destination
 /// unreachable (fragmentation needed among them), time exceeded,
 /// parameter problem.
@@ -48,7 +57,9 @@ pub const LOOKUP_STATE_REG: u8 = 11;
 pub const LOOKUP_ADDRESS_REG: u8 = 12;
 /// Not looked up yet: the entry flows match.
 pub const LOOKUP_NOT_YET: u32 = 0;
-/// Looked up; the address is in no cluster CIDR.
+/// Looked up; the address is in no cluster CIDR. Also what a packet from
+/// the underlay carries once our related table found it is not ours: either
+/// way, no flow of ours matches it again and it goes on to the others'.
 pub const LOOKUP_MISS: u32 = 1;
 /// Looked up; the address is in a cluster CIDR: the path flows match.
 pub const LOOKUP_CLUSTER: u32 = 2;
@@ -122,8 +133,9 @@ pub enum FlowRole {
     FragmentToOvn,
     /// Related table: anything else, back to table 0 as it came.
     RelatedMiss,
-    /// Table 0: a host -> OVN packet with TTL 1, sent from the dummy next
-    /// hop's MAC so that OVN's answer leaves OVN and can be told apart.
+    /// Table 0: a host -> OVN packet with TTL 1, sent from
+    /// [`FIRST_HOP_MAC`] so that OVN's answer leaves OVN and can be told
+    /// apart.
     HostToOvnFirstHop,
     /// Table 0: OVN's gateway router's time exceeded to such a packet,
     /// straight to the host from OVN's masquerade IP.
@@ -542,7 +554,7 @@ fn related_flows(
     );
     flows.push(Flow {
         table: RELATED_TABLE,
-        priority: CIDR_PRIORITY,
+        priority: RELATED_PRIORITY,
         role: FlowRole::IcmpErrorToHost,
         cidr: None,
         matches: format!("{},ct_state=+trk+rel,{ours}", fm.proto),
@@ -556,10 +568,12 @@ fn related_flows(
     });
     flows.push(Flow {
         table: RELATED_TABLE,
-        priority: CIDR_PRIORITY,
+        priority: RELATED_PRIORITY,
         role: FlowRole::FragmentToOvn,
         cidr: None,
-        matches: format!("{},ct_state=+trk+est,{ours}", fm.proto),
+        // -rel: disjoint from the error flow (a related connection's
+        // packets can be +est+rel).
+        matches: format!("{},ct_state=+trk+est-rel,{ours}", fm.proto),
         actions: format!("ct(zone={zone},nat,table=1)"),
     });
     first_hop_flows(flows, family, fm, ports);
@@ -572,11 +586,11 @@ fn related_flows(
 /// which is also the router's, so OVN hands the answer back to the router
 /// (which drops it); and the node IP is the host's own address, so the host
 /// would drop an error from it as a martian. So the host's packets with
-/// TTL 1 leave for OVN from the dummy next hop's MAC (which no one else
-/// sends from), and a time exceeded from the router's address to that MAC
-/// can only be an answer to one of them: it goes straight to the host, its
-/// source rewritten to OVN's masquerade IP (how the router appears on the
-/// host's side). No conntrack, and no other packet pays anything.
+/// TTL 1 leave for OVN from [`FIRST_HOP_MAC`], and a time exceeded from the
+/// router's address to that MAC can only be an answer to one of them: it
+/// goes straight to the host, its source rewritten to OVN's masquerade IP
+/// (how the router appears on the host's side). No conntrack; the only cost
+/// to other packets is the TTL in the host's megaflows.
 fn first_hop_flows(
     flows: &mut Vec<Flow>,
     family: &noverlay_proto::contract::FamilyContract,
@@ -586,6 +600,7 @@ fn first_hop_flows(
     let mac = format_mac(&ports.bridge_mac);
     let masq = family.masquerade.host_ip;
     let dummy_mac = format_mac(&family.masquerade.dummy_next_hop_mac());
+    let first_hop_mac = format_mac(&FIRST_HOP_MAC);
     flows.push(Flow {
         table: 0,
         priority: FIRST_HOP_PRIORITY,
@@ -598,7 +613,7 @@ fn first_hop_flows(
             fm.src,
             format_reg_match(LOOKUP_STATE_REG, LOOKUP_CLUSTER, u32::MAX)
         ),
-        actions: format!("set_field:{dummy_mac}->eth_src,goto_table:2"),
+        actions: format!("set_field:{first_hop_mac}->eth_src,goto_table:2"),
     });
     flows.push(Flow {
         table: 0,
@@ -606,7 +621,7 @@ fn first_hop_flows(
         role: FlowRole::FirstHopAnswerToHost,
         cidr: None,
         matches: format!(
-            "in_port={},dl_dst={dummy_mac},{},{}={},{}={masq},icmp_type={}",
+            "in_port={},dl_dst={first_hop_mac},{},{}={},{}={masq},icmp_type={}",
             ports.patch, fm.icmp, fm.src, family.underlay_ip, fm.dst, fm.time_exceeded,
         ),
         actions: format!(
