@@ -188,7 +188,7 @@ impl Collector for DpuCollector {
         encode::labelled_counters(
             &mut e,
             "noverlay_dpu_flow_packets",
-            "Packets matched by each of our flows, as last read, labelled by what the flow is for.",
+            "Packets matched by each of our flows, as last read, labelled by what the flow is for. Starts again at 0 whenever the flow is added again: after a restore (ovnkube-node's rewrites of the bridge) and after a restart; use rate() or increase(), which take resets.",
             &flow_packets(
                 &handle.desired_flows().unwrap_or_default(),
                 &flows.installed,
@@ -197,28 +197,32 @@ impl Collector for DpuCollector {
     }
 }
 
-/// Each installed flow's packet counter, labelled by table, priority, role
-/// and CIDR: labels that survive CIDR and port changes of other flows.
+/// Each installed flow's packet counter, labelled by table, priority, role,
+/// family, variant and CIDR: labels that survive CIDR and port changes of
+/// other flows, and tell every flow apart (one series each). A flow under
+/// our cookie that the plan does not have is `unplanned`, told apart by its
+/// match.
 fn flow_packets(desired: &[Flow], installed: &[ReadFlow]) -> Vec<(Labels, u64)> {
-    let planned: HashMap<MatchKey, (&'static str, String)> = desired
-        .iter()
-        .map(|f| {
-            let cidr = f.cidr.map(|c| c.to_string()).unwrap_or_default();
-            (f.match_key(), (f.role.name(), cidr))
-        })
-        .collect();
+    let planned: HashMap<MatchKey, &Flow> = desired.iter().map(|f| (f.match_key(), f)).collect();
     installed
         .iter()
         .map(|flow| {
             let (key, packets) = flow.match_and_packets();
-            let (role, cidr) = planned
-                .get(&key)
-                .cloned()
-                .unwrap_or(("unplanned", String::new()));
+            let (role, family, variant, cidr) = match planned.get(&key) {
+                Some(f) => (
+                    f.role.name(),
+                    f.family_name(),
+                    f.variant().to_string(),
+                    f.cidr.map(|c| c.to_string()).unwrap_or_default(),
+                ),
+                None => ("unplanned", "", key.fields().join(","), String::new()),
+            };
             let labels = vec![
                 ("table", key.table.to_string()),
                 ("priority", key.priority.to_string()),
                 ("role", role.to_string()),
+                ("family", family.to_string()),
+                ("variant", variant),
                 ("cidr", cidr),
             ];
             (labels, packets)
@@ -230,6 +234,64 @@ fn flow_packets(desired: &[Flow], installed: &[ReadFlow]) -> Vec<(Labels, u64)> 
 mod tests {
     use super::*;
     use crate::flows::{FlowSettings, PortMap, plan_flows, test_offer};
+
+    /// Every flow of a dual-stack plan, installed and read back, is a
+    /// series of its own: Prometheus keeps one sample per label set.
+    #[test]
+    fn every_flow_of_a_dual_stack_plan_is_a_series_of_its_own() {
+        use noverlay_proto::contract::{FamilyContract, Masquerade, Mode, Offer};
+        let family = |subnet: &str, cidrs: &[&str], underlay: &str| FamilyContract {
+            masquerade: Masquerade::from_subnet(subnet.parse().expect("net")).expect("masq"),
+            cluster_cidrs: cidrs.iter().map(|c| c.parse().expect("cidr")).collect(),
+            underlay_ip: underlay.parse().expect("ip"),
+        };
+        let offer = Offer::new(
+            1,
+            Mode::IN_SCOPE,
+            vec![
+                family(
+                    "169.254.0.0/17",
+                    &["198.18.128.0/17", "198.19.0.0/24"],
+                    "198.18.0.10",
+                ),
+                family("fd69::/112", &["fd00:10:244::/48"], "2001:db8::10"),
+            ],
+            1400,
+        )
+        .expect("offer");
+        let ports = PortMap {
+            host_representor: 1,
+            patch: 2,
+            uplink: 3,
+            bridge_mac: [2, 0, 0xc6, 0x12, 0, 0x0a],
+        };
+        let settings = FlowSettings {
+            cookie: 0x6e6f7672,
+            base_pipeline: crate::flows::BasePipeline::On,
+            ct_zone: 64000,
+        };
+        let desired = plan_flows(&offer, &ports, &settings);
+        let installed: Vec<ReadFlow> = desired
+            .iter()
+            .map(|f| {
+                let spec = noverlay_openflow::spec::FlowSpec::parse(
+                    settings.cookie,
+                    f.table,
+                    f.priority,
+                    &f.matches,
+                    &f.actions,
+                )
+                .expect("spec");
+                ReadFlow(noverlay_openflow::reply::FlowStats::of(&spec, 1, 0).expect("encoded"))
+            })
+            .collect();
+        let samples = flow_packets(&desired, &installed);
+        assert_eq!(samples.len(), desired.len());
+        let mut series: Vec<&Labels> = samples.iter().map(|(labels, _)| labels).collect();
+        series.sort();
+        let repeated: Vec<_> = series.windows(2).filter(|w| w[0] == w[1]).collect();
+        assert!(repeated.is_empty(), "repeated series: {repeated:?}");
+    }
 
     #[test]
     fn flow_counters_are_labelled_by_role_and_cidr_not_by_flow_text() {
@@ -280,34 +342,24 @@ mod tests {
                 .map(|(_, v)| v.clone())
                 .unwrap_or_default()
         };
-        let seen: Vec<(String, String, String, String, u64)> = samples
+        let seen: Vec<(String, u64)> = samples
             .iter()
             .map(|(l, n)| {
-                (
-                    label(l, "table"),
-                    label(l, "priority"),
-                    label(l, "role"),
-                    label(l, "cidr"),
-                    *n,
-                )
+                let text: Vec<String> = ["table", "priority", "role", "family", "variant", "cidr"]
+                    .iter()
+                    .map(|key| label(l, key))
+                    .collect();
+                (text.join(" "), *n)
             })
             .collect();
-        let row = |t: &str, p: &str, r: &str, c: &str, n| {
-            (
-                t.to_string(),
-                p.to_string(),
-                r.to_string(),
-                c.to_string(),
-                n,
-            )
-        };
+        let row = |labels: &str, n| (labels.to_string(), n);
         assert_eq!(
             seen,
             vec![
-                row("100", "100", "cluster_cidr", "198.18.128.0/17", 12),
-                row("0", "510", "host_to_ovn", "", 9),
-                row("1", "100", "return_to_ovn", "", 5),
-                row("4", "7", "unplanned", "", 1),
+                row("100 100 cluster_cidr ipv4  198.18.128.0/17", 12),
+                row("0 510 host_to_ovn ipv4  ", 9),
+                row("1 100 return_to_ovn ipv4 ct_state=+trk+est ", 5),
+                row("4 7 unplanned  ip ", 1),
             ]
         );
     }

@@ -42,6 +42,7 @@ fuzz_target!(|data: &[u8]| {
             masquerade_subnet: "169.254.0.0/17".parse().expect("valid"),
             dummy_next_hop: [169, 254, 0, 4].into(),
         }],
+        mtu: 1400,
     };
     // Split the input in two to exercise partial frames.
     let (first, second) = data.split_at(data.len() / 2);

@@ -358,3 +358,21 @@ pub fn init() {
         .with_test_writer()
         .try_init();
 }
+
+/// The series (name and labels) that appear more than once in a metrics
+/// exposition: Prometheus keeps one sample of each and drops the rest.
+pub fn repeated_series(exposition: &str) -> Vec<String> {
+    let mut series: Vec<&str> = exposition
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' ').map(|(series, _value)| series))
+        .collect();
+    series.sort_unstable();
+    let mut repeated: Vec<String> = series
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0].to_string())
+        .collect();
+    repeated.dedup();
+    repeated
+}

@@ -149,6 +149,14 @@ fn assert_large_datagrams(bed: &Testbed, pod: &str) -> anyhow::Result<()> {
 fn path_mtu_discovery_traceroute_and_fragments_through_both_snats() -> anyhow::Result<()> {
     let up = routed_path_up(false)?;
     let bed = &up.bed;
+    // Every flow of ours, both families, is a series of its own.
+    let metrics = bed.dpu_metrics()?;
+    anyhow::ensure!(
+        metrics.contains("noverlay_dpu_flow_packets_total{"),
+        "no flow counters: {metrics}"
+    );
+    let repeated = noverlay_tests::harness::repeated_series(&metrics);
+    anyhow::ensure!(repeated.is_empty(), "repeated series: {repeated:#?}");
     assert_path_mtu_discovery(bed, FAR_POD)?;
     assert_path_mtu_discovery(bed, FAR_POD6)?;
     assert_traceroute(bed, FAR_POD, Some(OVN_MASQUERADE_IP), HOP2, HOP3)?;

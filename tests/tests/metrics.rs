@@ -105,6 +105,7 @@ async fn both_agents_expose_their_state() -> anyhow::Result<()> {
     .map_err(anyhow::Error::msg)?;
     let text = scrape(dpu_addr, "/metrics").await?;
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert_eq!(harness::repeated_series(&text), Vec::<String>::new());
     let dpu_text = text.clone();
     // The test PKI issues certificates valid for 90 days from now.
     let now = std::time::SystemTime::now()
@@ -139,6 +140,7 @@ async fn both_agents_expose_their_state() -> anyhow::Result<()> {
     );
 
     let text = scrape(host_addr, "/metrics").await?;
+    assert_eq!(harness::repeated_series(&text), Vec::<String>::new());
     assert_eq!(
         value(
             &text,

@@ -224,6 +224,34 @@ impl Flow {
     pub fn match_key(&self) -> MatchKey {
         MatchKey::new(self.table, self.priority, &self.matches)
     }
+
+    /// The address family the flow matches ("" for a flow of both).
+    pub fn family_name(&self) -> &'static str {
+        self.matches
+            .split(',')
+            .find_map(|field| match field {
+                "ip" | "icmp" => Some("ipv4"),
+                "ipv6" | "icmp6" => Some("ipv6"),
+                _ => None,
+            })
+            .unwrap_or("")
+    }
+
+    /// What tells this flow from the others of its role and family (the
+    /// ct_state of a return flow, the ICMP type of an error flow; "" where
+    /// the role and family say it all), so that each flow's counter is a
+    /// series of its own.
+    pub fn variant(&self) -> &str {
+        let field = match self.role {
+            FlowRole::ReturnToOvn => "ct_state=",
+            FlowRole::UplinkIcmpError => "icmp_type=",
+            _ => return "",
+        };
+        self.matches
+            .split(',')
+            .find(|f| f.starts_with(field))
+            .unwrap_or("")
+    }
 }
 
 /// Match keywords of one address family in ovs-ofctl syntax.
