@@ -259,9 +259,13 @@ impl HostConfig {
     }
 
     pub fn load(path: &Path) -> Result<ValidHostConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
+        // A regular file of at most 1 MiB: a FIFO or a device named by
+        // mistake is refused without waiting on it.
+        let text = noverlay_runtime::files::read_bounded(path, 1024 * 1024).map_err(|source| {
+            ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }
         })?;
         let mut config = Self::parse(&text)
             .and_then(HostConfig::validate)

@@ -3,6 +3,7 @@
 //! MTU and the masquerade subnets. dpu-agent takes them from there so that
 //! an operator never copies them by hand (a typo there is a silent
 //! blackhole). Reading is pure: text in, facts out; errors name the line.
+//! (The caller reads the file, through a bound: [`MAX_BYTES`].)
 //! (Rust types of the file's content only; where the agent looks for the
 //! file is its own config's `[ovnkube]` section.)
 
@@ -14,8 +15,8 @@ pub const DEFAULT_PATH: &str = "/etc/openvswitch/ovn_k8s.conf";
 /// OVN-Kubernetes' masquerade subnets when its file names none.
 pub const DEFAULT_V4_MASQUERADE: &str = "169.254.0.0/17";
 pub const DEFAULT_V6_MASQUERADE: &str = "fd69::/112";
-/// The largest file read (ovnkube's is a few KiB).
-const MAX_BYTES: u64 = 1024 * 1024;
+/// The largest file a reader should take (ovnkube's is a few KiB).
+pub const MAX_BYTES: u64 = 1024 * 1024;
 
 /// A value and whether ovnkube's file set it (or it is OVN-Kubernetes'
 /// default because the file does not).
@@ -51,24 +52,6 @@ pub enum OvnkubeError {
 }
 
 impl OvnkubeFacts {
-    /// Reads the file at `path`.
-    pub fn load(path: &Path) -> Result<Self, OvnkubeError> {
-        let read_error = |reason: String| OvnkubeError::Read {
-            file: path.to_path_buf(),
-            reason,
-        };
-        let size = std::fs::metadata(path)
-            .map_err(|e| read_error(e.to_string()))?
-            .len();
-        if size > MAX_BYTES {
-            return Err(read_error(format!(
-                "{size} bytes, more than the {MAX_BYTES} an ovnkube config can need"
-            )));
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| read_error(e.to_string()))?;
-        Self::parse(path, &text)
-    }
-
     /// The facts in `text`, the INI file ovnkube-node reads.
     pub fn parse(file: &Path, text: &str) -> Result<Self, OvnkubeError> {
         let mut facts = OvnkubeFacts {

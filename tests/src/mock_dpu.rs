@@ -130,8 +130,31 @@ impl MockDpu {
         authorised_host: &str,
         negotiate: Result<pb::Contract, Status>,
     ) -> anyhow::Result<Self> {
+        Self::start_at(tls, authorised_host, negotiate, "127.0.0.1:0".parse()?).await
+    }
+
+    /// As [`MockDpu::start`], listening on `addr`: a DPU agent restarted
+    /// where the host already dials.
+    pub async fn start_at(
+        tls: &TlsFiles,
+        authorised_host: &str,
+        negotiate: Result<pb::Contract, Status>,
+        addr: std::net::SocketAddr,
+    ) -> anyhow::Result<Self> {
         let server_config = tls::server_config(tls, authorised_host)?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        // The port of a mock just stopped may take a moment to be free.
+        let mut tries = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => break listener,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let addr = listener.local_addr()?;
         let (contracts, watch_rx) = mpsc::unbounded_channel();
         let (reports_tx, reports) = mpsc::unbounded_channel();

@@ -115,3 +115,75 @@ fn broken_tls_files_are_refused_at_load_naming_the_file() -> anyhow::Result<()> 
     }
     Ok(())
 }
+
+/// Loads in a thread of its own; None when it has not returned after 5 s
+/// (a FIFO read without care blocks until someone writes to it).
+fn within_5s<T: Send + 'static>(load: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(load());
+    });
+    rx.recv_timeout(Duration::from_secs(5)).ok()
+}
+
+/// ovnkube's file and both agents' own configs are outside input: a FIFO,
+/// a device or a file past the bound named instead is refused at once,
+/// naming the file, and never read (on the commit before, the FIFO held
+/// the load forever and /dev/zero would have filled memory).
+#[test]
+fn config_files_that_are_not_regular_files_are_refused_without_waiting() -> anyhow::Result<()> {
+    let certs = Certs::new()?;
+    let dir = certs.dir.path().to_path_buf();
+    let fifo = dir.join("ovn_k8s.conf");
+    let path = CString::new(fifo.display().to_string())?;
+    // SAFETY: a valid NUL-terminated path.
+    anyhow::ensure!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) } == 0, "mkfifo");
+    let big = dir.join("big.conf");
+    std::fs::write(&big, vec![b'#'; 1024 * 1024 + 1])?;
+    for ovnkube in [fifo.clone(), PathBuf::from("/dev/zero"), big.clone()] {
+        let dpu_path = dir.join("dpu-agent.toml");
+        let text = harness::dpu_config_toml(&DpuOptions::default(), &certs.dpu)
+            + &format!(
+                "\n[ovnkube]\nconfig = {:?}\n",
+                ovnkube.display().to_string()
+            );
+        std::fs::write(&dpu_path, text)?;
+        let error =
+            within_5s(move || DpuConfig::load(&dpu_path, &dpu_agent::ovn::Northbound).map(drop))
+                .ok_or_else(|| {
+                    anyhow::anyhow!("loading with ovnkube's file {} hung", ovnkube.display())
+                })?
+                .expect_err("refused")
+                .to_string();
+        println!("{error}");
+        assert!(
+            error.contains(&ovnkube.display().to_string())
+                && (error.contains("not a regular file") || error.contains("bytes, more than")),
+            "{error}"
+        );
+    }
+    for own in [fifo, PathBuf::from("/dev/zero")] {
+        let shown = own.display().to_string();
+        let (host, dpu) = {
+            let (a, b) = (own.clone(), own.clone());
+            (
+                within_5s(move || HostConfig::load(&a).map(drop).map_err(|e| e.to_string())),
+                within_5s(move || {
+                    DpuConfig::load(&b, &dpu_agent::ovn::Northbound)
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                }),
+            )
+        };
+        for (agent, outcome) in [("host-agent", host), ("dpu-agent", dpu)] {
+            let error = outcome
+                .ok_or_else(|| anyhow::anyhow!("{agent} loading {shown} as its config hung"))?
+                .expect_err("refused");
+            assert!(
+                error.contains(&shown) && error.contains("not a regular file"),
+                "{agent}: {error}"
+            );
+        }
+    }
+    Ok(())
+}

@@ -187,7 +187,37 @@ fn dpu_agent_kill_and_restart_is_hitless() -> anyhow::Result<()> {
         &mut bed,
         "dpu-agent kill -9 + restart",
         Testbed::start_dpu_agent,
-    )
+    )?;
+    // The restarted agent hears what the host holds, with nothing changed:
+    // its status and the applied-revision metric (what the shipped alert
+    // NoverlayContractNotApplied reads) agree with the contract.
+    let started = Instant::now();
+    loop {
+        let status = bed.dpu_status()?;
+        let contract = status.contract.map(|c| c.revision).unwrap_or_default();
+        let report = status.last_host_report.unwrap_or_default();
+        let metric = bed
+            .dpu_metrics()?
+            .lines()
+            .find(|l| l.starts_with("noverlay_dpu_host_applied_revision "))
+            .map(str::to_string)
+            .unwrap_or_default();
+        if report.applied
+            && report.revision == contract
+            && metric.ends_with(&format!(" {contract}"))
+        {
+            println!(
+                "the restarted dpu-agent had the host's report of revision {contract} after {:?}",
+                started.elapsed()
+            );
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < RECOVERY,
+            "no host report on the restarted dpu-agent: contract {contract}, report {report:?}, {metric:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]

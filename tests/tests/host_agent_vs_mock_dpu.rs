@@ -90,6 +90,31 @@ async fn applies_the_negotiated_contract_and_reports_it() -> anyhow::Result<()> 
     host.stop().await
 }
 
+/// A restarted DPU agent (same address, same contract) hears from the host
+/// at once: the host reports what it holds on every new session, even with
+/// nothing to apply (on the commit before, it sent nothing and the DPU
+/// showed no host report until the next contract change).
+#[tokio::test]
+async fn a_restarted_dpu_gets_the_hosts_report_again() -> anyhow::Result<()> {
+    let certs = Certs::new()?;
+    let (mut dpu, host) = start(&certs, Ok(good_contract(1)), Vec::new()).await?;
+    assert_eq!(dpu.next_report().await?.revision, 1);
+    let addr = dpu.addr;
+    drop(dpu);
+    let mut restarted = MockDpu::start_at(&certs.dpu, HOST_SAN, Ok(good_contract(1)), addr).await?;
+    let report = restarted.next_report().await?;
+    assert!(report.applied, "{report:?}");
+    assert_eq!(report.revision, 1);
+    assert_eq!(report.routes.len(), 2, "{report:?}");
+    assert!(
+        report.nft_ruleset.contains("snat ip to 169.254.0.2"),
+        "{report:?}"
+    );
+    // Nothing was applied again.
+    assert_eq!(applied_revisions(&host), vec![1]);
+    host.stop().await
+}
+
 #[tokio::test]
 async fn rogue_contracts_are_rejected_and_the_last_good_state_kept() -> anyhow::Result<()> {
     let certs = Certs::new()?;

@@ -17,6 +17,7 @@ use noverlay_proto::{
     contract::{ContractError, Mode, Offer},
     tls::{PeerIdentity, TlsFiles},
 };
+use noverlay_runtime::files::read_bounded;
 use serde::Deserialize;
 use std::{
     net::SocketAddr,
@@ -91,6 +92,19 @@ fn default_true() -> bool {
     true
 }
 
+/// A config file is a few KiB; anything past this is not one.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// ovnkube's file, read as any outside input is: a regular file (a FIFO
+/// or a device is refused without waiting on it), within its bound.
+fn load_ovnkube_facts(file: &Path) -> Result<OvnkubeFacts, ovnkube::OvnkubeError> {
+    let text = read_bounded(file, ovnkube::MAX_BYTES).map_err(|e| ovnkube::OvnkubeError::Read {
+        file: file.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    OvnkubeFacts::parse(file, &text)
+}
+
 /// A config that passed validation, with its derived offer.
 #[derive(Debug, Clone)]
 pub struct ValidConfig {
@@ -159,20 +173,21 @@ impl DpuConfig {
         }
     }
 
-    /// Reads, parses and validates a config file; an underlay IP it leaves
+    /// Reads (a regular file of at most 1 MiB), parses and validates a
+    /// config file; an underlay IP it leaves
     /// out is asked of `northbound` (only then, and only with `[ovn]`).
     pub fn load(
         path: &Path,
         northbound: &dyn GatewayPortSource,
     ) -> Result<ValidConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = read_bounded(path, MAX_CONFIG_BYTES).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
         let raw = Self::parse(&text).map_err(|e| e.in_file(path))?;
         let ovnkube = raw
             .ovnkube_file()
-            .map(|file| OvnkubeFacts::load(&file))
+            .map(|file| load_ovnkube_facts(&file))
             .transpose()
             .map_err(ConfigError::Ovnkube)?;
         let gateway_port = match &raw.ovn {

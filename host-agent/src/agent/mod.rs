@@ -271,7 +271,9 @@ impl<D: Dataplane> HostAgent<D> {
         };
         self.status.send_modify(|s| s.phase = Phase::Following);
         backoff.reset();
-        if let Some(report) = self.on_contract(&contract).await
+        // A new session's DPU may be a restarted one that has never heard
+        // from us: report what we hold even when the contract is unchanged.
+        if let Some(report) = self.on_contract(&contract, Reporting::Always).await
             && let Waited::Shutdown = self.send_report(shutdown, &mut client, report).await
         {
             return SessionEnd::Shutdown;
@@ -281,7 +283,7 @@ impl<D: Dataplane> HostAgent<D> {
                 Waited::Shutdown => return SessionEnd::Shutdown,
                 Waited::Done(Ok(Some(update))) => {
                     let contract = update.contract.unwrap_or_default();
-                    if let Some(report) = self.on_contract(&contract).await
+                    if let Some(report) = self.on_contract(&contract, Reporting::OnChange).await
                         && let Waited::Shutdown =
                             self.send_report(shutdown, &mut client, report).await
                     {
@@ -310,8 +312,13 @@ impl<D: Dataplane> HostAgent<D> {
 
     /// Validates, plans, applies and reports one contract. A contract that
     /// fails any check is refused and reported; the last good state stays.
-    /// Returns the report for the DPU, if there is anything to report.
-    async fn on_contract(&mut self, wire: &pb::Contract) -> Option<pb::HostReport> {
+    /// Returns the report for the DPU, if there is anything to report (an
+    /// unchanged contract only with [`Reporting::Always`]).
+    async fn on_contract(
+        &mut self,
+        wire: &pb::Contract,
+        reporting: Reporting,
+    ) -> Option<pb::HostReport> {
         let contract = match self.accept(wire).await {
             Ok(contract) => {
                 self.session_contract = Some(contract.clone());
@@ -326,7 +333,20 @@ impl<D: Dataplane> HostAgent<D> {
             }
         };
         if self.status.borrow().applied.as_ref() == Some(&contract) {
-            return None;
+            return match reporting {
+                Reporting::OnChange => None,
+                Reporting::Always => {
+                    let held = self.status.borrow();
+                    Some(pb::HostReport {
+                        revision: contract.revision,
+                        applied: true,
+                        error: String::new(),
+                        routes: held.routes.clone(),
+                        nft_ruleset: held.nft_ruleset.clone(),
+                        host_name: self.config.raw.host_name.clone(),
+                    })
+                }
+            };
         }
         let plan = plan::plan(&contract, &self.settings);
         // Repairs restore this plan from now on; if it cannot be applied, the
@@ -443,4 +463,13 @@ impl<D: Dataplane> HostAgent<D> {
             },
         }
     }
+}
+
+/// Whether an unchanged contract is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reporting {
+    /// The first contract of a session: the DPU may not know what we hold.
+    Always,
+    /// A contract from the watch: only a change is news.
+    OnChange,
 }
