@@ -196,16 +196,12 @@ fn dpu_agent_kill_and_restart_is_hitless() -> anyhow::Result<()> {
         let status = bed.dpu_status()?;
         let contract = status.contract.map(|c| c.revision).unwrap_or_default();
         let report = status.last_host_report.unwrap_or_default();
-        let metric = bed
+        let metric: Option<f64> = bed
             .dpu_metrics()?
             .lines()
-            .find(|l| l.starts_with("noverlay_dpu_host_applied_revision "))
-            .map(str::to_string)
-            .unwrap_or_default();
-        if report.applied
-            && report.revision == contract
-            && metric.ends_with(&format!(" {contract}"))
-        {
+            .find_map(|l| l.strip_prefix("noverlay_dpu_host_applied_revision "))
+            .and_then(|value| value.trim().parse().ok());
+        if report.applied && report.revision == contract && metric == Some(contract as f64) {
             println!(
                 "the restarted dpu-agent had the host's report of revision {contract} after {:?}",
                 started.elapsed()
@@ -214,7 +210,7 @@ fn dpu_agent_kill_and_restart_is_hitless() -> anyhow::Result<()> {
         }
         anyhow::ensure!(
             started.elapsed() < RECOVERY,
-            "no host report on the restarted dpu-agent: contract {contract}, report {report:?}, {metric:?}"
+            "no host report on the restarted dpu-agent: contract {contract}, report {report:?}, noverlay_dpu_host_applied_revision {metric:?}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
