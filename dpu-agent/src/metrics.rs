@@ -235,6 +235,32 @@ mod tests {
     use super::*;
     use crate::flows::{FlowSettings, PortMap, plan_flows, test_offer};
 
+    const PORTS: PortMap = PortMap {
+        host_representor: 1,
+        patch: 2,
+        uplink: 3,
+        bridge_mac: [2, 0, 0xc6, 0x12, 0, 0x0a],
+    };
+
+    const SETTINGS: FlowSettings = FlowSettings {
+        cookie: 0x6e6f7672,
+        base_pipeline: crate::flows::BasePipeline::On,
+        ct_zone: 64000,
+    };
+
+    /// A flow as the switch reports it: encoded, then read back.
+    fn read_back(table: u8, priority: u16, matches: &str, actions: &str, packets: u64) -> ReadFlow {
+        let spec = noverlay_openflow::spec::FlowSpec::parse(
+            SETTINGS.cookie,
+            table,
+            priority,
+            matches,
+            actions,
+        )
+        .expect("spec");
+        ReadFlow(noverlay_openflow::reply::FlowStats::of(&spec, packets, 0).expect("encoded"))
+    }
+
     /// Every flow of a dual-stack plan, installed and read back, is a
     /// series of its own: Prometheus keeps one sample per label set.
     #[test]
@@ -259,31 +285,10 @@ mod tests {
             1400,
         )
         .expect("offer");
-        let ports = PortMap {
-            host_representor: 1,
-            patch: 2,
-            uplink: 3,
-            bridge_mac: [2, 0, 0xc6, 0x12, 0, 0x0a],
-        };
-        let settings = FlowSettings {
-            cookie: 0x6e6f7672,
-            base_pipeline: crate::flows::BasePipeline::On,
-            ct_zone: 64000,
-        };
-        let desired = plan_flows(&offer, &ports, &settings);
+        let desired = plan_flows(&offer, &PORTS, &SETTINGS);
         let installed: Vec<ReadFlow> = desired
             .iter()
-            .map(|f| {
-                let spec = noverlay_openflow::spec::FlowSpec::parse(
-                    settings.cookie,
-                    f.table,
-                    f.priority,
-                    &f.matches,
-                    &f.actions,
-                )
-                .expect("spec");
-                ReadFlow(noverlay_openflow::reply::FlowStats::of(&spec, 1, 0).expect("encoded"))
-            })
+            .map(|f| read_back(f.table, f.priority, &f.matches, &f.actions, 1))
             .collect();
         let samples = flow_packets(&desired, &installed);
         assert_eq!(samples.len(), desired.len());
@@ -296,43 +301,25 @@ mod tests {
     #[test]
     fn flow_counters_are_labelled_by_role_and_cidr_not_by_flow_text() {
         let offer = test_offer(&["198.18.128.0/17"], "198.18.0.10");
-        let ports = PortMap {
-            host_representor: 1,
-            patch: 2,
-            uplink: 3,
-            bridge_mac: [2, 0, 0xc6, 0x12, 0, 0x0a],
-        };
-        let settings = FlowSettings {
-            cookie: 0x6e6f7672,
-            base_pipeline: crate::flows::BasePipeline::On,
-            ct_zone: 64000,
-        };
-        let desired = plan_flows(&offer, &ports, &settings);
+        let desired = plan_flows(&offer, &PORTS, &SETTINGS);
         // As the switch reports them (field order differs from the plan's).
-        let read = |table, priority, matches: &str, actions: &str, packets| {
-            let spec = noverlay_openflow::spec::FlowSpec::parse(
-                0x6e6f7672, table, priority, matches, actions,
-            )
-            .expect("spec");
-            ReadFlow(noverlay_openflow::reply::FlowStats::of(&spec, packets, 0).expect("encoded"))
-        };
         let installed = [
-            read(
+            read_back(
                 100,
                 100,
                 "ip,reg12=0xc6128000/0xffff8000",
                 "set_field:0x2->reg11",
                 12,
             ),
-            read(
+            read_back(
                 0,
                 510,
                 "ip,in_port=1,nw_src=169.254.0.2,reg11=0x2",
                 "goto_table:2",
                 9,
             ),
-            read(1, 100, "ip,ct_state=+trk+est,ct_mark=0x1", "output:2", 5),
-            read(4, 7, "ip", "drop", 1),
+            read_back(1, 100, "ip,ct_state=+trk+est,ct_mark=0x1", "output:2", 5),
+            read_back(4, 7, "ip", "drop", 1),
         ];
         let samples = flow_packets(&desired, &installed);
         let label = |labels: &Labels, key: &str| {

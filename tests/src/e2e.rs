@@ -570,6 +570,29 @@ gateway_router = {router:?}
             .ok_or_else(|| anyhow::anyhow!("no \"ovn\" source in GetStatus"))
     }
 
+    /// Polls the dpu-agent's "ovn" source until `wanted(state, error)`
+    /// holds, for at most `timeout`; returns how long it took and the error
+    /// text.
+    pub fn ovn_source_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        wanted: impl Fn(&str, &str) -> bool,
+    ) -> anyhow::Result<(Duration, String)> {
+        let started = std::time::Instant::now();
+        loop {
+            let (state, error) = self.dpu_ovn_source()?;
+            if wanted(&state, &error) {
+                return Ok((started.elapsed(), error));
+            }
+            anyhow::ensure!(
+                started.elapsed() < timeout,
+                "{what}: the ovn source stayed {state} {error:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Pings `dst` from the host `count` times every `interval` seconds
     /// while `during` runs; returns how many got no reply.
     pub fn pings_lost_during(

@@ -580,27 +580,6 @@ fn dpu_cleanup_leaves_nothing_of_ours() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Polls the dpu-agent's "ovn" source until `wanted` holds; returns how long
-/// it took and the error text.
-fn ovn_source_until(
-    bed: &Testbed,
-    what: &str,
-    wanted: impl Fn(&str, &str) -> bool,
-) -> anyhow::Result<(Duration, String)> {
-    let started = Instant::now();
-    loop {
-        let (state, error) = bed.dpu_ovn_source()?;
-        if wanted(&state, &error) {
-            return Ok((started.elapsed(), error));
-        }
-        anyhow::ensure!(
-            started.elapsed() < RECOVERY,
-            "{what}: the ovn source stayed {state} {error:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// dpu-agent checks OVN's half of the contract in the real northbound
 /// database: it agrees as ovnkube's shape has it; the masquerade route
 /// deleted in NB really blackholes replies, and status names it; a wrong
@@ -609,12 +588,13 @@ fn ovn_source_until(
 #[ignore = "privileged: needs root, network namespaces, Open vSwitch and OVN; run as root with --include-ignored (CI does)"]
 fn ovns_half_of_the_contract_is_checked_in_the_northbound_database() -> anyhow::Result<()> {
     let (_guard, bed) = path_up()?;
-    let (took, _) = ovn_source_until(&bed, "agreement", |state, _| state == "ok")?;
+    let (took, _) = bed.ovn_source_until("agreement", RECOVERY, |state, _| state == "ok")?;
     println!("ovn source ok {took:?} after the path was up");
 
     bed.ovn
         .nbctl(&["lr-route-del", ovn::GATEWAY_ROUTER, MASQUERADE_SUBNET])?;
-    let (took, error) = ovn_source_until(&bed, "the route deleted", |state, _| state == "failed")?;
+    let (took, error) =
+        bed.ovn_source_until("the route deleted", RECOVERY, |state, _| state == "failed")?;
     println!("masquerade route deleted in NB: named in status after {took:?}: {error}");
     anyhow::ensure!(
         error.contains(MASQUERADE_SUBNET) && error.contains("no route"),
@@ -631,7 +611,7 @@ fn ovns_half_of_the_contract_is_checked_in_the_northbound_database() -> anyhow::
         DUMMY_NEXT_HOP,
         ovn::EXTERNAL_PORT,
     ])?;
-    let (took, _) = ovn_source_until(&bed, "the route back", |state, _| state == "ok")?;
+    let (took, _) = bed.ovn_source_until("the route back", RECOVERY, |state, _| state == "ok")?;
     println!("route added back: status ok after {took:?}");
     bed.wait_for_ping(REMOTE_POD, RECOVERY)?;
 
@@ -642,7 +622,8 @@ fn ovns_half_of_the_contract_is_checked_in_the_northbound_database() -> anyhow::
         ovn::EXTERNAL_PORT,
         &format!("mac=\"{wrong_mac}\""),
     ])?;
-    let (_, error) = ovn_source_until(&bed, "the MAC changed", |state, _| state == "failed")?;
+    let (_, error) =
+        bed.ovn_source_until("the MAC changed", RECOVERY, |state, _| state == "failed")?;
     anyhow::ensure!(
         error.contains(wrong_mac) && error.contains(BRIDGE_MAC),
         "{error}"
@@ -654,7 +635,7 @@ fn ovns_half_of_the_contract_is_checked_in_the_northbound_database() -> anyhow::
         ovn::EXTERNAL_PORT,
         &format!("mac=\"{BRIDGE_MAC}\""),
     ])?;
-    ovn_source_until(&bed, "the MAC restored", |state, _| state == "ok")?;
+    bed.ovn_source_until("the MAC restored", RECOVERY, |state, _| state == "ok")?;
     assert_traffic(&bed, REMOTE_POD)
 }
 

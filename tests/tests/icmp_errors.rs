@@ -144,6 +144,20 @@ fn assert_large_datagrams(bed: &Testbed, pod: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Both families: path MTU discovery, traceroute (every hop but IPv6's
+/// first), large UDP datagrams each way.
+fn assert_the_networks_signals_arrive(bed: &Testbed) -> anyhow::Result<()> {
+    for (pod, hop1, hop2, hop3) in [
+        (FAR_POD, Some(OVN_MASQUERADE_IP), HOP2, HOP3),
+        (FAR_POD6, None, HOP2_6, HOP3_6),
+    ] {
+        assert_path_mtu_discovery(bed, pod)?;
+        assert_traceroute(bed, pod, hop1, hop2, hop3)?;
+        assert_large_datagrams(bed, pod)?;
+    }
+    Ok(())
+}
+
 #[test]
 #[ignore = "privileged: needs root, network namespaces, Open vSwitch and OVN; run as root with --include-ignored (CI does)"]
 fn path_mtu_discovery_traceroute_and_fragments_through_both_snats() -> anyhow::Result<()> {
@@ -157,12 +171,7 @@ fn path_mtu_discovery_traceroute_and_fragments_through_both_snats() -> anyhow::R
     );
     let repeated = noverlay_tests::harness::repeated_series(&metrics);
     anyhow::ensure!(repeated.is_empty(), "repeated series: {repeated:#?}");
-    assert_path_mtu_discovery(bed, FAR_POD)?;
-    assert_path_mtu_discovery(bed, FAR_POD6)?;
-    assert_traceroute(bed, FAR_POD, Some(OVN_MASQUERADE_IP), HOP2, HOP3)?;
-    assert_traceroute(bed, FAR_POD6, None, HOP2_6, HOP3_6)?;
-    assert_large_datagrams(bed, FAR_POD)?;
-    assert_large_datagrams(bed, FAR_POD6)
+    assert_the_networks_signals_arrive(bed)
 }
 
 #[test]
@@ -170,12 +179,7 @@ fn path_mtu_discovery_traceroute_and_fragments_through_both_snats() -> anyhow::R
 fn the_same_next_to_ovnkubes_flow_set() -> anyhow::Result<()> {
     let up = routed_path_up(true)?;
     let bed = &up.bed;
-    assert_path_mtu_discovery(bed, FAR_POD)?;
-    assert_path_mtu_discovery(bed, FAR_POD6)?;
-    assert_traceroute(bed, FAR_POD, Some(OVN_MASQUERADE_IP), HOP2, HOP3)?;
-    assert_traceroute(bed, FAR_POD6, None, HOP2_6, HOP3_6)?;
-    assert_large_datagrams(bed, FAR_POD)?;
-    assert_large_datagrams(bed, FAR_POD6)
+    assert_the_networks_signals_arrive(bed)
 }
 
 /// Packets counted by our flows in `table` whose dump line contains
@@ -293,28 +297,18 @@ sendp(error, iface=\"eth0\", count=3, verbose=False)
 fn a_gateway_mtu_below_the_contracts_is_named() -> anyhow::Result<()> {
     let up = routed_path_up(false)?;
     let bed = &up.bed;
-    let ovn_source = |wanted: &str| -> anyhow::Result<String> {
-        let started = std::time::Instant::now();
-        loop {
-            let (state, error) = bed.dpu_ovn_source()?;
-            if state == wanted {
-                return Ok(error);
-            }
-            anyhow::ensure!(
-                started.elapsed() < RECOVERY,
-                "the ovn source stayed {state} {error:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    let ovn_source = |what: &str, wanted: &str| {
+        bed.ovn_source_until(what, RECOVERY, |state, _| state == wanted)
+            .map(|(_, error)| error)
     };
-    ovn_source("ok")?;
+    ovn_source("agreement first", "ok")?;
     bed.ovn.nbctl(&[
         "set",
         "Logical_Router_Port",
         EXTERNAL_PORT,
         "options:gateway_mtu=1300",
     ])?;
-    let error = ovn_source("failed")?;
+    let error = ovn_source("gateway_mtu set", "failed")?;
     println!("named: {error}");
     anyhow::ensure!(
         error.contains("gateway_mtu=1300") && error.contains("MTU 1400"),
@@ -345,7 +339,7 @@ fn a_gateway_mtu_below_the_contracts_is_named() -> anyhow::Result<()> {
         "options",
         "gateway_mtu",
     ])?;
-    ovn_source("ok")?;
+    ovn_source("gateway_mtu removed", "ok")?;
     assert_path_mtu_discovery(bed, FAR_POD)
 }
 
@@ -380,18 +374,14 @@ fn fragments_cut_again_on_the_way_are_lost_on_the_dpu_and_counted() -> anyhow::R
         lost.is_none(),
         "a reply cut again on the way arrived ({lost:?}): the limit is gone, update docs/design.md"
     );
-    let deadline = std::time::Instant::now() + RECOVERY;
-    let after = loop {
-        let now = too_small()?;
-        if now > before || std::time::Instant::now() > deadline {
-            break now;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let after = counter_reaches(
+        "the dropped fragments counted (noverlay_dpu_fragments_too_small_total)",
+        before + 1,
+        too_small,
+    )?;
     println!(
         "4000-byte replies cut again by router 2: lost; noverlay_dpu_fragments_too_small_total{{family=\"ipv4\"}} {before} -> {after}"
     );
-    anyhow::ensure!(after > before, "the dropped fragments were not counted");
     Ok(())
 }
 
