@@ -337,14 +337,9 @@ impl<D: Dataplane> HostAgent<D> {
                 Reporting::OnChange => None,
                 Reporting::Always => {
                     let held = self.status.borrow();
-                    Some(pb::HostReport {
-                        revision: contract.revision,
-                        applied: true,
-                        error: String::new(),
-                        routes: held.routes.clone(),
-                        nft_ruleset: held.nft_ruleset.clone(),
-                        host_name: self.config.raw.host_name.clone(),
-                    })
+                    let (routes, nft_ruleset) = (held.routes.clone(), held.nft_ruleset.clone());
+                    drop(held);
+                    Some(self.report(contract.revision, Ok((routes, nft_ruleset))))
                 }
             };
         }
@@ -374,7 +369,7 @@ impl<D: Dataplane> HostAgent<D> {
                     s.applied_unix = noverlay_runtime::unix_now();
                     s.last_error = None;
                 });
-                Some(self.report(contract.revision, Ok((applied, nft_ruleset))))
+                Some(self.report(contract.revision, Ok((applied.routes, nft_ruleset))))
             }
             Err(e) => {
                 let reason = e.to_string();
@@ -443,13 +438,19 @@ impl<D: Dataplane> HostAgent<D> {
         }
     }
 
-    fn report(&self, revision: u64, outcome: Result<(Applied, String), String>) -> pb::HostReport {
+    /// The report of `revision`: the routes and nft table the host holds,
+    /// or why it holds none of it.
+    fn report(
+        &self,
+        revision: u64,
+        outcome: Result<(Vec<String>, String), String>,
+    ) -> pb::HostReport {
         match outcome {
-            Ok((applied, nft_ruleset)) => pb::HostReport {
+            Ok((routes, nft_ruleset)) => pb::HostReport {
                 revision,
                 applied: true,
                 error: String::new(),
-                routes: applied.routes,
+                routes,
                 nft_ruleset,
                 host_name: self.config.raw.host_name.clone(),
             },
