@@ -186,16 +186,21 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
             dpu_agent::metrics::registry(handle.clone()),
         )
         .await?;
-    if let Some(file) = config.raw.ovnkube_file() {
-        tokio::spawn(follow_ovnkube_file(
-            file,
+    let lookup = config.raw.ovnkube_lookup();
+    if lookup.process || lookup.file.is_some() {
+        tokio::spawn(follow_ovnkube(
+            lookup,
             path.clone(),
             handle.clone(),
             shutdown.clone(),
         ));
     }
     let serving = tokio::spawn(agent.serve(shutdown));
-    daemon.run_until_stopped(|| reload(&path, &handle)).await;
+    daemon
+        .run_until_stopped(|| {
+            reload(&path, &handle);
+        })
+        .await;
     serving.await.context("server task")??;
     for task in datapath {
         // The flows stay on the bridge: restarts are hitless.
@@ -234,9 +239,9 @@ async fn load_once_northbound_answers(
     }
 }
 
-/// Reloads the config (and ovnkube's file); a failed reload keeps the
-/// running state.
-fn reload(path: &std::path::Path, handle: &dpu_agent::state::AgentHandle) {
+/// Reloads the config (and ovnkube's facts); a failed reload keeps the
+/// running state. Whether it was applied.
+fn reload(path: &std::path::Path, handle: &dpu_agent::state::AgentHandle) -> bool {
     let loaded = DpuConfig::load(path, &dpu_agent::ovn::Northbound).inspect_err(|e| {
         handle.set_source(Source::Reload, Err(e.to_string()));
     });
@@ -244,40 +249,81 @@ fn reload(path: &std::path::Path, handle: &dpu_agent::state::AgentHandle) {
         .map_err(anyhow::Error::from)
         .and_then(|c| handle.reload(&c).map_err(anyhow::Error::from))
     {
-        Ok(revision) => tracing::info!(revision, "config reloaded"),
+        Ok(revision) => {
+            tracing::info!(revision, "config reloaded");
+            true
+        }
         Err(e) => {
-            tracing::error!(error = %e, "config reload failed; keeping the running config")
+            tracing::error!(error = %e, "config reload failed; keeping the running config");
+            false
         }
     }
 }
 
-/// How often ovnkube's file is looked at for changes.
-const OVNKUBE_FILE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often ovnkube's process and file are looked at for changes.
+const OVNKUBE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Reloads whenever ovnkube's file changes (its size or modification time),
-/// as SIGHUP does: the cluster's facts follow ovnkube's without a restart.
-async fn follow_ovnkube_file(
-    file: PathBuf,
+/// Reloads whenever what ovnkube's facts are read from changes (the
+/// ovnkube-node process: gone, new pid, new flags; its file's size or
+/// modification time), as SIGHUP does: the cluster's facts follow
+/// ovnkube's without a restart. A reload that fails is tried again at the
+/// next look (the change is kept as not applied). The lookups and the
+/// reload run off the runtime's workers.
+async fn follow_ovnkube(
+    lookup: noverlay_ovnkube_facts::process::Lookup,
     config: PathBuf,
     handle: dpu_agent::state::AgentHandle,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    let stamp = |file: &PathBuf| {
-        std::fs::metadata(file)
+    let inputs = |lookup: noverlay_ovnkube_facts::process::Lookup| async move {
+        tokio::task::spawn_blocking(move || lookup.inputs(dpu_agent::config::OVNKUBE_DEADLINE).ok())
+            .await
             .ok()
-            .map(|m| (m.modified().ok(), m.len()))
+            .flatten()
     };
-    let mut last = stamp(&file);
+    let mut applied = inputs(lookup.clone()).await;
+    // After a failed reload of the same inputs: wait this long (doubling up
+    // to a minute) before the next try.
+    let mut failed: Option<(
+        Option<noverlay_ovnkube_facts::process::Inputs>,
+        tokio::time::Instant,
+        u32,
+    )> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(OVNKUBE_FILE_POLL) => {}
+            _ = tokio::time::sleep(OVNKUBE_POLL) => {}
         }
-        let now = stamp(&file);
-        if now != last {
-            last = now;
-            tracing::info!(file = %file.display(), "ovnkube's config changed; reloading");
-            reload(&config, &handle);
+        let now = inputs(lookup.clone()).await;
+        if now == applied {
+            failed = None;
+            continue;
+        }
+        let tries = match &failed {
+            Some((inputs, at, tries)) if *inputs == now => {
+                if tokio::time::Instant::now() < *at {
+                    continue;
+                }
+                *tries
+            }
+            _ => 0,
+        };
+        tracing::info!(
+            pid = now.as_ref().and_then(|i| i.process.as_ref()).map(|(pid, _)| *pid),
+            file = ?now.as_ref().and_then(|i| i.file.as_ref()).map(|(file, _)| file),
+            "ovnkube's configuration changed; reloading"
+        );
+        let (path, reload_handle) = (config.clone(), handle.clone());
+        let reloaded = tokio::task::spawn_blocking(move || reload(&path, &reload_handle))
+            .await
+            .unwrap_or(false);
+        if reloaded {
+            applied = now;
+            failed = None;
+        } else {
+            let wait = (OVNKUBE_POLL * 2u32.saturating_pow(tries.min(5)))
+                .min(std::time::Duration::from_secs(60));
+            failed = Some((now, tokio::time::Instant::now() + wait, tries + 1));
         }
     }
 }

@@ -193,11 +193,34 @@ fn router_and_port<'r>(
     Ok((router, port))
 }
 
+/// (prefix, next hop) of each of the router's static routes.
+fn static_routes(replica: &Replica, router: &Row) -> Vec<(Option<IpNet>, String)> {
+    uuids(router.get("static_routes"))
+        .iter()
+        .filter_map(|uuid| replica.row("Logical_Router_Static_Route", uuid))
+        .map(|row| {
+            let prefix = row.get("ip_prefix").and_then(Value::as_str).unwrap_or("");
+            (
+                prefix.parse::<IpNet>().ok().map(|net| net.trunc()),
+                row.get("nexthop")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
 /// The external port's name and networks, for the underlay IPs the config
-/// leaves out.
+/// leaves out, and the router's routes, for its masquerade subnets.
 pub fn gateway_port(replica: &Replica, config: &OvnConfig) -> Result<GatewayPort, Mismatch> {
     let name = config.external_port();
-    let Some(port) = router_and_port(replica, config)?.1 else {
+    let (router, port) = router_and_port(replica, config)?;
+    let routes = static_routes(replica, router)
+        .into_iter()
+        .filter_map(|(prefix, via)| Some((prefix?, via.parse().ok()?)))
+        .collect();
+    let Some(port) = port else {
         return Err(Mismatch::NoPort {
             router: config.gateway_router.clone(),
             port: name,
@@ -207,7 +230,12 @@ pub fn gateway_port(replica: &Replica, config: &OvnConfig) -> Result<GatewayPort
         .iter()
         .filter_map(|n| n.parse::<IpNet>().ok())
         .collect();
-    Ok(GatewayPort { name, networks })
+    Ok(GatewayPort {
+        router: config.gateway_router.clone(),
+        name,
+        networks,
+        routes,
+    })
 }
 
 /// How long reading the gateway port at load may take (a local socket
@@ -305,21 +333,7 @@ pub fn check(replica: &Replica, config: &OvnConfig, expected: &Expected) -> Vec<
             }
         }
     }
-    // (prefix, next hop) of each of the router's static routes.
-    let routes: Vec<(Option<IpNet>, String)> = uuids(router.get("static_routes"))
-        .iter()
-        .filter_map(|uuid| replica.row("Logical_Router_Static_Route", uuid))
-        .map(|row| {
-            let prefix = row.get("ip_prefix").and_then(Value::as_str).unwrap_or("");
-            (
-                prefix.parse::<IpNet>().ok().map(|net| net.trunc()),
-                row.get("nexthop")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-            )
-        })
-        .collect();
+    let routes = static_routes(replica, router);
     for family in &expected.families {
         let subnet = family.masquerade_subnet;
         match routes.iter().find(|(prefix, _)| *prefix == Some(subnet)) {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use dpu_agent::config::DpuConfig;
-use noverlay_ovnkube_facts::OvnkubeFacts;
+use noverlay_ovnkube_facts::{FileNamedBy, FileRef, OvnkubeFacts};
 use libfuzzer_sys::fuzz_target;
 
 const MINIMAL: &str = r#"
@@ -29,7 +29,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(facts) = OvnkubeFacts::parse(std::path::Path::new("ovn_k8s.conf"), text)
+    let file = FileRef {
+        path: "ovn_k8s.conf".into(),
+        named_by: FileNamedBy::AgentConfig,
+    };
+    if let Ok(facts) = OvnkubeFacts::from_file(file, text)
         && let Ok(config) = DpuConfig::parse(MINIMAL)
     {
         let _ = config.validate_with(Some(&facts));

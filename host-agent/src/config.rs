@@ -52,6 +52,29 @@ pub struct HostConfig {
     pub ownership: Ownership,
     #[serde(default)]
     pub reconnect: Reconnect,
+    #[serde(default)]
+    pub ovnkube: HostOvnkube,
+}
+
+/// The `[ovnkube]` section: where a masquerade subnet left out of this file
+/// comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostOvnkube {
+    /// Read the running ovnkube-node's (dpu-host mode) command line and
+    /// file for a family's masquerade subnet left out here; on by default.
+    #[serde(default = "default_true")]
+    pub process: bool,
+}
+
+impl Default for HostOvnkube {
+    fn default() -> Self {
+        HostOvnkube { process: true }
+    }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Cluster-CIDR routes through mp0: OVN-Kubernetes' route manager owns them
@@ -93,8 +116,10 @@ pub struct DpuEndpoint {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostFamily {
-    /// Must equal the DPU's, e.g. "169.254.0.0/17" or "fd69::/112".
-    pub masquerade_subnet: IpNet,
+    /// Must equal the DPU's, e.g. "169.254.169.0/29" or "fd69::/125". Left
+    /// out: as the ovnkube-node running on this host resolves it (its
+    /// command line, its file, its default).
+    pub masquerade_subnet: Option<IpNet>,
     /// The broadest cluster CIDR the host takes from the DPU, as a prefix
     /// length (default 8 for IPv4, 32 for IPv6): a DPU must not route large
     /// parts of the address space through itself.
@@ -199,6 +224,8 @@ pub struct ValidHostConfig {
     pub masquerades: Vec<Masquerade>,
     /// The shortest cluster-CIDR prefix accepted, per configured family.
     pub shortest_prefixes: Vec<(Family, u8)>,
+    /// Each masquerade subnet and where it came from, as status shows it.
+    pub facts: Vec<String>,
 }
 
 impl ValidHostConfig {
@@ -255,6 +282,7 @@ impl HostConfig {
         differ("ipv6", self.ipv6 != next.ipv6);
         differ("ownership", self.ownership != next.ownership);
         differ("reconnect", self.reconnect != next.reconnect);
+        differ("ovnkube", self.ovnkube != next.ovnkube);
         fields
     }
 
@@ -267,12 +295,23 @@ impl HostConfig {
                 source,
             }
         })?;
-        let mut config = Self::parse(&text)
-            .and_then(HostConfig::validate)
-            .map_err(|e| ConfigError::InFile {
-                path: path.to_path_buf(),
-                source: Box::new(e),
-            })?;
+        let in_file = |e| ConfigError::InFile {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        };
+        let raw = Self::parse(&text).map_err(in_file)?;
+        let ovnkube = if raw.ovnkube.process && raw.leaves_masquerade_out() {
+            noverlay_ovnkube_facts::process::Lookup {
+                proc_dir: PathBuf::from("/proc"),
+                process: true,
+                file: None,
+            }
+            .facts(OVNKUBE_DEADLINE)
+            .map_err(|e| in_file(ConfigError::Ovnkube(e)))?
+        } else {
+            None
+        };
+        let mut config = raw.validate_with(ovnkube.as_ref()).map_err(in_file)?;
         config.path = path.to_path_buf();
         // The identity is checked as the DPU will see it, before connecting.
         noverlay_proto::tls::check_identity(&config.raw.tls, noverlay_proto::tls::Role::Client)
@@ -290,7 +329,24 @@ impl HostConfig {
         toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
     }
 
+    /// Whether a configured family leaves its masquerade subnet out.
+    pub fn leaves_masquerade_out(&self) -> bool {
+        [&self.ipv4, &self.ipv6]
+            .iter()
+            .any(|f| f.as_ref().is_some_and(|f| f.masquerade_subnet.is_none()))
+    }
+
+    /// Checks every field; every fact must be in this file.
     pub fn validate(self) -> Result<ValidHostConfig, ConfigError> {
+        self.validate_with(None)
+    }
+
+    /// As [`HostConfig::validate`], a masquerade subnet left out taken
+    /// from ovnkube-node's configuration (dpu-host mode).
+    pub fn validate_with(
+        self,
+        ovnkube: Option<&noverlay_ovnkube_facts::OvnkubeFacts>,
+    ) -> Result<ValidHostConfig, ConfigError> {
         let invalid = |field: &str, reason: String| ConfigError::Invalid {
             field: field.into(),
             reason,
@@ -342,6 +398,7 @@ impl HostConfig {
         })?;
         let mut masquerades = Vec::new();
         let mut shortest_prefixes = Vec::new();
+        let mut facts = Vec::new();
         for (name, family, expected, default_shortest, bits) in [
             (
                 "ipv4",
@@ -368,14 +425,29 @@ impl HostConfig {
             }
             shortest_prefixes.push((expected, shortest));
             let field = format!("{name}.masquerade_subnet");
-            let masquerade = Masquerade::from_subnet(family.masquerade_subnet)
-                .map_err(|e| invalid(&field, e.to_string()))?;
+            let (subnet, source) = match (family.masquerade_subnet, ovnkube) {
+                (Some(subnet), _) => (subnet, "from host-agent.toml".to_string()),
+                (None, Some(ovnkube)) => {
+                    check_dpu_host_mode(ovnkube).map_err(|reason| invalid("ovnkube", reason))?;
+                    let theirs = match expected {
+                        Family::Ipv4 => &ovnkube.v4_masquerade,
+                        Family::Ipv6 => &ovnkube.v6_masquerade,
+                    };
+                    (theirs.value, theirs.origin.to_string())
+                }
+                (None, None) => {
+                    return Err(invalid(
+                        &field,
+                        "missing: set it here, or run host-agent next to ovnkube-node (dpu-host mode), whose configuration gives it ([ovnkube] process)".into(),
+                    ));
+                }
+            };
+            let masquerade =
+                Masquerade::from_subnet(subnet).map_err(|e| invalid(&field, e.to_string()))?;
             if masquerade.family() != expected {
-                return Err(invalid(
-                    &field,
-                    format!("{} is not an {name} prefix", family.masquerade_subnet),
-                ));
+                return Err(invalid(&field, format!("{subnet} is not an {name} prefix")));
             }
+            facts.push(format!("{field} = {subnet} ({source})"));
             masquerades.push(masquerade);
         }
         if masquerades.is_empty() {
@@ -421,7 +493,26 @@ impl HostConfig {
             dpu_identity,
             masquerades,
             shortest_prefixes,
+            facts,
         })
+    }
+}
+
+/// How long finding ovnkube-node and reading its file may take.
+pub const OVNKUBE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The ovnkube-node on this host must be the DPU host's (dpu-host mode):
+/// another mode is another deployment, whose masquerade subnet is not the
+/// DPU's.
+fn check_dpu_host_mode(ovnkube: &noverlay_ovnkube_facts::OvnkubeFacts) -> Result<(), String> {
+    let mode = &ovnkube.node_mode;
+    if mode.value == "dpu-host" {
+        Ok(())
+    } else {
+        Err(format!(
+            "ovnkube-node on this host runs in mode {:?} ({}), not \"dpu-host\": set masquerade_subnet here, or [ovnkube] process = false",
+            mode.value, mode.origin
+        ))
     }
 }
 
@@ -441,6 +532,8 @@ pub enum ConfigError {
     Parse(String),
     #[error("field `{field}`: {reason}")]
     Invalid { field: String, reason: String },
+    #[error(transparent)]
+    Ovnkube(noverlay_ovnkube_facts::OvnkubeError),
 }
 
 #[cfg(test)]
@@ -467,6 +560,52 @@ masquerade_subnet = "169.254.0.0/17"
     fn with(replace: &str, by: &str) -> Result<ValidHostConfig, ConfigError> {
         assert!(EXAMPLE.contains(replace), "{replace}");
         HostConfig::parse(&EXAMPLE.replace(replace, by))?.validate()
+    }
+
+    #[test]
+    fn a_masquerade_subnet_left_out_is_ovnkubes_on_a_dpu_host() {
+        let ovnkube = |line: &str| {
+            let argv: Vec<String> = line.split_whitespace().map(String::from).collect();
+            let invocation = noverlay_ovnkube_facts::cmdline::parse(&argv)
+                .expect("parses")
+                .expect("a node");
+            noverlay_ovnkube_facts::resolve(Some((&invocation.settings, 4242)), None)
+        };
+        let left_out = EXAMPLE.replace("masquerade_subnet = \"169.254.0.0/17\"\n", "") + "[ipv6]\n";
+        let raw = HostConfig::parse(&left_out).expect("parses");
+        assert!(raw.leaves_masquerade_out());
+        let config = raw
+            .clone()
+            .validate_with(Some(&ovnkube(
+                "/usr/bin/ovnkube --init-node node1 --ovnkube-node-mode=dpu-host --gateway-v4-masquerade-subnet=169.254.0.0/17",
+            )))
+            .expect("valid");
+        assert_eq!(
+            config.facts,
+            [
+                "ipv4.masquerade_subnet = 169.254.0.0/17 (from ovnkube's command line (pid 4242, --gateway-v4-masquerade-subnet))",
+                "ipv6.masquerade_subnet = fd69::/125 (OVN-Kubernetes' default (ovnkube sets none))",
+            ]
+        );
+        let error = raw
+            .clone()
+            .validate_with(Some(&ovnkube("ovnkube --init-node node1")))
+            .expect_err("full mode")
+            .to_string();
+        assert!(
+            error.contains("mode \"full\"") && error.contains("not \"dpu-host\""),
+            "{error}"
+        );
+        let error = raw.validate().expect_err("nobody says").to_string();
+        assert!(
+            error.contains("ipv4.masquerade_subnet") && error.contains("missing"),
+            "{error}"
+        );
+        // Set here: this file's, said so.
+        assert_eq!(
+            with("", "").expect("valid").facts,
+            ["ipv4.masquerade_subnet = 169.254.0.0/17 (from host-agent.toml)"]
+        );
     }
 
     #[test]

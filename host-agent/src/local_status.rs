@@ -49,6 +49,9 @@ pub struct StatusReport {
     /// Where the DPU took each fact of the contract from, as it said.
     #[serde(default)]
     pub dpu_facts: Vec<String>,
+    /// Where this host's config took its masquerade subnets from.
+    #[serde(default)]
+    pub host_facts: Vec<String>,
     /// Our routes as the kernel lists them (`ip route` syntax); a planned
     /// route the kernel has otherwise is listed as it has it, marked
     /// `[not ours: planned ...]` or `[missing: planned ...]`.
@@ -111,6 +114,7 @@ impl StatusReport {
             contract: status.applied.as_ref().map(ContractReport::new),
             applied_unix: status.applied_unix,
             dpu_facts: status.dpu_facts.clone(),
+            host_facts: status.host_facts.clone(),
             routes: status.routes.clone(),
             route_conflicts: status.route_conflicts.clone(),
             route_takebacks: status.route_takebacks,
@@ -155,6 +159,9 @@ impl StatusReport {
                     );
                 }
             }
+        }
+        for fact in &self.host_facts {
+            let _ = writeln!(out, "  host fact: {}", escaped(fact));
         }
         for fact in &self.dpu_facts {
             let _ = writeln!(out, "  DPU fact: {}", escaped(fact));
@@ -378,6 +385,9 @@ mod tests {
             }),
             applied_unix: 1_700_000_000,
             dpu_facts: vec!["mtu = 1400 (from /etc/openvswitch/ovn_k8s.conf)".into()],
+            host_facts: vec![
+                "ipv4.masquerade_subnet = 169.254.0.0/17 (from ovnkube's command line (pid 42, --gateway-v4-masquerade-subnet))".into(),
+            ],
             routes: vec![
                 "198.18.128.0/18 via 169.254.0.4 dev eth0 proto 240 mtu 1400".into(),
                 "198.18.192.0/18 via 198.19.1.1 dev ovn-k8s-mp0 proto 3 [not ours: planned 198.18.192.0/18 via 169.254.0.4 dev eth0 mtu 1400 proto 240]".into(),
@@ -399,6 +409,7 @@ mod tests {
              DPU 192.0.2.1:50051: unreachable (connection refused)\n\
              contract: revision 3, mode dpu-host/shared/no-overlay, mtu 1400, gateway interface eth0 (applied at unix time 1700000000)\n  \
              masquerade 169.254.0.0/17 (host 169.254.0.2, next hop 169.254.0.4), underlay 198.18.0.10, cluster CIDRs: 198.18.128.0/17\n  \
+             host fact: ipv4.masquerade_subnet = 169.254.0.0/17 (from ovnkube's command line (pid 42, --gateway-v4-masquerade-subnet))\n  \
              DPU fact: mtu = 1400 (from /etc/openvswitch/ovn_k8s.conf)\n\
              routes (2, 3 taken back from other writers):\n  198.18.128.0/18 via 169.254.0.4 dev eth0 proto 240 mtu 1400\n  \
              198.18.192.0/18 via 198.19.1.1 dev ovn-k8s-mp0 proto 3 [not ours: planned 198.18.192.0/18 via 169.254.0.4 dev eth0 mtu 1400 proto 240]\n\

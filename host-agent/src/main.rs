@@ -114,6 +114,9 @@ async fn cli() -> anyhow::Result<()> {
         Command::CheckConfig { config } => {
             let config = HostConfig::load(&config)?;
             println!("valid; proposal to the DPU: {:#?}", config.proposal());
+            for fact in &config.facts {
+                println!("{fact}");
+            }
             Ok(())
         }
         Command::Status { socket, json } => show_status(&socket, json).await,

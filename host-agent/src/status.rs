@@ -44,6 +44,8 @@ pub struct HostStatus {
     /// Where the DPU took each fact of the applied contract from, as it
     /// said (escaped, bounded): shown, never acted on.
     pub dpu_facts: Vec<String>,
+    /// Where this host's config took its masquerade subnets from.
+    pub host_facts: Vec<String>,
     /// Our nft table as the kernel had it after the last contract applied.
     pub nft_ruleset: String,
     /// Unix time (seconds) of the last contract applied; 0 if none.

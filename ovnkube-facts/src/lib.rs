@@ -1,47 +1,160 @@
-//! ovnkube-node's own configuration file (`/etc/openvswitch/ovn_k8s.conf`,
-//! INI), where the cluster's facts already live: the cluster subnets, the
-//! MTU and the masquerade subnets. dpu-agent takes them from there so that
-//! an operator never copies them by hand (a typo there is a silent
-//! blackhole). Reading is pure: text in, facts out; errors name the line.
-//! (The caller reads the file, through a bound: [`MAX_BYTES`].)
-//! (Rust types of the file's content only; where the agent looks for the
-//! file is its own config's `[ovnkube]` section.)
+//! ovnkube's facts as ovnkube itself resolves them: the cluster subnets,
+//! the MTU, the service CIDRs, the masquerade subnets, the gateway and node
+//! modes. ovnkube takes each from its command line, else from its INI file
+//! (`--config-file`, else `/etc/openvswitch/ovn_k8s.conf`), else from the
+//! default compiled into it; the agents do the same, so that an operator
+//! never copies a fact by hand (a typo there is a silent blackhole).
+//!
+//! - [`ini`] and [`cmdline`] are pure: text in, settings out, errors name
+//!   the line or the flag;
+//! - [`resolve`] layers them as ovnkube does, each fact keeping its
+//!   [`Origin`];
+//! - [`process`] is the edge: it finds the running ovnkube-node in our
+//!   network namespace (`/proc/*/cmdline`) and reads the file it names
+//!   through its root, with a deadline and a bound on every read.
+
+pub mod cmdline;
+pub mod ini;
+pub mod process;
 
 use ipnet::IpNet;
-use std::path::{Path, PathBuf};
+use std::{fmt, path::PathBuf};
 
-/// Where ovnkube-node reads its file unless told otherwise.
+/// Where ovnkube reads its file when no `--config-file` names one.
 pub const DEFAULT_PATH: &str = "/etc/openvswitch/ovn_k8s.conf";
-/// OVN-Kubernetes' masquerade subnets when its file names none.
-pub const DEFAULT_V4_MASQUERADE: &str = "169.254.0.0/17";
-pub const DEFAULT_V6_MASQUERADE: &str = "fd69::/112";
-/// The largest file a reader should take (ovnkube's is a few KiB).
+/// Where the defaults below were read: ovnkube's binary defaults in
+/// go-controller/pkg/config/config.go of this release.
+pub const DEFAULTS_FROM: &str = "ovn-kubernetes 1.3.0 (8871cd9c)";
+/// ovnkube's defaults when neither its command line nor its file sets
+/// the fact (as ovnkube writes them: it compares a setting's text with
+/// these, see [`resolve`]).
+pub const DEFAULT_CLUSTER_SUBNETS: &str = "10.128.0.0/14/23";
+pub const DEFAULT_MTU: u32 = 1400;
+pub const DEFAULT_SERVICE_CIDRS: &str = "172.16.1.0/24";
+pub const DEFAULT_V4_MASQUERADE: &str = "169.254.169.0/29";
+pub const DEFAULT_V6_MASQUERADE: &str = "fd69::/125";
+/// No gateway unless told (`--gateway-mode` shared or local).
+pub const DEFAULT_GATEWAY_MODE: &str = "";
+pub const DEFAULT_NODE_MODE: &str = "full";
+/// The largest file a reader takes (ovnkube's is a few KiB).
 pub const MAX_BYTES: u64 = 1024 * 1024;
 
-/// A value and whether ovnkube's file set it (or it is OVN-Kubernetes'
-/// default because the file does not).
+/// One value a source sets: the value, its text as written (ovnkube
+/// compares that with its default) and where it was set (`--mtu`,
+/// `[default] mtu`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Setting<T> {
     pub value: T,
-    pub explicit: bool,
+    pub text: String,
+    pub key: String,
 }
 
-/// What dpu-agent takes from ovnkube's file.
+/// What one source (the command line or the file) sets of our facts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    pub cluster_subnets: Option<Setting<Vec<IpNet>>>,
+    /// `--cluster-subnet` (deprecated): replaces whatever else is set.
+    pub deprecated_cluster_subnet: Option<Setting<Vec<IpNet>>>,
+    pub mtu: Option<Setting<u32>>,
+    pub service_cidrs: Option<Setting<Vec<IpNet>>>,
+    /// `--k8s-service-cidr` / `[kubernetes] service-cidr` (deprecated):
+    /// replaces service-cidrs.
+    pub deprecated_service_cidr: Option<Setting<Vec<IpNet>>>,
+    /// `--service-cluster-ip-range` (deprecated): replaces both.
+    pub service_cluster_ip_range: Option<Setting<Vec<IpNet>>>,
+    pub v4_masquerade: Option<Setting<IpNet>>,
+    pub v6_masquerade: Option<Setting<IpNet>>,
+    pub gateway_mode: Option<Setting<String>>,
+    pub node_mode: Option<Setting<String>>,
+}
+
+/// How the file that was read was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileNamedBy {
+    /// ovnkube's `--config-file`.
+    ConfigFileFlag,
+    /// ovnkube's default path (no `--config-file`).
+    OvnkubeDefault,
+    /// The agent's own config (`[ovnkube] config`): ovnkube's command line
+    /// was not read.
+    AgentConfig,
+}
+
+/// Where a fact came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    CommandLine {
+        pid: u32,
+        flag: String,
+    },
+    File {
+        path: PathBuf,
+        named_by: FileNamedBy,
+    },
+    /// ovnkube's binary default: nothing sets it.
+    Default,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::CommandLine { pid, flag } => {
+                write!(f, "from ovnkube's command line (pid {pid}, {flag})")
+            }
+            Origin::File { path, named_by } => {
+                let path = path.display();
+                match named_by {
+                    FileNamedBy::ConfigFileFlag => {
+                        write!(f, "from {path} (ovnkube's --config-file)")
+                    }
+                    FileNamedBy::OvnkubeDefault => {
+                        write!(f, "from {path} (ovnkube's default file)")
+                    }
+                    FileNamedBy::AgentConfig => write!(f, "from {path}"),
+                }
+            }
+            Origin::Default => write!(f, "OVN-Kubernetes' default (ovnkube sets none)"),
+        }
+    }
+}
+
+/// A resolved fact and its origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sourced<T> {
+    pub value: T,
+    pub origin: Origin,
+}
+
+/// The file that was read, and how it was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRef {
+    /// As ovnkube names it (in its own mount namespace).
+    pub path: PathBuf,
+    pub named_by: FileNamedBy,
+}
+
+/// ovnkube's facts, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OvnkubeFacts {
-    pub file: PathBuf,
-    /// `[default] cluster-subnets`, both families, host prefixes dropped.
-    pub cluster_subnets: Vec<IpNet>,
-    /// `[default] mtu`.
-    pub mtu: Option<u32>,
-    /// `[gateway] v4-masquerade-subnet` / `v6-masquerade-subnet`.
-    pub v4_masquerade: Setting<IpNet>,
-    pub v6_masquerade: Setting<IpNet>,
+    /// The ovnkube-node process whose command line was read.
+    pub process: Option<u32>,
+    /// The file that was read.
+    pub file: Option<FileRef>,
+    /// Host prefixes dropped (ovnkube's to carve node subnets with).
+    pub cluster_subnets: Sourced<Vec<IpNet>>,
+    pub mtu: Sourced<u32>,
+    pub service_cidrs: Sourced<Vec<IpNet>>,
+    pub v4_masquerade: Sourced<IpNet>,
+    pub v6_masquerade: Sourced<IpNet>,
+    /// "shared", "local" or "" (no gateway).
+    pub gateway_mode: Sourced<String>,
+    /// "full", "dpu" or "dpu-host".
+    pub node_mode: Sourced<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OvnkubeError {
-    #[error("cannot read ovnkube's config {file} (config [ovnkube] config): {reason}")]
+    #[error("cannot read ovnkube's config {file}: {reason}")]
     Read { file: PathBuf, reason: String },
     #[error("ovnkube's config {file}, line {line}: {reason}")]
     Line {
@@ -49,106 +162,245 @@ pub enum OvnkubeError {
         line: usize,
         reason: String,
     },
+    #[error("ovnkube's command line (pid {pid}): {reason}")]
+    CommandLine { pid: u32, reason: String },
+    #[error("cannot look for ovnkube-node in /proc: {0}")]
+    Process(String),
 }
 
 impl OvnkubeFacts {
-    /// The facts in `text`, the INI file ovnkube-node reads.
-    pub fn parse(file: &Path, text: &str) -> Result<Self, OvnkubeError> {
-        let mut facts = OvnkubeFacts {
-            file: file.to_path_buf(),
-            cluster_subnets: Vec::new(),
-            mtu: None,
-            v4_masquerade: default_setting(DEFAULT_V4_MASQUERADE),
-            v6_masquerade: default_setting(DEFAULT_V6_MASQUERADE),
+    /// The facts of ovnkube's file alone (ovnkube's command line not
+    /// read): what `[ovnkube] config` gives.
+    pub fn from_file(file: FileRef, text: &str) -> Result<Self, OvnkubeError> {
+        let settings = ini::parse(&file.path, text)?;
+        Ok(resolve(None, Some((&settings, file))))
+    }
+}
+
+/// ovnkube's precedence (initConfigWithPath): its defaults, overridden by
+/// the file, overridden by the command line; a setting whose text equals
+/// the default overrides nothing (so `--mtu=1400` leaves a file's
+/// `mtu=9000` in force, as in ovnkube); the deprecated settings replace
+/// the rest when set.
+pub fn resolve(
+    command_line: Option<(&Settings, u32)>,
+    file: Option<(&Settings, FileRef)>,
+) -> OvnkubeFacts {
+    let empty = Settings::default();
+    let (flags, pid) = command_line.unwrap_or((&empty, 0));
+    let (from_file, file_ref) = match &file {
+        Some((settings, file_ref)) => (*settings, Some(file_ref.clone())),
+        None => (&empty, None),
+    };
+    let file_origin = |_: &str| match &file_ref {
+        Some(file) => Origin::File {
+            path: file.path.clone(),
+            named_by: file.named_by.clone(),
+        },
+        None => Origin::Default,
+    };
+    let flag_origin = |key: &str| Origin::CommandLine {
+        pid,
+        flag: key.to_string(),
+    };
+    macro_rules! layered {
+        ($field:ident, $default:expr) => {
+            layered(
+                $default,
+                [
+                    (
+                        from_file.$field.as_ref(),
+                        &file_origin as &dyn Fn(&str) -> Origin,
+                    ),
+                    (flags.$field.as_ref(), &flag_origin),
+                ],
+            )
         };
-        let mut section = String::new();
-        for (index, raw) in text.lines().enumerate() {
-            let at_line = |reason: String| OvnkubeError::Line {
-                file: file.to_path_buf(),
-                line: index + 1,
-                reason,
-            };
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-                continue;
-            }
-            if let Some(name) = line.strip_prefix('[') {
-                section = name
-                    .strip_suffix(']')
-                    .ok_or_else(|| at_line(format!("{line:?} is not a [section] header")))?
-                    .trim()
-                    .to_ascii_lowercase();
-                continue;
-            }
-            let (key, value) = line
-                .split_once('=')
-                .ok_or_else(|| at_line(format!("{line:?} is neither key = value nor a section")))?;
-            let key = key.trim().to_ascii_lowercase();
-            let value = unquote(value.trim());
-            match (section.as_str(), key.as_str()) {
-                ("default", "cluster-subnets") => {
-                    facts.cluster_subnets = cluster_subnets(value).map_err(at_line)?;
-                }
-                ("default", "mtu") => {
-                    facts.mtu = Some(
-                        value
-                            .parse()
-                            .map_err(|_| at_line(format!("mtu {value:?} is not a number")))?,
-                    );
-                }
-                ("gateway", "v4-masquerade-subnet") => {
-                    facts.v4_masquerade = explicit(value, &key, false).map_err(at_line)?;
-                }
-                ("gateway", "v6-masquerade-subnet") => {
-                    facts.v6_masquerade = explicit(value, &key, true).map_err(at_line)?;
-                }
-                // Everything else is ovnkube's own business.
-                _ => {}
-            }
-        }
-        Ok(facts)
+    }
+    let mut cluster_subnets = layered!(cluster_subnets, default_cidrs(DEFAULT_CLUSTER_SUBNETS));
+    if let Some(replacing) = &flags.deprecated_cluster_subnet {
+        cluster_subnets = sourced(replacing, &flag_origin);
+    }
+    let mut service_cidrs = layered!(service_cidrs, default_cidrs(DEFAULT_SERVICE_CIDRS));
+    let deprecated = layered!(deprecated_service_cidr, default_setting(Vec::new(), ""));
+    if deprecated.origin != Origin::Default {
+        service_cidrs = deprecated;
+    }
+    if let Some(replacing) = &flags.service_cluster_ip_range {
+        service_cidrs = sourced(replacing, &flag_origin);
+    }
+    OvnkubeFacts {
+        process: command_line.map(|(_, pid)| pid),
+        file: file_ref.clone(),
+        cluster_subnets,
+        mtu: layered!(mtu, default_setting(DEFAULT_MTU, &DEFAULT_MTU.to_string())),
+        service_cidrs,
+        v4_masquerade: layered!(v4_masquerade, default_net(DEFAULT_V4_MASQUERADE)),
+        v6_masquerade: layered!(v6_masquerade, default_net(DEFAULT_V6_MASQUERADE)),
+        gateway_mode: layered!(
+            gateway_mode,
+            default_setting(String::new(), DEFAULT_GATEWAY_MODE)
+        ),
+        node_mode: layered!(
+            node_mode,
+            default_setting(DEFAULT_NODE_MODE.to_string(), DEFAULT_NODE_MODE)
+        ),
     }
 }
 
-fn default_setting(text: &str) -> Setting<IpNet> {
+type OriginOf<'a> = &'a dyn Fn(&str) -> Origin;
+
+fn layered<T: Clone>(
+    default: Setting<T>,
+    layers: [(Option<&Setting<T>>, OriginOf<'_>); 2],
+) -> Sourced<T> {
+    let mut current = Sourced {
+        value: default.value,
+        origin: Origin::Default,
+    };
+    let mut at_default = true;
+    for (setting, origin) in layers {
+        let Some(setting) = setting else { continue };
+        if setting.text != default.text {
+            current = sourced(setting, origin);
+            at_default = false;
+        } else if at_default {
+            // Says what the default says: named as its source all the same.
+            current.origin = origin(&setting.key);
+        }
+    }
+    current
+}
+
+fn sourced<T: Clone>(setting: &Setting<T>, origin: OriginOf<'_>) -> Sourced<T> {
+    Sourced {
+        value: setting.value.clone(),
+        origin: origin(&setting.key),
+    }
+}
+
+fn default_setting<T>(value: T, text: &str) -> Setting<T> {
     Setting {
-        // The two defaults are literals that parse.
-        value: text.parse().expect("a literal CIDR"),
-        explicit: false,
+        value,
+        text: text.to_string(),
+        key: String::new(),
     }
 }
 
-fn explicit(value: &str, key: &str, v6: bool) -> Result<Setting<IpNet>, String> {
-    let net: IpNet = value
-        .parse()
-        .map_err(|_| format!("{key} {value:?} is not a CIDR"))?;
-    if net.addr().is_ipv6() != v6 {
-        return Err(format!("{key} {value:?} is of the other address family"));
-    }
-    Ok(Setting {
-        value: net,
-        explicit: true,
-    })
+fn default_cidrs(text: &str) -> Setting<Vec<IpNet>> {
+    // The defaults are literals that parse.
+    default_setting(cluster_subnets("default", text).unwrap_or_default(), text)
 }
 
-/// A value as ovnkube writes it, with or without quotes.
-fn unquote(value: &str) -> &str {
-    for quote in ['"', '\''] {
-        if let Some(inner) = value
-            .strip_prefix(quote)
-            .and_then(|v| v.strip_suffix(quote))
-        {
-            return inner;
+fn default_net(text: &str) -> Setting<IpNet> {
+    let net = text.parse().unwrap_or(IpNet::V4(ipnet::Ipv4Net::default()));
+    default_setting(net, text)
+}
+
+/// Parses the value of the fact `name` (a key of [`ini`] or a flag of
+/// [`cmdline`], by the fact's flag name) into `settings`; an empty value
+/// sets nothing. The error names the key and the value.
+pub(crate) fn parse_value(
+    settings: &mut Settings,
+    name: &str,
+    text: &str,
+    key: &str,
+) -> Result<(), String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(());
+    }
+    fn setting<T>(value: T, text: &str, key: &str) -> Setting<T> {
+        Setting {
+            value,
+            text: text.to_string(),
+            key: key.to_string(),
         }
     }
-    value
+    match name {
+        "cluster-subnets" => {
+            settings.cluster_subnets = Some(setting(cluster_subnets(key, text)?, text, key))
+        }
+        "cluster-subnet" => {
+            settings.deprecated_cluster_subnet =
+                Some(setting(cluster_subnets(key, text)?, text, key))
+        }
+        "mtu" => {
+            let mtu: u32 = text
+                .parse()
+                .map_err(|_| format!("{key} {text:?} is not a number"))?;
+            // ovnkube compares the number, not its text.
+            settings.mtu = Some(Setting {
+                value: mtu,
+                text: mtu.to_string(),
+                key: key.to_string(),
+            });
+        }
+        "service-cidrs" => settings.service_cidrs = Some(setting(cidr_list(key, text)?, text, key)),
+        "deprecated-service-cidr" => {
+            settings.deprecated_service_cidr = Some(setting(cidr_list(key, text)?, text, key))
+        }
+        "service-cluster-ip-range" => {
+            settings.service_cluster_ip_range = Some(setting(cidr_list(key, text)?, text, key))
+        }
+        "v4-masquerade-subnet" => {
+            settings.v4_masquerade = Some(setting(masquerade(key, text, false)?, text, key))
+        }
+        "v6-masquerade-subnet" => {
+            settings.v6_masquerade = Some(setting(masquerade(key, text, true)?, text, key))
+        }
+        "gateway-mode" => {
+            let mode = one_of(key, text, &["shared", "local"])?;
+            settings.gateway_mode = Some(setting(mode, text, key));
+        }
+        "node-mode" => {
+            let mode = one_of(key, text, &["full", "dpu", "dpu-host"])?;
+            settings.node_mode = Some(setting(mode, text, key));
+        }
+        // The callers map only the names above.
+        _ => {}
+    }
+    Ok(())
+}
+
+fn one_of(key: &str, text: &str, allowed: &[&str]) -> Result<String, String> {
+    let lower = text.to_ascii_lowercase();
+    if allowed.contains(&lower.as_str()) {
+        Ok(lower)
+    } else {
+        Err(format!(
+            "{key} {text:?} is not one of {}",
+            allowed.join(", ")
+        ))
+    }
+}
+
+fn masquerade(key: &str, text: &str, v6: bool) -> Result<IpNet, String> {
+    let net: IpNet = text
+        .parse()
+        .map_err(|_| format!("{key} {text:?} is not a CIDR"))?;
+    if net.addr().is_ipv6() != v6 {
+        return Err(format!("{key} {text:?} is of the other address family"));
+    }
+    Ok(net)
+}
+
+fn cidr_list(key: &str, text: &str) -> Result<Vec<IpNet>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            entry
+                .parse()
+                .map_err(|_| format!("{key} entry {entry:?} is not a CIDR"))
+        })
+        .collect()
 }
 
 /// `10.128.0.0/14/23,fd00:10:244::/48/64`: each a CIDR and, optionally,
 /// the host prefix ovnkube carves node subnets with (not ours to use).
-fn cluster_subnets(value: &str) -> Result<Vec<IpNet>, String> {
-    value
-        .split(',')
+fn cluster_subnets(key: &str, text: &str) -> Result<Vec<IpNet>, String> {
+    text.split(',')
         .map(str::trim)
         .filter(|entry| !entry.is_empty())
         .map(|entry| {
@@ -156,106 +408,17 @@ fn cluster_subnets(value: &str) -> Result<Vec<IpNet>, String> {
                 // CIDR/hostPrefix: two slashes.
                 Some((head, tail)) if head.contains('/') => {
                     tail.parse::<u8>().map_err(|_| {
-                        format!(
-                            "cluster-subnets entry {entry:?}: host prefix {tail:?} is not a number"
-                        )
+                        format!("{key} entry {entry:?}: host prefix {tail:?} is not a number")
                     })?;
                     head
                 }
                 _ => entry,
             };
             cidr.parse::<IpNet>()
-                .map_err(|_| format!("cluster-subnets entry {entry:?} is not CIDR[/hostPrefix]"))
+                .map_err(|_| format!("{key} entry {entry:?} is not CIDR[/hostPrefix]"))
         })
         .collect()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<OvnkubeFacts, OvnkubeError> {
-        OvnkubeFacts::parse(Path::new("/etc/openvswitch/ovn_k8s.conf"), text)
-    }
-
-    #[test]
-    fn ovnkubes_file_gives_subnets_mtu_and_masquerade_subnets() {
-        let facts = parse(
-            "# written by the cluster installer\n\
-             [default]\n\
-             mtu=1400\n\
-             cluster-subnets = \"10.128.0.0/14/23,fd00:10:244::/48/64\"\n\
-             encap-port=6081\n\
-             \n\
-             [kubernetes]\n\
-             service-cidrs=172.30.0.0/16\n\
-             [gateway]\n\
-             mode=shared\n\
-             v4-masquerade-subnet='169.254.0.0/17'\n",
-        )
-        .expect("parses");
-        assert_eq!(
-            facts.cluster_subnets,
-            vec![
-                "10.128.0.0/14".parse::<IpNet>().expect("net"),
-                "fd00:10:244::/48".parse().expect("net"),
-            ]
-        );
-        assert_eq!(facts.mtu, Some(1400));
-        assert_eq!(
-            facts.v4_masquerade,
-            Setting {
-                value: "169.254.0.0/17".parse().expect("net"),
-                explicit: true
-            }
-        );
-        // Absent: OVN-Kubernetes' default.
-        assert_eq!(
-            facts.v6_masquerade,
-            Setting {
-                value: "fd69::/112".parse().expect("net"),
-                explicit: false
-            }
-        );
-    }
-
-    #[test]
-    fn a_host_prefix_is_optional_and_nothing_is_required() {
-        let facts = parse("[default]\ncluster-subnets=10.128.0.0/14\n").expect("parses");
-        assert_eq!(facts.cluster_subnets.len(), 1);
-        let empty = parse("").expect("parses");
-        assert!(empty.cluster_subnets.is_empty());
-        assert_eq!(empty.mtu, None);
-        assert_eq!(empty.v4_masquerade.value.to_string(), DEFAULT_V4_MASQUERADE);
-    }
-
-    #[test]
-    fn a_bad_value_names_its_line_and_value() {
-        for (text, line, needle) in [
-            (
-                "[default]\ncluster-subnets=10.128.0.0/33/23\n",
-                2,
-                "10.128.0.0/33/23",
-            ),
-            (
-                "[default]\ncluster-subnets=10.128.0.0/14/x\n",
-                2,
-                "host prefix \"x\"",
-            ),
-            ("\n[default]\nmtu=big\n", 3, "mtu \"big\""),
-            (
-                "[gateway]\nv6-masquerade-subnet=169.254.0.0/17\n",
-                2,
-                "other address family",
-            ),
-            ("[default\n", 1, "section"),
-            ("[default]\njust words\n", 2, "key = value"),
-        ] {
-            let error = parse(text).expect_err(text).to_string();
-            assert!(
-                error.contains(&format!("line {line}:")) && error.contains(needle),
-                "{error}"
-            );
-        }
-    }
-}
+mod tests;

@@ -4,7 +4,7 @@
 //! set in neither, an error saying where to set it.
 
 use super::ConfigError;
-use noverlay_ovnkube_facts::OvnkubeFacts;
+use noverlay_ovnkube_facts::{Origin, OvnkubeFacts, Sourced};
 use std::fmt::Display;
 
 /// Where a fact came from.
@@ -12,15 +12,13 @@ use std::fmt::Display;
 pub enum FactSource {
     /// dpu-agent.toml.
     ThisFile,
-    /// ovnkube's file (its path).
-    Ovnkube(String),
-    /// Both files, agreeing.
-    Both(String),
-    /// OVN-Kubernetes' default: ovnkube's file names none.
-    OvnkubeDefault(String),
+    /// ovnkube's configuration: its command line, its file or its default.
+    Ovnkube(Origin),
+    /// dpu-agent.toml, and ovnkube's configuration agreeing.
+    Both(Origin),
     /// Found in Open vSwitch's database at run time.
     Ovsdb,
-    /// Read from OVN's northbound database (the gateway router's port).
+    /// Read from OVN's northbound database: what, e.g. "port rtoe-GR_node1".
     OvnNorthbound(String),
 }
 
@@ -28,13 +26,10 @@ impl Display for FactSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             FactSource::ThisFile => write!(f, "from dpu-agent.toml"),
-            FactSource::Ovnkube(file) => write!(f, "from {file}"),
-            FactSource::Both(file) => write!(f, "from dpu-agent.toml and {file}"),
-            FactSource::OvnkubeDefault(file) => {
-                write!(f, "OVN-Kubernetes' default ({file} sets none)")
-            }
+            FactSource::Ovnkube(origin) => write!(f, "{origin}"),
+            FactSource::Both(origin) => write!(f, "from dpu-agent.toml, and {origin}"),
             FactSource::Ovsdb => write!(f, "from OVSDB"),
-            FactSource::OvnNorthbound(port) => write!(f, "from OVN NB, port {port}"),
+            FactSource::OvnNorthbound(what) => write!(f, "from OVN NB, {what}"),
         }
     }
 }
@@ -110,50 +105,54 @@ impl FactValue for Vec<ipnet::IpNet> {
     }
 }
 
-/// The value of `key`: `ours` from dpu-agent.toml, `theirs` from ovnkube's
-/// file (with whether the file sets it, or it is OVN-Kubernetes' default).
-/// Recorded in `facts` with its source.
+/// The value of `key`: `ours` from dpu-agent.toml, `theirs` as ovnkube
+/// resolves it (set somewhere, or its default). Set here and by ovnkube,
+/// the two must agree; set here only (or ovnkube's is its default), this
+/// file's; else ovnkube's. None when neither has it. Recorded in `facts`
+/// with its source.
 pub fn merge<T: FactValue>(
     key: &str,
     ours: Option<T>,
-    theirs: Option<(T, bool)>,
-    ovnkube: Option<&OvnkubeFacts>,
+    theirs: Option<&Sourced<T>>,
     facts: &mut Vec<Fact>,
-) -> Result<T, ConfigError> {
-    let file = ovnkube
-        .map(|o| o.file.display().to_string())
-        .unwrap_or_default();
+) -> Result<Option<T>, ConfigError> {
     let (value, source) = match (ours, theirs) {
-        (Some(ours), Some((theirs, true))) => {
-            if !ours.agrees(&theirs) {
+        (Some(ours), Some(theirs)) if theirs.origin != Origin::Default => {
+            if !ours.agrees(&theirs.value) {
                 return Err(ConfigError::Invalid {
                     field: key.into(),
                     reason: format!(
-                        "{} here, but {} in {file}: set it in one place, or make them agree",
+                        "{} here, but {} {}: set it in one place, or make them agree",
                         ours.text(),
-                        theirs.text()
+                        theirs.value.text(),
+                        theirs.origin
                     ),
                 });
             }
-            (ours, FactSource::Both(file))
+            (ours, FactSource::Both(theirs.origin.clone()))
         }
         (Some(ours), _) => (ours, FactSource::ThisFile),
-        (None, Some((theirs, true))) => (theirs, FactSource::Ovnkube(file)),
-        (None, Some((theirs, false))) => (theirs, FactSource::OvnkubeDefault(file)),
-        (None, None) => {
-            let hint = match ovnkube {
-                Some(o) => format!("set it here ({} has none)", o.file.display()),
-                None => format!(
-                    "set it here, or point [ovnkube] config at ovnkube-node's file (default {})",
-                    noverlay_ovnkube_facts::DEFAULT_PATH
-                ),
-            };
-            return Err(ConfigError::Invalid {
-                field: key.into(),
-                reason: format!("missing: {hint}"),
-            });
-        }
+        (None, Some(theirs)) => (
+            theirs.value.clone(),
+            FactSource::Ovnkube(theirs.origin.clone()),
+        ),
+        (None, None) => return Ok(None),
     };
     facts.push(Fact::new(key, value.text(), source));
-    Ok(value)
+    Ok(Some(value))
+}
+
+/// The error for a fact nobody gives.
+pub fn missing(key: &str, ovnkube: Option<&OvnkubeFacts>) -> ConfigError {
+    let hint = match ovnkube {
+        Some(_) => "set it here (ovnkube's configuration has none)".to_string(),
+        None => format!(
+            "set it here, or run next to ovnkube-node (its command line is read), or point [ovnkube] config at its file (default {})",
+            noverlay_ovnkube_facts::DEFAULT_PATH
+        ),
+    };
+    ConfigError::Invalid {
+        field: key.into(),
+        reason: format!("missing: {hint}"),
+    }
 }

@@ -3,7 +3,7 @@
 
 use super::{ConfigError, DpuConfig, Fact, FactSource, GatewayPort, facts};
 use ipnet::IpNet;
-use noverlay_ovnkube_facts::OvnkubeFacts;
+use noverlay_ovnkube_facts::{OvnkubeFacts, Sourced};
 use noverlay_proto::contract::{self, FamilyContract, Masquerade};
 use serde::Deserialize;
 use std::net::IpAddr;
@@ -26,17 +26,22 @@ pub struct FamilyConfig {
 }
 
 impl DpuConfig {
-    /// Whether a family's underlay IP is left to OVN's northbound database
-    /// (the family is configured here, or implied by ovnkube's file).
-    pub fn wants_underlay_from_ovn(&self, ovnkube: Option<&OvnkubeFacts>) -> bool {
+    /// Whether a fact is left to OVN's northbound database: a family's
+    /// underlay IP (the family is configured here, or implied by ovnkube's
+    /// cluster subnets), or its masquerade subnet where ovnkube's
+    /// configuration cannot be read.
+    pub fn needs_northbound(&self, ovnkube: Option<&OvnkubeFacts>) -> bool {
         [
             (&self.ipv4, contract::Family::Ipv4),
             (&self.ipv6, contract::Family::Ipv6),
         ]
         .iter()
         .any(|(family, kind)| match family {
-            Some(family) => family.underlay_ip.is_none(),
-            None => !ovnkube_cidrs(ovnkube, *kind).is_empty(),
+            Some(family) => {
+                family.underlay_ip.is_none()
+                    || (family.masquerade_subnet.is_none() && ovnkube.is_none())
+            }
+            None => ovnkube_cidrs(ovnkube, *kind).is_some(),
         })
     }
 
@@ -57,47 +62,34 @@ impl DpuConfig {
             };
             let theirs_cidrs = ovnkube_cidrs(ovnkube, expected);
             let implied = FamilyConfig::default();
-            let family = match (family, ovnkube) {
+            let family = match (family, &theirs_cidrs) {
                 (Some(family), _) => family,
-                (None, Some(o)) if !theirs_cidrs.is_empty() => {
+                (None, Some(theirs)) => {
                     if self.ovn.is_none() {
                         return Err(ConfigError::Invalid {
                             field: name.into(),
                             reason: format!(
-                                "{} has {name} cluster subnets ({}) but this file has no [{name}] section: add one with the node's underlay_ip, or an [ovn] section to read it from OVN's northbound database",
-                                o.file.display(),
-                                facts::list(&theirs_cidrs)
+                                "ovnkube has {name} cluster subnets ({}, {}) but this file has no [{name}] section: add one with the node's underlay_ip, or an [ovn] section to read it from OVN's northbound database",
+                                facts::list(&theirs.value),
+                                theirs.origin
                             ),
                         });
                     }
-                    // The family ovnkube's file names, all its facts found elsewhere.
+                    // The family ovnkube names, all its facts found elsewhere.
                     &implied
                 }
-                (None, _) => continue,
+                (None, None) => continue,
             };
-            let theirs_masquerade = ovnkube.map(|o| {
-                let setting = if name == "ipv4" {
-                    &o.v4_masquerade
-                } else {
-                    &o.v6_masquerade
-                };
-                (setting.value, setting.explicit)
-            });
-            let subnet = facts::merge(
-                &format!("{name}.masquerade_subnet"),
-                family.masquerade_subnet,
-                theirs_masquerade,
-                ovnkube,
-                facts,
-            )?;
-            let theirs_cidrs = (!theirs_cidrs.is_empty()).then_some((theirs_cidrs, true));
+            let subnet =
+                masquerade_subnet(name, family.masquerade_subnet, ovnkube, gateway_port, facts)?;
+            let cluster_key = format!("{name}.cluster_cidrs");
             let cluster_cidrs = facts::merge(
-                &format!("{name}.cluster_cidrs"),
+                &cluster_key,
                 family.cluster_cidrs.clone(),
-                theirs_cidrs,
-                ovnkube,
+                theirs_cidrs.as_ref(),
                 facts,
-            )?;
+            )?
+            .ok_or_else(|| facts::missing(&cluster_key, ovnkube))?;
             let masquerade = Masquerade::from_subnet(subnet).map_err(|e| ConfigError::Invalid {
                 field: format!("{name}.masquerade_subnet"),
                 reason: e.to_string(),
@@ -135,17 +127,97 @@ impl DpuConfig {
     }
 }
 
-/// The cluster subnets of `family` in ovnkube's file (none without it).
-fn ovnkube_cidrs(ovnkube: Option<&OvnkubeFacts>, family: contract::Family) -> Vec<IpNet> {
-    ovnkube
-        .map(|o| {
-            o.cluster_subnets
-                .iter()
-                .copied()
-                .filter(|c| contract::Family::of_net(c) == family)
-                .collect()
-        })
-        .unwrap_or_default()
+/// ovnkube's cluster subnets of `family` (None without ovnkube's facts or
+/// without a subnet of this family).
+fn ovnkube_cidrs(
+    ovnkube: Option<&OvnkubeFacts>,
+    family: contract::Family,
+) -> Option<Sourced<Vec<IpNet>>> {
+    let subnets = &ovnkube?.cluster_subnets;
+    let value: Vec<IpNet> = subnets
+        .value
+        .iter()
+        .copied()
+        .filter(|c| contract::Family::of_net(c) == family)
+        .collect();
+    (!value.is_empty()).then(|| Sourced {
+        value,
+        origin: subnets.origin.clone(),
+    })
+}
+
+/// The family's masquerade subnet: from this file and ovnkube's
+/// configuration (see [`facts::merge`]), checked against the route
+/// ovnkube gives it on the gateway router (the subnet via its dummy next
+/// hop) where OVN's northbound database was read; taken from that route
+/// when neither names it.
+fn masquerade_subnet(
+    name: &str,
+    ours: Option<IpNet>,
+    ovnkube: Option<&OvnkubeFacts>,
+    gateway: Option<&GatewayPort>,
+    facts: &mut Vec<Fact>,
+) -> Result<IpNet, ConfigError> {
+    let key = format!("{name}.masquerade_subnet");
+    let family = if name == "ipv4" {
+        contract::Family::Ipv4
+    } else {
+        contract::Family::Ipv6
+    };
+    let theirs = ovnkube.map(|o| match family {
+        contract::Family::Ipv4 => &o.v4_masquerade,
+        contract::Family::Ipv6 => &o.v6_masquerade,
+    });
+    let routes = gateway.map(|g| (g.router.as_str(), g.masquerade_routes(family)));
+    let shown = |router: &str, routes: &[(IpNet, IpAddr)]| {
+        routes
+            .iter()
+            .map(|(prefix, via)| format!("route {prefix} via {via} on {router}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match facts::merge(&key, ours, theirs, facts)? {
+        Some(subnet) => {
+            if let Some((router, routes)) = &routes
+                && !routes.is_empty()
+                && !routes.iter().any(|(prefix, _)| *prefix == subnet)
+            {
+                let source = facts
+                    .iter()
+                    .rev()
+                    .find(|f| f.key == key)
+                    .map(|f| f.source.to_string())
+                    .unwrap_or_default();
+                return Err(ConfigError::Invalid {
+                    field: key,
+                    reason: format!(
+                        "{subnet} ({source}), but OVN NB has {}: replies to the host would not be routed back; make ovnkube's masquerade subnet and this one agree",
+                        shown(router, routes)
+                    ),
+                });
+            }
+            Ok(subnet)
+        }
+        None => match &routes {
+            Some((router, routes)) if routes.len() == 1 => {
+                let (subnet, _) = routes[0];
+                facts.push(Fact::new(
+                    &key,
+                    subnet.to_string(),
+                    FactSource::OvnNorthbound(shown(router, routes)),
+                ));
+                Ok(subnet)
+            }
+            Some((router, routes)) if routes.len() > 1 => Err(ConfigError::Invalid {
+                field: key,
+                reason: format!(
+                    "not set here and ovnkube's configuration was not read; OVN NB has several masquerade-shaped routes ({}): set it here",
+                    shown(router, routes)
+                ),
+            }),
+            _ => Err(facts::missing(&key, ovnkube)),
+        },
+    }
 }
 
 /// The family's underlay IP from the gateway router's external port: its
@@ -174,7 +246,10 @@ fn underlay_from_ovn(
         .map(IpNet::addr)
         .collect();
     match addresses.as_slice() {
-        [ip] => Ok((*ip, FactSource::OvnNorthbound(port.name.clone()))),
+        [ip] => Ok((
+            *ip,
+            FactSource::OvnNorthbound(format!("port {}", port.name)),
+        )),
         _ => Err(ConfigError::Invalid {
             field,
             reason: format!(
@@ -190,7 +265,6 @@ fn underlay_from_ovn(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     /// Listen, identity, TLS and the bridge's name: nothing of the cluster.
     const BARE: &str = r#"
@@ -210,8 +284,11 @@ name = "breth0"
         "\n[ovn]\nnb_socket = \"/var/run/ovn/ovnnb_db.sock\"\ngateway_router = \"GR_node1\"\n";
 
     fn ovnkube() -> OvnkubeFacts {
-        OvnkubeFacts::parse(
-            Path::new("/etc/openvswitch/ovn_k8s.conf"),
+        OvnkubeFacts::from_file(
+            noverlay_ovnkube_facts::FileRef {
+                path: "/etc/openvswitch/ovn_k8s.conf".into(),
+                named_by: noverlay_ovnkube_facts::FileNamedBy::OvnkubeDefault,
+            },
             "[default]\nmtu=1400\ncluster-subnets=198.18.128.0/17/24,fd00:10:244::/48/64\n",
         )
         .expect("parses")
@@ -219,7 +296,9 @@ name = "breth0"
 
     fn port(networks: &[&str]) -> GatewayPort {
         GatewayPort {
+            router: "GR_node1".into(),
             name: "rtoe-GR_node1".into(),
+            routes: Vec::new(),
             networks: networks
                 .iter()
                 .map(|n| n.parse().expect("network"))
@@ -236,7 +315,7 @@ name = "breth0"
     #[test]
     fn underlay_ips_left_out_come_from_the_gateway_routers_port() {
         let config = DpuConfig::parse(&format!("{BARE}{OVN}")).expect("parses");
-        assert!(config.wants_underlay_from_ovn(Some(&ovnkube())));
+        assert!(config.needs_northbound(Some(&ovnkube())));
         let port = port(&["198.18.1.2/24", "2001:db8::2/64"]);
         let config = load(&format!("{BARE}{OVN}"), Some(&port)).expect("valid");
         let underlay: Vec<String> = config
@@ -290,5 +369,96 @@ name = "breth0"
             error.contains("ipv4.underlay_ip") && error.contains("add an [ovn] section"),
             "{error}"
         );
+    }
+
+    fn with_routes(routes: &[(&str, &str)]) -> GatewayPort {
+        GatewayPort {
+            routes: routes
+                .iter()
+                .map(|(prefix, via)| (prefix.parse().expect("prefix"), via.parse().expect("ip")))
+                .collect(),
+            ..port(&["198.18.1.2/24", "2001:db8::2/64"])
+        }
+    }
+
+    #[test]
+    fn the_masquerade_subnet_is_checked_against_ovn_and_taken_from_it_when_nobody_says() {
+        let routes = [
+            ("169.254.169.0/29", "169.254.169.4"),
+            ("fd69::/125", "fd69::4"),
+            // A cluster route: not the masquerade subnet's shape.
+            ("198.18.128.0/17", "198.18.1.20"),
+        ];
+        // ovnkube's defaults, and OVN routes them: agreed.
+        let config = load(&format!("{BARE}{OVN}"), Some(&with_routes(&routes))).expect("valid");
+        assert_eq!(
+            config.offer.families[0].masquerade.subnet.to_string(),
+            "169.254.169.0/29"
+        );
+        // ovnkube's default, but OVN routes the /17 (flags the file does not show).
+        let other = with_routes(&[("169.254.0.0/17", "169.254.0.4"), ("fd69::/125", "fd69::4")]);
+        let error = load(&format!("{BARE}{OVN}"), Some(&other)).expect_err("disagree");
+        assert!(
+            error.contains("ipv4.masquerade_subnet")
+                && error.contains("169.254.169.0/29 (OVN-Kubernetes' default (ovnkube sets none))")
+                && error.contains("route 169.254.0.0/17 via 169.254.0.4 on GR_node1"),
+            "{error}"
+        );
+        // No ovnkube configuration to read: OVN's route says it.
+        let bare =
+            format!("mtu = 1400\n{BARE}{OVN}\n[ipv4]\ncluster_cidrs = [\"198.18.128.0/17\"]\n");
+        let config = DpuConfig::parse(&bare)
+            .and_then(|c| c.validate_from(None, Some(&with_routes(&routes))))
+            .expect("valid");
+        let shown: Vec<String> = config.facts.iter().map(ToString::to_string).collect();
+        assert!(
+            shown.contains(&"ipv4.masquerade_subnet = 169.254.169.0/29 (from OVN NB, route 169.254.169.0/29 via 169.254.169.4 on GR_node1)".to_string()),
+            "{shown:?}"
+        );
+        let error = DpuConfig::parse(&bare)
+            .and_then(|c| c.validate_from(None, Some(&port(&["198.18.1.2/24"]))))
+            .expect_err("nobody says")
+            .to_string();
+        assert!(
+            error.contains("ipv4.masquerade_subnet") && error.contains("missing"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn ovnkube_in_another_gateway_or_node_mode_is_refused_naming_where_it_says_so() {
+        let facts = |text: &str| {
+            OvnkubeFacts::from_file(
+                noverlay_ovnkube_facts::FileRef {
+                    path: "/etc/openvswitch/ovn_k8s.conf".into(),
+                    named_by: noverlay_ovnkube_facts::FileNamedBy::OvnkubeDefault,
+                },
+                text,
+            )
+            .expect("parses")
+        };
+        let port = port(&["198.18.1.2/24", "2001:db8::2/64"]);
+        for (text, needle) in [
+            (
+                "[default]\ncluster-subnets=198.18.128.0/17\n[gateway]\nmode=local\n",
+                "gateway mode is local (from /etc/openvswitch/ovn_k8s.conf",
+            ),
+            (
+                "[default]\ncluster-subnets=198.18.128.0/17\n[ovnkubenode]\nmode=dpu-host\n",
+                "mode \"dpu-host\"",
+            ),
+        ] {
+            let error = DpuConfig::parse(&format!("{BARE}{OVN}"))
+                .and_then(|c| c.validate_from(Some(&facts(text)), Some(&port)))
+                .expect_err(text)
+                .to_string();
+            assert!(error.contains(needle), "{error}");
+        }
+        let dpu = facts(
+            "[default]\ncluster-subnets=198.18.128.0/17\n[ovnkubenode]\nmode=dpu\n[gateway]\nmode=shared\n",
+        );
+        DpuConfig::parse(&format!("{BARE}{OVN}"))
+            .and_then(|c| c.validate_from(Some(&dpu), Some(&port)))
+            .expect("dpu mode, shared gateway");
     }
 }

@@ -51,9 +51,9 @@ pub struct DpuConfig {
     pub uplink_guard: UplinkGuardConfig,
     /// Check OVN's half of the contract in the local northbound database.
     pub ovn: Option<OvnConfig>,
-    /// ovnkube-node's own config file, where the cluster subnets, the MTU
-    /// and the masquerade subnets already are. Read from its default path
-    /// when this section is absent and the file exists.
+    /// Where ovnkube-node's facts are: its running process (its command
+    /// line and the file it reads), else a file. By default the process,
+    /// else ovnkube's default file if it exists.
     pub ovnkube: Option<OvnkubeSection>,
 }
 
@@ -61,8 +61,13 @@ pub struct DpuConfig {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OvnkubeSection {
-    /// ovnkube's INI file; an empty string reads none.
-    pub config: PathBuf,
+    /// ovnkube's INI file, read when no ovnkube-node process runs in this
+    /// network namespace; an empty string reads none.
+    pub config: Option<PathBuf>,
+    /// Look for the running ovnkube-node (its command line, and its file
+    /// through its root); on by default.
+    #[serde(default = "default_true")]
+    pub process: bool,
 }
 
 /// The uplink guard (an nftables netdev egress chain on the uplink that
@@ -95,14 +100,37 @@ fn default_true() -> bool {
 /// A config file is a few KiB; anything past this is not one.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
-/// ovnkube's file, read as any outside input is: a regular file (a FIFO
-/// or a device is refused without waiting on it), within its bound.
-fn load_ovnkube_facts(file: &Path) -> Result<OvnkubeFacts, ovnkube::OvnkubeError> {
-    let text = read_bounded(file, ovnkube::MAX_BYTES).map_err(|e| ovnkube::OvnkubeError::Read {
-        file: file.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    OvnkubeFacts::parse(file, &text)
+/// How long finding ovnkube-node and reading its file may take.
+pub const OVNKUBE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// ovnkube's gateway and node modes must be the ones this side of the
+/// contract is for: shared gateway, ovnkube-node in DPU mode. A mode
+/// ovnkube merely defaults to is checked only where its command line was
+/// read (else a flag may have set it).
+fn check_ovnkube_modes(ovnkube: &OvnkubeFacts) -> Result<(), ConfigError> {
+    let known =
+        |origin: &ovnkube::Origin| *origin != ovnkube::Origin::Default || ovnkube.process.is_some();
+    let gateway = &ovnkube.gateway_mode;
+    if gateway.value == "local" {
+        return Err(ConfigError::Invalid {
+            field: "ovnkube".into(),
+            reason: format!(
+                "ovnkube's gateway mode is local ({}): DPU host no-overlay routing is for the shared gateway mode",
+                gateway.origin
+            ),
+        });
+    }
+    let node = &ovnkube.node_mode;
+    if known(&node.origin) && node.value != "dpu" {
+        return Err(ConfigError::Invalid {
+            field: "ovnkube".into(),
+            reason: format!(
+                "ovnkube-node runs in mode {:?} ({}), not \"dpu\": dpu-agent runs on the DPU next to ovnkube-node in dpu mode (or set [ovnkube] process = false and name a file)",
+                node.value, node.origin
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// A config that passed validation, with its derived offer.
@@ -160,16 +188,32 @@ impl DpuConfig {
         fields
     }
 
-    /// ovnkube's file as this config names it: the `[ovnkube] config` path
-    /// (none if empty), else the default path if a file is there.
-    pub fn ovnkube_file(&self) -> Option<PathBuf> {
-        match &self.ovnkube {
-            Some(section) if section.config.as_os_str().is_empty() => None,
-            Some(section) => Some(section.config.clone()),
+    /// Where this config says ovnkube's facts are: the running ovnkube-node
+    /// (unless `[ovnkube] process = false`), else the `[ovnkube] config`
+    /// file (none if empty), else ovnkube's default file if it is there.
+    pub fn ovnkube_lookup(&self) -> ovnkube::process::Lookup {
+        let section = self.ovnkube.clone().unwrap_or(OvnkubeSection {
+            config: None,
+            process: true,
+        });
+        let file = match section.config {
+            Some(path) if path.as_os_str().is_empty() => None,
+            Some(path) => Some(ovnkube::FileRef {
+                path,
+                named_by: ovnkube::FileNamedBy::AgentConfig,
+            }),
             None => {
                 let default = PathBuf::from(ovnkube::DEFAULT_PATH);
-                default.exists().then_some(default)
+                default.exists().then_some(ovnkube::FileRef {
+                    path: default,
+                    named_by: ovnkube::FileNamedBy::OvnkubeDefault,
+                })
             }
+        };
+        ovnkube::process::Lookup {
+            proc_dir: PathBuf::from("/proc"),
+            process: section.process,
+            file,
         }
     }
 
@@ -186,17 +230,23 @@ impl DpuConfig {
         })?;
         let raw = Self::parse(&text).map_err(|e| e.in_file(path))?;
         let ovnkube = raw
-            .ovnkube_file()
-            .map(|file| load_ovnkube_facts(&file))
-            .transpose()
+            .ovnkube_lookup()
+            .facts(OVNKUBE_DEADLINE)
             .map_err(ConfigError::Ovnkube)?;
+        // Read whenever [ovn] is there (to check ovnkube's facts against
+        // OVN's); it must answer only when a fact is left to it.
         let gateway_port = match &raw.ovn {
-            Some(ovn) if raw.wants_underlay_from_ovn(ovnkube.as_ref()) => Some(
-                northbound
-                    .gateway_port(ovn)
-                    .map_err(ConfigError::Northbound)?,
-            ),
-            _ => None,
+            Some(ovn) => match northbound.gateway_port(ovn) {
+                Ok(port) => Some(port),
+                Err(e) if raw.needs_northbound(ovnkube.as_ref()) => {
+                    return Err(ConfigError::Northbound(e));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "OVN's northbound database not read: ovnkube's facts are not checked against it");
+                    None
+                }
+            },
+            None => None,
         };
         let config = raw
             .validate_from(ovnkube.as_ref(), gateway_port.as_ref())
@@ -254,15 +304,13 @@ impl DpuConfig {
                 reason: ContractError::OutOfScope(self.mode).to_string(),
             });
         }
+        if let Some(ovnkube) = ovnkube {
+            check_ovnkube_modes(ovnkube)?;
+        }
         let mut facts = Vec::new();
         let families = self.families(ovnkube, gateway_port, &mut facts)?;
-        let mtu = facts::merge(
-            "mtu",
-            self.mtu,
-            ovnkube.and_then(|o| o.mtu).map(|mtu| (mtu, true)),
-            ovnkube,
-            &mut facts,
-        )?;
+        let mtu = facts::merge("mtu", self.mtu, ovnkube.map(|o| &o.mtu), &mut facts)?
+            .ok_or_else(|| facts::missing("mtu", ovnkube))?;
         let offer = Offer::new(1, self.mode, families, mtu).map_err(|e| {
             let field = match &e {
                 ContractError::BadMtu { .. } => "mtu",
@@ -629,7 +677,14 @@ uplink = "p0"
 "#;
 
     fn ovnkube(text: &str) -> OvnkubeFacts {
-        OvnkubeFacts::parse(Path::new("/etc/openvswitch/ovn_k8s.conf"), text).expect("parses")
+        OvnkubeFacts::from_file(
+            ovnkube::FileRef {
+                path: "/etc/openvswitch/ovn_k8s.conf".into(),
+                named_by: ovnkube::FileNamedBy::OvnkubeDefault,
+            },
+            text,
+        )
+        .expect("parses")
     }
 
     #[test]
@@ -643,16 +698,18 @@ uplink = "p0"
             family.cluster_cidrs,
             vec!["198.18.128.0/17".parse::<ipnet::IpNet>().expect("net")]
         );
-        assert_eq!(family.masquerade.subnet.to_string(), "169.254.0.0/17");
+        // ovnkube's real default (not /17: that is the example for
+        // clusters with user-defined networks).
+        assert_eq!(family.masquerade.subnet.to_string(), "169.254.169.0/29");
         assert_eq!(config.offer.mtu, 1400);
         let shown: Vec<String> = config.facts.iter().map(ToString::to_string).collect();
         assert_eq!(
             shown,
             [
-                "ipv4.masquerade_subnet = 169.254.0.0/17 (OVN-Kubernetes' default (/etc/openvswitch/ovn_k8s.conf sets none))",
-                "ipv4.cluster_cidrs = 198.18.128.0/17 (from /etc/openvswitch/ovn_k8s.conf)",
+                "ipv4.masquerade_subnet = 169.254.169.0/29 (OVN-Kubernetes' default (ovnkube sets none))",
+                "ipv4.cluster_cidrs = 198.18.128.0/17 (from /etc/openvswitch/ovn_k8s.conf (ovnkube's default file))",
                 "ipv4.underlay_ip = 198.18.0.10 (from dpu-agent.toml)",
-                "mtu = 1400 (from /etc/openvswitch/ovn_k8s.conf)",
+                "mtu = 1400 (from /etc/openvswitch/ovn_k8s.conf (ovnkube's default file))",
             ]
         );
         // Set in both places and agreeing: both are named.
@@ -663,7 +720,7 @@ uplink = "p0"
         .and_then(|c| c.validate_with(Some(&facts)))
         .expect("valid");
         assert!(both.facts.iter().any(|f| f.to_string()
-            == "ipv4.cluster_cidrs = 198.18.128.0/17 (from dpu-agent.toml and /etc/openvswitch/ovn_k8s.conf)"));
+            == "ipv4.cluster_cidrs = 198.18.128.0/17 (from dpu-agent.toml, and from /etc/openvswitch/ovn_k8s.conf (ovnkube's default file))"));
     }
 
     #[test]
@@ -676,19 +733,19 @@ uplink = "p0"
                 "authorised_host = \"host-agent.node1\"",
                 "authorised_host = \"host-agent.node1\"\nmtu = 1500",
                 "mtu",
-                ["1500 here", "1400 in /etc/openvswitch/ovn_k8s.conf"],
+                ["1500 here", "1400 from /etc/openvswitch/ovn_k8s.conf"],
             ),
             (
                 "underlay_ip",
                 "cluster_cidrs = [\"198.18.0.0/17\"]\nunderlay_ip",
                 "ipv4.cluster_cidrs",
-                ["198.18.0.0/17 here", "198.18.128.0/17 in"],
+                ["198.18.0.0/17 here", "198.18.128.0/17 from"],
             ),
             (
                 "underlay_ip",
                 "masquerade_subnet = \"169.254.0.0/17\"\nunderlay_ip",
                 "ipv4.masquerade_subnet",
-                ["169.254.0.0/17 here", "169.254.169.0/29 in"],
+                ["169.254.0.0/17 here", "169.254.169.0/29 from"],
             ),
         ] {
             let error = DpuConfig::parse(&MINIMAL.replace(replace, by))

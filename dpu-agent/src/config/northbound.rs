@@ -5,7 +5,7 @@
 
 use ipnet::IpNet;
 use serde::Deserialize;
-use std::path::PathBuf;
+use std::{net::IpAddr, path::PathBuf};
 
 /// The `[ovn]` config section.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -56,10 +56,34 @@ impl OvnConfig {
 /// when the config was loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayPort {
+    /// The gateway router, e.g. "GR_node1".
+    pub router: String,
     /// e.g. "rtoe-GR_node1".
     pub name: String,
     /// Its `networks`, e.g. 198.18.1.2/24 and 2001:db8::2/64.
     pub networks: Vec<IpNet>,
+    /// The router's static routes (prefix, next hop), e.g. the masquerade
+    /// subnet via the dummy next hop.
+    pub routes: Vec<(IpNet, IpAddr)>,
+}
+
+impl GatewayPort {
+    /// The routes of `family` that have the shape ovnkube gives the
+    /// masquerade subnet's: the whole subnet via its dummy next hop.
+    pub fn masquerade_routes(
+        &self,
+        family: noverlay_proto::contract::Family,
+    ) -> Vec<(IpNet, IpAddr)> {
+        self.routes
+            .iter()
+            .filter(|(prefix, via)| {
+                noverlay_proto::contract::Family::of_net(prefix) == family
+                    && noverlay_proto::contract::Masquerade::from_subnet(*prefix)
+                        .is_ok_and(|m| m.dummy_next_hop == *via)
+            })
+            .copied()
+            .collect()
+    }
 }
 
 /// Reads the gateway router's external port (with a deadline of its own);

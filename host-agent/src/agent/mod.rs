@@ -80,6 +80,7 @@ impl<D: Dataplane> HostAgent<D> {
         // Replaced by the daemon's (with_heartbeat); unwatched otherwise.
         let heartbeat = Watchdog::with_timeout(None).heartbeat("host reconcile loop");
         let dpu_ips = calls::literal_dpu_ip(&config).into_iter().collect();
+        let host_facts = config.facts.clone();
         Ok(HostAgent {
             settings: HostSettings::from_config(&config),
             config,
@@ -88,6 +89,7 @@ impl<D: Dataplane> HostAgent<D> {
             dataplane,
             status: watch::Sender::new(HostStatus {
                 certificate_expiry_unix,
+                host_facts,
                 ..HostStatus::default()
             }),
             desired: None,

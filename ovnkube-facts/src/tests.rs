@@ -1,0 +1,529 @@
+use super::*;
+use std::path::Path;
+
+fn net(text: &str) -> IpNet {
+    text.parse().expect("a CIDR")
+}
+
+fn argv(line: &str) -> Vec<String> {
+    line.split_whitespace().map(String::from).collect()
+}
+
+fn file(text: &str) -> Settings {
+    ini::parse(Path::new("/etc/openvswitch/ovn_k8s.conf"), text).expect("parses")
+}
+
+fn flags(line: &str) -> Settings {
+    cmdline::parse(&argv(line))
+        .expect("parses")
+        .expect("an ovnkube-node")
+        .settings
+}
+
+const FILE: fn() -> FileRef = || FileRef {
+    path: "/etc/openvswitch/ovn_k8s.conf".into(),
+    named_by: FileNamedBy::OvnkubeDefault,
+};
+
+#[test]
+fn ovnkubes_file_gives_every_fact_we_read() {
+    let settings = file(
+        "# written by the cluster installer\n\
+         [default]\n\
+         mtu=1400\n\
+         cluster-subnets = \"10.128.0.0/14/23,fd00:10:244::/48/64\"\n\
+         encap-port=6081\n\
+         \n\
+         [Kubernetes]\n\
+         service-cidrs=172.30.0.0/16\n\
+         [gateway]\n\
+         mode=shared\n\
+         v4-masquerade-subnet='169.254.0.0/17'\n\
+         [OvnKubeNode]\n\
+         mode=dpu\n",
+    );
+    let facts = resolve(None, Some((&settings, FILE())));
+    assert_eq!(
+        facts.cluster_subnets.value,
+        vec![net("10.128.0.0/14"), net("fd00:10:244::/48")]
+    );
+    assert_eq!(facts.service_cidrs.value, vec![net("172.30.0.0/16")]);
+    assert_eq!(facts.v4_masquerade.value, net("169.254.0.0/17"));
+    assert_eq!(facts.gateway_mode.value, "shared");
+    assert_eq!(facts.node_mode.value, "dpu");
+    assert_eq!(
+        facts.v4_masquerade.origin.to_string(),
+        "from /etc/openvswitch/ovn_k8s.conf (ovnkube's default file)"
+    );
+    // Not in the file: ovnkube's own default, the real one.
+    assert_eq!(facts.v6_masquerade.value, net("fd69::/125"));
+    assert_eq!(
+        facts.v6_masquerade.origin.to_string(),
+        "OVN-Kubernetes' default (ovnkube sets none)"
+    );
+}
+
+#[test]
+fn a_bad_value_in_the_file_names_its_line_and_value() {
+    for (text, line, needle) in [
+        (
+            "[default]\ncluster-subnets=10.128.0.0/33/23\n",
+            2,
+            "10.128.0.0/33/23",
+        ),
+        (
+            "[default]\ncluster-subnets=10.128.0.0/14/x\n",
+            2,
+            "host prefix \"x\"",
+        ),
+        ("\n[default]\nmtu=big\n", 3, "mtu \"big\""),
+        (
+            "[gateway]\nv6-masquerade-subnet=169.254.0.0/17\n",
+            2,
+            "other address family",
+        ),
+        (
+            "[gateway]\nmode=sideways\n",
+            2,
+            "\"sideways\" is not one of shared, local",
+        ),
+        ("[default\n", 1, "section"),
+        ("[default]\njust words\n", 2, "key = value"),
+    ] {
+        let error = ini::parse(Path::new("ovn_k8s.conf"), text)
+            .expect_err(text)
+            .to_string();
+        assert!(
+            error.contains(&format!("line {line}:")) && error.contains(needle),
+            "{error}"
+        );
+    }
+}
+
+/// Each way a deployment hands ovnkube its facts, and what ovnkube (and
+/// so the agent) ends up with.
+#[test]
+fn facts_resolve_as_ovnkube_resolves_them_in_every_deployment_shape() {
+    let helm = flags(
+        "/usr/bin/ovnkube --init-node node1 --cluster-subnets 10.244.0.0/16/24 --k8s-service-cidr=10.96.0.0/16 \
+         --gateway-mode=shared --nodeport --mtu=1500 --gateway-v4-masquerade-subnet=169.254.0.0/17 \
+         --ovnkube-node-mode=dpu",
+    );
+    let package_file = file("[default]\nmtu=1400\nconntrack-zone=64000\n");
+    let openshift_file = file(
+        "[default]\nmtu=8900\ncluster-subnets=10.128.0.0/14/23\n[kubernetes]\nservice-cidrs=172.30.0.0/16\n[gateway]\nmode=shared\n",
+    );
+    type Shape<'a> = (
+        &'a str,
+        Option<&'a Settings>,
+        Option<&'a Settings>,
+        [&'a str; 4],
+    );
+    let cases: [Shape; 5] = [
+        (
+            "flags only (helm, upstream daemonset)",
+            Some(&helm),
+            Some(&package_file),
+            [
+                "10.244.0.0/16 from ovnkube's command line (pid 42, --cluster-subnets)",
+                "1500 from ovnkube's command line (pid 42, --mtu)",
+                "169.254.0.0/17 from ovnkube's command line (pid 42, --gateway-v4-masquerade-subnet)",
+                "10.96.0.0/16 from ovnkube's command line (pid 42, --k8s-service-cidr)",
+            ],
+        ),
+        (
+            "--config-file only (OpenShift)",
+            Some(&flags(
+                "ovnkube --init-node node1 --config-file=/run/ovnkube-config/ovnkube.conf",
+            )),
+            Some(&openshift_file),
+            [
+                "10.128.0.0/14 from /etc/openvswitch/ovn_k8s.conf (ovnkube's default file)",
+                "8900 from /etc/openvswitch/ovn_k8s.conf (ovnkube's default file)",
+                "169.254.169.0/29 OVN-Kubernetes' default (ovnkube sets none)",
+                "172.30.0.0/16 from /etc/openvswitch/ovn_k8s.conf (ovnkube's default file)",
+            ],
+        ),
+        (
+            "the package's file only",
+            None,
+            Some(&package_file),
+            [
+                "10.128.0.0/14 OVN-Kubernetes' default (ovnkube sets none)",
+                "1400 from /etc/openvswitch/ovn_k8s.conf (ovnkube's default file)",
+                "169.254.169.0/29 OVN-Kubernetes' default (ovnkube sets none)",
+                "172.16.1.0/24 OVN-Kubernetes' default (ovnkube sets none)",
+            ],
+        ),
+        (
+            "flag and file disagree: the flag wins",
+            Some(&flags(
+                "ovnkube --init-node node1 --mtu 9000 -gateway-v4-masquerade-subnet 169.254.64.0/18",
+            )),
+            Some(&file(
+                "[default]\nmtu=8900\n[gateway]\nv4-masquerade-subnet=169.254.0.0/17\n",
+            )),
+            [
+                "10.128.0.0/14 OVN-Kubernetes' default (ovnkube sets none)",
+                "9000 from ovnkube's command line (pid 42, --mtu)",
+                "169.254.64.0/18 from ovnkube's command line (pid 42, --gateway-v4-masquerade-subnet)",
+                "172.16.1.0/24 OVN-Kubernetes' default (ovnkube sets none)",
+            ],
+        ),
+        (
+            "nothing set: the real defaults",
+            Some(&flags("ovnkube --init-node node1")),
+            None,
+            [
+                "10.128.0.0/14 OVN-Kubernetes' default (ovnkube sets none)",
+                "1400 OVN-Kubernetes' default (ovnkube sets none)",
+                "169.254.169.0/29 OVN-Kubernetes' default (ovnkube sets none)",
+                "172.16.1.0/24 OVN-Kubernetes' default (ovnkube sets none)",
+            ],
+        ),
+    ];
+    for (shape, command_line, from_file, expected) in cases {
+        let facts = resolve(
+            command_line.map(|settings| (settings, 42)),
+            from_file.map(|settings| (settings, FILE())),
+        );
+        let shown = [
+            format!(
+                "{} {}",
+                facts
+                    .cluster_subnets
+                    .value
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                facts.cluster_subnets.origin
+            ),
+            format!("{} {}", facts.mtu.value, facts.mtu.origin),
+            format!(
+                "{} {}",
+                facts.v4_masquerade.value, facts.v4_masquerade.origin
+            ),
+            format!(
+                "{} {}",
+                facts
+                    .service_cidrs
+                    .value
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                facts.service_cidrs.origin
+            ),
+        ];
+        assert_eq!(shown, expected, "{shape}");
+        assert_eq!(
+            facts.v6_masquerade.value,
+            net(DEFAULT_V6_MASQUERADE),
+            "{shape}"
+        );
+    }
+}
+
+#[test]
+fn a_flag_that_says_the_default_overrides_nothing_as_in_ovnkube() {
+    // ovnkube skips a setting equal to its default when layering, so
+    // --mtu=1400 leaves the file's 9000 in force.
+    let facts = resolve(
+        Some((&flags("ovnkube --init-node n --mtu=1400"), 7)),
+        Some((&file("[default]\nmtu=9000\n"), FILE())),
+    );
+    assert_eq!(facts.mtu.value, 9000);
+    // Alone, it is the value, named by the flag that says it.
+    let facts = resolve(Some((&flags("ovnkube --init-node n --mtu=1400"), 7)), None);
+    assert_eq!(facts.mtu.value, 1400);
+    assert_eq!(
+        facts.mtu.origin.to_string(),
+        "from ovnkube's command line (pid 7, --mtu)"
+    );
+    // The deprecated settings replace the rest.
+    let facts = resolve(
+        Some((
+            &flags(
+                "ovnkube --init-node n --cluster-subnets=10.1.0.0/16 --cluster-subnet=10.2.0.0/16 --k8s-service-cidrs=10.3.0.0/16 --service-cluster-ip-range=10.4.0.0/16",
+            ),
+            7,
+        )),
+        Some((&file("[kubernetes]\nservice-cidr=10.5.0.0/16\n"), FILE())),
+    );
+    assert_eq!(facts.cluster_subnets.value, vec![net("10.2.0.0/16")]);
+    assert_eq!(facts.service_cidrs.value, vec![net("10.4.0.0/16")]);
+    let facts = resolve(
+        Some((
+            &flags("ovnkube --init-node n --k8s-service-cidrs=10.3.0.0/16"),
+            7,
+        )),
+        Some((&file("[kubernetes]\nservice-cidr=10.5.0.0/16\n"), FILE())),
+    );
+    assert_eq!(facts.service_cidrs.value, vec![net("10.5.0.0/16")]);
+}
+
+#[test]
+fn the_command_line_is_read_as_gos_flag_package_reads_it() {
+    let read = |line: &str| cmdline::parse(&argv(line));
+    // Not ovnkube, or not a node: nothing to read.
+    for line in [
+        "/usr/sbin/ovs-vswitchd --pidfile",
+        "/usr/bin/ovnkube-trace --init-node n",
+        "/usr/bin/ovnkube --init-cluster-manager n",
+        "/usr/bin/ovnkube --init-node=",
+    ] {
+        assert_eq!(read(line), Ok(None), "{line}");
+    }
+    assert_eq!(cmdline::parse(&[]), Ok(None));
+    let invocation = read(
+        "/usr/bin/ovnkube -init-ovnkube-controller n --init-node node7 -mtu 1300 --mtu=1350 \
+         --config-file /run/ovnkube-config/ovnkube.conf --enable-multicast --loglevel 4 -- --mtu=1",
+    )
+    .expect("parses")
+    .expect("a node");
+    assert_eq!(invocation.node, "node7");
+    assert_eq!(
+        invocation.config_file,
+        Some("/run/ovnkube-config/ovnkube.conf".into())
+    );
+    // The last of a repeated flag wins; nothing after "--" is a flag.
+    assert_eq!(invocation.settings.mtu.map(|m| m.value), Some(1350));
+    // Parsing stops at the first argument that is not a flag.
+    let stopped = read("ovnkube --init-node n stray --mtu=1300")
+        .expect("parses")
+        .expect("a node");
+    assert_eq!(stopped.settings.mtu, None);
+}
+
+#[test]
+fn an_odd_command_line_is_refused_with_the_reason() {
+    for (line, needle) in [
+        (
+            "ovnkube --init-node n ---mtu=1",
+            "\"---mtu=1\" is not a flag",
+        ),
+        ("ovnkube --init-node n --=1", "not a flag"),
+        ("ovnkube --init-node n --mtu", "--mtu has no value"),
+        (
+            "ovnkube --init-node n --mtu=big",
+            "--mtu \"big\" is not a number",
+        ),
+        (
+            "ovnkube --init-node n --cluster-subnets=10.0.0.0/33",
+            "--cluster-subnets entry \"10.0.0.0/33\"",
+        ),
+        (
+            "ovnkube --init-node n --gateway-v4-masquerade-subnet=fd69::/125",
+            "other address family",
+        ),
+        (
+            "ovnkube --init-node n --config-file=/run/../etc/shadow",
+            "climbs",
+        ),
+        (
+            "ovnkube --init-node n --ovnkube-node-mode=half",
+            "not one of full, dpu, dpu-host",
+        ),
+    ] {
+        let error = cmdline::parse(&argv(line)).expect_err(line);
+        assert!(error.contains(needle), "{line}: {error}");
+    }
+    let mut many = argv("ovnkube --init-node n");
+    many.extend((0..cmdline::MAX_ARGUMENTS).map(|_| "--nodeport".to_string()));
+    assert!(
+        cmdline::parse(&many)
+            .expect_err("too many")
+            .contains("arguments, more than")
+    );
+    let long = vec![
+        "ovnkube".to_string(),
+        format!("--init-node={}", "n".repeat(cmdline::MAX_ARGUMENT_BYTES)),
+    ];
+    assert!(
+        cmdline::parse(&long)
+            .expect_err("too long")
+            .contains("bytes")
+    );
+}
+
+mod proc_dir {
+    use super::*;
+    use crate::process::Lookup;
+    use std::{os::unix::fs::symlink, time::Duration};
+
+    /// A directory shaped like /proc: our namespace, and one process per
+    /// (pid, argv, network namespace, root).
+    struct FakeProc {
+        dir: tempfile::TempDir,
+    }
+
+    impl FakeProc {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().expect("dir");
+            std::fs::create_dir_all(dir.path().join("self/ns")).expect("self");
+            symlink("net:[4026531840]", dir.path().join("self/ns/net")).expect("ns");
+            FakeProc { dir }
+        }
+
+        /// A process; its root is a directory of its own holding `files`.
+        fn process(&self, pid: u32, argv: &str, netns: &str, files: &[(&str, &str)]) {
+            let dir = self.dir.path().join(pid.to_string());
+            std::fs::create_dir_all(dir.join("ns")).expect("pid dir");
+            let mut cmdline: Vec<u8> = Vec::new();
+            for arg in argv.split_whitespace() {
+                cmdline.extend(arg.as_bytes());
+                cmdline.push(0);
+            }
+            std::fs::write(dir.join("cmdline"), cmdline).expect("cmdline");
+            symlink(netns, dir.join("ns/net")).expect("ns");
+            let root = self.dir.path().join(format!("rootfs-{pid}"));
+            for (path, text) in files {
+                let at = root.join(path.trim_start_matches('/'));
+                std::fs::create_dir_all(at.parent().expect("parent")).expect("dirs");
+                std::fs::write(at, text).expect("file");
+            }
+            std::fs::create_dir_all(&root).expect("root");
+            symlink(&root, dir.join("root")).expect("root link");
+        }
+
+        fn lookup(&self, file: Option<&Path>) -> Lookup {
+            Lookup {
+                proc_dir: self.dir.path().to_path_buf(),
+                process: true,
+                file: file.map(|path| FileRef {
+                    path: path.to_path_buf(),
+                    named_by: FileNamedBy::AgentConfig,
+                }),
+            }
+        }
+    }
+
+    const OURS: &str = "net:[4026531840]";
+    const DEADLINE: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn the_running_ovnkube_node_of_our_namespace_is_read_with_the_file_it_names() {
+        let proc = FakeProc::new();
+        proc.process(1, "/usr/sbin/ovs-vswitchd --pidfile", OURS, &[]);
+        // Another node's ovnkube (another network namespace): not ours.
+        proc.process(
+            2,
+            "/usr/bin/ovnkube --init-node node2 --mtu=9000",
+            "net:[4026532999]",
+            &[],
+        );
+        proc.process(
+            4242,
+            "/usr/bin/ovnkube --init-node node1 --config-file=/run/ovnkube-config/ovnkube.conf --gateway-v4-masquerade-subnet=169.254.0.0/17",
+            OURS,
+            &[(
+                "/run/ovnkube-config/ovnkube.conf",
+                "[default]\nmtu=8900\ncluster-subnets=10.128.0.0/14/23\n",
+            )],
+        );
+        let facts = proc
+            .lookup(Some(Path::new("/nowhere/ovn_k8s.conf")))
+            .facts(DEADLINE)
+            .expect("read")
+            .expect("found");
+        assert_eq!(facts.process, Some(4242));
+        assert_eq!(facts.mtu.value, 8900);
+        assert_eq!(
+            facts.mtu.origin.to_string(),
+            "from /run/ovnkube-config/ovnkube.conf (ovnkube's --config-file)"
+        );
+        assert_eq!(
+            facts.v4_masquerade.origin.to_string(),
+            "from ovnkube's command line (pid 4242, --gateway-v4-masquerade-subnet)"
+        );
+        let inputs = proc.lookup(None).inputs(DEADLINE).expect("inputs");
+        assert_eq!(inputs.process.map(|(pid, _)| pid), Some(4242));
+        assert!(inputs.file.is_some_and(|(_, stamp)| stamp.is_some()));
+    }
+
+    #[test]
+    fn without_a_process_the_configured_file_is_read_and_without_either_nothing() {
+        let proc = FakeProc::new();
+        let file = proc.dir.path().join("ovn_k8s.conf");
+        std::fs::write(&file, "[default]\nmtu=1300\n").expect("file");
+        let facts = proc
+            .lookup(Some(&file))
+            .facts(DEADLINE)
+            .expect("read")
+            .expect("the file");
+        assert_eq!(facts.process, None);
+        assert_eq!(
+            facts.mtu.origin.to_string(),
+            format!("from {}", file.display())
+        );
+        assert_eq!(proc.lookup(None).facts(DEADLINE).expect("read"), None);
+        // [ovnkube] process = false: a running ovnkube is not looked for.
+        proc.process(9, "ovnkube --init-node n --mtu=9000", OURS, &[]);
+        let mut off = proc.lookup(Some(&file));
+        off.process = false;
+        let facts = off.facts(DEADLINE).expect("read").expect("the file");
+        assert_eq!(facts.mtu.value, 1300);
+    }
+
+    #[test]
+    fn helm_shape_with_no_file_in_the_container_takes_the_flags_and_defaults() {
+        let proc = FakeProc::new();
+        proc.process(
+            77,
+            "/usr/bin/ovnkube --init-node node1 --cluster-subnets 10.244.0.0/16/24 --mtu=1400 --ovnkube-node-mode=dpu",
+            OURS,
+            &[],
+        );
+        let facts = proc
+            .lookup(None)
+            .facts(DEADLINE)
+            .expect("read")
+            .expect("found");
+        assert_eq!(facts.file, None);
+        assert_eq!(facts.cluster_subnets.value, vec![net("10.244.0.0/16")]);
+        assert_eq!(facts.v4_masquerade.value, net("169.254.169.0/29"));
+        assert_eq!(facts.node_mode.value, "dpu");
+    }
+
+    #[test]
+    fn what_cannot_be_read_is_an_error_naming_the_process_or_file() {
+        let proc = FakeProc::new();
+        proc.process(
+            5,
+            "ovnkube --init-node n --config-file=/run/ovnkube-config/ovnkube.conf",
+            OURS,
+            &[],
+        );
+        let error = proc
+            .lookup(None)
+            .facts(DEADLINE)
+            .expect_err("missing file")
+            .to_string();
+        assert!(
+            error.contains("/run/ovnkube-config/ovnkube.conf") && error.contains("No such file"),
+            "{error}"
+        );
+        proc.process(6, "ovnkube --init-node m", OURS, &[]);
+        let error = proc
+            .lookup(None)
+            .facts(DEADLINE)
+            .expect_err("two")
+            .to_string();
+        assert!(
+            error.contains("2 ovnkube-node processes") && error.contains("pids 5, 6"),
+            "{error}"
+        );
+        let proc = FakeProc::new();
+        proc.process(8, "ovnkube --init-node n --mtu", OURS, &[]);
+        let error = proc
+            .lookup(None)
+            .facts(DEADLINE)
+            .expect_err("odd")
+            .to_string();
+        assert!(
+            error.contains("pid 8") && error.contains("--mtu has no value"),
+            "{error}"
+        );
+    }
+}
