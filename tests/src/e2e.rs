@@ -60,6 +60,12 @@ pub const CLUSTER_CIDR6: &str = "fd00:10:244::/48";
 pub const REMOTE_POD6: &str = "fd00:10:244:1::1";
 pub const MASQUERADE_SUBNET6: &str = "fd69::/112";
 pub const DUMMY_NEXT_HOP6: &str = "fd69::4";
+/// OVN-Kubernetes' own defaults (ovnkube sets none), and their dummy next
+/// hops, as [`Testbed::route_ovnkube_default_masquerade`] routes them.
+pub const OVNKUBE_MASQUERADE: [(&str, &str); 2] = [
+    ("169.254.169.0/29", "169.254.169.4"),
+    ("fd69::/125", "fd69::4"),
+];
 const DPU_MGMT_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 19, 254, 2);
 const GRPC_PORT: u16 = 50051;
 /// The dpu-agent's metrics endpoint, on loopback in the DPU's namespace.
@@ -83,6 +89,8 @@ pub const LIMIT_SUPERNET: &str = "198.19.0.0/17";
 pub struct Binaries {
     pub dpu_agent: PathBuf,
     pub host_agent: PathBuf,
+    /// The stand-in ovnkube-node process (tests/src/bin/ovnkube.rs).
+    pub ovnkube: PathBuf,
 }
 
 impl Binaries {
@@ -113,6 +121,7 @@ impl Binaries {
             let bins = Binaries {
                 dpu_agent: dir.join("dpu-agent"),
                 host_agent: dir.join("host-agent"),
+                ovnkube: dir.join("ovnkube"),
             };
             if bins.dpu_agent.is_file() && bins.host_agent.is_file() {
                 return Ok(bins);
@@ -347,6 +356,57 @@ impl Testbed {
             stream.read_to_string(&mut text)?;
             Ok(text)
         })
+    }
+
+    /// Moves OVN's masquerade routes from the agents' default contract
+    /// ([`MASQUERADE_SUBNET`], [`MASQUERADE_SUBNET6`]) to OVN-Kubernetes'
+    /// own defaults ([`OVNKUBE_MASQUERADE`]), as ovnkube-node sets up a
+    /// gateway router when nothing names a masquerade subnet.
+    pub fn route_ovnkube_default_masquerade(&self) -> anyhow::Result<()> {
+        let external = format!("rtoe-{}", ovn::GATEWAY_ROUTER);
+        for old in [MASQUERADE_SUBNET, MASQUERADE_SUBNET6] {
+            self.ovn
+                .nbctl(&["lr-route-del", ovn::GATEWAY_ROUTER, old])?;
+        }
+        for (subnet, via) in OVNKUBE_MASQUERADE {
+            let masquerade = noverlay_proto::contract::Masquerade::from_subnet(subnet.parse()?)?;
+            let mac = noverlay_proto::contract::format_mac(&masquerade.dummy_next_hop_mac());
+            self.ovn
+                .nbctl(&["lr-route-add", ovn::GATEWAY_ROUTER, subnet, via, &external])?;
+            // The IPv6 dummy next hop (fd69::4) is the same address: its
+            // binding is there already.
+            let bound =
+                self.ovn
+                    .nbctl(&["--bare", "--columns=ip", "list", "Static_MAC_Binding"])?;
+            if !bound.lines().any(|ip| ip.trim() == via) {
+                self.ovn
+                    .nbctl(&["static-mac-binding-add", &external, via, &mac])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A host config as written next to ovnkube-node in dpu-host mode: no
+    /// masquerade subnet, ovnkube's is taken.
+    pub fn write_host_config_next_to_ovnkube(&self) -> anyhow::Result<()> {
+        self.write_host_config()?;
+        let text = std::fs::read_to_string(self.host_config_path())?;
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|line| !line.starts_with("masquerade_subnet"))
+            .collect();
+        std::fs::write(self.host_config_path(), kept.join("\n") + "\n")?;
+        Ok(())
+    }
+
+    /// Starts a stand-in ovnkube-node (see [`crate::ovnkube::OvnkubeProcess`])
+    /// in `ns` with these arguments.
+    pub fn start_ovnkube(
+        &self,
+        ns: &NetNs,
+        args: &[&str],
+    ) -> anyhow::Result<crate::ovnkube::OvnkubeProcess> {
+        crate::ovnkube::OvnkubeProcess::start(ns, &self.bins.ovnkube, args)
     }
 
     /// ovnkube-node's own config file (INI) in the testbed's directory.

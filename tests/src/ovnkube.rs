@@ -295,3 +295,35 @@ impl FlowRewriter {
         self.0.stop()
     }
 }
+
+/// A stand-in ovnkube-node process (tests/src/bin/ovnkube.rs, not
+/// OVN-Kubernetes) in a namespace, with the command line of a deployment
+/// shape; gone when dropped.
+pub struct OvnkubeProcess {
+    child: Child,
+}
+
+impl OvnkubeProcess {
+    /// Starts `binary` (the stand-in) in `ns` with these arguments.
+    pub fn start(ns: &NetNs, binary: &std::path::Path, args: &[&str]) -> anyhow::Result<Self> {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(binary)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()?;
+        Ok(OvnkubeProcess { child })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for OvnkubeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -129,9 +129,9 @@ fn check_config_shows_where_each_fact_comes_from() -> anyhow::Result<()> {
     let file = ovnkube.display();
     for expected in [
         format!("ipv4.cluster_cidrs = 198.18.128.0/17 (from {file})\n"),
-        format!(
-            "ipv4.masquerade_subnet = 169.254.0.0/17 (OVN-Kubernetes' default ({file} sets none))\n"
-        ),
+        // ovnkube's real default, not /17.
+        "ipv4.masquerade_subnet = 169.254.169.0/29 (OVN-Kubernetes' default (ovnkube sets none))\n"
+            .to_string(),
         "ipv4.underlay_ip = 198.18.0.10 (from dpu-agent.toml)\n".to_string(),
         format!("mtu = 1400 (from {file})\n"),
     ] {
@@ -149,7 +149,7 @@ fn check_config_shows_where_each_fact_comes_from() -> anyhow::Result<()> {
     assert!(
         error.contains("`mtu")
             && error.contains("1500 here")
-            && error.contains(&format!("1400 in {file}")),
+            && error.contains(&format!("1400 from {file}")),
         "{error}"
     );
     Ok(())

@@ -310,40 +310,68 @@ fn a_cidr_added_and_removed_at_runtime_follows() -> anyhow::Result<()> {
     assert_traffic(&bed, REMOTE_POD)
 }
 
-/// Next to ovnkube-node, dpu-agent's config holds only listen, the
-/// authorised host, TLS, the bridge's name and where ovnkube's file and
-/// OVN's northbound database are: the cluster CIDRs, masquerade subnets and
-/// MTU come from ovnkube's own file (both families), the underlay IPs from
-/// the gateway router's port in OVN NB, the ports from OVSDB (the patch port
-/// ovn-controller made, the uplink the bridge names, the host
-/// representor), GetStatus names each
-/// fact's source, the uplink guard goes on the found uplink before the
-/// first flow, and a subnet ovnkube's file gains is followed without a
-/// signal.
+/// Next to ovnkube-node, deployed the upstream way: ovnkube-node runs on
+/// the DPU (dpu mode, its file named by `--config-file`, as OpenShift
+/// does) and on the host (dpu-host mode, flags only, as the helm chart
+/// does); nothing names a masquerade subnet, so OVN routes ovnkube's real
+/// default (169.254.169.0/29, fd69::/125). dpu-agent's config holds only
+/// listen, the authorised host, TLS, the bridge's name and where OVN's
+/// northbound database is; host-agent's no masquerade subnet. The cluster
+/// CIDRs and MTU come from the file the DPU's ovnkube reads, the masquerade
+/// subnets are ovnkube's defaults on both sides (found by reading the
+/// running ovnkube processes), the underlay IPs from the gateway router's
+/// port in OVN NB, the ports from OVSDB (the patch port ovn-controller
+/// made, the uplink the bridge names, the host representor); GetStatus and
+/// `host-agent status` name each fact's source, traffic flows both
+/// families, the uplink guard goes on the found uplink before the first
+/// flow, and a subnet ovnkube's file gains is followed without a signal.
 #[test]
 #[ignore = "privileged: needs root, network namespaces, Open vSwitch and OVN; run as root with --include-ignored (CI does)"]
-fn the_clusters_facts_come_from_ovnkubes_own_file() -> anyhow::Result<()> {
+fn the_clusters_facts_come_from_the_running_ovnkube() -> anyhow::Result<()> {
     netns::require_privileges()?;
     ovs::require()?;
     ovn::require()?;
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let mut bed = Testbed::build_for_test()?;
+    bed.route_ovnkube_default_masquerade()?;
     bed.write_ovnkube_conf(&[CLUSTER_CIDR])?;
+    let file = bed.ovnkube_conf_path().display().to_string();
+    let dpu_ovnkube = bed.start_ovnkube(
+        &bed.dpu,
+        &[
+            "--init-node",
+            "node1",
+            "--ovnkube-node-mode=dpu",
+            "--gateway-mode=shared",
+            &format!("--config-file={file}"),
+        ],
+    )?;
+    let _host_ovnkube = bed.start_ovnkube(
+        &bed.host,
+        &[
+            "--init-node=node1",
+            "--ovnkube-node-mode",
+            "dpu-host",
+            "--gateway-mode=shared",
+            "--mtu=1400",
+            "--ovnkube-node-mgmt-port-netdev=ovn-k8s-mp0",
+        ],
+    )?;
     bed.write_dpu_config_next_to_ovnkube()?;
+    bed.write_host_config_next_to_ovnkube()?;
     bed.start_dpu_agent()?;
     bed.start_host_agent()?;
     bed.wait_for_ping(REMOTE_POD, RECOVERY)?;
     assert_traffic(&bed, REMOTE_POD)?;
     bed.wait_for_ping(REMOTE_POD6, RECOVERY)?;
-    let file = bed.ovnkube_conf_path().display().to_string();
+    let [(subnet, _), (subnet6, _)] = noverlay_tests::e2e::OVNKUBE_MASQUERADE;
     let facts = bed.dpu_status()?.config_facts;
     for expected in [
-        format!("ipv4.cluster_cidrs = {CLUSTER_CIDR} (from {file})"),
-        format!("ipv6.cluster_cidrs = {CLUSTER_CIDR6} (from {file})"),
-        format!(
-            "ipv4.masquerade_subnet = {MASQUERADE_SUBNET} (OVN-Kubernetes' default ({file} sets none))"
-        ),
-        format!("mtu = 1400 (from {file})"),
+        format!("ipv4.cluster_cidrs = {CLUSTER_CIDR} (from {file} (ovnkube's --config-file))"),
+        format!("ipv6.cluster_cidrs = {CLUSTER_CIDR6} (from {file} (ovnkube's --config-file))"),
+        format!("ipv4.masquerade_subnet = {subnet} (OVN-Kubernetes' default (ovnkube sets none))"),
+        format!("ipv6.masquerade_subnet = {subnet6} (OVN-Kubernetes' default (ovnkube sets none))"),
+        format!("mtu = 1400 (from {file} (ovnkube's --config-file))"),
         format!(
             "ipv4.underlay_ip = {NODE_IP} (from OVN NB, port rtoe-{})",
             ovn::GATEWAY_ROUTER
@@ -358,6 +386,16 @@ fn the_clusters_facts_come_from_ovnkubes_own_file() -> anyhow::Result<()> {
     ] {
         assert!(facts.contains(&expected), "no {expected:?} in {facts:#?}");
     }
+    println!("dpu-agent's facts (ovnkube pid {}):", dpu_ovnkube.pid());
+    for fact in &facts {
+        println!("  {fact}");
+    }
+    // The host's masquerade address is ovnkube's default host IP.
+    let addresses = bed.host.sh("ip -br addr show dev eth0")?;
+    assert!(
+        addresses.contains("169.254.169.2/29") && addresses.contains("fd69::2/125"),
+        "{addresses}"
+    );
     let status = bed.dpu_status()?;
     let guard = status.uplink_guard.unwrap_or_default();
     assert_eq!((guard.state.as_str(), guard.device.as_str()), ("on", "p0"));
@@ -370,14 +408,18 @@ fn the_clusters_facts_come_from_ovnkubes_own_file() -> anyhow::Result<()> {
         matches!((written, flows), (Some(g), Some(f)) if g < f),
         "the uplink guard was not written before the first flows:\n{logs}"
     );
-    // The host shows them as the DPU sent them with the contract.
+    // The host shows its own source, and the DPU's as sent with the contract.
     let host = bed.host_status(false)?;
-    assert!(
-        host.contains(&format!(
-            "  DPU fact: ipv4.cluster_cidrs = {CLUSTER_CIDR} (from {file})\n"
-        )),
-        "{host}"
-    );
+    for line in [
+        format!(
+            "  host fact: ipv4.masquerade_subnet = {subnet} (OVN-Kubernetes' default (ovnkube sets none))\n"
+        ),
+        format!(
+            "  DPU fact: ipv4.cluster_cidrs = {CLUSTER_CIDR} (from {file} (ovnkube's --config-file))\n"
+        ),
+    ] {
+        assert!(host.contains(&line), "no {line:?} in {host}");
+    }
 
     // ovnkube's file gains a subnet: followed, no SIGHUP.
     anyhow::ensure!(!bed.ping(LATE_POD), "{LATE_POD} reachable too early");
@@ -389,6 +431,35 @@ fn the_clusters_facts_come_from_ovnkubes_own_file() -> anyhow::Result<()> {
         started.elapsed()
     );
     assert_traffic(&bed, LATE_POD)?;
+
+    // ovnkube-node restarts with a flag that overrides its file: the new
+    // process is followed, no signal; the fact names it.
+    drop(dpu_ovnkube);
+    let restarted = bed.start_ovnkube(
+        &bed.dpu,
+        &[
+            "--init-node",
+            "node1",
+            "--ovnkube-node-mode=dpu",
+            "--gateway-mode=shared",
+            &format!("--config-file={file}"),
+            "--mtu=1300",
+        ],
+    )?;
+    let expected = format!(
+        "mtu = 1300 (from ovnkube's command line (pid {}, --mtu))",
+        restarted.pid()
+    );
+    noverlay_test_support::eventually_blocking(
+        "the restarted ovnkube's --mtu applied",
+        RECOVERY,
+        || {
+            bed.dpu_status()
+                .is_ok_and(|s| s.config_facts.contains(&expected))
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
+    assert_traffic(&bed, REMOTE_POD)?;
     Ok(())
 }
 
