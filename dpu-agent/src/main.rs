@@ -198,7 +198,10 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     let serving = tokio::spawn(agent.serve(shutdown));
     daemon
         .run_until_stopped(|| {
-            reload(&path, &handle);
+            // Off the signal loop: the load may look for ovnkube-node and
+            // read OVN's northbound database (2 s each at most).
+            let (path, handle) = (path.clone(), handle.clone());
+            tokio::task::spawn_blocking(move || reload(&path, &handle));
         })
         .await;
     serving.await.context("server task")??;
@@ -222,13 +225,19 @@ async fn load_once_northbound_answers(
 ) -> anyhow::Result<Option<dpu_agent::config::ValidConfig>> {
     let mut waiting = noverlay_runtime::logging::Repeats::default();
     loop {
-        match DpuConfig::load(path, &dpu_agent::ovn::Northbound) {
+        let owned = path.to_path_buf();
+        let loaded = tokio::task::spawn_blocking(move || {
+            DpuConfig::load(&owned, &dpu_agent::ovn::Northbound)
+        })
+        .await
+        .context("loading the config")?;
+        match loaded {
             Err(dpu_agent::config::ConfigError::Northbound(e)) => {
                 if let Some(suppressed) = waiting.due(&e) {
-                    tracing::warn!(error = %e, suppressed, "waiting for OVN's northbound database for the underlay IP");
+                    tracing::warn!(error = %e, suppressed, "waiting for OVN's northbound database for the facts left to it");
                 }
                 noverlay_runtime::systemd::status(
-                    "waiting for OVN's northbound database for the underlay IP",
+                    "waiting for OVN's northbound database for the facts left to it",
                 );
             }
             loaded => return Ok(Some(loaded?)),
@@ -242,6 +251,9 @@ async fn load_once_northbound_answers(
 /// Reloads the config (and ovnkube's facts); a failed reload keeps the
 /// running state. Whether it was applied.
 fn reload(path: &std::path::Path, handle: &dpu_agent::state::AgentHandle) -> bool {
+    // One at a time (SIGHUP and the ovnkube follower both reload).
+    static RELOADING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = RELOADING.lock().unwrap_or_else(|p| p.into_inner());
     let loaded = DpuConfig::load(path, &dpu_agent::ovn::Northbound).inspect_err(|e| {
         handle.set_source(Source::Reload, Err(e.to_string()));
     });
@@ -266,9 +278,10 @@ const OVNKUBE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 /// Reloads whenever what ovnkube's facts are read from changes (the
 /// ovnkube-node process: gone, new pid, new flags; its file's size or
 /// modification time), as SIGHUP does: the cluster's facts follow
-/// ovnkube's without a restart. A reload that fails is tried again at the
-/// next look (the change is kept as not applied). The lookups and the
-/// reload run off the runtime's workers.
+/// ovnkube's without a restart. ovnkube-node gone (restarting) changes
+/// nothing until one runs again. A reload that fails is tried again while
+/// the change stands (after 2 s, doubling to a minute). The lookups and
+/// the reload run off the runtime's workers.
 async fn follow_ovnkube(
     lookup: noverlay_ovnkube_facts::process::Lookup,
     config: PathBuf,
@@ -276,14 +289,19 @@ async fn follow_ovnkube(
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let inputs = |lookup: noverlay_ovnkube_facts::process::Lookup| async move {
-        tokio::task::spawn_blocking(move || lookup.inputs(dpu_agent::config::OVNKUBE_DEADLINE).ok())
-            .await
-            .ok()
-            .flatten()
+        tokio::task::spawn_blocking(move || {
+            lookup
+                .inputs(noverlay_ovnkube_facts::process::DEADLINE)
+                .ok()
+        })
+        .await
+        .ok()
+        .flatten()
     };
     let mut applied = inputs(lookup.clone()).await;
     // After a failed reload of the same inputs: wait this long (doubling up
     // to a minute) before the next try.
+    let mut said_gone = false;
     let mut failed: Option<(
         Option<noverlay_ovnkube_facts::process::Inputs>,
         tokio::time::Instant,
@@ -299,6 +317,20 @@ async fn follow_ovnkube(
             failed = None;
             continue;
         }
+        // ovnkube-node restarting: its facts stay until the next one runs
+        // (the file alone would give defaults where only its flags spoke).
+        let gone = |inputs: &Option<noverlay_ovnkube_facts::process::Inputs>| {
+            inputs.as_ref().is_some_and(|i| i.process.is_none())
+        };
+        let had_process = applied.as_ref().is_some_and(|i| i.process.is_some());
+        if had_process && gone(&now) {
+            if !said_gone {
+                tracing::info!("ovnkube-node is gone; its facts stay in force until it runs again");
+                said_gone = true;
+            }
+            continue;
+        }
+        said_gone = false;
         let tries = match &failed {
             Some((inputs, at, tries)) if *inputs == now => {
                 if tokio::time::Instant::now() < *at {

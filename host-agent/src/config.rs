@@ -306,7 +306,7 @@ impl HostConfig {
                 process: true,
                 file: None,
             }
-            .facts(OVNKUBE_DEADLINE)
+            .facts(noverlay_ovnkube_facts::process::DEADLINE)
             .map_err(|e| in_file(ConfigError::Ovnkube(e)))?
         } else {
             None
@@ -428,11 +428,15 @@ impl HostConfig {
             let (subnet, source) = match (family.masquerade_subnet, ovnkube) {
                 (Some(subnet), _) => (subnet, "from host-agent.toml".to_string()),
                 (None, Some(ovnkube)) => {
-                    check_dpu_host_mode(ovnkube).map_err(|reason| invalid("ovnkube", reason))?;
-                    let theirs = match expected {
-                        Family::Ipv4 => &ovnkube.v4_masquerade,
-                        Family::Ipv6 => &ovnkube.v6_masquerade,
-                    };
+                    ovnkube.check_modes("dpu-host").map_err(|reason| {
+                        invalid(
+                            "ovnkube",
+                            format!(
+                                "{reason}: set masquerade_subnet here, or [ovnkube] process = false"
+                            ),
+                        )
+                    })?;
+                    let theirs = ovnkube.masquerade(expected == Family::Ipv6);
                     (theirs.value, theirs.origin.to_string())
                 }
                 (None, None) => {
@@ -495,24 +499,6 @@ impl HostConfig {
             shortest_prefixes,
             facts,
         })
-    }
-}
-
-/// How long finding ovnkube-node and reading its file may take.
-pub const OVNKUBE_DEADLINE: Duration = Duration::from_secs(2);
-
-/// The ovnkube-node on this host must be the DPU host's (dpu-host mode):
-/// another mode is another deployment, whose masquerade subnet is not the
-/// DPU's.
-fn check_dpu_host_mode(ovnkube: &noverlay_ovnkube_facts::OvnkubeFacts) -> Result<(), String> {
-    let mode = &ovnkube.node_mode;
-    if mode.value == "dpu-host" {
-        Ok(())
-    } else {
-        Err(format!(
-            "ovnkube-node on this host runs in mode {:?} ({}), not \"dpu-host\": set masquerade_subnet here, or [ovnkube] process = false",
-            mode.value, mode.origin
-        ))
     }
 }
 

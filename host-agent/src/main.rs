@@ -138,8 +138,11 @@ async fn run(
     config: ValidHostConfig,
     dataplane: impl Dataplane + 'static,
 ) -> anyhow::Result<()> {
-    let config_path = config.path.clone();
-    let running_config = config.raw.clone();
+    let running = std::sync::Arc::new(std::sync::Mutex::new(RunningConfig {
+        path: config.path.clone(),
+        raw: config.raw.clone(),
+        masquerades: config.masquerades.clone(),
+    }));
     let metrics_listen = config.raw.metrics_listen;
     let status_socket = config.raw.status_socket.clone();
     let dpu_address = config.raw.dpu.address.clone();
@@ -162,31 +165,53 @@ async fn run(
         noverlay_runtime::version(env!("CARGO_PKG_VERSION"), noverlay_proto::PROTOCOL_VERSION),
         daemon.shutdown.clone(),
     ));
-    let running = tokio::spawn(agent.run(daemon.shutdown.clone()));
+    let agent_task = tokio::spawn(agent.run(daemon.shutdown.clone()));
     daemon
         .run_until_stopped(|| {
-            // Certificate rotation: a failed reload keeps what works, and a
-            // reload that changes anything else is refused whole.
-            let reloaded = HostConfig::load(&config_path)
-                .map_err(anyhow::Error::from)
-                .and_then(|c| {
-                    let changed = running_config.changes_needing_restart(&c.raw);
-                    anyhow::ensure!(
-                        changed.is_empty(),
-                        "{} changed: only the TLS files reload at runtime; restart host-agent to apply the rest (nothing of this config was applied)",
-                        changed.join(", ")
-                    );
-                    reloader.reload(&c.raw.tls).map_err(anyhow::Error::from)
-                });
-            match reloaded {
-                Ok(()) => tracing::info!("TLS credentials reloaded; used from the next connection"),
-                Err(e) => {
-                    tracing::error!(error = %e, "reload failed; keeping the credentials in use")
+            // Off the signal loop: the load may look for ovnkube-node (up to 2 s).
+            let (running, reloader) = (running.clone(), reloader.clone());
+            tokio::task::spawn_blocking(move || {
+                // One reload at a time.
+                let running = running.lock().unwrap_or_else(|p| p.into_inner());
+                match running.reload(&reloader) {
+                    Ok(()) => {
+                        tracing::info!("TLS credentials reloaded; used from the next connection")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "reload failed; keeping the credentials in use")
+                    }
                 }
-            }
+            });
         })
         .await;
     tracing::info!("host state stays in place");
-    running.await.context("agent task")??;
+    agent_task.await.context("agent task")??;
     Ok(())
+}
+
+/// What a reload is compared with: the config the agent runs.
+struct RunningConfig {
+    path: std::path::PathBuf,
+    raw: host_agent::config::HostConfig,
+    masquerades: Vec<noverlay_proto::contract::Masquerade>,
+}
+
+impl RunningConfig {
+    /// Certificate rotation: a failed reload keeps what works, and a reload
+    /// that changes anything else (a masquerade subnet ovnkube-node now
+    /// resolves otherwise included) is refused whole.
+    fn reload(&self, reloader: &host_agent::agent::TlsReloader) -> anyhow::Result<()> {
+        let next = HostConfig::load(&self.path)?;
+        let mut changed = self.raw.changes_needing_restart(&next.raw);
+        if next.masquerades != self.masquerades {
+            changed.push("the masquerade subnets (as ovnkube-node resolves them)");
+        }
+        anyhow::ensure!(
+            changed.is_empty(),
+            "{} changed: only the TLS files reload at runtime; restart host-agent to apply the rest (nothing of this config was applied)",
+            changed.join(", ")
+        );
+        reloader.reload(&next.raw.tls)?;
+        Ok(())
+    }
 }

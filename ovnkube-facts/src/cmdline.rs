@@ -119,12 +119,13 @@ pub fn parse(argv: &[String]) -> Result<Option<Invocation>, String> {
             }
         }
     }
-    for (flag, fact, value) in values {
-        parse_value(&mut settings, fact, &value, &format!("--{flag}"))?;
-    }
+    // Not a node: its flags are none of our business, bad or not.
     let Some(node) = node.filter(|n| !n.is_empty()) else {
         return Ok(None);
     };
+    for (flag, fact, value) in values {
+        parse_value(&mut settings, fact, &value, &format!("--{flag}"))?;
+    }
     let config_file = config_file
         .filter(|path| !path.is_empty())
         .map(|path| config_path(&path))

@@ -27,11 +27,20 @@ pub fn parse(file: &Path, text: &str) -> Result<Settings, OvnkubeError> {
                 .to_ascii_lowercase();
             continue;
         }
-        let (key, value) = line
-            .split_once('=')
-            .ok_or_else(|| at_line(format!("{line:?} is neither key = value nor a section")))?;
+        // A key alone is a boolean (gcfg): none of ours.
+        let Some((key, value)) = line.split_once('=') else {
+            if line
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                continue;
+            }
+            return Err(at_line(format!(
+                "{line:?} is neither key = value nor a section"
+            )));
+        };
         let key = key.trim().to_ascii_lowercase();
-        let value = unquote(value.trim());
+        let value = value_of(value.trim());
         let Some(name) = FILE_KEYS
             .iter()
             .find(|(s, k, _)| *s == section && *k == key)
@@ -62,15 +71,15 @@ const FILE_KEYS: &[(&str, &str, &str)] = &[
     ("ovnkubenode", "mode", "node-mode"),
 ];
 
-/// A value as ovnkube writes it, with or without quotes.
-fn unquote(value: &str) -> &str {
+/// A value as ovnkube writes it: in quotes (whole), or bare up to a
+/// comment (`mtu = 1400 ; set by the installer`).
+fn value_of(value: &str) -> &str {
     for quote in ['"', '\''] {
-        if let Some(inner) = value
-            .strip_prefix(quote)
-            .and_then(|v| v.strip_suffix(quote))
+        if let Some(rest) = value.strip_prefix(quote)
+            && let Some(end) = rest.find(quote)
         {
-            return inner;
+            return &rest[..end];
         }
     }
-    value
+    value.split(['#', ';']).next().unwrap_or_default().trim()
 }

@@ -169,6 +169,44 @@ pub enum OvnkubeError {
 }
 
 impl OvnkubeFacts {
+    /// The masquerade subnet of one family.
+    pub fn masquerade(&self, ipv6: bool) -> &Sourced<IpNet> {
+        if ipv6 {
+            &self.v6_masquerade
+        } else {
+            &self.v4_masquerade
+        }
+    }
+
+    /// Whether a fact of this origin is what ovnkube runs with: set
+    /// somewhere, or ovnkube's default where its command line was read
+    /// (from a file alone, a flag not seen may set it).
+    pub fn binds(&self, origin: &Origin) -> bool {
+        *origin != Origin::Default || self.process.is_some()
+    }
+
+    /// ovnkube's modes must be this deployment's: no local gateway, and
+    /// ovnkube-node in `node_mode` ("dpu" next to dpu-agent, "dpu-host" next
+    /// to host-agent) where that is known. The reason names the mode and
+    /// where it was set.
+    pub fn check_modes(&self, node_mode: &str) -> Result<(), String> {
+        let gateway = &self.gateway_mode;
+        if gateway.value == "local" {
+            return Err(format!(
+                "ovnkube's gateway mode is local ({}): DPU host no-overlay routing is for the shared gateway mode",
+                gateway.origin
+            ));
+        }
+        let node = &self.node_mode;
+        if self.binds(&node.origin) && node.value != node_mode {
+            return Err(format!(
+                "ovnkube-node runs in mode {:?} ({}), not {node_mode:?}: another deployment, whose facts are not this contract's",
+                node.value, node.origin
+            ));
+        }
+        Ok(())
+    }
+
     /// The facts of ovnkube's file alone (ovnkube's command line not
     /// read): what `[ovnkube] config` gives.
     pub fn from_file(file: FileRef, text: &str) -> Result<Self, OvnkubeError> {

@@ -16,6 +16,8 @@ use std::{
 
 /// A command line longer than this is not read (ovnkube's is a few KiB).
 pub const MAX_CMDLINE_BYTES: u64 = 256 * 1024;
+/// How long finding ovnkube-node and reading its file may take.
+pub const DEADLINE: Duration = Duration::from_secs(2);
 
 /// Where to look for ovnkube's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,23 +175,39 @@ pub fn find(proc_dir: &Path) -> Result<Option<Found>, OvnkubeError> {
         };
         let dir = entry.path();
         // Gone meanwhile, a kernel thread, not ours to read: not ovnkube.
-        let Ok(Some(argv)) = read_cmdline(&dir.join("cmdline")) else {
+        let Ok(Some((argv, whole))) = read_cmdline(&dir.join("cmdline")) else {
             continue;
         };
         if !argv.first().is_some_and(|a| cmdline::is_ovnkube(a)) {
             continue;
         }
-        if std::fs::read_link(dir.join("ns/net")).ok().as_ref() != Some(&ours) {
-            continue;
+        if !whole {
+            return Err(OvnkubeError::CommandLine {
+                pid,
+                reason: format!("longer than the {MAX_CMDLINE_BYTES} bytes read"),
+            });
         }
         let invocation =
             cmdline::parse(&argv).map_err(|reason| OvnkubeError::CommandLine { pid, reason })?;
-        if let Some(invocation) = invocation {
-            found.push(Found {
+        let Some(invocation) = invocation else {
+            continue;
+        };
+        match std::fs::read_link(dir.join("ns/net")) {
+            Ok(theirs) if theirs == ours => found.push(Found {
                 pid,
                 argv,
                 invocation,
-            });
+            }),
+            // Another node's (or gone meanwhile).
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // An ovnkube-node whose namespace we may not read could be
+            // ours: never skipped in silence.
+            Err(e) => {
+                return Err(OvnkubeError::Process(format!(
+                    "pid {pid} is ovnkube-node, but its network namespace cannot be read ({e}): reading another process's namespace and root needs CAP_SYS_PTRACE (the shipped units grant it); or set [ovnkube] process = false"
+                )));
+            }
         }
     }
     found.sort_by_key(|f| f.pid);
@@ -207,10 +225,10 @@ pub fn find(proc_dir: &Path) -> Result<Option<Found>, OvnkubeError> {
     }
 }
 
-/// A process's arguments; Ok(None) for an empty command line (a kernel
-/// thread, a zombie). A command line past the bound is refused only if it
-/// is ovnkube's (the caller reads argv[0] of every process).
-fn read_cmdline(path: &Path) -> std::io::Result<Option<Vec<String>>> {
+/// A process's arguments, and whether they were read whole (within
+/// [`MAX_CMDLINE_BYTES`]); Ok(None) for an empty command line (a kernel
+/// thread, a zombie).
+fn read_cmdline(path: &Path) -> std::io::Result<Option<(Vec<String>, bool)>> {
     let mut bytes = Vec::new();
     std::fs::File::open(path)?
         .take(MAX_CMDLINE_BYTES + 1)
@@ -218,19 +236,14 @@ fn read_cmdline(path: &Path) -> std::io::Result<Option<Vec<String>>> {
     if bytes.is_empty() {
         return Ok(None);
     }
-    let mut argv: Vec<String> = bytes
+    let whole = bytes.len() as u64 <= MAX_CMDLINE_BYTES;
+    let argv = bytes
         .strip_suffix(&[0])
         .unwrap_or(&bytes)
         .split(|b| *b == 0)
         .map(|arg| String::from_utf8_lossy(arg).into_owned())
         .collect();
-    if bytes.len() as u64 > MAX_CMDLINE_BYTES
-        && argv.first().is_some_and(|a| cmdline::is_ovnkube(a))
-    {
-        // Too long to be read whole: past the argument limit, refused there.
-        argv.resize(cmdline::MAX_ARGUMENTS + 1, String::new());
-    }
-    Ok(Some(argv))
+    Ok(Some((argv, whole)))
 }
 
 /// `path` as process `pid` sees it: through its root, or its working

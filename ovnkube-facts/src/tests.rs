@@ -64,6 +64,30 @@ fn ovnkubes_file_gives_every_fact_we_read() {
 }
 
 #[test]
+fn gcfg_syntax_ovnkube_takes_is_taken() {
+    let settings = file(
+        "[default]\nmtu = 1300 ; set by the installer\nenable-multicast\ncluster-subnets = \"10.1.0.0/16\" # quoted\n[gateway]\nmode=shared # comment\n",
+    );
+    assert_eq!(settings.mtu.map(|m| m.value), Some(1300));
+    assert_eq!(
+        settings.gateway_mode.map(|m| m.value),
+        Some("shared".into())
+    );
+    assert_eq!(
+        settings.cluster_subnets.map(|c| c.value),
+        Some(vec![net("10.1.0.0/16")])
+    );
+    // Inside quotes a ';' is part of the value: ovnkube would refuse it too.
+    let error = ini::parse(
+        Path::new("f"),
+        "[default]\ncluster-subnets = \"10.1.0.0/16;x\"\n",
+    )
+    .expect_err("not a CIDR")
+    .to_string();
+    assert!(error.contains("10.1.0.0/16;x"), "{error}");
+}
+
+#[test]
 fn a_bad_value_in_the_file_names_its_line_and_value() {
     for (text, line, needle) in [
         (
@@ -269,6 +293,8 @@ fn the_command_line_is_read_as_gos_flag_package_reads_it() {
     // Not ovnkube, or not a node: nothing to read.
     for line in [
         "/usr/sbin/ovs-vswitchd --pidfile",
+        // Not a node: a bad value of its own is not ours to refuse.
+        "/usr/bin/ovnkube --init-cluster-manager n --mtu=big",
         "/usr/bin/ovnkube-trace --init-node n",
         "/usr/bin/ovnkube --init-cluster-manager n",
         "/usr/bin/ovnkube --init-node=",
@@ -484,6 +510,25 @@ mod proc_dir {
         assert_eq!(facts.cluster_subnets.value, vec![net("10.244.0.0/16")]);
         assert_eq!(facts.v4_masquerade.value, net("169.254.169.0/29"));
         assert_eq!(facts.node_mode.value, "dpu");
+    }
+
+    #[test]
+    fn a_command_line_past_the_bound_is_refused_not_cut() {
+        let proc = FakeProc::new();
+        let long = format!(
+            "ovnkube --init-node n --mtu=1400 {}",
+            "--nodeport ".repeat(30_000)
+        );
+        proc.process(3, &long, OURS, &[]);
+        let error = proc
+            .lookup(None)
+            .facts(DEADLINE)
+            .expect_err("too long")
+            .to_string();
+        assert!(
+            error.contains("pid 3") && error.contains("longer than the 262144 bytes read"),
+            "{error}"
+        );
     }
 
     #[test]

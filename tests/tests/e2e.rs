@@ -435,6 +435,13 @@ fn the_clusters_facts_come_from_the_running_ovnkube() -> anyhow::Result<()> {
     // ovnkube-node restarts with a flag that overrides its file: the new
     // process is followed, no signal; the fact names it.
     drop(dpu_ovnkube);
+    // While it is gone (two looks of the follower), its facts stay: the
+    // file alone (named in [ovnkube] config) is not taken in its place.
+    std::thread::sleep(Duration::from_secs(5));
+    let kept = format!("mtu = 1400 (from {file} (ovnkube's --config-file))");
+    let facts = bed.dpu_status()?.config_facts;
+    assert!(facts.contains(&kept), "no {kept:?} in {facts:#?}");
+    assert_traffic(&bed, REMOTE_POD)?;
     let restarted = bed.start_ovnkube(
         &bed.dpu,
         &[

@@ -65,9 +65,11 @@ fn units_pass_systemd_analyze_verify() -> anyhow::Result<()> {
             .and_then(|rest| rest.split_whitespace().nth(1))
             .and_then(|n| n.parse().ok())
             .ok_or_else(|| anyhow::anyhow!("{unit}: no exposure level in {report}"))?;
-        assert!(exposure <= 2.0, "{unit}: exposure {exposure}\n{report}");
+        // 2.2: 1.9 with CAP_NET_ADMIN alone, +0.3 for CAP_SYS_PTRACE, which
+        // reading ovnkube-node's namespace and root in /proc needs.
+        assert!(exposure <= 2.2, "{unit}: exposure {exposure}\n{report}");
         for directive in [
-            "SystemCallFilter=~@privileged @resources",
+            "SystemCallFilter=~@privileged @resources @debug",
             "ProcSubset=pid",
             "LimitNOFILE=",
             "MemoryMax=",

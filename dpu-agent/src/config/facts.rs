@@ -105,19 +105,40 @@ impl FactValue for Vec<ipnet::IpNet> {
     }
 }
 
+/// A fact as ovnkube resolves it, and whether it is what ovnkube runs with
+/// ([`OvnkubeFacts::binds`]).
+pub struct Theirs<'a, T> {
+    pub fact: &'a Sourced<T>,
+    pub binds: bool,
+}
+
+/// The fact `pick` of ovnkube's facts, if they were read.
+pub fn theirs<'a, T>(
+    ovnkube: Option<&'a OvnkubeFacts>,
+    pick: impl Fn(&'a OvnkubeFacts) -> &'a Sourced<T>,
+) -> Option<Theirs<'a, T>> {
+    ovnkube.map(|o| {
+        let fact = pick(o);
+        Theirs {
+            fact,
+            binds: o.binds(&fact.origin),
+        }
+    })
+}
+
 /// The value of `key`: `ours` from dpu-agent.toml, `theirs` as ovnkube
-/// resolves it (set somewhere, or its default). Set here and by ovnkube,
-/// the two must agree; set here only (or ovnkube's is its default), this
-/// file's; else ovnkube's. None when neither has it. Recorded in `facts`
-/// with its source.
+/// resolves it. Set here and what ovnkube runs with, the two must agree;
+/// set here only (or ovnkube's is a default a flag not seen may change),
+/// this file's; else ovnkube's. None when neither has it. Recorded in
+/// `facts` with its source.
 pub fn merge<T: FactValue>(
     key: &str,
     ours: Option<T>,
-    theirs: Option<&Sourced<T>>,
+    theirs: Option<Theirs<'_, T>>,
     facts: &mut Vec<Fact>,
 ) -> Result<Option<T>, ConfigError> {
-    let (value, source) = match (ours, theirs) {
-        (Some(ours), Some(theirs)) if theirs.origin != Origin::Default => {
+    let (value, source) = match (ours, theirs.map(|t| (t.fact, t.binds))) {
+        (Some(ours), Some((theirs, true))) => {
             if !ours.agrees(&theirs.value) {
                 return Err(ConfigError::Invalid {
                     field: key.into(),
@@ -132,7 +153,7 @@ pub fn merge<T: FactValue>(
             (ours, FactSource::Both(theirs.origin.clone()))
         }
         (Some(ours), _) => (ours, FactSource::ThisFile),
-        (None, Some(theirs)) => (
+        (None, Some((theirs, _))) => (
             theirs.value.clone(),
             FactSource::Ovnkube(theirs.origin.clone()),
         ),

@@ -86,7 +86,10 @@ impl DpuConfig {
             let cluster_cidrs = facts::merge(
                 &cluster_key,
                 family.cluster_cidrs.clone(),
-                theirs_cidrs.as_ref(),
+                theirs_cidrs.as_ref().map(|fact| facts::Theirs {
+                    fact,
+                    binds: ovnkube.is_some_and(|o| o.binds(&fact.origin)),
+                }),
                 facts,
             )?
             .ok_or_else(|| facts::missing(&cluster_key, ovnkube))?;
@@ -164,10 +167,7 @@ fn masquerade_subnet(
     } else {
         contract::Family::Ipv6
     };
-    let theirs = ovnkube.map(|o| match family {
-        contract::Family::Ipv4 => &o.v4_masquerade,
-        contract::Family::Ipv6 => &o.v6_masquerade,
-    });
+    let theirs = facts::theirs(ovnkube, |o| o.masquerade(family == contract::Family::Ipv6));
     let routes = gateway.map(|g| (g.router.as_str(), g.masquerade_routes(family)));
     let shown = |router: &str, routes: &[(IpNet, IpAddr)]| {
         routes
@@ -460,5 +460,48 @@ name = "breth0"
         DpuConfig::parse(&format!("{BARE}{OVN}"))
             .and_then(|c| c.validate_from(Some(&dpu), Some(&port)))
             .expect("dpu mode, shared gateway");
+    }
+
+    #[test]
+    fn ovnkubes_default_binds_where_its_command_line_was_read() {
+        let read = |line: &str| {
+            let argv: Vec<String> = line.split_whitespace().map(String::from).collect();
+            let invocation = noverlay_ovnkube_facts::cmdline::parse(&argv)
+                .expect("parses")
+                .expect("a node");
+            noverlay_ovnkube_facts::resolve(Some((&invocation.settings, 42)), None)
+        };
+        let port = port(&["198.18.1.2/24", "2001:db8::2/64"]);
+        let text = format!("mtu = 1500\n{BARE}{OVN}");
+        // ovnkube-node runs with MTU 1400 (its default, no flag): 1500 here
+        // disagrees with what it really uses.
+        let error = DpuConfig::parse(&text)
+            .and_then(|c| {
+                c.validate_from(
+                    Some(&read("ovnkube --init-node n --ovnkube-node-mode=dpu --cluster-subnets=198.18.128.0/17")),
+                    Some(&port),
+                )
+            })
+            .expect_err("disagrees")
+            .to_string();
+        assert!(
+            error.contains("1500 here") && error.contains("1400 OVN-Kubernetes' default"),
+            "{error}"
+        );
+        // From a file alone, a flag not seen may set it: this file's wins.
+        let config = DpuConfig::parse(&text)
+            .and_then(|c| {
+                let file = OvnkubeFacts::from_file(
+                    noverlay_ovnkube_facts::FileRef {
+                        path: "/etc/openvswitch/ovn_k8s.conf".into(),
+                        named_by: noverlay_ovnkube_facts::FileNamedBy::OvnkubeDefault,
+                    },
+                    "[default]\ncluster-subnets=198.18.128.0/17\n",
+                )
+                .expect("parses");
+                c.validate_from(Some(&file), Some(&port))
+            })
+            .expect("valid");
+        assert_eq!(config.offer.mtu, 1500);
     }
 }

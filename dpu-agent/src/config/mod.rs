@@ -100,39 +100,6 @@ fn default_true() -> bool {
 /// A config file is a few KiB; anything past this is not one.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
-/// How long finding ovnkube-node and reading its file may take.
-pub const OVNKUBE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// ovnkube's gateway and node modes must be the ones this side of the
-/// contract is for: shared gateway, ovnkube-node in DPU mode. A mode
-/// ovnkube merely defaults to is checked only where its command line was
-/// read (else a flag may have set it).
-fn check_ovnkube_modes(ovnkube: &OvnkubeFacts) -> Result<(), ConfigError> {
-    let known =
-        |origin: &ovnkube::Origin| *origin != ovnkube::Origin::Default || ovnkube.process.is_some();
-    let gateway = &ovnkube.gateway_mode;
-    if gateway.value == "local" {
-        return Err(ConfigError::Invalid {
-            field: "ovnkube".into(),
-            reason: format!(
-                "ovnkube's gateway mode is local ({}): DPU host no-overlay routing is for the shared gateway mode",
-                gateway.origin
-            ),
-        });
-    }
-    let node = &ovnkube.node_mode;
-    if known(&node.origin) && node.value != "dpu" {
-        return Err(ConfigError::Invalid {
-            field: "ovnkube".into(),
-            reason: format!(
-                "ovnkube-node runs in mode {:?} ({}), not \"dpu\": dpu-agent runs on the DPU next to ovnkube-node in dpu mode (or set [ovnkube] process = false and name a file)",
-                node.value, node.origin
-            ),
-        });
-    }
-    Ok(())
-}
-
 /// A config that passed validation, with its derived offer.
 #[derive(Debug, Clone)]
 pub struct ValidConfig {
@@ -231,7 +198,7 @@ impl DpuConfig {
         let raw = Self::parse(&text).map_err(|e| e.in_file(path))?;
         let ovnkube = raw
             .ovnkube_lookup()
-            .facts(OVNKUBE_DEADLINE)
+            .facts(ovnkube::process::DEADLINE)
             .map_err(ConfigError::Ovnkube)?;
         // Read whenever [ovn] is there (to check ovnkube's facts against
         // OVN's); it must answer only when a fact is left to it.
@@ -305,12 +272,24 @@ impl DpuConfig {
             });
         }
         if let Some(ovnkube) = ovnkube {
-            check_ovnkube_modes(ovnkube)?;
+            ovnkube
+                .check_modes("dpu")
+                .map_err(|reason| ConfigError::Invalid {
+                    field: "ovnkube".into(),
+                    reason: format!(
+                        "{reason} (or set [ovnkube] process = false and name a file in [ovnkube] config)"
+                    ),
+                })?;
         }
         let mut facts = Vec::new();
         let families = self.families(ovnkube, gateway_port, &mut facts)?;
-        let mtu = facts::merge("mtu", self.mtu, ovnkube.map(|o| &o.mtu), &mut facts)?
-            .ok_or_else(|| facts::missing("mtu", ovnkube))?;
+        let mtu = facts::merge(
+            "mtu",
+            self.mtu,
+            facts::theirs(ovnkube, |o| &o.mtu),
+            &mut facts,
+        )?
+        .ok_or_else(|| facts::missing("mtu", ovnkube))?;
         let offer = Offer::new(1, self.mode, families, mtu).map_err(|e| {
             let field = match &e {
                 ContractError::BadMtu { .. } => "mtu",
@@ -365,7 +344,7 @@ pub enum ConfigError {
     /// The underlay IP is left to OVN's northbound database, which cannot
     /// be read (yet): worth waiting for at start.
     #[error(
-        "the underlay IP is not in the config and OVN's northbound database cannot tell it: {0} (set [ipv4]/[ipv6] underlay_ip, or see [ovn])"
+        "a fact left to OVN's northbound database (an underlay IP, or a masquerade subnet nobody else names) cannot be read there: {0} (set [ipv4]/[ipv6] underlay_ip and masquerade_subnet, or see [ovn])"
     )]
     Northbound(String),
 }

@@ -1,0 +1,116 @@
+//! The running ovnkube-node read by the real dpu-agent binary with the
+//! capabilities the shipped unit gives it (and without CAP_SYS_PTRACE: said,
+//! naming the pid and the capability, never skipped in silence). A stand-in
+//! ovnkube-node (tests/src/bin/ovnkube.rs) runs as root with every
+//! capability, as ovnkube-node's privileged container does, in a network
+//! namespace of the test's; the agent runs there under `setpriv`.
+
+use noverlay_tests::{
+    e2e::Binaries,
+    harness::{self, Certs, DpuOptions},
+    netns::{self, NetNs},
+    ovnkube::OvnkubeProcess,
+};
+use std::{path::Path, process::Command};
+
+/// The unit's capability bounding set, as setpriv writes it ("net_admin").
+fn unit_capabilities(unit: &str) -> anyhow::Result<Vec<String>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/systemd")
+        .join(unit);
+    let text = std::fs::read_to_string(&path)?;
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .ok_or_else(|| anyhow::anyhow!("{} sets no CapabilityBoundingSet", path.display()))?;
+    Ok(line
+        .split_whitespace()
+        .map(|cap| cap.trim_start_matches("CAP_").to_ascii_lowercase())
+        .collect())
+}
+
+#[test]
+#[ignore = "privileged: needs root, network namespaces and setpriv; run as root with --include-ignored (CI does)"]
+fn the_units_capabilities_let_dpu_agent_read_ovnkube_node() -> anyhow::Result<()> {
+    netns::require_privileges()?;
+    let bins = Binaries::built()?;
+    let certs = Certs::new()?;
+    let ns = NetNs::new("k")?;
+    let ovnkube = OvnkubeProcess::start(
+        &ns,
+        &bins.ovnkube,
+        &[
+            "--init-node",
+            "node1",
+            "--ovnkube-node-mode=dpu",
+            "--gateway-mode=shared",
+            "--cluster-subnets=198.18.128.0/17/24",
+            "--mtu=1300",
+        ],
+    )?;
+    // Nothing of the cluster in the config: all of it is ovnkube's.
+    let full = harness::dpu_config_toml(&DpuOptions::default(), &certs.dpu);
+    let config: String = full
+        .lines()
+        .filter(|l| {
+            !l.starts_with("mtu =")
+                && !l.starts_with("cluster_cidrs =")
+                && !l.starts_with("masquerade_subnet =")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        + "\n[ovnkube]\nconfig = \"\"\n";
+    let path = certs.dir.path().join("dpu-agent.toml");
+    std::fs::write(&path, config)?;
+    let check_config = |capabilities: &[String]| -> anyhow::Result<std::process::Output> {
+        let bounding = std::iter::once("-all".to_string())
+            .chain(capabilities.iter().map(|c| format!("+{c}")))
+            .collect::<Vec<_>>()
+            .join(",");
+        Ok(Command::new("ip")
+            .args(["netns", "exec", &ns.name, "setpriv", "--inh-caps=-all"])
+            .arg(format!("--bounding-set={bounding}"))
+            .arg("--")
+            .arg(&bins.dpu_agent)
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()?)
+    };
+    let pid = ovnkube.pid();
+    // `ip netns exec` execs the stand-in: its pid is the child's.
+    let unit = unit_capabilities("dpu-agent.service")?;
+    println!("dpu-agent.service capabilities: {unit:?}");
+    let output = check_config(&unit)?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(
+        output.status.success(),
+        "check-config with the unit's capabilities: {output:?}"
+    );
+    for expected in [
+        format!(
+            "ipv4.cluster_cidrs = 198.18.128.0/17 (from ovnkube's command line (pid {pid}, --cluster-subnets))"
+        ),
+        format!("mtu = 1300 (from ovnkube's command line (pid {pid}, --mtu))"),
+        "ipv4.masquerade_subnet = 169.254.169.0/29 (OVN-Kubernetes' default (ovnkube sets none))"
+            .to_string(),
+    ] {
+        assert!(text.contains(&expected), "no {expected:?} in\n{text}");
+    }
+    // Without CAP_SYS_PTRACE the kernel refuses ovnkube's namespace: one
+    // line naming the pid and the capability.
+    let without: Vec<String> = unit
+        .iter()
+        .filter(|c| *c != "sys_ptrace")
+        .cloned()
+        .collect();
+    let output = check_config(&without)?;
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{output:?}");
+    assert!(
+        error.lines().count() == 1
+            && error.contains(&format!("pid {pid} is ovnkube-node"))
+            && error.contains("CAP_SYS_PTRACE"),
+        "{error}"
+    );
+    Ok(())
+}
