@@ -167,6 +167,7 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     let Some(config) = load_once_northbound_answers(&path, &mut daemon).await? else {
         return Ok(());
     };
+    *RUNNING_OVNKUBE.lock().unwrap_or_else(|p| p.into_inner()) = config.ovnkube_process;
     let agent = DpuAgent::bind(&config)
         .await?
         .with_heartbeat(daemon.watchdog.heartbeat("grpc server"));
@@ -251,16 +252,31 @@ async fn load_once_northbound_answers(
 /// Reloads the config (and ovnkube's facts); a failed reload keeps the
 /// running state. Whether it was applied.
 fn reload(path: &std::path::Path, handle: &dpu_agent::state::AgentHandle) -> bool {
-    // One at a time (SIGHUP and the ovnkube follower both reload).
-    static RELOADING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = RELOADING.lock().unwrap_or_else(|p| p.into_inner());
-    let loaded = DpuConfig::load(path, &dpu_agent::ovn::Northbound).inspect_err(|e| {
-        handle.set_source(Source::Reload, Err(e.to_string()));
-    });
-    match loaded
+    // One at a time (SIGHUP and the ovnkube follower both reload); holds
+    // the ovnkube-node whose command line the running config read.
+    let mut running = RUNNING_OVNKUBE.lock().unwrap_or_else(|p| p.into_inner());
+    let loaded = DpuConfig::load(path, &dpu_agent::ovn::Northbound)
         .map_err(anyhow::Error::from)
-        .and_then(|c| handle.reload(&c).map_err(anyhow::Error::from))
-    {
+        .and_then(|c| {
+            // ovnkube-node restarting: the file alone would put defaults
+            // where only its flags spoke.
+            if let (Some(pid), None, true) =
+                (*running, c.ovnkube_process, c.raw.ovnkube_lookup().process)
+            {
+                anyhow::bail!(
+                    "ovnkube-node (pid {pid}) is gone: its facts stay in force until it runs again (reload then, or set [ovnkube] process = false)"
+                );
+            }
+            Ok(c)
+        })
+        .inspect_err(|e| {
+            handle.set_source(Source::Reload, Err(e.to_string()));
+        });
+    match loaded.and_then(|c| {
+        let revision = handle.reload(&c)?;
+        *running = c.ovnkube_process;
+        Ok(revision)
+    }) {
         Ok(revision) => {
             tracing::info!(revision, "config reloaded");
             true
@@ -271,6 +287,9 @@ fn reload(path: &std::path::Path, handle: &dpu_agent::state::AgentHandle) -> boo
         }
     }
 }
+
+/// The ovnkube-node whose command line gave the running config's facts.
+static RUNNING_OVNKUBE: std::sync::Mutex<Option<u32>> = std::sync::Mutex::new(None);
 
 /// How often ovnkube's process and file are looked at for changes.
 const OVNKUBE_POLL: std::time::Duration = std::time::Duration::from_secs(2);

@@ -203,7 +203,9 @@ impl RunningConfig {
     fn reload(&self, reloader: &host_agent::agent::TlsReloader) -> anyhow::Result<()> {
         let next = HostConfig::load(&self.path)?;
         let mut changed = self.raw.changes_needing_restart(&next.raw);
-        if next.masquerades != self.masquerades {
+        // Set by hand, a change is named as ipv4/ipv6; left to ovnkube-node,
+        // only the resolved subnets can tell.
+        if next.masquerades != self.masquerades && changed.is_empty() {
             changed.push("the masquerade subnets (as ovnkube-node resolves them)");
         }
         anyhow::ensure!(

@@ -51,8 +51,19 @@ pub fn is_ovnkube(argv0: &str) -> bool {
 }
 
 /// The command line `argv` (argv[0] first): None when it is not ovnkube
-/// or not a node (`--init-node` with a name).
+/// or not a node (`--init-node` with a name; a command line that does not
+/// say `init-node` at all is not judged).
 pub fn parse(argv: &[String]) -> Result<Option<Invocation>, String> {
+    parse_node(argv).or_else(|reason| {
+        let names_node = argv
+            .iter()
+            .skip(1)
+            .any(|a| a.trim_start_matches('-').split('=').next() == Some("init-node"));
+        if names_node { Err(reason) } else { Ok(None) }
+    })
+}
+
+fn parse_node(argv: &[String]) -> Result<Option<Invocation>, String> {
     let Some(argv0) = argv.first() else {
         return Ok(None);
     };

@@ -154,8 +154,49 @@ fn within<T: Send + 'static>(
     })
 }
 
+/// The capability that lets us see and read processes more privileged
+/// than ours in /proc (ptrace read access).
+const CAP_SYS_PTRACE: u32 = 19;
+
+/// Why this /proc cannot show us ovnkube-node, if it cannot: mounted with
+/// `hidepid` (systemd's ProtectProc) while we lack CAP_SYS_PTRACE, every
+/// process we may not ptrace-read is hidden, ovnkube-node's privileged
+/// container among them, and a lookup would find nothing without a word.
+fn blind(proc_dir: &Path) -> Option<String> {
+    let status = std::fs::read_to_string(proc_dir.join("self/status")).ok()?;
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())?;
+    if effective & (1 << CAP_SYS_PTRACE) != 0 {
+        return None;
+    }
+    let mounts = std::fs::read_to_string(proc_dir.join("self/mountinfo")).ok()?;
+    let mount_point = proc_dir.to_str()?;
+    // The last mount at the point is the one on top (a namespace may mount
+    // a proc of its own over the host's).
+    let options = mounts
+        .lines()
+        .rev()
+        .find(|line| line.split(' ').nth(4) == Some(mount_point))?
+        .split(" - ")
+        .nth(1)?
+        .split(' ')
+        .nth(2)?;
+    let hidepid = options
+        .split(',')
+        .find_map(|o| o.strip_prefix("hidepid="))
+        .filter(|v| !matches!(*v, "0" | "off"))?;
+    Some(format!(
+        "{mount_point} is mounted with hidepid={hidepid} (systemd's ProtectProc) and this agent lacks CAP_SYS_PTRACE: ovnkube-node is hidden from it; grant CAP_SYS_PTRACE (the shipped units do), or set [ovnkube] process = false"
+    ))
+}
+
 /// The one ovnkube-node of our network namespace, if it runs.
 pub fn find(proc_dir: &Path) -> Result<Option<Found>, OvnkubeError> {
+    if let Some(why) = blind(proc_dir) {
+        return Err(OvnkubeError::Process(why));
+    }
     let ours = std::fs::read_link(proc_dir.join("self/ns/net")).map_err(|e| {
         OvnkubeError::Process(format!(
             "cannot read our own network namespace ({}): {e}",
@@ -181,25 +222,31 @@ pub fn find(proc_dir: &Path) -> Result<Option<Found>, OvnkubeError> {
         if !argv.first().is_some_and(|a| cmdline::is_ovnkube(a)) {
             continue;
         }
-        if !whole {
-            return Err(OvnkubeError::CommandLine {
-                pid,
-                reason: format!("longer than the {MAX_CMDLINE_BYTES} bytes read"),
-            });
-        }
-        let invocation =
-            cmdline::parse(&argv).map_err(|reason| OvnkubeError::CommandLine { pid, reason })?;
-        let Some(invocation) = invocation else {
-            continue;
+        let parsed = if whole {
+            cmdline::parse(&argv)
+        } else {
+            Err(format!("longer than the {MAX_CMDLINE_BYTES} bytes read"))
         };
+        // Not a node (or not ovnkube after all): none of our business.
+        if let Ok(None) = parsed {
+            continue;
+        }
+        // A node, or a command line we cannot read: it matters only in our
+        // network namespace.
         match std::fs::read_link(dir.join("ns/net")) {
-            Ok(theirs) if theirs == ours => found.push(Found {
-                pid,
-                argv,
-                invocation,
-            }),
-            // Another node's (or gone meanwhile).
+            Ok(theirs) if theirs == ours => match parsed {
+                Ok(Some(invocation)) => found.push(Found {
+                    pid,
+                    argv,
+                    invocation,
+                }),
+                Ok(None) => {}
+                Err(reason) => return Err(OvnkubeError::CommandLine { pid, reason }),
+            },
+            // Another node's.
             Ok(_) => {}
+            // Gone meanwhile (reaped after the walk the kernel says EACCES).
+            Err(_) if !dir.join("cmdline").exists() => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             // An ovnkube-node whose namespace we may not read could be
             // ours: never skipped in silence.

@@ -293,8 +293,9 @@ fn the_command_line_is_read_as_gos_flag_package_reads_it() {
     // Not ovnkube, or not a node: nothing to read.
     for line in [
         "/usr/sbin/ovs-vswitchd --pidfile",
-        // Not a node: a bad value of its own is not ours to refuse.
+        // Not a node: a bad value (or flag) of its own is not ours to refuse.
         "/usr/bin/ovnkube --init-cluster-manager n --mtu=big",
+        "/usr/bin/ovnkube --init-cluster-manager n --mtu",
         "/usr/bin/ovnkube-trace --init-node n",
         "/usr/bin/ovnkube --init-cluster-manager n",
         "/usr/bin/ovnkube --init-node=",
@@ -432,10 +433,11 @@ mod proc_dir {
     fn the_running_ovnkube_node_of_our_namespace_is_read_with_the_file_it_names() {
         let proc = FakeProc::new();
         proc.process(1, "/usr/sbin/ovs-vswitchd --pidfile", OURS, &[]);
-        // Another node's ovnkube (another network namespace): not ours.
+        // Another node's ovnkube (another network namespace): not ours,
+        // odd command line and all.
         proc.process(
             2,
-            "/usr/bin/ovnkube --init-node node2 --mtu=9000",
+            "/usr/bin/ovnkube --init-node node2 --mtu=9000 --mtu",
             "net:[4026532999]",
             &[],
         );
@@ -510,6 +512,49 @@ mod proc_dir {
         assert_eq!(facts.cluster_subnets.value, vec![net("10.244.0.0/16")]);
         assert_eq!(facts.v4_masquerade.value, net("169.254.169.0/29"));
         assert_eq!(facts.node_mode.value, "dpu");
+    }
+
+    #[test]
+    fn a_proc_that_hides_ovnkube_from_us_is_said_not_searched() {
+        let proc = FakeProc::new();
+        proc.process(9, "ovnkube --init-node n --mtu=9000", OURS, &[]);
+        let dir = proc.dir.path().display().to_string();
+        // No CAP_SYS_PTRACE (bit 19) among our effective capabilities.
+        std::fs::write(
+            proc.dir.path().join("self/status"),
+            "Name:\tdpu-agent\nCapEff:\t0000000000001000\n",
+        )
+        .expect("status");
+        let mountinfo =
+            |options: &str| format!("22 1 0:21 / {dir} rw,nosuid,nodev - proc proc rw{options}\n");
+        std::fs::write(
+            proc.dir.path().join("self/mountinfo"),
+            mountinfo(",hidepid=invisible"),
+        )
+        .expect("mountinfo");
+        let error = proc
+            .lookup(None)
+            .facts(DEADLINE)
+            .expect_err("blind")
+            .to_string();
+        assert!(
+            error.contains("hidepid=invisible") && error.contains("CAP_SYS_PTRACE"),
+            "{error}"
+        );
+        // Without hidepid, or with the capability, it looks.
+        std::fs::write(proc.dir.path().join("self/mountinfo"), mountinfo("")).expect("mountinfo");
+        assert!(proc.lookup(None).facts(DEADLINE).expect("looks").is_some());
+        std::fs::write(
+            proc.dir.path().join("self/mountinfo"),
+            mountinfo(",hidepid=invisible"),
+        )
+        .expect("mountinfo");
+        std::fs::write(
+            proc.dir.path().join("self/status"),
+            "CapEff:\t0000000000081000\n",
+        )
+        .expect("status");
+        assert!(proc.lookup(None).facts(DEADLINE).expect("looks").is_some());
     }
 
     #[test]

@@ -313,7 +313,23 @@ impl OvnkubeProcess {
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()?;
-        Ok(OvnkubeProcess { child })
+        let process = OvnkubeProcess { child };
+        // `ip netns exec` execs the stand-in: until then /proc shows `ip`.
+        let cmdline = format!("/proc/{}/cmdline", process.pid());
+        noverlay_test_support::eventually_blocking(
+            "the stand-in ovnkube to start",
+            Duration::from_secs(5),
+            || {
+                std::fs::read(&cmdline).is_ok_and(|bytes| {
+                    bytes
+                        .split(|b| *b == 0)
+                        .next()
+                        .is_some_and(|argv0| argv0.ends_with(b"/ovnkube"))
+                })
+            },
+        )
+        .map_err(anyhow::Error::msg)?;
+        Ok(process)
     }
 
     pub fn pid(&self) -> u32 {

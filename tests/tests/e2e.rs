@@ -438,6 +438,13 @@ fn the_clusters_facts_come_from_the_running_ovnkube() -> anyhow::Result<()> {
     // While it is gone (two looks of the follower), its facts stay: the
     // file alone (named in [ovnkube] config) is not taken in its place.
     std::thread::sleep(Duration::from_secs(5));
+    // A SIGHUP meanwhile is refused, saying why.
+    bed.reload_dpu_agent()?;
+    noverlay_test_support::eventually_blocking("the SIGHUP refused", RECOVERY, || {
+        bed.agent_logs()
+            .contains("is gone: its facts stay in force")
+    })
+    .map_err(anyhow::Error::msg)?;
     let kept = format!("mtu = 1400 (from {file} (ovnkube's --config-file))");
     let facts = bed.dpu_status()?.config_facts;
     assert!(facts.contains(&kept), "no {kept:?} in {facts:#?}");

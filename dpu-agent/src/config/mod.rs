@@ -110,6 +110,8 @@ pub struct ValidConfig {
     pub static_ports: Option<crate::flows::PortMap>,
     /// Each fact of the offer and where it came from.
     pub facts: Vec<Fact>,
+    /// The ovnkube-node process whose command line gave facts, if one did.
+    pub ovnkube_process: Option<u32>,
 }
 
 impl ValidConfig {
@@ -321,6 +323,7 @@ impl DpuConfig {
             offer,
             static_ports,
             facts,
+            ovnkube_process: ovnkube.and_then(|o| o.process),
         })
     }
 }
