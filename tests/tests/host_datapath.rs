@@ -389,6 +389,19 @@ fn agent_repairs_route_deletion_ruleset_flush_and_link_flap() -> anyhow::Result<
                 "a CIDR deleted from our SNAT set",
                 "nft delete element inet noverlay cluster_cidrs_v4 '{ 198.18.128.0/17 }'",
             ),
+            // Routes that drop, written over ours by another writer.
+            (
+                "a blackhole route on our key",
+                "ip route replace blackhole 198.18.128.0/18",
+            ),
+            (
+                "an unreachable route on our key",
+                "ip route replace unreachable 198.18.192.0/18",
+            ),
+            (
+                "a prohibit route on our IPv6 key",
+                "ip -6 route replace prohibit fd00:10:244::/49",
+            ),
         ] {
             let before = agent.status.borrow().repairs;
             let started = Instant::now();

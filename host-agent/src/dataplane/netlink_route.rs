@@ -33,6 +33,10 @@ pub const MAIN_TABLE: u32 = RouteHeader::RT_TABLE_MAIN as u32;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelRoute {
     pub dst: IpNet,
+    /// The route's type when it is not unicast ("blackhole", "unreachable",
+    /// "prohibit", "throw"): another writer's at our key is taken back
+    /// like any other.
+    pub kind: Option<&'static str>,
     pub via: Option<IpAddr>,
     pub oif: Option<u32>,
     pub mtu: Option<u32>,
@@ -210,7 +214,7 @@ impl RouteNetlink {
             .await
     }
 
-    /// Unicast routes of both families in the main table.
+    /// The main table's routes of both families (see [`parse_route`]).
     pub async fn main_routes(&self) -> NlResult<Vec<KernelRoute>> {
         let mut out = Vec::new();
         for request in [
@@ -232,7 +236,8 @@ impl RouteNetlink {
     /// The table entry the kernel uses for `dst`'s own address, read with
     /// one lookup (RTM_F_FIB_MATCH: the matched route as listed, not a
     /// computed next hop), instead of listing every route. None when there
-    /// is no route; the caller compares the entry's prefix with `dst`.
+    /// is no route; the caller compares the entry's prefix with `dst`, and
+    /// lists on an error (a route that drops is one).
     pub async fn route_for(&self, dst: IpNet) -> NlResult<Option<KernelRoute>> {
         let mut message = RouteMessageBuilder::<IpAddr>::new()
             .destination_prefix(dst.network(), dst.max_prefix_len())
@@ -242,7 +247,10 @@ impl RouteNetlink {
         let mut stream = self.handle.route().get(message).execute();
         match stream.try_next().await {
             Ok(reply) => Ok(reply.and_then(parse_route)),
-            Err(e) if matches!(errno(&e), Some(libc::ENETUNREACH | libc::EHOSTUNREACH)) => Ok(None),
+            // No route. A route that drops answers otherwise (blackhole
+            // EINVAL, unreachable EHOSTUNREACH, prohibit EACCES): an error,
+            // so that the caller lists and sees it.
+            Err(e) if errno(&e) == Some(libc::ENETUNREACH) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -355,11 +363,18 @@ pub fn address_net(message: &AddressMessage) -> Option<IpNet> {
     IpNet::new(ip, message.header.prefix_len).ok()
 }
 
-/// A unicast route message reduced to what we compare; None for other kinds.
+/// A route message of the kinds a routing table holds (unicast, and the
+/// ones that drop: blackhole, unreachable, prohibit, throw) reduced to what
+/// we compare; None for the others (local, broadcast, ...: the local table's).
 pub fn parse_route(message: RouteMessage) -> Option<KernelRoute> {
-    if message.header.kind != RouteType::Unicast {
-        return None;
-    }
+    let kind = match message.header.kind {
+        RouteType::Unicast => None,
+        RouteType::BlackHole => Some("blackhole"),
+        RouteType::Unreachable => Some("unreachable"),
+        RouteType::Prohibit => Some("prohibit"),
+        RouteType::Throw => Some("throw"),
+        _ => return None,
+    };
     let mut dst = None;
     let mut via = None;
     let mut oif = None;
@@ -389,6 +404,7 @@ pub fn parse_route(message: RouteMessage) -> Option<KernelRoute> {
     });
     Some(KernelRoute {
         dst: IpNet::new(dst, message.header.destination_prefix_length).ok()?,
+        kind,
         via,
         oif,
         mtu,

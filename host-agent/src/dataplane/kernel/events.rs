@@ -407,6 +407,41 @@ mod tests {
     }
 
     #[test]
+    fn a_route_that_drops_at_our_key_is_heard() {
+        let i = Interest {
+            mp0_routes: Mp0Routes::Keep,
+            route_dsts: vec!["198.18.128.0/18".parse().expect("net")],
+            ..interest()
+        };
+        for kind in [
+            RouteType::BlackHole,
+            RouteType::Unreachable,
+            RouteType::Prohibit,
+            RouteType::Throw,
+        ] {
+            let RouteNetlinkMessage::NewRoute(mut message) = route([198, 18, 128, 0], 18, 3, 0)
+            else {
+                unreachable!("route() makes a NewRoute");
+            };
+            message.header.kind = kind;
+            message
+                .attributes
+                .retain(|a| !matches!(a, RouteAttribute::Oif(_)));
+            assert!(
+                i.matters(&RouteNetlinkMessage::NewRoute(message)),
+                "{kind:?}"
+            );
+        }
+        // The local table's kinds are not routes of ours to follow.
+        let RouteNetlinkMessage::NewRoute(mut local) = route([198, 18, 128, 1], 32, 2, 2) else {
+            unreachable!("route() makes a NewRoute");
+        };
+        local.header.kind = RouteType::Local;
+        local.header.table = 255;
+        assert!(!i.matters(&RouteNetlinkMessage::NewRoute(local)));
+    }
+
+    #[test]
     fn kept_mp0_routes_churning_wake_nothing() {
         let i = Interest {
             mp0_routes: Mp0Routes::Keep,

@@ -177,7 +177,8 @@ pub fn route_puts<'a>(
         .filter_map(|wanted| match actual.get(wanted) {
             None => Some(RoutePut::Add(wanted)),
             Some(r) if r.protocol == wanted.protocol => {
-                let in_place = r.via == Some(wanted.via)
+                let in_place = r.kind.is_none()
+                    && r.via == Some(wanted.via)
                     && r.oif == Some(gateway)
                     && r.mtu == Some(wanted.mtu);
                 (!in_place).then_some(RoutePut::Replace(wanted))
@@ -258,6 +259,7 @@ mod tests {
         mtu: Option<u32>,
     ) -> KernelRoute {
         KernelRoute {
+            kind: None,
             dst: dst.parse().expect("dst"),
             via: via.map(|v| v.parse().expect("via")),
             oif: Some(oif),
@@ -386,6 +388,27 @@ mod tests {
                 },
                 RoutePut::Replace(&plan.routes[1]),
             ]
+        );
+        // A route that drops at our key: ours (our protocol) is put right,
+        // another writer's is named to be taken back like any other.
+        let blackhole = |protocol| KernelRoute {
+            kind: Some("blackhole"),
+            via: None,
+            oif: None,
+            ..kernel_route("198.18.128.0/17", None, 0, protocol, None)
+        };
+        let actual = [blackhole(240)];
+        assert_eq!(
+            route_puts(&plan, &actual, GATEWAY, Some(MP0))[0],
+            RoutePut::Replace(&plan.routes[0])
+        );
+        let actual = [blackhole(4)];
+        assert_eq!(
+            route_puts(&plan, &actual, GATEWAY, Some(MP0))[0],
+            RoutePut::Foreign {
+                wanted: &plan.routes[0],
+                theirs: &actual[0]
+            }
         );
         assert_eq!(
             route_puts(&plan, &[], GATEWAY, None),

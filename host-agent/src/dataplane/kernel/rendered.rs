@@ -8,7 +8,14 @@ use std::{collections::HashMap, net::IpAddr};
 
 /// What a line shows of a route (the device by index: lines are dropped
 /// when any link's name changes).
-type Shown = (IpNet, Option<IpAddr>, Option<u32>, Option<u32>, u8);
+type Shown = (
+    IpNet,
+    Option<&'static str>,
+    Option<IpAddr>,
+    Option<u32>,
+    Option<u32>,
+    u8,
+);
 
 #[derive(Default)]
 pub struct RenderedRoutes {
@@ -31,7 +38,14 @@ impl RenderedRoutes {
         let mut kept = HashMap::with_capacity(self.lines.len());
         let rendered = routes
             .map(|route| {
-                let shown = (route.dst, route.via, route.oif, route.mtu, route.protocol);
+                let shown = (
+                    route.dst,
+                    route.kind,
+                    route.via,
+                    route.oif,
+                    route.mtu,
+                    route.protocol,
+                );
                 let line = self
                     .lines
                     .remove(&shown)
@@ -48,6 +62,9 @@ impl RenderedRoutes {
 
 /// A route of ours as `ip route` prints it, for the report to the DPU.
 pub fn render_kernel_route(route: &KernelRoute, links: &HashMap<u32, KernelLink>) -> String {
+    if let Some(kind) = route.kind {
+        return format!("{kind} {} proto {}", route.dst, route.protocol);
+    }
     let dev = route
         .oif
         .and_then(|i| links.get(&i))
@@ -65,6 +82,7 @@ mod tests {
 
     fn route(dst: &str, mtu: u32) -> KernelRoute {
         KernelRoute {
+            kind: None,
             dst: dst.parse().expect("net"),
             via: Some("169.254.0.4".parse().expect("ip")),
             oif: Some(2),
