@@ -115,6 +115,12 @@ impl DpuConfig {
                     });
                 }
             }
+            check_not_stealing(
+                name,
+                &cluster_cidrs,
+                (underlay_ip, &underlay_source),
+                ovnkube,
+            )?;
             facts.push(Fact::new(
                 &format!("{name}.underlay_ip"),
                 underlay_ip.to_string(),
@@ -128,6 +134,48 @@ impl DpuConfig {
         }
         Ok(families)
     }
+}
+
+/// A cluster CIDR must not take traffic that is ovnkube's: the path's
+/// lookup (priority 510) runs ahead of ovnkube's flows, so a CIDR covering
+/// the node's own underlay IP would take its hairpin traffic, and one
+/// overlapping ovnkube's service CIDRs its service replies (host to
+/// ClusterIP, NodePort hairpin). Both are refused, naming the values; the
+/// service CIDRs count where they are what ovnkube runs with.
+fn check_not_stealing(
+    name: &str,
+    cluster_cidrs: &[IpNet],
+    (underlay_ip, underlay_source): (IpAddr, &FactSource),
+    ovnkube: Option<&OvnkubeFacts>,
+) -> Result<(), ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        field: format!("{name}.cluster_cidrs"),
+        reason,
+    };
+    if let Some(cidr) = cluster_cidrs.iter().find(|c| c.contains(&underlay_ip)) {
+        return Err(invalid(format!(
+            "{cidr} covers the node's underlay IP {underlay_ip} ({underlay_source}): the path would take the node's own traffic from ovnkube; leave it out"
+        )));
+    }
+    let Some(services) = ovnkube
+        .map(|o| &o.service_cidrs)
+        .filter(|s| ovnkube.is_some_and(|o| o.binds(&s.origin)))
+    else {
+        return Ok(());
+    };
+    for cidr in cluster_cidrs {
+        if let Some(service) = services
+            .value
+            .iter()
+            .find(|s| s.contains(cidr) || cidr.contains(*s))
+        {
+            return Err(invalid(format!(
+                "{cidr} overlaps ovnkube's service CIDR {service} ({}): the path would take its service replies; leave it out",
+                services.origin
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// ovnkube's cluster subnets of `family` (None without ovnkube's facts or
@@ -503,5 +551,58 @@ name = "breth0"
             })
             .expect("valid");
         assert_eq!(config.offer.mtu, 1500);
+    }
+
+    #[test]
+    fn a_cluster_cidr_that_would_take_ovnkubes_traffic_is_refused() {
+        let port = port(&["198.18.1.2/24", "2001:db8::2/64"]);
+        // Covering the node's underlay IP (from OVN's port).
+        let covering = OvnkubeFacts::from_file(
+            noverlay_ovnkube_facts::FileRef {
+                path: "/etc/openvswitch/ovn_k8s.conf".into(),
+                named_by: noverlay_ovnkube_facts::FileNamedBy::OvnkubeDefault,
+            },
+            "[default]\nmtu=1400\ncluster-subnets=198.18.0.0/16\n",
+        )
+        .expect("parses");
+        let error = DpuConfig::parse(&format!("{BARE}{OVN}"))
+            .and_then(|c| c.validate_from(Some(&covering), Some(&port)))
+            .expect_err("covers the node")
+            .to_string();
+        assert!(
+            error.contains("ipv4.cluster_cidrs")
+                && error.contains("198.18.0.0/16 covers the node's underlay IP 198.18.1.2 (from OVN NB, port rtoe-GR_node1)"),
+            "{error}"
+        );
+        // Overlapping the service CIDRs ovnkube-node runs with.
+        let argv: Vec<String> = "ovnkube --init-node n --ovnkube-node-mode=dpu --cluster-subnets=10.96.0.0/12 --k8s-service-cidr=10.96.0.0/16"
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        let invocation = noverlay_ovnkube_facts::cmdline::parse(&argv)
+            .expect("parses")
+            .expect("a node");
+        let facts = noverlay_ovnkube_facts::resolve(Some((&invocation.settings, 7)), None);
+        let error = DpuConfig::parse(&format!("{BARE}{OVN}"))
+            .and_then(|c| c.validate_from(Some(&facts), Some(&port)))
+            .expect_err("overlaps the services")
+            .to_string();
+        assert!(
+            error.contains("10.96.0.0/12 overlaps ovnkube's service CIDR 10.96.0.0/16 (from ovnkube's command line (pid 7, --k8s-service-cidr))"),
+            "{error}"
+        );
+        // ovnkube's default service CIDR from a file alone binds nothing:
+        // a flag not seen may have moved it.
+        let file = OvnkubeFacts::from_file(
+            noverlay_ovnkube_facts::FileRef {
+                path: "/etc/openvswitch/ovn_k8s.conf".into(),
+                named_by: noverlay_ovnkube_facts::FileNamedBy::OvnkubeDefault,
+            },
+            "[default]\nmtu=1400\ncluster-subnets=172.16.0.0/16\n",
+        )
+        .expect("parses");
+        DpuConfig::parse(&format!("{BARE}{OVN}"))
+            .and_then(|c| c.validate_from(Some(&file), Some(&port)))
+            .expect("valid");
     }
 }
