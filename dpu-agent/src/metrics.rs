@@ -128,6 +128,12 @@ impl Collector for DpuCollector {
         )?;
         encode::counter(
             &mut e,
+            "noverlay_dpu_uplink_guard_dropped_to_masquerade_packets",
+            "Masquerade-destined packets the uplink guard kept off the underlay since start: replies to the host that OVN handed back while our flows were missing, flooded towards the uplink.",
+            guard.to_masquerade_packets_total,
+        )?;
+        encode::counter(
+            &mut e,
             "noverlay_dpu_uplink_guard_repairs",
             "Times the uplink guard was found missing or altered and restored.",
             guard.repairs,

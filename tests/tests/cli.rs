@@ -53,7 +53,7 @@ fn check_config_shows_the_uplink_guard() -> anyhow::Result<()> {
     for (enabled, expected) in [
         (
             true,
-            "\t\ttype filter hook egress device \"p0\" priority filter; policy accept;\n\t\tip saddr 169.254.0.0/17 counter packets 0 bytes 0 drop\n",
+            "\t\ttype filter hook egress device \"p0\" priority filter; policy accept;\n\t\tip saddr 169.254.0.0/17 counter packets 0 bytes 0 drop\n\t\tip daddr 169.254.0.0/17 counter packets 0 bytes 0 drop\n",
         ),
         (false, "uplink guard: off\n"),
     ] {

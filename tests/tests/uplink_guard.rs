@@ -88,6 +88,8 @@ table netdev seen {
         ip6 saddr fd69::/112 counter
         ip saddr 198.18.0.10 counter
         ip6 saddr 2001:db8::10 counter
+        ip daddr 169.254.0.0/17 counter
+        ip6 daddr fd69::/112 counter
     }
 }
 EOF"#)?;
@@ -99,8 +101,8 @@ EOF"#)?;
 }
 
 impl Uplink {
-    /// Packets the underlay received from each source, in the order of its
-    /// counting rules: masquerade v4, masquerade v6, node v4, node v6.
+    /// Packets the underlay received, in the order of its counting rules:
+    /// from masquerade v4, v6, node v4, v6; to masquerade v4, v6.
     fn arrived(&self) -> anyhow::Result<Vec<u64>> {
         let listing = self.underlay.sh("nft list table netdev seen")?;
         Ok(listing
@@ -127,6 +129,20 @@ impl Uplink {
             .dpu
             .sh_unchecked(&format!("ping -q -c {PINGS} -i 0.01 -W 0.5 {destination}"))?;
         Ok(output.status.success())
+    }
+
+    /// `PINGS` echo requests from the DPU's node address to a masquerade
+    /// address routed out of the uplink (a reply to the host that NORMAL
+    /// floods, as far as the uplink can tell).
+    fn send_to_masquerade(&self) -> anyhow::Result<()> {
+        self.dpu
+            .sh("ip route replace 169.254.100.1/32 via 198.18.0.20 dev p0
+             ip -6 route replace fd69::100/128 via 2001:db8::20 dev p0")?;
+        for destination in ["169.254.100.1", "fd69::100"] {
+            self.dpu
+                .sh_unchecked(&format!("ping -q -c {PINGS} -i 0.01 -W 0.2 {destination}"))?;
+        }
+        Ok(())
     }
 
     fn guard_listing(&self) -> anyhow::Result<String> {
@@ -206,7 +222,8 @@ fn privileged() -> anyhow::Result<()> {
 
 #[test]
 #[ignore = "privileged: needs root and network namespaces; run as root with --include-ignored (CI does)"]
-fn masquerade_sources_never_leave_the_uplink_and_nothing_else_is_touched() -> anyhow::Result<()> {
+fn masquerade_sources_and_destinations_never_leave_the_uplink_and_nothing_else_is_touched()
+-> anyhow::Result<()> {
     privileged()?;
     let link = uplink()?;
     let guard = start_guard(&link.dpu, &dual_stack(true))?;
@@ -215,6 +232,8 @@ fn masquerade_sources_never_leave_the_uplink_and_nothing_else_is_touched() -> an
     // Host traffic that lost its SNAT: both families, stopped at the uplink.
     link.leak("198.18.0.20")?;
     link.leak("2001:db8::20")?;
+    // Masquerade destinations (replies to the host) neither, counted apart.
+    link.send_to_masquerade()?;
     // Path traffic (SNATed to the node IP) passes and is answered.
     anyhow::ensure!(
         link.ping_from_node("198.18.0.20")?,
@@ -226,16 +245,21 @@ fn masquerade_sources_never_leave_the_uplink_and_nothing_else_is_touched() -> an
     );
     assert_eq!(
         link.arrived()?,
-        vec![0, 0, PINGS, PINGS],
-        "what the underlay received by source (masquerade v4, v6, node v4, v6)"
+        vec![0, 0, PINGS, PINGS, 0, 0],
+        "what the underlay received (from masquerade v4, v6, node v4, v6; to masquerade v4, v6)"
     );
-    // The guard's own counter is exactly what it stopped.
-    eventually_blocking("the guard's counter in its status", WAIT, || {
-        guard.handle.guard().dropped_packets == 2 * PINGS
+    // The guard's own counters are exactly what it stopped, each direction.
+    eventually_blocking("the guard's counters in its status", WAIT, || {
+        let g = guard.handle.guard();
+        // ping retries a send the egress hook refused (ENOBUFS): its own
+        // packets to a masquerade address count once or twice each.
+        g.dropped_packets == 2 * PINGS && g.to_masquerade_packets >= 2 * PINGS
     })
     .map_err(|e| anyhow::anyhow!("{e}: {:?}", guard.handle.guard()))?;
     let record = guard.handle.guard();
     assert_eq!(record.dropped_packets_total, 2 * PINGS);
+    let to_masquerade = record.to_masquerade_packets;
+    assert_eq!(record.to_masquerade_packets_total, to_masquerade);
     assert_eq!(record.device, "p0");
     assert_eq!(record.subnets, ["169.254.0.0/17", "fd69::/112"]);
     assert!(
@@ -244,7 +268,13 @@ fn masquerade_sources_never_leave_the_uplink_and_nothing_else_is_touched() -> an
             .contains("ip saddr 169.254.0.0/17 counter packets 20 ")
             && record
                 .ruleset
-                .contains("ip6 saddr fd69::/112 counter packets 20 "),
+                .contains("ip6 saddr fd69::/112 counter packets 20 ")
+            && record
+                .ruleset
+                .contains("ip daddr 169.254.0.0/17 counter packets ")
+            && record
+                .ruleset
+                .contains("ip6 daddr fd69::/112 counter packets "),
         "{}",
         record.ruleset
     );
@@ -268,6 +298,7 @@ fn masquerade_sources_never_leave_the_uplink_and_nothing_else_is_touched() -> an
             "noverlay_dpu_uplink_guard_dropped_packets_total {}",
             2 * PINGS
         ),
+        &format!("noverlay_dpu_uplink_guard_dropped_to_masquerade_packets_total {to_masquerade}"),
         "noverlay_dpu_uplink_guard_repairs_total 0",
         "noverlay_dpu_error{source=\"guard\"} 0.0",
     ] {

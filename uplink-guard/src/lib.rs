@@ -1,9 +1,11 @@
 //! The uplink guard: an nftables table of family netdev with an egress
-//! chain on the DPU's uplink that drops every packet whose source is in a
-//! masquerade subnet. Such a packet is host traffic that left without its
-//! SNAT: it happens while another controller (ovnkube-node) has just
-//! rewritten the bridge and our flows are not back yet, and its default
-//! flow sends the host's traffic straight out of the uplink. OpenFlow
+//! chain on the DPU's uplink that drops every packet to or from a
+//! masquerade subnet: no such packet belongs on the underlay. One with a
+//! masquerade source is host traffic that left without its SNAT, one with a
+//! masquerade destination a reply to the host that OVN handed back and
+//! NORMAL flooded: both happen while another controller (ovnkube-node) has
+//! just rewritten the bridge and our flows are not back yet. They are
+//! counted apart. OpenFlow
 //! rewrites cannot touch the guard; it lives below OVS, in the kernel's
 //! transmit path of the uplink device.
 //!
@@ -79,11 +81,16 @@ pub struct GuardRecord {
     pub subnets: Vec<String>,
     /// In `nft list table` syntax, counters included.
     pub ruleset: String,
-    /// The guard's counters as last read.
+    /// The guard's counters of masquerade sources as last read.
     pub dropped_packets: u64,
     pub dropped_bytes: u64,
-    /// Every drop seen since start, across rewrites (for metrics).
+    /// Every masquerade-sourced drop seen since start, across rewrites (for
+    /// metrics).
     pub dropped_packets_total: u64,
+    /// The same for masquerade destinations.
+    pub to_masquerade_packets: u64,
+    pub to_masquerade_bytes: u64,
+    pub to_masquerade_packets_total: u64,
     pub repairs: u64,
     pub last_repair_unix: i64,
 }
@@ -99,6 +106,8 @@ impl GuardRecord {
             repairs: self.repairs,
             last_repair_unix: self.last_repair_unix,
             ruleset: self.ruleset.clone(),
+            dropped_to_masquerade_packets: self.to_masquerade_packets,
+            dropped_to_masquerade_bytes: self.to_masquerade_bytes,
         }
     }
 }
@@ -119,8 +128,8 @@ pub fn table_id() -> TableId {
     TableId::new(ProtoFamily::NetDev, GUARD_TABLE)
 }
 
-/// What the guard must be: one drop rule per masquerade subnet, on the
-/// egress of the uplink.
+/// What the guard must be: two drop rules per masquerade subnet (as source,
+/// as destination), on the egress of the uplink.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuardPlan {
     pub uplink: String,
@@ -146,11 +155,14 @@ impl GuardPlan {
             self.uplink
         );
         for subnet in &self.subnets {
-            let _ = writeln!(
-                out,
-                "\t\t{} saddr {subnet} counter packets 0 bytes 0 drop",
-                family_keyword(subnet)
-            );
+            for field in Field::BOTH {
+                let _ = writeln!(
+                    out,
+                    "\t\t{} {} {subnet} counter packets 0 bytes 0 drop",
+                    family_keyword(subnet),
+                    field.keyword()
+                );
+            }
         }
         out.push_str("\t}\n}\n");
         out
@@ -159,6 +171,34 @@ impl GuardPlan {
     /// True when the table the kernel has is this plan (counters aside).
     pub fn is_met_by(&self, observed: &Observed) -> bool {
         without_counters(&observed.text) == without_counters(&self.render())
+    }
+}
+
+/// Which address of a packet a rule matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Source,
+    Destination,
+}
+
+impl Field {
+    pub const BOTH: [Field; 2] = [Field::Source, Field::Destination];
+
+    fn keyword(self) -> &'static str {
+        match self {
+            Field::Source => "saddr",
+            Field::Destination => "daddr",
+        }
+    }
+
+    /// (offset, length) of the address in the network header.
+    fn place(self, ipv6: bool) -> (u32, u32) {
+        match (self, ipv6) {
+            (Field::Source, false) => (12, 4),
+            (Field::Destination, false) => (16, 4),
+            (Field::Source, true) => (8, 16),
+            (Field::Destination, true) => (24, 16),
+        }
     }
 }
 
@@ -174,9 +214,12 @@ fn family_keyword(subnet: &IpNet) -> &'static str {
 pub struct Observed {
     /// In `nft list table` syntax, counters included.
     pub text: String,
-    /// Packets and bytes dropped, summed over our rules.
+    /// Masquerade-sourced packets and bytes dropped, summed over our rules.
     pub dropped_packets: u64,
     pub dropped_bytes: u64,
+    /// Masquerade-destined ones.
+    pub to_masquerade_packets: u64,
+    pub to_masquerade_bytes: u64,
 }
 
 /// Decodes a table read from the kernel (None: absent).
@@ -184,14 +227,21 @@ pub fn observe(dump: Option<&TableDump>) -> Observed {
     let Some(dump) = dump else {
         return Observed::default();
     };
-    let (mut packets, mut bytes) = (0, 0);
+    let mut observed = Observed::default();
     for item in &dump.items {
         if let ItemKind::Rule { expressions, .. } = &item.kind
-            && render_rule(expressions).is_some()
+            && let Some((field, _)) = parse_rule(expressions)
             && let Some((p, b)) = counter(expressions)
         {
-            packets += p;
-            bytes += b;
+            let (packets, bytes) = match field {
+                Field::Source => (&mut observed.dropped_packets, &mut observed.dropped_bytes),
+                Field::Destination => (
+                    &mut observed.to_masquerade_packets,
+                    &mut observed.to_masquerade_bytes,
+                ),
+            };
+            *packets += p;
+            *bytes += b;
         }
     }
     Observed {
@@ -201,8 +251,7 @@ pub fn observe(dump: Option<&TableDump>) -> Observed {
             &dump.items,
             render_rule,
         ),
-        dropped_packets: packets,
-        dropped_bytes: bytes,
+        ..observed
     }
 }
 
@@ -214,8 +263,13 @@ fn counter(expressions: &[Expr]) -> Option<(u64, u64)> {
 }
 
 /// Our rule shape in nft syntax; None for anything else:
-/// `meta protocol <ip|ip6> <family> saddr <subnet> counter drop`.
+/// `meta protocol <ip|ip6> <family> <saddr|daddr> <subnet> counter drop`.
 pub fn render_rule(expressions: &[Expr]) -> Option<String> {
+    parse_rule(expressions).map(|(_, text)| text)
+}
+
+/// Our rule shape: which address it matches, and its nft syntax.
+fn parse_rule(expressions: &[Expr]) -> Option<(Field, String)> {
     use Expr::*;
     const META_PROTOCOL: u32 = libc::NFT_META_PROTOCOL as u32;
     const EQ: u32 = libc::NFT_CMP_EQ as u32;
@@ -242,18 +296,25 @@ pub fn render_rule(expressions: &[Expr]) -> Option<String> {
     else {
         return None;
     };
-    let (keyword, expected) = match ethertype.as_slice() {
-        [0x08, 0x00] => ("ip", (12, 4)),
-        [0x86, 0xdd] => ("ip6", (8, 16)),
+    let (keyword, ipv6) = match ethertype.as_slice() {
+        [0x08, 0x00] => ("ip", false),
+        [0x86, 0xdd] => ("ip6", true),
         _ => return None,
     };
-    if (*offset, *len) != expected || xor.iter().any(|b| *b != 0) {
+    let field = Field::BOTH
+        .into_iter()
+        .find(|f| f.place(ipv6) == (*offset, *len))?;
+    if xor.iter().any(|b| *b != 0) {
         return None;
     }
     let prefix = describe::prefix_len(mask)?;
     let network = describe::address(network)?;
-    Some(format!(
-        "{keyword} saddr {network}/{prefix} counter packets {packets} bytes {bytes} drop"
+    Some((
+        field,
+        format!(
+            "{keyword} {} {network}/{prefix} counter packets {packets} bytes {bytes} drop",
+            field.keyword()
+        ),
     ))
 }
 
@@ -323,7 +384,7 @@ mod tests {
         assert_eq!(plan.subnets, vec!["169.254.0.0/17".parse().expect("net")]);
         assert_eq!(
             plan.render(),
-            "table netdev noverlay_guard {\n\tcomment \"owned by noverlay dpu-agent\"\n\tchain uplink_egress {\n\t\ttype filter hook egress device \"p0\" priority filter; policy accept;\n\t\tip saddr 169.254.0.0/17 counter packets 0 bytes 0 drop\n\t}\n}\n"
+            "table netdev noverlay_guard {\n\tcomment \"owned by noverlay dpu-agent\"\n\tchain uplink_egress {\n\t\ttype filter hook egress device \"p0\" priority filter; policy accept;\n\t\tip saddr 169.254.0.0/17 counter packets 0 bytes 0 drop\n\t\tip daddr 169.254.0.0/17 counter packets 0 bytes 0 drop\n\t}\n}\n"
         );
     }
 
@@ -350,8 +411,10 @@ mod tests {
             text: plan
                 .render()
                 .replace("packets 0 bytes 0", "packets 36 bytes 3528"),
-            dropped_packets: 36,
-            dropped_bytes: 3528,
+            dropped_packets: 72,
+            dropped_bytes: 7056,
+            to_masquerade_packets: 72,
+            to_masquerade_bytes: 7056,
         };
         assert!(plan.is_met_by(&counted));
         let other_uplink = GuardPlan {

@@ -1,15 +1,15 @@
 //! The guard as one nftables transaction: the table (marked ours) is added,
-//! deleted and created again with its egress chain and one rule per
-//! masquerade subnet, all in one batch: the uplink sees the old guard or
+//! deleted and created again with its egress chain and two rules per
+//! masquerade subnet (source, destination), all in one batch: the uplink sees the old guard or
 //! the new one, never none.
 
-use super::{GUARD_CHAIN, GUARD_MARK, GUARD_TABLE, GuardPlan, table_id};
+use super::{Field, GUARD_CHAIN, GUARD_MARK, GUARD_TABLE, GuardPlan, table_id};
 use ipnet::IpNet;
 use noverlay_nft::{
     NftError, Transaction, cstring,
     nftnl::{
         Batch, Chain, MsgType, NlMsg, ProtoFamily, Rule, Table,
-        expr::{self, CmpOp},
+        expr::{self, CmpOp, Ipv4HeaderField, Ipv6HeaderField, NetworkHeaderField, Payload},
         nft_expr,
         nftnl_sys::{self as sys, libc},
     },
@@ -48,9 +48,11 @@ pub fn replace(plan: &GuardPlan) -> Result<Transaction, NftError> {
     let table = Table::new(&table_name, ProtoFamily::NetDev);
     let chain = Chain::new(&chain_name, &table);
     for subnet in &plan.subnets {
-        let mut rule = Rule::new(&chain);
-        add_drop_exprs(&mut rule, subnet);
-        batch.add(&rule, MsgType::Add);
+        for field in Field::BOTH {
+            let mut rule = Rule::new(&chain);
+            add_drop_exprs(&mut rule, subnet, field);
+            batch.add(&rule, MsgType::Add);
+        }
     }
     Ok(Transaction::new(batch))
 }
@@ -61,8 +63,8 @@ pub fn delete() -> Result<Transaction, NftError> {
     Transaction::delete_table(&table_id(), GUARD_MARK)
 }
 
-/// `meta protocol <ip|ip6> <family> saddr <subnet> counter drop`
-fn add_drop_exprs(rule: &mut Rule, subnet: &IpNet) {
+/// `meta protocol <ip|ip6> <family> <saddr|daddr> <subnet> counter drop`
+fn add_drop_exprs(rule: &mut Rule, subnet: &IpNet, field: Field) {
     // The ethertype, in network byte order as the kernel compares it.
     let ethertype: &[u8] = match subnet {
         IpNet::V4(_) => &[0x08, 0x00],
@@ -70,10 +72,13 @@ fn add_drop_exprs(rule: &mut Rule, subnet: &IpNet) {
     };
     rule.add_expr(&nft_expr!(meta proto));
     rule.add_expr(&expr::Cmp::new(CmpOp::Eq, ethertype));
-    match subnet {
-        IpNet::V4(_) => rule.add_expr(&nft_expr!(payload ipv4 saddr)),
-        IpNet::V6(_) => rule.add_expr(&nft_expr!(payload ipv6 saddr)),
-    }
+    let address = match (subnet, field) {
+        (IpNet::V4(_), Field::Source) => NetworkHeaderField::Ipv4(Ipv4HeaderField::Saddr),
+        (IpNet::V4(_), Field::Destination) => NetworkHeaderField::Ipv4(Ipv4HeaderField::Daddr),
+        (IpNet::V6(_), Field::Source) => NetworkHeaderField::Ipv6(Ipv6HeaderField::Saddr),
+        (IpNet::V6(_), Field::Destination) => NetworkHeaderField::Ipv6(Ipv6HeaderField::Daddr),
+    };
+    rule.add_expr(&Payload::Network(address));
     let zero = match subnet {
         IpNet::V4(_) => IpAddr::from([0u8; 4]),
         IpNet::V6(_) => IpAddr::from([0u8; 16]),

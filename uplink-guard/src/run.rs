@@ -144,8 +144,9 @@ struct Guard<T, H> {
     unsupported: bool,
     /// The guard's packet counter as last read (it restarts at 0 when the
     /// table is rewritten).
-    last_counter: u64,
-    unwarned_drops: u64,
+    /// The counters (masquerade sources, destinations) as last accounted.
+    last_counters: (u64, u64),
+    unwarned_drops: (u64, u64),
     last_warning: Option<Instant>,
 }
 
@@ -158,8 +159,8 @@ impl<T: GuardTable, H: GuardHub> Guard<T, H> {
             uplink,
             in_place: None,
             unsupported: false,
-            last_counter: 0,
-            unwarned_drops: 0,
+            last_counters: (0, 0),
+            unwarned_drops: (0, 0),
             last_warning: None,
         }
     }
@@ -197,13 +198,13 @@ impl<T: GuardTable, H: GuardHub> Guard<T, H> {
             if self.in_place.is_none() {
                 tracing::info!(device = %plan.uplink, "uplink guard in place (kept from an earlier run)");
             }
-            self.account(observed.dropped_packets);
+            self.account(&observed);
             self.in_place = Some(plan.clone());
             return self.record(&plan, observed);
         }
         // Missing or altered: drops counted since the last read still count.
         if dump.is_some() {
-            self.account(observed.dropped_packets);
+            self.account(&observed);
         }
         let repair = self.in_place.as_ref() == Some(&plan);
         match self.write(&plan).await {
@@ -225,7 +226,7 @@ impl<T: GuardTable, H: GuardHub> Guard<T, H> {
                 ));
             }
         }
-        self.last_counter = 0;
+        self.last_counters = (0, 0);
         if repair {
             tracing::warn!(device = %plan.uplink, "uplink guard was missing or altered; restored");
             self.handle.update(|g| {
@@ -247,25 +248,34 @@ impl<T: GuardTable, H: GuardHub> Guard<T, H> {
         self.table.commit(rules::replace(plan)?).await
     }
 
-    /// Counts new drops and warns about them, at most every [`WARN_EVERY`].
-    fn account(&mut self, counter: u64) {
-        let new = counter.checked_sub(self.last_counter).unwrap_or(counter);
-        self.last_counter = counter;
-        if new == 0 {
+    /// Counts new drops (masquerade sources and destinations apart) and
+    /// warns about them, at most every [`WARN_EVERY`].
+    fn account(&mut self, observed: &super::Observed) {
+        let counters = (observed.dropped_packets, observed.to_masquerade_packets);
+        let new = |now: u64, last: u64| now.checked_sub(last).unwrap_or(now);
+        let sourced = new(counters.0, self.last_counters.0);
+        let destined = new(counters.1, self.last_counters.1);
+        self.last_counters = counters;
+        if sourced == 0 && destined == 0 {
             return;
         }
-        self.handle.update(|g| g.dropped_packets_total += new);
-        self.unwarned_drops += new;
+        self.handle.update(|g| {
+            g.dropped_packets_total += sourced;
+            g.to_masquerade_packets_total += destined;
+        });
+        self.unwarned_drops.0 += sourced;
+        self.unwarned_drops.1 += destined;
         if self
             .last_warning
             .is_none_or(|at| at.elapsed() >= WARN_EVERY)
         {
             tracing::warn!(
-                dropped = self.unwarned_drops,
+                dropped = self.unwarned_drops.0,
+                dropped_to_masquerade = self.unwarned_drops.1,
                 device = %self.uplink,
-                "the uplink guard dropped masquerade-sourced packets: host traffic was about to leave un-NATed (our flows were missing, or something else sends masquerade sources out)"
+                "the uplink guard dropped packets to or from a masquerade subnet: host traffic about to leave un-NATed, or replies to the host flooded towards the underlay (our flows were missing, or something else sends them out)"
             );
-            self.unwarned_drops = 0;
+            self.unwarned_drops = (0, 0);
             self.last_warning = Some(Instant::now());
         }
     }
@@ -277,6 +287,8 @@ impl<T: GuardTable, H: GuardHub> Guard<T, H> {
             g.ruleset = observed.text;
             g.dropped_packets = observed.dropped_packets;
             g.dropped_bytes = observed.dropped_bytes;
+            g.to_masquerade_packets = observed.to_masquerade_packets;
+            g.to_masquerade_bytes = observed.to_masquerade_bytes;
         });
         self.handle.report(Ok(()));
     }
