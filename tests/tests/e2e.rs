@@ -554,17 +554,20 @@ table netdev test_observer {
     chain before_guard {
         type filter hook egress device "p0" priority -200; policy accept;
         ip saddr 169.254.0.0/17 counter
+        ip daddr 169.254.0.0/17 counter
     }
 }
 EOF"#)?;
     Ok(())
 }
 
-/// Packets counted by a table's rules, summed (`nft list` counters).
-fn nft_packets(bed: &Testbed, table: &str) -> anyhow::Result<u64> {
+/// Packets counted by a table's rules that match `field` ("saddr" or
+/// "daddr"), summed (`nft list` counters).
+fn nft_packets(bed: &Testbed, table: &str, field: &str) -> anyhow::Result<u64> {
     let listing = bed.dpu.sh(&format!("nft list table netdev {table}"))?;
     Ok(listing
         .lines()
+        .filter(|l| l.contains(&format!(" {field} ")))
         .filter_map(|l| {
             let words: Vec<&str> = l.split_whitespace().collect();
             let at = words.iter().position(|w| *w == "packets")?;
@@ -590,7 +593,10 @@ fn ovnkube_rewrites_never_leak_masquerade_sources_onto_the_underlay() -> anyhow:
     bed.wait_for_ping(REMOTE_POD, RECOVERY)?;
     assert_traffic(&bed, REMOTE_POD)?;
     count_masquerade_egress(&bed)?;
-    let drops_before = nft_packets(&bed, "noverlay_guard")?;
+    let drops_before = (
+        nft_packets(&bed, "noverlay_guard", "saddr")?,
+        nft_packets(&bed, "noverlay_guard", "daddr")?,
+    );
 
     // Everything ICMP that reaches the underlay, by source.
     let capture = UnderlayCapture::start(&bed, "icmp")?;
@@ -614,16 +620,31 @@ fn ovnkube_rewrites_never_leak_masquerade_sources_onto_the_underlay() -> anyhow:
             .count()
     };
     let (masquerade, node) = (from("169.254.0.2"), from(NODE_IP));
-    let leak = nft_packets(&bed, "test_observer")?;
-    let drops = nft_packets(&bed, "noverlay_guard")? - drops_before;
+    let to_masquerade = decoded
+        .lines()
+        .filter(|l| l.contains(" > 169.254.0.2: "))
+        .count();
+    let leak = nft_packets(&bed, "test_observer", "saddr")?;
+    let drops = nft_packets(&bed, "noverlay_guard", "saddr")? - drops_before.0;
+    let leak_to = nft_packets(&bed, "test_observer", "daddr")?;
+    let drops_to = nft_packets(&bed, "noverlay_guard", "daddr")? - drops_before.1;
     println!(
         "{WIPES} ovnkube rewrites in {wiping:?} at ~1000 pings/s: {lost} of {PINGS} lost \
-         ({:.1} per wipe); on the underlay: {masquerade} masquerade-sourced packets, {node} \
-         from the node IP; {leak} masquerade-sourced packets reached the uplink, the guard \
-         dropped {drops}",
+         ({:.1} per wipe); on the underlay: {masquerade} masquerade-sourced and \
+         {to_masquerade} masquerade-destined packets, {node} from the node IP; {leak} \
+         masquerade-sourced and {leak_to} masquerade-destined packets reached the uplink, \
+         the guard dropped {drops} and {drops_to}",
         f64::from(lost) / f64::from(WIPES)
     );
     assert_eq!(masquerade, 0, "masquerade sources reached the underlay");
+    assert_eq!(
+        to_masquerade, 0,
+        "masquerade destinations reached the underlay"
+    );
+    assert_eq!(
+        drops_to, leak_to,
+        "the guard's counter differs from the masquerade-destined packets that reached the uplink"
+    );
     assert!(
         node > 0,
         "the capture saw no path traffic at all: {decoded}"
