@@ -402,6 +402,12 @@ fn agent_repairs_route_deletion_ruleset_flush_and_link_flap() -> anyhow::Result<
                 "a prohibit route on our IPv6 key",
                 "ip -6 route replace prohibit fd00:10:244::/49",
             ),
+            // A lookup passes a throw route by ("no route"): the put that
+            // fails on it is retried at once, and the retry lists.
+            (
+                "a throw route on our key",
+                "ip route replace throw 198.18.128.0/18",
+            ),
         ] {
             let before = agent.status.borrow().repairs;
             let started = Instant::now();

@@ -428,6 +428,18 @@ mod tests {
         };
         assert!(!one_family.is_met_by(&counted));
         assert!(!plan.is_met_by(&Observed::default()), "absent table");
+        // The guard an earlier version wrote (sources only, our mark) is
+        // not this plan: rewritten on upgrade, not taken for another's.
+        let sources_only = Observed {
+            text: plan
+                .render()
+                .lines()
+                .filter(|l| !l.contains(" daddr "))
+                .map(|l| format!("{l}\n"))
+                .collect(),
+            ..Observed::default()
+        };
+        assert!(!plan.is_met_by(&sources_only));
     }
 
     /// The expressions as libnftnl prints them: what the kernel is given.

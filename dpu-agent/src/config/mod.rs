@@ -71,7 +71,7 @@ pub struct OvnkubeSection {
 }
 
 /// The uplink guard (an nftables netdev egress chain on the uplink that
-/// drops masquerade-sourced packets). On by default.
+/// drops packets to or from a masquerade subnet). On by default.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UplinkGuardConfig {

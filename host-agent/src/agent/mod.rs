@@ -36,6 +36,9 @@ const DRIFT_DEBOUNCE: Duration = Duration::from_millis(2);
 
 /// Full reconcile interval: the safety net under the event-driven repair.
 pub const PERIODIC_RECONCILE: Duration = Duration::from_secs(60);
+/// A failed repair is tried again after this, doubling while it fails.
+const REPAIR_RETRY_FIRST: Duration = Duration::from_millis(250);
+const REPAIR_RETRY_MAX: Duration = Duration::from_secs(30);
 
 pub struct HostAgent<D> {
     config: ValidHostConfig,
@@ -57,9 +60,12 @@ pub struct HostAgent<D> {
     /// A failure that repeats unchanged (the DPU still unreachable, the
     /// gateway interface still missing) is logged once a minute.
     failing: Repeats,
-    /// A route held off (another writer keeps replacing it) is tried again
-    /// then.
+    /// A route held off (another writer keeps replacing it), or a failed
+    /// repair, is tried again then.
     retry_at: Option<tokio::time::Instant>,
+    /// The wait before retrying a failed repair: from [`REPAIR_RETRY_FIRST`],
+    /// doubling to [`REPAIR_RETRY_MAX`] while it fails.
+    repair_retry: Duration,
     /// The addresses the DPU agent is reached at (its name resolved after
     /// each connect): no cluster CIDR may cover one.
     dpu_ips: Vec<std::net::IpAddr>,
@@ -98,6 +104,7 @@ impl<D: Dataplane> HostAgent<D> {
             beat: heartbeat.ticker(),
             failing: Repeats::default(),
             retry_at: None,
+            repair_retry: REPAIR_RETRY_FIRST,
             dpu_ips,
             heartbeat,
         })
@@ -189,14 +196,15 @@ impl<D: Dataplane> HostAgent<D> {
                 _ = self.periodic.tick() => self.reconcile("periodic").await,
                 _ = sleep_until(self.retry_at), if self.retry_at.is_some() => {
                     self.retry_at = None;
-                    self.reconcile("held-off route").await;
+                    self.reconcile("retry").await;
                 }
                 _ = self.beat.tick() => self.heartbeat.beat(),
             }
         }
     }
 
-    /// Re-applies the desired plan; only differences reach the kernel.
+    /// Re-applies the desired plan; only differences reach the kernel. A
+    /// failure is retried after `repair_retry`.
     async fn reconcile(&mut self, trigger: &'static str) {
         let Some(plan) = self.desired.clone() else {
             return;
@@ -215,6 +223,7 @@ impl<D: Dataplane> HostAgent<D> {
                 } else {
                     tracing::debug!(trigger, "host state in place");
                 }
+                self.repair_retry = REPAIR_RETRY_FIRST;
                 self.status.send_modify(|s| {
                     if applied.changes > 0 {
                         s.repairs += 1;
@@ -224,6 +233,13 @@ impl<D: Dataplane> HostAgent<D> {
                 });
             }
             Err(e) => {
+                // Tried again soon, not at the next event or periodic tick:
+                // a failed apply forgets what it knew of the table, so the
+                // retry lists it (a route a lookup could not see, such as a
+                // throw route on our key, is found then).
+                let at = tokio::time::Instant::now() + self.repair_retry;
+                self.retry_at = Some(self.retry_at.map_or(at, |other| other.min(at)));
+                self.repair_retry = (self.repair_retry * 2).min(REPAIR_RETRY_MAX);
                 if let Some(suppressed) = self.failing.due(&e.to_string()) {
                     tracing::error!(trigger, error = %e, suppressed, "repairing host state failed; will retry");
                 }
