@@ -6,7 +6,7 @@
 
 use dpu_agent::config::DpuConfig;
 use libfuzzer_sys::fuzz_target;
-use noverlay_ovnkube_facts::{cmdline, resolve};
+use noverlay_ovnkube_facts::OvnkubeFacts;
 
 const MINIMAL: &str = r#"
 listen = "127.0.0.1:50051"
@@ -33,8 +33,7 @@ fuzz_target!(|data: &[u8]| {
         data.split(|b| *b == 0)
             .map(|arg| String::from_utf8_lossy(arg).into_owned()),
     );
-    if let Ok(Some(invocation)) = cmdline::parse(&argv) {
-        let facts = resolve(Some((&invocation.settings, 1)), None);
+    if let Ok(Some(facts)) = OvnkubeFacts::from_command_line(&argv, 1) {
         if let Ok(config) = DpuConfig::parse(MINIMAL) {
             let _ = config.validate_with(Some(&facts));
         }

@@ -552,10 +552,9 @@ masquerade_subnet = "169.254.0.0/17"
     fn a_masquerade_subnet_left_out_is_ovnkubes_on_a_dpu_host() {
         let ovnkube = |line: &str| {
             let argv: Vec<String> = line.split_whitespace().map(String::from).collect();
-            let invocation = noverlay_ovnkube_facts::cmdline::parse(&argv)
+            noverlay_ovnkube_facts::OvnkubeFacts::from_command_line(&argv, 4242)
                 .expect("parses")
-                .expect("a node");
-            noverlay_ovnkube_facts::resolve(Some((&invocation.settings, 4242)), None)
+                .expect("a node")
         };
         let left_out = EXAMPLE.replace("masquerade_subnet = \"169.254.0.0/17\"\n", "") + "[ipv6]\n";
         let raw = HostConfig::parse(&left_out).expect("parses");

@@ -125,6 +125,22 @@ fn quoted_list(items: &[String]) -> String {
         .join(", ")
 }
 
+/// The default dpu-agent config as written next to ovnkube-node: no MTU,
+/// cluster CIDRs or masquerade subnets (ovnkube's to give), and this
+/// `[ovnkube] config` path (empty: no file).
+pub fn dpu_config_left_to_ovnkube(tls: &TlsFiles, ovnkube_config: &str) -> String {
+    dpu_config_toml(&DpuOptions::default(), tls)
+        .lines()
+        .filter(|l| {
+            !l.starts_with("mtu =")
+                && !l.starts_with("cluster_cidrs =")
+                && !l.starts_with("masquerade_subnet =")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        + &format!("\n[ovnkube]\nconfig = {ovnkube_config:?}\n")
+}
+
 /// A dpu-agent config file, as an operator would write it.
 pub fn dpu_config_toml(options: &DpuOptions, tls: &TlsFiles) -> String {
     let mut text = format!(

@@ -104,20 +104,7 @@ fn check_config_shows_where_each_fact_comes_from() -> anyhow::Result<()> {
         &ovnkube,
         "[default]\nmtu=1400\ncluster-subnets=\"198.18.128.0/17/24\"\n[gateway]\nmode=shared\n",
     )?;
-    let full = harness::dpu_config_toml(&DpuOptions::default(), &certs.dpu);
-    let minimal: String = full
-        .lines()
-        .filter(|l| {
-            !l.starts_with("mtu =")
-                && !l.starts_with("cluster_cidrs =")
-                && !l.starts_with("masquerade_subnet =")
-        })
-        .map(|l| format!("{l}\n"))
-        .collect::<String>()
-        + &format!(
-            "\n[ovnkube]\nconfig = {:?}\n",
-            ovnkube.display().to_string()
-        );
+    let minimal = harness::dpu_config_left_to_ovnkube(&certs.dpu, &ovnkube.display().to_string());
     let path = certs.dir.path().join("dpu-agent.toml");
     std::fs::write(&path, &minimal)?;
     let output = Command::new(&bins.dpu_agent)

@@ -336,16 +336,16 @@ fn the_clusters_facts_come_from_the_running_ovnkube() -> anyhow::Result<()> {
     bed.route_ovnkube_default_masquerade()?;
     bed.write_ovnkube_conf(&[CLUSTER_CIDR])?;
     let file = bed.ovnkube_conf_path().display().to_string();
-    let dpu_ovnkube = bed.start_ovnkube(
-        &bed.dpu,
-        &[
-            "--init-node",
-            "node1",
-            "--ovnkube-node-mode=dpu",
-            "--gateway-mode=shared",
-            &format!("--config-file={file}"),
-        ],
-    )?;
+    // The DPU's ovnkube-node, OpenShift's shape: its file named by flag.
+    let config_file = format!("--config-file={file}");
+    let dpu_args = [
+        "--init-node",
+        "node1",
+        "--ovnkube-node-mode=dpu",
+        "--gateway-mode=shared",
+        config_file.as_str(),
+    ];
+    let dpu_ovnkube = bed.start_ovnkube(&bed.dpu, &dpu_args)?;
     let _host_ovnkube = bed.start_ovnkube(
         &bed.host,
         &[
@@ -449,17 +449,7 @@ fn the_clusters_facts_come_from_the_running_ovnkube() -> anyhow::Result<()> {
     let facts = bed.dpu_status()?.config_facts;
     assert!(facts.contains(&kept), "no {kept:?} in {facts:#?}");
     assert_traffic(&bed, REMOTE_POD)?;
-    let restarted = bed.start_ovnkube(
-        &bed.dpu,
-        &[
-            "--init-node",
-            "node1",
-            "--ovnkube-node-mode=dpu",
-            "--gateway-mode=shared",
-            &format!("--config-file={file}"),
-            "--mtu=1300",
-        ],
-    )?;
+    let restarted = bed.start_ovnkube(&bed.dpu, &[&dpu_args[..], &["--mtu=1300"]].concat())?;
     let expected = format!(
         "mtu = 1300 (from ovnkube's command line (pid {}, --mtu))",
         restarted.pid()

@@ -8,7 +8,7 @@
 
 use noverlay_tests::{
     e2e::Binaries,
-    harness::{self, Certs, DpuOptions},
+    harness::{self, Certs},
     netns::{self, NetNs},
     ovnkube::OvnkubeProcess,
 };
@@ -50,17 +50,7 @@ fn the_units_capabilities_let_dpu_agent_read_ovnkube_node() -> anyhow::Result<()
         ],
     )?;
     // Nothing of the cluster in the config: all of it is ovnkube's.
-    let full = harness::dpu_config_toml(&DpuOptions::default(), &certs.dpu);
-    let config: String = full
-        .lines()
-        .filter(|l| {
-            !l.starts_with("mtu =")
-                && !l.starts_with("cluster_cidrs =")
-                && !l.starts_with("masquerade_subnet =")
-        })
-        .map(|l| format!("{l}\n"))
-        .collect::<String>()
-        + "\n[ovnkube]\nconfig = \"\"\n";
+    let config = harness::dpu_config_left_to_ovnkube(&certs.dpu, "");
     let path = certs.dir.path().join("dpu-agent.toml");
     std::fs::write(&path, config)?;
     // check-config with these capabilities, and /proc as the unit's

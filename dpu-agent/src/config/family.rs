@@ -342,6 +342,14 @@ name = "breth0"
         .expect("parses")
     }
 
+    /// ovnkube's facts from this command line (process `pid`).
+    fn command_line(line: &str, pid: u32) -> OvnkubeFacts {
+        let argv: Vec<String> = line.split_whitespace().map(String::from).collect();
+        OvnkubeFacts::from_command_line(&argv, pid)
+            .expect("parses")
+            .expect("a node")
+    }
+
     fn port(networks: &[&str]) -> GatewayPort {
         GatewayPort {
             router: "GR_node1".into(),
@@ -512,13 +520,7 @@ name = "breth0"
 
     #[test]
     fn ovnkubes_default_binds_where_its_command_line_was_read() {
-        let read = |line: &str| {
-            let argv: Vec<String> = line.split_whitespace().map(String::from).collect();
-            let invocation = noverlay_ovnkube_facts::cmdline::parse(&argv)
-                .expect("parses")
-                .expect("a node");
-            noverlay_ovnkube_facts::resolve(Some((&invocation.settings, 42)), None)
-        };
+        let read = |line: &str| command_line(line, 42);
         let port = port(&["198.18.1.2/24", "2001:db8::2/64"]);
         let text = format!("mtu = 1500\n{BARE}{OVN}");
         // ovnkube-node runs with MTU 1400 (its default, no flag): 1500 here
@@ -575,14 +577,10 @@ name = "breth0"
             "{error}"
         );
         // Overlapping the service CIDRs ovnkube-node runs with.
-        let argv: Vec<String> = "ovnkube --init-node n --ovnkube-node-mode=dpu --cluster-subnets=10.96.0.0/12 --k8s-service-cidr=10.96.0.0/16"
-            .split_whitespace()
-            .map(String::from)
-            .collect();
-        let invocation = noverlay_ovnkube_facts::cmdline::parse(&argv)
-            .expect("parses")
-            .expect("a node");
-        let facts = noverlay_ovnkube_facts::resolve(Some((&invocation.settings, 7)), None);
+        let facts = command_line(
+            "ovnkube --init-node n --ovnkube-node-mode=dpu --cluster-subnets=10.96.0.0/12 --k8s-service-cidr=10.96.0.0/16",
+            7,
+        );
         let error = DpuConfig::parse(&format!("{BARE}{OVN}"))
             .and_then(|c| c.validate_from(Some(&facts), Some(&port)))
             .expect_err("overlaps the services")
