@@ -68,6 +68,10 @@ pub struct StatusReport {
     pub nft_watch_lost: String,
     #[serde(default)]
     pub nft_watch_restarts: u64,
+    /// Times the kernel dropped route events for us; each time everything
+    /// was read again.
+    #[serde(default)]
+    pub route_event_overruns: u64,
     /// Our nft table as the kernel has it.
     pub nft_ruleset: String,
     /// The last contract or apply error, if the last attempt failed.
@@ -120,6 +124,7 @@ impl StatusReport {
             route_takebacks: status.route_takebacks,
             nft_watch_lost: status.nft_watch_lost.clone(),
             nft_watch_restarts: status.nft_watch_restarts,
+            route_event_overruns: status.route_event_overruns,
             nft_ruleset: status.nft_ruleset.clone(),
             last_error: status.last_error.clone(),
             repairs: status.repairs,
@@ -198,8 +203,8 @@ impl StatusReport {
         );
         let _ = writeln!(
             out,
-            "repairs {}, reconciles {}, DPU sessions ended {}",
-            self.repairs, self.reconciles, self.disconnects
+            "repairs {}, reconciles {}, DPU sessions ended {}, route event overruns {}",
+            self.repairs, self.reconciles, self.disconnects, self.route_event_overruns
         );
         out
     }
@@ -396,6 +401,7 @@ mod tests {
             route_takebacks: 3,
             nft_watch_lost: String::new(),
             nft_watch_restarts: 0,
+            route_event_overruns: 0,
             nft_ruleset: "table inet noverlay {\n}\n".into(),
             last_error: None,
             repairs: 2,
@@ -416,7 +422,7 @@ mod tests {
              route conflict: 198.18.192.0/18: another writer keeps replacing our route (198.18.192.0/18 via 198.19.1.1 dev ovn-k8s-mp0 proto 3); taken back 3 times, holding off for 1s\n\
              nftables:\n  table inet noverlay {\n  }\n\
              last error: none\n\
-             repairs 2, reconciles 7, DPU sessions ended 1\n"
+             repairs 2, reconciles 7, DPU sessions ended 1, route event overruns 0\n"
         );
         // A deaf nftables watcher is one line, above the table.
         let deaf = StatusReport {

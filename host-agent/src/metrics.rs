@@ -98,6 +98,12 @@ impl Collector for HostCollector {
             "Times the nftables event watcher lost its socket and got it back.",
             status.nft_watch_restarts,
         )?;
+        encode::counter(
+            &mut e,
+            "noverlay_host_route_event_overruns",
+            "Times the kernel dropped route events for host-agent (a full event socket); each was answered by reading every route again.",
+            status.route_event_overruns,
+        )?;
         encode::gauge(
             &mut e,
             "noverlay_host_route_conflicts",

@@ -41,6 +41,8 @@ pub struct HostStatus {
     pub nft_watch_lost: String,
     /// Times the nftables event watcher got its socket back.
     pub nft_watch_restarts: u64,
+    /// Times rtnetlink events were lost and everything read again.
+    pub route_event_overruns: u64,
     /// Where the DPU took each fact of the applied contract from, as it
     /// said (escaped, bounded): shown, never acted on.
     pub dpu_facts: Vec<String>,

@@ -211,6 +211,8 @@ pub struct HostOptions {
     pub gateway_interface: String,
     /// A `[mode]` section; the default (absent) is the mode in scope.
     pub mode: Option<String>,
+    /// The periodic reconcile's interval, when not the agent's own.
+    pub periodic_reconcile: Option<Duration>,
 }
 
 impl HostOptions {
@@ -222,6 +224,7 @@ impl HostOptions {
             ipv6: false,
             gateway_interface: "eth0".into(),
             mode: None,
+            periodic_reconcile: None,
         }
     }
 }
@@ -323,7 +326,10 @@ impl RunningHost {
         std::fs::write(&path, host_config_toml(options, tls))?;
         let config = HostConfig::load(&path)?;
         let (dataplane, log) = DryRun::new(host_addresses);
-        let agent = HostAgent::new(config, dataplane)?;
+        let mut agent = HostAgent::new(config, dataplane)?;
+        if let Some(every) = options.periodic_reconcile {
+            agent = agent.with_periodic_reconcile(every);
+        }
         let status = agent.status();
         let tls = agent.tls_reloader();
         let shutdown = CancellationToken::new();

@@ -43,7 +43,7 @@ async fn host_follows_cidr_changes_and_dpu_sees_the_reports() -> anyhow::Result<
         .map(ToString::to_string)
         .collect();
     assert_eq!(cidrs, vec!["198.18.128.0/17", "198.19.0.0/16"]);
-    let Some(DryRunEvent::Applied(plan)) = host.log.events().last().cloned() else {
+    let Some(plan) = host.log.last_applied() else {
         anyhow::bail!("nothing applied")
     };
     // Two halves per CIDR next to mp0's routes (the default), both CIDRs

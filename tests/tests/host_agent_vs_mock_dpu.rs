@@ -11,6 +11,7 @@ use noverlay_tests::{
     harness::{self, Certs, HOST_SAN, HostOptions, RunningHost},
     mock_dpu::MockDpu,
 };
+use std::time::Duration;
 use tonic::Status;
 
 fn good_contract(revision: u64) -> pb::Contract {
@@ -30,7 +31,7 @@ fn applied_revisions(host: &RunningHost) -> Vec<u64> {
         .iter()
         .filter_map(|e| match e {
             DryRunEvent::Applied(plan) => Some(plan.revision),
-            DryRunEvent::TornDown => None,
+            DryRunEvent::AuditAsked | DryRunEvent::TornDown => None,
         })
         .collect()
 }
@@ -352,4 +353,35 @@ async fn leaving_scope_tears_down_what_the_agent_owns() -> anyhow::Result<()> {
         .await?;
     assert_eq!(host.log.events(), vec![DryRunEvent::TornDown]);
     host.stop().await
+}
+
+/// The periodic reconcile is an audit: it asks the dataplane to read
+/// everything before it applies (events may have been missed).
+#[tokio::test]
+async fn the_periodic_reconcile_reads_everything() -> anyhow::Result<()> {
+    harness::init();
+    let certs = Certs::new()?;
+    let dpu = MockDpu::start(&certs.dpu, HOST_SAN, Ok(good_contract(1))).await?;
+    let options = HostOptions {
+        periodic_reconcile: Some(Duration::from_millis(100)),
+        ..HostOptions::new(dpu.addr)
+    };
+    let host = RunningHost::start(certs.dir.path(), &options, &certs.host, Vec::new())?;
+    let audited_apply = |events: &[DryRunEvent]| {
+        events
+            .windows(2)
+            .skip_while(|w| !matches!(w[0], DryRunEvent::Applied(_)))
+            .any(|w| w[0] == DryRunEvent::AuditAsked && matches!(w[1], DryRunEvent::Applied(_)))
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !audited_apply(&host.log.events()) {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no audited apply after the contract's: {:?}",
+            host.log.events()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    host.stop().await?;
+    Ok(())
 }

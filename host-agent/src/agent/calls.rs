@@ -21,6 +21,7 @@ pub(super) fn record_routes(status: &mut HostStatus, applied: Applied) {
     status.route_takebacks = applied.takebacks;
     status.nft_watch_lost = applied.nft_watch_lost.unwrap_or_default();
     status.nft_watch_restarts = applied.nft_watch_restarts;
+    status.route_event_overruns = applied.route_event_overruns;
 }
 
 /// The DPU agent's address as an IP, when `dpu.address` is one (a name is

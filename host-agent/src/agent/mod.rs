@@ -117,6 +117,15 @@ impl<D: Dataplane> HostAgent<D> {
         self
     }
 
+    /// Reconciles and audits every `every` instead of every
+    /// [`PERIODIC_RECONCILE`] (tests).
+    pub fn with_periodic_reconcile(mut self, every: Duration) -> Self {
+        self.periodic = tokio::time::interval(every);
+        self.periodic
+            .set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self
+    }
+
     pub fn status(&self) -> watch::Receiver<HostStatus> {
         self.status.subscribe()
     }
@@ -193,7 +202,11 @@ impl<D: Dataplane> HostAgent<D> {
                     self.dataplane.absorb_drift();
                     self.reconcile("kernel event").await;
                 }
-                _ = self.periodic.tick() => self.reconcile("periodic").await,
+                _ = self.periodic.tick() => {
+                    // Events may have been missed: this one reads everything.
+                    self.dataplane.audit_next();
+                    self.reconcile("periodic").await
+                }
                 _ = sleep_until(self.retry_at), if self.retry_at.is_some() => {
                     self.retry_at = None;
                     self.reconcile("retry").await;

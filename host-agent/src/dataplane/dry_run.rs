@@ -14,6 +14,9 @@ pub struct DryRunLog {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DryRunEvent {
     Applied(Box<HostPlan>),
+    /// The next apply was asked to read everything (see
+    /// [`Dataplane::audit_next`]).
+    AuditAsked,
     TornDown,
 }
 
@@ -23,6 +26,14 @@ impl DryRunLog {
             .lock()
             .map(|e| e.clone())
             .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// The plan of the last apply.
+    pub fn last_applied(&self) -> Option<HostPlan> {
+        self.events().into_iter().rev().find_map(|e| match e {
+            DryRunEvent::Applied(plan) => Some(*plan),
+            _ => None,
+        })
     }
 
     fn push(&self, event: DryRunEvent) {
@@ -81,6 +92,10 @@ impl Dataplane for DryRun {
 
     async fn drift(&mut self) {
         std::future::pending::<()>().await
+    }
+
+    fn audit_next(&mut self) {
+        self.log.push(DryRunEvent::AuditAsked);
     }
 
     async fn teardown(&mut self, _settings: &HostSettings) -> Result<(), DataplaneError> {

@@ -33,6 +33,9 @@ pub struct Applied {
     pub nft_watch_lost: Option<String>,
     /// Times the watcher got its event socket back.
     pub nft_watch_restarts: u64,
+    /// Times rtnetlink events were lost (the kernel overran the event
+    /// socket); each was answered by reading everything again.
+    pub route_event_overruns: u64,
 }
 
 /// Programs the host datapath.
@@ -64,6 +67,11 @@ pub trait Dataplane: Send + Sync {
     /// Consumes drift notifications that arrived in a burst, so that one
     /// reconcile answers them all.
     fn absorb_drift(&mut self) {}
+
+    /// The next apply trusts nothing it remembers: it reads every object
+    /// from the kernel and compares (the periodic safety net under events,
+    /// for a change no event told of).
+    fn audit_next(&mut self) {}
 
     /// Removes everything we own (routes with our protocol, our neighbour and
     /// address, our nft table). Keeps going past errors and returns them all.

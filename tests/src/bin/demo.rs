@@ -11,7 +11,6 @@
 
 use host_agent::{
     client,
-    dataplane::dry_run::DryRunEvent,
     local_status::StatusReport,
     plan::{self, HostSettings},
 };
@@ -307,7 +306,7 @@ async fn loopback_demo() -> anyhow::Result<()> {
         })
         .await?;
     println!("host now at revision {revision}; its routes:");
-    if let Some(DryRunEvent::Applied(plan)) = host.log.events().last() {
+    if let Some(plan) = host.log.last_applied() {
         for route in plan.render_routes() {
             println!("  {route}");
         }

@@ -144,6 +144,8 @@ pub struct Wakeups {
     closed: Arc<AtomicBool>,
     /// What events that matter touched since the reconcile last took it.
     touched: Arc<Mutex<Touched>>,
+    /// Times the kernel dropped route events for us (a full receive buffer).
+    overruns: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What kernel events that matter touched: route destinations, or
@@ -228,6 +230,40 @@ impl Wakeups {
         lock(&self.touched).other = true;
     }
 
+    /// Weighs one message from the event socket: an event that matters
+    /// wakes the reconcile, and so does news of lost events.
+    pub fn hear(&self, message: &NetlinkMessage<RouteNetlinkMessage>) {
+        match &message.payload {
+            NetlinkPayload::InnerMessage(inner)
+                if self.matters(message.header.port_number, inner) =>
+            {
+                self.wake()
+            }
+            NetlinkPayload::Overrun(_) => self.lost_events("receive buffer overrun"),
+            NetlinkPayload::Error(e) if e.code.is_some() => {
+                self.lost_events(&format!("socket error {e}"))
+            }
+            _ => {}
+        }
+    }
+
+    /// The kernel dropped events (or the socket reported an error): any of
+    /// them may have mattered, so the next reconcile lists everything.
+    fn lost_events(&self, why: &str) {
+        let total = self.overruns.fetch_add(1, Ordering::AcqRel) + 1;
+        tracing::warn!(
+            total,
+            "rtnetlink events lost ({why}); reading everything from the kernel"
+        );
+        self.touched_anything();
+        self.wake();
+    }
+
+    /// Times route events were lost since the agent started.
+    pub fn event_overruns(&self) -> u64 {
+        self.overruns.load(Ordering::Acquire)
+    }
+
     /// Takes what events touched since the last take.
     pub fn take_touched(&self) -> Touched {
         std::mem::take(&mut *lock(&self.touched))
@@ -255,37 +291,34 @@ impl noverlay_nft::ChangeListener for Wakeups {
     }
 }
 
+/// The event socket's receive buffer: about 20,000 route events, so a
+/// routing daemon's bulk change is held while a reconcile runs. Beyond it
+/// the kernel drops events and says so (an overrun): then everything is
+/// read again.
+pub const EVENT_BUFFER_BYTES: usize = 4 << 20;
+
 /// Subscribes to link, address, neighbour and route events and wakes
-/// `wakeups` for those that matter. When the event socket fails (a
-/// multicast overrun ends it), the watcher wakes the reconcile (which then
-/// reads everything) and subscribes again.
-pub fn watch_route_events(wakeups: Wakeups) -> std::io::Result<()> {
-    let mut messages = subscribe()?;
+/// `wakeups` for those that matter, with a receive buffer of
+/// `buffer_bytes`. Lost events (an overrun, an error on the socket, the
+/// stream ending) wake the reconcile to read everything; a stream that
+/// ended is subscribed again.
+pub fn watch_route_events(wakeups: Wakeups, buffer_bytes: usize) -> std::io::Result<()> {
+    let mut messages = subscribe(buffer_bytes)?;
     tokio::spawn(async move {
         loop {
             while let Some((message, _)) = messages.next().await {
                 if wakeups.is_closed() {
                     return;
                 }
-                if let NetlinkMessage {
-                    header,
-                    payload: NetlinkPayload::InnerMessage(inner),
-                    ..
-                } = &message
-                    && wakeups.matters(header.port_number, inner)
-                {
-                    wakeups.wake();
-                }
+                wakeups.hear(&message);
             }
-            tracing::warn!("rtnetlink event stream ended (overrun?); resyncing and resubscribing");
-            wakeups.touched_anything();
-            wakeups.wake();
+            wakeups.lost_events("event stream ended; subscribing again");
             loop {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 if wakeups.is_closed() {
                     return;
                 }
-                match subscribe() {
+                match subscribe(buffer_bytes) {
                     Ok(fresh) => {
                         messages = fresh;
                         // Anything missed while unsubscribed is caught by this.
@@ -308,8 +341,8 @@ type RouteEvents = futures::channel::mpsc::UnboundedReceiver<(
     rtnetlink::sys::SocketAddr,
 )>;
 
-fn subscribe() -> std::io::Result<RouteEvents> {
-    let (connection, _handle, messages) = rtnetlink::new_multicast_connection(&[
+fn subscribe(buffer_bytes: usize) -> std::io::Result<RouteEvents> {
+    let (mut connection, _handle, messages) = rtnetlink::new_multicast_connection(&[
         MulticastGroup::Link,
         MulticastGroup::Ipv4Ifaddr,
         MulticastGroup::Ipv6Ifaddr,
@@ -317,8 +350,38 @@ fn subscribe() -> std::io::Result<RouteEvents> {
         MulticastGroup::Ipv6Route,
         MulticastGroup::Neigh,
     ])?;
+    let socket = rtnetlink::sys::AsyncSocket::socket_mut(connection.socket_mut());
+    set_receive_buffer(std::os::fd::AsRawFd::as_raw_fd(socket), buffer_bytes)?;
     tokio::spawn(connection);
     Ok(messages)
+}
+
+/// Sets the socket's receive buffer: past net.core.rmem_max with
+/// CAP_NET_ADMIN (which the agent has), else as large as the host allows.
+fn set_receive_buffer(fd: std::os::fd::RawFd, bytes: usize) -> std::io::Result<()> {
+    let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let set = |option: libc::c_int| {
+        // SAFETY: `fd` is an open socket owned by the caller; the option
+        // value is a c_int that outlives the call, its length passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                std::ptr::from_ref(&size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    set(libc::SO_RCVBUFFORCE).or_else(|forced| {
+        tracing::debug!(error = %forced, "SO_RCVBUFFORCE refused; capped by net.core.rmem_max");
+        set(libc::SO_RCVBUF)
+    })
 }
 
 #[cfg(test)]
@@ -550,6 +613,32 @@ mod tests {
         // A link event touches something other than routes.
         assert!(wakeups.matters(0, &link("eth0", 2)));
         assert!(wakeups.take_touched().other);
+    }
+
+    #[tokio::test]
+    async fn an_overrun_wakes_a_reconcile_that_reads_everything() {
+        let wakeups = Wakeups::default();
+        wakeups.set_interest(interest());
+        // An event that does not matter wakes nothing.
+        wakeups.hear(&NetlinkMessage::from(route([10, 1, 0, 0], 16, 4, 9)));
+        let idle =
+            tokio::time::timeout(std::time::Duration::from_millis(50), wakeups.woken()).await;
+        assert!(idle.is_err(), "an event that does not matter woke");
+        // The kernel dropped events: any may have mattered.
+        let mut overrun = NetlinkMessage::new(
+            rtnetlink::packet_core::NetlinkHeader::default(),
+            NetlinkPayload::<RouteNetlinkMessage>::Overrun(Vec::new()),
+        );
+        overrun.finalize();
+        wakeups.hear(&overrun);
+        tokio::time::timeout(std::time::Duration::from_secs(1), wakeups.woken())
+            .await
+            .expect("an overrun woke nothing");
+        assert!(
+            wakeups.take_touched().other,
+            "an overrun asked for no listing"
+        );
+        assert_eq!(wakeups.event_overruns(), 1);
     }
 
     #[tokio::test]

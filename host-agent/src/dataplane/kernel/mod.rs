@@ -52,6 +52,8 @@ pub struct Kernel {
     rendered: rendered::RenderedRoutes,
     /// The main table's routes as the last apply left them.
     known_routes: Option<routes::KnownRoutes>,
+    /// The next apply reads everything and trusts nothing remembered.
+    audit: bool,
 }
 
 fn kernel_error(operation: impl Into<String>, error: impl std::fmt::Display) -> DataplaneError {
@@ -88,12 +90,21 @@ impl Kernel {
     /// Opens the netlink sockets in the current network namespace and
     /// subscribes to route, link, address, neighbour and nftables events.
     pub fn open(masquerades: Vec<Masquerade>) -> Result<Self, DataplaneError> {
+        Self::open_with_event_buffer(masquerades, events::EVENT_BUFFER_BYTES)
+    }
+
+    /// As [`Kernel::open`], with a route event socket of `buffer_bytes`
+    /// (tests make it small to overrun it).
+    pub fn open_with_event_buffer(
+        masquerades: Vec<Masquerade>,
+        buffer_bytes: usize,
+    ) -> Result<Self, DataplaneError> {
         let rt = RouteNetlink::open().map_err(|e| kernel_error("open rtnetlink", e))?;
         let nft = Nftables::open().map_err(|e| kernel_error("open nftables", e))?;
         let wakeups = Wakeups::default();
         noverlay_nft::watch_foreign_changes(nft.port(), wakeups.clone())
             .map_err(|e| kernel_error("watch nftables", e))?;
-        events::watch_route_events(wakeups.clone())
+        events::watch_route_events(wakeups.clone(), buffer_bytes)
             .map_err(|e| kernel_error("watch rtnetlink", e))?;
         Ok(Kernel {
             rt,
@@ -107,6 +118,7 @@ impl Kernel {
             takeback_log: noverlay_runtime::logging::Repeats::default(),
             rendered: rendered::RenderedRoutes::default(),
             known_routes: None,
+            audit: false,
         })
     }
 
@@ -159,12 +171,27 @@ impl Kernel {
     }
 
     /// Replaces our table when it may differ from the plan. Ok(false) when
-    /// nothing needed writing.
-    async fn reconcile_nft(&mut self, plan: &HostPlan) -> Result<bool, DataplaneError> {
+    /// nothing needed writing. An audit reads the table back and compares
+    /// it with the plan: a table in place is left (its counters go on).
+    async fn reconcile_nft(
+        &mut self,
+        plan: &HostPlan,
+        audit: bool,
+    ) -> Result<bool, DataplaneError> {
         // While the watcher is deaf nothing tells us of a flushed table:
         // every reconcile (the periodic one too) rewrites it.
         if self.wakeups.take_nft_changed() || self.wakeups.nft_watch_lost().is_some() {
             self.nft_dirty = true;
+        }
+        if audit && !self.nft_dirty && self.last_nft.as_ref() == Some(&plan.nft) {
+            let held = self.nft_table(&plan.nft.table).await?;
+            if rules::without_counters(&held) != plan.nft.render() {
+                tracing::warn!(
+                    table = %plan.nft.table,
+                    "our nft table differs from the plan though no event said so; rewriting it"
+                );
+                self.nft_dirty = true;
+            }
         }
         if !self.nft_dirty && self.last_nft.as_ref() == Some(&plan.nft) {
             return Ok(false);
@@ -192,6 +219,12 @@ impl Kernel {
 }
 
 impl Kernel {
+    /// What kernel events told since the last apply (tests drop it, as a
+    /// lost event would, to show what the audit finds without them).
+    pub fn wakeups(&self) -> &Wakeups {
+        &self.wakeups
+    }
+
     /// Errs when an inet table named `table` exists that is not ours: it is
     /// never replaced or deleted.
     async fn refuse_foreign_table(
@@ -220,6 +253,11 @@ impl Kernel {
 
 impl Dataplane for Kernel {
     async fn apply(&mut self, plan: &HostPlan) -> Result<Applied, DataplaneError> {
+        let audit = std::mem::take(&mut self.audit);
+        if audit {
+            // Routes are listed, not taken from the last apply.
+            self.known_routes = None;
+        }
         let links = self
             .rt
             .links()
@@ -282,7 +320,7 @@ impl Dataplane for Kernel {
 
         // The SNAT table before any new route: a route never goes out
         // without its SNAT. If it cannot be written, no route is added.
-        match self.reconcile_nft(plan).await {
+        match self.reconcile_nft(plan, audit).await {
             Ok(true) => progress.changes += 1,
             Ok(false) => {}
             Err(e) => {
@@ -327,6 +365,7 @@ impl Dataplane for Kernel {
             takebacks: self.contests.takebacks_total(),
             nft_watch_lost: self.wakeups.nft_watch_lost(),
             nft_watch_restarts: self.wakeups.nft_watch_restarts(),
+            route_event_overruns: self.wakeups.event_overruns(),
         })
     }
 
@@ -381,6 +420,10 @@ impl Dataplane for Kernel {
 
     fn absorb_drift(&mut self) {
         self.wakeups.absorb();
+    }
+
+    fn audit_next(&mut self) {
+        self.audit = true;
     }
 }
 
