@@ -1184,3 +1184,79 @@ fn rule_handles_in_ns(ns: &str) -> anyhow::Result<String> {
         .collect::<Vec<_>>()
         .join("\n"))
 }
+
+/// Several routes at one destination, which a lookup cannot see whole: a
+/// route at a better metric at our IPv6 half (traffic takes it; ours stays
+/// and the status says which wins), and an IPv4 alias prepended in front of
+/// ours at our key (taken back by deleting it: ours is behind it). Neither
+/// makes an apply fail.
+#[test]
+#[ignore = "privileged: needs root, network namespaces and nftables; run as root with --include-ignored (CI does)"]
+fn several_routes_at_one_destination_are_seen_whole() -> anyhow::Result<()> {
+    netns::require_privileges()?;
+    harness::init();
+    let topo = topology()?;
+    let host_ns = topo.host.name.clone();
+    let (errors, shadowed) = topo.host.run(move || async move {
+        let mut agent = AgentOnKernel::start().await?;
+        let report = agent.dpu.next_report().await?;
+        anyhow::ensure!(report.applied, "initial apply failed: {}", report.error);
+        // Every error any reconcile reports from now on.
+        let mut watching = agent.status.clone();
+        let errors = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while watching.changed().await.is_ok() {
+                if let Some(e) = watching.borrow_and_update().last_error.clone() {
+                    seen.push(e);
+                }
+            }
+            seen
+        });
+        let sh = |script: &str| -> anyhow::Result<()> {
+            let output = std::process::Command::new("ip")
+                .args(["netns", "exec", &host_ns, "sh", "-c", script])
+                .output()?;
+            anyhow::ensure!(output.status.success(), "{script}: {output:?}");
+            Ok(())
+        };
+        sh("ip -6 route add fd00:10:244::/49 dev eth0 metric 100 proto static")?;
+        let shadowed = wait_status(
+            &mut agent.status,
+            "a report of the better route",
+            Duration::from_secs(5),
+            |s| s.routes.iter().any(|r| r.contains("[shadows ours")),
+        )
+        .await?;
+        let before = agent.status.borrow().route_takebacks;
+        sh("ip route prepend 198.18.128.0/18 via 198.18.130.1 dev ovn-k8s-mp0")?;
+        wait_status(
+            &mut agent.status,
+            "the take-back",
+            Duration::from_secs(5),
+            |s| s.route_takebacks > before && s.routes.iter().all(|r| !r.contains("[not ours")),
+        )
+        .await?;
+        // A second too, for a failing retry to show.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        agent.stop().await?;
+        Ok((errors.await?, shadowed.routes))
+    })?;
+    println!("status with a better route at our IPv6 half: {shadowed:?}");
+    assert!(errors.is_empty(), "reconciles failed: {errors:?}");
+    assert!(
+        shadowed.iter().any(|r| r.starts_with("fd00:10:244::/49 dev eth0 proto 4 metric 100")
+            && r.contains("[shadows ours: a better metric at our destination; planned fd00:10:244::/49 via fd69::4")),
+        "{shadowed:?}"
+    );
+    // Ours stays at its own metric next to the better one.
+    let v6 = topo.host.sh("ip -6 route show fd00:10:244::/49")?;
+    assert!(
+        v6.contains("via fd69::4 dev eth0 proto 240 metric 1024"),
+        "{v6}"
+    );
+    // The alias in front is gone; ours is the one route at the key.
+    let v4 = topo.host.sh("ip route show 198.18.128.0/18")?;
+    assert_eq!(v4.lines().count(), 1, "{v4}");
+    assert!(v4.contains("via 169.254.0.4 dev eth0 proto 240"), "{v4}");
+    Ok(())
+}

@@ -336,13 +336,14 @@ impl Dataplane for Kernel {
         // in; broad mp0 routes (when the plan removes them) once ours cover
         // their CIDRs.
         self.delete_routes(&stale.covered, &mut progress).await;
-        let routes = if !stale.uncovered.is_empty() || !stale.covered.is_empty() {
-            self.main_routes().await?
-        } else if !put.is_empty() {
-            self.routes_after_puts(plan, routes, put).await?
-        } else {
-            routes
-        };
+        let routes =
+            if !stale.uncovered.is_empty() || !stale.covered.is_empty() || put.aliases_deleted {
+                self.main_routes().await?
+            } else if !put.written.is_empty() {
+                self.routes_after_puts(plan, routes, put.written).await?
+            } else {
+                routes
+            };
         let broad: Vec<&KernelRoute> = routes
             .iter()
             .filter(|r| reconcile::is_broad_mp0(plan, r, mp0))

@@ -57,6 +57,10 @@ pub enum RoutePut<'a> {
     Foreign {
         wanted: &'a PlannedRoute,
         theirs: &'a KernelRoute,
+        /// Ours is still there, behind theirs (an IPv4 alias prepended at
+        /// the key): taking back is deleting theirs; a replace would find
+        /// ours and fail with EEXIST.
+        ours_behind: bool,
     },
 }
 
@@ -82,26 +86,83 @@ pub fn is_broad_mp0(plan: &HostPlan, route: &KernelRoute, mp0: Option<u32>) -> b
 }
 
 /// The kernel's routes by key (destination and metric in the main table),
-/// the first listed for each: a planned route's counterpart is found in
-/// one lookup, so a reconcile costs in proportion to the routes, not their
-/// square (2,048 planned against as many listed at 1,024 CIDRs).
-pub struct RoutesByKey<'a>(HashMap<(IpNet, u32), &'a KernelRoute>);
+/// in listing order, and the best route at each destination: a planned
+/// route's counterparts are found in one lookup, so a reconcile costs in
+/// proportion to the routes, not their square (2,048 planned against as
+/// many listed at 1,024 CIDRs).
+pub struct RoutesByKey<'a> {
+    at_key: HashMap<(IpNet, u32), Vec<&'a KernelRoute>>,
+    best_at_dst: HashMap<IpNet, &'a KernelRoute>,
+}
 
 impl<'a> RoutesByKey<'a> {
     pub fn new(routes: &'a [KernelRoute]) -> Self {
-        let mut by_key = HashMap::with_capacity(routes.len());
+        let mut at_key: HashMap<_, Vec<_>> = HashMap::with_capacity(routes.len());
+        let mut best_at_dst: HashMap<IpNet, &KernelRoute> = HashMap::with_capacity(routes.len());
         for route in routes {
-            by_key
+            at_key
                 .entry((route.dst, effective_priority(route)))
+                .or_default()
+                .push(route);
+            best_at_dst
+                .entry(route.dst)
+                .and_modify(|best| {
+                    if effective_priority(route) < effective_priority(best) {
+                        *best = route;
+                    }
+                })
                 .or_insert(route);
         }
-        RoutesByKey(by_key)
+        RoutesByKey {
+            at_key,
+            best_at_dst,
+        }
     }
 
-    /// The kernel's route with the key of our planned `wanted`.
-    pub fn get(&self, wanted: &PlannedRoute) -> Option<&'a KernelRoute> {
-        self.0.get(&(wanted.dst, default_priority(wanted))).copied()
+    /// The kernel's routes with the key of our planned `wanted`, the one
+    /// traffic takes first.
+    pub fn all(&self, wanted: &PlannedRoute) -> &[&'a KernelRoute] {
+        self.at_key
+            .get(&(wanted.dst, default_priority(wanted)))
+            .map_or(&[], Vec::as_slice)
     }
+
+    /// The kernel's route with the key of our planned `wanted` (the first).
+    pub fn get(&self, wanted: &PlannedRoute) -> Option<&'a KernelRoute> {
+        self.all(wanted).first().copied()
+    }
+
+    /// A route at `wanted`'s destination with a better metric than ours:
+    /// traffic takes it, not ours. Another metric is not our key, so it is
+    /// not taken back, only reported.
+    pub fn shadowing(&self, wanted: &PlannedRoute) -> Option<&'a KernelRoute> {
+        self.best_at_dst
+            .get(&wanted.dst)
+            .copied()
+            .filter(|best| effective_priority(best) < default_priority(wanted))
+    }
+}
+
+/// Whether the kernel's `route` is our `wanted` as planned.
+fn in_place(route: &KernelRoute, wanted: &PlannedRoute, gateway: u32) -> bool {
+    route.protocol == wanted.protocol
+        && route.kind.is_none()
+        && route.via == Some(wanted.via)
+        && route.oif == Some(gateway)
+        && route.mtu == Some(wanted.mtu)
+}
+
+/// Whether two entries are the same route (a lookup's answer against a
+/// listing's entry: their messages differ in flags).
+fn same_route(a: &KernelRoute, b: &KernelRoute) -> bool {
+    a.kind == b.kind
+        && a.dst == b.dst
+        && a.via == b.via
+        && a.oif == b.oif
+        && a.mtu == b.mtu
+        && a.protocol == b.protocol
+        && effective_priority(a) == effective_priority(b)
+        && a.table == b.table
 }
 
 /// What the kernel holds after puts, without listing every route again:
@@ -132,31 +193,36 @@ pub fn with_read_back(
 /// The main table's routes now, from `known` (a listing or an apply's
 /// result) and one lookup for each destination events touched since
 /// (`looked_up`: the entry the kernel matched for the destination's own
-/// address, None for no route). A lookup shows all that is at its
-/// destination only when it matched that destination, or a shorter prefix
-/// covering it, in the main table; for anything else (another table, a
-/// more specific route, several routes known at the destination) None:
+/// address, None for no route). A lookup shows only the route traffic
+/// takes: it says all that is at its destination when it matched a shorter
+/// prefix covering it (nothing at the destination), or the destination
+/// itself where nothing was known or the known route is still the one
+/// matched. For anything else (another table, a more specific route,
+/// several routes known at the destination, another route matched where
+/// one was known: an alias prepended before ours, a better metric) None:
 /// only a listing can say.
 pub fn with_lookups(
     mut known: Vec<KernelRoute>,
     looked_up: Vec<(IpNet, Option<KernelRoute>)>,
 ) -> Option<Vec<KernelRoute>> {
+    let touched: HashSet<IpNet> = looked_up.iter().map(|(dst, _)| *dst).collect();
+    let mut known_at: HashMap<IpNet, &KernelRoute> = HashMap::new();
+    for route in known.iter().filter(|r| touched.contains(&r.dst)) {
+        if known_at.insert(route.dst, route).is_some() {
+            return None;
+        }
+    }
     let mut found = Vec::new();
-    let mut touched = HashSet::new();
     for (dst, entry) in looked_up {
-        touched.insert(dst);
         match entry {
             None => {}
             Some(e) if e.table != MAIN_TABLE => return None,
-            Some(e) if e.dst == dst => found.push(e),
+            Some(e) if e.dst == dst => match known_at.get(&dst) {
+                Some(k) if !same_route(k, &e) => return None,
+                _ => found.push(e),
+            },
             Some(e) if e.dst.prefix_len() < dst.prefix_len() && e.dst.contains(&dst) => {}
             Some(_) => return None,
-        }
-    }
-    let mut at_touched = HashSet::new();
-    for route in known.iter().filter(|r| touched.contains(&r.dst)) {
-        if !at_touched.insert(route.dst) {
-            return None;
         }
     }
     known.retain(|r| !touched.contains(&r.dst));
@@ -174,17 +240,20 @@ pub fn route_puts<'a>(
     let actual = RoutesByKey::new(actual);
     plan.routes
         .iter()
-        .filter_map(|wanted| match actual.get(wanted) {
-            None => Some(RoutePut::Add(wanted)),
-            Some(r) if r.protocol == wanted.protocol => {
-                let in_place = r.kind.is_none()
-                    && r.via == Some(wanted.via)
-                    && r.oif == Some(gateway)
-                    && r.mtu == Some(wanted.mtu);
-                (!in_place).then_some(RoutePut::Replace(wanted))
+        .filter_map(|wanted| {
+            let at_key = actual.all(wanted);
+            match at_key.first() {
+                None => Some(RoutePut::Add(wanted)),
+                Some(r) if r.protocol == wanted.protocol => {
+                    (!in_place(r, wanted, gateway)).then_some(RoutePut::Replace(wanted))
+                }
+                Some(r) if is_broad_mp0(plan, r, mp0) => Some(RoutePut::Replace(wanted)),
+                Some(r) => Some(RoutePut::Foreign {
+                    wanted,
+                    theirs: r,
+                    ours_behind: at_key[1..].iter().any(|o| in_place(o, wanted, gateway)),
+                }),
             }
-            Some(r) if is_broad_mp0(plan, r, mp0) => Some(RoutePut::Replace(wanted)),
-            Some(r) => Some(RoutePut::Foreign { wanted, theirs: r }),
         })
         .collect()
 }
@@ -332,10 +401,24 @@ mod tests {
             let now = with_lookups(known.clone(), vec![(half, entry)]).expect("known");
             assert_eq!(now, vec![ours("198.18.128.128/25")]);
         }
-        // Replaced by another writer: what the lookup found is there.
+        // Still ours: nothing changed there.
+        let now = with_lookups(known.clone(), vec![(half, Some(ours("198.18.128.0/25")))])
+            .expect("known");
+        assert_eq!(now.len(), 2);
+        // Another writer's route where none was known: it is what is there.
         let theirs = kernel_route("198.18.128.0/25", None, MP0, 3, None);
-        let now = with_lookups(known.clone(), vec![(half, Some(theirs.clone()))]).expect("known");
+        let without_ours = vec![ours("198.18.128.128/25")];
+        let now = with_lookups(without_ours, vec![(half, Some(theirs.clone()))]).expect("known");
         assert!(now.contains(&theirs) && now.len() == 2);
+        // Another writer's route where ours was: a replace, or an alias
+        // prepended before ours, or a better metric with ours behind; the
+        // lookup cannot tell them apart, a listing can.
+        let mut better_metric = ours("198.18.128.0/25");
+        better_metric.protocol = 3;
+        better_metric.priority = Some(100);
+        for entry in [theirs, better_metric] {
+            assert_eq!(with_lookups(known.clone(), vec![(half, Some(entry))]), None);
+        }
         // A more specific route, another table, or several routes known at
         // the destination: only a listing says.
         let narrower = ours("198.18.128.0/26");
@@ -384,7 +467,8 @@ mod tests {
             vec![
                 RoutePut::Foreign {
                     wanted: &plan.routes[0],
-                    theirs: &actual[1]
+                    theirs: &actual[1],
+                    ours_behind: false,
                 },
                 RoutePut::Replace(&plan.routes[1]),
             ]
@@ -407,7 +491,26 @@ mod tests {
             route_puts(&plan, &actual, GATEWAY, Some(MP0))[0],
             RoutePut::Foreign {
                 wanted: &plan.routes[0],
-                theirs: &actual[0]
+                theirs: &actual[0],
+                ours_behind: false,
+            }
+        );
+        // An alias prepended before ours: ours is behind it, in place.
+        let ours = kernel_route(
+            "198.18.128.0/17",
+            Some("169.254.0.4"),
+            GATEWAY,
+            240,
+            Some(1400),
+        );
+        let prepended = kernel_route("198.18.128.0/17", Some("10.0.0.1"), 9, 16, None);
+        let actual = [prepended, ours];
+        assert_eq!(
+            route_puts(&plan, &actual, GATEWAY, Some(MP0))[0],
+            RoutePut::Foreign {
+                wanted: &plan.routes[0],
+                theirs: &actual[0],
+                ours_behind: true,
             }
         );
         assert_eq!(
@@ -435,6 +538,31 @@ mod tests {
                 .is_some_and(|r| std::ptr::eq(r, &listed[1]))
         );
         assert!(RoutesByKey::new(&listed[..1]).get(ours).is_none());
+        // IPv4's metric 0 is the best there is: nothing shadows ours.
+        assert!(by_key.shadowing(ours).is_none());
+        // IPv6's is 1024: a route at 100 is the one traffic takes.
+        let ours_v6 = PlannedRoute {
+            dst: "fd00:10:244::/49".parse().expect("net"),
+            via: "fd69::4".parse().expect("ip"),
+            ..ours.clone()
+        };
+        let mut better = kernel_route("fd00:10:244::/49", None, 9, 16, None);
+        better.priority = Some(100);
+        let ours_listed = kernel_route(
+            "fd00:10:244::/49",
+            Some("fd69::4"),
+            GATEWAY,
+            240,
+            Some(1400),
+        );
+        let listed_v6 = [ours_listed, better];
+        let by_key = RoutesByKey::new(&listed_v6);
+        assert!(by_key.get(&ours_v6).is_some_and(|r| r.protocol == 240));
+        assert!(
+            by_key
+                .shadowing(&ours_v6)
+                .is_some_and(|r| std::ptr::eq(r, &listed_v6[1]))
+        );
     }
 
     #[test]

@@ -72,7 +72,17 @@ pub fn render_kernel_route(route: &KernelRoute, links: &HashMap<u32, KernelLink>
         .unwrap_or("?");
     let via = route.via.map(|v| format!(" via {v}")).unwrap_or_default();
     let mtu = route.mtu.map(|m| format!(" mtu {m}")).unwrap_or_default();
-    format!("{}{via} dev {dev} proto {}{mtu}", route.dst, route.protocol)
+    // A metric other than the family's default (ours never set one).
+    let default_metric = if route.dst.addr().is_ipv6() { 1024 } else { 0 };
+    let metric = route
+        .priority
+        .filter(|p| *p != default_metric)
+        .map(|p| format!(" metric {p}"))
+        .unwrap_or_default();
+    format!(
+        "{}{via} dev {dev} proto {}{metric}{mtu}",
+        route.dst, route.protocol
+    )
 }
 
 #[cfg(test)]
@@ -122,6 +132,14 @@ mod tests {
             ["198.18.0.0/25 via 169.254.0.4 dev eth0 proto 240 mtu 1300"]
         );
         assert_eq!(rendered.lines.len(), 1);
+        // Another metric than the default is shown; the default is not.
+        let mut v6 = route("fd00:10:244::/49", 1400);
+        v6.priority = Some(1024);
+        assert!(!render_kernel_route(&v6, &links("eth0")).contains("metric"));
+        v6.priority = Some(100);
+        assert!(
+            render_kernel_route(&v6, &links("eth0")).contains(" proto 240 metric 100 mtu 1400")
+        );
         // The link renamed: the same route shows the new name.
         assert_eq!(
             rendered.render(second.iter(), &links("gw0")),

@@ -29,6 +29,14 @@ const LOOK_UP_AT_MOST: usize = 16;
 /// the periodic reconcile (every 60 s) always lists.
 const KNOWN_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// What [`Kernel::put_routes`] did: the routes it wrote, each with its
+/// echo, and whether it deleted another writer's route in front of ours
+/// (then only a listing says what is left).
+pub(super) struct Puts {
+    pub written: Vec<(plan::PlannedRoute, Option<KernelRoute>)>,
+    pub aliases_deleted: bool,
+}
+
 /// The main table's routes as the last apply left them, for `plan`.
 pub(super) struct KnownRoutes {
     plan: HostPlan,
@@ -111,7 +119,8 @@ impl Kernel {
     }
 
     /// Puts the planned routes that are missing or differ, in one batch;
-    /// those the kernel took, each with its echo.
+    /// those the kernel took, each with its echo. A route of another
+    /// writer's in front of ours at our key is deleted instead.
     pub(super) async fn put_routes(
         &mut self,
         plan: &HostPlan,
@@ -120,14 +129,15 @@ impl Kernel {
         gateway: u32,
         mp0: Option<u32>,
         progress: &mut Progress,
-    ) -> Vec<(plan::PlannedRoute, Option<KernelRoute>)> {
+    ) -> Puts {
         let mut writes = Vec::new();
+        let mut in_front = Vec::new();
         let now = tokio::time::Instant::now();
         for put in reconcile::route_puts(plan, actual, gateway, mp0) {
             let (wanted, replace) = match put {
                 RoutePut::Add(wanted) => (wanted, false),
                 RoutePut::Replace(wanted) => (wanted, true),
-                RoutePut::Foreign { wanted, theirs } if !self.contests.owns(&wanted.dst) => {
+                RoutePut::Foreign { wanted, theirs, .. } if !self.contests.owns(&wanted.dst) => {
                     progress.errors.push(kernel_error(
                         format!("add route {}", plan::render_route(wanted)),
                         format!(
@@ -137,9 +147,26 @@ impl Kernel {
                     ));
                     continue;
                 }
-                RoutePut::Foreign { wanted, theirs } => {
-                    let theirs = render_kernel_route(theirs, links);
+                RoutePut::Foreign {
+                    wanted,
+                    theirs: route,
+                    ours_behind,
+                } => {
+                    let theirs = render_kernel_route(route, links);
                     match self.contests.decide(wanted.dst, theirs.clone(), now) {
+                        contest::Decision::TakeBack if ours_behind => {
+                            let key = format!("take back {}", wanted.dst);
+                            if let Some(suppressed) = self.takeback_log.due(&key) {
+                                tracing::warn!(
+                                    theirs = %theirs,
+                                    ours = %plan::render_route(wanted),
+                                    suppressed,
+                                    "another writer put a route in front of ours; deleting it"
+                                );
+                            }
+                            in_front.push(route);
+                            continue;
+                        }
                         contest::Decision::TakeBack => {
                             let key = format!("take back {}", wanted.dst);
                             if let Some(suppressed) = self.takeback_log.due(&key) {
@@ -169,8 +196,13 @@ impl Kernel {
             };
             writes.push((wanted, replace));
         }
+        let aliases_deleted = !in_front.is_empty();
+        self.delete_routes(&in_front, progress).await;
         if writes.is_empty() {
-            return Vec::new();
+            return Puts {
+                written: Vec::new(),
+                aliases_deleted,
+            };
         }
         // A repair's few routes are read back from their echoes; a listing
         // reads many for less.
@@ -181,7 +213,10 @@ impl Kernel {
                 progress
                     .errors
                     .push(kernel_error(format!("add {} routes", writes.len()), e));
-                return Vec::new();
+                return Puts {
+                    written: Vec::new(),
+                    aliases_deleted,
+                };
             }
         };
         let mut put = Vec::with_capacity(writes.len());
@@ -197,7 +232,10 @@ impl Kernel {
                 )),
             }
         }
-        put
+        Puts {
+            written: put,
+            aliases_deleted,
+        }
     }
 
     /// Our routes after `put` went in: the listing with each put route as
@@ -237,6 +275,13 @@ impl Kernel {
                 Some(r) if r.protocol == plan.route_protocol => {
                     self.contests.own(wanted.dst);
                     self.contests.settled(&wanted.dst, now);
+                    if let Some(better) = by_key.shadowing(wanted) {
+                        reported.push(format!(
+                            "{} [shadows ours: a better metric at our destination; planned {}]",
+                            render_kernel_route(better, links),
+                            plan::render_route(wanted)
+                        ));
+                    }
                 }
                 Some(r) => reported.push(format!(
                     "{} [not ours: planned {}]",
