@@ -30,6 +30,20 @@ pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Who a connection comes from, for per-source bounds: an IPv4 address
+/// (an IPv4-mapped IPv6 one counts as it), or an IPv6 /64, which one host
+/// may hold whole and pick a fresh address from for every connection.
+pub fn source_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    use std::net::{IpAddr, Ipv6Addr};
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
+        },
+    }
+}
+
 /// The git commit the agents were built from ("unknown" outside a git
 /// checkout; "-modified" when the checkout had changes).
 pub const GIT_COMMIT: &str = env!("NOVERLAY_GIT_COMMIT");
@@ -172,5 +186,21 @@ mod one_line_tests {
             super::one_line(&error),
             "starting the agent: cannot read config /etc/x.toml: not found"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::source_key;
+    use std::net::IpAddr;
+
+    #[test]
+    fn sources_are_ipv4_addresses_and_ipv6_slash_64s() {
+        let key = |text: &str| source_key(text.parse::<IpAddr>().expect("ip")).to_string();
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
     }
 }

@@ -9,8 +9,8 @@ use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode, body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
 use prometheus_client::registry::Registry;
-use std::{convert::Infallible, sync::Arc, time::Duration};
-use tokio::net::TcpListener;
+use std::{convert::Infallible, net::IpAddr, sync::Arc, time::Duration};
+use tokio::{net::TcpListener, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 /// A scrape that takes longer than this (slow client) is dropped.
@@ -18,21 +18,102 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection that has not sent its request headers by then is dropped:
 /// idle connections cannot pile up.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
-/// Connections served at once; one more is closed at once (a scraper
-/// needs one, a local flood must not take the agent's descriptors).
+/// Connections served at once (a scraper needs one, a local flood must not
+/// take the agent's descriptors); and from one source (an IPv4 address or
+/// an IPv6 /64), so that a loop on one machine cannot take them all. Past
+/// either, the idlest connection goes: of the same source, or of the
+/// source holding the most.
 pub const MAX_CONNECTIONS: usize = 32;
+pub const MAX_CONNECTIONS_PER_SOURCE: usize = 8;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// The connections being served, each with its source and when it last
+/// asked for something.
+#[derive(Clone, Default)]
+struct Connections {
+    inner: Arc<std::sync::Mutex<(u64, Vec<Connection>)>>,
+}
+
+struct Connection {
+    id: u64,
+    source: IpAddr,
+    last_active: Instant,
+    close: CancellationToken,
+}
+
+/// One connection's place; dropping it frees it.
+struct Place {
+    connections: Connections,
+    id: u64,
+    close: CancellationToken,
+}
+
+impl Connections {
+    /// Makes room for a connection from `source` (closing the idlest one
+    /// past a bound) and takes it.
+    fn admit(&self, source: IpAddr) -> Place {
+        let source = crate::source_key(source);
+        let mut guard = crate::lock(&self.inner);
+        let (next_id, open) = &mut *guard;
+        let from = |source: IpAddr| open.iter().filter(|c| c.source == source).count();
+        let crowd = if from(source) >= MAX_CONNECTIONS_PER_SOURCE {
+            Some(source)
+        } else if open.len() >= MAX_CONNECTIONS {
+            open.iter().map(|c| c.source).max_by_key(|s| from(*s))
+        } else {
+            None
+        };
+        if let Some(crowd) = crowd
+            && let Some(idlest) = open
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.source == crowd)
+                .min_by_key(|(_, c)| (c.last_active, c.id))
+                .map(|(i, _)| i)
+        {
+            open.swap_remove(idlest).close.cancel();
+        }
+        let id = *next_id;
+        *next_id += 1;
+        let close = CancellationToken::new();
+        open.push(Connection {
+            id,
+            source,
+            last_active: Instant::now(),
+            close: close.clone(),
+        });
+        Place {
+            connections: self.clone(),
+            id,
+            close,
+        }
+    }
+
+    fn active(&self, id: u64) {
+        if let Some(c) = crate::lock(&self.inner).1.iter_mut().find(|c| c.id == id) {
+            c.last_active = Instant::now();
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        crate::lock(&self.connections.inner)
+            .1
+            .retain(|c| c.id != self.id);
+    }
+}
+
 /// Serves `registry` on `listener` until `shutdown`.
 pub async fn serve(listener: TcpListener, registry: Arc<Registry>, shutdown: CancellationToken) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let connections = Connections::default();
     loop {
-        let stream = tokio::select! {
+        let (stream, remote) = tokio::select! {
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::debug!(error = %e, "metrics accept failed");
@@ -41,22 +122,25 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, shutdown: Can
                 }
             },
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            // Full: this one is closed now (dropped), the others go on.
-            continue;
-        };
+        let place = connections.admit(remote.ip());
         let registry = registry.clone();
+        let activity = (connections.clone(), place.id);
         tokio::spawn(async move {
-            let _permit = permit;
             let service = service_fn(move |request| {
                 let registry = registry.clone();
+                activity.0.active(activity.1);
                 async move { Ok::<_, Infallible>(answer(&request, &registry)) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
+            // Closed to make room, timed out, or done.
+            tokio::select! {
+                _ = place.close.cancelled() => {}
+                _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection) => {}
+            }
+            drop(place);
         });
     }
 }
@@ -247,6 +331,60 @@ mod tests {
             .expect("answered in time")
             .expect("read");
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        shutdown.cancel();
+    }
+
+    /// A local loop holding idle connections from one address takes at
+    /// most its share: a scraper from another address is answered at once,
+    /// while the loop goes on.
+    #[tokio::test]
+    async fn a_loop_from_one_source_never_starves_a_scraper_from_another() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve(
+            listener,
+            Arc::new(Registry::default()),
+            shutdown.clone(),
+        ));
+        let from = |source: &'static str| async move {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket
+                .bind(format!("{source}:0").parse().expect("addr"))
+                .expect("bind");
+            socket.connect(addr).await.expect("connect")
+        };
+        let mut idle = Vec::new();
+        for _ in 0..200 {
+            idle.push(from("127.0.0.1").await);
+        }
+        let mut scrape = from("127.0.0.2").await;
+        scrape
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("request");
+        // The loop goes on while the scrape is answered.
+        for _ in 0..50 {
+            idle.push(from("127.0.0.1").await);
+        }
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(1), scrape.read_to_string(&mut answer))
+            .await
+            .expect("answered at once, not after the loop's connections time out")
+            .expect("read");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let mut held = 0;
+        for stream in &mut idle {
+            let mut byte = [0u8; 1];
+            let read = tokio::time::timeout(Duration::from_millis(5), stream.read(&mut byte)).await;
+            if read.is_err() {
+                held += 1;
+            }
+        }
+        assert!(
+            held <= MAX_CONNECTIONS_PER_SOURCE,
+            "{held} of the loop's connections held"
+        );
         shutdown.cancel();
     }
 }

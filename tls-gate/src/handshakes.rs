@@ -1,21 +1,26 @@
 //! Bounds on connections that have not authenticated yet: a stranger who
 //! opens thousands of TCP connections and never finishes a handshake must
 //! not use up the agent's file descriptors or drown its log, and the
-//! authorised host must still get in.
+//! authorised host must still get in, even when the stranger is another
+//! process on the host itself (it shares the host's address).
 //!
-//! A real client speaks first: its TLS hello follows its connection at
-//! once. So connections are held in two classes. Silent ones (no byte yet)
-//! are at most [`MAX_SILENT`], from anyone; past it the oldest silent one
-//! is closed. Those that have spoken are at most [`MAX_PENDING`] handshakes,
-//! [`MAX_PENDING_PER_SOURCE`] from one address; past either bound the
-//! oldest of them (of the same source first) is closed. An idle flood,
-//! however fast and from whatever address (another process on the host
-//! shares the host's), only ever closes idle connections: the authorised
-//! host's connection is silent for the moment its hello takes to arrive,
-//! then out of the flood's reach. Descriptors stay bounded either way, and
-//! a newcomer always gets its turn.
+//! A real client speaks first, and at once: its TLS ClientHello follows its
+//! connection in the same moment. So a connection is in one of three
+//! stages, each bounded on its own: silent (no byte yet; at most
+//! [`MAX_SILENT`] from anyone), partial (bytes, but not a whole ClientHello
+//! yet; [`MAX_PARTIAL`], [`MAX_PARTIAL_PER_SOURCE`] from one source) and
+//! past its ClientHello (the handshake under way; [`MAX_PENDING`],
+//! [`MAX_PENDING_PER_SOURCE`] from one source). Past a bound the idlest
+//! connection of that stage goes (the longest in it), of the same source
+//! first; a connection is never closed to make room for one in an earlier
+//! stage. A source is an IPv4 address or an IPv6 /64 (one host holds a
+//! whole /64). So a flood, from whatever address, only ever closes what
+//! idles in the stage it floods: the authorised host's connection passes
+//! each stage in the moment its packets take, and is then the freshest of
+//! the next. Descriptors stay bounded either way, and a newcomer always
+//! gets its turn.
 
-use noverlay_runtime::lock;
+use noverlay_runtime::{lock, source_key};
 use std::{
     collections::VecDeque,
     net::IpAddr,
@@ -26,18 +31,44 @@ use std::{
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// Handshakes past their ClientHello, in all and from one source.
 pub const MAX_PENDING: usize = 256;
 pub const MAX_PENDING_PER_SOURCE: usize = 32;
+/// Connections that have sent bytes but not a whole ClientHello yet.
+pub const MAX_PARTIAL: usize = 64;
+pub const MAX_PARTIAL_PER_SOURCE: usize = 16;
 /// Connections that have not sent a byte yet, from all sources together.
 pub const MAX_SILENT: usize = 384;
 
+/// How far a connection got before authenticating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Silent,
+    Partial,
+    PastHello,
+}
+
+impl Stage {
+    /// The stage's bounds: in all, and from one source (None: no bound of
+    /// its own per source).
+    fn bounds(self) -> (usize, Option<usize>) {
+        match self {
+            Stage::Silent => (MAX_SILENT, None),
+            Stage::Partial => (MAX_PARTIAL, Some(MAX_PARTIAL_PER_SOURCE)),
+            Stage::PastHello => (MAX_PENDING, Some(MAX_PENDING_PER_SOURCE)),
+        }
+    }
+}
+
 struct Pending {
     id: u64,
+    /// The source: an IPv4 address or an IPv6 /64.
     source: IpAddr,
-    /// The client has sent its first bytes.
-    spoke: bool,
-    /// Its socket, looked at for those bytes before it is closed as silent
-    /// (its handshake task may not have run yet). The slot can outlive the
+    stage: Stage,
+    /// When it entered its stage: the earliest is the idlest.
+    since: Instant,
+    /// Its socket, looked at for bytes before it is closed as silent (its
+    /// handshake task may not have run yet). The slot can outlive the
     /// socket by a moment; a descriptor reused meanwhile only misleads one
     /// choice of which silent connection to close.
     socket: Option<RawFd>,
@@ -75,63 +106,70 @@ pub struct Slot {
     pub cancelled: CancellationToken,
 }
 
-/// Closes the oldest connection `pick` chooses, if any.
-fn evict_oldest(pending: &mut VecDeque<Pending>, pick: impl Fn(&Pending) -> bool) {
-    if let Some(oldest) = pending
+/// Closes the idlest connection `pick` chooses, if any.
+fn evict_idlest(pending: &mut VecDeque<Pending>, pick: impl Fn(&Pending) -> bool) {
+    let idlest = pending
         .iter()
-        .position(pick)
-        .and_then(|i| pending.remove(i))
-    {
-        oldest.cancel.cancel();
+        .enumerate()
+        .filter(|(_, p)| pick(p))
+        .min_by_key(|(_, p)| (p.since, p.id))
+        .map(|(i, _)| i);
+    if let Some(gone) = idlest.and_then(|i| pending.remove(i)) {
+        gone.cancel.cancel();
     }
 }
 
-/// Counts `id` as having spoken and keeps the speakers within bounds.
-fn promote(pending: &mut VecDeque<Pending>, id: u64) {
+/// Moves `id` on to `stage` (never back) and keeps that stage within its
+/// bounds: past one, the idlest other connection in the stage goes, of the
+/// same source first.
+fn advance(pending: &mut VecDeque<Pending>, id: u64, stage: Stage) {
     let Some(source) = pending
         .iter_mut()
-        .find(|p| p.id == id && !p.spoke)
+        .find(|p| p.id == id && p.stage != stage && p.stage != Stage::PastHello)
         .map(|p| {
-            p.spoke = true;
+            p.stage = stage;
+            p.since = Instant::now();
             p.source
         })
     else {
         return;
     };
-    let speakers = |same: bool| {
+    let (in_all, per_source) = stage.bounds();
+    let count = |same_source: bool| {
         pending
             .iter()
-            .filter(|p| p.spoke && (!same || p.source == source))
+            .filter(|p| p.stage == stage && (!same_source || p.source == source))
             .count()
     };
-    if speakers(true) > MAX_PENDING_PER_SOURCE {
-        evict_oldest(pending, |p| p.spoke && p.source == source && p.id != id);
-    } else if speakers(false) > MAX_PENDING {
-        evict_oldest(pending, |p| p.spoke && p.id != id);
+    if per_source.is_some_and(|bound| count(true) > bound) {
+        evict_idlest(pending, |p| {
+            p.stage == stage && p.source == source && p.id != id
+        });
+    } else if count(false) > in_all {
+        evict_idlest(pending, |p| p.stage == stage && p.id != id);
     }
 }
 
 impl PendingHandshakes {
     /// Admits a connection from `source` on `socket`, silent until it
-    /// speaks ([`Slot::spoke`]); the oldest silent one is closed past
-    /// [`MAX_SILENT`] (one whose bytes are waiting is counted as speaking
-    /// instead).
+    /// speaks ([`Slot::spoke`]); the idlest silent one is closed past
+    /// [`MAX_SILENT`] (one whose bytes are waiting moves on instead).
     pub fn admit(&self, source: IpAddr, socket: Option<RawFd>) -> Slot {
         let mut guard = lock(&self.inner);
         let (next_id, pending) = &mut *guard;
         loop {
-            let silent = pending.iter().filter(|p| !p.spoke).count();
+            let silent = pending.iter().filter(|p| p.stage == Stage::Silent).count();
             if silent < MAX_SILENT {
                 break;
             }
-            let Some(oldest) = pending.iter().find(|p| !p.spoke) else {
+            let Some(oldest) = pending.iter().find(|p| p.stage == Stage::Silent) else {
                 break;
             };
             let (id, spoken) = (oldest.id, oldest.socket.is_some_and(has_sent_bytes));
             if spoken {
-                promote(pending, id);
+                advance(pending, id, Stage::Partial);
             } else {
-                evict_oldest(pending, |p| p.id == id);
+                evict_idlest(pending, |p| p.id == id);
             }
         }
         let id = *next_id;
@@ -139,8 +177,9 @@ impl PendingHandshakes {
         let cancelled = CancellationToken::new();
         pending.push_back(Pending {
             id,
-            source,
-            spoke: false,
+            source: source_key(source),
+            stage: Stage::Silent,
+            since: Instant::now(),
             socket,
             cancel: cancelled.clone(),
         });
@@ -161,10 +200,18 @@ impl PendingHandshakes {
 }
 
 impl Slot {
-    /// The client sent its first bytes: out of the silent class, into the
-    /// bounded handshakes (which may close the oldest of them).
+    /// The client sent its first bytes: out of the silent class.
     pub fn spoke(&self) {
-        promote(&mut lock(&self.handshakes.inner).1, self.id);
+        advance(&mut lock(&self.handshakes.inner).1, self.id, Stage::Partial);
+    }
+
+    /// The client's whole ClientHello was read: the handshake is under way.
+    pub fn past_hello(&self) {
+        advance(
+            &mut lock(&self.handshakes.inner).1,
+            self.id,
+            Stage::PastHello,
+        );
     }
 }
 
@@ -278,32 +325,77 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_flood_never_closes_a_handshake_under_way_even_from_its_address() {
+    fn a_flood_from_the_hosts_own_address_never_closes_its_handshake() {
         let handshakes = PendingHandshakes::default();
         let source: IpAddr = "127.0.0.1".parse().expect("ip");
+        // The host's handshake, past its ClientHello.
         let host = speaker(&handshakes, source);
-        let flood: Vec<Slot> = (0..1500).map(|_| handshakes.admit(source, None)).collect();
+        host.past_hello();
+        // Idle connections, and talkers that never finish a ClientHello,
+        // from the same address, as many as they like.
+        let silent: Vec<Slot> = (0..1500).map(|_| handshakes.admit(source, None)).collect();
+        let partial: Vec<Slot> = (0..1500).map(|_| speaker(&handshakes, source)).collect();
         assert!(
             !host.cancelled.is_cancelled(),
-            "the host's handshake was closed"
+            "the host's handshake was closed for connections that never sent a ClientHello"
         );
-        assert_eq!(
-            flood.iter().filter(|s| !s.cancelled.is_cancelled()).count(),
-            MAX_SILENT
-        );
-        // Talkers from the same address: the oldest speaker (the host) goes.
-        let talkers: Vec<Slot> = (0..MAX_PENDING_PER_SOURCE)
-            .map(|_| speaker(&handshakes, source))
+        let open = |slots: &[Slot]| slots.iter().filter(|s| !s.cancelled.is_cancelled()).count();
+        // (The first talker's admission closed one idle connection.)
+        assert_eq!(open(&silent), MAX_SILENT - 1);
+        assert_eq!(open(&partial), MAX_PARTIAL_PER_SOURCE);
+        // A fresh connection of the host's gets in past them all.
+        let again = speaker(&handshakes, source);
+        assert!(!again.cancelled.is_cancelled());
+        again.past_hello();
+        assert!(!again.cancelled.is_cancelled() && !host.cancelled.is_cancelled());
+    }
+
+    #[test]
+    fn past_their_hello_the_idlest_of_a_source_goes_first() {
+        let handshakes = PendingHandshakes::default();
+        let source: IpAddr = "127.0.0.1".parse().expect("ip");
+        let stalled: Vec<Slot> = (0..MAX_PENDING_PER_SOURCE)
+            .map(|_| {
+                let slot = speaker(&handshakes, source);
+                slot.past_hello();
+                slot
+            })
             .collect();
-        assert!(host.cancelled.is_cancelled());
-        assert!(talkers.iter().all(|s| !s.cancelled.is_cancelled()));
+        // The host's handshake reaches the stage last: the stalled one that
+        // got there first goes, the host stays.
+        let host = speaker(&handshakes, source);
+        host.past_hello();
+        assert!(!host.cancelled.is_cancelled());
+        assert!(stalled[0].cancelled.is_cancelled());
+        assert!(stalled[1..].iter().all(|s| !s.cancelled.is_cancelled()));
+    }
+
+    #[test]
+    fn an_ipv6_host_is_one_source_whatever_address_of_its_slash_64_it_uses() {
+        let handshakes = PendingHandshakes::default();
+        let slots: Vec<Slot> = (0..100u16)
+            .map(|i| {
+                let ip = IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, i + 1]);
+                let slot = speaker(&handshakes, ip);
+                slot.past_hello();
+                slot
+            })
+            .collect();
+        let open = slots.iter().filter(|s| !s.cancelled.is_cancelled()).count();
+        assert_eq!(open, MAX_PENDING_PER_SOURCE);
     }
 
     #[test]
     fn speakers_are_bounded_per_source_and_in_total() {
         let handshakes = PendingHandshakes::default();
         let one: IpAddr = "192.0.2.66".parse().expect("ip");
-        let from_one: Vec<Slot> = (0..100).map(|_| speaker(&handshakes, one)).collect();
+        let from_one: Vec<Slot> = (0..100)
+            .map(|_| {
+                let slot = speaker(&handshakes, one);
+                slot.past_hello();
+                slot
+            })
+            .collect();
         assert_eq!(handshakes.len(), MAX_PENDING_PER_SOURCE);
         assert!(
             from_one[100 - MAX_PENDING_PER_SOURCE..]
@@ -312,7 +404,11 @@ mod tests {
         );
         drop(from_one);
         let slots: Vec<Slot> = (0..1000u32)
-            .map(|i| speaker(&handshakes, IpAddr::from((0x0a00_0000 + i).to_be_bytes())))
+            .map(|i| {
+                let slot = speaker(&handshakes, IpAddr::from((0x0a00_0000 + i).to_be_bytes()));
+                slot.past_hello();
+                slot
+            })
             .collect();
         assert_eq!(handshakes.len(), MAX_PENDING);
         assert!(
@@ -322,6 +418,17 @@ mod tests {
         );
         assert!(
             slots[1000 - MAX_PENDING..]
+                .iter()
+                .all(|s| !s.cancelled.is_cancelled())
+        );
+        // Partial hellos from many sources: their own bound in all.
+        drop(slots);
+        let partial: Vec<Slot> = (0..1000u32)
+            .map(|i| speaker(&handshakes, IpAddr::from((0x0b00_0000 + i).to_be_bytes())))
+            .collect();
+        assert_eq!(handshakes.len(), MAX_PARTIAL);
+        assert!(
+            partial[1000 - MAX_PARTIAL..]
                 .iter()
                 .all(|s| !s.cancelled.is_cancelled())
         );

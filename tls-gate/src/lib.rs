@@ -26,7 +26,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
     sync::mpsc,
 };
-use tokio_rustls::{TlsAcceptor, server::TlsStream};
+use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor, rustls::server::Acceptor, server::TlsStream};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Connected;
 
@@ -165,10 +165,13 @@ pub async fn accept_loop(
         let tally = tally.clone();
         tokio::spawn(async move {
             let handshake = async {
-                // A client that has spoken is evicted after every silent one.
+                // Each stage a client reaches puts it out of reach of
+                // connections idling in an earlier one.
                 tcp.peek(&mut [0u8; 1]).await?;
                 slot.spoke();
-                tls.accept(tcp).await
+                let hello = LazyConfigAcceptor::new(Acceptor::default(), tcp).await?;
+                slot.past_hello();
+                hello.into_stream(tls.config().clone()).await
             };
             let handshake = tokio::select! {
                 done = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake) => done,
