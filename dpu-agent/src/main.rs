@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use dpu_agent::{config::DpuConfig, flows, server::DpuAgent, state::Source};
+use noverlay_ovnkube_facts::process::{Inputs, Lookup};
 use noverlay_runtime::{Daemon, logging::LogFormat};
 use std::path::PathBuf;
 
@@ -202,7 +203,7 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
             // Off the signal loop: the load may look for ovnkube-node and
             // read OVN's northbound database (2 s each at most).
             let (path, handle) = (path.clone(), handle.clone());
-            tokio::task::spawn_blocking(move || reload(&path, &handle));
+            tokio::task::spawn_blocking(move || reload(&path, &handle, None));
         })
         .await;
     serving.await.context("server task")??;
@@ -250,8 +251,14 @@ async fn load_once_northbound_answers(
 }
 
 /// Reloads the config (and ovnkube's facts); a failed reload keeps the
-/// running state. Whether it was applied.
-fn reload(path: &std::path::Path, handle: &dpu_agent::state::AgentHandle) -> bool {
+/// running state. Whether it was applied. With `settled`, the ovnkube
+/// inputs found still: a reload whose read saw them change meanwhile (a
+/// writer came back) is not applied.
+fn reload(
+    path: &std::path::Path,
+    handle: &dpu_agent::state::AgentHandle,
+    settled: Option<(&Lookup, &Inputs)>,
+) -> bool {
     // One at a time (SIGHUP and the ovnkube follower both reload); holds
     // the ovnkube-node whose command line the running config read.
     let mut running = RUNNING_OVNKUBE.lock().unwrap_or_else(|p| p.into_inner());
@@ -265,6 +272,14 @@ fn reload(path: &std::path::Path, handle: &dpu_agent::state::AgentHandle) -> boo
             {
                 anyhow::bail!(
                     "ovnkube-node (pid {pid}) is gone: its facts stay in force until it runs again (reload then, or set [ovnkube] process = false)"
+                );
+            }
+            if let Some((lookup, settled)) = settled
+                && lookup.inputs(noverlay_ovnkube_facts::process::DEADLINE).ok().as_ref()
+                    != Some(settled)
+            {
+                anyhow::bail!(
+                    "ovnkube's configuration changed while it was read; read again once it is still"
                 );
             }
             Ok(c)
@@ -291,56 +306,93 @@ fn reload(path: &std::path::Path, handle: &dpu_agent::state::AgentHandle) -> boo
 /// The ovnkube-node whose command line gave the running config's facts.
 static RUNNING_OVNKUBE: std::sync::Mutex<Option<u32>> = std::sync::Mutex::new(None);
 
-/// How often ovnkube's process and file are looked at for changes.
+/// How often ovnkube's process and file are looked at for changes (its
+/// file's directory is watched as well: a change there is seen at once).
 const OVNKUBE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// A changed file is read again after this, and taken only when both reads
+/// agree (same time, size and content): a file caught mid-write is never
+/// applied.
+const OVNKUBE_SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Reloads whenever what ovnkube's facts are read from changes (the
-/// ovnkube-node process: gone, new pid, new flags; its file's size or
-/// modification time), as SIGHUP does: the cluster's facts follow
-/// ovnkube's without a restart. ovnkube-node gone (restarting) changes
-/// nothing until one runs again. A reload that fails is tried again while
-/// the change stands (after 2 s, doubling to a minute). The lookups and
-/// the reload run off the runtime's workers.
+/// ovnkube-node process: gone, new pid, new flags; its file: written,
+/// replaced, created after we started), as SIGHUP does: the cluster's facts
+/// follow ovnkube's without a restart. The file's directory is watched
+/// (inotify) and everything is polled every 2 s besides (a process has no
+/// such event). A change is taken once it is still ([`OVNKUBE_SETTLE`]).
+/// ovnkube-node gone (restarting) changes nothing until one runs again. A
+/// reload that fails is tried again while the change stands (after 2 s,
+/// doubling to a minute). The lookups and the reload run off the
+/// runtime's workers.
 async fn follow_ovnkube(
-    lookup: noverlay_ovnkube_facts::process::Lookup,
+    lookup: Lookup,
     config: PathBuf,
     handle: dpu_agent::state::AgentHandle,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    let inputs = |lookup: noverlay_ovnkube_facts::process::Lookup| async move {
-        tokio::task::spawn_blocking(move || {
-            lookup
-                .inputs(noverlay_ovnkube_facts::process::DEADLINE)
-                .ok()
-        })
-        .await
-        .ok()
-        .flatten()
+    let read = |lookup: &Lookup| {
+        let lookup = lookup.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                lookup
+                    .inputs(noverlay_ovnkube_facts::process::DEADLINE)
+                    .ok()
+            })
+            .await
+            .ok()
+            .flatten()
+        }
     };
-    let mut applied = inputs(lookup.clone()).await;
-    // After a failed reload of the same inputs: wait this long (doubling up
-    // to a minute) before the next try.
+    let mut watch = match noverlay_runtime::dir_watch::DirWatch::new() {
+        Ok(watch) => Some(watch),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch ovnkube's file (inotify); looking every 2 s");
+            None
+        }
+    };
+    let mut applied = read(&lookup).await;
     let mut said_gone = false;
-    let mut failed: Option<(
-        Option<noverlay_ovnkube_facts::process::Inputs>,
-        tokio::time::Instant,
-        u32,
-    )> = None;
+    // After a failed reload of the same inputs: not before then.
+    let mut failed: Option<(Option<Inputs>, tokio::time::Instant, u32)> = None;
     loop {
+        if let Some(watch) = &mut watch {
+            follow_directory(watch, applied.as_ref());
+        }
+        let changed = async {
+            match &watch {
+                Some(watch) => watch.changed().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(OVNKUBE_POLL) => {}
+            _ = changed => {}
         }
-        let now = inputs(lookup.clone()).await;
+        let mut now = read(&lookup).await;
         if now == applied {
             failed = None;
             continue;
         }
+        // Taken only once two reads a moment apart agree.
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(OVNKUBE_SETTLE) => {}
+            }
+            let again = read(&lookup).await;
+            if again == now {
+                break;
+            }
+            now = again;
+        }
+        if now == applied {
+            continue;
+        }
         // ovnkube-node restarting: its facts stay until the next one runs
         // (the file alone would give defaults where only its flags spoke).
-        let gone = |inputs: &Option<noverlay_ovnkube_facts::process::Inputs>| {
-            inputs.as_ref().is_some_and(|i| i.process.is_none())
-        };
+        let gone = |inputs: &Option<Inputs>| inputs.as_ref().is_some_and(|i| i.process.is_none());
         let had_process = applied.as_ref().is_some_and(|i| i.process.is_some());
         if had_process && gone(&now) {
             if !said_gone {
@@ -364,10 +416,17 @@ async fn follow_ovnkube(
             file = ?now.as_ref().and_then(|i| i.file.as_ref()).map(|(file, _)| file),
             "ovnkube's configuration changed; reloading"
         );
-        let (path, reload_handle) = (config.clone(), handle.clone());
-        let reloaded = tokio::task::spawn_blocking(move || reload(&path, &reload_handle))
-            .await
-            .unwrap_or(false);
+        let (path, reload_handle, reload_lookup, settled) =
+            (config.clone(), handle.clone(), lookup.clone(), now.clone());
+        let reloaded = tokio::task::spawn_blocking(move || {
+            reload(
+                &path,
+                &reload_handle,
+                settled.as_ref().map(|s| (&reload_lookup, s)),
+            )
+        })
+        .await
+        .unwrap_or(false);
         if reloaded {
             applied = now;
             failed = None;
@@ -376,5 +435,20 @@ async fn follow_ovnkube(
                 .min(std::time::Duration::from_secs(60));
             failed = Some((now, tokio::time::Instant::now() + wait, tries + 1));
         }
+    }
+}
+
+/// Watches the directory of ovnkube's file as `inputs` reach it (a file
+/// that is not there yet: its directory, if that is). A directory that
+/// cannot be watched is left to the poll.
+fn follow_directory(watch: &mut noverlay_runtime::dir_watch::DirWatch, inputs: Option<&Inputs>) {
+    let dir = inputs
+        .and_then(|i| i.seen_at.as_deref())
+        .and_then(std::path::Path::parent);
+    if watch.watching() == dir {
+        return;
+    }
+    if let Err(e) = watch.watch(dir) {
+        tracing::debug!(dir = ?dir, error = %e, "cannot watch ovnkube's file's directory; looking every 2 s");
     }
 }

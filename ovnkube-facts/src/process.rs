@@ -40,11 +40,41 @@ pub struct Found {
 }
 
 /// What the facts were read from, to tell when they change: the process
-/// (pid and command line) and the file's path, size and modification time.
+/// (pid and command line) and the file (its path as ovnkube names it, and
+/// as we reach it), with its state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inputs {
     pub process: Option<(u32, Vec<String>)>,
-    pub file: Option<(PathBuf, Option<(SystemTime, u64)>)>,
+    pub file: Option<(PathBuf, Option<FileState>)>,
+    /// Where the file is read (through /proc/<pid>/root for ovnkube-node's).
+    pub seen_at: Option<PathBuf>,
+}
+
+/// A file's modification time, size and a digest of its content (None:
+/// not readable as ours is, e.g. over the size bound): two reads that
+/// agree found the same file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileState {
+    pub modified: SystemTime,
+    pub len: u64,
+    pub digest: Option<u64>,
+}
+
+impl FileState {
+    fn of(path: &Path) -> Option<Self> {
+        let metadata = std::fs::metadata(path).ok()?;
+        let digest = read_bounded(path).ok().map(|text| {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            text.hash(&mut hasher);
+            hasher.finish()
+        });
+        Some(FileState {
+            modified: metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            len: metadata.len(),
+            digest,
+        })
+    }
 }
 
 impl Lookup {
@@ -100,23 +130,23 @@ impl Lookup {
     }
 
     fn inputs_now(&self) -> Result<Inputs, OvnkubeError> {
-        let stamp = |path: &Path| {
-            std::fs::metadata(path)
-                .ok()
-                .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
-        };
         Ok(match self.found()? {
             Some(found) => {
                 let (file, _) = found.file();
                 let seen = in_root(&self.proc_dir, found.pid, &file);
                 Inputs {
                     process: Some((found.pid, found.argv)),
-                    file: Some((file, stamp(&seen))),
+                    file: Some((file, FileState::of(&seen))),
+                    seen_at: Some(seen),
                 }
             }
             None => Inputs {
                 process: None,
-                file: self.file.as_ref().map(|f| (f.path.clone(), stamp(&f.path))),
+                file: self
+                    .file
+                    .as_ref()
+                    .map(|f| (f.path.clone(), FileState::of(&f.path))),
+                seen_at: self.file.as_ref().map(|f| f.path.clone()),
             },
         })
     }

@@ -1,5 +1,6 @@
 //! What both agents share at run time, apart from the contract itself:
 //!
+//! - [`dir_watch`]: hearing at once that a directory's files changed (inotify).
 //! - [`files`]: small files other programs write, read without letting them hold us.
 //! - [`logging`]: human or JSON log lines on stderr.
 //! - [`metrics`]: the opt-in Prometheus endpoint (prometheus-client over hyper).
@@ -9,6 +10,7 @@
 //! [`start`] and [`Daemon::run_until_stopped`] are the start-up and the main
 //! loop that both `main.rs` files would otherwise each repeat.
 
+pub mod dir_watch;
 pub mod files;
 pub mod logging;
 pub mod man;
