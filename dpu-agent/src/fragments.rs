@@ -102,7 +102,13 @@ pub async fn run_fragment_watch(
     let mut last_error = String::new();
     loop {
         let read = async {
-            let socket = control_socket(configured.as_deref(), &ovsdb_socket)?;
+            // A file read: off the runtime's workers.
+            let (configured, ovsdb) = (configured.clone(), ovsdb_socket.clone());
+            let socket =
+                tokio::task::spawn_blocking(move || control_socket(configured.as_deref(), &ovsdb))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|found| found)?;
             let text = unixctl::call(&socket, "dpctl/ipf-get-status", DEADLINE)
                 .await
                 .map_err(|e| match e {

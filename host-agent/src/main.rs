@@ -86,7 +86,11 @@ async fn cli() -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config, dry_run } => {
             let daemon = Daemon::new()?;
-            let config = HostConfig::load(&config)?;
+            // Off the runtime's workers: the load may look for ovnkube-node
+            // (up to 2 s).
+            let config = tokio::task::spawn_blocking(move || HostConfig::load(&config))
+                .await
+                .context("loading the config")??;
             if dry_run {
                 let (dataplane, _) = DryRun::new(Vec::new());
                 run(daemon, config, dataplane).await

@@ -55,6 +55,15 @@ fn with_limited_agent<T>(
     fd_limit: u64,
     body: impl FnOnce(&LimitedAgent) -> anyhow::Result<T>,
 ) -> anyhow::Result<(T, String)> {
+    with_agent(fd_limit, String::new(), body)
+}
+
+/// As [`with_limited_agent`], the config with `ovn` as its `[ovn]` section.
+fn with_agent<T>(
+    fd_limit: u64,
+    ovn: String,
+    body: impl FnOnce(&LimitedAgent) -> anyhow::Result<T>,
+) -> anyhow::Result<(T, String)> {
     // One flood at a time: two at once on a small machine measure the
     // machine, not the agent.
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -68,6 +77,7 @@ fn with_limited_agent<T>(
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let options = DpuOptions {
         listen: addr,
+        ovn,
         ..DpuOptions::default()
     };
     harness::dpu_config(certs.dir.path(), &options, &certs.dpu)?;
@@ -383,5 +393,46 @@ fn a_local_flood_of_unfinished_hellos_never_fails_an_authorised_call() -> anyhow
         outcome.failed,
     );
     assert!(outcome.max_fds < 960, "{} descriptors", outcome.max_fds);
+    Ok(())
+}
+
+/// OVN's northbound database accepts and never answers: each load of the
+/// config waits its 2 s deadline for it. SIGHUPs in a row (reloads queue
+/// up behind each other) never hold the agent's answers: every GetStatus
+/// made meanwhile is answered within 500 ms.
+#[test]
+#[ignore = "runs the agent binary under prlimit; run with --include-ignored (CI does)"]
+fn reloads_waiting_on_a_silent_northbound_database_never_hold_the_server() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let socket = dir.path().join("ovnnb_db.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket)?;
+    // Accepts and keeps every connection, silent.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let ovn = format!("\n[ovn]\nnb_socket = {socket:?}\ngateway_router = \"GR_node1\"\n");
+    let (late, _) = with_agent(1024, ovn, |agent| {
+        let runtime = tokio::runtime::Runtime::new()?;
+        for _ in 0..4 {
+            let signalled = Command::new("kill")
+                .args(["-HUP", &agent.pid.to_string()])
+                .status()?;
+            anyhow::ensure!(signalled.success(), "kill -HUP");
+        }
+        let mut late = Vec::new();
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(6) {
+            let at = started.elapsed();
+            if let Err(e) = runtime.block_on(authorised_status(agent, Duration::from_millis(500))) {
+                late.push(format!("call at {at:?}: {e}"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(late)
+    })?;
+    assert!(late.is_empty(), "calls not answered in time: {late:#?}");
     Ok(())
 }

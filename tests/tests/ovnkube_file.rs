@@ -59,11 +59,9 @@ fn a_file_caught_mid_write_is_never_applied() -> anyhow::Result<()> {
         }
         drop(file);
         let written = Instant::now();
-        noverlay_test_support::eventually_blocking(
-            "the reload",
-            Duration::from_secs(10),
-            || log().contains("config reloaded"),
-        )
+        noverlay_test_support::eventually_blocking("the reload", Duration::from_secs(10), || {
+            log().contains("config reloaded")
+        })
         .map_err(anyhow::Error::msg)?;
         let took = written.elapsed();
         // Two polls more: nothing else happens.
