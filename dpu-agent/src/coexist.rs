@@ -122,11 +122,18 @@ pub struct Placement {
     pub provided: Vec<Shared>,
     /// Planned flows whose twin does something else: not installed.
     pub conflicts: Vec<Shared>,
+    /// Planned flows left out because the other flow of their lookup/path
+    /// pair conflicts (rendered): both or neither.
+    pub withheld: Vec<String>,
+    /// Foreign flows in our tables or registers (see [`trespassing`]).
+    pub trespassing: Vec<String>,
 }
 
 /// Places `plan` next to `foreign` (flows of every other cookie).
 pub fn place(plan: &[Flow], foreign: &[ForeignFlow], mode: BasePipeline, cookie: u64) -> Placement {
     let mut placement = Placement::default();
+    // The partners of conflicting flows, by role and family.
+    let mut broken = Vec::new();
     for flow in plan {
         let key = flow.match_key();
         let shared = |theirs: &ForeignFlow| Shared {
@@ -139,6 +146,9 @@ pub fn place(plan: &[Flow], foreign: &[ForeignFlow], mode: BasePipeline, cookie:
                 placement.provided.push(shared(twin));
             } else {
                 placement.conflicts.push(shared(twin));
+                if let Some(partner) = flow.role.partner() {
+                    broken.push((partner, flow.family_name()));
+                }
             }
         } else if let Some(provider) = foreign
             .iter()
@@ -149,13 +159,46 @@ pub fn place(plan: &[Flow], foreign: &[ForeignFlow], mode: BasePipeline, cookie:
             placement.install.push(flow.clone());
         }
     }
+    // Half a pair would look traffic up and drop it: neither goes in.
+    let (withheld, install): (Vec<Flow>, Vec<Flow>) = std::mem::take(&mut placement.install)
+        .into_iter()
+        .partition(|f| broken.contains(&(f.role, f.family_name())));
+    placement.install = install;
+    placement.withheld = withheld.iter().map(|f| f.render(cookie)).collect();
+    placement.trespassing = trespassing(foreign);
     placement
+}
+
+/// Foreign flows in what the design keeps ours alone: our tables (the
+/// CIDR table and the related table), and registers reg11-reg15 (matched,
+/// or set by `set_field`/`move`). One line each, as dumped. Actions the
+/// decoder shows only by number (`nx_action(N)`) cannot be told apart.
+pub fn trespassing(foreign: &[ForeignFlow]) -> Vec<String> {
+    let ours = |name: &str| {
+        (11..=15).any(|n| name == format!("reg{n}") || name.starts_with(&format!("NXM_NX_REG{n}[")))
+    };
+    let ours_in_match = |field: &str| ours(field.split_once('=').map_or(field, |(name, _)| name));
+    let ours_in_actions = |actions: &str| {
+        split_top_level(actions)
+            .into_iter()
+            .any(|action| action.rsplit_once("->").is_some_and(|(_, to)| ours(to)))
+    };
+    foreign
+        .iter()
+        .filter(|f| {
+            f.key.table == crate::flows::CIDR_TABLE
+                || f.key.table == crate::flows::RELATED_TABLE
+                || f.key.fields().iter().any(|field| ours_in_match(field))
+                || ours_in_actions(&f.actions)
+        })
+        .map(|f| f.text.clone())
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flows::{FlowSettings, PortMap, plan_flows, test_offer};
+    use crate::flows::{FlowRole, FlowSettings, PortMap, plan_flows, test_offer};
     use noverlay_openflow::decode;
 
     const COOKIE: u64 = 0x6e6f7672;
@@ -249,6 +292,55 @@ mod tests {
                 && conflict.contains("actions=drop"),
             "{conflict}"
         );
+    }
+
+    #[test]
+    fn a_conflict_on_one_flow_of_a_pair_leaves_the_other_out_too() {
+        let plan = plan(BasePipeline::Off);
+        for role in [FlowRole::HostToOvnLookup, FlowRole::OvnToUplink] {
+            let ours = plan
+                .iter()
+                .find(|f| f.role == role)
+                .expect("a flow of the role");
+            // Another controller's flow at its key with other actions.
+            let twin = ForeignFlow::parse(&format!(
+                "cookie=0x99, duration=1s, table={}, n_packets=0, n_bytes=0, priority={},{} actions=drop",
+                ours.table, ours.priority, ours.matches
+            ))
+            .expect("parsed");
+            let placement = place(&plan, &[twin], BasePipeline::Off, COOKIE);
+            assert_eq!(placement.conflicts.len(), 1);
+            let partner = role.partner().expect("a pair");
+            assert!(
+                !placement
+                    .install
+                    .iter()
+                    .any(|f| f.role == role || f.role == partner),
+                "{role:?}: half a pair installed"
+            );
+            assert_eq!(placement.withheld.len(), 1, "{:?}", placement.withheld);
+            assert_eq!(placement.install.len(), PATH_FLOWS - 2);
+        }
+    }
+
+    #[test]
+    fn foreign_flows_in_our_tables_or_registers_are_named() {
+        let lines = [
+            // Ours alone: our CIDR table, our registers matched or set.
+            "cookie=0x99, duration=1s, table=100, n_packets=0, n_bytes=0, priority=200,ip actions=drop",
+            "cookie=0x99, duration=1s, table=0, n_packets=0, n_bytes=0, priority=600,reg11=0x2,ip actions=drop",
+            "cookie=0x99, duration=1s, table=0, n_packets=0, n_bytes=0, priority=600,ip actions=set_field:0x1->reg13,NORMAL",
+            "cookie=0x99, duration=1s, table=0, n_packets=0, n_bytes=0, priority=600,ip actions=move:NXM_OF_IP_DST[]->NXM_NX_REG12[],NORMAL",
+            // Not ours: reg1 and reg10, another table.
+            "cookie=0x99, duration=1s, table=0, n_packets=0, n_bytes=0, priority=600,reg1=0x2,ip actions=set_field:0x1->reg10,NORMAL",
+            "cookie=0x99, duration=1s, table=10, n_packets=0, n_bytes=0, priority=1 actions=NORMAL",
+        ];
+        let foreign: Vec<ForeignFlow> =
+            lines.iter().filter_map(|l| ForeignFlow::parse(l)).collect();
+        assert_eq!(foreign.len(), lines.len());
+        let named = trespassing(&foreign);
+        assert_eq!(named.len(), 4, "{named:#?}");
+        assert!(trespassing(&ovnkube()).is_empty());
     }
 
     #[test]

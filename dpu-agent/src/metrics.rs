@@ -89,6 +89,18 @@ impl Collector for DpuCollector {
             "Planned flows not installed: another controller's flow has the same table, priority and match but other actions.",
             flows.conflicts.len() as f64,
         )?;
+        encode::gauge(
+            &mut e,
+            "noverlay_dpu_flows_withheld",
+            "Planned flows left out because the other flow of their lookup/path pair conflicts (both or neither).",
+            flows.withheld.len() as f64,
+        )?;
+        encode::gauge(
+            &mut e,
+            "noverlay_dpu_foreign_flows_in_our_tables",
+            "Other controllers' flows in our CIDR or related table (100, 101), or matching or setting reg11-reg15.",
+            flows.trespassing.len() as f64,
+        )?;
         encode::counter(
             &mut e,
             "noverlay_dpu_flow_installs_contested",

@@ -286,13 +286,19 @@ fn flows_outcome(placement: &Placement) -> Result<(), String> {
     match placement.conflicts.as_slice() {
         [] => Ok(()),
         conflicts => Err(format!(
-            "{} planned flow(s) not installed: another controller's flow has the same table, priority and match but other actions: {}",
+            "{} planned flow(s) not installed: another controller's flow has the same table, priority and match but other actions: {}{}",
             conflicts.len(),
             conflicts
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
-                .join("; ")
+                .join("; "),
+            match placement.withheld.len() {
+                0 => String::new(),
+                n => format!(
+                    "; {n} more left out: the other flow of their lookup/path pair (both or neither)"
+                ),
+            }
         )),
     }
 }

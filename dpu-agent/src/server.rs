@@ -293,6 +293,8 @@ impl dpu_agent_server::DpuAgent for DpuService {
             sources: sources.to_pb(),
             provided_flows: installed.provided,
             flow_conflicts: installed.conflicts,
+            withheld_flows: installed.withheld,
+            trespassing_flows: installed.trespassing,
             uplink_guard: Some(handle.guard().to_pb()),
             config_facts: handle.facts().iter().map(ToString::to_string).collect(),
         }))

@@ -413,9 +413,54 @@ async fn another_controllers_twin_is_never_overwritten_and_a_conflict_is_named()
     dpu.stop().await
 }
 
+/// Another controller's flows in what the design keeps ours (our CIDR
+/// table, reg11-reg15) appear at run time: each is named in the flow record
+/// (status, metrics) and ours stay as they are; gone, the report clears.
+#[tokio::test]
+async fn foreign_flows_in_our_tables_or_registers_are_reported() -> anyhow::Result<()> {
+    let (dpu, handle, _certs) = agent().await?;
+    let switch = RecordingSwitch::default();
+    let shutdown = spawn_programmer(&handle, &switch, Duration::from_secs(3600), unwatched());
+    let planned = handle.desired_flows().unwrap_or_default();
+    eventually("installed", || {
+        handle.installed_flows().len() == planned.len()
+    })
+    .await?;
+    switch.with(|s| {
+        s.foreign = vec![
+            "cookie=0x5, duration=1s, table=100, n_packets=0, n_bytes=0, priority=300,ip actions=drop".into(),
+            "cookie=0x5, duration=1s, table=0, n_packets=0, n_bytes=0, priority=700,ip actions=set_field:0x2->reg11,NORMAL".into(),
+            "cookie=0x5, duration=1s, table=0, n_packets=0, n_bytes=0, priority=700,ipv6 actions=NORMAL".into(),
+        ]
+    });
+    switch.notify();
+    eventually("the foreign flows reported", || {
+        handle.flow_record().trespassing.len() == 2
+    })
+    .await?;
+    let record = handle.flow_record();
+    assert!(
+        record.trespassing.iter().any(|f| f.contains("table=100"))
+            && record.trespassing.iter().any(|f| f.contains("->reg11")),
+        "{:#?}",
+        record.trespassing
+    );
+    assert_eq!(handle.installed_flows().len(), planned.len());
+    switch.with(|s| s.foreign.clear());
+    switch.notify();
+    eventually("the report cleared", || {
+        handle.flow_record().trespassing.is_empty()
+    })
+    .await?;
+    shutdown.cancel();
+    dpu.stop().await
+}
+
 /// A twin another controller writes while our install is in flight: the
 /// install is refused (nothing replaced), counted, and the next one, after
-/// a fresh read, is placed around the twin (a conflict: other actions).
+/// a fresh read, is placed around the twin (a conflict: other actions),
+/// and without the other flow of the twinned flow's lookup/path pair:
+/// both or neither, reported.
 #[tokio::test]
 async fn an_install_refused_for_a_late_twin_is_placed_around_it() -> anyhow::Result<()> {
     let (dpu, handle, _certs) = agent().await?;
@@ -432,12 +477,21 @@ async fn an_install_refused_for_a_late_twin_is_placed_around_it() -> anyhow::Res
     switch.with(|s| s.late_twin = Some(twin));
     let shutdown = spawn_programmer(&handle, &switch, Duration::from_secs(3600), unwatched());
     eventually("install placed around the twin", || {
-        handle.installed_flows().len() == planned.len() - 1
+        handle.installed_flows().len() == planned.len() - 2
     })
     .await?;
     let record = handle.flow_record();
     assert_eq!(record.contested_installs, 1);
     assert_eq!(record.conflicts.len(), 1, "{:#?}", record.conflicts);
+    let partner = path.role.partner().expect("a path flow has a partner");
+    assert!(
+        record.withheld.len() == 1
+            && planned
+                .iter()
+                .any(|f| f.role == partner && record.withheld[0].ends_with(&f.actions)),
+        "{:#?}",
+        record.withheld
+    );
     assert!(
         record.conflicts[0].contains("cookie 0x7777"),
         "{:#?}",

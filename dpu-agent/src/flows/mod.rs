@@ -148,6 +148,21 @@ impl FlowRole {
         )
     }
 
+    /// The other flow of a direction's lookup/path pair: one without the
+    /// other looks traffic up and then drops it (or never looks it up).
+    pub fn partner(self) -> Option<FlowRole> {
+        use FlowRole::*;
+        match self {
+            HostToOvn => Some(HostToOvnLookup),
+            HostToOvnLookup => Some(HostToOvn),
+            OvnToHost => Some(OvnToHostLookup),
+            OvnToHostLookup => Some(OvnToHost),
+            OvnToUplink => Some(OvnToUplinkLookup),
+            OvnToUplinkLookup => Some(OvnToUplink),
+            _ => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             FlowRole::HostToOvn => "host_to_ovn",

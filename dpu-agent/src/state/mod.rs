@@ -318,6 +318,16 @@ impl AgentHandle {
         let mut record = lock(&self.state.record);
         record.flows.provided = render(&placement.provided);
         record.flows.conflicts = render(&placement.conflicts);
+        record.flows.withheld = placement.withheld.clone();
+        if record.flows.trespassing != placement.trespassing {
+            if !placement.trespassing.is_empty() {
+                tracing::warn!(
+                    flows = ?placement.trespassing,
+                    "another controller's flows are in our tables or registers (table 100/101, reg11-reg15); ours are unchanged, but these may break the lookup"
+                );
+            }
+            record.flows.trespassing = placement.trespassing.clone();
+        }
     }
 
     /// Counts one restore of flows that were wiped or altered.

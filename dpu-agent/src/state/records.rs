@@ -41,6 +41,10 @@ pub struct FlowRecord {
     pub provided: Vec<String>,
     /// Planned flows left out for a conflicting foreign twin (rendered).
     pub conflicts: Vec<String>,
+    /// Planned flows left out because their pair's other flow conflicts.
+    pub withheld: Vec<String>,
+    /// Foreign flows in our tables or registers, as dumped.
+    pub trespassing: Vec<String>,
     /// Installs refused because another controller's flow overlapping one
     /// of ours appeared between our read and our commit.
     pub contested_installs: u64,
