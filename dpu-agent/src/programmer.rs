@@ -49,6 +49,7 @@ pub async fn run_flow_programmer<S: FlowSwitch>(
 ) {
     let mut beat = heartbeat.ticker();
     let (mut offers, mut ports) = handle.subscribe();
+    let mut host_view = handle.watch_host_view();
     let mut changes = switch.watch();
     let mut verify = tokio::time::interval(verify_interval);
     verify.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -141,6 +142,7 @@ pub async fn run_flow_programmer<S: FlowSwitch>(
             _ = shutdown.cancelled() => return,
             changed = offers.changed() => if changed.is_err() { return } else { false },
             changed = ports.changed() => if changed.is_err() { return } else { false },
+            changed = host_view.changed() => if changed.is_err() { return } else { false },
             Some(()) = changes.recv() => {
                 // Check at once: a bundle's events come after its commit,
                 // so what is queued already is the same change.

@@ -256,6 +256,7 @@ async fn the_authorised_hosts_reports_are_bounded() -> anyhow::Result<()> {
         routes: vec!["r".repeat(100); 1000],
         nft_ruleset: String::new(),
         host_name: format!("node1\nERROR forged\u{1b}[31m{}", "h".repeat(1000)),
+        refused: false,
     };
     for _ in 0..5 {
         client.report_applied(report.clone()).await?;
@@ -272,6 +273,69 @@ async fn the_authorised_hosts_reports_are_bounded() -> anyhow::Result<()> {
     );
     assert!(kept.host_name.len() <= 253);
     assert_eq!(kept.routes.len(), 1000);
+    dpu.stop().await
+}
+
+/// A contract the host refuses gets no flows for what the host does not
+/// route to us: the cluster CIDRs of the revision it last applied stay
+/// (those it still routes), the new one gets none; once the host applies
+/// the revision, the new CIDR's flow goes in. A host that never applied a
+/// revision and refuses the first gets no CIDR flows at all.
+#[tokio::test]
+async fn a_contract_the_host_refuses_gets_no_flows_for_its_new_cidrs() -> anyhow::Result<()> {
+    let certs = Certs::new()?;
+    let options = DpuOptions::default();
+    let dpu = start(&certs, &options).await?;
+    let mut client = client_for(&dpu, &certs.host).await?;
+    let cidr_flows = || -> Vec<String> {
+        dpu.handle
+            .desired_flows()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|f| f.cidr.map(|c| c.to_string()))
+            .collect()
+    };
+    let report = |revision: u64, applied: bool| pb::HostReport {
+        revision,
+        applied,
+        refused: !applied,
+        error: if applied {
+            String::new()
+        } else {
+            "cluster CIDR 198.19.0.0/16 overlaps the host's own address 198.19.0.7/24 on eth1"
+                .into()
+        },
+        ..pb::HostReport::default()
+    };
+    // Refused from the start: no CIDR gets a flow.
+    client.report_applied(report(1, false)).await?;
+    assert_eq!(cidr_flows(), Vec::<String>::new());
+    client.report_applied(report(1, true)).await?;
+    assert_eq!(cidr_flows(), ["198.18.128.0/17"]);
+    // A new CIDR, refused: only the one the host routes keeps its flow.
+    let grown = DpuOptions {
+        ipv4_cidrs: vec!["198.18.128.0/17".into(), "198.19.0.0/16".into()],
+        ..options.clone()
+    };
+    let config = harness::dpu_config(certs.dir.path(), &grown, &certs.dpu)?;
+    let revision = dpu.handle.reload(&config)?;
+    assert_eq!(cidr_flows().len(), 2, "before the host said anything");
+    client.report_applied(report(revision, false)).await?;
+    assert_eq!(cidr_flows(), ["198.18.128.0/17"]);
+    let status = client
+        .get_status(pb::GetStatusRequest {})
+        .await?
+        .into_inner();
+    assert!(
+        status.sources.iter().any(|s| s
+            .error
+            .contains(&format!("host refuses revision {revision}"))),
+        "{:?}",
+        status.sources
+    );
+    // Applied after all: its flows go in.
+    client.report_applied(report(revision, true)).await?;
+    assert_eq!(cidr_flows(), ["198.18.128.0/17", "198.19.0.0/16"]);
     dpu.stop().await
 }
 

@@ -55,6 +55,16 @@ struct AgentState {
     restore_latency: prometheus_client::metrics::histogram::Histogram,
     /// Bumped whenever the flow record changes (flows read, a repair).
     flow_updates: watch::Sender<u64>,
+    /// What the host said of the contracts it was sent.
+    host_view: watch::Sender<HostView>,
+}
+
+/// What the host said of the contracts it was sent: the offer it last
+/// applied (the one served then), and a revision it refuses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostView {
+    pub applied: Option<Offer>,
+    pub refused: Option<u64>,
 }
 
 /// A cheap handle to the running agent's state.
@@ -89,6 +99,7 @@ impl AgentHandle {
                     noverlay_runtime::metrics::encode::LATENCY_BUCKETS,
                 ),
                 flow_updates: watch::Sender::new(0),
+                host_view: watch::Sender::new(HostView::default()),
             }),
         }
     }
@@ -222,10 +233,23 @@ impl AgentHandle {
     pub fn desired_flows(&self) -> Option<Vec<flows::Flow>> {
         let ports = self.ports()?;
         Some(flows::plan_flows(
-            &self.offer(),
+            &self.flow_offer(),
             &ports,
             &self.state.flow_settings,
         ))
+    }
+
+    /// The offer the flows are planned from: the one served, except while
+    /// the host refuses it; then only the cluster CIDRs that the host last
+    /// applied and the served offer still has (none, if it never applied
+    /// one): no flow takes traffic the host does not route to us.
+    pub fn flow_offer(&self) -> Offer {
+        flow_offer(self.offer(), &self.state.host_view.borrow())
+    }
+
+    /// Wakes when what the host said of the contracts changes.
+    pub fn watch_host_view(&self) -> watch::Receiver<HostView> {
+        self.state.host_view.subscribe()
     }
 
     pub fn flow_settings(&self) -> FlowSettings {
@@ -403,12 +427,30 @@ impl AgentHandle {
         let report = bounded_report(report);
         let outcome = if report.applied {
             Ok(())
+        } else if report.refused {
+            Err(format!(
+                "host refuses revision {}: {}; its cluster CIDRs that the host did not apply before get no flows",
+                report.revision, report.error
+            ))
         } else {
             Err(format!(
                 "host failed to apply revision {}: {}",
                 report.revision, report.error
             ))
         };
+        let served = self.offer();
+        self.state.host_view.send_if_modified(|view| {
+            let before = view.clone();
+            if report.revision == served.revision {
+                if report.applied {
+                    view.applied = Some(served.clone());
+                    view.refused = None;
+                } else if report.refused {
+                    view.refused = Some(report.revision);
+                }
+            }
+            *view != before
+        });
         lock(&self.state.record).peer.last_report = Some(report);
         self.set_source(Source::Peer, outcome);
     }
@@ -446,6 +488,24 @@ const MAX_REPORT_ERROR_BYTES: usize = 4096;
 const MAX_REPORTED_ROUTES: usize = 2 * noverlay_proto::contract::MAX_CLUSTER_CIDRS;
 const MAX_ROUTE_BYTES: usize = 256;
 const MAX_NFT_RULESET_BYTES: usize = 192 * 1024;
+
+/// See [`AgentHandle::flow_offer`].
+fn flow_offer(served: Offer, view: &HostView) -> Offer {
+    if view.refused != Some(served.revision) {
+        return served;
+    }
+    let mut narrowed = served;
+    for family in &mut narrowed.families {
+        let applied = view
+            .applied
+            .as_ref()
+            .and_then(|offer| offer.family(family.family()))
+            .map(|f| f.cluster_cidrs.clone())
+            .unwrap_or_default();
+        family.cluster_cidrs.retain(|cidr| applied.contains(cidr));
+    }
+    narrowed
+}
 
 fn bounded_report(mut report: pb::HostReport) -> pb::HostReport {
     use noverlay_proto::text::truncated;

@@ -360,7 +360,10 @@ impl<D: Dataplane> HostAgent<D> {
                 tracing::error!(revision = wire.revision, error = %reason, kept_revision = ?kept, "rejected contract from the DPU");
                 self.status
                     .send_modify(|s| s.last_error = Some(reason.clone()));
-                return Some(self.report(wire.revision, Err(reason)));
+                return Some(pb::HostReport {
+                    refused: true,
+                    ..self.report(wire.revision, Err(reason))
+                });
             }
         };
         if self.status.borrow().applied.as_ref() == Some(&contract) {
@@ -484,6 +487,7 @@ impl<D: Dataplane> HostAgent<D> {
                 routes,
                 nft_ruleset,
                 host_name: self.config.raw.host_name.clone(),
+                refused: false,
             },
             Err(error) => pb::HostReport {
                 revision,
@@ -492,6 +496,7 @@ impl<D: Dataplane> HostAgent<D> {
                 routes: Vec::new(),
                 nft_ruleset: String::new(),
                 host_name: self.config.raw.host_name.clone(),
+                refused: false,
             },
         }
     }
