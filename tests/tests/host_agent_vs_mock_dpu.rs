@@ -260,7 +260,10 @@ async fn contract_overlapping_host_addresses_is_rejected() -> anyhow::Result<()>
     let (mut dpu, host) = start(&certs, Ok(good_contract(1)), host_addresses).await?;
     let report = dpu.next_report().await?;
     assert!(!report.applied);
-    assert!(report.refused, "a refusal is not told apart from a failed apply");
+    assert!(
+        report.refused,
+        "a refusal is not told apart from a failed apply"
+    );
     assert!(
         report.error.contains("198.18.200.7/24") && report.error.contains("eth1"),
         "{}",

@@ -85,58 +85,74 @@ pub fn is_broad_mp0(plan: &HostPlan, route: &KernelRoute, mp0: Option<u32>) -> b
         && plan::is_broad_cluster_route(&route.dst, &plan.cluster_cidrs)
 }
 
-/// The kernel's routes by key (destination and metric in the main table),
-/// in listing order, and the best route at each destination: a planned
-/// route's counterparts are found in one lookup, so a reconcile costs in
-/// proportion to the routes, not their square (2,048 planned against as
-/// many listed at 1,024 CIDRs).
+/// The kernel's routes by key (destination and metric in the main table):
+/// a planned route's counterparts are found in one lookup, so a reconcile
+/// costs in proportion to the routes, not their square (2,048 planned
+/// against as many listed at 1,024 CIDRs). What is rare (a second route at
+/// a key, a better metric than ours at a destination) is kept apart, so
+/// the common case costs one map.
 pub struct RoutesByKey<'a> {
-    at_key: HashMap<(IpNet, u32), Vec<&'a KernelRoute>>,
-    best_at_dst: HashMap<IpNet, &'a KernelRoute>,
+    /// The first listed at each key: the one traffic takes.
+    first: HashMap<(IpNet, u32), &'a KernelRoute>,
+    /// The others at a key, in listing order (aliases, rare).
+    behind: HashMap<(IpNet, u32), Vec<&'a KernelRoute>>,
+    /// At each destination, the best route with a better metric than the
+    /// family's default, ours (IPv6 under 1024; rare).
+    better: HashMap<IpNet, &'a KernelRoute>,
 }
 
 impl<'a> RoutesByKey<'a> {
     pub fn new(routes: &'a [KernelRoute]) -> Self {
-        let mut at_key: HashMap<_, Vec<_>> = HashMap::with_capacity(routes.len());
-        let mut best_at_dst: HashMap<IpNet, &KernelRoute> = HashMap::with_capacity(routes.len());
+        let mut first = HashMap::with_capacity(routes.len());
+        let mut behind: HashMap<_, Vec<_>> = HashMap::new();
+        let mut better: HashMap<IpNet, &KernelRoute> = HashMap::new();
         for route in routes {
-            at_key
-                .entry((route.dst, effective_priority(route)))
-                .or_default()
-                .push(route);
-            best_at_dst
-                .entry(route.dst)
-                .and_modify(|best| {
-                    if effective_priority(route) < effective_priority(best) {
-                        *best = route;
-                    }
-                })
-                .or_insert(route);
+            let priority = effective_priority(route);
+            let key = (route.dst, priority);
+            if first.contains_key(&key) {
+                behind.entry(key).or_default().push(route);
+            } else {
+                first.insert(key, route);
+            }
+            let default = if route.dst.addr().is_ipv6() { 1024 } else { 0 };
+            if priority < default {
+                better
+                    .entry(route.dst)
+                    .and_modify(|best| {
+                        if priority < effective_priority(best) {
+                            *best = route;
+                        }
+                    })
+                    .or_insert(route);
+            }
         }
         RoutesByKey {
-            at_key,
-            best_at_dst,
+            first,
+            behind,
+            better,
         }
     }
 
-    /// The kernel's routes with the key of our planned `wanted`, the one
-    /// traffic takes first.
-    pub fn all(&self, wanted: &PlannedRoute) -> &[&'a KernelRoute] {
-        self.at_key
+    /// The kernel's route with the key of our planned `wanted` (the first:
+    /// the one traffic takes).
+    pub fn get(&self, wanted: &PlannedRoute) -> Option<&'a KernelRoute> {
+        self.first
             .get(&(wanted.dst, default_priority(wanted)))
-            .map_or(&[], Vec::as_slice)
+            .copied()
     }
 
-    /// The kernel's route with the key of our planned `wanted` (the first).
-    pub fn get(&self, wanted: &PlannedRoute) -> Option<&'a KernelRoute> {
-        self.all(wanted).first().copied()
+    /// The kernel's other routes at that key, behind the first.
+    pub fn behind(&self, wanted: &PlannedRoute) -> &[&'a KernelRoute] {
+        self.behind
+            .get(&(wanted.dst, default_priority(wanted)))
+            .map_or(&[], Vec::as_slice)
     }
 
     /// A route at `wanted`'s destination with a better metric than ours:
     /// traffic takes it, not ours. Another metric is not our key, so it is
     /// not taken back, only reported.
     pub fn shadowing(&self, wanted: &PlannedRoute) -> Option<&'a KernelRoute> {
-        self.best_at_dst
+        self.better
             .get(&wanted.dst)
             .copied()
             .filter(|best| effective_priority(best) < default_priority(wanted))
@@ -240,20 +256,20 @@ pub fn route_puts<'a>(
     let actual = RoutesByKey::new(actual);
     plan.routes
         .iter()
-        .filter_map(|wanted| {
-            let at_key = actual.all(wanted);
-            match at_key.first() {
-                None => Some(RoutePut::Add(wanted)),
-                Some(r) if r.protocol == wanted.protocol => {
-                    (!in_place(r, wanted, gateway)).then_some(RoutePut::Replace(wanted))
-                }
-                Some(r) if is_broad_mp0(plan, r, mp0) => Some(RoutePut::Replace(wanted)),
-                Some(r) => Some(RoutePut::Foreign {
-                    wanted,
-                    theirs: r,
-                    ours_behind: at_key[1..].iter().any(|o| in_place(o, wanted, gateway)),
-                }),
+        .filter_map(|wanted| match actual.get(wanted) {
+            None => Some(RoutePut::Add(wanted)),
+            Some(r) if r.protocol == wanted.protocol => {
+                (!in_place(r, wanted, gateway)).then_some(RoutePut::Replace(wanted))
             }
+            Some(r) if is_broad_mp0(plan, r, mp0) => Some(RoutePut::Replace(wanted)),
+            Some(r) => Some(RoutePut::Foreign {
+                wanted,
+                theirs: r,
+                ours_behind: actual
+                    .behind(wanted)
+                    .iter()
+                    .any(|o| in_place(o, wanted, gateway)),
+            }),
         })
         .collect()
 }
