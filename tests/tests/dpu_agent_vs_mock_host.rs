@@ -276,11 +276,11 @@ async fn the_authorised_hosts_reports_are_bounded() -> anyhow::Result<()> {
     dpu.stop().await
 }
 
-/// A contract the host refuses gets no flows for what the host does not
-/// route to us: the cluster CIDRs of the revision it last applied stay
-/// (those it still routes), the new one gets none; once the host applies
-/// the revision, the new CIDR's flow goes in. A host that never applied a
-/// revision and refuses the first gets no CIDR flows at all.
+/// A contract the host refuses gets no flows for the CIDRs it refused: the
+/// cluster CIDRs of the revision it last applied stay (those it still
+/// routes), the new one gets none; once the host applies the revision, the
+/// new CIDR's flow goes in. An agent that does not know what the host holds
+/// (it restarted) withdraws nothing: the host may route any of it to us.
 #[tokio::test]
 async fn a_contract_the_host_refuses_gets_no_flows_for_its_new_cidrs() -> anyhow::Result<()> {
     let certs = Certs::new()?;
@@ -307,9 +307,9 @@ async fn a_contract_the_host_refuses_gets_no_flows_for_its_new_cidrs() -> anyhow
         },
         ..pb::HostReport::default()
     };
-    // Refused from the start: no CIDR gets a flow.
+    // Refused, nothing known of what the host holds: nothing withdrawn.
     client.report_applied(report(1, false)).await?;
-    assert_eq!(cidr_flows(), Vec::<String>::new());
+    assert_eq!(cidr_flows(), ["198.18.128.0/17"]);
     client.report_applied(report(1, true)).await?;
     assert_eq!(cidr_flows(), ["198.18.128.0/17"]);
     // A new CIDR, refused: only the one the host routes keeps its flow.
@@ -336,6 +336,21 @@ async fn a_contract_the_host_refuses_gets_no_flows_for_its_new_cidrs() -> anyhow
     // Applied after all: its flows go in.
     client.report_applied(report(revision, true)).await?;
     assert_eq!(cidr_flows(), ["198.18.128.0/17", "198.19.0.0/16"]);
+    // Two revisions served before the host answers the first: its late
+    // "applied" still says what it holds when it refuses the second.
+    let reload = |cidrs: &[&str]| -> anyhow::Result<u64> {
+        let changed = DpuOptions {
+            ipv4_cidrs: cidrs.iter().map(ToString::to_string).collect(),
+            ..options.clone()
+        };
+        let config = harness::dpu_config(certs.dir.path(), &changed, &certs.dpu)?;
+        Ok(dpu.handle.reload(&config)?)
+    };
+    let first = reload(&["198.18.128.0/17", "198.19.0.0/17"])?;
+    let second = reload(&["198.18.128.0/17", "198.19.0.0/17", "198.19.128.0/17"])?;
+    client.report_applied(report(first, true)).await?;
+    client.report_applied(report(second, false)).await?;
+    assert_eq!(cidr_flows(), ["198.18.128.0/17", "198.19.0.0/17"]);
     dpu.stop().await
 }
 

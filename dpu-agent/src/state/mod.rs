@@ -60,12 +60,17 @@ struct AgentState {
 }
 
 /// What the host said of the contracts it was sent: the offer it last
-/// applied (the one served then), and a revision it refuses.
+/// applied, a revision it refuses, and the offers served lately (a report
+/// may come after the next revision is served).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostView {
     pub applied: Option<Offer>,
     pub refused: Option<u64>,
+    served: std::collections::VecDeque<Offer>,
 }
+
+/// Offers kept for reports that come late.
+const SERVED_KEPT: usize = 8;
 
 /// A cheap handle to the running agent's state.
 #[derive(Clone)]
@@ -99,7 +104,10 @@ impl AgentHandle {
                     noverlay_runtime::metrics::encode::LATENCY_BUCKETS,
                 ),
                 flow_updates: watch::Sender::new(0),
-                host_view: watch::Sender::new(HostView::default()),
+                host_view: watch::Sender::new(HostView {
+                    served: [config.offer.clone()].into(),
+                    ..HostView::default()
+                }),
             }),
         }
     }
@@ -165,6 +173,17 @@ impl AgentHandle {
             *facts = config.facts.clone();
             facts.extend(found);
         }
+        self.state.host_view.send_if_modified(|view| {
+            if view.served.back() == Some(&revised) {
+                return false;
+            }
+            view.served.push_back(revised.clone());
+            if view.served.len() > SERVED_KEPT {
+                view.served.pop_front();
+            }
+            // Nothing the host said changes until it speaks of this one.
+            false
+        });
         self.state.offer.send_if_modified(|offer| {
             let changed = *offer != revised;
             *offer = revised;
@@ -240,9 +259,10 @@ impl AgentHandle {
     }
 
     /// The offer the flows are planned from: the one served, except while
-    /// the host refuses it; then only the cluster CIDRs that the host last
-    /// applied and the served offer still has (none, if it never applied
-    /// one): no flow takes traffic the host does not route to us.
+    /// the host refuses it after it applied an earlier one (of this agent's
+    /// life); then only the cluster CIDRs that the host last applied and
+    /// the served offer still has: no flow takes traffic to a CIDR the host
+    /// refused. Not knowing what the host holds, nothing is withdrawn.
     pub fn flow_offer(&self) -> Offer {
         flow_offer(self.offer(), &self.state.host_view.borrow())
     }
@@ -438,16 +458,17 @@ impl AgentHandle {
                 report.revision, report.error
             ))
         };
-        let served = self.offer();
         self.state.host_view.send_if_modified(|view| {
             let before = view.clone();
-            if report.revision == served.revision {
-                if report.applied {
-                    view.applied = Some(served.clone());
-                    view.refused = None;
-                } else if report.refused {
-                    view.refused = Some(report.revision);
+            if report.applied {
+                if let Some(offer) = view.served.iter().find(|o| o.revision == report.revision) {
+                    view.applied = Some(offer.clone());
                 }
+                if view.refused.is_some_and(|r| r <= report.revision) {
+                    view.refused = None;
+                }
+            } else if report.refused {
+                view.refused = Some(report.revision);
             }
             *view != before
         });
@@ -491,7 +512,9 @@ const MAX_NFT_RULESET_BYTES: usize = 192 * 1024;
 
 /// See [`AgentHandle::flow_offer`].
 fn flow_offer(served: Offer, view: &HostView) -> Offer {
-    if view.refused != Some(served.revision) {
+    // Not knowing what the host holds (a restarted agent), nothing is
+    // withdrawn: the host may route any of it to us.
+    if view.refused != Some(served.revision) || view.applied.is_none() {
         return served;
     }
     let mut narrowed = served;
