@@ -109,10 +109,13 @@ impl<'a> RoutesByKey<'a> {
         for route in routes {
             let priority = effective_priority(route);
             let key = (route.dst, priority);
-            if first.contains_key(&key) {
-                behind.entry(key).or_default().push(route);
-            } else {
-                first.insert(key, route);
+            match first.entry(key) {
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    behind.entry(key).or_default().push(route)
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(route);
+                }
             }
             let default = if route.dst.addr().is_ipv6() { 1024 } else { 0 };
             if priority < default {
