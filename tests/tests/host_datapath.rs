@@ -1187,9 +1187,9 @@ fn rule_handles_in_ns(ns: &str) -> anyhow::Result<String> {
 
 /// Several routes at one destination, which a lookup cannot see whole: a
 /// route at a better metric at our IPv6 half (traffic takes it; ours stays
-/// and the status says which wins), and an IPv4 alias prepended in front of
-/// ours at our key (taken back by deleting it: ours is behind it). Neither
-/// makes an apply fail.
+/// and the status says which wins), and two IPv4 aliases prepended in front
+/// of ours at our key (taken back by deleting them: ours is behind them).
+/// Neither makes an apply fail.
 #[test]
 #[ignore = "privileged: needs root, network namespaces and nftables; run as root with --include-ignored (CI does)"]
 fn several_routes_at_one_destination_are_seen_whole() -> anyhow::Result<()> {
@@ -1228,7 +1228,9 @@ fn several_routes_at_one_destination_are_seen_whole() -> anyhow::Result<()> {
         )
         .await?;
         let before = agent.status.borrow().route_takebacks;
-        sh("ip route prepend 198.18.128.0/18 via 198.18.130.1 dev ovn-k8s-mp0")?;
+        // Two aliases in front of ours.
+        sh("ip route prepend 198.18.128.0/18 via 198.18.130.1 dev ovn-k8s-mp0; \
+            ip route prepend 198.18.128.0/18 via 198.18.130.3 dev ovn-k8s-mp0")?;
         wait_status(
             &mut agent.status,
             "the take-back",

@@ -57,10 +57,10 @@ pub enum RoutePut<'a> {
     Foreign {
         wanted: &'a PlannedRoute,
         theirs: &'a KernelRoute,
-        /// Ours is still there, behind theirs (an IPv4 alias prepended at
-        /// the key): taking back is deleting theirs; a replace would find
-        /// ours and fail with EEXIST.
-        ours_behind: bool,
+        /// Ours is still there, behind these (IPv4 aliases prepended at the
+        /// key, `theirs` first): taking back is deleting them; a replace
+        /// would find ours and fail with EEXIST. Empty: ours is not there.
+        ahead_of_ours: Vec<&'a KernelRoute>,
     },
 }
 
@@ -265,14 +265,20 @@ pub fn route_puts<'a>(
                 (!in_place(r, wanted, gateway)).then_some(RoutePut::Replace(wanted))
             }
             Some(r) if is_broad_mp0(plan, r, mp0) => Some(RoutePut::Replace(wanted)),
-            Some(r) => Some(RoutePut::Foreign {
-                wanted,
-                theirs: r,
-                ours_behind: actual
-                    .behind(wanted)
-                    .iter()
-                    .any(|o| in_place(o, wanted, gateway)),
-            }),
+            Some(r) => {
+                let behind = actual.behind(wanted);
+                let ahead_of_ours = match behind.iter().position(|o| in_place(o, wanted, gateway)) {
+                    Some(ours) => std::iter::once(r)
+                        .chain(behind[..ours].iter().copied())
+                        .collect(),
+                    None => Vec::new(),
+                };
+                Some(RoutePut::Foreign {
+                    wanted,
+                    theirs: r,
+                    ahead_of_ours,
+                })
+            }
         })
         .collect()
 }
@@ -487,7 +493,7 @@ mod tests {
                 RoutePut::Foreign {
                     wanted: &plan.routes[0],
                     theirs: &actual[1],
-                    ours_behind: false,
+                    ahead_of_ours: Vec::new(),
                 },
                 RoutePut::Replace(&plan.routes[1]),
             ]
@@ -511,7 +517,7 @@ mod tests {
             RoutePut::Foreign {
                 wanted: &plan.routes[0],
                 theirs: &actual[0],
-                ours_behind: false,
+                ahead_of_ours: Vec::new(),
             }
         );
         // An alias prepended before ours: ours is behind it, in place.
@@ -523,13 +529,15 @@ mod tests {
             Some(1400),
         );
         let prepended = kernel_route("198.18.128.0/17", Some("10.0.0.1"), 9, 16, None);
-        let actual = [prepended, ours];
+        let again = kernel_route("198.18.128.0/17", Some("10.0.0.2"), 9, 16, None);
+        let appended = kernel_route("198.18.128.0/17", Some("10.0.0.3"), 9, 16, None);
+        let actual = [prepended, again, ours, appended];
         assert_eq!(
             route_puts(&plan, &actual, GATEWAY, Some(MP0))[0],
             RoutePut::Foreign {
                 wanted: &plan.routes[0],
                 theirs: &actual[0],
-                ours_behind: true,
+                ahead_of_ours: vec![&actual[0], &actual[1]],
             }
         );
         assert_eq!(

@@ -137,7 +137,12 @@ impl Kernel {
             let (wanted, replace) = match put {
                 RoutePut::Add(wanted) => (wanted, false),
                 RoutePut::Replace(wanted) => (wanted, true),
-                RoutePut::Foreign { wanted, theirs, .. } if !self.contests.owns(&wanted.dst) => {
+                // A key where ours is (behind another writer's) is ours.
+                RoutePut::Foreign {
+                    wanted,
+                    theirs,
+                    ahead_of_ours,
+                } if ahead_of_ours.is_empty() && !self.contests.owns(&wanted.dst) => {
                     progress.errors.push(kernel_error(
                         format!("add route {}", plan::render_route(wanted)),
                         format!(
@@ -150,21 +155,22 @@ impl Kernel {
                 RoutePut::Foreign {
                     wanted,
                     theirs: route,
-                    ours_behind,
+                    ahead_of_ours,
                 } => {
                     let theirs = render_kernel_route(route, links);
                     match self.contests.decide(wanted.dst, theirs.clone(), now) {
-                        contest::Decision::TakeBack if ours_behind => {
+                        contest::Decision::TakeBack if !ahead_of_ours.is_empty() => {
                             let key = format!("take back {}", wanted.dst);
                             if let Some(suppressed) = self.takeback_log.due(&key) {
                                 tracing::warn!(
                                     theirs = %theirs,
                                     ours = %plan::render_route(wanted),
                                     suppressed,
-                                    "another writer put a route in front of ours; deleting it"
+                                    ahead = ahead_of_ours.len(),
+                                    "another writer put routes in front of ours; deleting them"
                                 );
                             }
-                            in_front.push(route);
+                            in_front.extend(ahead_of_ours);
                             continue;
                         }
                         contest::Decision::TakeBack => {
