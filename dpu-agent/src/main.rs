@@ -311,9 +311,11 @@ static RUNNING_OVNKUBE: std::sync::Mutex<Option<u32>> = std::sync::Mutex::new(No
 const OVNKUBE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A changed file is read again after this, and taken only when both reads
-/// agree (same time, size and content): a file caught mid-write is never
-/// applied.
+/// agree (same time, size and content): a writer caught mid-file is not
+/// applied unless it pauses longer than this.
 const OVNKUBE_SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
+/// Reads of a changing file before giving up until the next poll or event.
+const OVNKUBE_SETTLE_READS: u32 = 20;
 
 /// Reloads whenever what ovnkube's facts are read from changes (the
 /// ovnkube-node process: gone, new pid, new flags; its file: written,
@@ -352,40 +354,57 @@ async fn follow_ovnkube(
         }
     };
     let mut applied = read(&lookup).await;
+    // What the last read found (the directory watched is its file's).
+    let mut latest = applied.clone();
     let mut said_gone = false;
     // After a failed reload of the same inputs: not before then.
     let mut failed: Option<(Option<Inputs>, tokio::time::Instant, u32)> = None;
     loop {
         if let Some(watch) = &mut watch {
-            follow_directory(watch, applied.as_ref());
+            follow_directory(watch, latest.as_ref());
         }
         let changed = async {
-            match &watch {
+            match &mut watch {
                 Some(watch) => watch.changed().await,
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
+        let heard = tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(OVNKUBE_POLL) => {}
-            _ = changed => {}
+            _ = tokio::time::sleep(OVNKUBE_POLL) => Ok(()),
+            heard = changed => heard,
+        };
+        if let Err(e) = heard {
+            tracing::warn!(error = %e, "watching ovnkube's file failed; looking every 2 s");
+            watch = None;
         }
         let mut now = read(&lookup).await;
+        latest = now.clone();
         if now == applied {
             failed = None;
             continue;
         }
-        // Taken only once two reads a moment apart agree.
-        loop {
+        // Taken only once two reads a moment apart agree; a file that will
+        // not keep still is looked at again at the next poll or event.
+        let mut still = false;
+        for _ in 0..OVNKUBE_SETTLE_READS {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(OVNKUBE_SETTLE) => {}
             }
             let again = read(&lookup).await;
+            latest = again.clone();
             if again == now {
+                still = true;
                 break;
             }
             now = again;
+        }
+        if !still {
+            tracing::warn!(
+                "ovnkube's configuration keeps changing (2 s of reads 100 ms apart never agreed); taken once it is still"
+            );
+            continue;
         }
         if now == applied {
             continue;
@@ -439,16 +458,21 @@ async fn follow_ovnkube(
 }
 
 /// Watches the directory of ovnkube's file as `inputs` reach it (a file
-/// that is not there yet: its directory, if that is). A directory that
-/// cannot be watched is left to the poll.
+/// that is not there yet: its directory, if that is), for the file and a
+/// ConfigMap's `..data` swap. A directory that cannot be watched is left to
+/// the poll.
 fn follow_directory(watch: &mut noverlay_runtime::dir_watch::DirWatch, inputs: Option<&Inputs>) {
-    let dir = inputs
-        .and_then(|i| i.seen_at.as_deref())
-        .and_then(std::path::Path::parent);
+    let seen_at = inputs.and_then(|i| i.seen_at.as_deref());
+    let dir = seen_at.and_then(std::path::Path::parent);
     if watch.watching() == dir {
         return;
     }
-    if let Err(e) = watch.watch(dir) {
+    let names: Vec<&std::ffi::OsStr> = seen_at
+        .and_then(std::path::Path::file_name)
+        .into_iter()
+        .chain([std::ffi::OsStr::new("..data")])
+        .collect();
+    if let Err(e) = watch.watch(dir, &names) {
         tracing::debug!(dir = ?dir, error = %e, "cannot watch ovnkube's file's directory; looking every 2 s");
     }
 }

@@ -1229,8 +1229,10 @@ fn several_routes_at_one_destination_are_seen_whole() -> anyhow::Result<()> {
         .await?;
         let before = agent.status.borrow().route_takebacks;
         // Two aliases in front of ours.
-        sh("ip route prepend 198.18.128.0/18 via 198.18.130.1 dev ovn-k8s-mp0; \
-            ip route prepend 198.18.128.0/18 via 198.18.130.3 dev ovn-k8s-mp0")?;
+        sh(
+            "ip route prepend 198.18.128.0/18 via 198.18.130.1 dev ovn-k8s-mp0; \
+            ip route prepend 198.18.128.0/18 via 198.18.130.3 dev ovn-k8s-mp0",
+        )?;
         wait_status(
             &mut agent.status,
             "the take-back",
