@@ -170,25 +170,48 @@ pub fn place(plan: &[Flow], foreign: &[ForeignFlow], mode: BasePipeline, cookie:
 }
 
 /// Foreign flows in what the design keeps ours alone: our tables (the
-/// CIDR table and the related table), and registers reg11-reg15 (matched,
-/// or set by `set_field`/`move`). One line each, as dumped. Actions the
-/// decoder shows only by number (`nx_action(N)`) cannot be told apart.
+/// CIDR table and the related table), and registers reg11-reg15 (or the
+/// wider registers holding them: xreg5-xreg7, xxreg2-xxreg3), matched or
+/// written (`set_field`, `move`, `load`, `pop`, nested ones included). One
+/// line each, as dumped. Actions the decoder shows only by number
+/// (`nx_action(N)`) cannot be told apart.
 pub fn trespassing(foreign: &[ForeignFlow]) -> Vec<String> {
-    let ours = |name: &str| {
-        (11..=15).any(|n| name == format!("reg{n}") || name.starts_with(&format!("NXM_NX_REG{n}[")))
+    const OURS: [&str; 15] = [
+        "reg11",
+        "reg12",
+        "reg13",
+        "reg14",
+        "reg15",
+        "xreg5",
+        "xreg6",
+        "xreg7",
+        "xxreg2",
+        "xxreg3",
+        "NXM_NX_REG11",
+        "NXM_NX_REG12",
+        "NXM_NX_REG13",
+        "NXM_NX_REG14",
+        "NXM_NX_REG15",
+    ];
+    // A field name, without a bit range (`[0..15]`) or a value.
+    let ours = |field: &str| {
+        let name = field
+            .split(['[', '=', ',', ')', ' '])
+            .next()
+            .unwrap_or(field);
+        OURS.contains(&name)
     };
-    let ours_in_match = |field: &str| ours(field.split_once('=').map_or(field, |(name, _)| name));
     let ours_in_actions = |actions: &str| {
-        split_top_level(actions)
-            .into_iter()
-            .any(|action| action.rsplit_once("->").is_some_and(|(_, to)| ours(to)))
+        ["->", "pop:"]
+            .iter()
+            .any(|mark| actions.split(mark).skip(1).any(&ours))
     };
     foreign
         .iter()
         .filter(|f| {
             f.key.table == crate::flows::CIDR_TABLE
                 || f.key.table == crate::flows::RELATED_TABLE
-                || f.key.fields().iter().any(|field| ours_in_match(field))
+                || f.key.fields().iter().any(|field| ours(field))
                 || ours_in_actions(&f.actions)
         })
         .map(|f| f.text.clone())
@@ -331,6 +354,10 @@ mod tests {
             "cookie=0x99, duration=1s, table=0, n_packets=0, n_bytes=0, priority=600,reg11=0x2,ip actions=drop",
             "cookie=0x99, duration=1s, table=0, n_packets=0, n_bytes=0, priority=600,ip actions=set_field:0x1->reg13,NORMAL",
             "cookie=0x99, duration=1s, table=0, n_packets=0, n_bytes=0, priority=600,ip actions=move:NXM_OF_IP_DST[]->NXM_NX_REG12[],NORMAL",
+            // Nested, popped, or a wider register holding ours.
+            "cookie=0x99, duration=1s, table=0, n_packets=0, n_bytes=0, priority=600,ip actions=ct(commit,exec(set_field:0x1->reg14)),NORMAL",
+            "cookie=0x99, duration=1s, table=0, n_packets=0, n_bytes=0, priority=600,ip actions=pop:NXM_NX_REG15[],NORMAL",
+            "cookie=0x99, duration=1s, table=0, n_packets=0, n_bytes=0, priority=600,xxreg3=0x1,ip actions=NORMAL",
             // Not ours: reg1 and reg10, another table.
             "cookie=0x99, duration=1s, table=0, n_packets=0, n_bytes=0, priority=600,reg1=0x2,ip actions=set_field:0x1->reg10,NORMAL",
             "cookie=0x99, duration=1s, table=10, n_packets=0, n_bytes=0, priority=1 actions=NORMAL",
@@ -339,7 +366,7 @@ mod tests {
             lines.iter().filter_map(|l| ForeignFlow::parse(l)).collect();
         assert_eq!(foreign.len(), lines.len());
         let named = trespassing(&foreign);
-        assert_eq!(named.len(), 4, "{named:#?}");
+        assert_eq!(named.len(), 7, "{named:#?}");
         assert!(trespassing(&ovnkube()).is_empty());
     }
 

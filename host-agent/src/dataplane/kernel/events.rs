@@ -144,8 +144,11 @@ pub struct Wakeups {
     closed: Arc<AtomicBool>,
     /// What events that matter touched since the reconcile last took it.
     touched: Arc<Mutex<Touched>>,
-    /// Times the kernel dropped route events for us (a full receive buffer).
+    /// Times route events were lost (an overrun, a socket error, the
+    /// stream ending).
     overruns: Arc<std::sync::atomic::AtomicU64>,
+    /// Lost events are logged once a minute per kind.
+    lost_log: Arc<Mutex<noverlay_runtime::logging::Repeats>>,
 }
 
 /// What kernel events that matter touched: route destinations, or
@@ -251,10 +254,13 @@ impl Wakeups {
     /// them may have mattered, so the next reconcile lists everything.
     fn lost_events(&self, why: &str) {
         let total = self.overruns.fetch_add(1, Ordering::AcqRel) + 1;
-        tracing::warn!(
-            total,
-            "rtnetlink events lost ({why}); reading everything from the kernel"
-        );
+        if let Some(suppressed) = lock(&self.lost_log).due(why) {
+            tracing::warn!(
+                total,
+                suppressed,
+                "rtnetlink events lost ({why}); reading everything from the kernel"
+            );
+        }
         self.touched_anything();
         self.wake();
     }

@@ -253,7 +253,9 @@ impl Kernel {
 
 impl Dataplane for Kernel {
     async fn apply(&mut self, plan: &HostPlan) -> Result<Applied, DataplaneError> {
-        let audit = std::mem::take(&mut self.audit);
+        // Asked until the table is compared: an apply that fails before
+        // that (a missing gateway interface) leaves it asked.
+        let audit = self.audit;
         if audit {
             // Routes are listed, not taken from the last apply.
             self.known_routes = None;
@@ -320,7 +322,9 @@ impl Dataplane for Kernel {
 
         // The SNAT table before any new route: a route never goes out
         // without its SNAT. If it cannot be written, no route is added.
-        match self.reconcile_nft(plan, audit).await {
+        let nft = self.reconcile_nft(plan, audit).await;
+        self.audit = false;
+        match nft {
             Ok(true) => progress.changes += 1,
             Ok(false) => {}
             Err(e) => {
