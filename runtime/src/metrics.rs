@@ -21,8 +21,9 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Connections served at once (a scraper needs one, a local flood must not
 /// take the agent's descriptors); and from one source (an IPv4 address or
 /// an IPv6 /64), so that a loop on one machine cannot take them all. Past
-/// either, the idlest connection goes: of the same source, or of the
-/// source holding the most.
+/// either, a connection goes: of the same source, or (all full) one that
+/// never sent a request, else one of the sources holding the most; of
+/// those, one that never sent a request first, then the longest idle.
 pub const MAX_CONNECTIONS: usize = 32;
 pub const MAX_CONNECTIONS_PER_SOURCE: usize = 8;
 
@@ -39,8 +40,19 @@ struct Connections {
 struct Connection {
     id: u64,
     source: IpAddr,
+    /// It has sent a request (a scraper); a connection that never has goes
+    /// first.
+    requested: bool,
     last_active: Instant,
     close: CancellationToken,
+}
+
+impl Connection {
+    /// The order in which connections go: never asked for anything first,
+    /// then the longest idle.
+    fn idleness(&self) -> (bool, Instant, u64) {
+        (self.requested, self.last_active, self.id)
+    }
 }
 
 /// One connection's place; dropping it frees it.
@@ -58,22 +70,25 @@ impl Connections {
         let mut guard = crate::lock(&self.inner);
         let (next_id, open) = &mut *guard;
         let from = |source: IpAddr| open.iter().filter(|c| c.source == source).count();
-        let crowd = if from(source) >= MAX_CONNECTIONS_PER_SOURCE {
-            Some(source)
+        let idlest = |pick: &dyn Fn(&Connection) -> bool| {
+            open.iter()
+                .enumerate()
+                .filter(|(_, c)| pick(c))
+                .min_by_key(|(_, c)| c.idleness())
+                .map(|(i, _)| i)
+        };
+        let victim = if from(source) >= MAX_CONNECTIONS_PER_SOURCE {
+            idlest(&|c| c.source == source)
         } else if open.len() >= MAX_CONNECTIONS {
-            open.iter().map(|c| c.source).max_by_key(|s| from(*s))
+            // One that never asked for anything, else the idlest of the
+            // sources holding the most.
+            let most = open.iter().map(|c| from(c.source)).max().unwrap_or(0);
+            idlest(&|c| !c.requested).or_else(|| idlest(&|c| from(c.source) == most))
         } else {
             None
         };
-        if let Some(crowd) = crowd
-            && let Some(idlest) = open
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.source == crowd)
-                .min_by_key(|(_, c)| (c.last_active, c.id))
-                .map(|(i, _)| i)
-        {
-            open.swap_remove(idlest).close.cancel();
+        if let Some(victim) = victim {
+            open.swap_remove(victim).close.cancel();
         }
         let id = *next_id;
         *next_id += 1;
@@ -81,6 +96,7 @@ impl Connections {
         open.push(Connection {
             id,
             source,
+            requested: false,
             last_active: Instant::now(),
             close: close.clone(),
         });
@@ -93,6 +109,7 @@ impl Connections {
 
     fn active(&self, id: u64) {
         if let Some(c) = crate::lock(&self.inner).1.iter_mut().find(|c| c.id == id) {
+            c.requested = true;
             c.last_active = Instant::now();
         }
     }
@@ -331,6 +348,46 @@ mod tests {
             .expect("answered in time")
             .expect("read");
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        shutdown.cancel();
+    }
+
+    /// One scrape on a kept-alive connection: the answer's first bytes.
+    async fn scrape(stream: &mut tokio::net::TcpStream) -> String {
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("request");
+        let mut answer = vec![0u8; 64 * 1024];
+        let n = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut answer))
+            .await
+            .expect("answered in time")
+            .expect("read");
+        String::from_utf8_lossy(&answer[..n]).into_owned()
+    }
+
+    /// A scraper on the loop's own address (the shipped 127.0.0.1 bind with
+    /// a local Prometheus) keeps its connection: the loop's connections,
+    /// which never ask for anything, go first.
+    #[tokio::test]
+    async fn a_scraper_sharing_the_loops_address_keeps_its_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve(
+            listener,
+            Arc::new(Registry::default()),
+            shutdown.clone(),
+        ));
+        let mut scraper = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        assert!(scrape(&mut scraper).await.starts_with("HTTP/1.1 200"));
+        let mut idle = Vec::new();
+        for _ in 0..100 {
+            idle.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The same connection, asked again (keep-alive).
+        let again = scrape(&mut scraper).await;
+        assert!(again.starts_with("HTTP/1.1 200"), "{again:?}");
         shutdown.cancel();
     }
 
