@@ -150,7 +150,7 @@ async fn mismatched_host_is_refused_with_both_values_and_applies_nothing() -> an
         reason.contains("address families: host ipv4+ipv6, dpu ipv4"),
         "{reason}"
     );
-    assert!(host.log.events().is_empty());
+    assert!(host.log.changes().is_empty());
     host.stop().await?;
     dpu.stop().await
 }

@@ -355,7 +355,7 @@ async fn leaving_scope_tears_down_what_the_agent_owns() -> anyhow::Result<()> {
     let mut host = RunningHost::start(certs.dir.path(), &options, &certs.host, Vec::new())?;
     host.wait_for("out of scope", |s| s.phase == Phase::OutOfScope)
         .await?;
-    assert_eq!(host.log.events(), vec![DryRunEvent::TornDown]);
+    assert_eq!(host.log.changes(), vec![DryRunEvent::TornDown]);
     host.stop().await
 }
 

@@ -28,6 +28,15 @@ impl DryRunLog {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
+    /// What it was asked to change (applies and teardowns; not the audit
+    /// requests of the periodic reconcile).
+    pub fn changes(&self) -> Vec<DryRunEvent> {
+        self.events()
+            .into_iter()
+            .filter(|e| *e != DryRunEvent::AuditAsked)
+            .collect()
+    }
+
     /// The plan of the last apply.
     pub fn last_applied(&self) -> Option<HostPlan> {
         self.events().into_iter().rev().find_map(|e| match e {
