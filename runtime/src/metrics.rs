@@ -312,14 +312,7 @@ mod tests {
     /// which a scrape is answered.
     #[tokio::test]
     async fn a_flood_of_idle_connections_is_bounded_and_does_not_stop_scrapes() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let shutdown = CancellationToken::new();
-        tokio::spawn(serve(
-            listener,
-            Arc::new(Registry::default()),
-            shutdown.clone(),
-        ));
+        let (addr, shutdown) = serving().await;
         let mut idle = Vec::new();
         for _ in 0..200 {
             idle.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
@@ -351,6 +344,19 @@ mod tests {
         shutdown.cancel();
     }
 
+    /// The endpoint serving an empty registry on a loopback port.
+    async fn serving() -> (std::net::SocketAddr, CancellationToken) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve(
+            listener,
+            Arc::new(Registry::default()),
+            shutdown.clone(),
+        ));
+        (addr, shutdown)
+    }
+
     /// One scrape on a kept-alive connection: the answer's first bytes.
     async fn scrape(stream: &mut tokio::net::TcpStream) -> String {
         stream
@@ -370,14 +376,7 @@ mod tests {
     /// which never ask for anything, go first.
     #[tokio::test]
     async fn a_scraper_sharing_the_loops_address_keeps_its_connection() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let shutdown = CancellationToken::new();
-        tokio::spawn(serve(
-            listener,
-            Arc::new(Registry::default()),
-            shutdown.clone(),
-        ));
+        let (addr, shutdown) = serving().await;
         let mut scraper = tokio::net::TcpStream::connect(addr).await.expect("connect");
         assert!(scrape(&mut scraper).await.starts_with("HTTP/1.1 200"));
         let mut idle = Vec::new();
@@ -396,14 +395,7 @@ mod tests {
     /// while the loop goes on.
     #[tokio::test]
     async fn a_loop_from_one_source_never_starves_a_scraper_from_another() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let shutdown = CancellationToken::new();
-        tokio::spawn(serve(
-            listener,
-            Arc::new(Registry::default()),
-            shutdown.clone(),
-        ));
+        let (addr, shutdown) = serving().await;
         let from = |source: &'static str| async move {
             let socket = tokio::net::TcpSocket::new_v4().expect("socket");
             socket

@@ -1067,16 +1067,8 @@ fn route_events_lost_in_an_overrun_are_answered_by_a_listing() -> anyhow::Result
         // This thread runs the event watcher: while it waits on these
         // commands nothing reads the socket, so the flood overruns it and
         // the deletion of our route after it is dropped by the kernel.
-        let ns = |args: &[&str]| {
-            std::process::Command::new("ip")
-                .args(["netns", "exec", &host_ns])
-                .args(args)
-                .output()
-        };
-        let flooded = ns(&["ip", "-batch", &batch_path.to_string_lossy()])?;
-        anyhow::ensure!(flooded.status.success(), "ip -batch: {flooded:?}");
-        let deleted = ns(&["ip", "route", "del", "198.18.128.0/17"])?;
-        anyhow::ensure!(deleted.status.success(), "ip route del: {deleted:?}");
+        netns::run_in(&host_ns, &["ip", "-batch", &batch_path.to_string_lossy()])?;
+        netns::run_in(&host_ns, &["ip", "route", "del", "198.18.128.0/17"])?;
         let woke = tokio::time::timeout(Duration::from_secs(2), kernel.drift())
             .await
             .is_ok();
@@ -1119,10 +1111,7 @@ fn the_periodic_audit_finds_what_no_event_told() -> anyhow::Result<()> {
         kernel.apply(&plan).await?;
         let script = "ip route del 198.18.128.0/17; \
              nft delete element inet noverlay cluster_cidrs_v6 '{ fd00:10:244::/48 }'";
-        let output = std::process::Command::new("ip")
-            .args(["netns", "exec", &host_ns, "sh", "-c", script])
-            .output()?;
-        anyhow::ensure!(output.status.success(), "{script}: {output:?}");
+        netns::run_in(&host_ns, &["sh", "-c", script])?;
         tokio::time::timeout(Duration::from_secs(2), kernel.drift()).await?;
         tokio::time::sleep(Duration::from_millis(100)).await;
         // Lost: what the events said is dropped.
@@ -1163,11 +1152,9 @@ fn the_periodic_audit_finds_what_no_event_told() -> anyhow::Result<()> {
 
 /// Our SNAT rules with their handles, as `nft -a` lists them in `ns`.
 fn rule_handles_in_ns(ns: &str) -> anyhow::Result<String> {
-    let output = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
+    let listing = netns::run_in(
+        ns,
+        &[
             "nft",
             "-a",
             "list",
@@ -1175,10 +1162,9 @@ fn rule_handles_in_ns(ns: &str) -> anyhow::Result<String> {
             "inet",
             "noverlay",
             plan::NFT_CHAIN,
-        ])
-        .output()?;
-    anyhow::ensure!(output.status.success(), "nft -a list: {output:?}");
-    Ok(String::from_utf8_lossy(&output.stdout)
+        ],
+    )?;
+    Ok(listing
         .lines()
         .filter(|l| l.contains("snat"))
         .collect::<Vec<_>>()
@@ -1212,13 +1198,7 @@ fn several_routes_at_one_destination_are_seen_whole() -> anyhow::Result<()> {
             }
             seen
         });
-        let sh = |script: &str| -> anyhow::Result<()> {
-            let output = std::process::Command::new("ip")
-                .args(["netns", "exec", &host_ns, "sh", "-c", script])
-                .output()?;
-            anyhow::ensure!(output.status.success(), "{script}: {output:?}");
-            Ok(())
-        };
+        let sh = |script: &str| netns::run_in(&host_ns, &["sh", "-c", script]).map(drop);
         sh("ip -6 route add fd00:10:244::/49 dev eth0 metric 100 proto static")?;
         let shadowed = wait_status(
             &mut agent.status,

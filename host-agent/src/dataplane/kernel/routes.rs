@@ -160,41 +160,34 @@ impl Kernel {
                     let theirs = render_kernel_route(route, links);
                     match self.contests.decide(wanted.dst, theirs.clone(), now) {
                         contest::Decision::TakeBack if !ahead_of_ours.is_empty() => {
-                            let key = format!("take back {}", wanted.dst);
-                            if let Some(suppressed) = self.takeback_log.due(&key) {
-                                tracing::warn!(
-                                    theirs = %theirs,
-                                    ours = %plan::render_route(wanted),
-                                    suppressed,
-                                    ahead = ahead_of_ours.len(),
-                                    "another writer put routes in front of ours; deleting them"
-                                );
-                            }
+                            self.warn_of_writer(
+                                "take back",
+                                wanted,
+                                &theirs,
+                                &format!(
+                                    "another writer put {} routes in front of ours; deleting them",
+                                    ahead_of_ours.len()
+                                ),
+                            );
                             in_front.extend(ahead_of_ours);
                             continue;
                         }
                         contest::Decision::TakeBack => {
-                            let key = format!("take back {}", wanted.dst);
-                            if let Some(suppressed) = self.takeback_log.due(&key) {
-                                tracing::warn!(
-                                    theirs = %theirs,
-                                    ours = %plan::render_route(wanted),
-                                    suppressed,
-                                    "another writer replaced a route of ours; taking it back"
-                                );
-                            }
+                            self.warn_of_writer(
+                                "take back",
+                                wanted,
+                                &theirs,
+                                "another writer replaced a route of ours; taking it back",
+                            );
                             (wanted, true)
                         }
                         contest::Decision::HoldOff(_) => {
-                            let key = format!("fought over {}", wanted.dst);
-                            if let Some(suppressed) = self.takeback_log.due(&key) {
-                                tracing::warn!(
-                                    theirs = %theirs,
-                                    ours = %plan::render_route(wanted),
-                                    suppressed,
-                                    "another writer keeps replacing a route of ours; holding off (see status)"
-                                );
-                            }
+                            self.warn_of_writer(
+                                "fought over",
+                                wanted,
+                                &theirs,
+                                "another writer keeps replacing a route of ours; holding off (see status)",
+                            );
                             continue;
                         }
                     }
@@ -241,6 +234,26 @@ impl Kernel {
         Puts {
             written: put,
             aliases_deleted,
+        }
+    }
+
+    /// Says what another writer did to the route planned as `wanted`, once
+    /// a minute per `kind` and destination.
+    fn warn_of_writer(
+        &mut self,
+        kind: &str,
+        wanted: &plan::PlannedRoute,
+        theirs: &str,
+        what: &str,
+    ) {
+        let key = format!("{kind} {}", wanted.dst);
+        if let Some(suppressed) = self.takeback_log.due(&key) {
+            tracing::warn!(
+                theirs,
+                ours = %plan::render_route(wanted),
+                suppressed,
+                "{what}"
+            );
         }
     }
 
