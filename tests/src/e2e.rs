@@ -568,6 +568,18 @@ gateway_router = {router:?}
         netns::run(&args)
     }
 
+    /// The agents' process ids, while both run (None once either exited).
+    pub fn agent_pids(&mut self) -> Option<(u32, u32)> {
+        let running = |child: &mut Option<Child>| {
+            let child = child.as_mut()?;
+            matches!(child.try_wait(), Ok(None)).then(|| child.id())
+        };
+        Some((
+            running(&mut self.dpu_agent)?,
+            running(&mut self.host_agent)?,
+        ))
+    }
+
     /// kill -9: the agent gets no chance to clean up (nor should it need one).
     pub fn kill_dpu_agent(&mut self) {
         kill(self.dpu_agent.take());
@@ -718,10 +730,16 @@ gateway_router = {router:?}
     /// A TCP exchange from the host to `dst`: returns the source address the
     /// remote pod saw (it echoes it back).
     pub fn tcp_exchange(&self, dst: &str) -> anyhow::Result<String> {
+        self.tcp_exchange_within(dst, Duration::from_secs(2))
+    }
+
+    /// As [`Testbed::tcp_exchange`], giving up after `timeout` (connect and
+    /// reply each).
+    pub fn tcp_exchange_within(&self, dst: &str, timeout: Duration) -> anyhow::Result<String> {
         let target = SocketAddr::new(dst.parse()?, TCP_PORT);
         self.host.run(move || async move {
-            let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
-            stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+            let mut stream = TcpStream::connect_timeout(&target, timeout)?;
+            stream.set_read_timeout(Some(timeout))?;
             stream.write_all(b"hello from the host\n")?;
             let mut reply = String::new();
             stream.read_to_string(&mut reply)?;
@@ -732,43 +750,7 @@ gateway_router = {router:?}
     /// A TCP server on every remote pod address that answers with the
     /// peer address it sees.
     fn start_tcp_server(&self) -> anyhow::Result<()> {
-        let stop = self.tcp_stop.clone();
-        let ns = format!("/var/run/netns/{}", self.underlay.name);
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let serve = || -> anyhow::Result<()> {
-                let file = std::fs::File::open(&ns)?;
-                // SAFETY: valid fd; affects only this thread.
-                let rc = unsafe {
-                    libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET)
-                };
-                anyhow::ensure!(rc == 0, "setns failed");
-                // Both families (IPv4 peers arrive as mapped addresses).
-                let listener = TcpListener::bind(("::", TCP_PORT))?;
-                listener.set_nonblocking(true)?;
-                let _ = ready_tx.send(());
-                while !stop.load(Ordering::Relaxed) {
-                    match listener.accept() {
-                        Ok((mut stream, peer)) => {
-                            let _ = stream.set_nonblocking(false);
-                            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-                            let mut line = [0u8; 64];
-                            let _ = stream.read(&mut line);
-                            let seen = peer.ip().to_canonical().to_string();
-                            let _ = stream.write_all(seen.as_bytes());
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                    }
-                }
-                Ok(())
-            };
-            if let Err(e) = serve() {
-                eprintln!("tcp server: {e}");
-            }
-        });
-        ready_rx
-            .recv_timeout(Duration::from_secs(5))
-            .map_err(|_| anyhow::anyhow!("TCP server in the underlay did not start"))
+        serve_peer_address(&self.underlay, None, self.tcp_stop.clone())
     }
 
     /// Packets counted by our path flows on breth0 (priority 510, after a
@@ -782,6 +764,94 @@ gateway_router = {router:?}
             .filter(|l| l.contains("priority=510") && l.contains("reg11=0x2"))
             .filter_map(crate::ovs::n_packets)
             .sum())
+    }
+}
+
+/// A TCP server on every address of `ns` (both families) that answers
+/// each connection with the peer address it sees, after `name` and a space
+/// when given (which remote node answered), until `stop`.
+pub fn serve_peer_address(
+    ns: &NetNs,
+    name: Option<&'static str>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let path = format!("/var/run/netns/{}", ns.name);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let serve = || -> anyhow::Result<()> {
+            let file = std::fs::File::open(&path)?;
+            // SAFETY: valid fd; affects only this thread.
+            let rc =
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+            anyhow::ensure!(rc == 0, "setns failed");
+            // Both families (IPv4 peers arrive as mapped addresses).
+            let listener = TcpListener::bind(("::", TCP_PORT))?;
+            listener.set_nonblocking(true)?;
+            let _ = ready_tx.send(());
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut stream, peer)) => {
+                        let _ = stream.set_nonblocking(false);
+                        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                        let mut line = [0u8; 64];
+                        let _ = stream.read(&mut line);
+                        let seen = peer.ip().to_canonical().to_string();
+                        let reply = match name {
+                            Some(name) => format!("{name} {seen}"),
+                            None => seen,
+                        };
+                        let _ = stream.write_all(reply.as_bytes());
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+            Ok(())
+        };
+        if let Err(e) = serve() {
+            eprintln!("tcp server: {e}");
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .map_err(|_| anyhow::anyhow!("TCP server in {} did not start", ns.name))
+}
+
+/// tcpdump on one interface of a namespace, until [`UnderlayCapture::stop`].
+pub struct UnderlayCapture {
+    tcpdump: Child,
+    file: PathBuf,
+}
+
+impl UnderlayCapture {
+    /// On the underlay's side of the uplink.
+    pub fn start(bed: &Testbed, filter: &str) -> anyhow::Result<Self> {
+        Self::on(&bed.underlay, "eth0", bed.dir(), filter)
+    }
+
+    /// On `interface` of `ns`, the capture file in `dir`.
+    pub fn on(ns: &NetNs, interface: &str, dir: &Path, filter: &str) -> anyhow::Result<Self> {
+        let file = dir.join(format!(
+            "{interface}-{}.pcap",
+            filter.replace([' ', '/', ':'], "_")
+        ));
+        let tcpdump = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "tcpdump", "-i", interface])
+            // Immediate mode: a short capture must not sit in the ring buffer.
+            .args(["-n", "-U", "--immediate-mode", "-w"])
+            .arg(&file)
+            .arg(filter)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(UnderlayCapture { tcpdump, file })
+    }
+
+    /// Stops the capture; what it saw, as `tcpdump -n -r` prints it.
+    pub fn stop(mut self) -> anyhow::Result<String> {
+        netns::run(&["kill", "-INT", &self.tcpdump.id().to_string()])?;
+        self.tcpdump.wait()?;
+        netns::run(&["tcpdump", "-n", "-r", &self.file.display().to_string()])
     }
 }
 

@@ -217,10 +217,7 @@ impl Ovn {
     }
 
     pub fn nbctl(&self, args: &[&str]) -> anyhow::Result<String> {
-        let db = format!("--db=unix:{}/nb.sock", self.path());
-        let mut all = vec!["ovn-nbctl", db.as_str(), "--timeout=10"];
-        all.extend_from_slice(args);
-        crate::netns::run(&all)
+        nbctl_at(&self.nb_socket(), args)
     }
 
     pub fn sbctl(&self, args: &[&str]) -> anyhow::Result<String> {
@@ -233,6 +230,14 @@ impl Ovn {
     fn in_ns(&self, args: &[&str]) -> anyhow::Result<String> {
         crate::netns::run_in(&self.netns, args)
     }
+}
+
+/// ovn-nbctl against the northbound database at `socket`.
+pub fn nbctl_at(socket: &std::path::Path, args: &[&str]) -> anyhow::Result<String> {
+    let db = format!("--db=unix:{}", socket.display());
+    let mut all = vec!["ovn-nbctl", db.as_str(), "--timeout=10"];
+    all.extend_from_slice(args);
+    crate::netns::run(&all)
 }
 
 impl Drop for Ovn {

@@ -9,7 +9,7 @@ use noverlay_tests::{
     e2e::{
         BRIDGE_MAC, CLUSTER_CIDR, CLUSTER_CIDR6, DUMMY_NEXT_HOP, LATE_CIDR, LATE_POD,
         LIMIT_SUPERNET, MASQUERADE_SUBNET, NODE_IP, NODE_IP6, REMOTE_NODE_IP, REMOTE_POD,
-        REMOTE_POD6, Testbed, cidrs_at_the_limit,
+        REMOTE_POD6, Testbed, UnderlayCapture, cidrs_at_the_limit,
     },
     netns, ovn, ovnkube, ovs,
 };
@@ -63,38 +63,6 @@ fn assert_traffic(bed: &Testbed, pod: &str) -> anyhow::Result<()> {
         "the remote pod saw source {seen:?}, expected the node underlay IP {node_ip}"
     );
     Ok(())
-}
-
-/// tcpdump on the underlay's side of the uplink, until `stop`.
-struct UnderlayCapture {
-    tcpdump: std::process::Child,
-    file: std::path::PathBuf,
-}
-
-impl UnderlayCapture {
-    fn start(bed: &Testbed, filter: &str) -> anyhow::Result<Self> {
-        let file = bed
-            .dir()
-            .join(format!("underlay-{}.pcap", filter.replace(' ', "_")));
-        let tcpdump = std::process::Command::new("ip")
-            .args(["netns", "exec", &bed.underlay.name, "tcpdump", "-i", "eth0"])
-            // Immediate mode: a short capture must not sit in the ring buffer.
-            .args(["-n", "-U", "--immediate-mode", "-w"])
-            .arg(&file)
-            .arg(filter)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()?;
-        std::thread::sleep(Duration::from_millis(500));
-        Ok(UnderlayCapture { tcpdump, file })
-    }
-
-    /// Stops the capture; what it saw, as `tcpdump -n -r` prints it.
-    fn stop(mut self) -> anyhow::Result<String> {
-        netns::run(&["kill", "-INT", &self.tcpdump.id().to_string()])?;
-        self.tcpdump.wait()?;
-        netns::run(&["tcpdump", "-n", "-r", &self.file.display().to_string()])
-    }
 }
 
 /// Runs `fault`, waits until traffic passes again and prints the time.

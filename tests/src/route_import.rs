@@ -1,0 +1,274 @@
+//! THE STAND-IN FOR OVN-KUBERNETES' ROUTE IMPORT (ovnkube-controller's,
+//! which runs on the DPU in DPU deployments), as the flow-set fixture
+//! stands in for ovnkube-node's flows. Written from what upstream's route
+//! import does, not from its code:
+//!
+//! - it lists the kernel routes of protocol bgp in the main table of the
+//!   namespace it runs in (the default network's), ignoring routes without
+//!   a gateway or a destination (a default route has none);
+//! - in no-overlay mode it keeps the remote nodes' pod subnets: here, the
+//!   routes inside the cluster CIDRs;
+//! - it keeps one `Logical_Router_Static_Route` per route and next hop on
+//!   the gateway router (`ip_prefix`, `nexthop`, `output_port` the router's
+//!   external port, `external_ids:k8s.ovn.org/owner-controller=RouteImport`;
+//!   one row per ECMP next hop), and deletes the rows whose kernel route is
+//!   gone in the same transaction;
+//! - it follows route events (here `ip monitor route`) with a 500 ms
+//!   debounce and no periodic resync.
+
+use crate::netns::{self, NetNs};
+use ipnet::IpNet;
+use std::{
+    collections::BTreeSet,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc,
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+/// The owner upstream's route import marks its rows with.
+pub const OWNER: &str = "RouteImport";
+const OWNER_KEY: &str = "k8s.ovn.org/owner-controller";
+/// Route events are taken together once none has come for this long.
+pub const DEBOUNCE: Duration = Duration::from_millis(500);
+
+/// (prefix, next hop): one row of the gateway router.
+pub type Imported = BTreeSet<(IpNet, String)>;
+
+/// Where the rows go.
+#[derive(Clone)]
+pub struct Target {
+    pub nb_socket: PathBuf,
+    pub router: String,
+    pub output_port: String,
+    /// Only routes inside these are imported.
+    pub cluster_cidrs: Vec<IpNet>,
+}
+
+pub struct RouteImport {
+    stop: Arc<AtomicBool>,
+    monitor: Child,
+    worker: Option<JoinHandle<()>>,
+    /// Transactions written (a sync that changed nothing writes none).
+    pub transactions: Arc<AtomicU64>,
+    /// The last sync's failure, if it failed.
+    pub last_error: Arc<Mutex<Option<String>>>,
+}
+
+impl RouteImport {
+    /// Syncs once, then follows the namespace's route events.
+    pub fn start(ns: &NetNs, target: Target) -> anyhow::Result<Self> {
+        let mut monitor = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "ip", "-o", "monitor", "route"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = monitor
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("ip monitor has no stdout"))?;
+        let (events, heard) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                if line.is_err() || events.send(()).is_err() {
+                    return;
+                }
+            }
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let transactions = Arc::new(AtomicU64::new(0));
+        let last_error = Arc::new(Mutex::new(None));
+        let netns = ns.name.clone();
+        let worker = {
+            let (stop, transactions, last_error) =
+                (stop.clone(), transactions.clone(), last_error.clone());
+            std::thread::spawn(move || {
+                let record = |result: anyhow::Result<bool>| {
+                    let error = match result {
+                        Ok(wrote) => {
+                            if wrote {
+                                transactions.fetch_add(1, Ordering::Relaxed);
+                            }
+                            None
+                        }
+                        Err(e) => Some(e.to_string()),
+                    };
+                    *last_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
+                };
+                record(sync(&netns, &target));
+                while !stop.load(Ordering::Relaxed) {
+                    match heard.recv_timeout(Duration::from_millis(100)) {
+                        Ok(()) => {
+                            // Debounce: until the events stop for DEBOUNCE.
+                            while heard.recv_timeout(DEBOUNCE).is_ok() {}
+                            record(sync(&netns, &target));
+                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+            })
+        };
+        Ok(RouteImport {
+            stop,
+            monitor,
+            worker: Some(worker),
+            transactions,
+            last_error,
+        })
+    }
+}
+
+impl Drop for RouteImport {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.monitor.kill();
+        let _ = self.monitor.wait();
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// One pass: the kernel's routes against the router's imported rows, the
+/// difference written in one transaction. True when it wrote one.
+fn sync(netns: &str, target: &Target) -> anyhow::Result<bool> {
+    let wanted: Imported = kernel_bgp_routes(netns)?
+        .into_iter()
+        .filter(|(prefix, _)| target.cluster_cidrs.iter().any(|c| c.contains(prefix)))
+        .collect();
+    let rows = imported_rows(&target.nb_socket)?;
+    let mut args: Vec<String> = Vec::new();
+    for (uuid, route) in &rows {
+        if !wanted.contains(route) {
+            args.extend(
+                [
+                    "--",
+                    "remove",
+                    "Logical_Router",
+                    &target.router,
+                    "static_routes",
+                    uuid,
+                ]
+                .map(String::from),
+            );
+        }
+    }
+    let have: Imported = rows.into_iter().map(|(_, route)| route).collect();
+    for (n, (prefix, via)) in wanted.difference(&have).enumerate() {
+        args.extend([
+            "--".into(),
+            format!("--id=@r{n}"),
+            "create".into(),
+            "Logical_Router_Static_Route".into(),
+            format!("ip_prefix=\"{prefix}\""),
+            format!("nexthop=\"{via}\""),
+            format!("output_port=\"{}\"", target.output_port),
+            format!("external_ids:\"{OWNER_KEY}\"={OWNER}"),
+            "--".into(),
+            "add".into(),
+            "Logical_Router".into(),
+            target.router.clone(),
+            "static_routes".into(),
+            format!("@r{n}"),
+        ]);
+    }
+    if args.is_empty() {
+        return Ok(false);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    crate::ovn::nbctl_at(&target.nb_socket, &args)?;
+    Ok(true)
+}
+
+/// The main table's routes of protocol bgp with a destination and a
+/// gateway, one entry per next hop.
+pub fn kernel_bgp_routes(netns: &str) -> anyhow::Result<Imported> {
+    let mut routes = Imported::new();
+    for family in ["-4", "-6"] {
+        let listing = netns::run_in(
+            netns,
+            &[
+                "ip", "-j", family, "route", "show", "table", "main", "proto", "bgp",
+            ],
+        )?;
+        let json: serde_json::Value = serde_json::from_str(&listing)?;
+        for route in json.as_array().into_iter().flatten() {
+            let Some(prefix) = route["dst"].as_str().and_then(parse_destination) else {
+                continue;
+            };
+            let gateways = route["nexthops"]
+                .as_array()
+                .map(|hops| hops.iter().filter_map(|h| h["gateway"].as_str()).collect())
+                .unwrap_or_else(|| route["gateway"].as_str().into_iter().collect::<Vec<_>>());
+            for via in gateways {
+                routes.insert((prefix, via.to_string()));
+            }
+        }
+    }
+    Ok(routes)
+}
+
+/// `ip`'s destination: a prefix, a bare address (a host route) or
+/// "default" (no destination in netlink: skipped).
+fn parse_destination(dst: &str) -> Option<IpNet> {
+    if let Ok(net) = dst.parse::<IpNet>() {
+        return Some(net);
+    }
+    dst.parse::<std::net::IpAddr>().ok().map(IpNet::from)
+}
+
+/// The rows route import owns: (uuid, (prefix, next hop)).
+pub fn imported_rows(nb_socket: &Path) -> anyhow::Result<Vec<(String, (IpNet, String))>> {
+    let owner = format!("external_ids:\"{OWNER_KEY}\"={OWNER}");
+    let listing = crate::ovn::nbctl_at(
+        nb_socket,
+        &[
+            "--format=csv",
+            "--data=bare",
+            "--no-headings",
+            "--columns=_uuid,ip_prefix,nexthop",
+            "find",
+            "Logical_Router_Static_Route",
+            &owner,
+        ],
+    )?;
+    listing
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            match fields.as_slice() {
+                [uuid, prefix, via] => Ok((
+                    uuid.to_string(),
+                    (prefix.parse::<IpNet>()?.trunc(), via.to_string()),
+                )),
+                _ => anyhow::bail!("unexpected row {line:?}"),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_routes_are_prefixes_and_default_routes_have_no_destination() {
+        assert_eq!(
+            parse_destination("198.18.160.7"),
+            Some("198.18.160.7/32".parse().expect("net"))
+        );
+        assert_eq!(
+            parse_destination("fd00:10:244:21::/64"),
+            Some("fd00:10:244:21::/64".parse().expect("net"))
+        );
+        assert_eq!(parse_destination("default"), None);
+    }
+}

@@ -1,0 +1,281 @@
+//! The routing decision stays on the DPU, with a real BGP speaker: the
+//! remote nodes' pod subnets are learned by FRR on the DPU, imported into
+//! OVN's gateway router by the route import stand-in, and the host, which
+//! never speaks BGP, reaches them through the contract's few routes. Moves,
+//! ECMP, withdrawals and 5,000 learned routes change nothing on the host.
+//! Privileged: ignored unless run as root with `--include-ignored`.
+
+use noverlay_test_support::eventually_blocking;
+use noverlay_tests::{
+    bgp::{
+        self, BgpTestbed, NODE2, NODE3, NODES, RemoteNode, RouteEvents, SHARED_PODS,
+        SHARED_SUBNETS, Usage,
+    },
+    e2e::{Testbed, UnderlayCapture},
+    frr, netns, ovn, ovs,
+};
+use std::{
+    sync::{Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+/// BGP, the import's 500 ms debounce, northd and ovn-controller: seconds.
+const CONVERGENCE: Duration = Duration::from_secs(30);
+/// The contract's routes on the host: each cluster CIDR (one per family)
+/// as its two halves (mp0_routes = "keep").
+const CONTRACT_ROUTES: usize = 4;
+
+/// One testbed at a time (as in e2e.rs).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// The testbed with both agents converged and no BGP yet, the host's
+/// routes at that moment, and a monitor of the host's route events from
+/// then on.
+struct Bed {
+    bgp: BgpTestbed,
+    host_routes: Vec<String>,
+    host_events: RouteEvents,
+    pids: (u32, u32),
+    _guard: MutexGuard<'static, ()>,
+}
+
+fn agents_up() -> anyhow::Result<Bed> {
+    netns::require_privileges()?;
+    ovs::require()?;
+    ovn::require()?;
+    frr::require()?;
+    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut bgp = BgpTestbed::build_for_test()?;
+    bgp.bed.start_dpu_agent()?;
+    bgp.bed.start_host_agent()?;
+    let ours = |bed: &Testbed| {
+        bgp::host_routes(bed).map_or(0, |routes| {
+            routes.iter().filter(|r| r.contains("proto 240")).count()
+        })
+    };
+    // The baseline waits for the kernel's own too: link-local addresses
+    // add their local routes once duplicate address detection is done.
+    let settled = |bed: &Testbed| {
+        bed.host
+            .sh("ip -6 addr show tentative")
+            .is_ok_and(|tentative| tentative.trim().is_empty())
+    };
+    eventually_blocking("the host-agent's routes", CONVERGENCE, || {
+        ours(&bgp.bed) == CONTRACT_ROUTES && settled(&bgp.bed)
+    })
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", bgp.bed.agent_logs()))?;
+    let host_routes = bgp::host_routes(&bgp.bed)?;
+    let host_events = RouteEvents::start(&bgp.bed.host)?;
+    let pids = bgp
+        .bed
+        .agent_pids()
+        .ok_or_else(|| anyhow::anyhow!("an agent exited\n{}", bgp.bed.agent_logs()))?;
+    Ok(Bed {
+        bgp,
+        host_routes,
+        host_events,
+        pids,
+        _guard: guard,
+    })
+}
+
+impl Bed {
+    /// The host as it was before BGP: the same routes, not one route
+    /// event, the same agent processes.
+    fn assert_host_untouched(&mut self, after: &str) -> anyhow::Result<()> {
+        let now = bgp::host_routes(&self.bgp.bed)?;
+        let gone: Vec<&String> = self
+            .host_routes
+            .iter()
+            .filter(|r| !now.contains(r))
+            .collect();
+        let new: Vec<&String> = now
+            .iter()
+            .filter(|r| !self.host_routes.contains(r))
+            .collect();
+        anyhow::ensure!(
+            gone.is_empty() && new.is_empty(),
+            "after {after}, the host's routes changed: gone {gone:#?}, new {new:#?}"
+        );
+        let events = std::mem::replace(
+            &mut self.host_events,
+            RouteEvents::start(&self.bgp.bed.host)?,
+        )
+        .stop()?;
+        anyhow::ensure!(
+            events.is_empty(),
+            "after {after}, route events on the host: {events:#?}"
+        );
+        anyhow::ensure!(
+            self.bgp.bed.agent_pids() == Some(self.pids),
+            "after {after}, an agent restarted or exited\n{}",
+            self.bgp.bed.agent_logs()
+        );
+        Ok(())
+    }
+
+    fn routes(&self) -> anyhow::Result<String> {
+        Ok(format!(
+            "DPU kernel (proto bgp): {:?}\ngateway router (route import): {:?}",
+            self.bgp.dpu_bgp_routes()?,
+            self.bgp.imported()?
+        ))
+    }
+}
+
+/// Which remote node answered a TCP exchange to `pod`, and the source it
+/// saw; None when nothing answered within 300 ms.
+fn answered_by(bed: &Testbed, pod: &str) -> Option<(String, String)> {
+    let reply = bed
+        .tcp_exchange_within(pod, Duration::from_millis(300))
+        .ok()?;
+    let (node, seen) = reply.split_once(' ')?;
+    Some((node.to_string(), seen.to_string()))
+}
+
+/// Waits until `node` answers for `pod` and sees the node underlay IP;
+/// returns how long that took.
+fn until_answered(bed: &Bed, pod: &str, node: &RemoteNode) -> anyhow::Result<Duration> {
+    let node_ip = Testbed::node_ip_for(pod);
+    let wanted = Some((node.name.to_string(), node_ip.to_string()));
+    eventually_blocking(
+        &format!("{} to answer for {pod} (source {node_ip})", node.name),
+        CONVERGENCE,
+        || answered_by(&bed.bgp.bed, pod) == wanted,
+    )
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "{e}\n{}\nimport: {:?}\n{}",
+            bed.routes().unwrap_or_default(),
+            bed.bgp.import_error(),
+            bed.bgp.bed.agent_logs()
+        )
+    })
+}
+
+/// The learned routes carry the host's traffic to pods on both remote
+/// nodes, both families; the host holds the contract's routes and nothing
+/// else. Then a pod subnet moves to the other node, and one is withdrawn
+/// and advertised again: traffic follows, the host sees none of it.
+#[test]
+#[ignore = "privileged: needs root, network namespaces, Open vSwitch, OVN and FRR; run as root with --include-ignored (CI does)"]
+fn the_routing_decision_stays_on_the_dpu() -> anyhow::Result<()> {
+    let mut bed = agents_up()?;
+    let started = Instant::now();
+    bed.bgp.start_bgp()?;
+    println!("BGP sessions up in {:?}", started.elapsed());
+    for node in NODES {
+        for pod in node.pods {
+            let took = until_answered(&bed, pod, &node)?;
+            println!(
+                "{pod} on {} answers, {took:?} after the sessions",
+                node.name
+            );
+        }
+    }
+    let imported = bed.bgp.imported()?;
+    for node in NODES {
+        for (subnet, via) in node.subnets.iter().zip([node.ip, node.ip6]) {
+            anyhow::ensure!(
+                imported.contains(&(subnet.parse()?, via.to_string())),
+                "{subnet} via {via} not imported: {imported:?}"
+            );
+        }
+    }
+    println!("{}", bed.routes()?);
+    let ours = bed
+        .host_routes
+        .iter()
+        .filter(|r| r.contains("proto 240"))
+        .count();
+    println!(
+        "the host holds {} routes in all (every table, both families), {ours} of them ours; none learned",
+        bed.host_routes.len()
+    );
+    assert_eq!(ours, CONTRACT_ROUTES);
+    let learned: Vec<&String> = bed
+        .host_routes
+        .iter()
+        .filter(|r| r.contains("proto bgp") || r.contains("198.18.20") || r.contains("244:2"))
+        .filter(|r| !r.contains("dev ovn-k8s-mp0"))
+        .collect();
+    assert!(
+        learned.is_empty(),
+        "learned routes on the host: {learned:?}"
+    );
+    bed.assert_host_untouched("the routes were learned")?;
+
+    // A pod subnet moves: node2's pods are now on node3, which advertises
+    // the subnet; node2 withdraws it.
+    for pod in NODE2.pods {
+        bed.bgp.move_pod(pod, &NODE2, &NODE3)?;
+    }
+    let moved = Instant::now();
+    bed.bgp.speaker(&NODE2)?.announce(&NODE2.subnets, false)?;
+    bed.bgp.speaker(&NODE3)?.announce(&NODE2.subnets, true)?;
+    for pod in NODE2.pods {
+        until_answered(&bed, pod, &NODE3)?;
+        println!(
+            "{pod} moved to {}: traffic follows {:?} after the BGP change",
+            NODE3.name,
+            moved.elapsed()
+        );
+    }
+    bed.assert_host_untouched("the move")?;
+
+    // Withdrawn: the gateway router has no route for the subnet; nothing
+    // reaches the underlay for it, nothing leaves un-NATed.
+    let capture = UnderlayCapture::start(
+        &bed.bgp.bed,
+        "dst net 198.18.202.0/24 or dst net fd00:10:244:22::/64 or src net 169.254.0.0/16 or src net fd69::/16",
+    )?;
+    bed.bgp.speaker(&NODE3)?.announce(&NODE3.subnets, false)?;
+    let withdrawn = NODE3.subnets.map(|s| s.parse::<ipnet::IpNet>());
+    let gone = eventually_blocking(
+        "the withdrawn subnets to leave the gateway router",
+        CONVERGENCE,
+        || {
+            bed.bgp.imported().is_ok_and(|rows| {
+                !rows
+                    .iter()
+                    .any(|(prefix, _)| withdrawn.iter().any(|w| w.as_ref().ok() == Some(prefix)))
+            })
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
+    println!("withdrawn: the gateway router's rows gone in {gone:?}");
+    for pod in NODE3.pods {
+        let ping = bed
+            .bgp
+            .bed
+            .host
+            .sh_unchecked(&format!("ping -c 2 -i 0.3 -W 1 {pod}"))?;
+        let text = String::from_utf8_lossy(&ping.stdout);
+        let tcp = bed.bgp.bed.tcp_exchange_within(pod, Duration::from_secs(1));
+        println!(
+            "while {pod}'s subnet is withdrawn, the host sees: ping {:?}; TCP {:?}",
+            text.lines().rev().take(2).collect::<Vec<_>>(),
+            tcp.as_ref().map_err(ToString::to_string)
+        );
+        anyhow::ensure!(
+            !ping.status.success(),
+            "{pod} answered while withdrawn: {text}"
+        );
+        anyhow::ensure!(tcp.is_err(), "{pod} answered TCP while withdrawn");
+    }
+    let leaked = capture.stop()?;
+    anyhow::ensure!(
+        leaked.trim().is_empty(),
+        "while withdrawn, the underlay saw: {leaked}"
+    );
+    let back = Instant::now();
+    bed.bgp.speaker(&NODE3)?.announce(&NODE3.subnets, true)?;
+    for pod in NODE3.pods {
+        until_answered(&bed, pod, &NODE3)?;
+    }
+    println!(
+        "advertised again: traffic resumes {:?} after the BGP change",
+        back.elapsed()
+    );
+    bed.assert_host_untouched("the withdrawal and its return")
+}
