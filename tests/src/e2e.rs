@@ -753,6 +753,23 @@ gateway_router = {router:?}
         serve_peer_address(&self.underlay, None, self.tcp_stop.clone())
     }
 
+    /// Our flows on breth0 without their counters, sorted: what changes
+    /// only when the agent rewrites them.
+    pub fn our_flows(&self) -> anyhow::Result<Vec<String>> {
+        let dump = self.ovs.ofctl(
+            "dump-flows",
+            "breth0",
+            &["--no-stats", "cookie=0x6e6f7672/-1"],
+        )?;
+        let mut flows: Vec<String> = dump
+            .lines()
+            .filter(|l| l.starts_with(' '))
+            .map(|l| l.trim().to_string())
+            .collect();
+        flows.sort();
+        Ok(flows)
+    }
+
     /// Packets counted by our path flows on breth0 (priority 510, after a
     /// lookup found a cluster address).
     pub fn path_flow_packets(&self) -> anyhow::Result<u64> {

@@ -279,3 +279,169 @@ fn the_routing_decision_stays_on_the_dpu() -> anyhow::Result<()> {
     );
     bed.assert_host_untouched("the withdrawal and its return")
 }
+
+/// The traffic and the state before the next step: every node's pods
+/// answer.
+fn bgp_up() -> anyhow::Result<Bed> {
+    let mut bed = agents_up()?;
+    bed.bgp.start_bgp()?;
+    for node in NODES {
+        for pod in node.pods {
+            until_answered(&bed, pod, &node)?;
+        }
+    }
+    Ok(bed)
+}
+
+/// One subnet advertised by both remote nodes: both next hops in the
+/// gateway router (one row each), traffic reaches it, and neither our
+/// flows nor the host change.
+#[test]
+#[ignore = "privileged: needs root, network namespaces, Open vSwitch, OVN and FRR; run as root with --include-ignored (CI does)"]
+fn a_subnet_behind_two_nodes_is_ecmp_in_ovn_and_nothing_on_the_host() -> anyhow::Result<()> {
+    let mut bed = bgp_up()?;
+    let flows = bed.bgp.bed.our_flows()?;
+    for node in NODES {
+        bed.bgp.speaker(&node)?.announce(&SHARED_SUBNETS, true)?;
+    }
+    let both: Vec<(ipnet::IpNet, String)> = SHARED_SUBNETS
+        .iter()
+        .zip([[NODE2.ip, NODE3.ip], [NODE2.ip6, NODE3.ip6]])
+        .flat_map(|(subnet, vias)| vias.map(|via| (subnet.parse().ok(), via.to_string())))
+        .filter_map(|(subnet, via)| Some((subnet?, via)))
+        .collect();
+    let took = eventually_blocking("both next hops in the gateway router", CONVERGENCE, || {
+        bed.bgp
+            .imported()
+            .is_ok_and(|rows| both.iter().all(|row| rows.contains(row)))
+    })
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", bed.routes().unwrap_or_default()))?;
+    println!("ECMP: both next hops imported {took:?} after the advertisements");
+    let kernel = bed.bgp.dpu_bgp_routes()?;
+    anyhow::ensure!(
+        both.iter().all(|row| kernel.contains(row)),
+        "the DPU's kernel lacks a path: {kernel:?}"
+    );
+    for pod in SHARED_PODS {
+        let node_ip = Testbed::node_ip_for(pod);
+        let mut answered = std::collections::BTreeMap::<String, u32>::new();
+        for _ in 0..16 {
+            let reply = bed.bgp.bed.tcp_exchange(pod)?;
+            let (node, seen) = reply
+                .split_once(' ')
+                .ok_or_else(|| anyhow::anyhow!("unexpected reply {reply:?}"))?;
+            anyhow::ensure!(seen == node_ip, "{pod} saw source {seen}, not {node_ip}");
+            *answered.entry(node.to_string()).or_default() += 1;
+        }
+        // OVN picks a path per flow by a hash: which node answers each of
+        // the 16 connections is OVN's choice; that each gets through is
+        // what is asserted.
+        println!("{pod}: 16 TCP connections answered by {answered:?}");
+    }
+    anyhow::ensure!(
+        bed.bgp.bed.our_flows()? == flows,
+        "our flows changed with ECMP routes in OVN"
+    );
+    bed.assert_host_untouched("ECMP")
+}
+
+/// 5,000 learned routes on the DPU (2,500 per family from one node): the
+/// gateway router holds them all, the host's routes stay the contract's,
+/// and both agents' CPU and memory are printed before, during and after.
+#[test]
+#[ignore = "privileged: needs root, network namespaces, Open vSwitch, OVN and FRR; run as root with --include-ignored (CI does)"]
+fn five_thousand_learned_routes_stay_on_the_dpu() -> anyhow::Result<()> {
+    const PER_FAMILY: usize = 2_500;
+    let mut bed = bgp_up()?;
+    let (dpu_pid, host_pid) = bed.pids;
+    let window = Duration::from_secs(5);
+    let usage =
+        || -> anyhow::Result<(Usage, Usage)> { Ok((Usage::of(dpu_pid)?, Usage::of(host_pid)?)) };
+    let idle_start = usage()?;
+    std::thread::sleep(window);
+    let before = usage()?;
+    let base = bed.bgp.imported()?.len();
+    let prefixes: Vec<String> = (0..PER_FAMILY)
+        .map(|i| format!("198.18.{}.{}/32", 160 + i / 256, i % 256))
+        .chain((0..PER_FAMILY).map(|i| format!("fd00:10:244:{:x}::/64", 0x1000 + i)))
+        .collect();
+    let prefixes: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+    let advertised = Instant::now();
+    bed.bgp.speaker(&NODE3)?.announce(&prefixes, true)?;
+    let learned = eventually_blocking("5,000 routes in the DPU's kernel", CONVERGENCE, || {
+        bed.bgp
+            .dpu_bgp_routes()
+            .is_ok_and(|routes| routes.len() >= base + prefixes.len())
+    })
+    .map_err(anyhow::Error::msg)?;
+    let imported = eventually_blocking("5,000 rows in the gateway router", CONVERGENCE, || {
+        bed.bgp
+            .imported()
+            .is_ok_and(|rows| rows.len() == base + prefixes.len())
+    })
+    .map_err(|e| anyhow::anyhow!("{e}; import: {:?}", bed.bgp.import_error()))?;
+    // The dpu-agent reads the router's routes too: let it settle.
+    std::thread::sleep(Duration::from_secs(2));
+    let during = usage()?;
+    std::thread::sleep(window);
+    let after = usage()?;
+    println!(
+        "{} routes learned in the DPU's kernel {learned:?}, imported into the gateway router {imported:?} after the advertisement ({:?} in all)",
+        prefixes.len(),
+        advertised.elapsed()
+    );
+    for (name, pick) in [
+        (
+            "dpu-agent",
+            (|u: &(Usage, Usage)| u.0) as fn(&(Usage, Usage)) -> Usage,
+        ),
+        ("host-agent", |u: &(Usage, Usage)| u.1),
+    ] {
+        let (idle_start, before, during, after) = (
+            pick(&idle_start),
+            pick(&before),
+            pick(&during),
+            pick(&after),
+        );
+        println!(
+            "{name}: RSS {} KiB before, {} KiB after; CPU {:?} per {window:?} before, {:?} while the routes arrived, {:?} per {window:?} after",
+            before.rss_kib,
+            after.rss_kib,
+            before.cpu.saturating_sub(idle_start.cpu),
+            during.cpu.saturating_sub(before.cpu),
+            after.cpu.saturating_sub(during.cpu),
+        );
+    }
+    // The host-agent hears nothing of it: no more memory, no more work
+    // than its own periodic audit.
+    let host_growth = after.1.rss_kib.saturating_sub(before.1.rss_kib);
+    anyhow::ensure!(
+        host_growth < 1024,
+        "the host-agent grew by {host_growth} KiB with routes it never sees"
+    );
+    anyhow::ensure!(
+        during.1.cpu.saturating_sub(before.1.cpu) < Duration::from_millis(200),
+        "the host-agent worked while the DPU learned routes"
+    );
+    // The dpu-agent follows the gateway router's routes (its [ovn] check):
+    // it holds them, a few KiB each with the transaction's parse at its
+    // peak (24 MiB more for 5,000 here); a bound, not a target.
+    let dpu_growth = after.0.rss_kib.saturating_sub(before.0.rss_kib);
+    anyhow::ensure!(
+        dpu_growth < 48 * 1024,
+        "the dpu-agent grew by {dpu_growth} KiB with 5,000 routes in the gateway router"
+    );
+    for pod in NODE2.pods {
+        until_answered(&bed, pod, &NODE2)?;
+    }
+    let ours = bgp::host_routes(&bed.bgp.bed)?
+        .iter()
+        .filter(|r| r.contains("proto 240"))
+        .count();
+    println!(
+        "the host holds {} routes, {ours} of them ours, with {} learned on the DPU",
+        bed.host_routes.len(),
+        bed.bgp.dpu_bgp_routes()?.len()
+    );
+    bed.assert_host_untouched("5,000 learned routes")
+}

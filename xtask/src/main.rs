@@ -18,7 +18,8 @@ use std::{
 /// (userspace datapath, started by the tests in temporary directories),
 /// nftables and the libraries nftnl links against, the topology tools
 /// (traceroute for the ICMP tests and the demo, scapy to craft
-/// an ICMP error on the underlay), systemd-analyze for the unit checks.
+/// an ICMP error on the underlay), FRR (zebra and bgpd, the BGP testbed's
+/// speakers), systemd-analyze for the unit checks.
 const PACKAGES: &[&str] = &[
     "openvswitch-switch",
     "ovn-central",
@@ -32,6 +33,7 @@ const PACKAGES: &[&str] = &[
     "traceroute",
     "python3-scapy",
     "tcpdump",
+    "frr",
     "ethtool",
     "systemd",
     "debootstrap",
