@@ -156,6 +156,29 @@ impl Collector for DpuCollector {
             "Ways OVN's gateway router, as the northbound database has it, would blackhole the path (0 when it agrees, or no [ovn] section); the ovn source's error names them.",
             handle.ovn_mismatches() as f64,
         )?;
+        if let Some(routes) = handle.ovn_routes() {
+            encode::labelled_gauges(
+                &mut e,
+                "noverlay_dpu_ovn_cluster_routes",
+                "The gateway router's static routes that take traffic to the cluster CIDRs (inside one or holding one, the default route included), one per next hop, by origin: route_import (BGP-learned, imported by ovnkube) or other.",
+                &[
+                    (
+                        vec![("origin", "route_import".to_string())],
+                        routes.imported as f64,
+                    ),
+                    (
+                        vec![("origin", "other".to_string())],
+                        routes.routes.saturating_sub(routes.imported) as f64,
+                    ),
+                ],
+            )?;
+            encode::gauge(
+                &mut e,
+                "noverlay_dpu_ovn_unrouted_cluster_cidrs",
+                "Cluster CIDRs the gateway router has no route for at all: OVN drops the host's traffic to them (the ovn source's error names them).",
+                routes.unrouted.len() as f64,
+            )?;
+        }
         if let Some(fragments) = handle.fragments() {
             let per_family = |value: fn(&crate::fragments::FamilyFragments) -> u64| {
                 [("ipv4", fragments.ipv4), ("ipv6", fragments.ipv6)]

@@ -31,7 +31,7 @@ pub fn monitor_request() -> Value {
         "params": ["OVN_Northbound", null, {
             "Logical_Router": {"columns": ["name", "ports", "static_routes"]},
             "Logical_Router_Port": {"columns": ["name", "mac", "networks", "options"]},
-            "Logical_Router_Static_Route": {"columns": ["ip_prefix", "nexthop"]},
+            "Logical_Router_Static_Route": {"columns": ["ip_prefix", "nexthop", "external_ids"]},
             "Static_MAC_Binding": {"columns": ["logical_port", "ip", "mac"]},
         }],
     })
@@ -45,6 +45,8 @@ pub struct Expected {
     pub families: Vec<ExpectedFamily>,
     /// The contract's MTU: the largest packet the host sends.
     pub mtu: u32,
+    /// Both families' cluster CIDRs: OVN must route each somewhere.
+    pub cluster_cidrs: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,8 +70,75 @@ impl Expected {
                 })
                 .collect(),
             mtu: offer.mtu,
+            cluster_cidrs: offer
+                .families
+                .iter()
+                .flat_map(|f| f.cluster_cidrs.iter().copied())
+                .collect(),
         }
     }
+}
+
+/// What ovnkube's route import writes in `external_ids` of its routes.
+const ROUTE_IMPORT_OWNER: (&str, &str) = ("k8s.ovn.org/owner-controller", "RouteImport");
+
+/// The gateway router's routes for the cluster CIDRs: how the routing
+/// decision, OVN's, stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterRoutes {
+    /// Static routes inside a cluster CIDR or holding one (a default route
+    /// holds them all), one per next hop.
+    pub routes: usize,
+    /// Of those, the ones ovnkube's route import wrote (BGP-learned).
+    pub imported: usize,
+    /// Cluster CIDRs no route touches: OVN drops their traffic.
+    pub unrouted: Vec<IpNet>,
+}
+
+/// Whether two prefixes share an address: one holds the other.
+fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(b) || b.contains(a)
+}
+
+/// Counts the router's routes that take cluster traffic; names the
+/// cluster CIDRs none does.
+pub fn cluster_routes(replica: &Replica, router: &Row, cidrs: &[IpNet]) -> ClusterRoutes {
+    let mut found = ClusterRoutes::default();
+    let mut routed = vec![false; cidrs.len()];
+    for row in uuids(router.get("static_routes"))
+        .iter()
+        .filter_map(|uuid| replica.row("Logical_Router_Static_Route", uuid))
+    {
+        let Some(prefix) = row
+            .get("ip_prefix")
+            .and_then(Value::as_str)
+            .and_then(|p| p.parse::<IpNet>().ok())
+            .map(|p| p.trunc())
+        else {
+            continue;
+        };
+        let mut takes_cluster_traffic = false;
+        for (cidr, routed) in cidrs.iter().zip(routed.iter_mut()) {
+            if overlaps(cidr, &prefix) {
+                *routed = true;
+                takes_cluster_traffic = true;
+            }
+        }
+        if takes_cluster_traffic {
+            found.routes += 1;
+            let (key, owner) = ROUTE_IMPORT_OWNER;
+            if map_value(row.get("external_ids"), key).as_deref() == Some(owner) {
+                found.imported += 1;
+            }
+        }
+    }
+    found.unrouted = cidrs
+        .iter()
+        .zip(routed)
+        .filter(|(_, routed)| !routed)
+        .map(|(cidr, _)| *cidr)
+        .collect();
+    found
 }
 
 /// One way OVN's configuration would blackhole the path.
@@ -104,6 +173,13 @@ pub enum Mismatch {
     NoMacBinding {
         port: String,
         ip: IpAddr,
+    },
+    /// No static route of the router takes traffic to this cluster CIDR
+    /// (none inside it, none holding it, no default route): OVN drops it.
+    /// Normal for a moment while BGP and route import converge.
+    NoClusterRoute {
+        router: String,
+        cidr: IpNet,
     },
     /// The port's `options:gateway_mtu` is below the host's MTU: OVN would
     /// answer the larger packets with an ICMP error from the node IP.
@@ -160,6 +236,10 @@ impl fmt::Display for Mismatch {
             Mismatch::NoMacBinding { port, ip } => write!(
                 f,
                 "no static MAC binding for the dummy next hop {ip} on port {port:?}: the router would ask for its MAC and nobody answers"
+            ),
+            Mismatch::NoClusterRoute { router, cidr } => write!(
+                f,
+                "gateway router {router:?} has no route for the cluster CIDR {cidr} (none inside it, none holding it, no default route): OVN drops the host's traffic to it; are the remote nodes' pod subnets learned (BGP) and imported?"
             ),
             Mismatch::GatewayMtu {
                 port,
@@ -284,11 +364,21 @@ impl GatewayPortSource for Northbound {
 
 /// Everything in the northbound replica that would blackhole the path.
 pub fn check(replica: &Replica, config: &OvnConfig, expected: &Expected) -> Vec<Mismatch> {
+    check_and_count(replica, config, expected).0
+}
+
+/// [`check`], and the router's routes for the cluster CIDRs (None without
+/// the router).
+pub fn check_and_count(
+    replica: &Replica,
+    config: &OvnConfig,
+    expected: &Expected,
+) -> (Vec<Mismatch>, Option<ClusterRoutes>) {
     let router_name = &config.gateway_router;
     let port_name = config.external_port();
     let (router, port) = match router_and_port(replica, config) {
         Ok(found) => found,
-        Err(missing) => return vec![missing],
+        Err(missing) => return (vec![missing], None),
     };
     let mut mismatches = Vec::new();
     match port {
@@ -373,7 +463,17 @@ pub fn check(replica: &Replica, config: &OvnConfig, expected: &Expected) -> Vec<
             });
         }
     }
-    mismatches
+    let counted = cluster_routes(replica, router, &expected.cluster_cidrs);
+    mismatches.extend(
+        counted
+            .unrouted
+            .iter()
+            .map(|cidr| Mismatch::NoClusterRoute {
+                router: router_name.clone(),
+                cidr: *cidr,
+            }),
+    );
+    (mismatches, Some(counted))
 }
 
 /// Follows the northbound database, the offer and the port map; records
@@ -411,13 +511,20 @@ async fn follow(handle: &AgentHandle, config: &OvnConfig) -> Result<(), OvsdbErr
     let mut last: Option<Vec<Mismatch>> = None;
     loop {
         let expected = Expected::new(&handle.offer(), handle.ports().map(|p| p.bridge_mac));
-        let mismatches = check(monitor.replica(), config, &expected);
+        let (mismatches, counted) = check_and_count(monitor.replica(), config, &expected);
+        handle.set_ovn_routes(counted);
         if last.as_ref() != Some(&mismatches) {
             if mismatches.is_empty() {
                 tracing::info!(router = %config.gateway_router, "OVN's gateway router agrees with the contract");
             } else {
                 for mismatch in &mismatches {
-                    tracing::error!(%mismatch, "OVN's half of the contract does not hold");
+                    // A CIDR without routes is BGP's business and may pass
+                    // (a withdrawal): a warning, not a broken contract.
+                    if matches!(mismatch, Mismatch::NoClusterRoute { .. }) {
+                        tracing::warn!(%mismatch, "OVN routes none of a cluster CIDR");
+                    } else {
+                        tracing::error!(%mismatch, "OVN's half of the contract does not hold");
+                    }
                 }
             }
             let outcome = match mismatches.as_slice() {
@@ -461,6 +568,7 @@ mod tests {
                 dummy_next_hop: "169.254.0.4".parse().expect("ip"),
             }],
             mtu: 1400,
+            cluster_cidrs: vec!["198.18.128.0/17".parse().expect("net")],
         }
     }
 
@@ -634,5 +742,90 @@ mod tests {
             ..expected()
         };
         assert_eq!(check(&nb, &config(), &unknown), vec![]);
+    }
+
+    /// Static routes under their uuids, as route import and ovnkube write
+    /// them: (uuid, prefix, next hop, owner).
+    fn with_routes(routes: &[(&str, &str, &str, Option<&str>)]) -> Replica {
+        let mut nb = northbound(
+            "02:00:c6:12:00:0a",
+            json!("198.18.0.10/24"),
+            "169.254.0.4",
+            "169.254.0.4",
+        );
+        let uuids: Vec<Value> = routes.iter().map(|(u, ..)| json!(["uuid", u])).collect();
+        let mut rows = serde_json::Map::new();
+        for (uuid, prefix, via, owner) in routes {
+            let ids = match owner {
+                Some(owner) => json!(["map", [["k8s.ovn.org/owner-controller", owner]]]),
+                None => json!(["map", []]),
+            };
+            rows.insert(
+                uuid.to_string(),
+                json!({"new": {"ip_prefix": prefix, "nexthop": via, "external_ids": ids}}),
+            );
+        }
+        nb.apply(&json!({
+            "Logical_Router": {"r1": {"new": {
+                "name": "GR_node1",
+                "ports": ["set", [["uuid", "p1"]]],
+                "static_routes": ["set", uuids],
+            }}},
+            "Logical_Router_Static_Route": rows,
+        }))
+        .expect("valid updates");
+        nb
+    }
+
+    #[test]
+    fn routes_inside_or_holding_a_cluster_cidr_are_counted_and_imported_ones_told_apart() {
+        let nb = with_routes(&[
+            ("s1", "169.254.0.0/17", "169.254.0.4", None),
+            ("a", "198.18.201.0/24", "198.18.0.21", Some("RouteImport")),
+            ("b", "198.18.201.0/24", "198.18.0.22", Some("RouteImport")),
+            ("c", "198.18.202.0/24", "198.18.0.22", Some("someone-else")),
+            ("d", "198.19.0.0/24", "198.18.0.22", Some("RouteImport")),
+        ]);
+        let (mismatches, counted) = check_and_count(&nb, &config(), &expected());
+        assert_eq!(mismatches, vec![]);
+        assert_eq!(
+            counted,
+            Some(ClusterRoutes {
+                routes: 3,
+                imported: 2,
+                unrouted: vec![]
+            })
+        );
+        // A default route holds every cluster CIDR.
+        let nb = with_routes(&[
+            ("s1", "169.254.0.0/17", "169.254.0.4", None),
+            ("e", "0.0.0.0/0", "198.18.0.1", None),
+        ]);
+        let (mismatches, counted) = check_and_count(&nb, &config(), &expected());
+        assert_eq!(mismatches, vec![]);
+        assert_eq!(counted.map(|c| (c.routes, c.imported)), Some((1, 0)));
+    }
+
+    #[test]
+    fn a_cluster_cidr_without_any_route_is_named() {
+        let nb = with_routes(&[
+            ("s1", "169.254.0.0/17", "169.254.0.4", None),
+            ("d", "198.19.0.0/24", "198.18.0.22", Some("RouteImport")),
+        ]);
+        let (mismatches, counted) = check_and_count(&nb, &config(), &expected());
+        let cidr: IpNet = "198.18.128.0/17".parse().expect("net");
+        assert_eq!(
+            mismatches,
+            vec![Mismatch::NoClusterRoute {
+                router: "GR_node1".into(),
+                cidr
+            }]
+        );
+        assert_eq!(counted.map(|c| c.unrouted), Some(vec![cidr]));
+        let text = mismatches[0].to_string();
+        assert!(
+            text.contains("no route for the cluster CIDR 198.18.128.0/17"),
+            "{text}"
+        );
     }
 }

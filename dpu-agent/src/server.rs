@@ -297,6 +297,11 @@ impl dpu_agent_server::DpuAgent for DpuService {
             trespassing_flows: installed.trespassing,
             uplink_guard: Some(handle.guard().to_pb()),
             config_facts: handle.facts().iter().map(ToString::to_string).collect(),
+            ovn_routes: handle.ovn_routes().map(|routes| pb::OvnRoutes {
+                cluster_routes: u32::try_from(routes.routes).unwrap_or(u32::MAX),
+                imported: u32::try_from(routes.imported).unwrap_or(u32::MAX),
+                unrouted_cidrs: routes.unrouted.iter().map(ToString::to_string).collect(),
+            }),
         }))
     }
 }

@@ -32,6 +32,8 @@ struct Record {
     sources: Sources,
     /// Ways OVN's half of the contract does not hold, as last checked.
     ovn_mismatches: usize,
+    /// The gateway router's routes for the cluster CIDRs, as last read.
+    ovn_routes: Option<crate::ovn::ClusterRoutes>,
     /// Open vSwitch's fragment reassembly counters, as last read (None:
     /// not read, or the read failed).
     fragments: Option<crate::fragments::FragmentStatus>,
@@ -296,6 +298,16 @@ impl AgentHandle {
 
     pub fn ovn_mismatches(&self) -> usize {
         lock(&self.state.record).ovn_mismatches
+    }
+
+    /// The gateway router's routes for the cluster CIDRs (None: no [ovn]
+    /// section, not read yet, or no such router).
+    pub fn set_ovn_routes(&self, routes: Option<crate::ovn::ClusterRoutes>) {
+        lock(&self.state.record).ovn_routes = routes;
+    }
+
+    pub fn ovn_routes(&self) -> Option<crate::ovn::ClusterRoutes> {
+        lock(&self.state.record).ovn_routes.clone()
     }
 
     /// The source is not configured (shown as "off").

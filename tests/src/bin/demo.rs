@@ -3,7 +3,10 @@
 //! datapath, real OVN, nftables), runs both agents as real processes, shows the
 //! negotiated contract, the host routes and nft rule, the DPU flows with
 //! their counters and traffic going through (a traceroute and a transfer
-//! across a narrower hop among it), then tears everything down.
+//! across a narrower hop among it), then tears everything down. Where FRR
+//! is installed, a second testbed shows BGP: the remote nodes' pod subnets
+//! learned on the DPU and imported into OVN, the host's few routes, traffic
+//! to pods on two nodes, with both agents configured next to ovnkube.
 //!
 //! Without root it runs both agents in-process on loopback with the dry-run
 //! host dataplane instead: same negotiation and plans, nothing changed on
@@ -19,6 +22,7 @@ use noverlay_proto::{
     tls::{self, PeerIdentity},
 };
 use noverlay_tests::{
+    bgp::{self, BgpTestbed},
     e2e::{self, Testbed},
     harness::{self, Certs, DPU_SAN, DpuOptions, HostOptions, RunningDpu, RunningHost},
     netns::NetNs,
@@ -171,6 +175,108 @@ fn real_datapath_demo() -> anyhow::Result<()> {
 
     section("tearing down: agents stopped, OVN and OVS stopped, namespaces deleted");
     drop(bed);
+    bgp_demo()
+}
+
+/// The routing decision stays on the DPU: FRR learns the remote nodes'
+/// pod subnets on the DPU, the route import stand-in puts them in OVN, the
+/// host holds its few routes. Both agents configured as an operator does
+/// next to ovnkube (facts from ovnkube's file and OVN's northbound).
+fn bgp_demo() -> anyhow::Result<()> {
+    section("BGP: the routing decision stays on the DPU");
+    if let Err(e) = noverlay_tests::frr::require() {
+        println!("SKIPPED the BGP demo: {e}");
+        return Ok(());
+    }
+    let mut bgp = BgpTestbed::build()?;
+    let bed = &mut bgp.bed;
+    bed.route_ovnkube_default_masquerade()?;
+    bed.write_ovnkube_conf(&[e2e::CLUSTER_CIDR])?;
+    let config_file = format!("--config-file={}", bed.ovnkube_conf_path().display());
+    let _dpu_ovnkube = bed.start_ovnkube(
+        &bed.dpu,
+        &[
+            "--init-node",
+            "node1",
+            "--ovnkube-node-mode=dpu",
+            "--gateway-mode=shared",
+            &config_file,
+        ],
+    )?;
+    let _host_ovnkube = bed.start_ovnkube(
+        &bed.host,
+        &[
+            "--init-node=node1",
+            "--ovnkube-node-mode",
+            "dpu-host",
+            "--gateway-mode=shared",
+            "--mtu=1400",
+            "--ovnkube-node-mgmt-port-netdev=ovn-k8s-mp0",
+        ],
+    )?;
+    bed.write_dpu_config_next_to_ovnkube()?;
+    bed.write_host_config_next_to_ovnkube()?;
+    section(
+        "ovn_k8s.conf, dpu-agent.toml and host-agent.toml as an operator writes them next to ovnkube",
+    );
+    print!("{}", std::fs::read_to_string(bed.ovnkube_conf_path())?);
+    print!("\n{}", std::fs::read_to_string(bed.dpu_config_path())?);
+    print!("\n{}", std::fs::read_to_string(bed.host_config_path())?);
+    bed.start_dpu_agent()?;
+    bed.start_host_agent()?;
+    let started = std::time::Instant::now();
+    bgp.start_bgp()?;
+    section(&format!(
+        "BGP sessions up in {:.1?}: route reflector on the underlay, node2 and node3 advertising their pod subnets",
+        started.elapsed()
+    ));
+    for node in bgp::NODES {
+        for pod in node.pods {
+            noverlay_test_support::eventually_blocking(
+                &format!("{} to answer for {pod}", node.name),
+                Duration::from_secs(30),
+                || {
+                    bgp.bed
+                        .tcp_exchange(pod)
+                        .is_ok_and(|r| r.starts_with(node.name))
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("{e}\n{}", bgp.bed.agent_logs()))?;
+        }
+    }
+    show(
+        "learned on the DPU (proto bgp)",
+        &bgp.bed.dpu,
+        "ip route show proto bgp; ip -6 route show proto bgp",
+    )?;
+    section(
+        "imported into OVN's gateway router (route import)   $ ovn-nbctl lr-route-list GR_node1",
+    );
+    print!(
+        "{}",
+        bgp.bed
+            .ovn
+            .nbctl(&["lr-route-list", noverlay_tests::ovn::GATEWAY_ROUTER])?
+    );
+    if let Some(routes) = bgp.bed.dpu_status()?.ovn_routes {
+        println!(
+            "dpu-agent GetStatus ovn_routes: {} routes take cluster traffic, {} from route import, unrouted CIDRs {:?}",
+            routes.cluster_routes, routes.imported, routes.unrouted_cidrs
+        );
+    }
+    show(
+        "the host: the contract's routes only, no BGP route",
+        &bgp.bed.host,
+        "ip route show; ip -6 route show | grep -v fe80",
+    )?;
+    section("traffic from the host to pods on both remote nodes");
+    for node in bgp::NODES {
+        for pod in node.pods {
+            println!("TCP to {pod}: {}", bgp.bed.tcp_exchange(pod)?);
+        }
+    }
+    section("tearing down the BGP testbed");
+    drop(bgp);
     Ok(())
 }
 
