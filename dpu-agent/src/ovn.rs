@@ -31,7 +31,9 @@ pub fn monitor_request() -> Value {
         "params": ["OVN_Northbound", null, {
             "Logical_Router": {"columns": ["name", "ports", "static_routes"]},
             "Logical_Router_Port": {"columns": ["name", "mac", "networks", "options"]},
-            "Logical_Router_Static_Route": {"columns": ["ip_prefix", "nexthop", "external_ids"]},
+            "Logical_Router_Static_Route": {"columns": [
+                "ip_prefix", "nexthop", "external_ids", "policy", "route_table",
+            ]},
             "Static_MAC_Binding": {"columns": ["logical_port", "ip", "mac"]},
         }],
     })
@@ -80,7 +82,7 @@ impl Expected {
 }
 
 /// What ovnkube's route import writes in `external_ids` of its routes.
-const ROUTE_IMPORT_OWNER: (&str, &str) = ("k8s.ovn.org/owner-controller", "RouteImport");
+pub const ROUTE_IMPORT_OWNER: (&str, &str) = ("k8s.ovn.org/owner-controller", "RouteImport");
 
 /// The gateway router's routes for the cluster CIDRs: how the routing
 /// decision, OVN's, stands.
@@ -100,6 +102,22 @@ fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(b) || b.contains(a)
 }
 
+/// A route's `ip_prefix`: a prefix, or a bare address (a host route).
+fn parse_prefix(text: &str) -> Option<IpNet> {
+    text.parse::<IpNet>()
+        .map(|net| net.trunc())
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .ok()
+}
+
+/// Whether a static route takes packets by their destination to a next
+/// hop: not a source-policy route, not in another route table (used only
+/// by ports that name it), not a discard.
+fn routes_by_destination(row: &Row) -> bool {
+    let text = |column: &str| row.get(column).and_then(Value::as_str).unwrap_or_default();
+    text("policy") != "src-ip" && text("route_table").is_empty() && text("nexthop") != "discard"
+}
+
 /// Counts the router's routes that take cluster traffic; names the
 /// cluster CIDRs none does.
 pub fn cluster_routes(replica: &Replica, router: &Row, cidrs: &[IpNet]) -> ClusterRoutes {
@@ -108,12 +126,12 @@ pub fn cluster_routes(replica: &Replica, router: &Row, cidrs: &[IpNet]) -> Clust
     for row in uuids(router.get("static_routes"))
         .iter()
         .filter_map(|uuid| replica.row("Logical_Router_Static_Route", uuid))
+        .filter(|row| routes_by_destination(row))
     {
         let Some(prefix) = row
             .get("ip_prefix")
             .and_then(Value::as_str)
-            .and_then(|p| p.parse::<IpNet>().ok())
-            .map(|p| p.trunc())
+            .and_then(parse_prefix)
         else {
             continue;
         };
@@ -281,7 +299,7 @@ fn static_routes(replica: &Replica, router: &Row) -> Vec<(Option<IpNet>, String)
         .map(|row| {
             let prefix = row.get("ip_prefix").and_then(Value::as_str).unwrap_or("");
             (
-                prefix.parse::<IpNet>().ok().map(|net| net.trunc()),
+                parse_prefix(prefix),
                 row.get("nexthop")
                     .and_then(Value::as_str)
                     .unwrap_or_default()
@@ -495,6 +513,8 @@ pub async fn run_ovn_check(handle: AgentHandle, config: OvnConfig, shutdown: Can
                 if let Some(suppressed) = failing.due(&e) {
                     tracing::warn!(error = %e, suppressed, "northbound database lost; retrying");
                 }
+                // Counts of a router we cannot read are not shown as now.
+                handle.set_ovn_routes(None);
                 handle.set_source(Source::Ovn, Err(e));
             }
         }
@@ -518,8 +538,10 @@ async fn follow(handle: &AgentHandle, config: &OvnConfig) -> Result<(), OvsdbErr
                 tracing::info!(router = %config.gateway_router, "OVN's gateway router agrees with the contract");
             } else {
                 for mismatch in &mismatches {
-                    // A CIDR without routes is BGP's business and may pass
-                    // (a withdrawal): a warning, not a broken contract.
+                    // A CIDR without routes is expected for the seconds BGP
+                    // and route import take: a warning in the log; lasting,
+                    // it is a blackhole, and it fails the source like the
+                    // others (the alerts wait minutes).
                     if matches!(mismatch, Mismatch::NoClusterRoute { .. }) {
                         tracing::warn!(%mismatch, "OVN routes none of a cluster CIDR");
                     } else {
@@ -826,6 +848,40 @@ mod tests {
         assert!(
             text.contains("no route for the cluster CIDR 198.18.128.0/17"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn only_destination_routes_of_the_main_table_count_and_families_stay_apart() {
+        let mut nb = with_routes(&[
+            ("s1", "169.254.0.0/17", "169.254.0.4", None),
+            ("v4default", "0.0.0.0/0", "198.18.0.1", None),
+            ("src", "198.18.201.0/24", "198.18.0.21", None),
+            ("other_table", "198.18.202.0/24", "198.18.0.22", None),
+            ("discard", "198.18.203.0/24", "discard", None),
+            ("host", "198.18.204.1", "198.18.0.22", Some("RouteImport")),
+        ]);
+        nb.apply(&json!({"Logical_Router_Static_Route": {
+            "src": {"new": {"ip_prefix": "198.18.201.0/24", "nexthop": "198.18.0.21", "policy": "src-ip"}},
+            "other_table": {"new": {"ip_prefix": "198.18.202.0/24", "nexthop": "198.18.0.22", "route_table": "rtb-1"}},
+        }}))
+        .expect("valid updates");
+        let six: IpNet = "fd00:10:244::/48".parse().expect("net");
+        let cidrs = vec!["198.18.128.0/17".parse().expect("net"), six];
+        let Ok((router, _)) = router_and_port(&nb, &config()) else {
+            panic!("no router");
+        };
+        let counted = cluster_routes(&nb, router, &cidrs);
+        // The IPv4 default route and the host route count; the source
+        // policy, other table and discard routes do not; an IPv4 default
+        // route holds no IPv6 CIDR.
+        assert_eq!(
+            counted,
+            ClusterRoutes {
+                routes: 2,
+                imported: 1,
+                unrouted: vec![six]
+            }
         );
     }
 }

@@ -43,6 +43,11 @@ fuzz_target!(|data: &[u8]| {
             dummy_next_hop: [169, 254, 0, 4].into(),
         }],
         mtu: 1400,
+        // Both families: the route count walks hostile prefixes of either.
+        cluster_cidrs: vec![
+            "198.18.128.0/17".parse().expect("valid"),
+            "fd00:10:244::/48".parse().expect("valid"),
+        ],
     };
     // Split the input in two to exercise partial frames.
     let (first, second) = data.split_at(data.len() / 2);
