@@ -215,13 +215,21 @@ impl dpu_agent_server::DpuAgent for DpuService {
         tracing::info!(%peer, "contract watch started");
         let gateway = proposal.gateway_interface;
         let (offers, _) = self.handle.subscribe();
+        // The contract as it is now (first at once), and again, unchanged,
+        // whenever OVN's routes change: the host shows them.
+        let changes = futures::stream::select(
+            WatchStream::new(offers).map(drop),
+            WatchStream::from_changes(self.handle.watch_ovn_routes()).map(drop),
+        );
         let handle = self.handle.clone();
-        let updates = WatchStream::new(offers)
-            .map(move |offer| {
-                offer
+        let updates = changes
+            .map(move |()| {
+                handle
+                    .offer()
                     .contract_for(&gateway)
                     .map(|c| pb::ContractUpdate {
                         contract: Some(with_facts(c.to_pb(), &handle)),
+                        ovn_routes: handle.ovn_routes().as_ref().map(ovn_routes_to_pb),
                     })
                     .map_err(|e| Status::internal(e.to_string()))
             })
@@ -297,12 +305,16 @@ impl dpu_agent_server::DpuAgent for DpuService {
             trespassing_flows: installed.trespassing,
             uplink_guard: Some(handle.guard().to_pb()),
             config_facts: handle.facts().iter().map(ToString::to_string).collect(),
-            ovn_routes: handle.ovn_routes().map(|routes| pb::OvnRoutes {
-                cluster_routes: u32::try_from(routes.routes).unwrap_or(u32::MAX),
-                imported: u32::try_from(routes.imported).unwrap_or(u32::MAX),
-                unrouted_cidrs: routes.unrouted.iter().map(ToString::to_string).collect(),
-            }),
+            ovn_routes: handle.ovn_routes().as_ref().map(ovn_routes_to_pb),
         }))
+    }
+}
+
+fn ovn_routes_to_pb(routes: &crate::ovn::ClusterRoutes) -> pb::OvnRoutes {
+    pb::OvnRoutes {
+        cluster_routes: u32::try_from(routes.routes).unwrap_or(u32::MAX),
+        imported: u32::try_from(routes.imported).unwrap_or(u32::MAX),
+        unrouted_cidrs: routes.unrouted.iter().map(ToString::to_string).collect(),
     }
 }
 

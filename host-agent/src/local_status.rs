@@ -7,7 +7,7 @@
 //! owner-only (0600; the agent runs as root, so root only) and lives in a
 //! directory systemd makes for it (`RuntimeDirectory`, 0700).
 
-use crate::status::{HostStatus, Phase};
+use crate::status::{DpuOvnRoutes, HostStatus, Phase};
 use noverlay_proto::contract::Contract;
 use serde::{Deserialize, Serialize};
 use std::{
@@ -52,6 +52,10 @@ pub struct StatusReport {
     /// Where this host's config took its masquerade subnets from.
     #[serde(default)]
     pub host_facts: Vec<String>,
+    /// OVN's routes for the cluster CIDRs on the DPU, as it last said
+    /// (None: it says nothing, e.g. no [ovn] section there).
+    #[serde(default)]
+    pub dpu_ovn_routes: Option<DpuOvnRoutes>,
     /// Our routes as the kernel lists them (`ip route` syntax); a planned
     /// route the kernel has otherwise is listed as it has it, marked
     /// `[not ours: planned ...]` or `[missing: planned ...]`.
@@ -119,6 +123,7 @@ impl StatusReport {
             applied_unix: status.applied_unix,
             dpu_facts: status.dpu_facts.clone(),
             host_facts: status.host_facts.clone(),
+            dpu_ovn_routes: status.dpu_ovn_routes.clone(),
             routes: status.routes.clone(),
             route_conflicts: status.route_conflicts.clone(),
             route_takebacks: status.route_takebacks,
@@ -170,6 +175,17 @@ impl StatusReport {
         }
         for fact in &self.dpu_facts {
             let _ = writeln!(out, "  DPU fact: {}", escaped(fact));
+        }
+        if let Some(ovn) = &self.dpu_ovn_routes {
+            let unrouted = match ovn.unrouted_cidrs.as_slice() {
+                [] => "none".to_string(),
+                some => format!("{} (OVN drops their traffic)", some.join(", ")),
+            };
+            let _ = writeln!(
+                out,
+                "OVN on the DPU: {} routes take cluster traffic, {} of them from route import (BGP); cluster CIDRs without a route: {unrouted}",
+                ovn.cluster_routes, ovn.imported
+            );
         }
         let _ = writeln!(
             out,
@@ -393,6 +409,7 @@ mod tests {
             host_facts: vec![
                 "ipv4.masquerade_subnet = 169.254.0.0/17 (from ovnkube's command line (pid 42, --gateway-v4-masquerade-subnet))".into(),
             ],
+            dpu_ovn_routes: None,
             routes: vec![
                 "198.18.128.0/18 via 169.254.0.4 dev eth0 proto 240 mtu 1400".into(),
                 "198.18.192.0/18 via 198.19.1.1 dev ovn-k8s-mp0 proto 3 [not ours: planned 198.18.192.0/18 via 169.254.0.4 dev eth0 mtu 1400 proto 240]".into(),
@@ -434,6 +451,20 @@ mod tests {
              nftables watcher deaf (Connection reset by peer): our table is rewritten on every reconcile until it is back\n\
              nftables:"
         ));
+        // OVN's routes on the DPU, as it said, one line after its facts.
+        let with_ovn = StatusReport {
+            dpu_ovn_routes: Some(DpuOvnRoutes::from_pb(&noverlay_proto::pb::OvnRoutes {
+                cluster_routes: 4,
+                imported: 3,
+                unrouted_cidrs: vec!["fd00:10:244::/48".into(), "\u{1b}[2J".into()],
+            })),
+            ..report.clone()
+        };
+        assert!(with_ovn.render().contains(
+            "  DPU fact: mtu = 1400 (from /etc/openvswitch/ovn_k8s.conf)\n\
+             OVN on the DPU: 4 routes take cluster traffic, 3 of them from route import (BGP); cluster CIDRs without a route: fd00:10:244::/48 (OVN drops their traffic)\n\
+             routes (2,"
+        ), "{}", with_ovn.render());
         // Whatever the DPU put in its words reaches the terminal escaped.
         let hostile = StatusReport {
             phase_detail: Some("refused\u{1b}[2J\u{1b}]0;owned\u{7}".into()),

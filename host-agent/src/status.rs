@@ -48,6 +48,9 @@ pub struct HostStatus {
     pub dpu_facts: Vec<String>,
     /// Where this host's config took its masquerade subnets from.
     pub host_facts: Vec<String>,
+    /// OVN's routes for the cluster CIDRs, as the DPU last said: shown,
+    /// never acted on.
+    pub dpu_ovn_routes: Option<DpuOvnRoutes>,
     /// Our nft table as the kernel had it after the last contract applied.
     pub nft_ruleset: String,
     /// Unix time (seconds) of the last contract applied; 0 if none.
@@ -75,5 +78,33 @@ pub struct ApplyLatency(pub Histogram);
 impl Default for ApplyLatency {
     fn default() -> Self {
         ApplyLatency(Histogram::new(LATENCY_BUCKETS))
+    }
+}
+
+/// OVN's routes for the cluster CIDRs on the DPU (the routing decision is
+/// OVN's): how many take cluster traffic, how many BGP taught it (route
+/// import), and the cluster CIDRs none takes (OVN drops their traffic).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DpuOvnRoutes {
+    pub cluster_routes: u32,
+    pub imported: u32,
+    pub unrouted_cidrs: Vec<String>,
+}
+
+impl DpuOvnRoutes {
+    /// From the DPU's word: only CIDRs that parse, at most as many as a
+    /// contract may hold.
+    pub fn from_pb(routes: &noverlay_proto::pb::OvnRoutes) -> Self {
+        DpuOvnRoutes {
+            cluster_routes: routes.cluster_routes,
+            imported: routes.imported,
+            unrouted_cidrs: routes
+                .unrouted_cidrs
+                .iter()
+                .filter_map(|cidr| cidr.parse::<ipnet::IpNet>().ok())
+                .take(noverlay_proto::contract::MAX_CLUSTER_CIDRS)
+                .map(|cidr| cidr.to_string())
+                .collect(),
+        }
     }
 }

@@ -98,6 +98,7 @@ impl dpu_agent_server::DpuAgent for MockService {
         let stream = UnboundedReceiverStream::new(rx).map(|contract| {
             Ok(pb::ContractUpdate {
                 contract: Some(contract),
+                ovn_routes: None,
             })
         });
         Ok(Response::new(Box::pin(stream)))

@@ -32,8 +32,6 @@ struct Record {
     sources: Sources,
     /// Ways OVN's half of the contract does not hold, as last checked.
     ovn_mismatches: usize,
-    /// The gateway router's routes for the cluster CIDRs, as last read.
-    ovn_routes: Option<crate::ovn::ClusterRoutes>,
     /// Open vSwitch's fragment reassembly counters, as last read (None:
     /// not read, or the read failed).
     fragments: Option<crate::fragments::FragmentStatus>,
@@ -59,6 +57,8 @@ struct AgentState {
     flow_updates: watch::Sender<u64>,
     /// What the host said of the contracts it was sent.
     host_view: watch::Sender<HostView>,
+    /// The gateway router's routes for the cluster CIDRs, as last read.
+    ovn_routes: watch::Sender<Option<crate::ovn::ClusterRoutes>>,
 }
 
 /// What the host said of the contracts it was sent: the offer it last
@@ -110,6 +110,7 @@ impl AgentHandle {
                     served: [config.offer.clone()].into(),
                     ..HostView::default()
                 }),
+                ovn_routes: watch::Sender::new(None),
             }),
         }
     }
@@ -302,12 +303,21 @@ impl AgentHandle {
 
     /// The gateway router's routes for the cluster CIDRs (None: no [ovn]
     /// section, not read yet, or no such router).
+    /// Wakes [`AgentHandle::watch_ovn_routes`] only on a change.
     pub fn set_ovn_routes(&self, routes: Option<crate::ovn::ClusterRoutes>) {
-        lock(&self.state.record).ovn_routes = routes;
+        self.state.ovn_routes.send_if_modified(|held| {
+            let changed = *held != routes;
+            *held = routes;
+            changed
+        });
     }
 
     pub fn ovn_routes(&self) -> Option<crate::ovn::ClusterRoutes> {
-        lock(&self.state.record).ovn_routes.clone()
+        self.state.ovn_routes.borrow().clone()
+    }
+
+    pub fn watch_ovn_routes(&self) -> watch::Receiver<Option<crate::ovn::ClusterRoutes>> {
+        self.state.ovn_routes.subscribe()
     }
 
     /// The source is not configured (shown as "off").

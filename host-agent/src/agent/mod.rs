@@ -9,7 +9,7 @@ pub use calls::RPC_DEADLINE;
 use calls::{SessionEnd, deadline, end_for, record_routes, sleep_until};
 pub use tls_reload::TlsReloader;
 
-pub use crate::status::{ApplyLatency, HostStatus, Phase};
+pub use crate::status::{ApplyLatency, DpuOvnRoutes, HostStatus, Phase};
 use crate::{
     backoff::Backoff,
     client::{self, DpuClient},
@@ -313,6 +313,12 @@ impl<D: Dataplane> HostAgent<D> {
             match self.wait(shutdown, stream.message()).await {
                 Waited::Shutdown => return SessionEnd::Shutdown,
                 Waited::Done(Ok(Some(update))) => {
+                    let ovn_routes = update.ovn_routes.as_ref().map(DpuOvnRoutes::from_pb);
+                    self.status.send_if_modified(|s| {
+                        let changed = s.dpu_ovn_routes != ovn_routes;
+                        s.dpu_ovn_routes = ovn_routes;
+                        changed
+                    });
                     let contract = update.contract.unwrap_or_default();
                     if let Some(report) = self.on_contract(&contract, Reporting::OnChange).await
                         && let Waited::Shutdown =
