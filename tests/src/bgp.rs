@@ -27,13 +27,13 @@
 
 use crate::{
     e2e::{self, BRIDGE_MAC, CLUSTER_CIDR, CLUSTER_CIDR6, LATE_CIDR, NODE_IP, NODE_IP6, Testbed},
-    frr::Frr,
+    frr::{AS, Frr},
     netns::NetNs,
     ovn,
     route_import::{self, RouteImport, Target},
 };
 use std::{
-    process::{Child, Command, Stdio},
+    process::Child,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -48,7 +48,6 @@ pub const REFLECTOR_IP6: &str = e2e::REMOTE_NODE_IP6;
 /// The DPU's own address on the gateway network (its BGP session's).
 pub const DPU_OWN_IP: &str = "198.18.0.11";
 pub const DPU_OWN_IP6: &str = "2001:db8::11";
-pub const AS: u32 = 64512;
 
 /// A remote node: a BGP speaker with pods behind it.
 #[derive(Debug, Clone, Copy)]
@@ -136,17 +135,28 @@ impl BgpTestbed {
             ip -6 addr add {DPU_OWN_IP6}/64 dev oob0 nodad
             ip link set oob0 up"
         ))?;
-        let tcp_stop = Arc::new(AtomicBool::new(false));
-        let mut nodes = Vec::new();
+        // From here on, Drop undoes a setup that fails part-way.
+        let mut testbed = BgpTestbed {
+            import: None,
+            speakers: Vec::new(),
+            nodes: Vec::new(),
+            tcp_stop: Arc::new(AtomicBool::new(false)),
+            bed,
+        };
         for node in NODES {
-            let ns = NetNs::new(&node.name[..1])?;
-            bed.underlay.sh(&format!(
+            let ns = NetNs::new(node.name)?;
+            testbed.bed.underlay.sh(&format!(
                 "set -e
                 ip link add {name} type veth peer name eth0 netns {ns}
                 ip link set {name} master sw up",
                 name = node.name,
                 ns = ns.name
             ))?;
+            testbed.nodes.push(ns);
+            let ns = testbed
+                .nodes
+                .last()
+                .ok_or_else(|| anyhow::anyhow!("no node"))?;
             ns.sh(&format!(
                 "set -e
                 ip link set eth0 address {mac}
@@ -161,28 +171,20 @@ impl BgpTestbed {
                 ip6 = node.ip6,
             ))?;
             for pod in node.pods.iter().chain(&SHARED_PODS) {
-                add_pod(&ns, pod)?;
+                add_pod(ns, pod)?;
             }
-            e2e::serve_peer_address(&ns, Some(node.name), tcp_stop.clone())?;
-            nodes.push(ns);
+            e2e::serve_peer_address(ns, Some(node.name), testbed.tcp_stop.clone())?;
         }
+        let ovn = &testbed.bed.ovn;
         for prefix in [CLUSTER_CIDR, LATE_CIDR, CLUSTER_CIDR6] {
-            bed.ovn
-                .nbctl(&["lr-route-del", ovn::GATEWAY_ROUTER, prefix])?;
+            ovn.nbctl(&["lr-route-del", ovn::GATEWAY_ROUTER, prefix])?;
         }
         for node in NODES {
             for ip in [node.ip, node.ip6] {
-                bed.ovn
-                    .nbctl(&["static-mac-binding-add", ovn::EXTERNAL_PORT, ip, node.mac])?;
+                ovn.nbctl(&["static-mac-binding-add", ovn::EXTERNAL_PORT, ip, node.mac])?;
             }
         }
-        Ok(BgpTestbed {
-            import: None,
-            speakers: Vec::new(),
-            nodes,
-            tcp_stop,
-            bed,
-        })
+        Ok(testbed)
     }
 
     /// Starts the route reflector, the remote nodes' speakers (each
@@ -240,14 +242,25 @@ impl BgpTestbed {
 
     /// Moves a pod address from one node to another (the pods moved).
     pub fn move_pod(&self, pod: &str, from: &RemoteNode, to: &RemoteNode) -> anyhow::Result<()> {
-        let prefix = if pod.contains(':') { 128 } else { 32 };
         self.node_ns(from)?
-            .sh(&format!("ip addr del {pod}/{prefix} dev lo"))?;
+            .sh(&format!("ip addr del {} dev lo", host_prefix(pod)))?;
         add_pod(self.node_ns(to)?, pod)
     }
 
+    /// Waits until every ovn-controller has applied the northbound database
+    /// as it is now (`ovn-nbctl --wait=hv sync`): the flows follow the rows.
+    pub fn wait_for_ovn(&self) -> anyhow::Result<()> {
+        self.bed.ovn.nbctl(&["--wait=hv", "sync"])?;
+        Ok(())
+    }
+
+    /// The DPU datapath's cached flows (`ovs-appctl dpctl/dump-flows`).
+    pub fn datapath_flows(&self) -> anyhow::Result<String> {
+        self.bed.ovs.appctl(&["dpctl/dump-flows"])
+    }
+
     /// The gateway router's rows that route import owns.
-    pub fn imported(&self) -> anyhow::Result<route_import::Imported> {
+    pub fn imported(&self) -> anyhow::Result<route_import::Routes> {
         Ok(route_import::imported_rows(&self.bed.ovn.nb_socket())?
             .into_iter()
             .map(|(_, route)| route)
@@ -255,7 +268,7 @@ impl BgpTestbed {
     }
 
     /// The DPU kernel's BGP routes, one entry per next hop.
-    pub fn dpu_bgp_routes(&self) -> anyhow::Result<route_import::Imported> {
+    pub fn dpu_bgp_routes(&self) -> anyhow::Result<route_import::Routes> {
         route_import::kernel_bgp_routes(&self.bed.dpu.name)
     }
 
@@ -285,13 +298,15 @@ impl Drop for BgpTestbed {
     }
 }
 
+/// A pod's address as a host prefix (/32 or /128).
+fn host_prefix(pod: &str) -> String {
+    let bits = if pod.contains(':') { 128 } else { 32 };
+    format!("{pod}/{bits}")
+}
+
 fn add_pod(ns: &NetNs, pod: &str) -> anyhow::Result<()> {
-    let (prefix, nodad) = if pod.contains(':') {
-        (128, " nodad")
-    } else {
-        (32, "")
-    };
-    ns.sh(&format!("ip addr add {pod}/{prefix} dev lo{nodad}"))?;
+    let nodad = if pod.contains(':') { " nodad" } else { "" };
+    ns.sh(&format!("ip addr add {} dev lo{nodad}", host_prefix(pod)))?;
     Ok(())
 }
 
@@ -389,11 +404,7 @@ pub struct RouteEvents {
 
 impl RouteEvents {
     pub fn start(ns: &NetNs) -> anyhow::Result<Self> {
-        let monitor = Command::new("ip")
-            .args(["netns", "exec", &ns.name, "ip", "-o", "monitor", "route"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
+        let monitor = crate::netns::route_monitor(ns)?;
         // `ip monitor` subscribes before it reads; give it that moment.
         std::thread::sleep(Duration::from_millis(200));
         Ok(RouteEvents {

@@ -833,13 +833,14 @@ pub fn serve_peer_address(
         .map_err(|_| anyhow::anyhow!("TCP server in {} did not start", ns.name))
 }
 
-/// tcpdump on one interface of a namespace, until [`UnderlayCapture::stop`].
-pub struct UnderlayCapture {
-    tcpdump: Child,
+/// tcpdump on one interface of a namespace, until [`Capture::stop`] (or
+/// Drop, which stops it on a test's early return).
+pub struct Capture {
+    tcpdump: Option<Child>,
     file: PathBuf,
 }
 
-impl UnderlayCapture {
+impl Capture {
     /// On the underlay's side of the uplink.
     pub fn start(bed: &Testbed, filter: &str) -> anyhow::Result<Self> {
         Self::on(&bed.underlay, "eth0", bed.dir(), filter)
@@ -861,14 +862,26 @@ impl UnderlayCapture {
             .stderr(Stdio::null())
             .spawn()?;
         std::thread::sleep(Duration::from_millis(500));
-        Ok(UnderlayCapture { tcpdump, file })
+        Ok(Capture {
+            tcpdump: Some(tcpdump),
+            file,
+        })
     }
 
     /// Stops the capture; what it saw, as `tcpdump -n -r` prints it.
     pub fn stop(mut self) -> anyhow::Result<String> {
-        netns::run(&["kill", "-INT", &self.tcpdump.id().to_string()])?;
-        self.tcpdump.wait()?;
+        if let Some(mut tcpdump) = self.tcpdump.take() {
+            // SIGINT: tcpdump flushes what it holds before it exits.
+            netns::run(&["kill", "-INT", &tcpdump.id().to_string()])?;
+            tcpdump.wait()?;
+        }
         netns::run(&["tcpdump", "-n", "-r", &self.file.display().to_string()])
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        kill(self.tcpdump.take());
     }
 }
 

@@ -10,6 +10,8 @@ use noverlay_test_support::eventually_blocking;
 use std::{path::Path, process::Command, time::Duration};
 use tempfile::TempDir;
 
+/// The autonomous system of every speaker (iBGP, as in upstream's CI).
+pub const AS: u32 = 64512;
 const ZEBRA: &str = "/usr/lib/frr/zebra";
 const BGPD: &str = "/usr/lib/frr/bgpd";
 /// The daemons, in the order they stop.
@@ -134,7 +136,7 @@ impl Frr {
     /// Advertises (`true`) or withdraws these prefixes (both families) from
     /// this speaker.
     pub fn announce(&self, prefixes: &[&str], advertise: bool) -> anyhow::Result<()> {
-        let mut lines = String::from("router bgp 64512\n");
+        let mut lines = format!("router bgp {AS}\n");
         for family in ["ipv4", "ipv6"] {
             lines.push_str(&format!(" address-family {family} unicast\n"));
             for prefix in prefixes

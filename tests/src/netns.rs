@@ -126,6 +126,16 @@ impl Drop for NetNs {
     }
 }
 
+/// `ip -o monitor route` in `ns`, its output piped: every route event of
+/// the namespace from now on, one line each.
+pub fn route_monitor(ns: &NetNs) -> std::io::Result<std::process::Child> {
+    Command::new("ip")
+        .args(["netns", "exec", &ns.name, "ip", "-o", "monitor", "route"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+}
+
 /// Runs a command inside the named namespace; fails with its output.
 pub fn run_in(netns: &str, args: &[&str]) -> anyhow::Result<String> {
     let mut all = vec!["ip", "netns", "exec", netns];

@@ -244,6 +244,20 @@ verify_interval_ms = 1000
         Ok(flows)
     }
 
+    /// ovs-appctl to this instance's ovs-vswitchd.
+    pub fn appctl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let pid = std::fs::read_to_string(self.dir.path().join("ovs-vswitchd.pid"))?;
+        let ctl = self
+            .dir
+            .path()
+            .join(format!("ovs-vswitchd.{}.ctl", pid.trim()))
+            .display()
+            .to_string();
+        let mut all = vec!["ovs-appctl", "-t", ctl.as_str()];
+        all.extend_from_slice(args);
+        crate::netns::run(&all)
+    }
+
     pub fn vsctl(&self, args: &[&str]) -> anyhow::Result<String> {
         let db = format!("--db=unix:{}/db.sock", self.path());
         let mut all = vec!["ovs-vsctl", db.as_str(), "--timeout=10"];

@@ -13,8 +13,9 @@
 //!   external port, `external_ids:k8s.ovn.org/owner-controller=RouteImport`;
 //!   one row per ECMP next hop), and deletes the rows whose kernel route is
 //!   gone in the same transaction;
-//! - it follows route events (here `ip monitor route`) with a 500 ms
-//!   debounce and no periodic resync.
+//! - it follows route events (here `ip monitor route`), taking them 500 ms
+//!   after the first of a burst, with no periodic resync; a failed pass is
+//!   tried again (upstream requeues it).
 
 use crate::netns::{self, NetNs};
 use ipnet::IpNet;
@@ -22,7 +23,7 @@ use std::{
     collections::BTreeSet,
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Child,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -32,14 +33,17 @@ use std::{
     time::Duration,
 };
 
-/// The owner upstream's route import marks its rows with.
-pub const OWNER: &str = "RouteImport";
-const OWNER_KEY: &str = "k8s.ovn.org/owner-controller";
-/// Route events are taken together once none has come for this long.
+/// The mark upstream's route import puts on its rows (the dpu-agent counts
+/// them by it).
+const OWNER: (&str, &str) = dpu_agent::ovn::ROUTE_IMPORT_OWNER;
+/// Route events are taken this long after the first of a burst.
 pub const DEBOUNCE: Duration = Duration::from_millis(500);
+/// A failed pass is tried again after this long.
+const RETRY: Duration = Duration::from_secs(1);
 
-/// (prefix, next hop): one row of the gateway router.
-pub type Imported = BTreeSet<(IpNet, String)>;
+/// (prefix, next hop) pairs: kernel routes (one per next hop) or the
+/// gateway router's rows.
+pub type Routes = BTreeSet<(IpNet, String)>;
 
 /// Where the rows go.
 #[derive(Clone)]
@@ -64,11 +68,7 @@ pub struct RouteImport {
 impl RouteImport {
     /// Syncs once, then follows the namespace's route events.
     pub fn start(ns: &NetNs, target: Target) -> anyhow::Result<Self> {
-        let mut monitor = Command::new("ip")
-            .args(["netns", "exec", &ns.name, "ip", "-o", "monitor", "route"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
+        let mut monitor = netns::route_monitor(ns)?;
         let stdout = monitor
             .stdout
             .take()
@@ -89,6 +89,7 @@ impl RouteImport {
             let (stop, transactions, last_error) =
                 (stop.clone(), transactions.clone(), last_error.clone());
             std::thread::spawn(move || {
+                // True when the pass failed (and must be tried again).
                 let record = |result: anyhow::Result<bool>| {
                     let error = match result {
                         Ok(wrote) => {
@@ -99,18 +100,34 @@ impl RouteImport {
                         }
                         Err(e) => Some(e.to_string()),
                     };
+                    let failed = error.is_some();
                     *last_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
+                    failed
                 };
-                record(sync(&netns, &target));
+                let mut failed = record(sync(&netns, &target));
                 while !stop.load(Ordering::Relaxed) {
-                    match heard.recv_timeout(Duration::from_millis(100)) {
+                    let wait = if failed {
+                        RETRY
+                    } else {
+                        Duration::from_millis(100)
+                    };
+                    match heard.recv_timeout(wait) {
                         Ok(()) => {
-                            // Debounce: until the events stop for DEBOUNCE.
-                            while heard.recv_timeout(DEBOUNCE).is_ok() {}
-                            record(sync(&netns, &target));
+                            std::thread::sleep(DEBOUNCE);
+                            while heard.try_recv().is_ok() {}
+                            failed = record(sync(&netns, &target));
+                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) if failed => {
+                            failed = record(sync(&netns, &target));
                         }
                         Err(mpsc::RecvTimeoutError::Timeout) => {}
-                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            *last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(
+                                "ip monitor route exited: route events are no longer followed"
+                                    .into(),
+                            );
+                            return;
+                        }
                     }
                 }
             })
@@ -139,7 +156,7 @@ impl Drop for RouteImport {
 /// One pass: the kernel's routes against the router's imported rows, the
 /// difference written in one transaction. True when it wrote one.
 fn sync(netns: &str, target: &Target) -> anyhow::Result<bool> {
-    let wanted: Imported = kernel_bgp_routes(netns)?
+    let wanted: Routes = kernel_bgp_routes(netns)?
         .into_iter()
         .filter(|(prefix, _)| target.cluster_cidrs.iter().any(|c| c.contains(prefix)))
         .collect();
@@ -160,7 +177,7 @@ fn sync(netns: &str, target: &Target) -> anyhow::Result<bool> {
             );
         }
     }
-    let have: Imported = rows.into_iter().map(|(_, route)| route).collect();
+    let have: Routes = rows.into_iter().map(|(_, route)| route).collect();
     for (n, (prefix, via)) in wanted.difference(&have).enumerate() {
         args.extend([
             "--".into(),
@@ -170,7 +187,7 @@ fn sync(netns: &str, target: &Target) -> anyhow::Result<bool> {
             format!("ip_prefix=\"{prefix}\""),
             format!("nexthop=\"{via}\""),
             format!("output_port=\"{}\"", target.output_port),
-            format!("external_ids:\"{OWNER_KEY}\"={OWNER}"),
+            owner_column(),
             "--".into(),
             "add".into(),
             "Logical_Router".into(),
@@ -189,8 +206,8 @@ fn sync(netns: &str, target: &Target) -> anyhow::Result<bool> {
 
 /// The main table's routes of protocol bgp with a destination and a
 /// gateway, one entry per next hop.
-pub fn kernel_bgp_routes(netns: &str) -> anyhow::Result<Imported> {
-    let mut routes = Imported::new();
+pub fn kernel_bgp_routes(netns: &str) -> anyhow::Result<Routes> {
+    let mut routes = Routes::new();
     for family in ["-4", "-6"] {
         let listing = netns::run_in(
             netns,
@@ -224,9 +241,15 @@ fn parse_destination(dst: &str) -> Option<IpNet> {
     dst.parse::<std::net::IpAddr>().ok().map(IpNet::from)
 }
 
+/// `external_ids:"<key>"=<owner>`, as ovn-nbctl takes it.
+fn owner_column() -> String {
+    let (key, owner) = OWNER;
+    format!("external_ids:\"{key}\"={owner}")
+}
+
 /// The rows route import owns: (uuid, (prefix, next hop)).
 pub fn imported_rows(nb_socket: &Path) -> anyhow::Result<Vec<(String, (IpNet, String))>> {
-    let owner = format!("external_ids:\"{OWNER_KEY}\"={OWNER}");
+    let owner = owner_column();
     let listing = crate::ovn::nbctl_at(
         nb_socket,
         &[

@@ -11,7 +11,7 @@ use noverlay_tests::{
         self, BgpTestbed, NODE2, NODE3, NODES, RemoteNode, RouteEvents, SHARED_PODS,
         SHARED_SUBNETS, Usage,
     },
-    e2e::{CLUSTER_CIDR, CLUSTER_CIDR6, Testbed, UnderlayCapture},
+    e2e::{CLUSTER_CIDR, CLUSTER_CIDR6, Capture, Testbed},
     frr, netns, ovn, ovs,
 };
 use std::{
@@ -24,6 +24,11 @@ const CONVERGENCE: Duration = Duration::from_secs(30);
 /// The contract's routes on the host: each cluster CIDR (one per family)
 /// as its two halves (mp0_routes = "keep").
 const CONTRACT_ROUTES: usize = 4;
+
+/// How many of these routes are ours (protocol 240).
+fn ours(routes: &[String]) -> usize {
+    routes.iter().filter(|r| r.contains("proto 240")).count()
+}
 
 /// One testbed at a time (as in e2e.rs).
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -48,11 +53,7 @@ fn agents_up() -> anyhow::Result<Bed> {
     let mut bgp = BgpTestbed::build_for_test()?;
     bgp.bed.start_dpu_agent()?;
     bgp.bed.start_host_agent()?;
-    let ours = |bed: &Testbed| {
-        bgp::host_routes(bed).map_or(0, |routes| {
-            routes.iter().filter(|r| r.contains("proto 240")).count()
-        })
-    };
+    let ours_now = |bed: &Testbed| bgp::host_routes(bed).map_or(0, |routes| ours(&routes));
     // The baseline waits for the kernel's own too: link-local addresses
     // add their local routes once duplicate address detection is done.
     let settled = |bed: &Testbed| {
@@ -61,7 +62,7 @@ fn agents_up() -> anyhow::Result<Bed> {
             .is_ok_and(|tentative| tentative.trim().is_empty())
     };
     eventually_blocking("the host-agent's routes", CONVERGENCE, || {
-        ours(&bgp.bed) == CONTRACT_ROUTES && settled(&bgp.bed)
+        ours_now(&bgp.bed) == CONTRACT_ROUTES && settled(&bgp.bed)
     })
     .map_err(|e| anyhow::anyhow!("{e}\n{}", bgp.bed.agent_logs()))?;
     let host_routes = bgp::host_routes(&bgp.bed)?;
@@ -130,6 +131,21 @@ fn ovn_routes(bed: &Testbed) -> anyhow::Result<noverlay_proto::pb::OvnRoutes> {
         .ok_or_else(|| anyhow::anyhow!("GetStatus has no ovn_routes"))
 }
 
+/// Waits until `host-agent status` on the host shows `line` (the DPU sends
+/// OVN's routes with the contract, again on each change).
+fn host_status_says(bed: &Testbed, line: &str) -> anyhow::Result<()> {
+    eventually_blocking(
+        &format!("host-agent status to say {line:?}"),
+        CONVERGENCE,
+        || {
+            bed.host_status(false)
+                .is_ok_and(|status| status.contains(line))
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", bed.host_status(false).unwrap_or_default()))?;
+    Ok(())
+}
+
 /// Which remote node answered a TCP exchange to `pod`, and the source it
 /// saw; None when nothing answered within 300 ms.
 fn answered_by(bed: &Testbed, pod: &str) -> Option<(String, String)> {
@@ -178,6 +194,12 @@ fn the_routing_decision_stays_on_the_dpu() -> anyhow::Result<()> {
     let routes = ovn_routes(&bed.bgp.bed)?;
     assert_eq!(routes.unrouted_cidrs, vec![CLUSTER_CIDR, CLUSTER_CIDR6]);
     assert_eq!((routes.cluster_routes, routes.imported), (0, 0));
+    host_status_says(
+        &bed.bgp.bed,
+        &format!(
+            "OVN on the DPU: 0 routes take cluster traffic, 0 of them from route import (BGP); cluster CIDRs without a route: {CLUSTER_CIDR}, {CLUSTER_CIDR6} (OVN drops their traffic)"
+        ),
+    )?;
     let started = Instant::now();
     bed.bgp.start_bgp()?;
     println!("BGP sessions up in {:?}", started.elapsed());
@@ -210,24 +232,24 @@ fn the_routing_decision_stays_on_the_dpu() -> anyhow::Result<()> {
     assert_eq!((routes.cluster_routes, routes.imported), (4, 4));
     assert!(routes.unrouted_cidrs.is_empty(), "{routes:?}");
     let metrics = bed.bgp.bed.dpu_metrics()?;
+    host_status_says(
+        &bed.bgp.bed,
+        "OVN on the DPU: 4 routes take cluster traffic, 4 of them from route import (BGP); cluster CIDRs without a route: none",
+    )?;
     for line in [
         "noverlay_dpu_ovn_cluster_routes{origin=\"route_import\"} 4",
         "noverlay_dpu_ovn_unrouted_cluster_cidrs 0",
     ] {
         assert!(metrics.contains(line), "no {line:?} in\n{metrics}");
     }
-    let ours = bed
-        .host_routes
-        .iter()
-        .filter(|r| r.contains("proto 240"))
-        .count();
+    let now = bgp::host_routes(&bed.bgp.bed)?;
     println!(
-        "the host holds {} routes in all (every table, both families), {ours} of them ours; none learned",
-        bed.host_routes.len()
+        "the host holds {} routes in all (every table, both families), {} of them ours; none learned",
+        now.len(),
+        ours(&now)
     );
-    assert_eq!(ours, CONTRACT_ROUTES);
-    let learned: Vec<&String> = bed
-        .host_routes
+    assert_eq!(ours(&now), CONTRACT_ROUTES);
+    let learned: Vec<&String> = now
         .iter()
         .filter(|r| r.contains("proto bgp") || r.contains("198.18.20") || r.contains("244:2"))
         .filter(|r| !r.contains("dev ovn-k8s-mp0"))
@@ -258,10 +280,17 @@ fn the_routing_decision_stays_on_the_dpu() -> anyhow::Result<()> {
 
     // Withdrawn: the gateway router has no route for the subnet; nothing
     // reaches the underlay for it, nothing leaves un-NATed.
-    let capture = UnderlayCapture::start(
-        &bed.bgp.bed,
-        "dst net 198.18.202.0/24 or dst net fd00:10:244:22::/64 or src net 169.254.0.0/16 or src net fd69::/16",
-    )?;
+    let filter = "dst net 198.18.202.0/24 or dst net fd00:10:244:22::/64 or src net 169.254.0.0/16 or src net fd69::/16";
+    // The capture sees what it must not see later (a control).
+    let control = Capture::start(&bed.bgp.bed, filter)?;
+    until_answered(&bed, NODE3.pods[0], &NODE3)?;
+    let seen = control.stop()?;
+    anyhow::ensure!(
+        seen.contains(NODE3.pods[0]),
+        "the capture missed traffic to {}: {seen}",
+        NODE3.pods[0]
+    );
+    let capture = Capture::start(&bed.bgp.bed, filter)?;
     bed.bgp.speaker(&NODE3)?.announce(&NODE3.subnets, false)?;
     let withdrawn = NODE3.subnets.map(|s| s.parse::<ipnet::IpNet>());
     let gone = eventually_blocking(
@@ -276,6 +305,7 @@ fn the_routing_decision_stays_on_the_dpu() -> anyhow::Result<()> {
         },
     )
     .map_err(anyhow::Error::msg)?;
+    bed.bgp.wait_for_ovn()?;
     println!("withdrawn: the gateway router's rows gone in {gone:?}");
     for pod in NODE3.pods {
         let ping = bed
@@ -294,6 +324,11 @@ fn the_routing_decision_stays_on_the_dpu() -> anyhow::Result<()> {
             !ping.status.success(),
             "{pod} answered while withdrawn: {text}"
         );
+        // OVN drops what it cannot route: no ICMP unreachable either.
+        anyhow::ensure!(
+            !text.contains("Unreachable"),
+            "an ICMP error for {pod}: {text}"
+        );
         anyhow::ensure!(tcp.is_err(), "{pod} answered TCP while withdrawn");
     }
     let leaked = capture.stop()?;
@@ -305,9 +340,25 @@ fn the_routing_decision_stays_on_the_dpu() -> anyhow::Result<()> {
     // measured here it is not revalidated when the route comes back: TCP
     // retried every 0.3 s through the return stayed dropped for 30 s and
     // more while OpenFlow (ofproto/trace) forwarded it. It goes once idle
-    // for the datapath's max-idle (10 s). Waited out here; docs/design.md,
-    // "The routing decision stays on the DPU".
-    std::thread::sleep(Duration::from_secs(11));
+    // for the datapath's max-idle (10 s): waited out here, measured and
+    // printed; docs/design.md, "The routing decision stays on the DPU".
+    let cached = eventually_blocking(
+        "the datapath's cached drops of the withdrawn pods to expire",
+        CONVERGENCE,
+        || {
+            bed.bgp.datapath_flows().is_ok_and(|flows| {
+                !flows.lines().any(|flow| {
+                    flow.contains("actions:drop")
+                        && NODE3
+                            .pods
+                            .iter()
+                            .any(|pod| flow.contains(&format!("dst={pod},")))
+                })
+            })
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
+    println!("the datapath's cached drops expired {cached:?} after the last probe");
     let back = Instant::now();
     bed.bgp.speaker(&NODE3)?.announce(&NODE3.subnets, true)?;
     for pod in NODE3.pods {
@@ -357,6 +408,9 @@ fn a_subnet_behind_two_nodes_is_ecmp_in_ovn_and_nothing_on_the_host() -> anyhow:
     })
     .map_err(|e| anyhow::anyhow!("{e}\n{}", bed.routes().unwrap_or_default()))?;
     println!("ECMP: both next hops imported {took:?} after the advertisements");
+    // No probe before OVN's flows follow the rows: a dropped one would be
+    // cached (see the withdrawal above).
+    bed.bgp.wait_for_ovn()?;
     let kernel = bed.bgp.dpu_bgp_routes()?;
     anyhow::ensure!(
         both.iter().all(|row| kernel.contains(row)),
@@ -373,10 +427,13 @@ fn a_subnet_behind_two_nodes_is_ecmp_in_ovn_and_nothing_on_the_host() -> anyhow:
             anyhow::ensure!(seen == node_ip, "{pod} saw source {seen}, not {node_ip}");
             *answered.entry(node.to_string()).or_default() += 1;
         }
-        // OVN picks a path per flow by a hash: which node answers each of
-        // the 16 connections is OVN's choice; that each gets through is
-        // what is asserted.
+        // OVN picks a path per connection by a hash: with 16, both nodes
+        // answer unless the hash sends all 16 one way (odds 1 in 32,768).
         println!("{pod}: 16 TCP connections answered by {answered:?}");
+        anyhow::ensure!(
+            answered.len() == 2,
+            "only {answered:?} answered for {pod}: not spread over both next hops"
+        );
     }
     anyhow::ensure!(
         bed.bgp.bed.our_flows()? == flows,
@@ -474,13 +531,11 @@ fn five_thousand_learned_routes_stay_on_the_dpu() -> anyhow::Result<()> {
     for pod in NODE2.pods {
         until_answered(&bed, pod, &NODE2)?;
     }
-    let ours = bgp::host_routes(&bed.bgp.bed)?
-        .iter()
-        .filter(|r| r.contains("proto 240"))
-        .count();
+    let now = bgp::host_routes(&bed.bgp.bed)?;
     println!(
-        "the host holds {} routes, {ours} of them ours, with {} learned on the DPU",
-        bed.host_routes.len(),
+        "the host holds {} routes, {} of them ours, with {} learned on the DPU",
+        now.len(),
+        ours(&now),
         bed.bgp.dpu_bgp_routes()?.len()
     );
     bed.assert_host_untouched("5,000 learned routes")

@@ -7,9 +7,9 @@
 
 use noverlay_tests::{
     e2e::{
-        BRIDGE_MAC, CLUSTER_CIDR, CLUSTER_CIDR6, DUMMY_NEXT_HOP, LATE_CIDR, LATE_POD,
+        BRIDGE_MAC, CLUSTER_CIDR, CLUSTER_CIDR6, Capture, DUMMY_NEXT_HOP, LATE_CIDR, LATE_POD,
         LIMIT_SUPERNET, MASQUERADE_SUBNET, NODE_IP, NODE_IP6, REMOTE_NODE_IP, REMOTE_POD,
-        REMOTE_POD6, Testbed, UnderlayCapture, cidrs_at_the_limit,
+        REMOTE_POD6, Testbed, cidrs_at_the_limit,
     },
     netns, ovn, ovnkube, ovs,
 };
@@ -557,7 +557,7 @@ fn ovnkube_rewrites_never_leak_masquerade_sources_onto_the_underlay() -> anyhow:
     );
 
     // Everything ICMP that reaches the underlay, by source.
-    let capture = UnderlayCapture::start(&bed, "icmp")?;
+    let capture = Capture::start(&bed, "icmp")?;
     let mut wiping = Duration::ZERO;
     let lost = bed.pings_lost_during(REMOTE_POD, PINGS, "0.001", || {
         let started = Instant::now();
@@ -739,7 +739,7 @@ fn ovn_daemon_restarts_keep_the_path() -> anyhow::Result<()> {
 #[ignore = "privileged: needs root, network namespaces, Open vSwitch, OVN and tcpdump; run as root with --include-ignored (CI does)"]
 fn dual_stack_through_real_ovn() -> anyhow::Result<()> {
     let (_guard, bed) = path_up()?;
-    let capture = UnderlayCapture::start(&bed, "ip6")?;
+    let capture = Capture::start(&bed, "ip6")?;
     let took = bed.wait_for_ping(REMOTE_POD6, RECOVERY)?;
     println!("IPv6 path up {took:?} after the IPv4 one");
     assert_traffic(&bed, REMOTE_POD6)?;
