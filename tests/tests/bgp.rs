@@ -521,11 +521,11 @@ fn five_thousand_learned_routes_stay_on_the_dpu() -> anyhow::Result<()> {
         "the host-agent worked while the DPU learned routes"
     );
     // The dpu-agent follows the gateway router's routes (its [ovn] check):
-    // it holds them, a few KiB each with the transaction's parse at its
-    // peak (24 MiB more for 5,000 here); a bound, not a target.
+    // it holds them, with the parse of the import's one large transaction
+    // at its peak (24-34 MiB more for 5,000 here); a bound, not a target.
     let dpu_growth = after.0.rss_kib.saturating_sub(before.0.rss_kib);
     anyhow::ensure!(
-        dpu_growth < 48 * 1024,
+        dpu_growth < 64 * 1024,
         "the dpu-agent grew by {dpu_growth} KiB with 5,000 routes in the gateway router"
     );
     for pod in NODE2.pods {
