@@ -83,6 +83,9 @@ async fn cli() -> anyhow::Result<()> {
     let matches = Cli::command().version(version.clone()).get_matches();
     let cli = Cli::from_arg_matches(&matches)?;
     noverlay_runtime::start(cli.log_format);
+    if !matches!(cli.command, Command::Run { .. }) {
+        noverlay_runtime::end_quietly_on_closed_stdout();
+    }
     match cli.command {
         Command::Run { config, dry_run } => {
             let daemon = Daemon::new()?;

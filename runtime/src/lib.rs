@@ -85,6 +85,18 @@ pub fn start(format: logging::LogFormat) {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// For the one-shot commands (check-config, status, cleanup, generate-man):
+/// a closed standard output (`| head`) ends the process quietly, as it does
+/// a C tool, where `println!` would panic. The daemon keeps Rust's default
+/// (SIGPIPE ignored): a peer closing a socket must not kill it.
+pub fn end_quietly_on_closed_stdout() {
+    // SAFETY: sets the default disposition of one signal; no handler of
+    // ours runs, nothing else is touched.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// A running agent's process-level plumbing: its shutdown token and its
 /// watchdog, from which each working loop takes a heartbeat.
 pub struct Daemon {

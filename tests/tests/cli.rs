@@ -141,3 +141,50 @@ fn check_config_shows_where_each_fact_comes_from() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `| head` closes a command's output early: each one-shot command ends
+/// quietly (killed by SIGPIPE as a C tool is, or done), never with a panic
+/// message on stderr.
+#[test]
+fn a_closed_output_ends_a_command_quietly() -> anyhow::Result<()> {
+    use std::os::unix::process::ExitStatusExt;
+    let bins = Binaries::built()?;
+    let certs = Certs::new()?;
+    let config = certs.dir.path().join("dpu-agent.toml");
+    std::fs::write(
+        &config,
+        harness::dpu_config_toml(&DpuOptions::default(), &certs.dpu),
+    )?;
+    let man = certs.dir.path().join("man");
+    let config = config.display().to_string();
+    let man = man.display().to_string();
+    for (binary, args) in [
+        (
+            &bins.dpu_agent,
+            vec!["check-config", "--config", config.as_str()],
+        ),
+        (&bins.dpu_agent, vec!["generate-man", "--out", man.as_str()]),
+        (
+            &bins.host_agent,
+            vec!["generate-man", "--out", man.as_str()],
+        ),
+    ] {
+        // The reading end is gone before the command writes a byte.
+        let (reader, writer) = std::io::pipe()?;
+        drop(reader);
+        let output = Command::new(binary)
+            .args(&args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let quiet = output.status.success() || output.status.signal() == Some(libc::SIGPIPE);
+        assert!(
+            quiet && stderr.is_empty(),
+            "{} {args:?} with its output closed: {} {stderr}",
+            binary.display(),
+            output.status
+        );
+    }
+    Ok(())
+}
