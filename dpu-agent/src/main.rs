@@ -124,7 +124,7 @@ fn check_config(path: PathBuf) -> anyhow::Result<()> {
             }
         }
     }
-    println!("offer: {:#?}", config.offer);
+    print!("{}", config.offer);
     match config.static_ports {
         Some(ports) => {
             let settings = config.flow_settings();

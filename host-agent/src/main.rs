@@ -120,7 +120,19 @@ async fn cli() -> anyhow::Result<()> {
         }
         Command::CheckConfig { config } => {
             let config = HostConfig::load(&config)?;
-            println!("valid; proposal to the DPU: {:#?}", config.proposal());
+            println!(
+                "valid; proposal to the DPU: {}, gateway interface {}, host {}",
+                config.raw.mode, config.raw.gateway_interface, config.raw.host_name
+            );
+            for masquerade in &config.masquerades {
+                println!(
+                    "  {}: masquerade {} (host {}, next hop {})",
+                    masquerade.family(),
+                    masquerade.subnet,
+                    masquerade.host_ip,
+                    masquerade.dummy_next_hop
+                );
+            }
             for fact in &config.facts {
                 println!("{fact}");
             }

@@ -188,3 +188,40 @@ fn a_closed_output_ends_a_command_quietly() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// check-config prints what an operator reads: the DPU's offer and the
+/// host's proposal as text, never Rust's debug form.
+#[test]
+fn check_config_renders_the_offer_and_the_proposal_as_text() -> anyhow::Result<()> {
+    let bins = Binaries::built()?;
+    let certs = Certs::new()?;
+    let dpu = check_config(&bins, &certs, &DpuOptions::default())?;
+    let host_path = certs.dir.path().join("host-agent.toml");
+    std::fs::write(
+        &host_path,
+        harness::host_config_toml(
+            &harness::HostOptions::new("127.0.0.1:50051".parse()?),
+            &certs.host,
+        ),
+    )?;
+    let output = Command::new(&bins.host_agent)
+        .args(["check-config", "--config"])
+        .arg(&host_path)
+        .output()?;
+    anyhow::ensure!(output.status.success(), "host check-config: {output:?}");
+    let host = String::from_utf8(output.stdout)?;
+    for (text, expected) in [
+        (
+            &dpu,
+            "offer: revision 1, node dpu-host, gateway shared, transport no-overlay, mtu 1400\n  ipv4: masquerade 169.254.0.0/17 (host 169.254.0.2, next hop 169.254.0.4 at 0a:58:a9:fe:00:04), underlay ",
+        ),
+        (
+            &host,
+            "valid; proposal to the DPU: node dpu-host, gateway shared, transport no-overlay, gateway interface eth0, host node1\n  ipv4: masquerade 169.254.0.0/17 (host 169.254.0.2, next hop 169.254.0.4)",
+        ),
+    ] {
+        assert!(text.contains(expected), "no {expected:?} in\n{text}");
+        assert!(!text.contains(" {\n") && !text.contains("Some("), "{text}");
+    }
+    Ok(())
+}

@@ -19,7 +19,7 @@ use checks::{check_masquerade_subnet, check_underlay_ip};
 pub use error::ContractError;
 use ipnet::IpNet;
 pub use mode::{Family, GatewayMode, Mode, NodeMode, Transport};
-use std::net::IpAddr;
+use std::{fmt, net::IpAddr};
 
 /// Largest number of cluster CIDRs across all families. Real clusters have a
 /// handful; thousands means a bug or an attack, and each CIDR costs a route
@@ -156,6 +156,39 @@ pub struct Offer {
     /// At most one per family, IPv4 first.
     pub families: Vec<FamilyContract>,
     pub mtu: u32,
+}
+
+/// For people (`dpu-agent check-config`): the offer, then a line per
+/// family.
+impl fmt::Display for Offer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "offer: revision {}, {}, mtu {}",
+            self.revision, self.mode, self.mtu
+        )?;
+        for family in &self.families {
+            let masquerade = &family.masquerade;
+            let cidrs: Vec<String> = family
+                .cluster_cidrs
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            writeln!(
+                f,
+                "  {}: masquerade {} (host {}, next hop {} at {}), underlay {}, {} cluster CIDRs: {}",
+                family.family(),
+                masquerade.subnet,
+                masquerade.host_ip,
+                masquerade.dummy_next_hop,
+                format_mac(&masquerade.dummy_next_hop_mac()),
+                family.underlay_ip,
+                cidrs.len(),
+                cidrs.join(", ")
+            )?;
+        }
+        Ok(())
+    }
 }
 
 impl Offer {
