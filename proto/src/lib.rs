@@ -3,6 +3,8 @@
 //! - [`pb`]: the generated gRPC types and the descriptor set for reflection.
 //! - [`contract`]: the validated domain model both agents plan from; every wire
 //!   message is parsed into it before anything is applied.
+//! - [`negotiation`]: the host's proposal against the DPU's offer, every
+//!   difference named with both values.
 //! - [`text`]: peer text made safe to log and to keep.
 //! - [`tls`]: the mutual TLS setup both agents share (TLS 1.3, peer identity
 //!   pinned to a certificate SAN).
