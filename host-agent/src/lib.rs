@@ -14,4 +14,5 @@ pub mod dataplane;
 pub mod local_status;
 pub mod metrics;
 pub mod plan;
+pub mod reload;
 pub mod status;

@@ -157,11 +157,9 @@ async fn run(
     config: ValidHostConfig,
     dataplane: impl Dataplane + 'static,
 ) -> anyhow::Result<()> {
-    let running = std::sync::Arc::new(std::sync::Mutex::new(RunningConfig {
-        path: config.path.clone(),
-        raw: config.raw.clone(),
-        masquerades: config.masquerades.clone(),
-    }));
+    let running = std::sync::Arc::new(std::sync::Mutex::new(
+        host_agent::reload::RunningConfig::new(&config),
+    ));
     let metrics_listen = config.raw.metrics_listen;
     let status_socket = config.raw.status_socket.clone();
     let dpu_address = config.raw.dpu.address.clone();
@@ -206,33 +204,4 @@ async fn run(
     tracing::info!("host state stays in place");
     agent_task.await.context("agent task")??;
     Ok(())
-}
-
-/// What a reload is compared with: the config the agent runs.
-struct RunningConfig {
-    path: std::path::PathBuf,
-    raw: host_agent::config::HostConfig,
-    masquerades: Vec<noverlay_proto::contract::Masquerade>,
-}
-
-impl RunningConfig {
-    /// Certificate rotation: a failed reload keeps what works, and a reload
-    /// that changes anything else (a masquerade subnet ovnkube-node now
-    /// resolves otherwise included) is refused whole.
-    fn reload(&self, reloader: &host_agent::agent::TlsReloader) -> anyhow::Result<()> {
-        let next = HostConfig::load(&self.path)?;
-        let mut changed = self.raw.changes_needing_restart(&next.raw);
-        // Set by hand, a change is named as ipv4/ipv6; left to ovnkube-node,
-        // only the resolved subnets can tell.
-        if next.masquerades != self.masquerades && changed.is_empty() {
-            changed.push("the masquerade subnets (as ovnkube-node resolves them)");
-        }
-        anyhow::ensure!(
-            changed.is_empty(),
-            "{} changed: only the TLS files reload at runtime; restart host-agent to apply the rest (nothing of this config was applied)",
-            changed.join(", ")
-        );
-        reloader.reload(&next.raw.tls)?;
-        Ok(())
-    }
 }
