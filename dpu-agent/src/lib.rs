@@ -7,8 +7,8 @@
 //! - The state hub every task shares: [`state`].
 //! - The edges, one module each: the gRPC service ([`server`], over the
 //!   `noverlay-tls-gate` mTLS listener), the bridge's ports from OVSDB
-//!   ([`ports`], over `noverlay-ovsdb`), the OpenFlow switch ([`openflow`],
-//!   [`switch`], over `noverlay-openflow`) driven by the [`programmer`] loop, the
+//!   ([`ports`], over `noverlay-ovsdb`), the switch (the [`switch`] trait and
+//!   its native implementation over `noverlay-openflow`) driven by the [`programmer`] loop, the
 //!   uplink guard in nftables (`noverlay-uplink-guard`, reporting to the state
 //!   hub as its `GuardHub`), and the Prometheus collector
 //!   ([`metrics`]).
@@ -18,7 +18,6 @@ pub mod config;
 pub mod flows;
 pub mod fragments;
 pub mod metrics;
-pub mod openflow;
 pub mod ovn;
 pub mod ovnkube_follow;
 pub mod ports;
@@ -139,7 +138,7 @@ pub enum CleanupError {
     Flows {
         cookie: u64,
         target: String,
-        source: openflow::SwitchError,
+        source: switch::SwitchError,
     },
     #[error("removing the uplink guard: {0}")]
     Guard(String),
@@ -151,7 +150,7 @@ pub enum CleanupError {
 /// another controller's flow, see [`coexist`]); a same-named table that is
 /// not ours is left alone. Both are attempted; every failure is returned.
 pub async fn cleanup(config: &config::ValidConfig) -> Result<(), Vec<CleanupError>> {
-    use openflow::FlowSwitch;
+    use switch::FlowSwitch;
     let bridge = &config.raw.bridge;
     let target = bridge.openflow_target();
     let removed = match noverlay_openflow::session::Endpoint::from_target(&target) {
@@ -160,7 +159,7 @@ pub async fn cleanup(config: &config::ValidConfig) -> Result<(), Vec<CleanupErro
                 .replace(&[], bridge.cookie, &twins::TwinChecks::default())
                 .await
         }
-        None => Err(openflow::SwitchError::Failed {
+        None => Err(switch::SwitchError::Failed {
             operation: "OpenFlow connection",
             reason: format!("{target:?} is not a unix: or tcp: target"),
         }),

@@ -3,8 +3,8 @@
 
 use crate::{
     flows::{Flow, MatchKey},
-    openflow::ReadFlow,
     state::{AgentHandle, GuardState, Source},
+    switch::ReadFlow,
 };
 use noverlay_runtime::metrics::encode::{self, Labels};
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, registry::Registry};

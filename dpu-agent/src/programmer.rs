@@ -10,8 +10,8 @@
 use crate::{
     coexist::{self, ForeignFlow, Placement},
     flows::{Flow, MatchKey},
-    openflow::{FlowIdentity, FlowSwitch, ReadFlow, SwitchError},
     state::{AgentHandle, Source},
+    switch::{FlowIdentity, FlowSwitch, ReadFlow, SwitchError},
     twins::{Contested, TwinChecks},
 };
 use noverlay_runtime::{logging::Repeats, systemd::Heartbeat};

@@ -5,8 +5,8 @@
 use crate::{
     config::ValidConfig,
     flows,
-    openflow::ReadFlow,
     state::{AgentHandle, TlsIdentity},
+    switch::ReadFlow,
 };
 use futures::{Stream, StreamExt};
 use noverlay_proto::{

@@ -8,7 +8,7 @@
 use dpu_agent::{
     coexist,
     flows::{self, BasePipeline, FlowSettings, PortMap},
-    openflow::ReadFlow,
+    switch::ReadFlow,
     twins::TwinChecks,
 };
 use libfuzzer_sys::fuzz_target;

@@ -4,9 +4,9 @@
 
 use dpu_agent::{
     flows::{Flow, MatchKey},
-    openflow::{FlowSwitch, ReadFlow, SwitchError},
     programmer::run_flow_programmer,
     state::AgentHandle,
+    switch::{FlowSwitch, ReadFlow, SwitchError},
     twins::{Contested, Probe},
 };
 use noverlay_openflow::{

@@ -243,7 +243,7 @@ impl Connection {
 
     /// Sends a bundle and waits for its commit reply.
     fn install(&mut self, flows: &[flows::Flow]) -> anyhow::Result<()> {
-        let messages = switch::install_bundle(flows, COOKIE, 1, || {
+        let messages = switch::native::install_bundle(flows, COOKIE, 1, || {
             self.xid += 1;
             self.xid
         })?;
@@ -455,7 +455,7 @@ fn a_native_dump_places_our_flows_as_ovs_ofctls_does() -> anyhow::Result<()> {
 #[test]
 #[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
 fn the_native_switch_speaks_tcp_too() -> anyhow::Result<()> {
-    use dpu_agent::{openflow::FlowSwitch, switch::NativeSwitch};
+    use dpu_agent::switch::{FlowSwitch, NativeSwitch};
     netns::require_privileges()?;
     ovs::require()?;
     let sw = Switch::start("oft")?;
@@ -512,7 +512,7 @@ fn the_native_switch_speaks_tcp_too() -> anyhow::Result<()> {
 #[test]
 #[ignore = "privileged: needs root, network namespaces and Open vSwitch; run as root with --include-ignored (CI does)"]
 fn the_native_switch_on_an_openflow_13_only_bridge() -> anyhow::Result<()> {
-    use dpu_agent::{openflow::FlowSwitch, switch::NativeSwitch};
+    use dpu_agent::switch::{FlowSwitch, NativeSwitch};
     netns::require_privileges()?;
     ovs::require()?;
     let sw = Switch::start("of13")?;
@@ -666,7 +666,7 @@ struct LateTwin {
     after_unprobed: Vec<String>,
 }
 
-async fn late_twin<S: dpu_agent::openflow::FlowSwitch>(
+async fn late_twin<S: dpu_agent::switch::FlowSwitch>(
     switch: S,
     target: &str,
 ) -> anyhow::Result<LateTwin> {
@@ -700,7 +700,7 @@ async fn late_twin<S: dpu_agent::openflow::FlowSwitch>(
         flows.sort();
         Ok(flows)
     };
-    let refusal = |result: Result<(), dpu_agent::openflow::SwitchError>| match result {
+    let refusal = |result: Result<(), dpu_agent::switch::SwitchError>| match result {
         Ok(()) => String::from("(installed)"),
         Err(e) => e.to_string(),
     };

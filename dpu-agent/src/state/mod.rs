@@ -10,7 +10,7 @@ mod sources;
 use crate::{
     config::ValidConfig,
     flows::{self, FlowSettings, PortMap},
-    openflow::ReadFlow,
+    switch::ReadFlow,
 };
 use noverlay_proto::{contract::Offer, pb, tls};
 use noverlay_runtime::lock;

@@ -1,7 +1,7 @@
 //! What the state hub records of the peer, our flows, the uplink guard and
 //! the TLS identity it serves with, as status and metrics read them.
 
-use crate::openflow::ReadFlow;
+use crate::switch::ReadFlow;
 use noverlay_proto::{pb, tls::PeerIdentity};
 use tokio_rustls::TlsAcceptor;
 

@@ -6,11 +6,8 @@
 //! binary (compared as bytes; decoded into dump text only for people);
 //! changes come from a flow monitor on the same connection.
 
-use crate::{
-    flows::Flow,
-    openflow::{FlowSwitch, ReadFlow, SwitchError},
-    twins::TwinChecks,
-};
+use super::{FlowSwitch, ReadFlow, SwitchError};
+use crate::{flows::Flow, twins::TwinChecks};
 use noverlay_openflow::{
     session,
     spec::{self, FlowSpec, SpecError},

@@ -1,13 +1,19 @@
-//! The OpenFlow edge: install a cookie-scoped flow set atomically, read the
-//! bridge's flows back, and hear about flow changes. One trait, implemented
-//! by the native session in [`crate::switch`], so that the programmer loop can
-//! also be tested with a double.
+//! The switch edge: install a cookie-scoped flow set atomically, read the
+//! bridge's flows back, and hear about flow changes. One trait,
+//! [`FlowSwitch`], implemented over an OpenFlow session by
+//! [`native::NativeSwitch`], so that the programmer loop can also be tested
+//! with a double. (The OpenFlow codec and session themselves are the
+//! `noverlay-openflow` crate.)
 //!
 //! Reads come back as [`ReadFlow`]s: flow-stats entries kept binary and
 //! compared as bytes, so the agent's hot path (find a wipe, read back a
 //! restore) never turns a flow into text; text is made only when someone
 //! looks (status, metrics, another controller's flows for
 //! [`crate::coexist`]).
+
+pub mod native;
+
+pub use native::NativeSwitch;
 
 use crate::coexist::ForeignFlow;
 use crate::flows::{Flow, MatchKey};
