@@ -9,30 +9,13 @@
 //! the switch's (every bridge, OVN's included), read from ovs-vswitchd's
 //! control socket (`ovs-appctl dpctl/ipf-get-status`).
 
+pub use crate::state::{FamilyFragments, FragmentStatus};
 use noverlay_ovsdb::unixctl;
 use std::{
     path::{Path, PathBuf},
     time::Duration,
 };
 use tokio_util::sync::CancellationToken;
-
-/// One family's reassembly state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct FamilyFragments {
-    pub enabled: bool,
-    /// Fragments (but the last) smaller than this are dropped.
-    pub min_size: u64,
-    pub accepted: u64,
-    pub completed: u64,
-    pub expired: u64,
-    pub too_small: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct FragmentStatus {
-    pub ipv4: FamilyFragments,
-    pub ipv6: FamilyFragments,
-}
 
 /// The text of `dpctl/ipf-get-status`: `name: value` lines (indented, after
 /// a title); lines we do not know are skipped, a missing counter of ours is

@@ -9,6 +9,7 @@
 //! in status and metrics, naming both values.
 
 pub use crate::config::OvnConfig;
+pub use crate::state::ClusterRoutes;
 use crate::{
     config::{GatewayPort, GatewayPortSource},
     state::{AgentHandle, Source},
@@ -83,19 +84,6 @@ impl Expected {
 
 /// What ovnkube's route import writes in `external_ids` of its routes.
 pub const ROUTE_IMPORT_OWNER: (&str, &str) = ("k8s.ovn.org/owner-controller", "RouteImport");
-
-/// The gateway router's routes for the cluster CIDRs: how the routing
-/// decision, OVN's, stands.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClusterRoutes {
-    /// Static routes inside a cluster CIDR or holding one (a default route
-    /// holds them all), one per next hop.
-    pub routes: usize,
-    /// Of those, the ones ovnkube's route import wrote (BGP-learned).
-    pub imported: usize,
-    /// Cluster CIDRs no route touches: OVN drops their traffic.
-    pub unrouted: Vec<IpNet>,
-}
 
 /// Whether two prefixes share an address: one holds the other.
 fn overlaps(a: &IpNet, b: &IpNet) -> bool {

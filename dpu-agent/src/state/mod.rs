@@ -15,7 +15,9 @@ use crate::{
 use noverlay_proto::{contract::Offer, pb, tls};
 use noverlay_runtime::lock;
 pub use noverlay_uplink_guard::{GuardRecord, GuardState};
-pub use records::{FlowRecord, PeerRecord, TlsIdentity};
+pub use records::{
+    ClusterRoutes, FamilyFragments, FlowRecord, FragmentStatus, PeerRecord, TlsIdentity,
+};
 pub use sources::{Source, SourceStatus, Sources};
 use std::sync::{
     Arc, Mutex,
@@ -34,7 +36,7 @@ struct Record {
     ovn_mismatches: usize,
     /// Open vSwitch's fragment reassembly counters, as last read (None:
     /// not read, or the read failed).
-    fragments: Option<crate::fragments::FragmentStatus>,
+    fragments: Option<FragmentStatus>,
 }
 
 struct AgentState {
@@ -58,7 +60,7 @@ struct AgentState {
     /// What the host said of the contracts it was sent.
     host_view: watch::Sender<HostView>,
     /// The gateway router's routes for the cluster CIDRs, as last read.
-    ovn_routes: watch::Sender<Option<crate::ovn::ClusterRoutes>>,
+    ovn_routes: watch::Sender<Option<ClusterRoutes>>,
 }
 
 /// What the host said of the contracts it was sent: the offer it last
@@ -304,7 +306,7 @@ impl AgentHandle {
     /// The gateway router's routes for the cluster CIDRs (None: no [ovn]
     /// section, not read yet, or no such router).
     /// Wakes [`AgentHandle::watch_ovn_routes`] only on a change.
-    pub fn set_ovn_routes(&self, routes: Option<crate::ovn::ClusterRoutes>) {
+    pub fn set_ovn_routes(&self, routes: Option<ClusterRoutes>) {
         self.state.ovn_routes.send_if_modified(|held| {
             let changed = *held != routes;
             *held = routes;
@@ -312,11 +314,11 @@ impl AgentHandle {
         });
     }
 
-    pub fn ovn_routes(&self) -> Option<crate::ovn::ClusterRoutes> {
+    pub fn ovn_routes(&self) -> Option<ClusterRoutes> {
         self.state.ovn_routes.borrow().clone()
     }
 
-    pub fn watch_ovn_routes(&self) -> watch::Receiver<Option<crate::ovn::ClusterRoutes>> {
+    pub fn watch_ovn_routes(&self) -> watch::Receiver<Option<ClusterRoutes>> {
         self.state.ovn_routes.subscribe()
     }
 
@@ -435,11 +437,11 @@ impl AgentHandle {
         lock(&self.state.record).guard.clone()
     }
 
-    pub fn set_fragments(&self, status: Option<crate::fragments::FragmentStatus>) {
+    pub fn set_fragments(&self, status: Option<FragmentStatus>) {
         lock(&self.state.record).fragments = status;
     }
 
-    pub fn fragments(&self) -> Option<crate::fragments::FragmentStatus> {
+    pub fn fragments(&self) -> Option<FragmentStatus> {
         lock(&self.state.record).fragments
     }
 

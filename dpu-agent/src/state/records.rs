@@ -2,6 +2,7 @@
 //! the TLS identity it serves with, as status and metrics read them.
 
 use crate::switch::ReadFlow;
+use ipnet::IpNet;
 use noverlay_proto::{pb, tls::PeerIdentity};
 use tokio_rustls::TlsAcceptor;
 
@@ -48,4 +49,37 @@ pub struct FlowRecord {
     /// Installs refused because another controller's flow overlapping one
     /// of ours appeared between our read and our commit.
     pub contested_installs: u64,
+}
+
+/// The gateway router's routes for the cluster CIDRs: how the routing
+/// decision, OVN's, stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterRoutes {
+    /// Static routes inside a cluster CIDR or holding one (a default route
+    /// holds them all), one per next hop.
+    pub routes: usize,
+    /// Of those, the ones ovnkube's route import wrote (BGP-learned).
+    pub imported: usize,
+    /// Cluster CIDRs no route touches: OVN drops their traffic.
+    pub unrouted: Vec<IpNet>,
+}
+
+/// Open vSwitch's fragment reassembly (`dpctl/ipf-get-status`), read by
+/// [`crate::fragments`].
+/// One family's reassembly state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FamilyFragments {
+    pub enabled: bool,
+    /// Fragments (but the last) smaller than this are dropped.
+    pub min_size: u64,
+    pub accepted: u64,
+    pub completed: u64,
+    pub expired: u64,
+    pub too_small: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FragmentStatus {
+    pub ipv4: FamilyFragments,
+    pub ipv6: FamilyFragments,
 }
