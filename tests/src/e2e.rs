@@ -409,6 +409,38 @@ impl Testbed {
         crate::ovnkube::OvnkubeProcess::start(ns, &self.bins.ovnkube, args)
     }
 
+    /// The DPU's stand-in ovnkube-node, OpenShift's shape: dpu mode, its
+    /// file ([`Testbed::ovnkube_conf_path`]) named by flag, then `extra`.
+    pub fn start_dpu_ovnkube(
+        &self,
+        extra: &[&str],
+    ) -> anyhow::Result<crate::ovnkube::OvnkubeProcess> {
+        let config_file = format!("--config-file={}", self.ovnkube_conf_path().display());
+        let args = [
+            "--init-node",
+            "node1",
+            "--ovnkube-node-mode=dpu",
+            "--gateway-mode=shared",
+            config_file.as_str(),
+        ];
+        self.start_ovnkube(&self.dpu, &[&args[..], extra].concat())
+    }
+
+    /// The host's stand-in ovnkube-node: dpu-host mode, flags only.
+    pub fn start_host_ovnkube(&self) -> anyhow::Result<crate::ovnkube::OvnkubeProcess> {
+        self.start_ovnkube(
+            &self.host,
+            &[
+                "--init-node=node1",
+                "--ovnkube-node-mode",
+                "dpu-host",
+                "--gateway-mode=shared",
+                "--mtu=1400",
+                "--ovnkube-node-mgmt-port-netdev=ovn-k8s-mp0",
+            ],
+        )
+    }
+
     /// ovnkube-node's own config file (INI) in the testbed's directory.
     pub fn ovnkube_conf_path(&self) -> PathBuf {
         self.dir().join("ovn_k8s.conf")
@@ -756,18 +788,8 @@ gateway_router = {router:?}
     /// Our flows on breth0 without their counters, sorted: what changes
     /// only when the agent rewrites them.
     pub fn our_flows(&self) -> anyhow::Result<Vec<String>> {
-        let dump = self.ovs.ofctl(
-            "dump-flows",
-            "breth0",
-            &["--no-stats", "cookie=0x6e6f7672/-1"],
-        )?;
-        let mut flows: Vec<String> = dump
-            .lines()
-            .filter(|l| l.starts_with(' '))
-            .map(|l| l.trim().to_string())
-            .collect();
-        flows.sort();
-        Ok(flows)
+        self.ovs
+            .flows_of("breth0", dpu_agent::config::DEFAULT_COOKIE)
     }
 
     /// Packets counted by our path flows on breth0 (priority 510, after a

@@ -398,3 +398,23 @@ pub fn repeated_series(exposition: &str) -> Vec<String> {
     repeated.dedup();
     repeated
 }
+
+/// Both agents in-process (the DPU configured by `options`), the host's
+/// first contract applied.
+pub async fn agents_applied(
+    options: &DpuOptions,
+) -> anyhow::Result<(Certs, RunningDpu, RunningHost)> {
+    init();
+    let certs = Certs::new()?;
+    let config = dpu_config(certs.dir.path(), options, &certs.dpu)?;
+    let dpu = RunningDpu::start(&config).await?;
+    let mut host = RunningHost::start(
+        certs.dir.path(),
+        &HostOptions::new(dpu.addr),
+        &certs.host,
+        Vec::new(),
+    )?;
+    host.wait_for("the first contract applied", |s| s.applied.is_some())
+        .await?;
+    Ok((certs, dpu, host))
+}

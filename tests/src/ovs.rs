@@ -234,14 +234,21 @@ verify_interval_ms = 1000
         let ours = format!("cookie={cookie:#x},");
         let ours_spaced = format!("cookie={cookie:#x} ");
         let dump = self.ofctl("dump-flows", bridge, &["--no-stats"])?;
-        let mut flows: Vec<String> = dump
-            .lines()
-            .filter(|l| l.starts_with(' '))
-            .map(|l| l.trim().to_string())
+        Ok(sorted_flows(&dump)
+            .into_iter()
             .filter(|l| !l.starts_with(&ours) && !l.starts_with(&ours_spaced))
-            .collect();
-        flows.sort();
-        Ok(flows)
+            .collect())
+    }
+
+    /// The flows of `bridge` with `cookie`, without statistics, sorted:
+    /// what changes only when their writer rewrites them.
+    pub fn flows_of(&self, bridge: &str, cookie: u64) -> anyhow::Result<Vec<String>> {
+        let dump = self.ofctl(
+            "dump-flows",
+            bridge,
+            &["--no-stats", &format!("cookie={cookie:#x}/-1")],
+        )?;
+        Ok(sorted_flows(&dump))
     }
 
     /// ovs-appctl to this instance's ovs-vswitchd.
@@ -303,6 +310,17 @@ impl Switch {
         ovs.gateway_bridge("br-int")?;
         Ok(Switch { ovs, ns })
     }
+}
+
+/// The flow lines of a `dump-flows` output, trimmed and sorted.
+pub fn sorted_flows(dump: &str) -> Vec<String> {
+    let mut flows: Vec<String> = dump
+        .lines()
+        .filter(|l| l.starts_with(' '))
+        .map(|l| l.trim().to_string())
+        .collect();
+    flows.sort();
+    flows
 }
 
 /// kill -9 of the daemon whose pid is in `pidfile`, then waits for it to be

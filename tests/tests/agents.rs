@@ -6,21 +6,12 @@ use noverlay_tests::harness::{self, Certs, DpuOptions, HostOptions, RunningDpu, 
 
 #[tokio::test]
 async fn host_follows_cidr_changes_and_dpu_sees_the_reports() -> anyhow::Result<()> {
-    harness::init();
-    let certs = Certs::new()?;
     let options = DpuOptions::default();
-    let config = harness::dpu_config(certs.dir.path(), &options, &certs.dpu)?;
-    let dpu = RunningDpu::start(&config).await?;
-    let mut host = RunningHost::start(
-        certs.dir.path(),
-        &HostOptions::new(dpu.addr),
-        &certs.host,
-        Vec::new(),
-    )?;
-    host.wait_for("revision 1 applied", |s| {
-        s.applied.as_ref().map(|c| c.revision) == Some(1)
-    })
-    .await?;
+    let (certs, dpu, mut host) = harness::agents_applied(&options).await?;
+    assert_eq!(
+        host.status.borrow().applied.as_ref().map(|c| c.revision),
+        Some(1)
+    );
 
     let changed = DpuOptions {
         ipv4_cidrs: vec!["198.18.128.0/17".into(), "198.19.0.0/16".into()],

@@ -28,18 +28,7 @@ fn dpu_switch() -> anyhow::Result<Switch> {
 
 /// Our flows as OVS shows them, without counters, sorted.
 fn our_flows(ovs: &Ovs) -> anyhow::Result<Vec<String>> {
-    let dump = ovs.ofctl(
-        "dump-flows",
-        "breth0",
-        &["--no-stats", &format!("cookie={COOKIE}/-1")],
-    )?;
-    let mut flows: Vec<String> = dump
-        .lines()
-        .filter(|l| l.starts_with(' '))
-        .map(|l| l.trim().to_string())
-        .collect();
-    flows.sort();
-    Ok(flows)
+    ovs.flows_of("breth0", dpu_agent::config::DEFAULT_COOKIE)
 }
 
 async fn wait_until(

@@ -305,26 +305,8 @@ fn the_clusters_facts_come_from_the_running_ovnkube() -> anyhow::Result<()> {
     bed.write_ovnkube_conf(&[CLUSTER_CIDR])?;
     let file = bed.ovnkube_conf_path().display().to_string();
     // The DPU's ovnkube-node, OpenShift's shape: its file named by flag.
-    let config_file = format!("--config-file={file}");
-    let dpu_args = [
-        "--init-node",
-        "node1",
-        "--ovnkube-node-mode=dpu",
-        "--gateway-mode=shared",
-        config_file.as_str(),
-    ];
-    let dpu_ovnkube = bed.start_ovnkube(&bed.dpu, &dpu_args)?;
-    let _host_ovnkube = bed.start_ovnkube(
-        &bed.host,
-        &[
-            "--init-node=node1",
-            "--ovnkube-node-mode",
-            "dpu-host",
-            "--gateway-mode=shared",
-            "--mtu=1400",
-            "--ovnkube-node-mgmt-port-netdev=ovn-k8s-mp0",
-        ],
-    )?;
+    let dpu_ovnkube = bed.start_dpu_ovnkube(&[])?;
+    let _host_ovnkube = bed.start_host_ovnkube()?;
     bed.write_dpu_config_next_to_ovnkube()?;
     bed.write_host_config_next_to_ovnkube()?;
     bed.start_dpu_agent()?;
@@ -417,7 +399,7 @@ fn the_clusters_facts_come_from_the_running_ovnkube() -> anyhow::Result<()> {
     let facts = bed.dpu_status()?.config_facts;
     assert!(facts.contains(&kept), "no {kept:?} in {facts:#?}");
     assert_traffic(&bed, REMOTE_POD)?;
-    let restarted = bed.start_ovnkube(&bed.dpu, &[&dpu_args[..], &["--mtu=1300"]].concat())?;
+    let restarted = bed.start_dpu_ovnkube(&["--mtu=1300"])?;
     let expected = format!(
         "mtu = 1300 (from ovnkube's command line (pid {}, --mtu))",
         restarted.pid()

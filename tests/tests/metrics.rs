@@ -1,6 +1,6 @@
 //! Prometheus metrics of both agents, scraped over HTTP like Prometheus does.
 
-use noverlay_tests::harness::{self, Certs, DpuOptions, HostOptions, RunningDpu, RunningHost};
+use noverlay_tests::harness::{self, DpuOptions};
 use std::sync::Arc;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -65,17 +65,7 @@ fn value(text: &str, sample: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn both_agents_expose_their_state() -> anyhow::Result<()> {
-    harness::init();
-    let certs = Certs::new()?;
-    let config = harness::dpu_config(certs.dir.path(), &DpuOptions::default(), &certs.dpu)?;
-    let dpu = RunningDpu::start(&config).await?;
-    let mut host = RunningHost::start(
-        certs.dir.path(),
-        &HostOptions::new(dpu.addr),
-        &certs.host,
-        Vec::new(),
-    )?;
-    host.wait_for("applied", |s| s.applied.is_some()).await?;
+    let (certs, dpu, host) = harness::agents_applied(&DpuOptions::default()).await?;
 
     let shutdown = CancellationToken::new();
     let dpu_addr = serve(dpu_agent::metrics::registry(dpu.handle.clone()), &shutdown).await?;
@@ -267,17 +257,7 @@ async fn promtool_accepts_both_endpoints_and_the_alert_rules() -> anyhow::Result
             "promtool missing: run `cargo xtask setup` (it fetches promtool into target/tools)"
         )
     })?;
-    harness::init();
-    let certs = Certs::new()?;
-    let config = harness::dpu_config(certs.dir.path(), &DpuOptions::default(), &certs.dpu)?;
-    let dpu = RunningDpu::start(&config).await?;
-    let mut host = RunningHost::start(
-        certs.dir.path(),
-        &HostOptions::new(dpu.addr),
-        &certs.host,
-        Vec::new(),
-    )?;
-    host.wait_for("applied", |s| s.applied.is_some()).await?;
+    let (_certs, dpu, host) = harness::agents_applied(&DpuOptions::default()).await?;
     let shutdown = CancellationToken::new();
     let dpu_addr = serve(dpu_agent::metrics::registry(dpu.handle.clone()), &shutdown).await?;
     let host_addr = serve(

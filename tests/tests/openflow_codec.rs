@@ -692,13 +692,9 @@ async fn late_twin<S: dpu_agent::switch::FlowSwitch>(
             .args(["-O", "OpenFlow13", "dump-flows", "--no-stats", target])
             .output()?;
         anyhow::ensure!(out.status.success(), "dump-flows failed");
-        let mut flows: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.starts_with(' '))
-            .map(|l| l.trim().to_string())
-            .collect();
-        flows.sort();
-        Ok(flows)
+        Ok(noverlay_tests::ovs::sorted_flows(&String::from_utf8_lossy(
+            &out.stdout,
+        )))
     };
     let refusal = |result: Result<(), dpu_agent::switch::SwitchError>| match result {
         Ok(()) => String::from("(installed)"),

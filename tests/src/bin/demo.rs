@@ -192,28 +192,8 @@ fn bgp_demo() -> anyhow::Result<()> {
     let bed = &mut bgp.bed;
     bed.route_ovnkube_default_masquerade()?;
     bed.write_ovnkube_conf(&[e2e::CLUSTER_CIDR])?;
-    let config_file = format!("--config-file={}", bed.ovnkube_conf_path().display());
-    let _dpu_ovnkube = bed.start_ovnkube(
-        &bed.dpu,
-        &[
-            "--init-node",
-            "node1",
-            "--ovnkube-node-mode=dpu",
-            "--gateway-mode=shared",
-            &config_file,
-        ],
-    )?;
-    let _host_ovnkube = bed.start_ovnkube(
-        &bed.host,
-        &[
-            "--init-node=node1",
-            "--ovnkube-node-mode",
-            "dpu-host",
-            "--gateway-mode=shared",
-            "--mtu=1400",
-            "--ovnkube-node-mgmt-port-netdev=ovn-k8s-mp0",
-        ],
-    )?;
+    let _dpu_ovnkube = bed.start_dpu_ovnkube(&[])?;
+    let _host_ovnkube = bed.start_host_ovnkube()?;
     bed.write_dpu_config_next_to_ovnkube()?;
     bed.write_host_config_next_to_ovnkube()?;
     section(
