@@ -405,8 +405,6 @@ pub struct RouteEvents {
 impl RouteEvents {
     pub fn start(ns: &NetNs) -> anyhow::Result<Self> {
         let monitor = crate::netns::route_monitor(ns)?;
-        // `ip monitor` subscribes before it reads; give it that moment.
-        std::thread::sleep(Duration::from_millis(200));
         Ok(RouteEvents {
             monitor: Some(monitor),
         })

@@ -127,13 +127,16 @@ impl Drop for NetNs {
 }
 
 /// `ip -o monitor route` in `ns`, its output piped: every route event of
-/// the namespace from now on, one line each.
+/// the namespace from the return on, one line each.
 pub fn route_monitor(ns: &NetNs) -> std::io::Result<std::process::Child> {
-    Command::new("ip")
+    let monitor = Command::new("ip")
         .args(["netns", "exec", &ns.name, "ip", "-o", "monitor", "route"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
-        .spawn()
+        .spawn()?;
+    // It subscribes once started, before it reads: give it that moment.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    Ok(monitor)
 }
 
 /// Runs a command inside the named namespace; fails with its output.

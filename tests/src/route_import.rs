@@ -68,6 +68,8 @@ pub struct RouteImport {
 impl RouteImport {
     /// Syncs once, then follows the namespace's route events.
     pub fn start(ns: &NetNs, target: Target) -> anyhow::Result<Self> {
+        // Subscribed before the first sync: a route learned in between is
+        // heard, not missed for good.
         let mut monitor = netns::route_monitor(ns)?;
         let stdout = monitor
             .stdout
