@@ -8,6 +8,9 @@
 //! (an OVSDB monitor, so a change is seen at once) and reports a mismatch
 //! in status and metrics, naming both values.
 
+mod mismatch;
+mod routes;
+
 pub use crate::config::OvnConfig;
 pub use crate::state::ClusterRoutes;
 use crate::{
@@ -15,13 +18,16 @@ use crate::{
     state::{AgentHandle, Source},
 };
 use ipnet::IpNet;
+pub use mismatch::Mismatch;
 use noverlay_ovsdb::{
     Error as OvsdbError, Monitor, RECONNECT_DELAY,
     replica::{Replica, map_value, strings, uuids},
 };
 use noverlay_proto::contract::{Offer, format_mac, parse_mac};
+use routes::parse_prefix;
+pub use routes::{ROUTE_IMPORT_OWNER, cluster_routes};
 use serde_json::{Value, json};
-use std::{fmt, net::IpAddr, time::Duration};
+use std::{net::IpAddr, time::Duration};
 use tokio_util::sync::CancellationToken;
 
 /// The northbound rows the check reads.
@@ -82,184 +88,7 @@ impl Expected {
     }
 }
 
-/// What ovnkube's route import writes in `external_ids` of its routes.
-pub const ROUTE_IMPORT_OWNER: (&str, &str) = ("k8s.ovn.org/owner-controller", "RouteImport");
-
-/// Whether two prefixes share an address: one holds the other.
-fn overlaps(a: &IpNet, b: &IpNet) -> bool {
-    a.contains(b) || b.contains(a)
-}
-
-/// A route's `ip_prefix`: a prefix, or a bare address (a host route).
-fn parse_prefix(text: &str) -> Option<IpNet> {
-    text.parse::<IpNet>()
-        .map(|net| net.trunc())
-        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-        .ok()
-}
-
-/// Whether a static route takes packets by their destination to a next
-/// hop: not a source-policy route, not in another route table (used only
-/// by ports that name it), not a discard.
-fn routes_by_destination(row: &Row) -> bool {
-    let text = |column: &str| row.get(column).and_then(Value::as_str).unwrap_or_default();
-    text("policy") != "src-ip" && text("route_table").is_empty() && text("nexthop") != "discard"
-}
-
-/// Counts the router's routes that take cluster traffic; names the
-/// cluster CIDRs none does.
-pub fn cluster_routes(replica: &Replica, router: &Row, cidrs: &[IpNet]) -> ClusterRoutes {
-    let mut found = ClusterRoutes::default();
-    let mut routed = vec![false; cidrs.len()];
-    for row in uuids(router.get("static_routes"))
-        .iter()
-        .filter_map(|uuid| replica.row("Logical_Router_Static_Route", uuid))
-        .filter(|row| routes_by_destination(row))
-    {
-        let Some(prefix) = row
-            .get("ip_prefix")
-            .and_then(Value::as_str)
-            .and_then(parse_prefix)
-        else {
-            continue;
-        };
-        let mut takes_cluster_traffic = false;
-        for (cidr, routed) in cidrs.iter().zip(routed.iter_mut()) {
-            if overlaps(cidr, &prefix) {
-                *routed = true;
-                takes_cluster_traffic = true;
-            }
-        }
-        if takes_cluster_traffic {
-            found.routes += 1;
-            let (key, owner) = ROUTE_IMPORT_OWNER;
-            if map_value(row.get("external_ids"), key).as_deref() == Some(owner) {
-                found.imported += 1;
-            }
-        }
-    }
-    found.unrouted = cidrs
-        .iter()
-        .zip(routed)
-        .filter(|(_, routed)| !routed)
-        .map(|(cidr, _)| *cidr)
-        .collect();
-    found
-}
-
-/// One way OVN's configuration would blackhole the path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mismatch {
-    NoRouter(String),
-    NoPort {
-        router: String,
-        port: String,
-    },
-    PortMac {
-        port: String,
-        found: String,
-        bridge_mac: String,
-    },
-    PortAddress {
-        port: String,
-        found: Vec<String>,
-        underlay_ip: IpAddr,
-    },
-    NoMasqueradeRoute {
-        router: String,
-        subnet: IpNet,
-        found: Vec<String>,
-    },
-    RouteNextHop {
-        router: String,
-        subnet: IpNet,
-        found: String,
-        dummy_next_hop: IpAddr,
-    },
-    NoMacBinding {
-        port: String,
-        ip: IpAddr,
-    },
-    /// No static route of the router takes traffic to this cluster CIDR
-    /// (none inside it, none holding it, no default route): OVN drops it.
-    /// Normal for a moment while BGP and route import converge.
-    NoClusterRoute {
-        router: String,
-        cidr: IpNet,
-    },
-    /// The port's `options:gateway_mtu` is below the host's MTU: OVN would
-    /// answer the larger packets with an ICMP error from the node IP.
-    GatewayMtu {
-        port: String,
-        gateway_mtu: u32,
-        mtu: u32,
-    },
-}
-
-impl fmt::Display for Mismatch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Mismatch::NoRouter(router) => write!(
-                f,
-                "gateway router {router:?} not found in the northbound database"
-            ),
-            Mismatch::NoPort { router, port } => {
-                write!(f, "port {port:?} not found on gateway router {router:?}")
-            }
-            Mismatch::PortMac {
-                port,
-                found,
-                bridge_mac,
-            } => write!(
-                f,
-                "gateway router port {port:?} has MAC {found}, but the bridge's MAC is {bridge_mac}: the host's traffic handed to the router would not be taken"
-            ),
-            Mismatch::PortAddress {
-                port,
-                found,
-                underlay_ip,
-            } => write!(
-                f,
-                "gateway router port {port:?} has networks {found:?}, none of them the underlay IP {underlay_ip}"
-            ),
-            Mismatch::NoMasqueradeRoute {
-                router,
-                subnet,
-                found,
-            } => write!(
-                f,
-                "gateway router {router:?} has no route for the masquerade subnet {subnet} (its routes: {found:?}): replies to the host would be dropped"
-            ),
-            Mismatch::RouteNextHop {
-                router,
-                subnet,
-                found,
-                dummy_next_hop,
-            } => write!(
-                f,
-                "gateway router {router:?} routes the masquerade subnet {subnet} via {found}, not via the dummy next hop {dummy_next_hop}"
-            ),
-            Mismatch::NoMacBinding { port, ip } => write!(
-                f,
-                "no static MAC binding for the dummy next hop {ip} on port {port:?}: the router would ask for its MAC and nobody answers"
-            ),
-            Mismatch::NoClusterRoute { router, cidr } => write!(
-                f,
-                "gateway router {router:?} has no route for the cluster CIDR {cidr} (none inside it, none holding it, no default route): OVN drops the host's traffic to it; are the remote nodes' pod subnets learned (BGP) and imported?"
-            ),
-            Mismatch::GatewayMtu {
-                port,
-                gateway_mtu,
-                mtu,
-            } => write!(
-                f,
-                "gateway router port {port:?} has options:gateway_mtu={gateway_mtu}, below the contract's MTU {mtu}: OVN answers the host's larger packets with \"fragmentation needed\" from the node IP, which the host owns and drops, so path MTU discovery fails; set the MTU (ovnkube's mtu) to at most {gateway_mtu}"
-            ),
-        }
-    }
-}
-
-type Row = serde_json::Map<String, Value>;
+pub(crate) type Row = serde_json::Map<String, Value>;
 
 /// The gateway router's row and its external port's row.
 fn router_and_port<'r>(
