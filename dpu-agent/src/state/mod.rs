@@ -4,6 +4,7 @@
 //! metrics all go through [`AgentHandle`]; what it records of the peer,
 //! the flows and the uplink guard is defined in `records.rs`.
 
+mod host_view;
 mod records;
 mod sources;
 
@@ -12,6 +13,7 @@ use crate::{
     flows::{self, FlowSettings, PortMap},
     switch::ReadFlow,
 };
+pub use host_view::HostView;
 use noverlay_proto::{contract::Offer, pb, tls};
 use noverlay_runtime::lock;
 pub use noverlay_uplink_guard::{GuardRecord, GuardState};
@@ -63,19 +65,6 @@ struct AgentState {
     ovn_routes: watch::Sender<Option<ClusterRoutes>>,
 }
 
-/// What the host said of the contracts it was sent: the offer it last
-/// applied, a revision it refuses, and the offers served lately (a report
-/// may come after the next revision is served).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HostView {
-    pub applied: Option<Offer>,
-    pub refused: Option<u64>,
-    served: std::collections::VecDeque<Offer>,
-}
-
-/// Offers kept for reports that come late.
-const SERVED_KEPT: usize = 8;
-
 /// A cheap handle to the running agent's state.
 #[derive(Clone)]
 pub struct AgentHandle {
@@ -108,10 +97,7 @@ impl AgentHandle {
                     noverlay_runtime::metrics::encode::LATENCY_BUCKETS,
                 ),
                 flow_updates: watch::Sender::new(0),
-                host_view: watch::Sender::new(HostView {
-                    served: [config.offer.clone()].into(),
-                    ..HostView::default()
-                }),
+                host_view: watch::Sender::new(HostView::new(config.offer.clone())),
                 ovn_routes: watch::Sender::new(None),
             }),
         }
@@ -178,17 +164,10 @@ impl AgentHandle {
             *facts = config.facts.clone();
             facts.extend(found);
         }
-        self.state.host_view.send_if_modified(|view| {
-            if view.served.back() == Some(&revised) {
-                return false;
-            }
-            view.served.push_back(revised.clone());
-            if view.served.len() > SERVED_KEPT {
-                view.served.pop_front();
-            }
-            // Nothing the host said changes until it speaks of this one.
-            false
-        });
+        // Nothing the host said changes until it speaks of this one.
+        self.state
+            .host_view
+            .send_if_modified(|view| view.serve(&revised));
         self.state.offer.send_if_modified(|offer| {
             let changed = *offer != revised;
             *offer = revised;
@@ -269,7 +248,7 @@ impl AgentHandle {
     /// the served offer still has: no flow takes traffic to a CIDR the host
     /// refused. Not knowing what the host holds, nothing is withdrawn.
     pub fn flow_offer(&self) -> Offer {
-        flow_offer(self.offer(), &self.state.host_view.borrow())
+        self.state.host_view.borrow().flow_offer(self.offer())
     }
 
     /// Wakes when what the host said of the contracts changes.
@@ -482,20 +461,9 @@ impl AgentHandle {
                 report.revision, report.error
             ))
         };
-        self.state.host_view.send_if_modified(|view| {
-            let before = view.clone();
-            if report.applied {
-                if let Some(offer) = view.served.iter().find(|o| o.revision == report.revision) {
-                    view.applied = Some(offer.clone());
-                }
-                if view.refused.is_some_and(|r| r <= report.revision) {
-                    view.refused = None;
-                }
-            } else if report.refused {
-                view.refused = Some(report.revision);
-            }
-            *view != before
-        });
+        self.state
+            .host_view
+            .send_if_modified(|view| view.hear(&report));
         lock(&self.state.record).peer.last_report = Some(report);
         self.set_source(Source::Peer, outcome);
     }
@@ -533,26 +501,6 @@ const MAX_REPORT_ERROR_BYTES: usize = 4096;
 const MAX_REPORTED_ROUTES: usize = 2 * noverlay_proto::contract::MAX_CLUSTER_CIDRS;
 const MAX_ROUTE_BYTES: usize = 256;
 const MAX_NFT_RULESET_BYTES: usize = 192 * 1024;
-
-/// See [`AgentHandle::flow_offer`].
-fn flow_offer(served: Offer, view: &HostView) -> Offer {
-    // Not knowing what the host holds (a restarted agent), nothing is
-    // withdrawn: the host may route any of it to us.
-    if view.refused != Some(served.revision) || view.applied.is_none() {
-        return served;
-    }
-    let mut narrowed = served;
-    for family in &mut narrowed.families {
-        let applied = view
-            .applied
-            .as_ref()
-            .and_then(|offer| offer.family(family.family()))
-            .map(|f| f.cluster_cidrs.clone())
-            .unwrap_or_default();
-        family.cluster_cidrs.retain(|cidr| applied.contains(cidr));
-    }
-    narrowed
-}
 
 fn bounded_report(mut report: pb::HostReport) -> pb::HostReport {
     use noverlay_proto::text::truncated;
