@@ -272,6 +272,41 @@ impl BgpTestbed {
         route_import::kernel_bgp_routes(&self.bed.dpu.name)
     }
 
+    /// Which remote node answered a TCP exchange to `pod`, and the source
+    /// it saw; None when nothing answered within 300 ms.
+    pub fn answered_by(&self, pod: &str) -> Option<(String, String)> {
+        let reply = self
+            .bed
+            .tcp_exchange_within(pod, Duration::from_millis(300))
+            .ok()?;
+        let (node, seen) = reply.split_once(' ')?;
+        Some((node.to_string(), seen.to_string()))
+    }
+
+    /// Waits until `node` answers for `pod` and sees the node underlay IP;
+    /// how long that took.
+    pub fn until_answered(
+        &self,
+        pod: &str,
+        node: &RemoteNode,
+        timeout: Duration,
+    ) -> anyhow::Result<Duration> {
+        let node_ip = Testbed::node_ip_for(pod);
+        let wanted = Some((node.name.to_string(), node_ip.to_string()));
+        noverlay_test_support::eventually_blocking(
+            &format!("{} to answer for {pod} (source {node_ip})", node.name),
+            timeout,
+            || self.answered_by(pod) == wanted,
+        )
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{e}\nimport: {:?}\n{}",
+                self.import_error(),
+                self.bed.agent_logs()
+            )
+        })
+    }
+
     /// The last failure of the route import, if its last sync failed.
     pub fn import_error(&self) -> Option<String> {
         self.import.as_ref().and_then(|import| {

@@ -26,7 +26,7 @@ use std::{
     process::Child,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
         mpsc,
     },
     thread::JoinHandle,
@@ -59,8 +59,6 @@ pub struct RouteImport {
     stop: Arc<AtomicBool>,
     monitor: Child,
     worker: Option<JoinHandle<()>>,
-    /// Transactions written (a sync that changed nothing writes none).
-    pub transactions: Arc<AtomicU64>,
     /// The last sync's failure, if it failed.
     pub last_error: Arc<Mutex<Option<String>>>,
 }
@@ -84,24 +82,14 @@ impl RouteImport {
             }
         });
         let stop = Arc::new(AtomicBool::new(false));
-        let transactions = Arc::new(AtomicU64::new(0));
         let last_error = Arc::new(Mutex::new(None));
         let netns = ns.name.clone();
         let worker = {
-            let (stop, transactions, last_error) =
-                (stop.clone(), transactions.clone(), last_error.clone());
+            let (stop, last_error) = (stop.clone(), last_error.clone());
             std::thread::spawn(move || {
                 // True when the pass failed (and must be tried again).
-                let record = |result: anyhow::Result<bool>| {
-                    let error = match result {
-                        Ok(wrote) => {
-                            if wrote {
-                                transactions.fetch_add(1, Ordering::Relaxed);
-                            }
-                            None
-                        }
-                        Err(e) => Some(e.to_string()),
-                    };
+                let record = |result: anyhow::Result<()>| {
+                    let error = result.err().map(|e| e.to_string());
                     let failed = error.is_some();
                     *last_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
                     failed
@@ -138,7 +126,6 @@ impl RouteImport {
             stop,
             monitor,
             worker: Some(worker),
-            transactions,
             last_error,
         })
     }
@@ -156,8 +143,8 @@ impl Drop for RouteImport {
 }
 
 /// One pass: the kernel's routes against the router's imported rows, the
-/// difference written in one transaction. True when it wrote one.
-fn sync(netns: &str, target: &Target) -> anyhow::Result<bool> {
+/// difference written in one transaction.
+fn sync(netns: &str, target: &Target) -> anyhow::Result<()> {
     let wanted: Routes = kernel_bgp_routes(netns)?
         .into_iter()
         .filter(|(prefix, _)| target.cluster_cidrs.iter().any(|c| c.contains(prefix)))
@@ -199,11 +186,11 @@ fn sync(netns: &str, target: &Target) -> anyhow::Result<bool> {
         ]);
     }
     if args.is_empty() {
-        return Ok(false);
+        return Ok(());
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     crate::ovn::nbctl_at(&target.nb_socket, &args)?;
-    Ok(true)
+    Ok(())
 }
 
 /// The main table's routes of protocol bgp with a destination and a

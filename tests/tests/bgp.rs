@@ -146,34 +146,11 @@ fn host_status_says(bed: &Testbed, line: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Which remote node answered a TCP exchange to `pod`, and the source it
-/// saw; None when nothing answered within 300 ms.
-fn answered_by(bed: &Testbed, pod: &str) -> Option<(String, String)> {
-    let reply = bed
-        .tcp_exchange_within(pod, Duration::from_millis(300))
-        .ok()?;
-    let (node, seen) = reply.split_once(' ')?;
-    Some((node.to_string(), seen.to_string()))
-}
-
-/// Waits until `node` answers for `pod` and sees the node underlay IP;
-/// returns how long that took.
+/// [`BgpTestbed::until_answered`], with both routing tables in the error.
 fn until_answered(bed: &Bed, pod: &str, node: &RemoteNode) -> anyhow::Result<Duration> {
-    let node_ip = Testbed::node_ip_for(pod);
-    let wanted = Some((node.name.to_string(), node_ip.to_string()));
-    eventually_blocking(
-        &format!("{} to answer for {pod} (source {node_ip})", node.name),
-        CONVERGENCE,
-        || answered_by(&bed.bgp.bed, pod) == wanted,
-    )
-    .map_err(|e| {
-        anyhow::anyhow!(
-            "{e}\n{}\nimport: {:?}\n{}",
-            bed.routes().unwrap_or_default(),
-            bed.bgp.import_error(),
-            bed.bgp.bed.agent_logs()
-        )
-    })
+    bed.bgp
+        .until_answered(pod, node, CONVERGENCE)
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", bed.routes().unwrap_or_default()))
 }
 
 /// The learned routes carry the host's traffic to pods on both remote

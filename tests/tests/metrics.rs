@@ -1,6 +1,6 @@
 //! Prometheus metrics of both agents, scraped over HTTP like Prometheus does.
 
-use noverlay_tests::harness::{self, DpuOptions};
+use noverlay_tests::harness::{self, DpuOptions, RunningDpu, RunningHost};
 use std::sync::Arc;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -11,6 +11,19 @@ use tokio_util::sync::CancellationToken;
 /// What Prometheus asks for.
 const OPENMETRICS: &str =
     "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+
+/// Both agents' metrics, each on a free loopback port, until `shutdown`:
+/// (the dpu-agent's, the host-agent's).
+async fn serve_both(
+    dpu: &RunningDpu,
+    host: &RunningHost,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(std::net::SocketAddr, std::net::SocketAddr)> {
+    Ok((
+        serve(dpu_agent::metrics::registry(dpu.handle.clone()), shutdown).await?,
+        serve(host_agent::metrics::registry(host.status.clone()), shutdown).await?,
+    ))
+}
 
 /// Serves `registry` on a free loopback port until `shutdown`.
 async fn serve(
@@ -68,12 +81,7 @@ async fn both_agents_expose_their_state() -> anyhow::Result<()> {
     let (certs, dpu, host) = harness::agents_applied(&DpuOptions::default()).await?;
 
     let shutdown = CancellationToken::new();
-    let dpu_addr = serve(dpu_agent::metrics::registry(dpu.handle.clone()), &shutdown).await?;
-    let host_addr = serve(
-        host_agent::metrics::registry(host.status.clone()),
-        &shutdown,
-    )
-    .await?;
+    let (dpu_addr, host_addr) = serve_both(&dpu, &host, &shutdown).await?;
 
     // An unauthorised client shows up as an auth failure.
     let stranger = certs.pki.issue(
@@ -259,12 +267,7 @@ async fn promtool_accepts_both_endpoints_and_the_alert_rules() -> anyhow::Result
     })?;
     let (_certs, dpu, host) = harness::agents_applied(&DpuOptions::default()).await?;
     let shutdown = CancellationToken::new();
-    let dpu_addr = serve(dpu_agent::metrics::registry(dpu.handle.clone()), &shutdown).await?;
-    let host_addr = serve(
-        host_agent::metrics::registry(host.status.clone()),
-        &shutdown,
-    )
-    .await?;
+    let (dpu_addr, host_addr) = serve_both(&dpu, &host, &shutdown).await?;
     for addr in [dpu_addr, host_addr] {
         let text = scrape_accepting(addr, "/metrics", "*/*").await?;
         let mut check = std::process::Command::new(&promtool)

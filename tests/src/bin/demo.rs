@@ -212,16 +212,7 @@ fn bgp_demo() -> anyhow::Result<()> {
     ));
     for node in bgp::NODES {
         for pod in node.pods {
-            noverlay_test_support::eventually_blocking(
-                &format!("{} to answer for {pod}", node.name),
-                Duration::from_secs(30),
-                || {
-                    bgp.bed
-                        .tcp_exchange(pod)
-                        .is_ok_and(|r| r.starts_with(node.name))
-                },
-            )
-            .map_err(|e| anyhow::anyhow!("{e}\n{}", bgp.bed.agent_logs()))?;
+            bgp.until_answered(pod, &node, Duration::from_secs(30))?;
         }
     }
     show(
